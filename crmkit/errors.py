@@ -1,0 +1,181 @@
+"""The one error tree of crmkit.
+
+Every error crmkit raises on purpose is a ``CrmkitError``; each message says what to do next.
+
+    CrmkitError
+    ├── ConfigError                 bad configuration or environment
+    ├── StoreError                  the DuckDB record store
+    │   ├── DatabaseLocked          another process kept the file locked too long
+    │   ├── NotACrmkitDatabase      corrupt, foreign or newer-than-us file
+    │   └── DatabasePathError       the path cannot hold a database
+    ├── NotFound                    a record, user, setting … does not exist
+    │   └── UnknownUser
+    ├── PermissionDenied            the session's user lacks a right
+    ├── ValidationError             bad input (argument, SQL filter, form value)
+    │   └── UnsafeQuery             a SQL filter that tries to write or run more than one statement
+    ├── AuthError                   Microsoft sign-in (carries AADSTS codes)
+    │   ├── ConsentRequired         carries ``consent_url``
+    │   ├── PersonalAccountRefused
+    │   ├── MfaRequired
+    │   ├── InvalidCredentials
+    │   └── SignInCancelled
+    ├── GraphError                  Microsoft Graph (carries status, code, request_id)
+    │   └── GraphThrottled
+    └── TeamsError                  the Teams integration itself
+        ├── IntegrationDisabled
+        ├── ContactTypeCodeTaken
+        ├── TransferBlocked
+        └── MessageTooLarge
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "ConsentRequired",
+    "ContactTypeCodeTaken",
+    "CrmkitError",
+    "DatabaseLocked",
+    "DatabasePathError",
+    "GraphError",
+    "GraphThrottled",
+    "IntegrationDisabled",
+    "InvalidCredentials",
+    "MessageTooLarge",
+    "MfaRequired",
+    "NotACrmkitDatabase",
+    "NotFound",
+    "PermissionDenied",
+    "PersonalAccountRefused",
+    "SignInCancelled",
+    "StoreError",
+    "TeamsError",
+    "TransferBlocked",
+    "UnknownUser",
+    "UnsafeQuery",
+    "ValidationError",
+]
+
+
+class CrmkitError(Exception):
+    """Root of every error crmkit raises on purpose."""
+
+
+class ConfigError(CrmkitError):
+    """Configuration is missing or inconsistent."""
+
+
+class StoreError(CrmkitError):
+    """The record store cannot do what was asked."""
+
+
+class DatabaseLocked(StoreError):
+    """Another process held the database file longer than the retry budget."""
+
+
+class NotACrmkitDatabase(StoreError):
+    """The file is not a crmkit database (corrupt, foreign, or from a newer crmkit)."""
+
+
+class DatabasePathError(StoreError):
+    """The path cannot hold a database (missing folder, a directory, no permission)."""
+
+
+class NotFound(CrmkitError):
+    """Something that was asked for does not exist."""
+
+
+class UnknownUser(NotFound):
+    """The CRM user name is not known to this database."""
+
+
+class PermissionDenied(CrmkitError):
+    """The session's user lacks the right an operation needs."""
+
+    def __init__(self, message: str, *, right: str | None = None, user: str | None = None) -> None:
+        super().__init__(message)
+        self.right = right
+        self.user = user
+
+
+class ValidationError(CrmkitError, ValueError):
+    """Input was rejected before anything was written."""
+
+
+class UnsafeQuery(ValidationError):
+    """A SQL filter tried to write, or to run more than one statement."""
+
+
+class AuthError(CrmkitError):
+    """Microsoft sign-in failed; ``codes`` holds the AADSTS numbers when the service sent them."""
+
+    def __init__(self, message: str, *, error: str | None = None, codes: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.error = error
+        self.codes = codes
+
+
+class ConsentRequired(AuthError):
+    """The app lacks consent in the tenant; ``consent_url`` is the admin-consent link."""
+
+    def __init__(self, message: str, *, consent_url: str, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.consent_url = consent_url
+
+
+class PersonalAccountRefused(AuthError):
+    """A personal Microsoft account was used where a work or school account is needed."""
+
+
+class MfaRequired(AuthError):
+    """The account needs multi-factor authentication, which the password flow cannot do."""
+
+
+class InvalidCredentials(AuthError):
+    """Wrong user name or password."""
+
+
+class SignInCancelled(AuthError):
+    """The device-code sign-in was cancelled, declined or timed out."""
+
+
+class GraphError(CrmkitError):
+    """Microsoft Graph answered with an error."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+
+
+class GraphThrottled(GraphError):
+    """Graph kept answering 429 beyond the retry budget."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class TeamsError(CrmkitError):
+    """The Teams integration refused an operation."""
+
+
+class IntegrationDisabled(TeamsError):
+    """The Microsoft Teams integration is switched off system-wide."""
+
+
+class ContactTypeCodeTaken(TeamsError):
+    """Another contact type already uses the short code the integration needs."""
+
+
+class TransferBlocked(TeamsError):
+    """The personal-data policy or an address block flag forbids the transfer."""
+
+
+class MessageTooLarge(TeamsError):
+    """The message exceeds Teams' size limit even after splitting."""

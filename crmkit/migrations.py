@@ -1,0 +1,176 @@
+"""Schema migrations, recorded in ``_crmkit_migrations`` and applied when a store opens.
+
+Each migration is a list of statements run in one transaction with its record row, so a database
+is always at a whole migration. Add new migrations at the end; never edit an applied one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import NotACrmkitDatabase
+from .rights import BUILTIN_ROLES
+
+if TYPE_CHECKING:
+    from .store import Store, Tx
+
+__all__ = ["MIGRATIONS", "migrate"]
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _seed_roles() -> list[str]:
+    out = []
+    for role, (de, en, rights) in BUILTIN_ROLES.items():
+        out.append(f"INSERT INTO roles VALUES ({_q(role)}, {_q(de)}, {_q(en)})")
+        out += [f"INSERT INTO role_rights VALUES ({_q(role)}, {_q(r)})" for r in rights]
+    return out
+
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "core: users, rights, settings, audit, addresses, contacts", [
+        """CREATE TABLE roles (
+            name VARCHAR PRIMARY KEY,
+            label_de VARCHAR NOT NULL,
+            label_en VARCHAR NOT NULL)""",
+        """CREATE TABLE role_rights (
+            role VARCHAR NOT NULL,
+            "right" VARCHAR NOT NULL,
+            PRIMARY KEY (role, "right"))""",
+        """CREATE TABLE users (
+            name VARCHAR PRIMARY KEY,
+            display_name VARCHAR NOT NULL,
+            email VARCHAR,
+            active BOOLEAN NOT NULL DEFAULT TRUE,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp)""",
+        """CREATE TABLE user_roles (
+            user_name VARCHAR NOT NULL,
+            role VARCHAR NOT NULL,
+            PRIMARY KEY (user_name, role))""",
+        """CREATE TABLE system_settings (
+            key VARCHAR PRIMARY KEY,
+            value JSON,
+            changed_at TIMESTAMP NOT NULL,
+            changed_by VARCHAR NOT NULL)""",
+        """CREATE TABLE user_settings (
+            user_name VARCHAR NOT NULL,
+            key VARCHAR NOT NULL,
+            value JSON,
+            changed_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (user_name, key))""",
+        "CREATE SEQUENCE audit_seq",
+        """CREATE TABLE audit (
+            id BIGINT PRIMARY KEY DEFAULT nextval('audit_seq'),
+            changed_at TIMESTAMP NOT NULL,
+            user_name VARCHAR NOT NULL,
+            scope VARCHAR NOT NULL,
+            key VARCHAR NOT NULL,
+            old_value JSON,
+            new_value JSON)""",
+        """CREATE TABLE contact_types (
+            code VARCHAR PRIMARY KEY,
+            label VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp)""",
+        """CREATE TABLE addresses (
+            id BIGINT PRIMARY KEY,
+            parent_id BIGINT,
+            kind VARCHAR NOT NULL,
+            company VARCHAR,
+            salutation VARCHAR,
+            title VARCHAR,
+            first_name VARCHAR,
+            last_name VARCHAR,
+            department VARCHAR,
+            street VARCHAR,
+            postal_code VARCHAR,
+            city VARCHAR,
+            country VARCHAR,
+            phone VARCHAR,
+            email VARCHAR,
+            owner VARCHAR,
+            created_by VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            modified_by VARCHAR NOT NULL,
+            modified_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE contacts (
+            id BIGINT PRIMARY KEY,
+            address_id BIGINT NOT NULL,
+            happened_at TIMESTAMP NOT NULL,
+            type_code VARCHAR NOT NULL,
+            subject VARCHAR,
+            notes VARCHAR,
+            user_name VARCHAR NOT NULL,
+            source VARCHAR NOT NULL)""",
+        *_seed_roles(),
+        "INSERT INTO users (name, display_name) VALUES ('admin', 'Administrator')",
+        "INSERT INTO user_roles VALUES ('admin', 'admin')",
+        """INSERT INTO contact_types (code, label) VALUES
+            ('TEL', 'Telefonat'), ('EM', 'E-Mail'), ('BR', 'Brief'), ('BE', 'Besuch'), ('NO', 'Notiz')""",
+    ]),
+]
+
+
+def _applied(tx: Tx) -> set[int]:
+    return {row[0] for row in tx.rows("SELECT id FROM _crmkit_migrations")}
+
+
+def _tables(tx: Tx) -> set[str]:
+    return {
+        row[0] for row in tx.rows(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()"
+        )
+    }
+
+
+def migrate(store: Store) -> list[int]:
+    """Apply pending migrations; return the ids applied. Refuses foreign and newer databases."""
+
+    def run(tx: Tx) -> list[int]:
+        tables = _tables(tx)
+        if "_crmkit_migrations" not in tables:
+            if tables:
+                raise NotACrmkitDatabase(
+                    f"{store.path} is a DuckDB database of something else (tables: "
+                    f"{', '.join(sorted(tables)[:5])}). crmkit left it unchanged; "
+                    "use `crmkit init --db NEW_PATH` for a crmkit database."
+                )
+            tx.execute(
+                "CREATE TABLE _crmkit_migrations (id INTEGER PRIMARY KEY, name VARCHAR, "
+                "applied_at TIMESTAMP DEFAULT current_timestamp)"
+            )
+        done = _applied(tx)
+        known = {m[0] for m in MIGRATIONS}
+        if done - known:
+            raise NotACrmkitDatabase(
+                f"{store.path} has schema migrations {sorted(done - known)} from a newer crmkit; "
+                "upgrade crmkit to open it."
+            )
+        applied = []
+        for mid, name, statements in MIGRATIONS:
+            if mid in done:
+                continue
+            for sql in statements:
+                tx.execute(sql)
+            tx.execute("INSERT INTO _crmkit_migrations (id, name) VALUES (?, ?)", [mid, name])
+            applied.append(mid)
+        return applied
+
+    # Reading first keeps an up-to-date database untouched (and openable beside readers).
+    if not store.memory:
+        from pathlib import Path
+
+        if Path(store.path).exists():
+            pending = store.read(lambda tx: _pending_or_foreign(tx, store))
+            if not pending:
+                return []
+    return store.write(run)
+
+
+def _pending_or_foreign(tx: Tx, store: Store) -> bool:
+    tables = _tables(tx)
+    if "_crmkit_migrations" not in tables:
+        return True  # run() decides between a fresh file and a foreign one
+    done = _applied(tx)
+    known = {m[0] for m in MIGRATIONS}
+    return bool(done - known) or bool(known - done)
