@@ -326,7 +326,8 @@ class CRM:
         if not isinstance(size, int) or not 0 < size <= MAX_PAGE or not isinstance(page, int) or page < 0:
             raise ValidationError(f"page must be ≥ 0 and size 1..{MAX_PAGE}.")
         cols = ", ".join(_check_columns(columns or ADDRESS_COLUMNS))
-        sql = f"SELECT {cols} FROM addresses{clause} ORDER BY {_check_order(order_by)} LIMIT {size} OFFSET {page * size}"
+        order = _check_order(order_by)
+        sql = f"SELECT {cols} FROM addresses{clause} ORDER BY {order} LIMIT {size} OFFSET {page * size}"
 
         def run(tx: Tx) -> tuple[pd.DataFrame, int]:
             total = int(self._run_filter(tx, f"SELECT count(*) FROM addresses{clause}", values, scalar=True))
@@ -546,7 +547,7 @@ def _isna(value: Any) -> bool:
         return False
 
 
-def open(path: str | os.PathLike[str] | None = None, user: str | None = None, *,  
+def open(path: str | os.PathLike[str] | None = None, user: str | None = None, *,
          tracer: Tracer | None = None) -> CRM:
     """Open a CRM session.
 
