@@ -1,0 +1,168 @@
+"""Build the Graph chatMessage bodies crmkit sends: prefixed subject, sanitised text, the record.
+
+Pure functions; nothing here talks to the store or the network, so the preview shows exactly
+what the sender will post.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Sequence
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import MessageTooLarge, ValidationError
+
+__all__ = [
+    "ADAPTIVE_CARD",
+    "MAX_MESSAGE_BYTES",
+    "build_message",
+    "message_size",
+    "prefixed_subject",
+    "sanitize_html",
+    "split_rows",
+]
+
+ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
+# Teams takes about 28 KB per post (text, links, mentions); keep a margin for what the service adds.
+MAX_MESSAGE_BYTES = 27 * 1024
+IMPORTANCE = ("normal", "high", "urgent")
+
+_ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "br", "p", "ul", "ol", "li", "a", "code", "pre", "blockquote"}
+_VOID = {"br"}
+_SCHEMES = {"http", "https", "mailto"}
+
+
+class _Sanitizer(HTMLParser):
+    """Keeps a small allowlist of formatting tags; every other tag is dropped, all text escaped."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.open: list[str] = []
+        self.skip = 0  # inside <script>/<style>: drop the content too
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self.skip += 1
+            return
+        if tag not in _ALLOWED_TAGS or self.skip:
+            return
+        if tag == "a":
+            href = dict(attrs).get("href") or ""
+            if urlsplit(href).scheme.lower() not in _SCHEMES:
+                return
+            self.out.append(f'<a href="{html.escape(href, quote=True)}">')
+        else:
+            self.out.append(f"<{tag}>")
+        if tag not in _VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self.skip = max(0, self.skip - 1)
+            return
+        if tag in self.open:
+            while self.open:  # close what was left open inside, so the markup stays balanced
+                last = self.open.pop()
+                self.out.append(f"</{last}>")
+                if last == tag:
+                    break
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.out.append(html.escape(data, quote=False))
+
+    def result(self) -> str:
+        self.close()
+        return "".join(self.out) + "".join(f"</{t}>" for t in reversed(self.open))
+
+
+def sanitize_html(text: str) -> str:
+    """The sender's text as safe HTML: formatting tags kept, scripts and attributes dropped.
+
+    Plain text keeps its line breaks.
+    """
+    if not isinstance(text, str):
+        raise ValidationError("The message text must be a string.")
+    if "<" not in text:
+        return html.escape(text, quote=False).replace("\n", "<br>")
+    parser = _Sanitizer()
+    parser.feed(text)
+    return parser.result()
+
+
+def prefixed_subject(subject: str, prefix: str) -> str:
+    """The subject with the system's prefix ("cobra CRM - "), never doubled."""
+    if not isinstance(subject, str) or not subject.strip():
+        raise ValidationError("A Teams message needs a subject.")
+    subject = " ".join(subject.split())
+    if len(subject) > 255:
+        raise ValidationError("The subject is longer than 255 characters; shorten it.")
+    return subject if subject.startswith(prefix) else prefix + subject
+
+
+def build_message(
+    subject: str, text: str, *, record_html: str = "", card: dict[str, Any] | None = None,
+    attachment_id: str | None = None, importance: str = "normal",
+) -> dict[str, Any]:
+    """A Graph ``chatMessage`` request body.
+
+    The body is the subject in bold, the sanitised text, then the record: an HTML table
+    (``record_html``) and/or an Adaptive Card attachment referenced by ``<attachment id>``.
+    """
+    if importance not in IMPORTANCE:
+        raise ValidationError(f"importance must be one of {IMPORTANCE}.")
+    parts = [f"<p><strong>{html.escape(subject, quote=False)}</strong></p>"]
+    if text and text.strip():
+        parts.append(f"<p>{sanitize_html(text)}</p>")
+    if record_html:
+        parts.append(record_html)
+    payload: dict[str, Any] = {"subject": subject, "importance": importance}
+    if card is not None:
+        if not attachment_id:
+            raise ValueError("a card needs the attachment id that marks it in the body")
+        parts.append(f'<attachment id="{attachment_id}"></attachment>')
+        payload["attachments"] = [{
+            "id": attachment_id, "contentType": ADAPTIVE_CARD, "contentUrl": None,
+            "content": json.dumps(card, ensure_ascii=False), "name": None, "thumbnailUrl": None,
+        }]
+    payload["body"] = {"contentType": "html", "content": "".join(parts)}
+    return payload
+
+
+def message_size(payload: dict[str, Any]) -> int:
+    """Bytes of the request body as it goes over the wire."""
+    return len(json.dumps(payload, ensure_ascii=False).encode())
+
+
+def check_size(payload: dict[str, Any]) -> None:
+    size = message_size(payload)
+    if size > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(
+            f"The message is {size / 1024:.1f} KB; Teams accepts about 28 KB per post. Shorten the text, "
+            "show fewer fields in the Teams display format, or send a digest (it is split automatically)."
+        )
+
+
+def split_rows(rows: Sequence[str], build: Any, limit: int = MAX_MESSAGE_BYTES) -> Iterable[list[str]]:
+    """Group rendered table rows into chunks whose built message stays under ``limit`` bytes.
+
+    ``build(chunk)`` returns the payload for a chunk; a single row that is too large on its own
+    raises :class:`MessageTooLarge`.
+    """
+    chunk: list[str] = []
+    for row in rows:
+        trial = [*chunk, row]
+        if message_size(build(trial)) <= limit:
+            chunk = trial
+            continue
+        if not chunk:
+            check_size(build(trial))  # raises: the row alone is over the limit
+        yield chunk
+        chunk = [row]
+        check_size(build(chunk))
+    if chunk:
+        yield chunk
