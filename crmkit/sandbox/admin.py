@@ -1,0 +1,204 @@
+"""Admin API (``/_sandbox/...``) for tests, benchmarks and the demo.
+
+Unauthenticated on purpose: the server only listens on 127.0.0.1 and the tenant is a sandbox.
+Faults never apply here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import (
+    GRAPH_BASE,
+    LOGIN_URL,
+    SANDBOX_AUTHORITY,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_DAEMON_CLIENT_ID,
+    SANDBOX_DOMAIN,
+    SANDBOX_TENANT_ID,
+    SANDBOX_UNCONSENTED_CLIENT_ID,
+    SPECIAL_USERS,
+)
+from .core import browser_origin, sandbox_of
+from .faults import FaultConfig
+from .identity import parse_scopes
+from .tokens import app_access_token, user_access_token
+
+
+def _bad(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if not body:
+        return {}
+    import json
+
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    return data
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def info(request: Request) -> Response:
+    origin = browser_origin(request)
+    return JSONResponse({
+        "url": origin,
+        "identity": SANDBOX_AUTHORITY,
+        "login": LOGIN_URL,
+        "graph": GRAPH_BASE,
+        "teams_view": f"{origin}/teams",
+        "device_login": f"{origin}/devicelogin",
+        "admin": f"{origin}/_sandbox",
+        "tenant_id": SANDBOX_TENANT_ID,
+        "domain": SANDBOX_DOMAIN,
+        "client_id": SANDBOX_CLIENT_ID,
+        "unconsented_client_id": SANDBOX_UNCONSENTED_CLIENT_ID,
+        "daemon_client_id": SANDBOX_DAEMON_CLIENT_ID,
+        "special_users": [dataclasses.asdict(u) for u in SPECIAL_USERS],
+        "state_dir": str(sandbox_of(request).state_dir),
+    })
+
+
+async def reset(request: Request) -> Response:
+    sandbox_of(request).reset()
+    return JSONResponse({"status": "reset"})
+
+
+async def faults(request: Request) -> Response:
+    sb = sandbox_of(request)
+    if request.method == "PUT":
+        try:
+            data = await _json(request)
+            # Unspecified fields go back to their defaults, so a PUT fully describes the faults.
+            sb.faults = FaultConfig.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            return _bad(str(exc))
+    return JSONResponse(sb.faults.as_dict())
+
+
+async def limits(request: Request) -> Response:
+    sb = sandbox_of(request)
+    if request.method == "PUT":
+        try:
+            sb.throttle.limits.update(await _json(request))
+        except (ValueError, TypeError) as exc:
+            return _bad(str(exc))
+        sb.throttle.reset()
+    return JSONResponse(sb.throttle.limits.as_dict())
+
+
+async def config(request: Request) -> Response:
+    sb = sandbox_of(request)
+    if request.method == "PUT":
+        try:
+            sb.settings.update(await _json(request))
+        except (ValueError, TypeError) as exc:
+            return _bad(str(exc))
+    return JSONResponse(sb.settings.as_dict())
+
+
+async def counters(request: Request) -> Response:
+    sb = sandbox_of(request)
+    if request.method == "DELETE":
+        sb.counters.reset()
+    return JSONResponse(sb.counters.snapshot())
+
+
+async def messages(request: Request) -> Response:
+    sb = sandbox_of(request)
+    chat_id = request.query_params.get("chat_id")
+    msgs = sb.state.messages(chat_id, newest_first=False) if chat_id else sb.state.all_messages()
+    return JSONResponse({"count": len(msgs), "value": msgs})
+
+
+async def chats(request: Request) -> Response:
+    sb = sandbox_of(request)
+    out = []
+    for ch in sb.state.chats():
+        out.append({**ch, "members": [m["user_id"] for m in sb.state.chat_members(ch["id"])],
+                    "message_count": sb.state.count_messages(ch["id"])})
+    return JSONResponse({"count": len(out), "value": out})
+
+
+async def users(request: Request) -> Response:
+    sb = sandbox_of(request)
+    out = []
+    for u in sorted(sb.state.users(), key=lambda u: u.userPrincipalName):
+        d = dataclasses.asdict(u)
+        out.append(d)
+    return JSONResponse({"count": len(out), "value": out})
+
+
+async def consent(request: Request) -> Response:
+    """PUT {"client_id": ..., "admin_consented": bool} toggles org-wide consent for an app."""
+    sb = sandbox_of(request)
+    try:
+        data = await _json(request)
+    except ValueError as exc:
+        return _bad(str(exc))
+    client_id = str(data.get("client_id", ""))
+    if not sb.state.set_admin_consent(client_id, bool(data.get("admin_consented", True))):
+        return _bad(f"unknown client_id {client_id!r}", 404)
+    app = sb.state.app(client_id)
+    assert app is not None
+    return JSONResponse({"client_id": client_id, "admin_consented": app.admin_consented})
+
+
+async def mint_token(request: Request) -> Response:
+    """Mint an access token without a sign-in (benchmarks, expiry tests).
+
+    Body: {"upn": ..., "scopes": [...], "client_id": ..., "lifetime_s": 3599} for a user token, or
+    {"app_only": true, "client_id": daemon id} for an application token.  ``lifetime_s`` may be
+    negative to get an already expired token.
+    """
+    sb = sandbox_of(request)
+    try:
+        data = await _json(request)
+    except ValueError as exc:
+        return _bad(str(exc))
+    lifetime = float(data.get("lifetime_s", sb.settings.access_token_lifetime_s))
+    if data.get("app_only"):
+        app = sb.state.app(str(data.get("client_id", SANDBOX_DAEMON_CLIENT_ID)))
+        if app is None:
+            return _bad("unknown client_id", 404)
+        roles = list(data.get("roles") or app.app_roles)
+        return JSONResponse({"access_token": app_access_token(sb.key, client_id=app.client_id, roles=roles,
+                                                              lifetime_s=lifetime)})
+    user = sb.state.user(str(data.get("upn", "")))
+    if user is None:
+        return _bad("unknown upn", 404)
+    app = sb.state.app(str(data.get("client_id", SANDBOX_CLIENT_ID)))
+    if app is None:
+        return _bad("unknown client_id", 404)
+    scopes = data.get("scopes")
+    graph = parse_scopes(" ".join(scopes), app, consented=set(app.delegated_scopes)).graph if scopes else list(
+        app.delegated_scopes)
+    token = user_access_token(sb.key, user=user, client_id=app.client_id, scopes=graph, lifetime_s=lifetime)
+    return JSONResponse({"access_token": token, "scopes": graph, "user_id": user.id})
+
+
+routes = [
+    Route("/_sandbox/health", health, methods=["GET"]),
+    Route("/_sandbox/info", info, methods=["GET"]),
+    Route("/_sandbox/reset", reset, methods=["POST"]),
+    Route("/_sandbox/faults", faults, methods=["GET", "PUT"]),
+    Route("/_sandbox/limits", limits, methods=["GET", "PUT"]),
+    Route("/_sandbox/config", config, methods=["GET", "PUT"]),
+    Route("/_sandbox/counters", counters, methods=["GET", "DELETE"]),
+    Route("/_sandbox/messages", messages, methods=["GET"]),
+    Route("/_sandbox/chats", chats, methods=["GET"]),
+    Route("/_sandbox/users", users, methods=["GET"]),
+    Route("/_sandbox/consent", consent, methods=["PUT"]),
+    Route("/_sandbox/token", mint_token, methods=["POST"]),
+]

@@ -1,0 +1,44 @@
+"""Starlette application factory for the sandbox tenant."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from . import admin, graph, identity, views
+from .core import IdentitySettings, Sandbox
+from .faults import FaultConfig, SandboxMiddleware
+from .throttle import Limits
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "not_found", "error_description": f"No sandbox endpoint at {request.url.path}"},
+                        status_code=404)
+
+
+def create_app(
+    state_path: str | os.PathLike[str],
+    *,
+    limits: Limits | None = None,
+    faults: FaultConfig | None = None,
+    settings: IdentitySettings | None = None,
+) -> Any:
+    """Build the sandbox ASGI app.  ``state_path`` is a directory (DuckDB file + signing key).
+
+    The returned object is an ASGI app; ``.sandbox`` gives the :class:`Sandbox` runtime.
+    """
+    sb = Sandbox(Path(state_path), limits=limits, faults=faults, settings=settings)
+    # Order matters: fixed paths first, then Graph, then the per-tenant identity patterns.
+    app = Starlette(
+        routes=[*admin.routes, *views.routes, *graph.routes, *identity.routes],
+        exception_handlers={404: _not_found},
+    )
+    app.state.sandbox = sb
+    wrapped = SandboxMiddleware(app, sb)
+    wrapped.sandbox = sb  # type: ignore[attr-defined]
+    return wrapped

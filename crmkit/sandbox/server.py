@@ -1,0 +1,153 @@
+"""Run the sandbox tenant with uvicorn on loopback: in a background thread or as a CLI process."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import uvicorn
+
+from . import GRAPH_BASE, SANDBOX_AUTHORITY, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
+from .app import create_app
+from .core import IdentitySettings
+from .faults import FaultConfig
+from .throttle import Limits
+
+URL_LINE_PREFIX = "CRMKIT_SANDBOX_URL="
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("CRMKIT_SANDBOX_STATE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "crmkit" / "sandbox"
+
+
+def _check_loopback(host: str) -> None:
+    try:
+        ok = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"the sandbox only listens on loopback; refusing host {host!r}")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    _check_loopback(host)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1" if host == "localhost" else host, port))
+    sock.listen(512)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _config(app: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, log_level="warning", access_log=False, proxy_headers=False, lifespan="off",
+        timeout_graceful_shutdown=2, timeout_keep_alive=30, server_header=False,
+    )
+
+
+class SandboxServer:
+    """The sandbox in a background thread: ``with SandboxServer(state_dir) as s: s.url``."""
+
+    def __init__(
+        self,
+        state_path: str | os.PathLike[str],
+        *,
+        port: int = 0,
+        limits: Limits | None = None,
+        faults: FaultConfig | None = None,
+        settings: IdentitySettings | None = None,
+    ) -> None:
+        self.state_path = Path(state_path)
+        self.port = port
+        self._kwargs = {"limits": limits, "faults": faults, "settings": settings}
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.app: Any = None
+        self.url = ""
+
+    @property
+    def sandbox(self) -> Any:
+        return self.app.sandbox
+
+    def start(self, timeout: float = 15.0) -> SandboxServer:
+        self.app = create_app(self.state_path, **self._kwargs)
+        sock = _bind("127.0.0.1", self.port)
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(_config(self.app))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="crmkit-sandbox", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("sandbox server failed to start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self.app is not None:
+            self.app.sandbox.close()
+        self._server = self._thread = None
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def describe(url: str, state_path: Path) -> str:
+    return "\n".join([
+        f"{URL_LINE_PREFIX}{url}",
+        f"crmkit sandbox tenant running; state in {state_path}",
+        f"  Identity (authority): {SANDBOX_AUTHORITY}",
+        f"  Graph:                {GRAPH_BASE}",
+        "                        (both routed to the URL above by crmkit.http.make_http_client)",
+        f"  Sign-in page:         {url}/devicelogin",
+        f"  Teams view:           {url}/teams",
+        f"  Admin API:            {url}/_sandbox/info",
+        f"  Sign in as {SANDBOX_DEFAULT_UPN} / {SANDBOX_PASSWORD} (demo tenant; not a secret)",
+    ])
+
+
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    state_path: str | os.PathLike[str] | None = None,
+    *,
+    limits: Limits | None = None,
+    faults: FaultConfig | None = None,
+    settings: IdentitySettings | None = None,
+    reset: bool = False,
+    out: TextIO | None = None,
+) -> None:
+    """Serve the sandbox in the foreground until SIGINT/SIGTERM; prints its URLs first."""
+    out = out or sys.stdout
+    state = Path(state_path) if state_path else default_state_dir()
+    sock = _bind(host, port)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    app = create_app(state, limits=limits, faults=faults, settings=settings)
+    if reset:
+        app.sandbox.reset()
+    print(describe(url, state), file=out, flush=True)
+    try:
+        uvicorn.Server(_config(app)).run(sockets=[sock])
+    finally:
+        app.sandbox.close()
+        sock.close()

@@ -1,0 +1,312 @@
+"""Persistent state of the sandbox tenant, in its own DuckDB file.
+
+The sandbox is the only process that opens the file, so one connection guarded by a lock is
+enough.  Calls are short point queries; they run on the event loop thread on purpose (a
+thread hop would cost more than the query).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from . import SANDBOX_CLIENT_ID, SANDBOX_DAEMON_CLIENT_ID, SANDBOX_DAEMON_SECRET, SANDBOX_UNCONSENTED_CLIENT_ID
+from .directory import SandboxUser, seed_users
+
+SCHEMA_VERSION = "1"
+
+# Delegated Graph permissions the sandbox knows about.
+DELEGATED_SCOPES: tuple[str, ...] = (
+    "User.Read", "User.ReadBasic.All", "User.Read.All", "Chat.Create", "Chat.ReadBasic", "Chat.Read",
+    "Chat.ReadWrite", "ChatMessage.Send", "ChatMessage.Read",
+)
+APPLICATION_ROLES: tuple[str, ...] = ("User.Read.All", "Chat.Create", "Chat.Read.All", "Teamwork.Migrate.All")
+OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS users (id VARCHAR PRIMARY KEY, upn VARCHAR, data VARCHAR);
+CREATE TABLE IF NOT EXISTS apps (
+    client_id VARCHAR PRIMARY KEY, name VARCHAR, kind VARCHAR, secret_sha256 VARCHAR,
+    delegated_scopes VARCHAR, app_roles VARCHAR, admin_consented BOOLEAN);
+CREATE TABLE IF NOT EXISTS user_consents (user_id VARCHAR, client_id VARCHAR, scopes VARCHAR);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_sha256 VARCHAR, user_id VARCHAR, client_id VARCHAR, scopes VARCHAR,
+    created DOUBLE, expires_at DOUBLE);
+CREATE TABLE IF NOT EXISTS chats (
+    id VARCHAR PRIMARY KEY, chat_type VARCHAR, topic VARCHAR, created DOUBLE, updated DOUBLE);
+CREATE TABLE IF NOT EXISTS chat_members (chat_id VARCHAR, user_id VARCHAR, roles VARCHAR, added DOUBLE);
+CREATE TABLE IF NOT EXISTS messages (
+    chat_id VARCHAR, id VARCHAR, created_ms BIGINT, sender_id VARCHAR, data VARCHAR);
+"""
+
+
+def sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class App:
+    client_id: str
+    name: str
+    kind: str  # "public" | "confidential"
+    secret_sha256: str | None
+    delegated_scopes: tuple[str, ...]
+    app_roles: tuple[str, ...]
+    admin_consented: bool
+
+
+def _seed_apps() -> list[App]:
+    return [
+        App(SANDBOX_CLIENT_ID, "crmkit", "public", None, DELEGATED_SCOPES, (), True),
+        App(SANDBOX_UNCONSENTED_CLIENT_ID, "crmkit (unconsented)", "public", None, DELEGATED_SCOPES, (), False),
+        App(
+            SANDBOX_DAEMON_CLIENT_ID, "crmkit daemon", "confidential", sha256(SANDBOX_DAEMON_SECRET), (),
+            APPLICATION_ROLES, True,
+        ),
+    ]
+
+
+class SandboxState:
+    """All persistent sandbox data.  Thread-safe; one DuckDB connection."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.dir / "sandbox.duckdb"
+        self._lock = threading.RLock()
+        self._con = duckdb.connect(str(self.db_path))
+        self._users_by_id: dict[str, SandboxUser] = {}
+        self._users_by_upn: dict[str, SandboxUser] = {}
+        self._ms_lock = threading.Lock()
+        self._last_ms = 0
+        with self._lock:
+            self._con.execute(_SCHEMA)
+            row = self._con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._seed()
+            self._load_users()
+            last = self._con.execute("SELECT max(created_ms) FROM messages").fetchone()
+            self._last_ms = int(last[0] or 0) if last else 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _seed(self) -> None:
+        con = self._con
+        for table in ("meta", "users", "apps", "user_consents", "refresh_tokens", "chats", "chat_members",
+                      "messages"):
+            con.execute(f"DELETE FROM {table}")
+        con.executemany(
+            "INSERT INTO users VALUES (?, ?, ?)",
+            [(u.id, u.userPrincipalName.lower(), json.dumps(dataclasses.asdict(u))) for u in seed_users()],
+        )
+        con.executemany(
+            "INSERT INTO apps VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (a.client_id, a.name, a.kind, a.secret_sha256, json.dumps(a.delegated_scopes),
+                 json.dumps(a.app_roles), a.admin_consented)
+                for a in _seed_apps()
+            ],
+        )
+        con.execute("INSERT INTO meta VALUES ('schema', ?)", [SCHEMA_VERSION])
+
+    def _load_users(self) -> None:
+        users = []
+        for (data,) in self._con.execute("SELECT data FROM users ORDER BY upn").fetchall():
+            d = json.loads(data)
+            d["businessPhones"] = tuple(d["businessPhones"])
+            d["admin_roles"] = tuple(d["admin_roles"])
+            users.append(SandboxUser(**d))
+        self._users_by_id = {u.id: u for u in users}
+        self._users_by_upn = {u.userPrincipalName.lower(): u for u in users}
+
+    def reset(self) -> None:
+        """Back to the freshly seeded tenant (drops chats, messages, tokens and consents)."""
+        with self._lock:
+            self._seed()
+            self._load_users()
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    # -- directory -------------------------------------------------------------------------
+    def users(self) -> list[SandboxUser]:
+        return list(self._users_by_id.values())
+
+    def user(self, key: str) -> SandboxUser | None:
+        """Look a user up by object id or UPN (case-insensitive)."""
+        return self._users_by_id.get(key) or self._users_by_upn.get(key.lower())
+
+    # -- apps and consent ------------------------------------------------------------------
+    def app(self, client_id: str) -> App | None:
+        with self._lock:
+            row = self._con.execute("SELECT * FROM apps WHERE client_id = ?", [client_id]).fetchone()
+        if row is None:
+            return None
+        return App(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), tuple(json.loads(row[5])), row[6])
+
+    def set_admin_consent(self, client_id: str, granted: bool) -> bool:
+        with self._lock:
+            found = self._con.execute("SELECT 1 FROM apps WHERE client_id = ?", [client_id]).fetchone()
+            if found:
+                self._con.execute("UPDATE apps SET admin_consented = ? WHERE client_id = ?", [granted, client_id])
+                if not granted:
+                    self._con.execute("DELETE FROM user_consents WHERE client_id = ?", [client_id])
+        return bool(found)
+
+    def user_consent(self, user_id: str, client_id: str) -> set[str]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT scopes FROM user_consents WHERE user_id = ? AND client_id = ?", [user_id, client_id]
+            ).fetchall()
+        return {s for (scopes,) in rows for s in json.loads(scopes)}
+
+    def grant_user_consent(self, user_id: str, client_id: str, scopes: Iterable[str]) -> None:
+        with self._lock:
+            self._con.execute(
+                "INSERT INTO user_consents VALUES (?, ?, ?)", [user_id, client_id, json.dumps(sorted(scopes))]
+            )
+
+    # -- refresh tokens (stored hashed; single use) -----------------------------------------
+    def store_refresh_token(self, token: str, user_id: str, client_id: str, scopes: list[str],
+                            lifetime_s: float) -> None:
+        now = time.time()
+        with self._lock:
+            self._con.execute(
+                "INSERT INTO refresh_tokens VALUES (?, ?, ?, ?, ?, ?)",
+                [sha256(token), user_id, client_id, json.dumps(scopes), now, now + lifetime_s],
+            )
+
+    def take_refresh_token(self, token: str) -> dict[str, Any] | None:
+        """Consume a refresh token: return its grant and delete it (rotation)."""
+        h = sha256(token)
+        with self._lock:
+            row = self._con.execute(
+                "SELECT user_id, client_id, scopes, expires_at FROM refresh_tokens WHERE token_sha256 = ?", [h]
+            ).fetchone()
+            if row is None:
+                return None
+            self._con.execute("DELETE FROM refresh_tokens WHERE token_sha256 = ?", [h])
+        return {"user_id": row[0], "client_id": row[1], "scopes": json.loads(row[2]), "expires_at": row[3]}
+
+    def revoke_refresh_tokens(self, user_id: str | None = None) -> int:
+        with self._lock:
+            if user_id is None:
+                n = self._con.execute("SELECT count(*) FROM refresh_tokens").fetchone()
+                self._con.execute("DELETE FROM refresh_tokens")
+            else:
+                n = self._con.execute("SELECT count(*) FROM refresh_tokens WHERE user_id = ?", [user_id]).fetchone()
+                self._con.execute("DELETE FROM refresh_tokens WHERE user_id = ?", [user_id])
+        return int(n[0]) if n else 0
+
+    # -- chats -------------------------------------------------------------------------------
+    def create_chat(self, chat_id: str, chat_type: str, topic: str | None,
+                    members: list[tuple[str, list[str]]]) -> dict[str, Any]:
+        now = time.time()
+        with self._lock:
+            existing = self.chat(chat_id)
+            if existing is not None:
+                return existing
+            self._con.execute("INSERT INTO chats VALUES (?, ?, ?, ?, ?)", [chat_id, chat_type, topic, now, now])
+            self._con.executemany(
+                "INSERT INTO chat_members VALUES (?, ?, ?, ?)",
+                [(chat_id, uid, json.dumps(roles), now) for uid, roles in members],
+            )
+            return self.chat(chat_id)  # type: ignore[return-value]
+
+    def chat(self, chat_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._con.execute(
+                "SELECT id, chat_type, topic, created, updated FROM chats WHERE id = ?", [chat_id]
+            ).fetchone()
+        if row is None:
+            return None
+        return {"id": row[0], "chat_type": row[1], "topic": row[2], "created": row[3], "updated": row[4]}
+
+    def chats(self, user_id: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            if user_id is None:
+                rows = self._con.execute(
+                    "SELECT id, chat_type, topic, created, updated FROM chats ORDER BY updated DESC, id"
+                ).fetchall()
+            else:
+                rows = self._con.execute(
+                    "SELECT c.id, c.chat_type, c.topic, c.created, c.updated FROM chats c "
+                    "JOIN chat_members m ON m.chat_id = c.id WHERE m.user_id = ? ORDER BY c.updated DESC, c.id",
+                    [user_id],
+                ).fetchall()
+        return [{"id": r[0], "chat_type": r[1], "topic": r[2], "created": r[3], "updated": r[4]} for r in rows]
+
+    def chat_members(self, chat_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT user_id, roles, added FROM chat_members WHERE chat_id = ? ORDER BY added, user_id",
+                [chat_id],
+            ).fetchall()
+        return [{"user_id": r[0], "roles": json.loads(r[1]), "added": r[2]} for r in rows]
+
+    def is_member(self, chat_id: str, user_id: str) -> bool:
+        with self._lock:
+            row = self._con.execute(
+                "SELECT 1 FROM chat_members WHERE chat_id = ? AND user_id = ?", [chat_id, user_id]
+            ).fetchone()
+        return row is not None
+
+    def group_chat_count(self) -> int:
+        with self._lock:
+            row = self._con.execute("SELECT count(*) FROM chats WHERE chat_type = 'group'").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- messages ----------------------------------------------------------------------------
+    def next_message_ms(self) -> int:
+        """Epoch milliseconds, strictly increasing, so message ids never collide."""
+        with self._ms_lock:
+            ms = max(int(time.time() * 1000), self._last_ms + 1)
+            self._last_ms = ms
+            return ms
+
+    def add_message(self, chat_id: str, message: dict[str, Any], created_ms: int, sender_id: str) -> None:
+        with self._lock:
+            self._con.execute(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?)",
+                [chat_id, message["id"], created_ms, sender_id, json.dumps(message)],
+            )
+            self._con.execute("UPDATE chats SET updated = ? WHERE id = ?", [created_ms / 1000, chat_id])
+
+    def messages(self, chat_id: str, *, newest_first: bool = True, limit: int | None = None,
+                 offset: int = 0) -> list[dict[str, Any]]:
+        order = "DESC" if newest_first else "ASC"
+        sql = f"SELECT data FROM messages WHERE chat_id = ? ORDER BY created_ms {order}"
+        params: list[Any] = [chat_id]
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        with self._lock:
+            rows = self._con.execute(sql, params).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def message(self, chat_id: str, message_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._con.execute(
+                "SELECT data FROM messages WHERE chat_id = ? AND id = ?", [chat_id, message_id]
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def count_messages(self, chat_id: str) -> int:
+        with self._lock:
+            row = self._con.execute("SELECT count(*) FROM messages WHERE chat_id = ?", [chat_id]).fetchone()
+        return int(row[0]) if row else 0
+
+    def all_messages(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._con.execute("SELECT data FROM messages ORDER BY created_ms").fetchall()
+        return [json.loads(r[0]) for r in rows]
