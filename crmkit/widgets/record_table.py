@@ -151,14 +151,13 @@ class RecordTable(widgets.VBox):
         self.refresh_button.on_click(lambda _b: self.model.refresh())
         self.select_page.observe(self._page_toggled, "value")
         # model → widgets
-        model.observe(lambda _c: self._render_rows(), ["rows", "total"])
+        model.observe(lambda _c: self._render_rows(), "loads")
         model.observe(lambda _c: self._render_choices(), ["cities", "countries"])
         model.observe(lambda _c: self._relabel(), "language")
         model.observe(lambda _c: self._render_error(), "error")
         model.observe(self._selection_changed, "selected_ids")
         model.observe(self._page_size_changed, "page_size")
 
-        self._resize_pool(model.page_size)
         self._relabel()
 
     # -- public API ------------------------------------------------------------------------------------
@@ -217,12 +216,17 @@ class RecordTable(widgets.VBox):
         if size not in offered:
             self._set_quietly(self.page_size, options=[(str(s), s) for s in sorted({*offered, size})])
         self._set_quietly(self.page_size, value=size)
-        self._resize_pool(size)
+        self._render_rows()
 
     def _resize_pool(self, size: int) -> None:
+        lang = self.model.language
         while len(self._rows) < size:
-            self._rows.append(_Row(self._row_toggled))
-        self.rows_box.children = [r.box for r in self._rows[:size]]
+            row = _Row(self._row_toggled)
+            row.check.tooltip = t("table.select_row", lang)
+            self._rows.append(row)
+        boxes = tuple(r.box for r in self._rows[:size])
+        if self.rows_box.children != boxes:
+            self.rows_box.children = boxes
 
     # -- rendering -----------------------------------------------------------------------------------------
 
@@ -267,9 +271,10 @@ class RecordTable(widgets.VBox):
         lang = model.language
         rows = model.rows
         selected = set(model.selected_ids)
+        self._resize_pool(model.page_size)
         self._binding = True
         try:
-            for i, row in enumerate(self._rows[: model.page_size]):
+            for i, row in enumerate(self._rows):
                 if i < len(rows):
                     record = rows[i]
                     row.address_id = int(record["id"])
@@ -284,7 +289,8 @@ class RecordTable(widgets.VBox):
             self._binding = False
         self.empty.value = "" if rows else f"<i>{html.escape(t('table.empty', lang))}</i>"
         self.page_label.value = t(
-            "table.page", lang, page=model.page + 1, pages=model.pages, total=format_count(model.total, lang)
+            "table.page_one" if model.total == 1 else "table.page", lang, page=model.page + 1, pages=model.pages,
+            total=format_count(model.total, lang),
         )
         self.prev_button.disabled = not model.has_previous
         self.next_button.disabled = not model.has_next

@@ -63,6 +63,7 @@ class RecordTableModel(HasTraits):
     error = AnyTrait(None, allow_none=True)
     cities = List(Unicode())
     countries = List(Unicode())
+    loads = Int(0)  # counts page reads; views re-render once per read by observing it
 
     def __init__(
         self, crm: CRM, *, columns: Sequence[str] = DEFAULT_COLUMNS, where: str | None = None,
@@ -75,7 +76,6 @@ class RecordTableModel(HasTraits):
         self.params = tuple(params)
         self.order_by = order_by
         self._quiet = False
-        self.loads = 0  # pages read so far; tests use it to prove "one query per interaction"
         if load:
             self._guard(self._start)
 
@@ -194,7 +194,6 @@ class RecordTableModel(HasTraits):
             self.page, self.page_size, search=self.search.strip() or None, where=self.where, params=self.params,
             order_by=self.order_by, columns=_with_id(self.columns), **filters,
         )
-        self.loads += 1
         if self.page > 0 and self.page * self.page_size >= total:
             # The data shrank under us (another user deleted rows): show the last page instead.
             with self._silenced():
@@ -206,6 +205,7 @@ class RecordTableModel(HasTraits):
         self.total = total
         self.rows = _records(frame)
         self.error = None
+        self.loads += 1
 
     def _guard(self, fn: Any) -> None:
         try:
