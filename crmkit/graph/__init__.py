@@ -1,0 +1,37 @@
+"""Microsoft Graph for crmkit: an httpx client with retries, typed errors and Teams pacing.
+
+- :class:`GraphClient`: blocking calls for notebooks, dashboards and scripts (runs on a private
+  event loop thread, so it works inside Jupyter's running loop).
+- :class:`AsyncGraph`: the same calls as coroutines, for code already on that loop.
+- :class:`RetryPolicy` / :func:`parse_retry_after`: 429/503/504 with ``Retry-After`` (seconds or
+  HTTP date), else capped exponential backoff with jitter.
+- :class:`RateLimiter`: Teams' 20/s per tenant and 1/s per chat, interleaving chats.
+"""
+
+from ._client import DEFAULT_GRAPH_URL, AsyncGraph, SendOutcome, TokenProvider, UserPage, search_expression
+from ._errors import GraphNotFound, GraphUnauthorized, error_from_response
+from ._limits import TEAMS_CHAT_RATE, TEAMS_TENANT_RATE, RateLimiter
+from ._loop import LoopThread, background_loop
+from ._retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from ._sync import GraphClient
+
+__all__ = [
+    "DEFAULT_GRAPH_URL",
+    "RETRY_STATUSES",
+    "TEAMS_CHAT_RATE",
+    "TEAMS_TENANT_RATE",
+    "AsyncGraph",
+    "GraphClient",
+    "GraphNotFound",
+    "GraphUnauthorized",
+    "LoopThread",
+    "RateLimiter",
+    "RetryPolicy",
+    "SendOutcome",
+    "TokenProvider",
+    "UserPage",
+    "background_loop",
+    "error_from_response",
+    "parse_retry_after",
+    "search_expression",
+]

@@ -1,0 +1,91 @@
+"""Client-side pacing for Teams' documented limits, so bulk sends do not provoke 429s.
+
+Teams allows 20 chat-message POSTs per second per app per tenant and 1 per second per chat.
+The server counts a request when it *accepts* it, which the client cannot see: it lies somewhere
+between sending and the response. So the per-chat gap is measured from the *completion* of the
+previous request in that chat (always safe, whatever the latency), and the tenant budget is spent
+as evenly spaced start times slightly under the limit (``headroom``), never as a burst. Many chats
+sending at once then interleave naturally: whichever chat is ready takes the next tenant slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+__all__ = ["TEAMS_CHAT_RATE", "TEAMS_TENANT_RATE", "RateLimiter"]
+
+TEAMS_TENANT_RATE = 20.0  # POST chat message, per app per tenant, per second
+TEAMS_CHAT_RATE = 1.0  # per app per tenant per chat, per second
+
+
+class RateLimiter:
+    """Paces requests: a tenant-wide rate plus a minimum gap per chat. Use from one event loop.
+
+    Args:
+        tenant_rate: the service's requests/second limit per tenant.
+        chat_rate: the service's requests/second limit per chat.
+        headroom: the share of each limit actually used (0.95 keeps ~5 % for timing jitter).
+        max_in_flight: concurrent requests at most (latency spikes then queue here, not in sockets).
+    """
+
+    def __init__(
+        self, tenant_rate: float = TEAMS_TENANT_RATE, chat_rate: float = TEAMS_CHAT_RATE, *,
+        headroom: float = 0.95, max_in_flight: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if tenant_rate <= 0 or chat_rate <= 0 or not 0 < headroom <= 1 or max_in_flight < 1:
+            raise ValueError("rates, headroom and max_in_flight must be positive (headroom ≤ 1)")
+        self.tenant_interval = 1.0 / (tenant_rate * headroom)
+        self.chat_gap = 1.0 / (chat_rate * headroom)
+        self.max_in_flight = max_in_flight
+        self._clock = clock
+        self._sleep = sleep
+        self._tenant_next = 0.0
+        self._chat_next: dict[str, float] = {}
+        self._chat_locks: dict[str, asyncio.Lock] = {}
+        self._in_flight: asyncio.Semaphore | None = None
+
+    def ready_at(self, chat_id: str) -> float:
+        """Clock time from which ``chat_id`` may send again."""
+        return self._chat_next.get(chat_id, 0.0)
+
+    def defer(self, chat_id: str | None, seconds: float) -> None:
+        """The server said wait (429 Retry-After): keep this chat quiet for ``seconds``."""
+        if chat_id is not None:
+            self._chat_next[chat_id] = max(self.ready_at(chat_id), self._clock() + seconds)
+
+    async def _tenant_turn(self) -> None:
+        # Reserve the next evenly spaced start time; reservations are atomic on one event loop.
+        now = self._clock()
+        start = max(now, self._tenant_next)
+        self._tenant_next = start + self.tenant_interval
+        if start > now:
+            await self._sleep(start - now)
+
+    @asynccontextmanager
+    async def slot(self, chat_id: str | None = None) -> AsyncIterator[None]:
+        """Hold one request slot: waits for the chat's gap and the tenant's next start time.
+
+        One request per chat is in flight at a time; the chat's gap starts when it completes.
+        """
+        if self._in_flight is None:
+            self._in_flight = asyncio.Semaphore(self.max_in_flight)
+        if chat_id is None:
+            await self._tenant_turn()
+            async with self._in_flight:
+                yield
+            return
+        lock = self._chat_locks.setdefault(chat_id, asyncio.Lock())
+        async with lock:
+            while (wait := self.ready_at(chat_id) - self._clock()) > 0:
+                await self._sleep(wait)
+            await self._tenant_turn()
+            try:
+                async with self._in_flight:
+                    yield
+            finally:
+                self._chat_next[chat_id] = max(self.ready_at(chat_id), self._clock() + self.chat_gap)
