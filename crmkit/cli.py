@@ -1,0 +1,238 @@
+"""The ``crmkit`` command line.
+
+    crmkit [--db PATH] [--user NAME] init
+    crmkit [--db PATH] [--user NAME] demo-data --addresses N [--seed S] [--replace]
+    crmkit sandbox …      the local Microsoft sandbox tenant
+    crmkit demo           the demo (filled in by the lead)
+    crmkit worker         the campaign-action worker (filled in by the lead)
+
+Every crmkit error ends as one line on stderr and exit code 2; so do bad arguments (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from .errors import CrmkitError
+from .store import DEFAULT_DB, default_path
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crmkit",
+        description="crmkit: send CRM records to colleagues in Microsoft Teams; manage its DuckDB record store.",
+        epilog="Environment: CRMKIT_DB (database path), CRMKIT_USER (CRM user name).",
+    )
+    parser.add_argument("--db", metavar="PATH", default=None,
+                        help=f"the DuckDB database file (default: $CRMKIT_DB, else ./{DEFAULT_DB})")
+    parser.add_argument("--user", metavar="NAME", default=None,
+                        help="the CRM user to act as (default: $CRMKIT_USER, else admin)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("init", help="create a database or bring its schema up to date",
+                       description="Create the database file if it is missing and apply pending schema "
+                                   "migrations; print what was done. Safe to run again.")
+    p.set_defaults(func=_cmd_init)
+
+    p = sub.add_parser("demo-data", help="fill the database with realistic demo addresses",
+                       description="Add deterministic demo addresses from Germany, Austria and Switzerland "
+                                   "(companies with contact persons, private persons), their contact history, "
+                                   "and demo users (anna, ben, tom, petra, kai, vera). Needs system.admin.")
+    p.add_argument("--addresses", type=_count, required=True, metavar="N",
+                   help="how many addresses to add, sub-addresses included (e.g. 1000000)")
+    p.add_argument("--seed", type=_count, default=42, metavar="S", help="random seed; same seed, same rows "
+                   "(default 42)")
+    p.add_argument("--replace", action="store_true",
+                   help="delete all addresses and contacts first (default: append after the highest id)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_demo_data)
+
+    # Delegates to crmkit.sandbox, which parses its own options (and --help): see main().
+    p = sub.add_parser("sandbox", add_help=False, help="run the local sandbox tenant (Microsoft identity "
+                       "platform + Graph + Teams) on loopback; `crmkit sandbox --help` for its options",
+                       description="Run the local sandbox tenant.")
+    p.set_defaults(func=_cmd_sandbox)
+
+    p = sub.add_parser("demo", help="start the demo (not yet available)",
+                       description="Start the crmkit demo: sandbox tenant, demo data and dashboards.")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("worker", help="run the campaign-action worker (not yet available)",
+                       description="Run delayed campaign actions and resume the outbox.")
+    p.set_defaults(func=_cmd_worker)
+    return parser
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from .migrations import MIGRATIONS
+    from .store import Store
+
+    path = args.db or default_path()
+    existed = Path(path).exists()
+    before = _applied_migrations(path) if existed else set()
+    store = Store(path)
+    try:
+        after = {r[0] for r in store.read(lambda tx: tx.rows("SELECT id FROM _crmkit_migrations"))}
+        users = store.one("SELECT count(*) FROM users")
+        addresses = store.one("SELECT count(*) FROM addresses")
+    finally:
+        store.close()
+    new = [f"{mid} ({name})" for mid, name, _ in MIGRATIONS if mid in after - before]
+    if not existed:
+        print(f"Created {store.path}; applied schema migration(s) {', '.join(new)}.")
+    elif new:
+        print(f"Updated {store.path}; applied schema migration(s) {', '.join(new)}.")
+    else:
+        print(f"{store.path} is up to date (schema {max(after)}); nothing to do.")
+    print(f"{users} user(s), {addresses:,} address(es). Next: crmkit --db {_shell(store.path)} demo-data "
+          "--addresses 1000")
+    return EXIT_OK
+
+
+def _applied_migrations(path: str) -> set[int]:
+    """The migrations a file had before ``init`` touched it; empty when it cannot tell (Store then explains)."""
+    import duckdb
+
+    try:
+        con = duckdb.connect(path, read_only=True)
+    except duckdb.Error:
+        return set()
+    try:
+        return {r[0] for r in con.execute("SELECT id FROM _crmkit_migrations").fetchall()}
+    except duckdb.Error:
+        return set()
+    finally:
+        con.close()
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from . import demo_data
+    from .crm import open as open_crm
+
+    crm = open_crm(args.db, args.user)
+    bar = None if args.quiet else ProgressBar(sys.stderr, "addresses")
+    try:
+        summary = demo_data.generate(crm, args.addresses, seed=args.seed, replace=args.replace, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+        crm.store.close()
+    ids = f" (ids {summary['first_id']:,}–{summary['last_id']:,})" if summary["addresses"] else ""
+    print(
+        f"Added {summary['addresses']:,} addresses{ids}: {summary['companies']:,} companies, "
+        f"{summary['sub_addresses']:,} of their contact persons as sub-addresses, "
+        f"{summary['persons'] - summary['sub_addresses']:,} private persons; "
+        f"{summary['contacts']:,} contacts."
+    )
+    if summary["users_added"]:
+        print(f"Demo users added: {', '.join(summary['users_added'])}.")
+    print(f"Done in {summary['seconds']:.1f} s.")
+    return EXIT_OK
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    """Owned by the sandbox engineer: everything after ``sandbox`` goes to ``crmkit.sandbox``."""
+    try:
+        from .sandbox.__main__ import main as sandbox_main
+    except ImportError as exc:
+        print(f"crmkit: error: the sandbox tenant is not available in this install ({exc}).", file=sys.stderr)
+        return EXIT_ERROR
+    if args.db:
+        os.environ["CRMKIT_DB"] = args.db
+    if args.user:
+        os.environ["CRMKIT_USER"] = args.user
+    return int(sandbox_main(args.rest) or 0)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Placeholder: the lead replaces this with the one-command demo."""
+    print("crmkit demo: not yet available.", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    """Placeholder: the lead replaces this with the campaign-action worker."""
+    print("crmkit worker: not yet available.", file=sys.stderr)
+    return EXIT_ERROR
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+class ProgressBar:
+    """A text progress bar on a stream: redrawn in place on a terminal, one line per update otherwise."""
+
+    def __init__(self, stream: TextIO, unit: str, width: int = 30) -> None:
+        self.stream = stream
+        self.unit = unit
+        self.width = width
+        self.started = time.perf_counter()
+        self.tty = stream.isatty()
+        self._drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        share = done / total if total else 1.0
+        filled = round(share * self.width)
+        line = (f"[{'#' * filled}{'.' * (self.width - filled)}] {share:4.0%} {done:,}/{total:,} {self.unit}, "
+                f"{time.perf_counter() - self.started:.1f} s")
+        self.stream.write(("\r" + line) if self.tty else (line + "\n"))
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _shell(path: str) -> str:
+    import shlex
+
+    return shlex.quote(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 error or bad arguments, 130 interrupted)."""
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "sandbox":
+        args.rest = rest  # the sandbox's own options, --help included
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CrmkitError as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message looks like
+        print(f"crmkit: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("crmkit: interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
