@@ -486,6 +486,7 @@ def _grant_client_credentials(sb: Sandbox, app: App, form: dict[str, str]) -> JS
         raise AuthError("invalid_client", 7000218,
                         "The request body must contain the following parameter: 'client_assertion' or "
                         "'client_secret'.", status=401)
+    _require_public_or_secret(app, form)
     scope = form.get("scope", "")
     if not scope.endswith("/.default") or len(scope.split()) != 1:
         raise AuthError("invalid_scope", 1002012,

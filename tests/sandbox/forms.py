@@ -1,0 +1,67 @@
+"""Submit the sandbox's HTML forms the way a browser does: same action, hidden inputs, button value."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from urllib.parse import urljoin
+
+import httpx
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.forms: list[dict] = []
+        self.alerts: list[str] = []
+        self._in_alert = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.forms.append({"action": a.get("action", ""), "method": a.get("method", "get").lower(),
+                               "fields": {}, "inputs": [], "buttons": []})
+        elif tag == "input" and self.forms:
+            f = self.forms[-1]
+            name = a.get("name")
+            if not name:
+                return
+            f["inputs"].append((name, a.get("type", "text")))
+            f["fields"][name] = a.get("value", "")  # browsers send empty inputs too
+        elif tag == "button" and self.forms and a.get("name"):
+            self.forms[-1]["buttons"].append((a["name"], a.get("value", "")))
+        elif tag == "p" and a.get("role") == "alert":
+            self._in_alert = True
+
+    def handle_data(self, data: str) -> None:
+        if self._in_alert:
+            self.alerts.append(data)
+            self._in_alert = False
+
+
+def page_forms(html: str) -> _FormParser:
+    p = _FormParser()
+    p.feed(html)
+    return p
+
+
+def submit(client: httpx.Client, response: httpx.Response, fill: dict[str, str] | None = None,
+           button: str | None = None) -> httpx.Response:
+    """Fill the page's only form and press the button whose value is ``button``."""
+    parsed = page_forms(response.text)
+    assert len(parsed.forms) == 1, f"expected one form on {response.url}: {response.text[:500]}"
+    form = parsed.forms[0]
+    names = {n for n, _ in form["inputs"]}
+    data = dict(form["fields"])
+    for k, v in (fill or {}).items():
+        assert k in names, f"the page has no input named {k!r} (inputs: {sorted(names)})"
+        data[k] = v
+    if button is not None:
+        matches = [(n, v) for n, v in form["buttons"] if v == button]
+        assert matches, f"no button with value {button!r}: {form['buttons']}"
+        data[matches[0][0]] = matches[0][1]
+    url = urljoin(str(response.url), form["action"])
+    return client.post(url, data=data)
+
+
+def alert(response: httpx.Response) -> str:
+    return " ".join(page_forms(response.text).alerts)
