@@ -108,6 +108,45 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         """INSERT INTO contact_types (code, label) VALUES
             ('TEL', 'Telefonat'), ('EM', 'E-Mail'), ('BR', 'Brief'), ('BE', 'Besuch'), ('NO', 'Notiz')""",
     ]),
+    # Microsoft 365 accounts, consent and the campaign sender. Tokens live in the per-machine
+    # token caches (CRMKIT_HOME), never here; the campaign password only as ciphertext.
+    (2, "microsoft 365: accounts per user, consent state, campaign sender account", [
+        """CREATE TABLE m365_accounts (
+            user_name VARCHAR NOT NULL,
+            home_account_id VARCHAR NOT NULL,
+            username VARCHAR NOT NULL,
+            display_name VARCHAR,
+            tenant_id VARCHAR,
+            object_id VARCHAR,
+            use_teams BOOLEAN NOT NULL DEFAULT TRUE,
+            use_smtp BOOLEAN NOT NULL DEFAULT FALSE,
+            added_at TIMESTAMP NOT NULL,
+            last_used_at TIMESTAMP,
+            consent_state VARCHAR NOT NULL DEFAULT 'unknown',
+            PRIMARY KEY (user_name, home_account_id))""",
+        """CREATE TABLE consent_state (
+            scope VARCHAR NOT NULL,
+            tenant_id VARCHAR NOT NULL,
+            client_id VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            learned_at TIMESTAMP NOT NULL,
+            learned_by VARCHAR NOT NULL,
+            details VARCHAR,
+            PRIMARY KEY (scope, tenant_id, client_id))""",
+        """CREATE TABLE campaign_account (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            mode VARCHAR NOT NULL CHECK (mode IN ('password', 'signed_in')),
+            username VARCHAR NOT NULL,
+            home_account_id VARCHAR,
+            display_name VARCHAR,
+            password_ciphertext VARCHAR,
+            key_id VARCHAR,
+            set_at TIMESTAMP NOT NULL,
+            set_by VARCHAR NOT NULL,
+            last_test_at TIMESTAMP,
+            last_test_ok BOOLEAN,
+            last_test_detail VARCHAR)""",
+    ]),
 ]
 
 
