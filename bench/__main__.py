@@ -1,0 +1,100 @@
+"""Run every benchmark module and write ``bench/results/results.json`` and ``results.md``.
+
+A benchmark module has ``run(ctx: Context) -> list[Result]``; add new ones to :data:`BENCHES`.
+
+    python -m bench                   # all, at full size (1,000,000 addresses)
+    python -m bench store --addresses 50000 --out /tmp/bench   # a quick look; keeps the committed results
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from .common import Context, Result
+
+BENCHES = ["store"]  # module names inside bench/
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _machine() -> dict[str, object]:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "when": datetime.now().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average_at_start": [round(x, 2) for x in load] if load else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "duckdb": duckdb.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+def _markdown(results: list[Result], machine: dict[str, object]) -> str:
+    lines = [
+        "# crmkit benchmarks",
+        "",
+        f"Run {machine['when']} on {machine['cpus']} CPUs (load average at start "
+        f"{machine['load_average_at_start']}), Python {machine['python']}, DuckDB {machine['duckdb']}, "
+        f"pandas {machine['pandas']}. Produced by `python -m bench`; raw figures in `results.json`.",
+        "",
+        "| benchmark | figure | goal | met? |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        met = "—" if r.met is None else ("yes" if r.met else "**no**")
+        lines.append(f"| {r.benchmark} | {r.figure_text()} | {r.goal or '—'} | {met} |")
+    notes = [f"- **{r.benchmark}**: {r.note}" for r in results if r.note]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"benchmark modules to run (default: all of {BENCHES})")
+    parser.add_argument("--addresses", type=int, default=1_000_000, help="size of the demo database")
+    parser.add_argument("--runs", type=int, default=40, help="timed runs per query (≥ 30 for p95)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where results.json/.md go")
+    args = parser.parse_args(argv)
+    names = args.names or BENCHES
+    unknown = set(names) - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown benchmarks {sorted(unknown)}; known: {BENCHES}")
+    machine = _machine()
+    results: list[Result] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="crmkit-bench-") as tmp:
+        ctx = Context(workdir=Path(tmp), addresses=args.addresses, runs=args.runs)
+        for name in names:
+            module = importlib.import_module(f"bench.{name}")
+            print(f"== bench.{name}", file=sys.stderr, flush=True)
+            results += module.run(ctx)
+    machine["seconds_total"] = round(time.perf_counter() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(
+        json.dumps({"machine": machine, "results": [r.as_dict() for r in results]}, indent=2, ensure_ascii=False)
+        + "\n", encoding="utf-8",
+    )
+    md = _markdown(results, machine)
+    (args.out / "results.md").write_text(md, encoding="utf-8")
+    print(md)
+    return 0 if all(r.met is not False for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
