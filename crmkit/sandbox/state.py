@@ -101,22 +101,24 @@ class SandboxState:
     # -- lifecycle -------------------------------------------------------------------------
     def _seed(self) -> None:
         con = self._con
-        for table in ("meta", "users", "apps", "user_consents", "refresh_tokens", "chats", "chat_members",
-                      "messages"):
-            con.execute(f"DELETE FROM {table}")
-        con.executemany(
-            "INSERT INTO users VALUES (?, ?, ?)",
-            [(u.id, u.userPrincipalName.lower(), json.dumps(dataclasses.asdict(u))) for u in seed_users()],
-        )
-        con.executemany(
-            "INSERT INTO apps VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (a.client_id, a.name, a.kind, a.secret_sha256, json.dumps(a.delegated_scopes),
-                 json.dumps(a.app_roles), a.admin_consented)
-                for a in _seed_apps()
-            ],
-        )
-        con.execute("INSERT INTO meta VALUES ('schema', ?)", [SCHEMA_VERSION])
+        users = [(u.id, u.userPrincipalName.lower(), json.dumps(dataclasses.asdict(u))) for u in seed_users()]
+        apps = [(a.client_id, a.name, a.kind, a.secret_sha256, json.dumps(a.delegated_scopes),
+                 json.dumps(a.app_roles), a.admin_consented) for a in _seed_apps()]
+        # One transaction and multi-row VALUES: DuckDB commits are the expensive part.
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("meta", "users", "apps", "user_consents", "refresh_tokens", "chats", "chat_members",
+                          "messages"):
+                con.execute(f"DELETE FROM {table}")
+            con.execute("INSERT INTO users VALUES " + ",".join(["(?, ?, ?)"] * len(users)),
+                        [v for row in users for v in row])
+            con.execute("INSERT INTO apps VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(apps)),
+                        [v for row in apps for v in row])
+            con.execute("INSERT INTO meta VALUES ('schema', ?)", [SCHEMA_VERSION])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
 
     def _load_users(self) -> None:
         users = []
@@ -216,11 +218,16 @@ class SandboxState:
             existing = self.chat(chat_id)
             if existing is not None:
                 return existing
-            self._con.execute("INSERT INTO chats VALUES (?, ?, ?, ?, ?)", [chat_id, chat_type, topic, now, now])
-            self._con.executemany(
-                "INSERT INTO chat_members VALUES (?, ?, ?, ?)",
-                [(chat_id, uid, json.dumps(roles), now) for uid, roles in members],
-            )
+            rows = [(chat_id, uid, json.dumps(roles), now) for uid, roles in members]
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                self._con.execute("INSERT INTO chats VALUES (?, ?, ?, ?, ?)", [chat_id, chat_type, topic, now, now])
+                self._con.execute("INSERT INTO chat_members VALUES " + ",".join(["(?, ?, ?, ?)"] * len(rows)),
+                                  [v for row in rows for v in row])
+                self._con.execute("COMMIT")
+            except Exception:
+                self._con.execute("ROLLBACK")
+                raise
             return self.chat(chat_id)  # type: ignore[return-value]
 
     def chat(self, chat_id: str) -> dict[str, Any] | None:
@@ -276,11 +283,17 @@ class SandboxState:
 
     def add_message(self, chat_id: str, message: dict[str, Any], created_ms: int, sender_id: str) -> None:
         with self._lock:
-            self._con.execute(
-                "INSERT INTO messages VALUES (?, ?, ?, ?, ?)",
-                [chat_id, message["id"], created_ms, sender_id, json.dumps(message)],
-            )
-            self._con.execute("UPDATE chats SET updated = ? WHERE id = ?", [created_ms / 1000, chat_id])
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                self._con.execute(
+                    "INSERT INTO messages VALUES (?, ?, ?, ?, ?)",
+                    [chat_id, message["id"], created_ms, sender_id, json.dumps(message)],
+                )
+                self._con.execute("UPDATE chats SET updated = ? WHERE id = ?", [created_ms / 1000, chat_id])
+                self._con.execute("COMMIT")
+            except Exception:
+                self._con.execute("ROLLBACK")
+                raise
 
     def messages(self, chat_id: str, *, newest_first: bool = True, limit: int | None = None,
                  offset: int = 0) -> list[dict[str, Any]]:
