@@ -147,6 +147,55 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             last_test_ok BOOLEAN,
             last_test_detail VARCHAR)""",
     ]),
+    # Teams governance: open sessions (reopen notice), the Teams display format, the personal-data
+    # policy, address block flags and the append-only transfer log (see crmkit/privacy.py).
+    (3, "teams governance: sessions, display format, privacy policy, address flags, transfer log", [
+        "CREATE SEQUENCE sessions_seq",
+        """CREATE TABLE sessions (
+            id BIGINT PRIMARY KEY DEFAULT nextval('sessions_seq'),
+            user_name VARCHAR NOT NULL,
+            pid INTEGER NOT NULL,
+            host VARCHAR NOT NULL,
+            opened_at TIMESTAMP NOT NULL,
+            last_seen TIMESTAMP NOT NULL,
+            teams_enabled_at_open BOOLEAN NOT NULL)""",
+        """CREATE TABLE display_formats (
+            area VARCHAR PRIMARY KEY,
+            spec JSON NOT NULL,
+            changed_at TIMESTAMP NOT NULL,
+            changed_by VARCHAR NOT NULL)""",
+        """CREATE TABLE privacy_settings (
+            key VARCHAR PRIMARY KEY,
+            value JSON,
+            changed_at TIMESTAMP NOT NULL,
+            changed_by VARCHAR NOT NULL)""",
+        """CREATE TABLE address_flags (
+            address_id BIGINT NOT NULL,
+            flag VARCHAR NOT NULL,
+            set_by VARCHAR NOT NULL,
+            set_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (address_id, flag))""",
+        "CREATE SEQUENCE transfer_log_seq",
+        # No primary key on id (the sequence keeps it unique): every ART index costs on each attach.
+        """CREATE TABLE transfer_log (
+            id BIGINT NOT NULL DEFAULT nextval('transfer_log_seq'),
+            logged_at TIMESTAMP NOT NULL,
+            user_name VARCHAR NOT NULL,
+            ms_account VARCHAR,
+            channel VARCHAR NOT NULL CHECK (channel IN ('teams_manual', 'teams_campaign', 'file_export')),
+            trigger VARCHAR NOT NULL CHECK (trigger IN ('manual', 'campaign')),
+            address_id BIGINT NOT NULL,
+            fields VARCHAR[] NOT NULL,
+            recipient_id VARCHAR,
+            recipient_name VARCHAR,
+            purpose VARCHAR,
+            outcome VARCHAR NOT NULL CHECK (outcome IN ('sent', 'failed', 'blocked')),
+            message_id VARCHAR,
+            message_key VARCHAR,
+            detail VARCHAR,
+            UNIQUE (message_key, address_id, recipient_id))""",
+        "CREATE INDEX transfer_log_address ON transfer_log (address_id)",
+    ]),
 ]
 
 
