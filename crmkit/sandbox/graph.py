@@ -616,12 +616,13 @@ async def post_message(ctx: Ctx) -> Result:
     user = c.user
     assert user is not None
     chat_id = ctx.params["chat"]
-    chat = ctx.sb.state.chat(chat_id)
-    if chat is None:
-        raise GraphError(404, "NotFound", f"Chat '{chat_id}' not found.")
+    # Throttling comes first, as at Microsoft: a throttled request costs no lookups.
     wait = ctx.sb.throttle.check_chat_post(c.app_id, SANDBOX_TENANT_ID, chat_id)
     if wait is not None:
         raise GraphError(429, "TooManyRequests", "Too many requests.", {"Retry-After": str(wait)})
+    chat = ctx.sb.state.chat(chat_id)
+    if chat is None:
+        raise GraphError(404, "NotFound", f"Chat '{chat_id}' not found.")
     msg = _validate_message(ctx, ctx.json())
     if not ctx.sb.state.is_member(chat_id, user.id):
         raise GraphError(403, "Forbidden", "The caller is not a member of this chat and cannot post to it.")

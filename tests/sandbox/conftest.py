@@ -83,12 +83,9 @@ def start_sandbox(state: Path, log: Path, *extra: str, timeout: float = 30.0) ->
         raise RuntimeError(f"sandbox did not start; log:\n{log.read_text()}") from None
     assert first.startswith(URL_PREFIX), first
     sp = SandboxProcess(proc, first[len(URL_PREFIX):], logf, [first])
-    # The rest of the banner follows immediately.
-    while True:
-        try:
-            sp.banner.append(lines.get(timeout=2))
-        except queue.Empty:
-            break
+    # The rest of the banner follows immediately; its last line is the sign-in hint.
+    while not sp.banner[-1].lstrip().startswith("Sign in as"):
+        sp.banner.append(lines.get(timeout=10))
     httpx.get(f"{sp.url}/_sandbox/health", timeout=10).raise_for_status()
     return sp
 
