@@ -1,0 +1,203 @@
+"""The registry of open CRM sessions, so the Teams settings can say who must reopen.
+
+A session (an opened :class:`~crmkit.crm.CRM`) reads ``teams.enabled`` when it opens, like the
+reference CRM reads it at program start. Each session records that value in ``sessions``; when the
+setting changes afterwards, :func:`reopen_notice` tells that session, and
+:func:`open_sessions_needing_reopen` tells the Teams administrator which sessions are affected.
+
+``register_session`` is meant to run inside ``CRM.__init__``: it is one short write, it waits at
+most :data:`REGISTER_LOCK_TIMEOUT` seconds for another process's lock, and it never raises - an
+unregistered session only loses the reopen notice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import duckdb
+import pandas as pd
+
+from ..errors import StoreError
+from ..i18n import t
+
+if TYPE_CHECKING:
+    from ..crm import CRM
+    from ..store import Tx
+
+__all__ = [
+    "REGISTER_LOCK_TIMEOUT",
+    "STALE_AFTER",
+    "close_session",
+    "open_sessions_needing_reopen",
+    "register_session",
+    "reopen_notice",
+    "teams_enabled_at_open",
+    "touch_session",
+]
+
+log = logging.getLogger("crmkit.teams")
+
+REGISTER_LOCK_TIMEOUT = 2.0  # seconds; opening a CRM must stay quick even while a batch job writes
+STALE_AFTER = timedelta(hours=24)  # a session not seen for this long counts as gone (crashed kernel)
+_PURGE_AFTER = timedelta(days=7)
+_HOST = socket.gethostname()
+
+
+def _now() -> datetime:
+    return datetime.now().replace(microsecond=0)
+
+
+def _enabled(tx: Tx) -> bool:
+    raw = tx.one("SELECT value FROM system_settings WHERE key = 'teams.enabled'")
+    return bool(json.loads(raw)) if raw is not None else False
+
+
+def register_session(crm: CRM) -> int | None:
+    """Record ``crm`` as an open session; return its id, or None when it could not be recorded.
+
+    Sets ``crm.session_id`` and ``crm.teams_enabled_at_open`` (the setting as this session saw it
+    when it opened). Also forgets sessions not seen for a week. Never raises: a lock held longer
+    than :data:`REGISTER_LOCK_TIMEOUT` or any store error is logged and the open continues.
+    """
+    now = _now()
+
+    def run(tx: Tx) -> tuple[int, bool]:
+        enabled = _enabled(tx)
+        tx.execute("DELETE FROM sessions WHERE last_seen < ?", [now - _PURGE_AFTER])
+        new_id = tx.one(
+            "INSERT INTO sessions (user_name, pid, host, opened_at, last_seen, teams_enabled_at_open) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            [crm.user.name, os.getpid(), _HOST, now, now, enabled],
+        )
+        return int(new_id), enabled
+
+    store = crm.store
+    try:
+        # Hold the store's mutex so the shortened lock wait applies to this write only.
+        with store._mutex:
+            saved = store.lock_timeout
+            store.lock_timeout = min(saved, REGISTER_LOCK_TIMEOUT)
+            try:
+                session_id, enabled = store.write(run, retries=3)
+            finally:
+                store.lock_timeout = saved
+    except (StoreError, duckdb.Error) as exc:
+        log.warning("crmkit: session not registered (%s); the Teams reopen notice is unavailable.", exc)
+        crm.session_id = None  # type: ignore[attr-defined]
+        crm.teams_enabled_at_open = None  # type: ignore[attr-defined]
+        return None
+    crm.session_id = session_id  # type: ignore[attr-defined]
+    crm.teams_enabled_at_open = enabled  # type: ignore[attr-defined]
+    return session_id
+
+
+def teams_enabled_at_open(crm: CRM) -> bool | None:
+    """``teams.enabled`` as this session saw it when it opened; None when it was not registered."""
+    return getattr(crm, "teams_enabled_at_open", None)
+
+
+def touch_session(crm: CRM) -> None:
+    """Mark the session as alive now (a view may call this now and then). Never raises."""
+    session_id = getattr(crm, "session_id", None)
+    if session_id is None:
+        return
+    try:
+        crm.store.write(lambda tx: tx.execute("UPDATE sessions SET last_seen = ? WHERE id = ?", [_now(), session_id]))
+    except (StoreError, duckdb.Error) as exc:
+        log.warning("crmkit: session %s not touched (%s).", session_id, exc)
+
+
+def close_session(crm: CRM) -> None:
+    """Remove the session from the registry (on a clean close). Never raises."""
+    session_id = getattr(crm, "session_id", None)
+    if session_id is None:
+        return
+    try:
+        crm.store.write(lambda tx: tx.execute("DELETE FROM sessions WHERE id = ?", [session_id]))
+    except (StoreError, duckdb.Error) as exc:
+        log.warning("crmkit: session %s not closed in the registry (%s).", session_id, exc)
+    crm.session_id = None  # type: ignore[attr-defined]
+
+
+def reopen_notice(crm: CRM, lang: str | None = None) -> str | None:
+    """A "reopen to apply" text when ``teams.enabled`` changed since this session opened, else None.
+
+    Needs no right: it only concerns the caller's own session.
+    """
+    at_open = teams_enabled_at_open(crm)
+    if at_open is None:
+        return None
+    now = bool(crm.setting("teams.enabled"))
+    if now == at_open:
+        return None
+    key = "teams.reopen_enabled" if now else "teams.reopen_disabled"
+    return _text(key, lang or crm.language)
+
+
+def open_sessions_needing_reopen(crm: CRM, *, stale_after: timedelta = STALE_AFTER) -> pd.DataFrame:
+    """Open sessions that saw another ``teams.enabled`` than the current one (needs ``teams.admin``).
+
+    A session counts as open when it was seen within ``stale_after`` and, on this host, its
+    process still runs. Columns: id, user_name, pid, host, opened_at, last_seen,
+    teams_enabled_at_open, teams_enabled_now.
+
+    Raises:
+        PermissionDenied: the user lacks ``teams.admin``.
+    """
+    crm.require("teams.admin")
+
+    def run(tx: Tx) -> pd.DataFrame:
+        enabled = _enabled(tx)
+        frame = tx.df(
+            "SELECT id, user_name, pid, host, opened_at, last_seen, teams_enabled_at_open FROM sessions "
+            "WHERE teams_enabled_at_open <> ? AND last_seen >= ? ORDER BY opened_at, id",
+            [enabled, _now() - stale_after],
+        )
+        frame["teams_enabled_now"] = enabled
+        return frame
+
+    frame = crm.store.read(run)
+    alive = [_alive(host, int(pid)) for host, pid in zip(frame["host"], frame["pid"], strict=True)]
+    return frame[alive].reset_index(drop=True) if len(frame) else frame
+
+
+def _alive(host: str, pid: int) -> bool:
+    if host != _HOST or os.name != "posix":
+        return True  # another machine (or Windows, where signal 0 is not a probe): trust last_seen
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+_TEXTS = {
+    "teams.reopen_enabled": {
+        "de": "Die Microsoft Teams-Integration wurde aktiviert, nachdem diese Sitzung geöffnet wurde. "
+              "Öffnen Sie crmkit neu (Kernel neu starten bzw. Seite neu laden), um sie zu nutzen.",
+        "en": "The Microsoft Teams integration was enabled after this session opened. "
+              "Reopen crmkit (restart the kernel or reload the page) to use it.",
+    },
+    "teams.reopen_disabled": {
+        "de": "Die Microsoft Teams-Integration wurde deaktiviert, nachdem diese Sitzung geöffnet wurde. "
+              "Öffnen Sie crmkit neu (Kernel neu starten bzw. Seite neu laden).",
+        "en": "The Microsoft Teams integration was disabled after this session opened. "
+              "Reopen crmkit (restart the kernel or reload the page).",
+    },
+}
+
+
+def _text(key: str, lang: str) -> str:
+    """The catalog text for ``key``; the local copy until the key is in ``i18n/catalog.json``."""
+    found = t(key, lang)
+    if found != key:
+        return found
+    entry = _TEXTS[key]
+    return entry.get(lang) or entry["en"]

@@ -1,0 +1,203 @@
+"""Activation of the Teams integration: rights, the TS contact type, idempotence, the reopen notice."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import crmkit
+from crmkit.crm import CRM
+from crmkit.teams import activation, sessions
+
+pytestmark = pytest.mark.core
+
+
+def _snapshot(crm: CRM) -> dict[str, list[tuple[object, ...]]]:
+    return crm.store.read(lambda tx: {
+        "settings": tx.rows("SELECT key, value FROM system_settings ORDER BY key"),
+        "types": tx.rows("SELECT code, label FROM contact_types ORDER BY code"),
+        "audit": tx.rows("SELECT id, scope, key FROM audit ORDER BY id"),
+    })
+
+
+@pytest.fixture
+def admin(crm: CRM) -> CRM:
+    crm.add_user("tina", "Tina Teams", roles=["teams_admin"])
+    crm.add_user("sam", "Sam Sales", roles=["sales"])
+    return crm
+
+
+def as_user(crm: CRM, name: str) -> CRM:
+    return CRM(crm.store, name)
+
+
+def test_user_without_teams_admin_cannot_activate_and_nothing_changes(admin: CRM) -> None:
+    sam = as_user(admin, "sam")
+    before = _snapshot(admin)
+    with pytest.raises(crmkit.PermissionDenied) as info:
+        activation.enable(sam)
+    assert info.value.right == "teams.admin"
+    with pytest.raises(crmkit.PermissionDenied):
+        activation.disable(sam)
+    assert _snapshot(admin) == before
+    assert activation.is_enabled(admin) is False
+
+
+def test_teams_admin_without_system_admin_can_activate(admin: CRM) -> None:
+    tina = as_user(admin, "tina")
+    assert not tina.user.can("system.admin")
+    assert activation.enable(tina) is True
+    assert activation.is_enabled(admin)
+    assert ("TS", "Teams") in admin.store.read(lambda tx: tx.rows("SELECT code, label FROM contact_types"))
+
+
+def test_code_taken_is_refused_naming_the_other_type_and_nothing_changes(admin: CRM) -> None:
+    admin.add_contact_type("TS", "Telefonschulung")
+    before = _snapshot(admin)
+    with pytest.raises(crmkit.ContactTypeCodeTaken) as info:
+        activation.enable(admin)
+    message = str(info.value)
+    assert "Telefonschulung" in message and "'TS'" in message
+    assert "change_contact_type_code" in message  # says how to fix it
+    assert info.value.taken_by == "Telefonschulung"  # type: ignore[attr-defined]
+    assert info.value.code == "TS"  # type: ignore[attr-defined]
+    assert isinstance(info.value, crmkit.TeamsError)
+    assert _snapshot(admin) == before
+
+    # The fix the message names works.
+    admin.change_contact_type_code("TS", "TSCH")
+    assert activation.enable(admin) is True
+    types = dict(admin.store.read(lambda tx: tx.rows("SELECT code, label FROM contact_types")))
+    assert types["TS"] == "Teams" and types["TSCH"] == "Telefonschulung"
+
+
+def test_enable_is_idempotent_one_type_one_audit_entry_each(admin: CRM) -> None:
+    assert activation.enable(admin) is True
+    assert activation.enable(admin) is False
+    assert admin.store.one("SELECT count(*) FROM contact_types WHERE code = 'TS'") == 1
+    audit = admin.audit_log()
+    assert len(audit[(audit.scope == "system") & (audit.key == "teams.enabled")]) == 1
+    assert len(audit[(audit.scope == "contact_types") & (audit.key == "TS")]) == 1
+    assert activation.set_enabled(admin, True) is False
+
+
+def test_setting_and_contact_type_commit_in_one_transaction(admin: CRM) -> None:
+    seen: list[str] = []
+    crm = crmkit.CRM(crmkit.Store(":memory:", tracer=lambda sql, p: seen.append(sql.strip().split()[0])), "admin")
+    activation.enable(crm)
+    begin = seen.index("BEGIN")
+    assert seen[begin:].count("COMMIT") >= 1
+    commit = begin + seen[begin:].index("COMMIT")
+    writes = [s for s in seen[begin:commit] if s in ("INSERT",)]
+    assert len(writes) >= 3  # contact type, its audit row, the setting + its audit row: all in one BEGIN..COMMIT
+
+
+def test_existing_teams_type_is_accepted(admin: CRM) -> None:
+    admin.add_contact_type("TS", "teams")
+    before_types = admin.store.read(lambda tx: tx.rows("SELECT code, label FROM contact_types ORDER BY code"))
+    assert activation.enable(admin) is True  # the setting changed
+    after_types = admin.store.read(lambda tx: tx.rows("SELECT code, label FROM contact_types ORDER BY code"))
+    assert after_types == before_types
+
+
+def test_disable_keeps_the_contact_type_and_is_idempotent(admin: CRM) -> None:
+    activation.enable(admin)
+    assert activation.disable(admin) is True
+    assert activation.disable(admin) is False
+    assert activation.is_enabled(admin) is False
+    assert admin.store.one("SELECT count(*) FROM contact_types WHERE code = 'TS'") == 1
+    audit = admin.audit_log()
+    assert audit[audit.key == "teams.enabled"]["new_value"].tolist() == ["false", "true"]
+
+
+def test_set_enabled_takes_a_bool(admin: CRM) -> None:
+    with pytest.raises(TypeError):
+        activation.set_enabled(admin, "yes")  # type: ignore[arg-type]
+
+
+def test_reopen_notice_and_sessions_needing_reopen(admin: CRM) -> None:
+    early = as_user(admin, "sam")
+    sessions.register_session(early)
+    sessions.register_session(admin)
+    assert early.teams_enabled_at_open is False  # type: ignore[attr-defined]
+    assert sessions.reopen_notice(early) is None
+
+    activation.enable(admin)
+
+    late = as_user(admin, "sam")
+    sessions.register_session(late)
+    assert late.teams_enabled_at_open is True  # type: ignore[attr-defined]
+    assert sessions.reopen_notice(late) is None
+    notice = sessions.reopen_notice(early, "en")
+    assert notice is not None and "enabled after this session opened" in notice
+    assert "neu" in str(sessions.reopen_notice(early, "de"))
+
+    pending = activation.open_sessions_needing_reopen(admin)
+    assert set(pending["id"]) == {early.session_id, admin.session_id}  # type: ignore[attr-defined]
+    assert list(pending.columns) == ["id", "user_name", "pid", "host", "opened_at", "last_seen",
+                                     "teams_enabled_at_open", "teams_enabled_now"]
+    assert pending["teams_enabled_now"].all()
+
+    # The sender's gate: a session opened before the switch must reopen first.
+    with pytest.raises(crmkit.IntegrationDisabled, match="reopen"):
+        activation.require_enabled(early)
+    activation.require_enabled(late)
+
+    # Switching off applies at once, and now the late session is the one to reopen.
+    activation.disable(admin)
+    with pytest.raises(crmkit.IntegrationDisabled, match="switched off"):
+        activation.require_enabled(late)
+    assert "disabled" in str(sessions.reopen_notice(late, "en"))
+    assert set(activation.open_sessions_needing_reopen(admin)["id"]) == {late.session_id}  # type: ignore[attr-defined]
+
+
+def test_sessions_list_needs_teams_admin(admin: CRM) -> None:
+    with pytest.raises(crmkit.PermissionDenied):
+        activation.open_sessions_needing_reopen(as_user(admin, "sam"))
+
+
+def test_closed_and_dead_sessions_are_not_listed(admin: CRM) -> None:
+    gone = as_user(admin, "sam")
+    dead = as_user(admin, "sam")
+    sessions.register_session(gone)
+    sessions.register_session(dead)
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    admin.store.execute("UPDATE sessions SET pid = ? WHERE id = ?", [int(proc.stdout), dead.session_id])  # type: ignore[attr-defined]
+    sessions.close_session(gone)
+    activation.enable(admin)
+    assert activation.open_sessions_needing_reopen(admin).empty
+
+
+def test_register_session_never_fails_an_open(admin: CRM, monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    def locked(*args: object, **kwargs: object) -> None:
+        raise crmkit.DatabaseLocked("held by a batch job")
+
+    monkeypatch.setattr(admin.store, "write", locked)
+    with caplog.at_level(logging.WARNING, logger="crmkit.teams"):
+        assert sessions.register_session(admin) is None
+    assert "not registered" in caplog.text
+    assert sessions.reopen_notice(admin) is None
+    assert admin.store.lock_timeout == 60.0  # the shortened wait was restored
+
+
+def test_register_session_on_a_file_is_one_short_write(db_path: Path) -> None:
+    crm = crmkit.open(db_path)
+    seen: list[str] = []
+    crm.store.tracer = lambda sql, params: seen.append(sql)
+    session_id = sessions.register_session(crm)
+    assert session_id is not None
+    assert sum(s.startswith("BEGIN") for s in seen) == 1
+    other = crmkit.open(db_path)
+    assert sessions.register_session(other) == session_id + 1
+    frame = other.store.df("SELECT * FROM sessions ORDER BY id")
+    assert isinstance(frame, pd.DataFrame) and len(frame) == 2
+    sessions.touch_session(crm)
+    sessions.close_session(crm)
+    assert other.store.one("SELECT count(*) FROM sessions") == 1
