@@ -41,7 +41,9 @@ def _check_loopback(host: str) -> None:
 
 def _bind(host: str, port: int) -> socket.socket:
     _check_loopback(host)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP, and without it every keep-alive response stalls ~40 ms on delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1" if host == "localhost" else host, port))
     sock.listen(512)
