@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
@@ -20,6 +20,9 @@ from .errors import NotFound, PermissionDenied, UnknownUser, UnsafeQuery, Valida
 from .rights import RIGHTS
 from .settings import SETTINGS, USER_SETTINGS, Setting
 from .store import Store, Tracer, Tx
+
+if TYPE_CHECKING:
+    from .teams.send import TeamsService
 
 __all__ = ["ADDRESS_FIELDS", "CRM", "User", "open"]
 
@@ -94,9 +97,19 @@ class CRM:
         self.store = store
         self.user = store.read(lambda tx: _load_user(tx, user))
         self.opened_at = _now()
+        self._teams: TeamsService | None = None
 
     def __repr__(self) -> str:
         return f"<CRM {self.store.path!r} user={self.user.name!r}>"
+
+    @property
+    def teams(self) -> TeamsService:
+        """Send records via Microsoft Teams (see :class:`crmkit.teams.send.TeamsService`)."""
+        if self._teams is None:
+            from .teams.send import TeamsService
+
+            self._teams = TeamsService(self)
+        return self._teams
 
     # -- rights ------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .errors import NotACrmkitDatabase
 from .rights import BUILTIN_ROLES
+from .teams.outbox import OUTBOX_MIGRATION
 
 if TYPE_CHECKING:
     from .store import Store, Tx
@@ -196,6 +197,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             UNIQUE (message_key, address_id, recipient_id))""",
         "CREATE INDEX transfer_log_address ON transfer_log (address_id)",
     ]),
+    (4, "teams send: durable outbox; contacts carry recipients and a message link", OUTBOX_MIGRATION),
 ]
 
 

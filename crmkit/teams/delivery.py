@@ -1,0 +1,192 @@
+"""Deliver outbox rows to Teams: exactly once, near Teams' rate limits, resumable.
+
+The engine is async and runs on the Graph client's own event loop. Database work (claiming rows,
+recording outcomes) runs in a worker thread so it never stalls the requests in flight; outcomes
+are committed in small groups, each group in one transaction with its transfer-log rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import pandas as pd
+
+from ..errors import GraphError
+from ..store import Store
+from .outbox import Delivery, claim, finish
+
+__all__ = ["Ambiguous", "ChatGateway", "DeliveryEngine", "Progress"]
+
+# Statuses that prove the message was not stored; anything else after the request left is ambiguous.
+DEFINITE_FAILURES = {400, 401, 403, 404, 409, 413, 422}
+
+
+class Ambiguous(Exception):  # an outcome to reconcile, never shown to users
+    """The request may or may not have reached Teams (time-out, dropped connection, 5xx)."""
+
+
+class ChatGateway(Protocol):
+    """What delivery needs from Microsoft Graph (see :class:`crmkit.teams.gateway.GraphChatGateway`)."""
+
+    async def ensure_chat(self, kind: str, members: list[str], topic: str | None) -> str: ...
+
+    async def post_message(self, chat_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Post once (429 may be retried inside; nothing ambiguous is). Raises Ambiguous or GraphError."""
+        ...
+
+    async def find_marker(self, chat_id: str, marker: str, payload: dict[str, Any]) -> str | None:
+        """The id of an already delivered message carrying ``marker``, else None."""
+        ...
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    sent: int
+    failed: int
+    last: Delivery | None = None
+
+
+class DeliveryEngine:
+    """Sends a frame of outbox rows (from :func:`outbox.open_rows`).
+
+    Args:
+        store: the record store.
+        gateway: the Graph side.
+        side_effects: ``(tx, row, delivery)`` writing transfer log and contacts for final outcomes.
+        concurrency: requests in flight; the gateway's rate limiter does the pacing.
+        max_attempts: posts per message before it is left for a later resume.
+    """
+
+    def __init__(
+        self, store: Store, gateway: ChatGateway, side_effects: Callable[..., None], *,
+        concurrency: int = 12, max_attempts: int = 6, commit_every: float = 0.2,
+    ) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.side_effects = side_effects
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.commit_every = commit_every
+        self._chats: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._chat_locks: defaultdict[tuple[str, tuple[str, ...]], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def run(
+        self, rows: pd.DataFrame, *, progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[Delivery]:
+        total = len(rows)
+        results: list[Delivery] = []
+        if not total:
+            return results
+        queue = _interleave(rows)
+        pending: list[Delivery] = []
+        state = Progress(0, total, 0, 0)
+        lock = asyncio.Lock()
+        flush_lock = asyncio.Lock()
+
+        async def flush() -> None:
+            async with flush_lock:
+                batch, pending[:] = pending[:], []
+                if batch:
+                    await asyncio.to_thread(finish, self.store, batch, write_side_effects=self.side_effects)
+
+        async def worker() -> None:
+            while queue:
+                if cancel is not None and cancel.is_set():
+                    return
+                row = queue.popleft()
+                await asyncio.to_thread(claim, self.store, [row["id"]])
+                delivery = await self._deliver(row)
+                async with lock:
+                    pending.append(delivery)
+                    results.append(delivery)
+                    state.done += 1
+                    state.sent += delivery.status == "sent"
+                    state.failed += delivery.status == "failed"
+                    state.last = delivery
+                    if progress is not None:
+                        progress(state)
+
+        async def committer() -> None:
+            while True:
+                await asyncio.sleep(self.commit_every)
+                await flush()
+
+        ticker = asyncio.create_task(committer())
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(self.concurrency, total))))
+        finally:
+            ticker.cancel()
+            await flush()
+        return results
+
+    async def _chat_for(self, row: Mapping[str, Any]) -> str:
+        if row.get("chat_id"):
+            return str(row["chat_id"])
+        members = tuple(sorted(json.loads(row["members"])))
+        key = (row["chat_kind"] if row["chat_kind"] == "oneOnOne" else row["batch_id"], members)
+        async with self._chat_locks[key]:
+            if key not in self._chats:
+                self._chats[key] = await self.gateway.ensure_chat(row["chat_kind"], list(members), row.get("topic"))
+        return self._chats[key]
+
+    async def _deliver(self, row: Mapping[str, Any]) -> Delivery:
+        payload = json.loads(row["payload"])
+        chat_id: str | None = None
+        ambiguous = row["status"] == "sending"  # a previous run may have posted it
+        last_error = "not attempted"
+        for attempt in range(self.max_attempts):
+            try:
+                chat_id = await self._chat_for(row)
+                if ambiguous:
+                    found = await self.gateway.find_marker(chat_id, row["marker"], payload)
+                    if found:
+                        return Delivery(row["id"], "sent", chat_id, found, at=_now())
+                result = await self.gateway.post_message(chat_id, payload)
+                return Delivery(row["id"], "sent", chat_id, str(result.get("id")), at=_now())
+            except Ambiguous as exc:
+                ambiguous, last_error = True, str(exc) or "no answer from Teams"
+            except GraphError as exc:
+                if exc.status in DEFINITE_FAILURES:
+                    return Delivery(row["id"], "failed", chat_id, error=_describe(exc), at=_now())
+                ambiguous, last_error = True, _describe(exc)
+            await asyncio.sleep(min(0.5 * 2 ** attempt, 8.0))
+        # Still unknown: leave it in 'sending' for the next resume, which reconciles first.
+        return Delivery(row["id"], "sending", chat_id, error=last_error)
+
+
+def _describe(exc: GraphError) -> str:
+    parts = [str(exc)]
+    if exc.code:
+        parts.append(f"code={exc.code}")
+    if exc.request_id:
+        parts.append(f"request-id={exc.request_id}")
+    return "; ".join(parts)
+
+
+def _now() -> datetime:
+    return datetime.now().replace(microsecond=0)
+
+
+def _interleave(rows: pd.DataFrame) -> deque[dict[str, Any]]:
+    """Round-robin over chats, so consecutive requests go to different chats (1 request/s per chat)."""
+    by_chat: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+    clean = rows.astype(object).where(rows.notna(), None)  # NaN/NA would read as truthy chat ids
+    for row in clean.to_dict("records"):
+        by_chat[row.get("chat_id") or row["members"]].append(row)
+    order: deque[dict[str, Any]] = deque()
+    lanes = list(by_chat.values())
+    while lanes:
+        for lane in lanes:
+            order.append(lane.popleft())
+        lanes = [lane for lane in lanes if lane]
+    return order

@@ -1,0 +1,231 @@
+"""The durable outbox: every Teams message has a row before it is sent.
+
+States of a message row::
+
+    pending ──claim──▶ sending ──201──────────────▶ sent
+       ▲                  │ ──definite 4xx──────▶ failed
+       │                  │ ──no answer / 5xx──▶ sending (ambiguous: reconcile before retry)
+       └──cancel──▶ cancelled
+
+A row in ``sending`` may or may not have reached Teams (the process died, the answer got lost).
+Before posting it again the sender reads the chat back and looks for the row's marker (the
+adaptive-card attachment id, which crmkit chose): found means delivered, so it is never posted
+twice. Delivery state, transfer-log rows and contacts commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from ..store import Store, Tx
+
+__all__ = ["Delivery", "OutboxMessage", "claim", "create_batch", "finish", "open_rows", "pending_batches"]
+
+OPEN_STATES = ("pending", "sending")
+
+
+@dataclass
+class OutboxMessage:
+    """One message to post: who gets it, in which chat, about which addresses."""
+
+    payload: dict[str, Any]
+    marker: str  # client-chosen id found again in the chat (the card's attachment id)
+    chat_kind: str  # oneOnOne | group
+    members: list[str]  # Entra object ids, the sender included
+    recipients: list[dict[str, str]]  # [{id, name}] - the people the record goes to
+    address_ids: list[int]
+    field_names: dict[str, list[str]]  # per address id (as text): the display fields it shows
+    topic: str | None = None
+    contact_subject: str | None = None
+    contact_notes: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class Delivery:
+    """The outcome of one attempt, as the sender hands it to :func:`finish`."""
+
+    id: str
+    status: str  # sent | failed | sending (still ambiguous)
+    chat_id: str | None = None
+    message_id: str | None = None
+    error: str | None = None
+    at: datetime | None = None
+
+
+def create_batch(
+    tx: Tx, *, user: str, account: str | None, channel: str, trigger: str, purpose: str | None,
+    subject: str, options: dict[str, Any], record_contact: bool, source: str | None = None,
+) -> str:
+    batch_id = uuid.uuid4().hex
+    tx.execute(
+        "INSERT INTO outbox_batches VALUES (?, current_timestamp, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+        [batch_id, user, account, channel, trigger, purpose, subject, json.dumps(options), record_contact, source],
+    )
+    return batch_id
+
+
+def add_messages(tx: Tx, batch_id: str, messages: Sequence[OutboxMessage], *, first_seq: int = 0) -> None:
+    """Write message rows (status pending) in one statement."""
+    if not messages:
+        return
+    frame = pd.DataFrame({
+        "id": [m.id for m in messages],
+        "batch_id": batch_id,
+        "seq": range(first_seq, first_seq + len(messages)),
+        "marker": [m.marker for m in messages],
+        "chat_kind": [m.chat_kind for m in messages],
+        "members": [json.dumps(m.members) for m in messages],
+        "topic": [m.topic for m in messages],
+        "recipients": [json.dumps(m.recipients, ensure_ascii=False) for m in messages],
+        "address_ids": [json.dumps(m.address_ids) for m in messages],
+        "field_names": [json.dumps(m.field_names) for m in messages],
+        "payload": [json.dumps(m.payload, ensure_ascii=False) for m in messages],
+        "contact_subject": [m.contact_subject for m in messages],
+        "contact_notes": [m.contact_notes for m in messages],
+    })
+    tx.register("_outbox_new", frame)
+    try:
+        tx.execute(
+            "INSERT INTO outbox (id, batch_id, seq, marker, chat_kind, members, topic, recipients, address_ids, "
+            "field_names, payload, contact_subject, contact_notes, status, attempts) "
+            "SELECT id, batch_id, seq, marker, chat_kind, members, topic, recipients, address_ids, field_names, "
+            "payload, contact_subject, contact_notes, 'pending', 0 FROM _outbox_new"
+        )
+    finally:
+        tx.unregister("_outbox_new")
+
+
+def open_rows(store: Store, batch_ids: Iterable[str] | None = None, *, user: str | None = None) -> pd.DataFrame:
+    """Rows still to deliver (pending or ambiguous), in send order."""
+    where, params = ["o.status IN ('pending', 'sending')"], []
+    if batch_ids is not None:
+        ids = list(batch_ids)
+        if not ids:
+            return pd.DataFrame()
+        where.append(f"o.batch_id IN ({', '.join('?' * len(ids))})")
+        params += ids
+    if user is not None:
+        where.append("b.user_name = ?")
+        params.append(user)
+    return store.df(
+        "SELECT o.*, b.channel, b.trigger, b.purpose, b.account, b.user_name, b.record_contact, b.source "
+        "FROM outbox o JOIN outbox_batches b ON b.id = o.batch_id "
+        f"WHERE {' AND '.join(where)} ORDER BY b.created_at, o.seq",
+        params,
+    )
+
+
+def pending_batches(store: Store, *, user: str | None = None) -> list[str]:
+    sql = "SELECT DISTINCT o.batch_id FROM outbox o JOIN outbox_batches b ON b.id = o.batch_id " \
+          "WHERE o.status IN ('pending', 'sending')"
+    params: list[Any] = []
+    if user is not None:
+        sql += " AND b.user_name = ?"
+        params.append(user)
+    return [r[0] for r in store.read(lambda tx: tx.rows(sql, params))]
+
+
+def claim(store: Store, ids: Sequence[str]) -> None:
+    """Mark rows as being sent *before* the request leaves, so a crash leaves them ambiguous, not lost."""
+    if not ids:
+        return
+    store.write(lambda tx: tx.execute(
+        "UPDATE outbox SET status = 'sending', attempts = attempts + 1, last_attempt_at = current_timestamp "
+        f"WHERE id IN ({', '.join('?' * len(ids))}) AND status IN ('pending', 'sending')",
+        list(ids),
+    ))
+
+
+def cancel(store: Store, batch_id: str) -> int:
+    """Stop a batch: its pending rows will never be sent (ambiguous rows are still reconciled)."""
+    def run(tx: Tx) -> int:
+        n = tx.one("SELECT count(*) FROM outbox WHERE batch_id = ? AND status = 'pending'", [batch_id])
+        tx.execute("UPDATE outbox SET status = 'cancelled' WHERE batch_id = ? AND status = 'pending'", [batch_id])
+        return int(n)
+
+    return store.write(run)
+
+
+def finish(store: Store, deliveries: Sequence[Delivery], *, write_side_effects: Any) -> None:
+    """Record outcomes in one transaction with their transfer-log rows and contacts.
+
+    ``write_side_effects(tx, row, delivery)`` writes the transfer log and contacts for a row
+    whose outcome is final; it runs inside the same transaction. A row another resumer already
+    finished is skipped, so a delivery is never logged twice.
+    """
+    if not deliveries:
+        return
+    by_id = {d.id: d for d in deliveries}
+
+    def run(tx: Tx) -> None:
+        ids = list(by_id)
+        frame = tx.df(
+            "SELECT o.*, b.channel, b.trigger, b.purpose, b.account, b.user_name, b.record_contact, b.source, "
+            "b.options FROM outbox o JOIN outbox_batches b ON b.id = o.batch_id "
+            f"WHERE o.id IN ({', '.join('?' * len(ids))})", ids,
+        )
+        for row in frame.itertuples(index=False):
+            d = by_id[row.id]
+            if row.status in ("sent", "failed", "cancelled"):
+                continue
+            if d.status == "sending":
+                tx.execute("UPDATE outbox SET chat_id = coalesce(?, chat_id), error = ? WHERE id = ?",
+                           [d.chat_id, d.error, d.id])
+                continue
+            tx.execute(
+                "UPDATE outbox SET status = ?, chat_id = coalesce(?, chat_id), message_id = ?, error = ?, "
+                "finished_at = coalesce(?, current_timestamp) WHERE id = ?",
+                [d.status, d.chat_id, d.message_id, d.error, d.at, d.id],
+            )
+            write_side_effects(tx, row, d)
+
+    store.write(run)
+
+
+OUTBOX_MIGRATION: list[str] = [
+    """CREATE TABLE outbox_batches (
+        id VARCHAR PRIMARY KEY,
+        created_at TIMESTAMP NOT NULL,
+        user_name VARCHAR NOT NULL,
+        account VARCHAR,
+        channel VARCHAR NOT NULL,
+        trigger VARCHAR NOT NULL,
+        purpose VARCHAR,
+        subject VARCHAR NOT NULL,
+        options JSON,
+        record_contact BOOLEAN NOT NULL,
+        source VARCHAR,
+        status VARCHAR NOT NULL)""",
+    """CREATE TABLE outbox (
+        id VARCHAR PRIMARY KEY,
+        batch_id VARCHAR NOT NULL,
+        seq INTEGER NOT NULL,
+        marker VARCHAR NOT NULL,
+        chat_kind VARCHAR NOT NULL,
+        members JSON NOT NULL,
+        topic VARCHAR,
+        chat_id VARCHAR,
+        recipients JSON NOT NULL,
+        address_ids JSON NOT NULL,
+        field_names JSON NOT NULL,
+        payload JSON NOT NULL,
+        contact_subject VARCHAR,
+        contact_notes VARCHAR,
+        status VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_attempt_at TIMESTAMP,
+        message_id VARCHAR,
+        error VARCHAR,
+        finished_at TIMESTAMP)""",
+    "ALTER TABLE contacts ADD COLUMN recipients VARCHAR",
+    "ALTER TABLE contacts ADD COLUMN message_id VARCHAR",
+    "ALTER TABLE contacts ADD COLUMN link VARCHAR",
+]

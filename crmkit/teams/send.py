@@ -1,0 +1,514 @@
+"""Send address records to people in Teams: ``crm.teams.send(records, to=[...], subject=..., ...)``.
+
+A send is planned in full before anything leaves: the integration must be on, the user must hold
+``teams.send``, every recipient must resolve in the directory, the personal-data policy is asked,
+every message is rendered and size-checked. Only then are the messages written to the outbox
+(with a ``blocked`` transfer-log row for each blocked address) and delivered by
+:class:`~crmkit.teams.delivery.DeliveryEngine`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import pandas as pd
+
+from .. import privacy
+from ..errors import IntegrationDisabled, NotFound, ValidationError
+from ..graph import GraphNotFound, RetryPolicy
+from . import display_format
+from .compose import build_message, check_size, prefixed_subject, split_rows
+from .delivery import Ambiguous, DeliveryEngine, Progress
+from .outbox import OutboxMessage, add_messages, cancel, create_batch, open_rows
+
+if TYPE_CHECKING:
+    from ..auth import Microsoft365
+    from ..crm import CRM
+    from ..graph import GraphClient
+    from ..store import Tx
+
+__all__ = ["SendOptions", "SendPlan", "TeamsService"]
+
+CHAT_KINDS = ("one_on_one", "group")
+MODES = ("per_record", "digest")
+FORMATS = ("card", "table")
+RESULT_COLUMNS = ["record", "recipient", "recipient_name", "status", "message_id", "error"]
+USER_FIELDS = ["id", "displayName", "userPrincipalName", "mail", "accountEnabled", "userType"]
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """How records go out.
+
+    Attributes:
+        chat: ``one_on_one`` (a 1:1 chat per recipient) or ``group`` (one group chat for all).
+        mode: ``per_record`` (one message per record) or ``digest`` (one table per recipient, split
+            under Teams' size limit).
+        record_format: ``card`` (Adaptive Card) or ``table`` (HTML table) for per-record messages.
+        include_record: show the record's fields (the Teams display format) at all.
+        importance: ``normal``, ``high`` or ``urgent``.
+        record_contact: file the message as a contact (type TS) on each address.
+        purpose: why personal data leaves the CRM (required when the policy says so).
+        language: labels of the rendered record (default: the session's language).
+    """
+
+    chat: str = "one_on_one"
+    mode: str = "per_record"
+    record_format: str = "card"
+    include_record: bool = True
+    importance: str = "normal"
+    record_contact: bool = False
+    purpose: str | None = None
+    language: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("chat", CHAT_KINDS), ("mode", MODES), ("record_format", FORMATS)):
+            if getattr(self, name) not in allowed:
+                raise ValidationError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}.")
+
+
+@dataclass
+class SendPlan:
+    """Everything a send would do; ``preview()`` returns it, ``send()`` carries it out."""
+
+    subject: str
+    text: str
+    options: SendOptions
+    channel: str
+    trigger: str
+    me: dict[str, Any]
+    recipients: list[dict[str, Any]]
+    messages: list[OutboxMessage]
+    blocked: dict[int, str]
+    log: bool
+    purpose: str | None
+    field_names: dict[int, list[str]] = field(default_factory=dict)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per message: recipients, records, size and the exact body."""
+        rows = []
+        for m in self.messages:
+            rows.append({
+                "recipients": ", ".join(r["name"] for r in m.recipients),
+                "records": m.address_ids,
+                "chat": m.chat_kind,
+                "subject": m.payload["subject"],
+                "size_bytes": len(json.dumps(m.payload, ensure_ascii=False).encode()),
+                "body_html": m.payload["body"]["content"],
+                "card": m.payload.get("attachments", [{}])[0].get("content"),
+                "fields": sorted({f for a in m.address_ids for f in self.field_names.get(a, [])}),
+            })
+        for address_id, reason in self.blocked.items():
+            rows.append({"recipients": "", "records": [address_id], "chat": None, "subject": self.subject,
+                         "size_bytes": 0, "body_html": None, "card": None, "fields": [],
+                         "blocked": reason})
+        return pd.DataFrame(rows)
+
+
+class TeamsService:
+    """The Teams side of a CRM session (``crm.teams``).
+
+    Args:
+        crm: the session.
+        m365: its Microsoft 365 door (accounts, Graph); built from the configuration when omitted.
+    """
+
+    def __init__(self, crm: CRM, m365: Microsoft365 | None = None) -> None:
+        self.crm = crm
+        self._m365 = m365
+        self._graph: GraphClient | None = None
+        self._graph_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<TeamsService user={self.crm.user.name!r}>"
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    @property
+    def m365(self) -> Microsoft365:
+        if self._m365 is None:
+            from ..auth import Microsoft365
+
+            self._m365 = Microsoft365(self.crm)
+        return self._m365
+
+    def graph(self) -> GraphClient:
+        """Graph as the user's Teams account; only 429 is retried inside, the outbox handles the rest.
+
+        Raises:
+            SignInRequired: the user has no Microsoft 365 account for Teams yet.
+        """
+        with self._graph_lock:
+            if self._graph is None:
+                self._graph = self.m365.graph(retry=RetryPolicy(statuses=frozenset({429})))
+            return self._graph
+
+    def close(self) -> None:
+        """Close the Graph and identity connections (the service can be used again afterwards)."""
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+        if self._m365 is not None:
+            self._m365.close()
+            self._m365 = None
+
+    def require_ready(self) -> None:
+        """Raise unless the integration is on and the user may send."""
+        if not self.crm.setting("teams.enabled"):
+            raise IntegrationDisabled(
+                "The Microsoft Teams integration is switched off. A Teams administrator can switch it on "
+                "in the settings dashboard (Microsoft Teams-Integration aktivieren)."
+            )
+        self.crm.require("teams.send")
+
+    # -- directory ----------------------------------------------------------------------------------
+
+    def directory(self, text: str = "", *, limit: int = 25) -> pd.DataFrame:
+        """People from the organisation's directory whose name starts with ``text`` (the people picker)."""
+        page = self.graph().search_users(text, top=limit)
+        frame = pd.DataFrame(page.users, columns=["id", "displayName", "userPrincipalName", "mail", "jobTitle",
+                                                  "department"])
+        return frame.reindex(columns=[c for c in frame.columns if frame[c].notna().any() or c in ("id",
+                                                                                                   "displayName")])
+
+    def resolve(self, to: Iterable[str | dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each recipient as a directory user; unknown or disabled people are refused by name.
+
+        Raises:
+            ValidationError: empty list, unknown, disabled, or the sender themself.
+        """
+        wanted = [t["id"] if isinstance(t, dict) else t for t in (to or [])]
+        if not wanted:
+            raise ValidationError("Pick at least one recipient from the directory. Nothing was sent.")
+        graph = self.graph()
+        people, problems = [], []
+        for key in dict.fromkeys(str(w).strip() for w in wanted):
+            try:
+                user = graph.get_user(key, select=USER_FIELDS)
+            except GraphNotFound:
+                problems.append(f"{key!r} is not in the organisation's directory")
+                continue
+            if user.get("accountEnabled") is False:
+                problems.append(f"{user.get('displayName') or key} has a disabled account")
+                continue
+            people.append(user)
+        if problems:
+            raise ValidationError(
+                "Cannot send: " + "; ".join(problems) + ". Search the directory with crm.teams.directory('…'). "
+                "Nothing was sent."
+            )
+        return people
+
+    # -- planning -----------------------------------------------------------------------------------
+
+    def _address_ids(self, records: Any) -> list[int]:
+        if isinstance(records, bool):
+            raise ValidationError("records must be address ids, a DataFrame with an id column, or a SQL filter.")
+        if isinstance(records, int) or (hasattr(records, "__index__") and not isinstance(records, str)):
+            return [int(records)]
+        if isinstance(records, pd.DataFrame):
+            if "id" not in records.columns:
+                raise ValidationError("A DataFrame of records needs the address id column 'id'.")
+            return [int(i) for i in records["id"].tolist()]
+        if isinstance(records, str):
+            return [int(i) for i in self.crm.addresses(where=records, columns=["id"])["id"].tolist()]
+        if isinstance(records, Iterable):
+            ids = []
+            for r in records:
+                if isinstance(r, bool) or not hasattr(r, "__index__"):
+                    raise ValidationError(f"An address id is an integer, not {r!r}.")
+                ids.append(int(r))
+            return ids
+        raise ValidationError("records must be address ids, a DataFrame with an id column, or a SQL filter.")
+
+    def plan(
+        self, records: Any, to: Sequence[str | dict[str, Any]], subject: str, message: str = "", *,
+        options: SendOptions | None = None, channel: str = "teams_manual", trigger: str = "manual",
+        me: dict[str, Any] | None = None, recipients: list[dict[str, Any]] | None = None,
+    ) -> SendPlan:
+        """Work out every message of a send without sending or writing anything."""
+        options = options or SendOptions()
+        ids = list(dict.fromkeys(self._address_ids(records)))
+        if not ids:
+            raise ValidationError("No records to send: the selection is empty.")
+        full_subject = prefixed_subject(subject, self.crm.setting("teams.subject_prefix"))
+        if not isinstance(message, str):
+            raise ValidationError("The message text must be a string.")
+        people = recipients if recipients is not None else self.resolve(to)
+        me = me if me is not None else self.graph().me()
+        people = [p for p in people if p["id"] != me["id"]]
+        if not people:
+            raise ValidationError("You cannot send a record to yourself only; pick a colleague.")
+        lang = options.language or self.crm.language
+        fmt = display_format.load_format(self.crm)
+        frame = self.crm.addresses(id=ids)
+        found = {int(r["id"]): r for r in frame.astype(object).where(frame.notna(), None).to_dict("records")}
+        missing = [a for a in ids if a not in found]
+        if missing:
+            raise NotFound(f"No addresses with ids {missing[:10]}; nothing was sent.")
+        names = {a: (fmt.rendered_field_names(found[a]) if options.include_record else []) for a in ids}
+        decision = privacy.check_transfer(
+            self.crm, channel, ids, options.purpose, fields=sorted({n for v in names.values() for n in v}),
+        )
+        allowed = [a for a in ids if decision.allowed(a)]
+        recips = [{"id": p["id"], "name": p.get("displayName") or p.get("userPrincipalName") or p["id"]}
+                  for p in people]
+        messages: list[OutboxMessage] = []
+        lanes = ([[r] for r in recips] if options.chat == "one_on_one" else [recips])
+        kind = "oneOnOne" if options.chat == "one_on_one" else "group"
+        topic = full_subject[:250] if kind == "group" else None
+        for lane in lanes:
+            members = [me["id"], *(r["id"] for r in lane)]
+            if options.mode == "per_record":
+                for a in allowed:
+                    messages.append(self._record_message(full_subject, message, found[a], fmt, lang, options,
+                                                         kind, members, lane, topic, names[a]))
+            else:
+                messages.extend(self._digest_messages(full_subject, message, [found[a] for a in allowed], fmt,
+                                                      lang, options, kind, members, lane, topic, names))
+        return SendPlan(
+            subject=full_subject, text=message, options=options, channel=channel, trigger=trigger, me=me,
+            recipients=recips, messages=messages, blocked=decision.blocked, log=decision.log,
+            purpose=decision.purpose, field_names=names,
+        )
+
+    def _record_message(self, subject: str, text: str, record: dict[str, Any], fmt: Any, lang: str,
+                        options: SendOptions, kind: str, members: list[str], lane: list[dict[str, str]],
+                        topic: str | None, names: list[str]) -> OutboxMessage:
+        marker = uuid.uuid4().hex
+        card = table = None
+        if options.include_record:
+            if options.record_format == "card":
+                card = fmt.card(record, lang)
+            else:
+                table = fmt.html_table(record, lang)
+        payload = build_message(subject, text, record_html=table or "", card=card,
+                                attachment_id=marker if card is not None else None, importance=options.importance)
+        check_size(payload)
+        return OutboxMessage(
+            payload=payload, marker=marker, chat_kind=kind, members=members, recipients=lane,
+            address_ids=[int(record["id"])], field_names={str(record["id"]): names}, topic=topic,
+            contact_subject=subject, contact_notes=text or None,
+        )
+
+    def _digest_messages(self, subject: str, text: str, records: list[dict[str, Any]], fmt: Any, lang: str,
+                         options: SendOptions, kind: str, members: list[str], lane: list[dict[str, str]],
+                         topic: str | None, names: dict[int, list[str]]) -> list[OutboxMessage]:
+        rows = [fmt.html_table_row(r, lang) for r in records]
+        ids_by_row = {row_index: int(r["id"]) for row_index, r in enumerate(records)}
+        header = fmt.html_header(lang)
+
+        def build(chunk: list[str]) -> dict[str, Any]:
+            table = f'<table class="crmkit-digest">{header}{"".join(chunk)}</table>'
+            return build_message(subject, text, record_html=table, importance=options.importance)
+
+        out: list[OutboxMessage] = []
+        start = 0
+        for chunk in split_rows(rows, build):
+            chunk_ids = [ids_by_row[i] for i in range(start, start + len(chunk))]
+            start += len(chunk)
+            out.append(OutboxMessage(
+                payload=build(chunk), marker=uuid.uuid4().hex, chat_kind=kind, members=members, recipients=lane,
+                address_ids=chunk_ids, field_names={str(a): names[a] for a in chunk_ids}, topic=topic,
+                contact_subject=subject, contact_notes=text or None,
+            ))
+        return out
+
+    # -- sending ------------------------------------------------------------------------------------
+
+    def preview(self, records: Any, to: Sequence[str | dict[str, Any]], subject: str, message: str = "",
+                **options: Any) -> pd.DataFrame:
+        """Exactly what :meth:`send` would post, one row per message; nothing is sent or logged."""
+        self.require_ready()
+        return self.plan(records, to, subject, message, options=SendOptions(**options)).frame()
+
+    def send(
+        self, records: Any, to: Sequence[str | dict[str, Any]], subject: str, message: str = "", *,
+        record_contact: bool = False, progress: Callable[[Progress], None] | None = None,
+        cancel_event: threading.Event | None = None, **options: Any,
+    ) -> pd.DataFrame:
+        """Send records to people in Teams; returns one row per (record, recipient).
+
+        Args:
+            records: an address id, a list of ids, a DataFrame with an ``id`` column, or a SQL filter.
+            to: directory users (UPN, e-mail or object id).
+            subject: prefixed with the system's "cobra CRM - ".
+            message: the sender's text (HTML is sanitised).
+            record_contact: file a contact of type TS on each address.
+            progress: called after each message with a :class:`Progress`.
+            cancel_event: set it to stop; unsent messages are cancelled, sent ones stay logged.
+            **options: see :class:`SendOptions` (chat, mode, record_format, importance, purpose …).
+
+        Raises:
+            IntegrationDisabled, PermissionDenied, ValidationError, MessageTooLarge, TransferBlocked,
+            SignInRequired: before anything is sent or written.
+        """
+        self.require_ready()
+        plan = self.plan(records, to, subject, message,
+                         options=SendOptions(record_contact=record_contact, **options))
+        self.resume()  # an earlier interrupted send goes first, so nothing overtakes it
+        batch_id = self.enqueue(plan)
+        return self.deliver([batch_id], progress=progress, cancel_event=cancel_event)
+
+    def enqueue(self, plan: SendPlan, *, source: str | None = None) -> str:
+        """Write a planned send to the outbox (and its blocked rows to the transfer log)."""
+        account = self.m365.accounts.teams_account()
+
+        def run(tx: Tx) -> str:
+            batch_id = create_batch(
+                tx, user=self.crm.user.name, account=account.username if account else None, channel=plan.channel,
+                trigger=plan.trigger, purpose=plan.purpose, subject=plan.subject,
+                options={**asdict(plan.options), "log": plan.log, "blocked": plan.blocked},
+                record_contact=plan.options.record_contact, source=source,
+            )
+            add_messages(tx, batch_id, plan.messages)
+            if plan.blocked:
+                privacy.log_transfers(tx, [
+                    privacy.TransferRecord(
+                        user_name=self.crm.user.name, channel=plan.channel, trigger=plan.trigger, address_id=a,
+                        fields=[], outcome="blocked", recipient_id=r["id"], recipient_name=r["name"],
+                        purpose=plan.purpose, ms_account=account.username if account else None,
+                        message_key=f"{batch_id}:blocked", detail=reason,
+                    )
+                    for a, reason in plan.blocked.items() for r in plan.recipients
+                ])
+            return batch_id
+
+        return self.crm.store.write(run)
+
+    def resume(self, *, progress: Callable[[Progress], None] | None = None,
+               cancel_event: threading.Event | None = None) -> pd.DataFrame:
+        """Deliver what an interrupted send left (pending or unconfirmed), each message exactly once."""
+        from .outbox import pending_batches
+
+        batches = pending_batches(self.crm.store, user=self.crm.user.name)
+        if not batches:
+            return pd.DataFrame(columns=RESULT_COLUMNS)
+        return self.deliver(batches, progress=progress, cancel_event=cancel_event)
+
+    def deliver(self, batch_ids: list[str], *, progress: Callable[[Progress], None] | None = None,
+                cancel_event: threading.Event | None = None) -> pd.DataFrame:
+        rows = open_rows(self.crm.store, batch_ids)
+        if len(rows):
+            graph = self.graph()
+            engine = DeliveryEngine(self.crm.store, GraphChatGateway(graph), self._side_effects)
+            graph.submit(engine.run(rows, progress=progress, cancel=cancel_event)).result()
+            if cancel_event is not None and cancel_event.is_set():
+                for b in batch_ids:
+                    cancel(self.crm.store, b)
+        return self.results(batch_ids)
+
+    def results(self, batch_ids: list[str]) -> pd.DataFrame:
+        """One row per (record, recipient) of the given sends, blocked ones included."""
+        marks = ", ".join("?" * len(batch_ids))
+        frame = self.crm.store.df(
+            "SELECT o.address_ids, o.recipients, o.status, o.message_id, o.error FROM outbox o "
+            f"WHERE o.batch_id IN ({marks}) ORDER BY o.batch_id, o.seq", batch_ids,
+        )
+        out = []
+        for row in frame.itertuples(index=False):
+            for a in json.loads(row.address_ids):
+                for r in json.loads(row.recipients):
+                    out.append([a, r["id"], r["name"], row.status, row.message_id, row.error])
+        blocked = self.crm.store.df(
+            "SELECT options FROM outbox_batches WHERE id IN (" + marks + ")", batch_ids)
+        for opts in blocked["options"]:
+            for a, reason in json.loads(opts).get("blocked", {}).items():
+                out.append([int(a), None, None, "blocked", None, reason])
+        return pd.DataFrame(out, columns=RESULT_COLUMNS)
+
+    # -- what a final outcome writes, in the delivery transaction ---------------------------------------
+
+    def _side_effects(self, tx: Tx, row: Any, delivery: Any) -> None:
+        options = json.loads(row.options) if hasattr(row, "options") else {}
+        recipients = json.loads(row.recipients)
+        fields = json.loads(row.field_names)
+        log = options.get("log", True)
+        if log:
+            privacy.log_transfers(tx, [
+                privacy.TransferRecord(
+                    user_name=row.user_name, channel=row.channel, trigger=row.trigger, address_id=int(a),
+                    fields=fields.get(str(a), []), outcome=delivery.status, recipient_id=r["id"],
+                    recipient_name=r["name"], purpose=row.purpose, ms_account=row.account,
+                    message_id=delivery.message_id, message_key=row.id, detail=delivery.error,
+                    logged_at=delivery.at,
+                )
+                for a in json.loads(row.address_ids) for r in recipients
+            ], on_conflict="ignore")
+        if delivery.status == "sent" and row.record_contact:
+            names = ", ".join(r["name"] for r in recipients)
+            link = message_link(delivery.chat_id, delivery.message_id)
+            for a in json.loads(row.address_ids):
+                _file_contact(tx, int(a), row, names, delivery, link)
+
+
+def _file_contact(tx: Tx, address_id: int, row: Any, names: str, delivery: Any, link: str) -> None:
+    """One TS contact per address and send; later recipients of the same send are added to it."""
+    source = f"teams:{row.batch_id}"
+    existing = tx.rows("SELECT id, recipients FROM contacts WHERE address_id = ? AND source = ?", [address_id, source])
+    if existing:
+        contact_id, before = existing[0]
+        merged = ", ".join(n for n in dict.fromkeys([*(before or "").split(", "), *names.split(", ")]) if n)
+        tx.execute("UPDATE contacts SET recipients = ? WHERE id = ?", [merged, contact_id])
+        return
+    new_id = int(tx.one("SELECT coalesce(max(id), 0) + 1 FROM contacts"))
+    tx.execute(
+        "INSERT INTO contacts (id, address_id, happened_at, type_code, subject, notes, user_name, source, "
+        "recipients, message_id, link) VALUES (?, ?, coalesce(?, current_timestamp), 'TS', ?, ?, ?, ?, ?, ?, ?)",
+        [new_id, address_id, delivery.at, row.contact_subject, row.contact_notes, row.user_name, source, names,
+         delivery.message_id, link],
+    )
+
+
+def message_link(chat_id: str | None, message_id: str | None) -> str:
+    """Teams' deep link to a chat message."""
+    context = quote(json.dumps({"contextType": "chat"}, separators=(",", ":")))
+    return f"https://teams.microsoft.com/l/message/{quote(chat_id or '', safe=':@')}/{message_id}?context={context}"
+
+
+class GraphChatGateway:
+    """The delivery engine's view of Graph: chats, one post, and reading a chat back."""
+
+    def __init__(self, graph: GraphClient, *, scan_pages: int = 5) -> None:
+        self.aio = graph.aio
+        self.scan_pages = scan_pages
+
+    async def ensure_chat(self, kind: str, members: list[str], topic: str | None) -> str:
+        if kind == "oneOnOne":
+            chat = await self.aio.get_or_create_chat(members[0], members[1])
+        else:
+            chat = await self.aio.create_group_chat(members, topic=topic)
+        return str(chat["id"])
+
+    async def post_message(self, chat_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        from ..errors import GraphError
+
+        try:
+            return await self.aio.post_message(chat_id, payload)
+        except GraphError as exc:
+            if exc.status is None or exc.status >= 500:
+                raise Ambiguous(str(exc)) from exc
+            raise
+
+    async def find_marker(self, chat_id: str, marker: str, payload: dict[str, Any]) -> str | None:
+        path: str | None = f"/chats/{quote(chat_id, safe=':@')}/messages"
+        params: dict[str, Any] | None = {"$top": 50}
+        content = payload["body"]["content"]
+        for _ in range(self.scan_pages):
+            if path is None:
+                break
+            data = await self.aio.json("GET", path, params=params, chat_id=chat_id, paced=True)
+            for m in data.get("value") or []:
+                ids = {a.get("id") for a in m.get("attachments") or []}
+                if marker in ids or (not ids and (m.get("body") or {}).get("content") == content
+                                     and m.get("subject") == payload.get("subject")):
+                    return str(m["id"])
+            path, params = data.get("@odata.nextLink"), None
+        return None
+

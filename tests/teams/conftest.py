@@ -1,0 +1,50 @@
+"""Send-path tier: a real sandbox subprocess, a file store, and a Teams account signed in by device code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.sandbox import SandboxAdmin, SandboxProc, sign_in
+
+import crmkit
+from crmkit.auth import _cache, _msal
+from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+from crmkit.teams import activation
+
+
+@pytest.fixture(scope="session")
+def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
+    base = tmp_path_factory.mktemp("teams-sandbox")
+    sp = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
+    yield sp
+    sp.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
+    sb = SandboxAdmin(sandbox_proc.url)
+    sb.reset()
+    monkeypatch.setenv("CRMKIT_SANDBOX_URL", sandbox_proc.url)
+    monkeypatch.setenv("CRMKIT_HOME", str(tmp_path / "home"))
+    _cache.forget_caches()
+    _msal._apps.clear()
+    yield sb
+    sb.close()
+    _cache.forget_caches()
+    _msal._apps.clear()
+
+
+@pytest.fixture
+def sender(sandbox: SandboxAdmin, tmp_path: Path) -> Iterator[crmkit.CRM]:
+    """The admin CRM user, integration on, signed in to Teams as Anna Schmidt, with a few addresses."""
+    crm = crmkit.open(tmp_path / "crm.duckdb")
+    activation.enable(crm)
+    crm.add_address(company="Müller & Söhne GmbH", street="Hauptstr. 1", postal_code="10115", city="Berlin",
+                    country="DE", phone="+49 30 1234567", email="info@mueller.example")
+    crm.add_address(company="<script>alert('x')</script> AG", city="Wien", country="AT")
+    crm.add_address(last_name="Keller", first_name="Eva", salutation="Frau", city="Zürich", country="CH")
+    sign_in(crm, SANDBOX_DEFAULT_UPN)
+    yield crm
+    crm.teams.close()

@@ -1,0 +1,105 @@
+"""Sending records through the sandbox tenant: what arrives, what is logged, what is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from support.sandbox import SandboxAdmin
+
+import crmkit
+from crmkit import privacy
+from crmkit.sandbox import SANDBOX_DOMAIN
+
+pytestmark = pytest.mark.sandbox
+
+def _two_colleagues(sandbox: SandboxAdmin) -> list[str]:
+    users = [u["userPrincipalName"] for u in sandbox.get("users")["value"]
+             if u.get("accountEnabled", True) and u.get("userType", "Member") == "Member"
+             and not u["userPrincipalName"].startswith(("anna.schmidt", "admin", "mfa.only", "disabled"))]
+    return users[:2]
+
+
+def test_send_one_record_to_two_people_with_contact(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    to = _two_colleagues(sandbox)
+    result = sender.teams.send(1, to=to, subject="Neuer Lead", message="Bitte <b>heute</b> anrufen",
+                               record_contact=True)
+    assert result["status"].tolist() == ["sent", "sent"]
+    assert sorted(result["recipient_name"]) == sorted(result["recipient_name"].unique())
+    delivered = sandbox.get("messages")["value"]
+    assert len(delivered) == 2
+    for m in delivered:
+        assert m["subject"] == "cobra CRM - Neuer Lead"
+        assert "<strong>cobra CRM - Neuer Lead</strong>" in m["body"]["content"]
+        card = json.loads(m["attachments"][0]["content"])
+        facts = {f["title"]: f["value"] for f in card["body"][1]["facts"]}
+        assert "Müller & Söhne GmbH" in json.dumps(card, ensure_ascii=False)
+        assert any("Berlin" in v for v in facts.values())
+    contacts = sender.contacts(1)
+    assert contacts["type_code"].tolist() == ["TS"]
+    assert contacts["message_id"].iloc[0] in {m["id"] for m in delivered}
+    log = privacy.transfer_log(sender)
+    assert len(log) == 2 and set(log["outcome"]) == {"sent"}
+    assert set(log["message_id"]) == {m["id"] for m in delivered}
+    assert "company" in list(log["fields"].iloc[0])
+
+
+def test_script_in_a_field_arrives_escaped_in_card_and_table(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    to = _two_colleagues(sandbox)[:1]
+    sender.teams.send(2, to=to, subject="Card")
+    sender.teams.send(2, to=to, subject="Table", record_format="table")
+    for m in sandbox.get("messages")["value"]:
+        raw = m["body"]["content"] + "".join(a["content"] for a in m.get("attachments") or [])
+        assert "<script>" not in raw
+    table = next(m for m in sandbox.get("messages")["value"] if m["subject"].endswith("Table"))
+    assert "&lt;script&gt;" in table["body"]["content"]
+
+
+def test_blocked_address_is_never_sent_and_logged_blocked(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    privacy.set_flag(sender, 3, "no_transfer")
+    result = sender.teams.send([1, 3], to=_two_colleagues(sandbox)[:1], subject="Zwei")
+    assert dict(zip(result["record"], result["status"], strict=True)) == {1: "sent", 3: "blocked"}
+    assert len(sandbox.get("messages")["value"]) == 1
+    log = privacy.transfer_log(sender)
+    assert sorted(log["outcome"]) == ["blocked", "sent"]
+
+
+@pytest.mark.parametrize(("to", "match"), [
+    ([], "at least one recipient"),
+    ([f"nobody@{SANDBOX_DOMAIN}"], "not in the organisation's directory"),
+])
+def test_bad_recipients_fail_before_anything_is_sent(sender: crmkit.CRM, sandbox: SandboxAdmin, to: list[str],
+                                                     match: str) -> None:
+    before = sender.store.df("SELECT count(*) AS n FROM outbox")["n"][0]
+    with pytest.raises(crmkit.ValidationError, match=match):
+        sender.teams.send(1, to=to, subject="x")
+    assert sandbox.get("messages")["count"] == 0
+    assert sender.store.df("SELECT count(*) AS n FROM outbox")["n"][0] == before
+
+
+def test_oversized_message_fails_before_anything_is_sent(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    with pytest.raises(crmkit.MessageTooLarge):
+        sender.teams.send(1, to=_two_colleagues(sandbox)[:1], subject="x", message="Text " * 7000)
+    assert sandbox.get("messages")["count"] == 0
+
+
+def test_preview_sends_and_logs_nothing(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    preview = sender.teams.preview([1, 2], to=_two_colleagues(sandbox), subject="Vorschau")
+    assert len(preview) == 4 and (preview["subject"] == "cobra CRM - Vorschau").all()
+    assert sandbox.get("messages")["count"] == 0
+    assert sender.store.df("SELECT count(*) AS n FROM transfer_log")["n"][0] == 0
+
+
+def test_disabled_integration_refuses(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    sender.set_setting("teams.enabled", False)
+    with pytest.raises(crmkit.IntegrationDisabled):
+        sender.teams.send(1, to=_two_colleagues(sandbox)[:1], subject="x")
+
+
+def test_digest_and_group_chat(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    to = _two_colleagues(sandbox)
+    result = sender.teams.send([1, 2, 3], to=to, subject="Digest", mode="digest", chat="group")
+    assert len(result) == 6 and set(result["status"]) == {"sent"}
+    messages = sandbox.get("messages")["value"]
+    assert len(messages) == 1
+    assert messages[0]["body"]["content"].count("<tr>") == 4  # header + three records
