@@ -34,6 +34,7 @@ role, path, go, rounds, loads, load_size = sys.argv[1], sys.argv[2], Path(sys.ar
 crm = crmkit.open(path, {"settings": "tom", "user_settings": "anna", "loader": "admin", "addresses": "ben"}[role])
 if role == "loader":
     demo_data._pools(7)  # build the Faker pools before the start signal, so the loads overlap the others
+(go.parent / f"ready-{role}").touch()
 while not go.exists():
     time.sleep(0.005)
 started = time.time()
@@ -76,8 +77,11 @@ def test_four_processes_write_the_same_file(db_path: Path, tmp_path: Path) -> No
         )
         for role in roles
     ]
-    time.sleep(0.5)
-    go.touch()  # the workers have imported crmkit by now or soon; all start writing together
+    deadline = time.monotonic() + 90
+    while not all((tmp_path / f"ready-{role}").exists() for role in roles):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a worker did not start"
+        time.sleep(0.02)
+    go.touch()  # all four have imported crmkit and opened the file: they start writing together
     results = {}
     for role, proc in zip(roles, procs, strict=True):
         out, err = proc.communicate(timeout=120)
