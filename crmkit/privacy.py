@@ -687,7 +687,7 @@ def export_transfer_log(
     if fmt == "csv":
         safe = frame.copy()
         for col in safe.columns:
-            if safe[col].dtype == object or str(safe[col].dtype).startswith("string"):
+            if pd.api.types.is_object_dtype(safe[col]) or pd.api.types.is_string_dtype(safe[col]):
                 safe[col] = safe[col].map(_csv_safe)
         safe.to_csv(target, index=False, quoting=csv.QUOTE_NONNUMERIC, date_format="%Y-%m-%d %H:%M:%S")
     else:

@@ -489,7 +489,7 @@ def save_format(crm: CRM, fmt: DisplayFormat) -> None:
 
     def run(tx: Tx) -> None:
         raw = tx.one("SELECT spec FROM display_formats WHERE area = ?", [AREA])
-        old = None if raw is None else json.loads(raw)
+        old = default_format().to_dict() if raw is None else json.loads(raw)
         if old == new:
             return
         tx.execute(
