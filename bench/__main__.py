@@ -25,7 +25,7 @@ import pandas as pd
 
 from .common import Context, Result
 
-BENCHES = ["store"]  # module names inside bench/
+BENCHES = ["store", "graph_send"]  # module names inside bench/
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -110,6 +110,7 @@ class AsyncGraph:
         self._sleep = sleep
         self._token: str | None = None
         self._token_at = 0.0
+        self._token_lock: asyncio.Lock | None = None
         self._token_ttl = token_ttl
         self._stats = _Stats()
 
@@ -126,16 +127,21 @@ class AsyncGraph:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    async def _access_token(self, force: bool) -> str:
-        if force or self._token is None or time.monotonic() - self._token_at > self._token_ttl:
-            loop = asyncio.get_running_loop()
-            token = await loop.run_in_executor(None, self._provider, force)
-            if not token:
-                raise GraphError("The token provider returned no access token.")
-            self._token, self._token_at = token, time.monotonic()
-            self._stats.add("token_fetches")
-        assert self._token is not None
-        return self._token
+    async def _access_token(self, force: bool, stale: str | None = None) -> str:
+        if self._token_lock is None:
+            self._token_lock = asyncio.Lock()
+        async with self._token_lock:  # many concurrent sends share one fetch
+            expired = self._token is None or time.monotonic() - self._token_at > self._token_ttl
+            # After a 401 only the first of the concurrent callers refreshes; the rest reuse its result.
+            if expired or (force and self._token == stale):
+                loop = asyncio.get_running_loop()
+                token = await loop.run_in_executor(None, self._provider, force)
+                if not token:
+                    raise GraphError("The token provider returned no access token.")
+                self._token, self._token_at = token, time.monotonic()
+                self._stats.add("token_fetches")
+            assert self._token is not None
+            return self._token
 
     def url(self, path: str) -> str:
         if path.startswith(("https://", "http://")):
@@ -165,8 +171,9 @@ class AsyncGraph:
         attempt = 0
         refreshed = False
         force = False
+        token: str | None = None
         while True:
-            token = await self._access_token(force)
+            token = await self._access_token(force, stale=token)
             force = False
             request = self.http.build_request(
                 method, url, params=params, json=json,

@@ -48,6 +48,7 @@ class RateLimiter:
         self._chat_next: dict[str, float] = {}
         self._chat_locks: dict[str, asyncio.Lock] = {}
         self._in_flight: asyncio.Semaphore | None = None
+        self._tenant_lock: asyncio.Lock | None = None
 
     def ready_at(self, chat_id: str) -> float:
         """Clock time from which ``chat_id`` may send again."""
@@ -59,12 +60,15 @@ class RateLimiter:
             self._chat_next[chat_id] = max(self.ready_at(chat_id), self._clock() + seconds)
 
     async def _tenant_turn(self) -> None:
-        # Reserve the next evenly spaced start time; reservations are atomic on one event loop.
-        now = self._clock()
-        start = max(now, self._tenant_next)
-        self._tenant_next = start + self.tenant_interval
-        if start > now:
-            await self._sleep(start - now)
+        # Starts are spaced by their *actual* times, one after another: a caller that wakes late
+        # (a busy event loop) pushes the next start back instead of letting it catch up in a
+        # burst, which the server's sliding window would count against the limit.
+        if self._tenant_lock is None:
+            self._tenant_lock = asyncio.Lock()
+        async with self._tenant_lock:
+            while (wait := self._tenant_next - self._clock()) > 0:
+                await self._sleep(wait)
+            self._tenant_next = self._clock() + self.tenant_interval
 
     @asynccontextmanager
     async def slot(self, chat_id: str | None = None) -> AsyncIterator[None]:
