@@ -16,7 +16,9 @@ same rows. Dates are relative to :data:`DEMO_TODAY` (not the clock) for the same
 ``today=`` for fresher dates.
 
 Existing data: by default new addresses are *appended* after ``max(id)`` (contacts after their
-``max(id)``), so a second run adds more. ``replace=True`` first deletes all addresses and contacts.
+``max(id)``), so a second run adds more. ``replace=True`` first deletes all addresses and contacts;
+the new ids still continue after the old ones, because the transfer log and the outbox keep naming
+old ids and must never point at a different record.
 Each chunk of :data:`CHUNK_ROWS` addresses commits on its own, so memory stays bounded, other
 processes get the file between chunks, and an interrupted load leaves whole chunks only.
 """
@@ -267,12 +269,14 @@ def _slug(text: str, sep: str = "") -> str:
     return sep.join(words) if sep else "".join(words)
 
 
-def _unique(make: Callable[[], str], n: int, attempts: int = 4) -> list[str]:
+def _unique(make: Callable[[], str], n: int) -> list[str]:
+    """Up to ``n`` distinct values of ``make()``, in first-seen order; stops once the source runs dry."""
     seen: dict[str, None] = {}
-    for _ in range(n * attempts):
+    stale = 0
+    while len(seen) < n and stale < 200:
+        before = len(seen)
         seen.setdefault(make(), None)
-        if len(seen) >= n:
-            break
+        stale = 0 if len(seen) > before else stale + 1
     return list(seen)
 
 
@@ -654,7 +658,7 @@ def generate(
         addresses: how many address rows to add, sub-addresses included (0 only adds the users).
         seed: the same seed and count give the same rows.
         progress: ``progress(done, total)`` after each committed chunk of :data:`CHUNK_ROWS` addresses.
-        replace: delete all addresses and contacts first; otherwise append after ``max(id)``.
+        replace: delete all addresses and contacts first (ids are not reused); otherwise append.
         today: the day the generated history ends (default :data:`DEMO_TODAY`, for determinism).
 
     Returns:
@@ -691,8 +695,12 @@ def generate(
         a, c = _frames_of_chunk(pools, seed, k, n, today)
 
         def run(tx: Tx, k: int = k, n: int = n, a: pd.DataFrame = a, c: pd.DataFrame = c) -> int:
+            # rows(), not one(): DuckDB refuses register() while a fetchone() result is still open.
+            (base, cbase), = tx.rows(
+                "SELECT (SELECT coalesce(max(id), 0) FROM addresses), (SELECT coalesce(max(id), 0) FROM contacts)"
+            )
             if k == 0:
-                if replace:
+                if replace:  # ids stay taken: the transfer log and outbox may still name the old ones
                     tx.execute("DELETE FROM contacts")
                     tx.execute("DELETE FROM addresses")
                 added = _add_users(tx)
@@ -703,10 +711,6 @@ def generate(
                      json.dumps({"addresses": addresses, "seed": seed, "replace": replace, "users_added": added})],
                 )
                 summary["users_added"] = added
-            # rows(), not one(): DuckDB refuses register() while a fetchone() result is still open.
-            (base, cbase), = tx.rows(
-                "SELECT (SELECT coalesce(max(id), 0) FROM addresses), (SELECT coalesce(max(id), 0) FROM contacts)"
-            )
             params = {"base": base, "cbase": cbase}
             tx.register(_NAMES["s"], strings)
             tx.register(_NAMES["a"], a)
@@ -718,7 +722,7 @@ def generate(
             finally:
                 for name in _NAMES.values():
                     tx.unregister(name)
-            return base
+            return int(base)
 
         base = store.write(run)
         if n:
