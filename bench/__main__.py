@@ -49,7 +49,8 @@ def _markdown(results: list[Result], machine: dict[str, object]) -> str:
         "# crmkit benchmarks",
         "",
         f"Run {machine['when']} on {machine['cpus']} CPUs (load average at start "
-        f"{machine['load_average_at_start']}), Python {machine['python']}, DuckDB {machine['duckdb']}, "
+        f"{machine['load_average_at_start']}, at end {machine.get('load_average_at_end')}; other jobs shared "
+        f"the machine when the load exceeds the CPU count), Python {machine['python']}, DuckDB {machine['duckdb']}, "
         f"pandas {machine['pandas']}. Produced by `python -m bench`; raw figures in `results.json`.",
         "",
         "| benchmark | figure | goal | met? |",
@@ -85,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"== bench.{name}", file=sys.stderr, flush=True)
             results += module.run(ctx)
     machine["seconds_total"] = round(time.perf_counter() - started, 1)
+    if hasattr(os, "getloadavg"):
+        machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(
         json.dumps({"machine": machine, "results": [r.as_dict() for r in results]}, indent=2, ensure_ascii=False)
