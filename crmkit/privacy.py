@@ -553,10 +553,13 @@ def _bulk_insert(tx: Tx, clean: list[dict[str, Any]], verb: str) -> int:
 def _filters(
     address_id: int | None, recipient_id: str | None, recipient_name: str | None, channel: str | None,
     outcome: str | None, user: str | None, message_key: str | None, since: date | datetime | None,
-    until: date | datetime | None,
+    until: date | datetime | None, recipient: str | None = None,
 ) -> tuple[str, list[Any]]:
     parts: list[str] = []
     values: list[Any] = []
+    if recipient:
+        parts.append("(recipient_id = ? OR recipient_name ILIKE ?)")
+        values.extend([recipient, f"%{recipient}%"])
     if address_id is not None:
         parts.append("address_id = ?")
         values.append(_check_id(address_id))
@@ -599,11 +602,12 @@ def transfer_log(
     crm: CRM, *, address_id: int | None = None, recipient_id: str | None = None,
     recipient_name: str | None = None, channel: str | None = None, outcome: str | None = None,
     user: str | None = None, message_key: str | None = None, since: date | datetime | None = None,
-    until: date | datetime | None = None, limit: int | None = 10_000,
+    until: date | datetime | None = None, recipient: str | None = None, limit: int | None = 10_000,
 ) -> pd.DataFrame:
     """Transfer-log rows, newest first (needs ``privacy.read_log``).
 
-    Filters combine with AND; ``recipient_name`` matches a part, case-insensitively; ``until``
+    Filters combine with AND; ``recipient_name`` matches a part, case-insensitively; ``recipient``
+    matches the recipient id exactly or a part of the name (what a search box wants); ``until``
     as a date includes that whole day. ``limit=None`` returns every matching row.
 
     Raises:
@@ -612,7 +616,7 @@ def transfer_log(
     """
     crm.require("privacy.read_log")
     where, values = _filters(address_id, recipient_id, recipient_name, channel, outcome, user, message_key,
-                             since, until)
+                             since, until, recipient)
     page = ""
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -656,6 +660,7 @@ def transfer_counts(
     where, values = _filters(
         filters.get("address_id"), filters.get("recipient_id"), filters.get("recipient_name"),
         filters.get("channel"), filters.get("outcome"), filters.get("user"), None, since, until,
+        filters.get("recipient"),
     )
     sql = (f"SELECT date_trunc('{bucket}', logged_at)::DATE AS bucket, channel, count(*) AS n FROM transfer_log"
            f"{where} GROUP BY ALL ORDER BY bucket, channel")

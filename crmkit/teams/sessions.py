@@ -135,8 +135,8 @@ def reopen_notice(crm: CRM, lang: str | None = None) -> str | None:
     now = bool(crm.setting("teams.enabled"))
     if now == at_open:
         return None
-    key = "teams.reopen_enabled" if now else "teams.reopen_disabled"
-    return _text(key, lang or crm.language)
+    lang = lang or crm.language
+    return t("teams.reopen_enabled", lang) if now else t("teams.reopen_disabled", lang)
 
 
 def open_sessions_needing_reopen(crm: CRM, *, stale_after: timedelta = STALE_AFTER) -> pd.DataFrame:
@@ -176,28 +176,3 @@ def _alive(host: str, pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
-
-
-_TEXTS = {
-    "teams.reopen_enabled": {
-        "de": "Die Microsoft Teams-Integration wurde aktiviert, nachdem diese Sitzung geöffnet wurde. "
-              "Öffnen Sie crmkit neu (Kernel neu starten bzw. Seite neu laden), um sie zu nutzen.",
-        "en": "The Microsoft Teams integration was enabled after this session opened. "
-              "Reopen crmkit (restart the kernel or reload the page) to use it.",
-    },
-    "teams.reopen_disabled": {
-        "de": "Die Microsoft Teams-Integration wurde deaktiviert, nachdem diese Sitzung geöffnet wurde. "
-              "Öffnen Sie crmkit neu (Kernel neu starten bzw. Seite neu laden).",
-        "en": "The Microsoft Teams integration was disabled after this session opened. "
-              "Reopen crmkit (restart the kernel or reload the page).",
-    },
-}
-
-
-def _text(key: str, lang: str) -> str:
-    """The catalog text for ``key``; the local copy until the key is in ``i18n/catalog.json``."""
-    found = t(key, lang)
-    if found != key:
-        return found
-    entry = _TEXTS[key]
-    return entry.get(lang) or entry["en"]

@@ -1,0 +1,119 @@
+"""Microsoft Teams settings (Datei: Systemweite Einstellungen: Microsoft Teams-Einstellungen).
+
+A thin view over :mod:`crmkit.teams.activation`: the checkbox "Microsoft Teams-Integration
+aktivieren", the reopen notice for this session, the sessions that must reopen, and the refusal
+when the short code TS is taken, shown with what to do. Rights are checked in the core; the view
+only disables what the user may not change.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from ..errors import ContactTypeCodeTaken, CrmkitError
+from ..i18n import t
+from ..teams import activation
+from ..teams.sessions import reopen_notice
+from .common import ErrorBox
+
+if TYPE_CHECKING:
+    from ..crm import CRM
+
+__all__ = ["TeamsSettings"]
+
+
+class TeamsSettings(widgets.VBox):
+    """The Teams activation switch with its notices.
+
+    Attributes (for tests and dashboards): ``enabled`` (the checkbox), ``status`` (HTML notice),
+    ``sessions`` (HTML list of sessions to reopen), ``error`` (:class:`ErrorBox`).
+    """
+
+    def __init__(self, crm: CRM, lang: str | None = None) -> None:
+        self.crm = crm
+        self.lang = lang or crm.language
+        self.may_change = crm.user.can("teams.admin")
+        self.title = widgets.HTML(f"<h3>{html.escape(t('teams.settings', self.lang))}</h3>")
+        self.enabled = widgets.Checkbox(
+            value=activation.is_enabled(crm), description=t("teams.enable", self.lang), indent=False,
+            disabled=not self.may_change,
+        )
+        self.enabled.add_class("crmkit-teams-enable")
+        self.status = widgets.HTML()
+        self.status.add_class("crmkit-teams-status")
+        self.sessions = widgets.HTML()
+        self.sessions.add_class("crmkit-teams-reopen-sessions")
+        self.error = ErrorBox()
+        self._syncing = False
+        self.enabled.observe(self._changed, "value")
+        super().__init__([self.title, self.enabled, self.status, self.error, self.sessions])
+        self.add_class("crmkit-teams-settings")
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the setting, this session's notice and the sessions to reopen."""
+        self._set_checkbox(activation.is_enabled(self.crm))
+        parts = []
+        if not self.may_change:
+            parts.append(f"<i>{html.escape(t('teams_settings.no_right', self.lang))}</i>")
+        notice = reopen_notice(self.crm, self.lang)
+        if notice:
+            parts.append(f'<div class="crmkit-teams-reopen" role="status"><b>{html.escape(notice)}</b></div>')
+        self.status.value = "".join(parts)
+        self.sessions.value = self._sessions_html()
+
+    def _sessions_html(self) -> str:
+        if not self.may_change:
+            return ""
+        frame = activation.open_sessions_needing_reopen(self.crm)
+        if frame.empty:
+            return ""
+        own = getattr(self.crm, "session_id", None)
+        items = "".join(
+            "<li>" + html.escape(t(
+                "teams_settings.session_row", self.lang, user=row.user_name, host=row.host, pid=row.pid,
+                opened=f"{row.opened_at:%Y-%m-%d %H:%M}",
+            )) + (" ←" if row.id == own else "") + "</li>"
+            for row in frame.itertuples()
+        )
+        return f"<div>{html.escape(t('teams_settings.reopen_sessions', self.lang))}<ul>{items}</ul></div>"
+
+    def _set_checkbox(self, value: bool) -> None:
+        self._syncing = True
+        try:
+            self.enabled.value = value
+        finally:
+            self._syncing = False
+
+    def _changed(self, change: dict[str, Any]) -> None:
+        if self._syncing:
+            return
+        wanted = bool(change["new"])
+        try:
+            activation.set_enabled(self.crm, wanted)
+        except ContactTypeCodeTaken as exc:
+            self._set_checkbox(not wanted)
+            self.error.show(None, self.lang)
+            self.error.value = _code_taken_html(exc, self.lang)
+            self.error.layout.display = None
+            self.error.exc = exc
+            return
+        except CrmkitError as exc:
+            self._set_checkbox(not wanted)
+            self.error.show(exc, self.lang)
+            return
+        self.error.show(None, self.lang)
+        self.refresh()
+        done = t("teams_settings.enabled_ok" if wanted else "teams_settings.disabled_ok", self.lang)
+        self.status.value = f"<div>{html.escape(done)}</div>" + self.status.value
+
+
+def _code_taken_html(exc: ContactTypeCodeTaken, lang: str) -> str:
+    code = getattr(exc, "code", "TS")
+    label = getattr(exc, "taken_by", "?")
+    text = t("teams_settings.code_taken", lang, code=code, label=label)
+    return (f'<div role="alert" class="crmkit-teams-code-taken" style="color:#a4000f;padding:4px 0">'
+            f"<b>{html.escape(t('teams_settings.not_enabled', lang))}</b><br>{html.escape(text)}</div>")
