@@ -278,3 +278,28 @@ def test_the_table_needs_a_crm_or_a_model() -> None:
     factory: Callable[[], RecordTable] = RecordTable
     with pytest.raises(TypeError):
         factory()
+
+
+def test_preheated_kernels_wait_for_the_request(
+    db: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under Voila's preheat the CRM is read when a browser asks, not when the kernel was heated."""
+    import types
+
+    from crmkit.widgets import app
+
+    calls: list[str] = []
+    fake = types.ModuleType("voila.utils")
+    fake.wait_for_request = lambda: calls.append("waited")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "voila", types.ModuleType("voila"))
+    monkeypatch.setitem(sys.modules, "voila.utils", fake)
+    monkeypatch.setattr(app, "_request_seen", False)
+    monkeypatch.setenv("CRMKIT_DB", str(db))
+
+    monkeypatch.setenv("VOILA_PREHEAT", "False")
+    address_dashboard()
+    assert calls == []
+    monkeypatch.setenv("VOILA_PREHEAT", "True")
+    address_dashboard()
+    address_dashboard()  # the request comes once per kernel; never wait twice
+    assert calls == ["waited"]
