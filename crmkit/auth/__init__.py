@@ -6,6 +6,7 @@ Entry point: ``m365 = Microsoft365(crm)``, then ``m365.accounts``, ``m365.campai
 (encrypted where the OS offers it, else 0600 files in the 0700 ``CRMKIT_HOME``).
 """
 
+from . import _redact
 from ._cache import CacheFile
 from ._errors import CONSUMER_TENANT_ID, SignInRequired, auth_error
 from ._msal import DeviceSignIn, Identity
@@ -19,6 +20,8 @@ from .consent import (
     native_redirect_uri,
     parse_consent_redirect,
 )
+
+_redact.install()
 
 __all__ = [
     "ADMIN_RIGHTS",
