@@ -657,6 +657,9 @@ def transfer_counts(
     crm.require("privacy.read_log")
     if bucket not in ("day", "week", "month"):
         raise ValidationError("bucket is day, week or month.")
+    known = {"address_id", "recipient_id", "recipient_name", "recipient", "channel", "outcome", "user"}
+    if set(filters) - known:
+        raise ValidationError(f"Unknown filters {sorted(set(filters) - known)}; known: {', '.join(sorted(known))}.")
     where, values = _filters(
         filters.get("address_id"), filters.get("recipient_id"), filters.get("recipient_name"),
         filters.get("channel"), filters.get("outcome"), filters.get("user"), None, since, until,
