@@ -6,7 +6,9 @@ command points ``Voila.config_file_paths`` at the dashboards folder only, so nei
 
 >>> cmd = voila_command(8866, DASHBOARDS)            # doctest: +SKIP
 >>> proc = start_voila(8866, {"CRMKIT_DB": "crm.duckdb"})  # doctest: +SKIP
->>> wait_until_up(dashboard_url(8866, "addresses.ipynb"), timeout=60, proc=proc)  # doctest: +SKIP
+>>> wait_until_up(server_url(8866), timeout=60, proc=proc)  # doctest: +SKIP
+>>> dashboard_url(8866, "addresses.ipynb")           # doctest: +SKIP
+'http://127.0.0.1:8866/voila/render/addresses.ipynb'
 >>> stop_voila(proc)                                 # doctest: +SKIP
 """
 
@@ -29,6 +31,7 @@ __all__ = [
     "HOST",
     "dashboard_url",
     "free_port",
+    "server_url",
     "start_voila",
     "stop_voila",
     "voila_command",
@@ -75,6 +78,12 @@ def start_voila(
         voila_command(port, dashboards_dir), env=full_env, stdin=subprocess.DEVNULL, stdout=log,
         stderr=subprocess.STDOUT if log is not None else None,
     )
+
+
+def server_url(port: int) -> str:
+    """The server's root (the dashboards listing); poll this, not a dashboard, to see it is up:
+    requesting a dashboard would spend its preheated kernel."""
+    return f"http://{HOST}:{int(port)}/"
 
 
 def dashboard_url(port: int, notebook: str = "addresses.ipynb") -> str:

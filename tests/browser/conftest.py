@@ -19,7 +19,7 @@ import pytest
 
 import crmkit
 from crmkit.crm import ADDRESS_COLUMNS
-from crmkit.voila_launch import HOST, free_port, start_voila, stop_voila, wait_until_up
+from crmkit.voila_launch import free_port, server_url, start_voila, stop_voila, wait_until_up
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Measured on these machines (STACK-NOTES B): headless Debian Chromium as root needs no sandbox.
@@ -108,8 +108,8 @@ def voila_url(demo_db: DemoDb, output_dir: Path) -> Iterator[str]:
     with (output_dir / "voila.log").open("wb") as log:
         proc = start_voila(port, {"CRMKIT_DB": str(demo_db.path), "CRMKIT_USER": "admin"}, log=log)
         try:
-            wait_until_up(f"http://{HOST}:{port}/", timeout=90, proc=proc)
-            yield f"http://{HOST}:{port}"
+            wait_until_up(server_url(port), timeout=90, proc=proc)
+            yield server_url(port).rstrip("/")
         finally:
             stop_voila(proc)
 
