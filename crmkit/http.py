@@ -13,6 +13,7 @@ settings.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +62,13 @@ def _parse_sandbox_url(sandbox_url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+def _loopback_ssl_context() -> ssl.SSLContext:
+    # The routed traffic is plain http on 127.0.0.1, so loading a CA bundle (the slow part of
+    # building an httpx transport) buys nothing.  This context still verifies: with no trust
+    # anchors any https it might meet simply fails, and it never reads CA-bundle variables.
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 class _Router:
     """Shared rewrite logic for the sync and async transports."""
 
@@ -96,7 +104,7 @@ class SandboxRoutingTransport(httpx.BaseTransport):
         self._router = _Router(sandbox_url)
         # A bare HTTPTransport ignores proxy and CA-bundle environment variables, which is
         # what we want for loopback traffic.
-        self._inner = inner or httpx.HTTPTransport()
+        self._inner = inner or httpx.HTTPTransport(verify=_loopback_ssl_context())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         return self._inner.handle_request(self._router.rewrite(request))
@@ -110,7 +118,7 @@ class AsyncSandboxRoutingTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, sandbox_url: str, *, inner: httpx.AsyncBaseTransport | None = None) -> None:
         self._router = _Router(sandbox_url)
-        self._inner = inner or httpx.AsyncHTTPTransport()
+        self._inner = inner or httpx.AsyncHTTPTransport(verify=_loopback_ssl_context())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         return await self._inner.handle_async_request(self._router.rewrite(request))

@@ -103,7 +103,9 @@ class Sandbox:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.admin = httpx.Client(base_url=url, timeout=30)
+        # crmkit's routed client also passes loopback URLs through, and is cheap to build.
+        self.admin = make_http_client(url, timeout=30)
+        self.admin.base_url = httpx.URL(url)
         self._clients: list[httpx.Client] = []
 
     def close(self) -> None:
@@ -158,8 +160,8 @@ class Sandbox:
 
     # -- the sign-in page, driven like a browser ------------------------------------------------
     def open_device_login(self, verification_uri: str) -> tuple[httpx.Client, httpx.Response]:
-        browser = httpx.Client(timeout=30, follow_redirects=True)
-        self._clients.append(browser)
+        browser = self.http(timeout=30)
+        browser.follow_redirects = True
         page = browser.get(verification_uri)
         page.raise_for_status()
         return browser, page

@@ -7,7 +7,6 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import jwt
 import msal
 import pytest
@@ -296,7 +295,7 @@ def test_unconsented_app_gets_user_consent_on_the_page(sandbox):
 @pytest.mark.parametrize("path", ["v2.0/adminconsent", "adminconsent"])
 def test_admin_consent_redirects_with_parameters(sandbox, path):
     sandbox.put("consent", {"client_id": SANDBOX_UNCONSENTED_CLIENT_ID, "admin_consented": False})
-    browser = httpx.Client(timeout=30)
+    browser = sandbox.http()
     redirect = "http://localhost:8400/consent-done"
     params = {"client_id": SANDBOX_UNCONSENTED_CLIENT_ID, "redirect_uri": redirect, "state": "xyz-123"}
     if path.startswith("v2.0"):
@@ -320,11 +319,10 @@ def test_admin_consent_redirects_with_parameters(sandbox, path):
         assert "https://graph.crmkit.localhost/ChatMessage.Send" in q["scope"][0]
     result = sandbox.ropc(sandbox.msal_app(SANDBOX_UNCONSENTED_CLIENT_ID), SANDBOX_DEFAULT_UPN)
     assert "access_token" in result, result
-    browser.close()
 
 
 def test_admin_consent_declined_and_bad_redirect(sandbox):
-    browser = httpx.Client(timeout=30)
+    browser = sandbox.http()
     params = {"client_id": SANDBOX_UNCONSENTED_CLIENT_ID, "redirect_uri": "http://127.0.0.1:9/cb", "state": "s1",
               "scope": "https://graph.crmkit.localhost/.default"}
     page = browser.get(f"{sandbox.url}/{SANDBOX_TENANT_ID}/v2.0/adminconsent", params=params)
@@ -337,7 +335,6 @@ def test_admin_consent_declined_and_bad_redirect(sandbox):
     bad = browser.get(f"{sandbox.url}/{SANDBOX_TENANT_ID}/v2.0/adminconsent",
                       params={**params, "redirect_uri": "https://evil.example/cb"})
     assert bad.status_code == 400 and "AADSTS50011" in bad.text
-    browser.close()
 
 
 # -- app-only tokens -----------------------------------------------------------------------------
