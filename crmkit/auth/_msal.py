@@ -128,7 +128,7 @@ class DeviceSignIn:
 
     Show :attr:`message` (or :attr:`verification_uri` and :attr:`user_code`); call :meth:`cancel`
     to stop, :meth:`wait` to block for the result. Callbacks added with :meth:`add_done_callback`
-    run on the waiting thread when it ends. The device code itself is never exposed.
+    run on the waiting thread when it ends, before :meth:`wait` returns. The device code is never exposed.
     """
 
     def __init__(
@@ -151,6 +151,7 @@ class DeviceSignIn:
         self._on_success = on_success
         self._cancel = threading.Event()
         self._done = threading.Event()
+        self._finished = False
         self._callbacks: list[Callable[[DeviceSignIn], None]] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="crmkit-device-sign-in", daemon=True)
@@ -186,7 +187,7 @@ class DeviceSignIn:
 
     def add_done_callback(self, fn: Callable[[DeviceSignIn], None]) -> None:
         with self._lock:
-            if not self._done.is_set():
+            if not self._finished:
                 self._callbacks.append(fn)
                 return
         fn(self)
@@ -224,10 +225,11 @@ class DeviceSignIn:
         finally:
             self._flow.pop("device_code", None)  # not needed any more; keep it out of memory dumps
             with self._lock:
-                self._done.set()
+                self._finished = True
                 callbacks, self._callbacks = self._callbacks, []
             for fn in callbacks:
                 try:
                     fn(self)
                 except Exception:
                     log.exception("A sign-in callback failed")
+            self._done.set()  # after the callbacks, so wait() returns once views are updated

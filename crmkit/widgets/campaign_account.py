@@ -1,0 +1,238 @@
+"""System settings: the campaign sender account ("Kampagnen Account einrichten") with "Testen…",
+and the admin-consent panel.
+
+Thin views over :class:`crmkit.auth.CampaignAccount` and the consent helpers. The password field
+is emptied as soon as it is saved and is never filled from stored data. Rights are checked in
+the core; the view only disables what the user may not change.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from ..auth import ADMIN_RIGHTS, DeviceSignIn, Microsoft365, TestResult
+from ..i18n import t
+from .accounts import SignInPanel
+from .common import ErrorBox
+
+if TYPE_CHECKING:
+    from ..crm import CRM
+
+__all__ = ["AdminConsentPanel", "CampaignAccountForm"]
+
+_OK = "color:#107c10"
+_BAD = "color:#a4000f"
+
+
+def _m365(crm: CRM | None, m365: Microsoft365 | None) -> Microsoft365:
+    if m365 is not None:
+        return m365
+    if crm is None:
+        raise ValueError("pass crm or m365")
+    return Microsoft365(crm)
+
+
+class CampaignAccountForm(widgets.VBox):
+    """Set up, test and remove the campaign sender account.
+
+    Attributes (for tests and dashboards): ``mode`` (toggle), ``email``, ``password``, ``save``,
+    ``sign_in`` (device code), ``test``, ``remove``, ``current`` and ``result`` (HTML),
+    ``panel`` (:class:`SignInPanel`), ``error``.
+    """
+
+    def __init__(self, crm: CRM | None = None, *, m365: Microsoft365 | None = None, lang: str | None = None) -> None:
+        self.m365 = _m365(crm, m365)
+        self.lang = lang = lang or self.m365.crm.language
+        user = self.m365.crm.user
+        self.may_change = any(user.can(r) for r in ADMIN_RIGHTS)
+        self.title = widgets.HTML(f"<h3>{html.escape(t('teams.campaign_account', lang))}</h3>")
+        self.current = widgets.HTML()
+        self.current.add_class("crmkit-campaign-current")
+        self.mode = widgets.ToggleButtons(
+            options=[(t("campaign.mode.signed_in", lang), "signed_in"),
+                     (t("campaign.mode.password", lang), "password")],
+            value="signed_in", description=t("campaign.mode", lang), style={"description_width": "initial"},
+        )
+        self.signed_in_hint = widgets.HTML(f"<p>{html.escape(t('campaign.signed_in_hint', lang))}</p>")
+        self.sign_in = widgets.Button(description=t("campaign.sign_in", lang), icon="sign-in", button_style="primary")
+        self.sign_in.add_class("crmkit-campaign-sign-in")
+        self.signed_in_box = widgets.VBox([self.signed_in_hint, self.sign_in])
+        self.warning = widgets.HTML(
+            f'<p role="note" style="color:#8a5300"><b>⚠</b> {html.escape(t("campaign.password_warning", lang))}</p>')
+        self.email = widgets.Text(description=t("campaign.email", lang), placeholder="kampagnen@firma.de")
+        self.password = widgets.Password(description=t("campaign.password", lang))
+        self.save = widgets.Button(description=t("campaign.save", lang), icon="lock", button_style="primary")
+        self.save.add_class("crmkit-campaign-save")
+        self.password_box = widgets.VBox([self.warning, self.email, self.password, self.save],
+                                         layout=widgets.Layout(display="none"))
+        self.test = widgets.Button(description=t("teams.test", lang), icon="check")
+        self.test.add_class("crmkit-campaign-test")
+        self.remove = widgets.Button(description=t("campaign.remove", lang), icon="trash", button_style="danger")
+        self.result = widgets.HTML()
+        self.result.add_class("crmkit-campaign-result")
+        self.panel = SignInPanel(lang)
+        self.error = ErrorBox()
+        self.rights_note = widgets.HTML(
+            "" if self.may_change else f"<p><i>{html.escape(t('campaign.no_rights', lang))}</i></p>")
+        for w in (self.mode, self.email, self.password, self.save, self.sign_in, self.test, self.remove):
+            w.disabled = not self.may_change
+        self.mode.observe(self._mode_changed, "value")
+        self.save.on_click(lambda _b: self.save_password())
+        self.sign_in.on_click(lambda _b: self.start_sign_in())
+        self.test.on_click(lambda _b: self.run_test())
+        self.remove.on_click(lambda _b: self._remove())
+        super().__init__([self.title, self.current, self.rights_note, self.mode, self.signed_in_box,
+                          self.password_box, self.panel, widgets.HBox([self.test, self.remove]), self.result,
+                          self.error])
+        self.add_class("crmkit-campaign-account")
+        info = self.m365.campaign.info()
+        if info is not None:
+            self.mode.value = info.mode
+            if info.mode == "password":
+                self.email.value = info.username
+        self.refresh()
+
+    def refresh(self) -> None:
+        info = self.m365.campaign.info()
+        if info is None:
+            self.current.value = f"<p>{html.escape(t('campaign.not_set', self.lang))}</p>"
+            self.remove.layout.display = "none"
+            return
+        self.remove.layout.display = None
+        mode = t(f"campaign.mode.{info.mode}", self.lang)
+        text = html.escape(t("campaign.current", self.lang, user=info.username, mode=mode))
+        if info.last_test_at is not None:
+            when = info.last_test_at.strftime("%d.%m.%Y %H:%M" if self.lang == "de" else "%Y-%m-%d %H:%M")
+            verdict = t("campaign.reason.ok" if info.last_test_ok else "m365.failed", self.lang)
+            style = _OK if info.last_test_ok else _BAD
+            text += f'<br><span style="{style}">' + html.escape(
+                t("campaign.last_test", self.lang, when=when, result=verdict)) + "</span>"
+        self.current.value = f"<p>{text}</p>"
+
+    def _mode_changed(self, _change: dict[str, Any]) -> None:
+        password = self.mode.value == "password"
+        self.password_box.layout.display = None if password else "none"
+        self.signed_in_box.layout.display = "none" if password else None
+
+    def save_password(self) -> None:
+        """Store e-mail + password (encrypted); the field is emptied whatever happens."""
+        password, self.password.value = self.password.value, ""
+        try:
+            self.m365.campaign.set_password(self.email.value, password)
+            self.error.show(None, self.lang)
+            self.result.value = f'<p style="{_OK}">{html.escape(t("campaign.password_saved", self.lang))}</p>'
+        except Exception as exc:
+            self.result.value = ""
+            self.error.show(exc, self.lang)
+        finally:
+            del password
+        self.refresh()
+
+    def start_sign_in(self) -> DeviceSignIn | None:
+        self.error.show(None, self.lang)
+        try:
+            sign_in = self.m365.campaign.start_sign_in()
+        except Exception as exc:
+            self.error.show(exc, self.lang)
+            return None
+        self.sign_in.disabled = True
+        self.panel.start(sign_in)
+        sign_in.add_done_callback(self._signed_in)
+        return sign_in
+
+    def _signed_in(self, sign_in: DeviceSignIn) -> None:
+        user = sign_in.result.username if sign_in.status == "signed_in" else ""
+        self.panel.finish(sign_in, t("m365.signed_in", self.lang, user=user))
+        self.sign_in.disabled = not self.may_change
+        self.refresh()
+
+    def run_test(self) -> TestResult | None:
+        """ "Testen…": get a token, read /me, show success or the precise reason."""
+        self.error.show(None, self.lang)
+        try:
+            outcome = self.m365.campaign.test()
+        except Exception as exc:
+            self.error.show(exc, self.lang)
+            return None
+        self.result.value = _result_html(outcome, self.lang)
+        self.refresh()
+        return outcome
+
+    def _remove(self) -> None:
+        try:
+            self.m365.campaign.clear()
+            self.error.show(None, self.lang)
+            self.result.value = ""
+        except Exception as exc:
+            self.error.show(exc, self.lang)
+        self.refresh()
+
+
+def _result_html(outcome: TestResult, lang: str) -> str:
+    headline = t(f"campaign.reason.{outcome.reason}", lang)
+    style = _OK if outcome.ok else _BAD
+    body = f'<p role="status" style="{style}"><b>{html.escape(headline)}</b><br>{html.escape(outcome.message)}'
+    if outcome.consent_url:
+        link = html.escape(outcome.consent_url)
+        body += (f'<br><a href="{link}" target="_blank" rel="noopener">'
+                 f"{html.escape(t('consent.org_link', lang))}</a>")
+    return body + "</p>"
+
+
+class AdminConsentPanel(widgets.VBox):
+    """Consent links for the organisation or one account, the learned state, and the paste-back field."""
+
+    def __init__(self, crm: CRM | None = None, *, m365: Microsoft365 | None = None, lang: str | None = None) -> None:
+        self.m365 = _m365(crm, m365)
+        self.lang = lang = lang or self.m365.crm.language
+        self.may_record = self.m365.crm.user.can("teams.admin")
+        self.title = widgets.HTML(f"<h3>{html.escape(t('consent.title', lang))}</h3>")
+        org = html.escape(self.m365.consent_url())
+        self.links = widgets.HTML(
+            f'<p><a href="{org}" target="_blank" rel="noopener">{html.escape(t("consent.org_link", lang))}</a></p>')
+        self.account = widgets.Text(description=t("consent.account_link", lang), placeholder="name@firma.de",
+                                    style={"description_width": "initial"})
+        self.account_link = widgets.HTML()
+        self.account.observe(self._account_changed, "value")
+        self.states = widgets.HTML()
+        self.paste = widgets.Text(description=t("consent.paste", lang), style={"description_width": "initial"},
+                                  layout=widgets.Layout(width="90%"), disabled=not self.may_record)
+        self.record = widgets.Button(description=t("common.apply", lang), disabled=not self.may_record)
+        self.record.on_click(lambda _b: self._record())
+        self.hint = widgets.HTML(f'<p class="crmkit-muted">{html.escape(t("consent.paste_hint", lang))}</p>')
+        self.error = ErrorBox()
+        super().__init__([self.title, self.links, widgets.HBox([self.account, self.account_link]), self.states,
+                          self.hint, widgets.HBox([self.paste, self.record]), self.error])
+        self.add_class("crmkit-admin-consent")
+        self.refresh()
+
+    def _account_changed(self, _change: dict[str, Any]) -> None:
+        name = self.account.value.strip()
+        if "@" not in name:
+            self.account_link.value = ""
+            return
+        link = html.escape(self.m365.account_consent_url(name))
+        self.account_link.value = f'<a href="{link}" target="_blank" rel="noopener">{html.escape(name)}</a>'
+
+    def refresh(self) -> None:
+        frame = self.m365.consent_states()
+        if frame.empty:
+            self.states.value = (f"<p>{html.escape(t('consent.state', self.lang))}: "
+                                 f"{html.escape(t('consent.state.unknown', self.lang))}</p>")
+            return
+        rows = "".join(
+            f"<li>{html.escape(str(r.scope))}: <b>{html.escape(t(f'consent.state.{r.state}', self.lang))}</b> "
+            f"({html.escape(str(r.learned_at))})</li>" for r in frame.itertuples())
+        self.states.value = f"<p>{html.escape(t('consent.state', self.lang))}:</p><ul>{rows}</ul>"
+
+    def _record(self) -> None:
+        try:
+            self.m365.record_consent_redirect(self.paste.value)
+            self.paste.value = ""
+            self.error.show(None, self.lang)
+        except Exception as exc:
+            self.error.show(exc, self.lang)
+        self.refresh()
