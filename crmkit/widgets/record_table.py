@@ -50,7 +50,8 @@ class _Row:
         self.check.add_class("crmkit-row-select")
         self.cells = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", width="auto"))
         self.cells.add_class("crmkit-cells")
-        self.box = widgets.HBox([self.check, self.cells], layout=widgets.Layout(display="none", width="100%"))
+        self.box = widgets.HBox([self.check, self.cells],
+                                layout=widgets.Layout(display="none", width="100%", align_items="center"))
         self.box.add_class("crmkit-row")
         self.check.observe(lambda change: on_toggle(self, bool(change["new"])), "value")
 
@@ -102,7 +103,8 @@ class RecordTable(widgets.VBox):
         self.header = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", width="auto"))
         self.select_page = widgets.Checkbox(value=False, indent=False, layout=widgets.Layout(width="2em"))
         self.select_page.add_class("crmkit-select-page")
-        header_row = widgets.HBox([self.select_page, self.header], layout=widgets.Layout(width="100%"))
+        header_row = widgets.HBox([self.select_page, self.header],
+                                  layout=widgets.Layout(width="100%", align_items="center"))
         header_row.add_class("crmkit-header")
         self.empty = widgets.HTML()
         self.empty.add_class("crmkit-empty")

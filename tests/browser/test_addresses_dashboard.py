@@ -42,6 +42,7 @@ def test_filter_by_city_and_page(page: Any, voila_url: str, demo_db: DemoDb, out
     expect(label).to_have_text(f"Seite 1 von {pages} (1.000 Adressen)", timeout=30_000)
     assert "Traceback" not in page.content()
     assert "address_dashboard" not in page.content()  # strip_sources: no code shown
+    page.screenshot(path=str(output_dir / "addresses-initial.png"))
 
     berlin = demo_db.city_counts["Berlin"]
     berlin_pages = math.ceil(berlin / PAGE_SIZE)
