@@ -4,14 +4,17 @@ Teams allows 20 chat-message POSTs per second per app per tenant and 1 per secon
 The server counts a request when it *accepts* it, which the client cannot see: it lies somewhere
 between sending and the response. So the per-chat gap is measured from the *completion* of the
 previous request in that chat (always safe, whatever the latency), and the tenant budget is spent
-as evenly spaced start times slightly under the limit (``headroom``), never as a burst. Many chats
+as evenly spaced start times slightly under the limit (``headroom``), never as a burst, with at
+most ``floor(limit * headroom)`` starts in any one-second window. Many chats
 sending at once then interleave naturally: whichever chat is ready takes the next tenant slot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -40,6 +43,9 @@ class RateLimiter:
         if tenant_rate <= 0 or chat_rate <= 0 or not 0 < headroom <= 1 or max_in_flight < 1:
             raise ValueError("rates, headroom and max_in_flight must be positive (headroom ≤ 1)")
         self.tenant_interval = 1.0 / (tenant_rate * headroom)
+        self.window_cap = max(1, math.floor(tenant_rate * headroom))
+        self.min_gap = 0.7 * self.tenant_interval
+        self.max_lag = 0.25
         self.chat_gap = 1.0 / (chat_rate * headroom)
         self.max_in_flight = max_in_flight
         self._clock = clock
@@ -49,6 +55,8 @@ class RateLimiter:
         self._chat_locks: dict[str, asyncio.Lock] = {}
         self._in_flight: asyncio.Semaphore | None = None
         self._tenant_lock: asyncio.Lock | None = None
+        self._starts: deque[float] = deque()
+        self._last_start = -math.inf
 
     def ready_at(self, chat_id: str) -> float:
         """Clock time from which ``chat_id`` may send again."""
@@ -60,15 +68,29 @@ class RateLimiter:
             self._chat_next[chat_id] = max(self.ready_at(chat_id), self._clock() + seconds)
 
     async def _tenant_turn(self) -> None:
-        # Starts are spaced by their *actual* times, one after another: a caller that wakes late
-        # (a busy event loop) pushes the next start back instead of letting it catch up in a
-        # burst, which the server's sliding window would count against the limit.
+        # Starts follow a drift-free schedule one ``tenant_interval`` apart. A caller that wakes
+        # late (a busy event loop) may catch up, but only at ``min_gap`` spacing, for at most
+        # ``max_lag`` seconds, and never beyond ``window_cap`` starts in any one-second window:
+        # the server counts a sliding window, so that cap (one below its limit) is the hard guard.
         if self._tenant_lock is None:
             self._tenant_lock = asyncio.Lock()
         async with self._tenant_lock:
-            while (wait := self._tenant_next - self._clock()) > 0:
-                await self._sleep(wait)
-            self._tenant_next = self._clock() + self.tenant_interval
+            while True:
+                now = self._clock()
+                while self._starts and self._starts[0] <= now - 1.0:
+                    self._starts.popleft()
+                target = max(self._tenant_next, now - self.max_lag, self._last_start + self.min_gap)
+                capped = len(self._starts) >= self.window_cap and self._starts[0] + 1.0 > target
+                if capped:
+                    target = self._starts[0] + 1.0
+                if target <= now:
+                    break
+                await self._sleep(target - now)
+            self._starts.append(now)
+            self._last_start = now
+            # A wait forced by the window cap restarts the schedule (no catch-up burst after it).
+            base = now if capped else max(self._tenant_next, now - self.max_lag)
+            self._tenant_next = base + self.tenant_interval
 
     @asynccontextmanager
     async def slot(self, chat_id: str | None = None) -> AsyncIterator[None]:

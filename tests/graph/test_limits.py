@@ -64,7 +64,7 @@ def test_limiter_spaces_tenant_starts_and_chat_gaps_on_a_virtual_clock() -> None
     asyncio.run(vt.run(main()))
     times = sorted(t for t, _ in starts)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= limiter.tenant_interval - 1e-9
+    assert min(gaps) >= limiter.tenant_interval - 1e-9  # no late wake-ups here, so no catch-up
     for chat in {c for _, c in starts}:
         chat_starts = [t for t, c in starts if c == chat]
         # every start comes at least one gap after the previous request in the chat completed
@@ -73,6 +73,29 @@ def test_limiter_spaces_tenant_starts_and_chat_gaps_on_a_virtual_clock() -> None
     assert len({c for _, c in sorted(starts)[:8]}) == 8
     # with 8 chats and 0.3 s latency the chats, not the tenant, are the bottleneck: 8 / 1.35 s
     assert vt.now == pytest.approx(7 * limiter.tenant_interval + 5 * 0.3 + 4 * limiter.chat_gap, rel=0.01)
+
+
+def test_late_callers_catch_up_only_within_the_window_cap() -> None:
+    """After a stall, starts catch up at min_gap spacing but never exceed the cap per second."""
+    vt = VirtualTime()
+    limiter = RateLimiter(20, 1, headroom=0.95, clock=vt.clock, sleep=vt.sleep)
+    starts: list[float] = []
+
+    async def send(i: int) -> None:
+        async with limiter.slot(None):
+            starts.append(vt.now)
+            if i == 5:
+                vt.now += 0.4  # the event loop stalls inside one request, holding no slot
+
+    async def main() -> None:
+        await asyncio.gather(*(send(i) for i in range(80)))
+
+    asyncio.run(vt.run(main()))
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= limiter.min_gap - 1e-9
+    assert min(gaps) < limiter.tenant_interval - 1e-6  # it did catch up after the stall
+    for i, t in enumerate(starts):
+        assert sum(1 for u in starts[i:] if u < t + 1.0) <= limiter.window_cap == 19
 
 
 def test_defer_pushes_a_chat_back() -> None:
