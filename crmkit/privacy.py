@@ -30,16 +30,18 @@ Table ``transfer_log`` (one row per address × recipient)::
     purpose        VARCHAR
     outcome        VARCHAR    sent | failed | blocked
     message_id     VARCHAR    Graph chatMessage id
-    message_key    VARCHAR    the outbox's message key; UNIQUE (message_key, address_id, recipient_id)
+    message_key    VARCHAR    the outbox's message key; (message_key, address_id, recipient_id) is unique
     detail         VARCHAR    why it failed or was blocked
+    dedupe_key     BIGINT     internal: 64-bit hash of that triple, indexed, for the uniqueness check
 
-The table is kept in address order where possible (see :func:`purge_transfer_log`) and has an
-index on ``address_id``, so an access report for one address reads a few blocks, not the table.
+An index on ``address_id`` finds one address's rows; :func:`compact_transfer_log` rewrites the
+table in address order so those rows also sit together (see its docstring for the numbers).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import json
 import re
@@ -50,7 +52,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 
 from .errors import NotFound, TransferBlocked, ValidationError
@@ -470,8 +471,35 @@ def _clean_record(row: TransferRecord | Mapping[str, Any], now: datetime) -> dic
     return out
 
 
-_INSERT_COLUMNS = tuple(c for c in LOG_COLUMNS if c != "id")
+_INSERT_COLUMNS = (*(c for c in LOG_COLUMNS if c != "id"), "dedupe_key")
 _names = itertools.count()
+_DEDUPE_CHUNK = 500
+
+
+def _dedupe_key(message_key: str | None, address_id: int, recipient_id: str | None) -> int | None:
+    """A stable signed 64-bit hash of (message_key, address_id, recipient_id); None without a key.
+
+    Our own hash (not DuckDB's) so stored keys stay valid across DuckDB upgrades. It only finds
+    candidates through its index; duplicates are decided on the exact triple.
+    """
+    if message_key is None:
+        return None
+    raw = "\x1f".join((message_key, str(address_id), recipient_id or "")).encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big", signed=True)
+
+
+def _existing_triples(tx: Tx, keys: list[int]) -> set[tuple[str, int, str | None]]:
+    found: set[tuple[str, int, str | None]] = set()
+    for i in range(0, len(keys), _DEDUPE_CHUNK):
+        chunk = keys[i:i + _DEDUPE_CHUNK]
+        # Literal integers (we computed them): an IN list of constants lets DuckDB use the index.
+        listed = ", ".join(str(int(k)) for k in chunk)
+        found.update(
+            (str(k), int(a), r) for k, a, r in tx.rows(
+                f"SELECT message_key, address_id, recipient_id FROM transfer_log WHERE dedupe_key IN ({listed})"
+            )
+        )
+    return found
 
 
 def log_transfers(
@@ -482,11 +510,16 @@ def log_transfers(
     Call it from the function you pass to ``store.write`` so the log commits (or rolls back) with
     your delivery state. Many rows go in as one INSERT from a registered DataFrame.
 
+    (message_key, address_id, recipient_id) is unique among rows that have a message key: the
+    check runs here, on the exact values, found through the ``dedupe_key`` index. Rows without a
+    message key (file exports) are never duplicates of each other.
+
     Args:
         tx: the open transaction.
         rows: :class:`TransferRecord` objects or mappings with the same keys.
-        on_conflict: ``error`` raises :class:`DuplicateTransfer` when (message_key, address_id,
-            recipient_id) was logged already; ``ignore`` skips such rows (for resumed sends).
+        on_conflict: ``error`` raises :class:`DuplicateTransfer` when a row's (message_key,
+            address_id, recipient_id) was logged already or repeats within ``rows`` - and writes
+            nothing; ``ignore`` skips such rows (for resumed sends).
 
     Raises:
         ValidationError: a row is malformed (nothing is written).
@@ -496,34 +529,42 @@ def log_transfers(
         raise ValueError("on_conflict is 'error' or 'ignore'")
     now = _now()
     clean = [_clean_record(r, now) for r in rows]
+    keyed = [r for r in clean if r["message_key"] is not None]
+    for row in clean:
+        row["dedupe_key"] = _dedupe_key(row["message_key"], row["address_id"], row["recipient_id"])
+    if keyed:
+        seen = _existing_triples(tx, sorted({r["dedupe_key"] for r in keyed}))
+        kept = []
+        for row in clean:
+            triple = (row["message_key"], row["address_id"], row["recipient_id"])
+            if row["message_key"] is not None and triple in seen:
+                if on_conflict == "error":
+                    raise DuplicateTransfer(
+                        f"The transfer of address {row['address_id']} to {row['recipient_id']!r} under message key "
+                        f"{row['message_key']!r} is logged already; use on_conflict='ignore' when resuming a send."
+                    )
+                continue
+            if row["message_key"] is not None:
+                seen.add(triple)
+            kept.append(row)
+        clean = kept
     if not clean:
         return 0
-    verb = "INSERT OR IGNORE" if on_conflict == "ignore" else "INSERT"
-    cols = ", ".join(_INSERT_COLUMNS)
-    written = 0
-    try:
-        if len(clean) <= BULK_ROWS:
-            marks = ", ".join("?" * len(_INSERT_COLUMNS))
-            for row in clean:
-                result = tx.execute(
-                    f"{verb} INTO transfer_log ({cols}) VALUES ({marks})", [row[c] for c in _INSERT_COLUMNS]
-                ).fetchall()
-                written += int(result[0][0])
-        else:
-            written = _bulk_insert(tx, clean, verb)
-    except duckdb.ConstraintException as exc:
-        raise DuplicateTransfer(
-            "A transfer-log row for this message key, address and recipient exists already; "
-            "use on_conflict='ignore' when resuming a send."
-        ) from exc
-    return written
+    if len(clean) <= BULK_ROWS:
+        cols = ", ".join(_INSERT_COLUMNS)
+        marks = ", ".join("?" * len(_INSERT_COLUMNS))
+        for row in clean:
+            tx.execute(f"INSERT INTO transfer_log ({cols}) VALUES ({marks})", [row[c] for c in _INSERT_COLUMNS])
+        return len(clean)
+    return _bulk_insert(tx, clean)
 
 
-def _bulk_insert(tx: Tx, clean: list[dict[str, Any]], verb: str) -> int:
+def _bulk_insert(tx: Tx, clean: list[dict[str, Any]]) -> int:
     frame = pd.DataFrame(clean, columns=list(_INSERT_COLUMNS))
     # Lists in an object column are sniffed unreliably; ship them as text and split in SQL.
     frame["fields"] = frame["fields"].map(",".join)
     frame["address_id"] = frame["address_id"].astype("int64")
+    frame["dedupe_key"] = frame["dedupe_key"].astype("Int64")
     frame["logged_at"] = pd.to_datetime(frame["logged_at"])
     for col in ("user_name", "ms_account", "channel", "trigger", "recipient_id", "recipient_name", "purpose",
                 "outcome", "message_id", "message_key", "detail"):
@@ -536,12 +577,12 @@ def _bulk_insert(tx: Tx, clean: list[dict[str, Any]], verb: str) -> int:
         select = ", ".join(
             "CASE WHEN fields = '' THEN []::VARCHAR[] ELSE string_split(fields, ',') END" if c == "fields"
             else f"CAST({c} AS TIMESTAMP)" if c == "logged_at"
-            else f"CAST({c} AS BIGINT)" if c == "address_id"
+            else f"CAST({c} AS BIGINT)" if c in ("address_id", "dedupe_key")
             else f"CAST({c} AS VARCHAR)"
             for c in _INSERT_COLUMNS
         )
         result = tx.execute(
-            f"{verb} INTO transfer_log ({', '.join(_INSERT_COLUMNS)}) SELECT {select} FROM {name}"
+            f"INSERT INTO transfer_log ({', '.join(_INSERT_COLUMNS)}) SELECT {select} FROM {name}"
         ).fetchall()
         return int(result[0][0])
     finally:

@@ -262,6 +262,13 @@ def test_message_key_address_recipient_is_unique(crm: CRM) -> None:
     assert _log(crm, rows, on_conflict="ignore") == 0
     # Rows without a message key (file exports) never collide.
     assert _log(crm, [_record(a, "r1"), _record(a, "r1")]) == 2
+    # A repeat inside one call counts too.
+    with pytest.raises(privacy.DuplicateTransfer):
+        _log(crm, [_record(a, "x", message_key="k2"), _record(a, "x", message_key="k2")])
+    assert _log(crm, [_record(a, "x", message_key="k2"), _record(a, "x", message_key="k2")], on_conflict="ignore") == 1
+    # The check is on the exact values: the same recipient under another key, or None, is new.
+    assert _log(crm, [_record(a, "x", message_key="k3"), _record(a, None, message_key="k3")]) == 2
+    assert _log(crm, [_record(a, None, message_key="k3")], on_conflict="ignore") == 0
 
 
 @pytest.mark.parametrize("bad", [
