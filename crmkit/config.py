@@ -38,7 +38,8 @@ DEFAULT_AUTHORITY_HOST = "login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765"
 # Delegated permissions crmkit asks for (offline_access is added by MSAL itself).
-GRAPH_SCOPES = ("User.Read", "User.ReadBasic.All", "Chat.Create", "ChatMessage.Send")
+# Chat.Read lets the outbox read a chat back to confirm a message whose answer was lost.
+GRAPH_SCOPES = ("User.Read", "User.ReadBasic.All", "Chat.Create", "ChatMessage.Send", "Chat.Read")
 # "common"/"consumers" would let personal Microsoft accounts in; crmkit wants work or school only.
 _FORBIDDEN_TENANTS = {"common", "consumers"}
 

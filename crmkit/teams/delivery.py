@@ -41,8 +41,8 @@ class ChatGateway(Protocol):
         """Post once (429 may be retried inside; nothing ambiguous is). Raises Ambiguous or GraphError."""
         ...
 
-    async def find_marker(self, chat_id: str, marker: str, payload: dict[str, Any]) -> str | None:
-        """The id of an already delivered message carrying ``marker``, else None."""
+    async def find_marker(self, chat_id: str, marker: str, payload: dict[str, Any], since: datetime) -> str | None:
+        """The id of a message carrying ``marker`` posted after ``since`` (naive UTC), else None."""
         ...
 
 
@@ -145,20 +145,27 @@ class DeliveryEngine:
         ambiguous = row["status"] == "sending"  # a previous run may have posted it
         last_error = "not attempted"
         for attempt in range(self.max_attempts):
+            posting = False
             try:
                 chat_id = await self._chat_for(row)
                 if ambiguous:
-                    found = await self.gateway.find_marker(chat_id, row["marker"], payload)
+                    found = await self.gateway.find_marker(chat_id, row["marker"], payload,
+                                                           row["batch_created_at"])
                     if found:
                         return Delivery(row["id"], "sent", chat_id, found, at=_now())
+                posting = True
                 result = await self.gateway.post_message(chat_id, payload)
                 return Delivery(row["id"], "sent", chat_id, str(result.get("id")), at=_now())
             except Ambiguous as exc:
                 ambiguous, last_error = True, str(exc) or "no answer from Teams"
             except GraphError as exc:
-                if exc.status in DEFINITE_FAILURES:
-                    return Delivery(row["id"], "failed", chat_id, error=_describe(exc), at=_now())
-                ambiguous, last_error = True, _describe(exc)
+                last_error = _describe(exc)
+                # A definite refusal proves nothing was stored only for a fresh post, or before any post;
+                # a failed read-back of an unconfirmed message proves nothing, so it stays unconfirmed.
+                if exc.status in DEFINITE_FAILURES and (posting or not ambiguous):
+                    return Delivery(row["id"], "failed", chat_id, error=last_error, at=_now())
+                if exc.status is None or exc.status >= 500:
+                    ambiguous = ambiguous or posting
             await asyncio.sleep(min(0.5 * 2 ** attempt, 8.0))
         # Still unknown: leave it in 'sending' for the next resume, which reconciles first.
         return Delivery(row["id"], "sending", chat_id, error=last_error)

@@ -19,7 +19,7 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -66,8 +66,9 @@ def create_batch(
 ) -> str:
     batch_id = uuid.uuid4().hex
     tx.execute(
-        "INSERT INTO outbox_batches VALUES (?, current_timestamp, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
-        [batch_id, user, account, channel, trigger, purpose, subject, json.dumps(options), record_contact, source],
+        "INSERT INTO outbox_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+        [batch_id, utcnow(), user, account, channel, trigger, purpose, subject, json.dumps(options), record_contact,
+         source],
     )
     return batch_id
 
@@ -103,6 +104,11 @@ def add_messages(tx: Tx, batch_id: str, messages: Sequence[OutboxMessage], *, fi
         tx.unregister("_outbox_new")
 
 
+def utcnow() -> datetime:
+    """Naive UTC, comparable with Graph's ``createdDateTime`` whatever the machine's time zone."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def open_rows(store: Store, batch_ids: Iterable[str] | None = None, *, user: str | None = None) -> pd.DataFrame:
     """Rows still to deliver (pending or ambiguous), in send order."""
     where, params = ["o.status IN ('pending', 'sending')"], []
@@ -115,10 +121,11 @@ def open_rows(store: Store, batch_ids: Iterable[str] | None = None, *, user: str
     if user is not None:
         where.append("b.user_name = ?")
         params.append(user)
+    # Unconfirmed rows first: reconciling them early keeps their messages near the top of the chat.
     return store.df(
-        "SELECT o.*, b.channel, b.trigger, b.purpose, b.account, b.user_name, b.record_contact, b.source "
-        "FROM outbox o JOIN outbox_batches b ON b.id = o.batch_id "
-        f"WHERE {' AND '.join(where)} ORDER BY b.created_at, o.seq",
+        "SELECT o.*, b.channel, b.trigger, b.purpose, b.account, b.user_name, b.record_contact, b.source, "
+        "b.created_at AS batch_created_at FROM outbox o JOIN outbox_batches b ON b.id = o.batch_id "
+        f"WHERE {' AND '.join(where)} ORDER BY o.status = 'sending' DESC, b.created_at, o.seq",
         params,
     )
 

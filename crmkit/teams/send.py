@@ -10,18 +10,21 @@ every message is rendered and size-checked. Only then are the messages written t
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import httpx
 import pandas as pd
 
 from .. import privacy
 from ..errors import IntegrationDisabled, NotFound, ValidationError
-from ..graph import GraphNotFound, RetryPolicy
+from ..graph import TEAMS_CHAT_RATE, TEAMS_TENANT_RATE, GraphNotFound, RateLimiter, RetryPolicy
 from . import display_format
 from .compose import build_message, check_size, prefixed_subject, split_rows
 from .delivery import Ambiguous, DeliveryEngine, Progress
@@ -39,6 +42,7 @@ CHAT_KINDS = ("one_on_one", "group")
 MODES = ("per_record", "digest")
 FORMATS = ("card", "table")
 RESULT_COLUMNS = ["record", "recipient", "recipient_name", "status", "message_id", "error"]
+READ_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_FIELDS = ["id", "displayName", "userPrincipalName", "mail", "accountEnabled", "userType"]
 
 
@@ -111,6 +115,17 @@ class SendPlan:
         return pd.DataFrame(rows)
 
 
+def teams_limiter() -> RateLimiter:
+    """Client-side pacing at Teams' documented limits (20/s per tenant, 1/s per chat).
+
+    ``CRMKIT_TEAMS_TENANT_RPS`` / ``CRMKIT_TEAMS_CHAT_RPS`` change them, for a sandbox whose limits
+    were raised (tests, benchmarks); against Microsoft keep the defaults.
+    """
+    tenant = float(os.environ.get("CRMKIT_TEAMS_TENANT_RPS") or TEAMS_TENANT_RATE)
+    chat = float(os.environ.get("CRMKIT_TEAMS_CHAT_RPS") or TEAMS_CHAT_RATE)
+    return RateLimiter(tenant, chat)
+
+
 class TeamsService:
     """The Teams side of a CRM session (``crm.teams``).
 
@@ -123,6 +138,7 @@ class TeamsService:
         self.crm = crm
         self._m365 = m365
         self._graph: GraphClient | None = None
+        self._post_graph: GraphClient | None = None
         self._graph_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -134,26 +150,44 @@ class TeamsService:
     def m365(self) -> Microsoft365:
         if self._m365 is None:
             from ..auth import Microsoft365
+            from ..config import TeamsConfig
+            from ..http import make_async_http_client
 
-            self._m365 = Microsoft365(self.crm)
+            config = TeamsConfig.resolve(self.crm)
+            # How long a post may go unanswered before the outbox treats it as ambiguous and reconciles.
+            timeout = float(os.environ.get("CRMKIT_GRAPH_TIMEOUT") or 30)
+            self._m365 = Microsoft365(
+                self.crm, config=config,
+                async_http=lambda: make_async_http_client(config.sandbox_url, timeout=httpx.Timeout(timeout)),
+            )
         return self._m365
 
     def graph(self) -> GraphClient:
-        """Graph as the user's Teams account; only 429 is retried inside, the outbox handles the rest.
+        """Graph as the user's Teams account, for reads (retried on 429 and 5xx).
 
         Raises:
             SignInRequired: the user has no Microsoft 365 account for Teams yet.
         """
         with self._graph_lock:
             if self._graph is None:
-                self._graph = self.m365.graph(retry=RetryPolicy(statuses=frozenset({429})))
+                self._graph = self.m365.graph(retry=RetryPolicy(statuses=READ_RETRY_STATUSES))
             return self._graph
+
+    def _delivery_graph(self) -> GraphClient:
+        """Graph for posting: only 429 is retried inside; a 5xx may have been stored, so the outbox
+        reconciles it instead of posting blindly again."""
+        with self._graph_lock:
+            if self._post_graph is None:
+                self._post_graph = self.m365.graph(retry=RetryPolicy(statuses=frozenset({429})),
+                                                   limiter=teams_limiter())
+            return self._post_graph
 
     def close(self) -> None:
         """Close the Graph and identity connections (the service can be used again afterwards)."""
-        if self._graph is not None:
-            self._graph.close()
-            self._graph = None
+        for client in (self._graph, self._post_graph):
+            if client is not None:
+                client.close()
+        self._graph = self._post_graph = None
         if self._m365 is not None:
             self._m365.close()
             self._m365 = None
@@ -396,7 +430,7 @@ class TeamsService:
                 cancel_event: threading.Event | None = None) -> pd.DataFrame:
         rows = open_rows(self.crm.store, batch_ids)
         if len(rows):
-            graph = self.graph()
+            graph = self._delivery_graph()
             engine = DeliveryEngine(self.crm.store, GraphChatGateway(graph), self._side_effects)
             graph.submit(engine.run(rows, progress=progress, cancel=cancel_event)).result()
             if cancel_event is not None and cancel_event.is_set():
@@ -475,9 +509,9 @@ def message_link(chat_id: str | None, message_id: str | None) -> str:
 class GraphChatGateway:
     """The delivery engine's view of Graph: chats, one post, and reading a chat back."""
 
-    def __init__(self, graph: GraphClient, *, scan_pages: int = 5) -> None:
+    def __init__(self, graph: GraphClient, *, clock_skew: timedelta = timedelta(minutes=5)) -> None:
         self.aio = graph.aio
-        self.scan_pages = scan_pages
+        self.clock_skew = clock_skew
 
     async def ensure_chat(self, kind: str, members: list[str], topic: str | None) -> str:
         if kind == "oneOnOne":
@@ -496,19 +530,22 @@ class GraphChatGateway:
                 raise Ambiguous(str(exc)) from exc
             raise
 
-    async def find_marker(self, chat_id: str, marker: str, payload: dict[str, Any]) -> str | None:
+    async def find_marker(self, chat_id: str, marker: str, payload: dict[str, Any], since: datetime) -> str | None:
+        """Read the chat back, newest first, down to the send's start (less a clock-skew margin)."""
         path: str | None = f"/chats/{quote(chat_id, safe=':@')}/messages"
         params: dict[str, Any] | None = {"$top": 50}
         content = payload["body"]["content"]
-        for _ in range(self.scan_pages):
-            if path is None:
-                break
+        floor = pd.Timestamp(since) - self.clock_skew
+        while path is not None:
             data = await self.aio.json("GET", path, params=params, chat_id=chat_id, paced=True)
             for m in data.get("value") or []:
                 ids = {a.get("id") for a in m.get("attachments") or []}
                 if marker in ids or (not ids and (m.get("body") or {}).get("content") == content
                                      and m.get("subject") == payload.get("subject")):
                     return str(m["id"])
+                created = pd.Timestamp(m.get("createdDateTime") or "1970-01-01T00:00:00Z").tz_convert(None)
+                if created < floor:
+                    return None  # older than the send itself: the message is not there
             path, params = data.get("@odata.nextLink"), None
         return None
 

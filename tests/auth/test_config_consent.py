@@ -107,7 +107,8 @@ def test_admin_consent_link_matches_microsofts_format(home: Path) -> None:
     q = parse_qs(parts.query)
     assert list(q) == ["client_id", "scope", "redirect_uri", "state"]
     assert q["scope"] == ["https://graph.microsoft.com/User.Read https://graph.microsoft.com/User.ReadBasic.All "
-                          "https://graph.microsoft.com/Chat.Create https://graph.microsoft.com/ChatMessage.Send"]
+                          "https://graph.microsoft.com/Chat.Create https://graph.microsoft.com/ChatMessage.Send "
+                          "https://graph.microsoft.com/Chat.Read"]
     assert q["redirect_uri"] == ["https://login.microsoftonline.com/common/oauth2/nativeclient"]
     assert q["state"] == ["s1"]
     assert "%20" in url and "+" not in url  # spaces percent-encoded, as Microsoft's samples show

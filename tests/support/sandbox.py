@@ -163,3 +163,13 @@ def sign_in(crm: Any, upn: str, password: str = SANDBOX_PASSWORD) -> Any:
     finally:
         browser.close()
     return pending.wait()
+
+
+def colleagues(admin: SandboxAdmin, n: int) -> list[str]:
+    """``n`` ordinary, enabled members of the sandbox directory (not the default sender, not special users)."""
+    special = ("anna.schmidt@", "admin@", "mfa.only@", "disabled.user@")
+    people = [u["userPrincipalName"] for u in admin.get("users")["value"]
+              if u.get("accountEnabled", True) and u.get("userType", "Member") == "Member"
+              and not u["userPrincipalName"].startswith(special)]
+    assert len(people) >= n, people
+    return people[:n]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.sandbox import SandboxAdmin
+from support.sandbox import SandboxAdmin, colleagues
 
 import crmkit
 from crmkit import privacy
@@ -14,10 +14,7 @@ from crmkit.sandbox import SANDBOX_DOMAIN
 pytestmark = pytest.mark.sandbox
 
 def _two_colleagues(sandbox: SandboxAdmin) -> list[str]:
-    users = [u["userPrincipalName"] for u in sandbox.get("users")["value"]
-             if u.get("accountEnabled", True) and u.get("userType", "Member") == "Member"
-             and not u["userPrincipalName"].startswith(("anna.schmidt", "admin", "mfa.only", "disabled"))]
-    return users[:2]
+    return colleagues(sandbox, 2)
 
 
 def test_send_one_record_to_two_people_with_contact(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:

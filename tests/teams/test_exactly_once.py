@@ -1,0 +1,101 @@
+"""Exactly once: 2,000 messages under injected faults, the sender SIGKILLed twice and resumed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support.sandbox import ROOT, SandboxAdmin, colleagues, sign_in
+
+import crmkit
+from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+from crmkit.teams import activation
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+RECORDS = 400
+SUBJECT = "Exactly once"
+CHILD = """
+import json, sys
+import crmkit
+crm = crmkit.open(sys.argv[1])
+if sys.argv[2] == "send":
+    crm.teams.send(list(range(1, int(sys.argv[3]) + 1)), to=json.loads(sys.argv[4]), subject=sys.argv[5])
+else:
+    crm.teams.resume()
+"""
+
+
+def _sent(db: Path) -> int:
+    return int(crmkit.open(db).store.one("SELECT count(*) FROM outbox WHERE status = 'sent'"))
+
+
+def _run_until(args: list[str], db: Path, kill_at: int | None, log: Path) -> None:
+    with log.open("a") as out:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(db), *args], cwd=ROOT, stdout=out, stderr=out)
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline:
+            if kill_at is not None and _sent(db) >= kill_at:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return
+            time.sleep(0.3)
+        if proc.poll() is None:
+            proc.kill()
+            pytest.fail(f"sender did not finish; see {log}")
+    assert kill_at is None, f"the sender finished before reaching {kill_at} sent messages; kill came too late"
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+def test_two_thousand_messages_exactly_once_through_kills_and_faults(
+    sandbox: SandboxAdmin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Exactly-once, not speed: raise the limits on both sides so 2,000 messages take a minute, not ten.
+    sandbox.put("limits", {"chat_post_per_app_per_s": 400, "chat_post_per_chat_per_s": 100})
+    monkeypatch.setenv("CRMKIT_TEAMS_TENANT_RPS", "300")
+    monkeypatch.setenv("CRMKIT_TEAMS_CHAT_RPS", "80")
+    db = tmp_path / "crm.duckdb"
+    crm = crmkit.open(db)
+    activation.enable(crm)
+    frame = pd.DataFrame({"company": [f"Firma {i:04d} GmbH" for i in range(RECORDS)]})
+    crm.store.write(lambda tx: (tx.register("f", frame), tx.execute(
+        "INSERT INTO addresses (id, kind, company, city, country, created_by, created_at, modified_by, modified_at) "
+        "SELECT row_number() OVER (), 'company', company, 'Berlin', 'DE', 'admin', now(), 'admin', now() FROM f")))
+    sign_in(crm, SANDBOX_DEFAULT_UPN)
+    crm.teams.close()
+    people = colleagues(sandbox, 5)
+    sandbox.put("faults", {"rate": 0.10, "statuses": [429, 500, 502, 503, 504], "drop_rate": 0.01,
+                           "timeout_after_commit_rate": 0.02, "hang_s": 30, "retry_after_s": 1, "seed": 7})
+    monkeypatch.setenv("CRMKIT_GRAPH_TIMEOUT", "3")
+    log = tmp_path / "sender.log"
+    total = RECORDS * len(people)
+
+    try:
+        _run_until(["send", str(RECORDS), json.dumps(people), SUBJECT], db, kill_at=total // 5, log=log)
+        _run_until(["resume"], db, kill_at=total * 3 // 5, log=log)
+        _run_until(["resume"], db, kill_at=None, log=log)
+    finally:
+        sandbox.put("faults", {"rate": 0.0, "drop_rate": 0.0, "timeout_after_commit_rate": 0.0})
+        sandbox.put("limits", {"chat_post_per_app_per_s": 20, "chat_post_per_chat_per_s": 1})
+
+    counters = sandbox.counters()
+    assert any("timeout_after_commit" in k for k in counters), counters  # the ambiguous case really happened
+    delivered = [m for m in sandbox.get("messages")["value"] if m.get("subject") == f"cobra CRM - {SUBJECT}"]
+    markers = Counter(a["id"] for m in delivered for a in m["attachments"])
+    assert len(delivered) == total
+    assert max(markers.values()) == 1, "a message was delivered twice"
+    store = crmkit.open(db).store
+    outbox = store.df("SELECT status, marker, message_id FROM outbox")
+    assert outbox["status"].eq("sent").all()
+    assert set(outbox["marker"]) == set(markers)
+    assert set(outbox["message_id"]) == {m["id"] for m in delivered}
+    log_rows = store.df("SELECT message_id, message_key, outcome FROM transfer_log")
+    assert len(log_rows) == total and log_rows["outcome"].eq("sent").all()
+    assert log_rows["message_key"].is_unique and set(log_rows["message_id"]) == {m["id"] for m in delivered}
