@@ -809,10 +809,13 @@ def purge_transfer_log(crm: CRM) -> int:
 def compact_transfer_log(crm: CRM) -> int:
     """Rewrite the transfer log in address order (needs ``privacy.admin``); return its row count. Audited.
 
-    The log grows in time order, so one address's rows end up scattered over the whole file and an
-    access report must fetch each from a different block. Rewritten in (address_id, logged_at)
-    order they sit together and the report reads one block. Run it after a purge, at a quiet time
-    (the worker's nightly maintenance): it holds the write lock for about a minute per 10 million rows.
+    The log grows in time order, so one address's rows are scattered over the file and an access
+    report fetches each from a different block. Rewritten in (address_id, logged_at) order they sit
+    together. Measured on 10 million rows (1 million addresses, 2 shared cores, through
+    :func:`access_report` with the store's per-operation attach): p50 ~25-28 ms compacted versus
+    ~35-60 ms in time order with the ``address_id`` index (and ~110-180 ms without any index).
+    Run it after a purge at a quiet time (the worker's nightly maintenance): it holds the write
+    lock for ~2.5 minutes per 10 million rows, and other processes wait at most their lock timeout.
 
     Raises:
         PermissionDenied: the user lacks ``privacy.admin``.
