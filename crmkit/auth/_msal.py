@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -24,6 +25,23 @@ log = logging.getLogger("crmkit.auth")
 
 _apps: dict[tuple[Any, ...], msal.PublicClientApplication] = {}
 _apps_lock = threading.Lock()
+_http: dict[str | None, httpx.Client] = {}
+
+
+@atexit.register
+def _close_shared() -> None:
+    for client in list(_http.values()):
+        client.close()
+    _http.clear()
+
+
+def shared_http(sandbox_url: str | None) -> httpx.Client:
+    """The process-wide client MSAL uses for this target (so its apps can be reused per process)."""
+    with _apps_lock:
+        client = _http.get(sandbox_url)
+        if client is None or client.is_closed:
+            client = _http[sandbox_url] = make_http_client(sandbox_url)
+        return client
 
 
 class Identity:
@@ -31,14 +49,14 @@ class Identity:
 
     Args:
         config: tenant, client id, hosts.
-        http: the ``httpx.Client`` MSAL sends through (default: :func:`crmkit.http.make_http_client`,
-            which routes the sandbox hosts to the sandbox).
+        http: the ``httpx.Client`` MSAL sends through (default: one per process and target, from
+            :func:`crmkit.http.make_http_client`, which routes the sandbox hosts to the sandbox).
+            An injected client stays the caller's to close.
     """
 
     def __init__(self, config: TeamsConfig, *, http: httpx.Client | None = None) -> None:
         self.config = config
-        self._own_http = http is None
-        self.http = http if http is not None else make_http_client(config.sandbox_url)
+        self.http = http if http is not None else shared_http(config.sandbox_url)
 
     def __repr__(self) -> str:
         return f"<Identity {self.config.describe()}>"
@@ -107,8 +125,7 @@ class Identity:
         return DeviceSignIn(self, app, flow, timeout=timeout, on_success=on_success)
 
     def close(self) -> None:
-        if self._own_http:
-            self.http.close()
+        """Nothing to release: MSAL apps and their HTTP client are shared per process."""
 
 
 def account_of(app: msal.PublicClientApplication, result: Mapping[str, Any]) -> dict[str, Any] | None:

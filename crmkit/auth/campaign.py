@@ -158,12 +158,13 @@ class CampaignAccount:
         """Sign the campaign account in once by device code; its refresh token is kept on this machine."""
         self.m365.require_any(ADMIN_RIGHTS)
         app = self._app()
-        self._forget_cached_accounts()
 
         def finish(result: dict[str, Any]) -> CampaignAccountInfo:
             acct = account_of(app, result)
             if acct is None:
                 raise SignInRequired("The sign-in succeeded but MSAL kept no account; try again.")
+            # Only now replace the previous account: a cancelled sign-in leaves it working.
+            self._forget_cached_accounts(keep=acct["home_account_id"])
             claims = result.get("id_token_claims") or {}
             username = acct.get("username") or claims.get("preferred_username") or ""
             self._write(mode="signed_in", username=username, display_name=claims.get("name"),
@@ -187,10 +188,11 @@ class CampaignAccount:
         crm.store.write(run)
         self._forget_cached_accounts()
 
-    def _forget_cached_accounts(self) -> None:
+    def _forget_cached_accounts(self, keep: str | None = None) -> None:
         app = self._app()
         for acct in app.get_accounts():
-            app.remove_account(acct)
+            if acct.get("home_account_id") != keep:
+                app.remove_account(acct)
 
     def _write(self, *, mode: str, username: str, display_name: str | None, home_account_id: str | None,
                ciphertext: str | None, key_id: str | None) -> None:

@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from ..errors import GraphError
+from ..errors import CrmkitError, GraphError
 from ._errors import error_from_parts, error_from_response
 from ._limits import RateLimiter
 from ._retry import RetryPolicy, parse_retry_after
@@ -53,7 +53,7 @@ class SendOutcome:
     index: int
     chat_id: str
     message: dict[str, Any] | None = None
-    error: GraphError | None = None
+    error: CrmkitError | None = None
     attempts: int = 0
     seconds: float = 0.0
 
@@ -341,7 +341,7 @@ class AsyncGraph:
                 outcome = SendOutcome(index=index, chat_id=chat_id)
                 try:
                     outcome.message = await self.post_message(chat_id, body)
-                except GraphError as exc:
+                except CrmkitError as exc:  # GraphError, or AuthError from the token provider
                     outcome.error = exc
                 outcome.attempts = self._stats.counts["requests"] - before  # approximate under concurrency
                 outcome.seconds = time.monotonic() - started

@@ -73,6 +73,7 @@ def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxPr
     base = tmp_path_factory.mktemp("auth-sandbox")
     sp = SandboxProc(base / "state", base / "sandbox.log")
     yield sp
+    _msal._close_shared()  # MSAL's per-process HTTP client, before its server goes away
     sp.stop()
 
 
