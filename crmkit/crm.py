@@ -340,11 +340,22 @@ class CRM:
             raise ValidationError(f"page must be ≥ 0 and size 1..{MAX_PAGE}.")
         cols = ", ".join(_check_columns(columns or ADDRESS_COLUMNS))
         order = _check_order(order_by)
-        sql = f"SELECT {cols} FROM addresses{clause} ORDER BY {order} LIMIT {size} OFFSET {page * size}"
+        keys = ", ".join(dict.fromkeys([str(order_by).split()[0], "id"]))
+        # Filter once into (sort key, id), page over that narrow set, then fetch only the page's rows:
+        # sorting every column of every match made deep pages cost ~1 s at 1M addresses.
+        sql = (
+            f"WITH hits AS MATERIALIZED (SELECT {keys} FROM addresses{clause}), "
+            f"page AS (SELECT id FROM hits ORDER BY {order} LIMIT {size} OFFSET {page * size}) "
+            f"SELECT (SELECT count(*) FROM hits) AS _total, {cols} FROM addresses "
+            f"WHERE id IN (SELECT id FROM page) ORDER BY {order}"
+        )
 
         def run(tx: Tx) -> tuple[pd.DataFrame, int]:
-            total = int(self._run_filter(tx, f"SELECT count(*) FROM addresses{clause}", values, scalar=True))
-            return self._run_filter(tx, sql, values), total
+            frame = self._run_filter(tx, sql, values)
+            if frame.empty:  # past the last page: the count still matters to the caller
+                total = self._run_filter(tx, f"SELECT count(*) FROM addresses{clause}", values, scalar=True)
+                return frame.drop(columns="_total"), int(total)
+            return frame.drop(columns="_total").reset_index(drop=True), int(frame["_total"].iloc[0])
 
         return self.store.read(run)
 
@@ -473,7 +484,8 @@ class CRM:
             raise ValidationError(f"Unknown contact type {type_code!r}; see crm.contact_types().")
         new_id = int(tx.one("SELECT coalesce(max(id), 0) + 1 FROM contacts"))
         tx.execute(
-            "INSERT INTO contacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO contacts (id, address_id, happened_at, type_code, subject, notes, user_name, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [new_id, address_id, at or _now(), type_code, subject, notes, self.user.name, source],
         )
         return new_id

@@ -65,8 +65,8 @@ class Tx:
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """First column of the first row, or None."""
-        row = self.execute(sql, params).fetchone()
-        return None if row is None else row[0]
+        rows = self.execute(sql, params).fetchall()  # fetch all: a half-read result blocks register()
+        return rows[0][0] if rows else None
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.execute(sql, params).fetchall()
@@ -111,7 +111,7 @@ class Store:
             self._check_path()
         from .migrations import migrate
 
-        migrate(self)
+        self.applied_migrations = migrate(self)
 
     def _check_path(self) -> None:
         p = Path(self.path)

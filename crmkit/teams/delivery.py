@@ -8,6 +8,7 @@ are committed in small groups, each group in one transaction with its transfer-l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections import defaultdict, deque
@@ -116,16 +117,21 @@ class DeliveryEngine:
                     if progress is not None:
                         progress(state)
 
+        stopping = asyncio.Event()
+
         async def committer() -> None:
-            while True:
-                await asyncio.sleep(self.commit_every)
+            # Never cancelled mid-flush: a cancelled flush would drop outcomes already taken from `pending`.
+            while not stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), self.commit_every)
                 await flush()
 
         ticker = asyncio.create_task(committer())
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.concurrency, total))))
         finally:
-            ticker.cancel()
+            stopping.set()
+            await ticker
             await flush()
         return results
 

@@ -42,6 +42,7 @@ CHAT_KINDS = ("one_on_one", "group")
 MODES = ("per_record", "digest")
 FORMATS = ("card", "table")
 RESULT_COLUMNS = ["record", "recipient", "recipient_name", "status", "message_id", "error"]
+MAX_PASSES = 5
 READ_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_FIELDS = ["id", "displayName", "userPrincipalName", "mail", "accountEnabled", "userType"]
 
@@ -134,8 +135,11 @@ class TeamsService:
         m365: its Microsoft 365 door (accounts, Graph); built from the configuration when omitted.
     """
 
-    def __init__(self, crm: CRM, m365: Microsoft365 | None = None) -> None:
+    def __init__(self, crm: CRM, m365: Microsoft365 | None = None, *, sender: str = "user") -> None:
+        if sender not in ("user", "campaign"):
+            raise ValueError("sender is 'user' (the session user's Teams account) or 'campaign'")
         self.crm = crm
+        self.sender = sender
         self._m365 = m365
         self._graph: GraphClient | None = None
         self._post_graph: GraphClient | None = None
@@ -170,16 +174,29 @@ class TeamsService:
         """
         with self._graph_lock:
             if self._graph is None:
-                self._graph = self.m365.graph(retry=RetryPolicy(statuses=READ_RETRY_STATUSES))
+                self._graph = self._sender_graph(retry=RetryPolicy(statuses=READ_RETRY_STATUSES))
             return self._graph
+
+    def _sender_graph(self, **kw: Any) -> GraphClient:
+        if self.sender == "campaign":
+            return self.m365.campaign.graph(**kw)
+        return self.m365.graph(**kw)
+
+    def sender_account(self) -> str | None:
+        """The Microsoft 365 user name messages go out as (for the transfer log)."""
+        if self.sender == "campaign":
+            info = self.m365.campaign.info()
+            return info.username if info else None
+        account = self.m365.accounts.teams_account()
+        return account.username if account else None
 
     def _delivery_graph(self) -> GraphClient:
         """Graph for posting: only 429 is retried inside; a 5xx may have been stored, so the outbox
         reconciles it instead of posting blindly again."""
         with self._graph_lock:
             if self._post_graph is None:
-                self._post_graph = self.m365.graph(retry=RetryPolicy(statuses=frozenset({429})),
-                                                   limiter=teams_limiter())
+                self._post_graph = self._sender_graph(retry=RetryPolicy(statuses=frozenset({429})),
+                                                      limiter=teams_limiter())
             return self._post_graph
 
     def close(self) -> None:
@@ -392,11 +409,11 @@ class TeamsService:
 
     def enqueue(self, plan: SendPlan, *, source: str | None = None) -> str:
         """Write a planned send to the outbox (and its blocked rows to the transfer log)."""
-        account = self.m365.accounts.teams_account()
+        account = self.sender_account()
 
         def run(tx: Tx) -> str:
             batch_id = create_batch(
-                tx, user=self.crm.user.name, account=account.username if account else None, channel=plan.channel,
+                tx, user=self.crm.user.name, account=account, channel=plan.channel,
                 trigger=plan.trigger, purpose=plan.purpose, subject=plan.subject,
                 options={**asdict(plan.options), "log": plan.log, "blocked": plan.blocked},
                 record_contact=plan.options.record_contact, source=source,
@@ -407,7 +424,7 @@ class TeamsService:
                     privacy.TransferRecord(
                         user_name=self.crm.user.name, channel=plan.channel, trigger=plan.trigger, address_id=a,
                         fields=[], outcome="blocked", recipient_id=r["id"], recipient_name=r["name"],
-                        purpose=plan.purpose, ms_account=account.username if account else None,
+                        purpose=plan.purpose, ms_account=account,
                         message_key=f"{batch_id}:blocked", detail=reason,
                     )
                     for a, reason in plan.blocked.items() for r in plan.recipients
@@ -428,14 +445,21 @@ class TeamsService:
 
     def deliver(self, batch_ids: list[str], *, progress: Callable[[Progress], None] | None = None,
                 cancel_event: threading.Event | None = None) -> pd.DataFrame:
-        rows = open_rows(self.crm.store, batch_ids)
-        if len(rows):
+        # A pass can leave messages unconfirmed (no answer, read-back failed); another pass reconciles
+        # them, as long as passes make progress.
+        for _ in range(MAX_PASSES):
+            rows = open_rows(self.crm.store, batch_ids)
+            if not len(rows):
+                break
             graph = self._delivery_graph()
             engine = DeliveryEngine(self.crm.store, GraphChatGateway(graph), self._side_effects)
-            graph.submit(engine.run(rows, progress=progress, cancel=cancel_event)).result()
+            done = graph.submit(engine.run(rows, progress=progress, cancel=cancel_event)).result()
             if cancel_event is not None and cancel_event.is_set():
                 for b in batch_ids:
                     cancel(self.crm.store, b)
+                break
+            if not any(d.status != "sending" for d in done):
+                break  # no progress: leave the rest for a later resume
         return self.results(batch_ids)
 
     def results(self, batch_ids: list[str]) -> pd.DataFrame:
