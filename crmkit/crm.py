@@ -98,6 +98,10 @@ class CRM:
         self.user = store.read(lambda tx: _load_user(tx, user))
         self.opened_at = _now()
         self._teams: TeamsService | None = None
+        from .teams.sessions import register_session
+
+        # Remembers what this session saw of the Teams switch, so the UI can say "reopen to apply".
+        register_session(self)
 
     def __repr__(self) -> str:
         return f"<CRM {self.store.path!r} user={self.user.name!r}>"
@@ -198,6 +202,11 @@ class CRM:
         spec = _spec(SETTINGS, name)
         self.require(spec.right)
         _check_value(spec, value)
+        if name == "teams.enabled":  # switching on also creates the contact type TS, in one transaction
+            from .teams import activation
+
+            activation.set_enabled(self, value)
+            return
         self.store.write(lambda tx: self._set_setting(tx, name, value))
 
     def _set_setting(self, tx: Tx, name: str, value: Any) -> None:

@@ -121,16 +121,13 @@ def test_set_enabled_takes_a_bool(admin: CRM) -> None:
 
 
 def test_reopen_notice_and_sessions_needing_reopen(admin: CRM) -> None:
-    early = as_user(admin, "sam")
-    sessions.register_session(early)
-    sessions.register_session(admin)
+    early = as_user(admin, "sam")  # opening a session registers it
     assert early.teams_enabled_at_open is False  # type: ignore[attr-defined]
     assert sessions.reopen_notice(early) is None
 
     activation.enable(admin)
 
     late = as_user(admin, "sam")
-    sessions.register_session(late)
     assert late.teams_enabled_at_open is True  # type: ignore[attr-defined]
     assert sessions.reopen_notice(late) is None
     notice = sessions.reopen_notice(early, "en")
@@ -162,10 +159,9 @@ def test_sessions_list_needs_teams_admin(admin: CRM) -> None:
 
 
 def test_closed_and_dead_sessions_are_not_listed(admin: CRM) -> None:
+    sessions.close_session(admin)
     gone = as_user(admin, "sam")
     dead = as_user(admin, "sam")
-    sessions.register_session(gone)
-    sessions.register_session(dead)
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
     admin.store.execute("UPDATE sessions SET pid = ? WHERE id = ?", [int(proc.stdout), dead.session_id])  # type: ignore[attr-defined]
@@ -191,13 +187,13 @@ def test_register_session_on_a_file_is_one_short_write(db_path: Path) -> None:
     crm = crmkit.open(db_path)
     seen: list[str] = []
     crm.store.tracer = lambda sql, params: seen.append(sql)
-    session_id = sessions.register_session(crm)
+    session_id = sessions.register_session(crm)  # opening registered once already; this is a second row
     assert session_id is not None
     assert sum(s.startswith("BEGIN") for s in seen) == 1
-    other = crmkit.open(db_path)
-    assert sessions.register_session(other) == session_id + 1
+    other = crmkit.open(db_path)  # registers on open
+    assert other.session_id == session_id + 1  # type: ignore[attr-defined]
     frame = other.store.df("SELECT * FROM sessions ORDER BY id")
-    assert isinstance(frame, pd.DataFrame) and len(frame) == 2
+    assert isinstance(frame, pd.DataFrame) and len(frame) == 3
     sessions.touch_session(crm)
     sessions.close_session(crm)
-    assert other.store.one("SELECT count(*) FROM sessions") == 1
+    assert other.store.one("SELECT count(*) FROM sessions") == 2
