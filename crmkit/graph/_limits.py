@@ -68,10 +68,12 @@ class RateLimiter:
             self._chat_next[chat_id] = max(self.ready_at(chat_id), self._clock() + seconds)
 
     async def _tenant_turn(self) -> None:
-        # Starts follow a drift-free schedule one ``tenant_interval`` apart. A caller that wakes
-        # late (a busy event loop) may catch up, but only at ``min_gap`` spacing, for at most
-        # ``max_lag`` seconds, and never beyond ``window_cap`` starts in any one-second window:
-        # the server counts a sliding window, so that cap (one below its limit) is the hard guard.
+        # Starts follow a drift-free schedule one ``tenant_interval`` apart. A caller that was
+        # already waiting but woke late (a busy event loop) may catch up, at ``min_gap`` spacing
+        # and for at most ``max_lag`` seconds; idle time earns no credit (a caller arriving after
+        # its slot starts the schedule afresh). ``window_cap`` starts per sliding second, one below
+        # the server's limit, is the hard guard, since the server counts a sliding window.
+        arrived = self._clock()
         if self._tenant_lock is None:
             self._tenant_lock = asyncio.Lock()
         async with self._tenant_lock:
@@ -79,7 +81,8 @@ class RateLimiter:
                 now = self._clock()
                 while self._starts and self._starts[0] <= now - 1.0:
                     self._starts.popleft()
-                target = max(self._tenant_next, now - self.max_lag, self._last_start + self.min_gap)
+                scheduled = max(self._tenant_next, arrived, now - self.max_lag)
+                target = max(scheduled, self._last_start + self.min_gap)
                 capped = len(self._starts) >= self.window_cap and self._starts[0] + 1.0 > target
                 if capped:
                     target = self._starts[0] + 1.0
@@ -89,8 +92,7 @@ class RateLimiter:
             self._starts.append(now)
             self._last_start = now
             # A wait forced by the window cap restarts the schedule (no catch-up burst after it).
-            base = now if capped else max(self._tenant_next, now - self.max_lag)
-            self._tenant_next = base + self.tenant_interval
+            self._tenant_next = (now if capped else scheduled) + self.tenant_interval
 
     @asynccontextmanager
     async def slot(self, chat_id: str | None = None) -> AsyncIterator[None]:
