@@ -75,8 +75,13 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run the local sandbox tenant.")
     p.set_defaults(func=_cmd_sandbox)
 
-    p = sub.add_parser("demo", help="start the demo (not yet available)",
-                       description="Start the crmkit demo: sandbox tenant, demo data and dashboards.")
+    p = sub.add_parser("demo", help="start the demo: sandbox tenant, demo data, Voila dashboards",
+                       description="Start the crmkit demo: the local sandbox tenant, 1,000 demo addresses "
+                                   "(first run only) and the Voila dashboards on 127.0.0.1; prints the URLs.")
+    p.add_argument("--addresses", type=_count, default=1000, metavar="N",
+                   help="demo addresses to create when the database is empty (default 1000)")
+    p.add_argument("--sandbox-port", type=_count, default=8765, metavar="PORT", help="default 8765")
+    p.add_argument("--voila-port", type=_count, default=8866, metavar="PORT", help="default 8866")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("worker", help="run the campaign-action worker (not yet available)",
@@ -169,9 +174,10 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Placeholder: the lead replaces this with the one-command demo."""
-    print("crmkit demo: not yet available.", file=sys.stderr)
-    return EXIT_ERROR
+    from .demo import DemoSettings, run_demo
+
+    return run_demo(DemoSettings(db=args.db, addresses=args.addresses, sandbox_port=args.sandbox_port,
+                                 voila_port=args.voila_port))
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import queue
-import subprocess
 import sys
-import threading
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -15,50 +11,22 @@ from urllib.parse import urljoin
 import httpx
 
 from crmkit.sandbox import SANDBOX_PASSWORD
+from crmkit.sandbox.process import SandboxProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-URL_PREFIX = "CRMKIT_SANDBOX_URL="
 
 
-class SandboxProc:
-    """``python -m crmkit.sandbox`` on a free loopback port; ``extra`` adds CLI flags."""
+class SandboxProc(SandboxProcess):
+    """The sandbox for a test session, logging to ``log``; ``extra`` adds CLI flags."""
 
     def __init__(self, state: Path, log: Path, extra: list[str] | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
         self.log = log
         self._log_file = log.open("w")
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "crmkit.sandbox", "--port", "0", "--state", str(state), *(extra or [])],
-            stdout=subprocess.PIPE, stderr=self._log_file, text=True, cwd=ROOT, env=env,
-        )
-        lines: queue.Queue[str] = queue.Queue()
+        super().__init__(state, log=self._log_file, extra=extra or ())
 
-        def pump() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                lines.put(line.rstrip("\n"))
-
-        threading.Thread(target=pump, daemon=True).start()
-        try:
-            first = lines.get(timeout=30)
-        except queue.Empty:
-            self.stop()
-            raise RuntimeError(f"sandbox did not start:\n{log.read_text()}") from None
-        assert first.startswith(URL_PREFIX), first
-        self.url = first[len(URL_PREFIX):]
-        httpx.get(f"{self.url}/_sandbox/health", timeout=10).raise_for_status()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
         self._log_file.close()
 
 
