@@ -4,7 +4,7 @@
     crmkit [--db PATH] [--user NAME] demo-data --addresses N [--seed S] [--replace]
     crmkit sandbox …      the local Microsoft sandbox tenant
     crmkit demo           the demo (filled in by the lead)
-    crmkit worker         the campaign-action worker (filled in by the lead)
+    crmkit [--db PATH] [--user NAME] worker [--interval S] [--once]   the campaign-action worker
 
 Every crmkit error ends as one line on stderr and exit code 2; so do bad arguments (argparse).
 """
@@ -84,8 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--voila-port", type=_count, default=8866, metavar="PORT", help="default 8866")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("worker", help="run the campaign-action worker (not yet available)",
-                       description="Run delayed campaign actions and resume the outbox.")
+    p = sub.add_parser("worker", help="run the campaign-action worker",
+                       description="Run campaign reaction actions when they are due (delayed ones, and immediate "
+                                   "ones whose recording process died). One worker is active at a time; others "
+                                   "stand by and take over when it stops. SIGTERM or Ctrl-C stop it cleanly.")
+    # SUPPRESS: given here they override the global --db/--user, left out they leave them alone.
+    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="the DuckDB database file")
+    p.add_argument("--user", metavar="NAME", default=argparse.SUPPRESS,
+                   help="the CRM user the worker acts as (default: $CRMKIT_USER, else admin)")
+    p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between rounds (default 5)")
+    p.add_argument("--once", action="store_true", help="run what is due now, then exit")
     p.set_defaults(func=_cmd_worker)
     return parser
 
@@ -181,9 +190,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    """Placeholder: the lead replaces this with the campaign-action worker."""
-    print("crmkit worker: not yet available.", file=sys.stderr)
-    return EXIT_ERROR
+    """The campaign-action worker (crmkit.campaigns.worker); prints one line per state change."""
+    import logging
+    import signal
+    import threading
+
+    from .campaigns.worker import run_worker
+
+    if args.interval < 0:
+        print("crmkit: error: --interval must be 0 or more.", file=sys.stderr)
+        return EXIT_ERROR
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"crmkit worker: {signal.Signals(signum).name}, stopping after the current run.", file=sys.stderr)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    stats = run_worker(args.db, poll_interval=args.interval, once=args.once, stop_event=stop, user=args.user)
+    outcomes = ", ".join(f"{n} {status}" for status, n in sorted(stats.outcomes.items())) or "none"
+    role = "active" if stats.active else "standby (another worker held the lease)"
+    print(f"crmkit worker: stopped; was {role}; runs: {outcomes}.")
+    return EXIT_OK
 
 
 # -- helpers -----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .campaigns._schema import CAMPAIGNS_MIGRATION
 from .errors import NotACrmkitDatabase
 from .rights import BUILTIN_ROLES
 from .teams.outbox import OUTBOX_MIGRATION
@@ -202,6 +203,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX transfer_log_dedupe ON transfer_log (dedupe_key)",
     ]),
     (4, "teams send: durable outbox; contacts carry recipients and a message link", OUTBOX_MIGRATION),
+    (5, "campaigns: activities, participants, reactions, reaction actions, runs, worker lease", CAMPAIGNS_MIGRATION),
 ]
 
 

@@ -1,0 +1,291 @@
+"""Carrying out one action run: plan → outbox (same transaction as the run row) → deliver → outcome.
+
+A run is worked on by one process at a time, the one named in ``claimed_by``. A claim ends when
+the run is finished, when it expires, or (on the same machine) when its process is gone; only
+then may another process take the run over. Once a run row carries an outbox batch id, it is
+never planned again: taking over means delivering that batch, and the outbox reconciles whatever
+the previous process may already have posted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .. import privacy
+from ..errors import AuthError, CrmkitError, GraphError, IntegrationDisabled
+from ..teams.outbox import add_messages, create_batch, utcnow
+from ..teams.send import SendOptions
+from ._template import render_message, render_subject, template_fields
+
+if TYPE_CHECKING:
+    from ..crm import CRM
+    from ..store import Tx
+    from ..teams.send import SendPlan, TeamsService
+
+__all__ = ["Claimer", "RunOutcome", "claim_due", "execute_run", "retry_delay"]
+
+log = logging.getLogger("crmkit.campaigns")
+
+FINAL = ("done", "failed", "skipped")
+RETRY_CAP_S = 3600.0
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds until the next attempt: doubling from ``CRMKIT_CAMPAIGN_RETRY_S`` (default 60), capped at 1 h."""
+    base = float(os.environ.get("CRMKIT_CAMPAIGN_RETRY_S") or 60)
+    return float(min(base * 2 ** max(attempts - 1, 0), RETRY_CAP_S))
+
+
+@dataclass(frozen=True)
+class Claimer:
+    """Who works on runs: a process (host + pid) with a unique holder id, and how long its claims last."""
+
+    holder: str
+    pid: int
+    host: str
+    ttl: float
+
+    @classmethod
+    def here(cls, role: str, ttl: float) -> Claimer:
+        host, pid = socket.gethostname(), os.getpid()
+        return cls(f"{role}:{host}:{pid}:{uuid.uuid4().hex[:8]}", pid, host, ttl)
+
+    def gone(self, host: str | None, pid: int | None) -> bool:
+        """Whether another claim's process is known dead (only provable on this machine)."""
+        return host == self.host and pid is not None and pid != self.pid and not pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed but unreaped child is a zombie: it will never finish its run
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What happened to a run in this attempt (``status`` is its new state)."""
+
+    run_id: int
+    status: str
+    error: str | None = None
+
+
+def claim_columns(claimer: Claimer) -> tuple[str, list[Any]]:
+    sql = ("status = 'running', attempts = attempts + 1, claimed_by = ?, claim_pid = ?, claim_host = ?, "
+           "claim_expires_at = ?")
+    return sql, [claimer.holder, claimer.pid, claimer.host, utcnow() + timedelta(seconds=claimer.ttl)]
+
+
+def claim_due(crm: CRM, claimer: Claimer, *, limit: int = 20) -> list[int]:
+    """Claim runs that are due, due again after a failure, or abandoned by a dead or expired claim."""
+
+    def run(tx: Tx) -> list[int]:
+        now = utcnow()
+        ready = [r[0] for r in tx.rows(
+            "SELECT id FROM campaign_runs WHERE status IN ('due', 'retry') AND coalesce(next_attempt_at, due_at) <= ? "
+            "ORDER BY coalesce(next_attempt_at, due_at), id LIMIT ?", [now, limit])]
+        abandoned = [r[0] for r in tx.rows(
+            "SELECT id, claim_host, claim_pid, claim_expires_at FROM campaign_runs WHERE status = 'running' "
+            "AND claimed_by IS DISTINCT FROM ? ORDER BY id", [claimer.holder])
+            if r[3] is None or r[3] < now or claimer.gone(r[1], r[2])]
+        ids = (ready + abandoned)[:limit]
+        if not ids:
+            return []
+        sets, params = claim_columns(claimer)
+        tx.execute(f"UPDATE campaign_runs SET {sets} WHERE id IN ({', '.join('?' * len(ids))})", [*params, *ids])
+        return ids
+
+    return crm.store.write(run)
+
+
+_CONTEXT_SQL = """
+SELECT r.id, r.status, r.batch_id, r.claimed_by, r.attempts, r.address_id, rr.recorded_by,
+       a.recipients, a.subject, a.message, a.record_contact, a.include_record, a.record_format, a.chat,
+       a.importance, a.skip_blocked, a.purpose, a.language, a.description,
+       c.name AS campaign, act.name AS activity, re.name AS reaction
+FROM campaign_runs r
+JOIN campaign_actions a ON a.id = r.action_id
+JOIN campaign_reactions re ON re.id = a.reaction_id
+JOIN campaign_activities act ON act.id = re.activity_id
+JOIN campaigns c ON c.id = act.campaign_id
+JOIN campaign_recorded_reactions rr ON rr.id = r.recorded_reaction_id
+WHERE r.id = ?"""
+
+
+class _LostClaim(Exception):
+    """Another process owns the run now; leave it alone."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Passing troubles: no or broken campaign account, integration off, Graph or network failures."""
+    return isinstance(exc, (AuthError, GraphError, IntegrationDisabled, httpx.HTTPError, OSError, TimeoutError))
+
+
+def describe_error(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, AuthError):
+        return f"Campaign account cannot sign in: {text}"
+    if isinstance(exc, GraphError):
+        return f"Microsoft Graph: {text}"
+    if isinstance(exc, (httpx.HTTPError, OSError, TimeoutError)):
+        return f"Network: {text}"
+    return text
+
+
+def execute_run(crm: CRM, service: TeamsService, claimer: Claimer, run_id: int) -> RunOutcome:
+    """Carry out one claimed run; never raises for a run's own failure (it is recorded on the run)."""
+    try:
+        ctx = crm.store.read(lambda tx: tx.df(_CONTEXT_SQL, [run_id]))
+        if ctx.empty:
+            return RunOutcome(run_id, "failed", "run not found")
+        row = ctx.astype(object).where(ctx.notna(), None).iloc[0].to_dict()
+        if row["claimed_by"] != claimer.holder or row["status"] != "running":
+            return RunOutcome(run_id, str(row["status"]), "claimed by another process")
+        batch_id = row["batch_id"] or _plan_and_enqueue(crm, service, claimer, row)
+        if isinstance(batch_id, RunOutcome):
+            return batch_id
+        results = service.deliver([batch_id])
+        return _record_delivery(crm, claimer, row, results)
+    except _LostClaim:
+        return RunOutcome(run_id, "running", "claimed by another process")
+    except Exception as exc:
+        if not isinstance(exc, CrmkitError) and not _retryable(exc):
+            log.exception("campaign run %s failed unexpectedly", run_id)
+        attempts = int(crm.store.one("SELECT attempts FROM campaign_runs WHERE id = ?", [run_id]) or 1)
+        if _retryable(exc):
+            delay = retry_delay(attempts)
+            error = f"{describe_error(exc)} (attempt {attempts}; next try in {delay:.0f} s)"
+            return _finish(crm, claimer, run_id, "retry", error, utcnow() + timedelta(seconds=delay))
+        return _finish(crm, claimer, run_id, "failed", describe_error(exc))
+
+
+def _values(crm: CRM, row: dict[str, Any]) -> dict[str, Any]:
+    values = dict(crm.address(int(row["address_id"])))
+    values.update(campaign=row["campaign"], activity=row["activity"], reaction=row["reaction"])
+    return values
+
+
+def _plan_and_enqueue(crm: CRM, service: TeamsService, claimer: Claimer, row: dict[str, Any]) -> str | RunOutcome:
+    if not crm.setting("teams.enabled"):
+        raise IntegrationDisabled("The Microsoft Teams integration is switched off; a Teams administrator can "
+                                  "switch it on in the settings dashboard.")
+    values = _values(crm, row)
+    options = SendOptions(
+        chat=row["chat"], record_format=row["record_format"], include_record=bool(row["include_record"]),
+        importance=row["importance"], record_contact=bool(row["record_contact"]), purpose=row["purpose"],
+        language=row["language"] or crm.language,
+    )
+    recipients = [r["id"] for r in json.loads(row["recipients"])]
+    plan = service.plan(int(row["address_id"]), recipients, render_subject(row["subject"], values),
+                        render_message(row["message"], values), options=options,
+                        channel="teams_campaign", trigger="campaign")
+    _add_template_fields(crm, plan, row)
+    account = service.sender_account()
+    run_id = int(row["id"])
+
+    def run(tx: Tx) -> str | RunOutcome:
+        owner = tx.rows("SELECT claimed_by, status, batch_id FROM campaign_runs WHERE id = ?", [run_id])
+        if not owner or owner[0][0] != claimer.holder or owner[0][1] != "running" or owner[0][2] is not None:
+            raise _LostClaim
+        batch_id = _enqueue(tx, plan, user=str(row["recorded_by"]), account=account, source=f"campaign_run:{run_id}")
+        tx.execute("UPDATE campaign_runs SET batch_id = ? WHERE id = ?", [batch_id, run_id])
+        if plan.messages:
+            return batch_id
+        # The address is blocked (flag or policy): nothing to deliver; the block is in the transfer log.
+        reason = "; ".join(f"address {a} blocked ({why})" for a, why in plan.blocked.items()) or "nothing to send"
+        status = "skipped" if row["skip_blocked"] else "failed"
+        _finish_tx(tx, run_id, status, reason, None)
+        return RunOutcome(run_id, status, reason)
+
+    return crm.store.write(run)
+
+
+def _add_template_fields(crm: CRM, plan: SendPlan, row: dict[str, Any]) -> None:
+    """Placeholders put address fields into the text too: log them, and ask the policy about them."""
+    extra = template_fields(row["subject"], row["message"])
+    if not extra:
+        return
+    for message in plan.messages:
+        for key in message.field_names:
+            message.field_names[key] = sorted({*message.field_names[key], *extra})
+    for key in plan.field_names:
+        plan.field_names[key] = sorted({*plan.field_names[key], *extra})
+    decision = privacy.check_transfer(crm, plan.channel, [int(row["address_id"])], plan.purpose,
+                                      fields=sorted({f for v in plan.field_names.values() for f in v}))
+    plan.log = plan.log or decision.log
+
+
+def _enqueue(tx: Tx, plan: SendPlan, *, user: str, account: str | None, source: str) -> str:
+    """What ``TeamsService.enqueue`` writes, inside the caller's transaction (see the module docstring)."""
+    batch_id = create_batch(
+        tx, user=user, account=account, channel=plan.channel, trigger=plan.trigger, purpose=plan.purpose,
+        subject=plan.subject, options={**asdict(plan.options), "log": plan.log, "blocked": plan.blocked},
+        record_contact=plan.options.record_contact, source=source,
+    )
+    add_messages(tx, batch_id, plan.messages)
+    if plan.blocked:
+        privacy.log_transfers(tx, [
+            privacy.TransferRecord(
+                user_name=user, channel=plan.channel, trigger=plan.trigger, address_id=a, fields=[],
+                outcome="blocked", recipient_id=r["id"], recipient_name=r["name"], purpose=plan.purpose,
+                ms_account=account, message_key=f"{batch_id}:blocked", detail=reason,
+            )
+            for a, reason in plan.blocked.items() for r in plan.recipients
+        ])
+    return batch_id
+
+
+def _record_delivery(crm: CRM, claimer: Claimer, row: dict[str, Any], results: Any) -> RunOutcome:
+    run_id = int(row["id"])
+    statuses = list(results["status"]) if len(results) else []
+    failed = results[results["status"] == "failed"] if len(results) else results
+    if any(s in ("pending", "sending") for s in statuses):
+        attempts = int(row["attempts"] or 1)
+        delay = retry_delay(attempts)
+        error = f"{statuses.count('sent')} of {len(statuses)} messages confirmed; the rest are reconciled " \
+                f"with Teams in {delay:.0f} s"
+        return _finish(crm, claimer, run_id, "retry", error, utcnow() + timedelta(seconds=delay))
+    if len(failed):
+        detail = "; ".join(f"{r.recipient_name}: {r.error}" for r in failed.itertuples())
+        return _finish(crm, claimer, run_id, "failed",
+                       f"{statuses.count('sent')} of {len(statuses)} messages sent; {detail}")
+    return _finish(crm, claimer, run_id, "done", None)
+
+
+def _finish_tx(tx: Tx, run_id: int, status: str, error: str | None, next_at: Any) -> None:
+    tx.execute(
+        "UPDATE campaign_runs SET status = ?, error = ?, next_attempt_at = ?, finished_at = ?, claimed_by = NULL, "
+        "claim_pid = NULL, claim_host = NULL, claim_expires_at = NULL WHERE id = ?",
+        [status, error, next_at, utcnow() if status in FINAL else None, run_id],
+    )
+
+
+def _finish(crm: CRM, claimer: Claimer, run_id: int, status: str, error: str | None, next_at: Any = None
+            ) -> RunOutcome:
+    def run(tx: Tx) -> RunOutcome:
+        current = tx.rows("SELECT claimed_by, status FROM campaign_runs WHERE id = ?", [run_id])
+        if not current or current[0][0] != claimer.holder:
+            return RunOutcome(run_id, current[0][1] if current else "failed", "claimed by another process")
+        _finish_tx(tx, run_id, status, error, next_at)
+        return RunOutcome(run_id, status, error)
+
+    outcome = crm.store.write(run)
+    log.info("campaign run %s: %s%s", run_id, outcome.status, f" ({outcome.error})" if outcome.error else "")
+    return outcome

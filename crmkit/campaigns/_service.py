@@ -1,0 +1,588 @@
+"""Campaigns, activities, reactions, reaction actions and their runs: ``Campaigns(crm)``.
+
+Editing needs ``campaign.admin``; recording reactions and reading need only a CRM user. Recording
+a reaction creates its action runs in the same transaction, keyed by (action, recorded reaction),
+so a run exists exactly once. Immediate runs are delivered right away by the recording call;
+later ones by ``crmkit worker`` (see :mod:`crmkit.campaigns.worker`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ..errors import NotFound, ValidationError
+from ..teams.outbox import utcnow
+from ..teams.send import CHAT_KINDS, FORMATS
+from ._runner import Claimer, RunOutcome, claim_columns, claim_due, execute_run
+from ._schema import TIMINGS
+from ._template import check_template
+
+if TYPE_CHECKING:
+    from ..auth import CampaignAccountInfo
+    from ..crm import CRM
+    from ..store import Tx
+    from ..teams.send import TeamsService
+
+__all__ = ["ACTION_DEFAULTS", "ACTIVITY_KINDS", "Campaigns", "RecordResult", "TeamsAction"]
+
+ACTIVITY_KINDS = ("mailing", "call", "email", "visit", "event", "other")
+IMPORTANCE = ("normal", "high", "urgent")
+MAX_RECIPIENTS = 50
+RIGHT = "campaign.admin"
+# The recording process keeps its claim this long; a worker on another machine takes over only after.
+SESSION_CLAIM_TTL = 900.0
+
+# Editable fields of a "Send message in Microsoft Teams" action and their defaults.
+ACTION_DEFAULTS: dict[str, Any] = {
+    "recipients": [], "subject": "", "message": "", "timing": "immediately", "delay": None, "at": None,
+    "record_contact": False, "include_record": True, "record_format": "card", "chat": "one_on_one",
+    "importance": "normal", "skip_blocked": True, "purpose": None, "language": None, "active": True,
+}
+
+
+@dataclass(frozen=True)
+class TeamsAction:
+    """A reaction action of type "Send message in Microsoft Teams" (Nachricht in Microsoft Teams versenden).
+
+    ``delay`` is set for timing ``delay``; ``at`` (naive UTC) for timing ``at``. The sender is
+    always the system's one campaign account.
+    """
+
+    id: int
+    reaction_id: int
+    description: str
+    recipients: list[dict[str, str]]
+    subject: str
+    message: str
+    timing: str
+    delay: timedelta | None
+    at: datetime | None
+    record_contact: bool
+    include_record: bool
+    record_format: str
+    chat: str
+    importance: str
+    skip_blocked: bool
+    purpose: str | None
+    language: str | None
+    active: bool
+
+
+@dataclass
+class RecordResult:
+    """What recording a reaction did.
+
+    Attributes:
+        recorded: address id → recorded-reaction id (new or the earlier one).
+        new: addresses recorded now; ``already``: recorded before (no new runs).
+        runs: ids of the runs created now.
+        outcomes: the immediate runs this call delivered.
+    """
+
+    recorded: dict[int, int] = field(default_factory=dict)
+    new: list[int] = field(default_factory=list)
+    already: list[int] = field(default_factory=list)
+    runs: list[int] = field(default_factory=list)
+    outcomes: list[RunOutcome] = field(default_factory=list)
+
+
+def _now() -> datetime:
+    return datetime.now().replace(microsecond=0)
+
+
+def to_utc(value: datetime) -> datetime:
+    """A naive UTC timestamp from an aware one, or from a naive one meant as local time."""
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _text(value: Any, what: str, *, required: bool = True, limit: int = 200) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise ValidationError(f"{what} is required.")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} is text, not {type(value).__name__}.")
+    value = value.strip()
+    if len(value) > limit:
+        raise ValidationError(f"{what} has at most {limit} characters.")
+    return value
+
+
+def _id(value: Any, what: str = "id") -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValidationError(f"A {what} is an integer, not {value!r}.")
+    return int(value.__index__())
+
+
+def _recipients(value: Any) -> list[dict[str, str]]:
+    if isinstance(value, (str, dict)) or not isinstance(value, Iterable):
+        value = [value]
+    out: list[dict[str, str]] = []
+    for item in value:
+        if isinstance(item, str) and item.strip():
+            out.append({"id": item.strip(), "name": item.strip()})
+        elif isinstance(item, dict) and str(item.get("id") or "").strip():
+            name = item.get("name") or item.get("displayName") or item.get("userPrincipalName") or item["id"]
+            entry = {"id": str(item["id"]).strip(), "name": str(name)}
+            if item.get("userPrincipalName") or item.get("upn"):
+                entry["upn"] = str(item.get("userPrincipalName") or item.get("upn"))
+            out.append(entry)
+        else:
+            raise ValidationError(f"A recipient is a directory user (id or user name), not {item!r}.")
+    out = list({r["id"]: r for r in out}.values())
+    if not out:
+        raise ValidationError("Pick at least one recipient from the directory.")
+    if len(out) > MAX_RECIPIENTS:
+        raise ValidationError(f"At most {MAX_RECIPIENTS} recipients per action.")
+    return out
+
+
+def _clean_action(values: dict[str, Any]) -> dict[str, Any]:
+    """Validate a full set of action fields; returns the column values."""
+    unknown = set(values) - set(ACTION_DEFAULTS) - {"description"}
+    if unknown:
+        raise ValidationError(f"Unknown action fields {sorted(unknown)}; known: description, "
+                              f"{', '.join(ACTION_DEFAULTS)}.")
+    v = {**ACTION_DEFAULTS, **values}
+    description = _text(v.get("description"), "A description of the action")
+    subject = _text(v["subject"], "The subject", required=False) or description
+    message = v["message"] or ""
+    if not isinstance(message, str) or len(message) > 20_000:
+        raise ValidationError("The message is text of at most 20,000 characters.")
+    check_template(subject or "")
+    check_template(message)
+    timing = v["timing"]
+    if timing not in TIMINGS:
+        raise ValidationError(f"timing must be one of {TIMINGS}, not {timing!r}.")
+    delay_seconds = run_at = None
+    if timing == "delay":
+        delay = v["delay"]
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise ValidationError("A delayed action needs delay= a positive timedelta or number of seconds.")
+        delay_seconds = round(seconds)
+    elif timing == "at":
+        if not isinstance(v["at"], datetime):
+            raise ValidationError("An action at a date and time needs at= a datetime.")
+        run_at = to_utc(v["at"]).replace(microsecond=0)
+    for name, allowed in (("chat", CHAT_KINDS), ("record_format", FORMATS), ("importance", IMPORTANCE),
+                          ("language", (None, "de", "en"))):
+        if v[name] not in allowed:
+            raise ValidationError(f"{name} must be one of {allowed}, not {v[name]!r}.")
+    for name in ("record_contact", "include_record", "skip_blocked", "active"):
+        if not isinstance(v[name], bool):
+            raise ValidationError(f"{name} is True or False.")
+    return {
+        "description": description, "recipients": json.dumps(_recipients(v["recipients"]), ensure_ascii=False),
+        "subject": subject, "message": message, "timing": timing, "delay_seconds": delay_seconds,
+        "run_at": run_at, "record_contact": v["record_contact"], "include_record": v["include_record"],
+        "record_format": v["record_format"], "chat": v["chat"], "importance": v["importance"],
+        "skip_blocked": v["skip_blocked"], "purpose": _text(v["purpose"], "The purpose", required=False,
+                                                              limit=500),
+        "language": v["language"], "active": v["active"],
+    }
+
+
+def _action(row: dict[str, Any]) -> TeamsAction:
+    return TeamsAction(
+        id=int(row["id"]), reaction_id=int(row["reaction_id"]), description=row["description"],
+        recipients=json.loads(row["recipients"]), subject=row["subject"], message=row["message"],
+        timing=row["timing"],
+        delay=None if row["delay_seconds"] is None else timedelta(seconds=int(row["delay_seconds"])),
+        at=row["run_at"], record_contact=bool(row["record_contact"]), include_record=bool(row["include_record"]),
+        record_format=row["record_format"], chat=row["chat"], importance=row["importance"],
+        skip_blocked=bool(row["skip_blocked"]), purpose=row["purpose"], language=row["language"],
+        active=bool(row["active"]),
+    )
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return list(frame.astype(object).where(frame.notna(), None).to_dict("records"))
+
+
+class Campaigns:
+    """Campaigns of a CRM session.
+
+    Args:
+        crm: the session; its user needs ``campaign.admin`` to edit, nothing to record reactions.
+        teams: the Teams service that sends as the campaign account (built on first use).
+    """
+
+    def __init__(self, crm: CRM, *, teams: TeamsService | None = None) -> None:
+        self.crm = crm
+        self._teams = teams
+        self._lock = threading.Lock()
+        self.claimer = Claimer.here("session", SESSION_CLAIM_TTL)
+
+    def __repr__(self) -> str:
+        return f"<Campaigns user={self.crm.user.name!r}>"
+
+    @property
+    def teams(self) -> TeamsService:
+        """The Teams service sending as the campaign account."""
+        with self._lock:
+            if self._teams is None:
+                from ..teams.send import TeamsService
+
+                self._teams = TeamsService(self.crm, sender="campaign")
+            return self._teams
+
+    def close(self) -> None:
+        if self._teams is not None:
+            self._teams.close()
+
+    def sender(self) -> CampaignAccountInfo | None:
+        """The default sender of every Teams action: the system's campaign account (None if not set up)."""
+        return self.teams.m365.campaign.info()
+
+    def directory(self, text: str = "", *, limit: int = 25) -> pd.DataFrame:
+        """People from the directory for the recipients picker (searched as the campaign account)."""
+        return self.teams.directory(text, limit=limit)
+
+    # -- campaigns, activities, participants, reactions -------------------------------------------------
+
+    def campaigns(self) -> pd.DataFrame:
+        return self.crm.store.df(
+            "SELECT c.id, c.name, c.description, count(a.id) AS activities, c.modified_at FROM campaigns c "
+            "LEFT JOIN campaign_activities a ON a.campaign_id = c.id GROUP BY ALL ORDER BY c.id")
+
+    def add_campaign(self, name: str, description: str | None = None) -> int:
+        """Create a campaign (needs ``campaign.admin``); returns its id."""
+        self.crm.require(RIGHT)
+        name_ = _text(name, "A campaign name")
+        desc = _text(description, "The description", required=False, limit=2000)
+
+        def run(tx: Tx) -> int:
+            now, user = _now(), self.crm.user.name
+            new_id = int(tx.one(
+                "INSERT INTO campaigns (name, description, created_at, created_by, modified_at, modified_by) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id", [name_, desc, now, user, now, user]))
+            self.crm._audit(tx, "campaigns", f"campaign:{new_id}", None, {"name": name_})
+            return new_id
+
+        return self.crm.store.write(run)
+
+    def rename_campaign(self, campaign_id: int, name: str, description: str | None = None) -> None:
+        self.crm.require(RIGHT)
+        campaign_id = _id(campaign_id, "campaign id")
+        name_ = _text(name, "A campaign name")
+        desc = _text(description, "The description", required=False, limit=2000)
+
+        def run(tx: Tx) -> None:
+            old = tx.one("SELECT name FROM campaigns WHERE id = ?", [campaign_id])
+            if old is None:
+                raise NotFound(f"No campaign with id {campaign_id}.")
+            tx.execute("UPDATE campaigns SET name = ?, description = ?, modified_at = ?, modified_by = ? WHERE id = ?",
+                       [name_, desc, _now(), self.crm.user.name, campaign_id])
+            self.crm._audit(tx, "campaigns", f"campaign:{campaign_id}", {"name": old}, {"name": name_})
+
+        self.crm.store.write(run)
+
+    def activities(self, campaign_id: int | None = None) -> pd.DataFrame:
+        where, params = ("WHERE a.campaign_id = ?", [_id(campaign_id)]) if campaign_id is not None else ("", [])
+        return self.crm.store.df(
+            "SELECT a.id, a.campaign_id, c.name AS campaign, a.name, a.kind, a.description, "
+            "(SELECT count(*) FROM campaign_participants p WHERE p.activity_id = a.id) AS participants "
+            f"FROM campaign_activities a JOIN campaigns c ON c.id = a.campaign_id {where} ORDER BY a.id", params)
+
+    def add_activity(self, campaign_id: int, name: str, *, kind: str = "mailing",
+                     description: str | None = None) -> int:
+        """Add an activity (a step such as a mailing or a call) to a campaign; returns its id."""
+        self.crm.require(RIGHT)
+        campaign_id = _id(campaign_id, "campaign id")
+        name_ = _text(name, "An activity name")
+        if kind not in ACTIVITY_KINDS:
+            raise ValidationError(f"kind must be one of {ACTIVITY_KINDS}, not {kind!r}.")
+        desc = _text(description, "The description", required=False, limit=2000)
+
+        def run(tx: Tx) -> int:
+            if not tx.one("SELECT count(*) FROM campaigns WHERE id = ?", [campaign_id]):
+                raise NotFound(f"No campaign with id {campaign_id}.")
+            new_id = int(tx.one(
+                "INSERT INTO campaign_activities (campaign_id, name, kind, description, created_at, created_by) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id", [campaign_id, name_, kind, desc, _now(), self.crm.user.name]))
+            self.crm._audit(tx, "campaigns", f"activity:{new_id}", None, {"campaign": campaign_id, "name": name_})
+            return new_id
+
+        return self.crm.store.write(run)
+
+    def add_participants(self, activity_id: int, address_ids: Iterable[int]) -> int:
+        """Make addresses participants of an activity; returns how many were new."""
+        self.crm.require(RIGHT)
+        activity_id = _id(activity_id, "activity id")
+        ids = list(dict.fromkeys(_id(a, "address id") for a in address_ids))
+        if not ids:
+            return 0
+
+        def run(tx: Tx) -> int:
+            if not tx.one("SELECT count(*) FROM campaign_activities WHERE id = ?", [activity_id]):
+                raise NotFound(f"No activity with id {activity_id}.")
+            found = {r[0] for r in tx.rows("SELECT id FROM addresses WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids])}
+            missing = [a for a in ids if a not in found]
+            if missing:
+                raise NotFound(f"No addresses with ids {missing[:10]}.")
+            before = int(tx.one("SELECT count(*) FROM campaign_participants WHERE activity_id = ?", [activity_id]))
+            tx.execute(
+                "INSERT INTO campaign_participants SELECT ?, unnest(?::BIGINT[]), ?, ? ON CONFLICT DO NOTHING",
+                [activity_id, ids, _now(), self.crm.user.name])
+            added = int(tx.one("SELECT count(*) FROM campaign_participants WHERE activity_id = ?", [activity_id]))
+            return added - before
+
+        return self.crm.store.write(run)
+
+    def participants(self, activity_id: int) -> pd.DataFrame:
+        """Participant addresses with their latest recorded reaction."""
+        return self.crm.store.df(
+            "SELECT ad.id, ad.company, ad.first_name, ad.last_name, ad.city, "
+            "(SELECT re.name FROM campaign_recorded_reactions rr JOIN campaign_reactions re ON re.id = rr.reaction_id "
+            " WHERE rr.activity_id = p.activity_id AND rr.address_id = p.address_id "
+            " ORDER BY rr.recorded_at DESC, rr.id DESC LIMIT 1) AS reaction "
+            "FROM campaign_participants p JOIN addresses ad ON ad.id = p.address_id WHERE p.activity_id = ? "
+            "ORDER BY ad.id", [_id(activity_id, "activity id")])
+
+    def reactions(self, activity_id: int) -> pd.DataFrame:
+        return self.crm.store.df(
+            "SELECT r.id, r.activity_id, r.name, "
+            "(SELECT count(*) FROM campaign_actions a WHERE a.reaction_id = r.id AND a.active) AS actions "
+            "FROM campaign_reactions r WHERE r.activity_id = ? ORDER BY r.id", [_id(activity_id, "activity id")])
+
+    def add_reaction(self, activity_id: int, name: str) -> int:
+        """Add a possible reaction (outcome) to an activity; returns its id."""
+        self.crm.require(RIGHT)
+        activity_id = _id(activity_id, "activity id")
+        name_ = _text(name, "A reaction name")
+
+        def run(tx: Tx) -> int:
+            if not tx.one("SELECT count(*) FROM campaign_activities WHERE id = ?", [activity_id]):
+                raise NotFound(f"No activity with id {activity_id}.")
+            if tx.one("SELECT count(*) FROM campaign_reactions WHERE activity_id = ? AND name = ?",
+                      [activity_id, name_]):
+                raise ValidationError(f"The activity already has a reaction {name_!r}.")
+            new_id = int(tx.one(
+                "INSERT INTO campaign_reactions (activity_id, name, created_at, created_by) VALUES (?, ?, ?, ?) "
+                "RETURNING id", [activity_id, name_, _now(), self.crm.user.name]))
+            self.crm._audit(tx, "campaigns", f"reaction:{new_id}", None, {"activity": activity_id, "name": name_})
+            return new_id
+
+        return self.crm.store.write(run)
+
+    # -- reaction actions ----------------------------------------------------------------------------
+
+    def actions(self, reaction_id: int) -> pd.DataFrame:
+        """The actions of a reaction ("Vorgänge der Reaktion")."""
+        return self.crm.store.df(
+            "SELECT id, kind, description, timing, delay_seconds, run_at, active, recipients FROM campaign_actions "
+            "WHERE reaction_id = ? ORDER BY id", [_id(reaction_id, "reaction id")])
+
+    def action(self, action_id: int) -> TeamsAction:
+        frame = self.crm.store.df("SELECT * FROM campaign_actions WHERE id = ?", [_id(action_id, "action id")])
+        if frame.empty:
+            raise NotFound(f"No reaction action with id {action_id}.")
+        return _action(_records(frame)[0])
+
+    def add_teams_action(self, reaction_id: int, description: str, *, recipients: Sequence[Any],
+                         **options: Any) -> int:
+        """Add "Send message in Microsoft Teams" to a reaction; returns the action id.
+
+        Args:
+            reaction_id: the reaction whose recording triggers the action.
+            description: what the action is for (Beschreibung).
+            recipients: directory users: ids or user names, or dicts with ``id`` and ``name``.
+            **options: ``subject`` and ``message`` (templates with ``{company}``, ``{first_name}`` …;
+                the subject defaults to the description), ``timing`` (``immediately``/``delay``/``at``)
+                with ``delay`` (timedelta or seconds) or ``at`` (datetime), ``record_contact``,
+                ``include_record``, ``record_format`` (card/table), ``chat`` (one_on_one/group),
+                ``importance``, ``skip_blocked``, ``purpose``, ``language``, ``active``.
+
+        Raises:
+            PermissionDenied: without ``campaign.admin``.
+            ValidationError: a bad option or an unknown placeholder; nothing is saved.
+        """
+        self.crm.require(RIGHT)
+        reaction_id = _id(reaction_id, "reaction id")
+        cols = _clean_action({**options, "description": description, "recipients": recipients})
+
+        def run(tx: Tx) -> int:
+            if not tx.one("SELECT count(*) FROM campaign_reactions WHERE id = ?", [reaction_id]):
+                raise NotFound(f"No reaction with id {reaction_id}.")
+            now, user = _now(), self.crm.user.name
+            names = ["reaction_id", "kind", *cols, "created_at", "created_by", "modified_at", "modified_by"]
+            values = [reaction_id, "teams_message", *cols.values(), now, user, now, user]
+            new_id = int(tx.one(f"INSERT INTO campaign_actions ({', '.join(names)}) VALUES "
+                                f"({', '.join('?' * len(names))}) RETURNING id", values))
+            self.crm._audit(tx, "campaigns", f"action:{new_id}", None, _audit_view(cols))
+            return new_id
+
+        return self.crm.store.write(run)
+
+    def update_action(self, action_id: int, **changes: Any) -> TeamsAction:
+        """Change fields of an action (same names as :meth:`add_teams_action`); runs already created keep going."""
+        self.crm.require(RIGHT)
+        current = self.action(action_id)
+        values = {k: getattr(current, k) for k in ("description", *ACTION_DEFAULTS)}
+        if current.at is not None:  # stored as naive UTC; a naive datetime would be read as local time
+            values["at"] = current.at.replace(tzinfo=UTC)
+        cols = _clean_action({**values, **changes})
+
+        def run(tx: Tx) -> None:
+            sets = ", ".join(f"{k} = ?" for k in cols)
+            tx.execute(f"UPDATE campaign_actions SET {sets}, modified_at = ?, modified_by = ? WHERE id = ?",
+                       [*cols.values(), _now(), self.crm.user.name, current.id])
+            self.crm._audit(tx, "campaigns", f"action:{current.id}", _audit_view(_clean_action(values)),
+                            _audit_view(cols))
+
+        self.crm.store.write(run)
+        return self.action(current.id)
+
+    # -- recording reactions ---------------------------------------------------------------------------
+
+    def record_reaction(self, reaction_id: int, address_ids: int | Iterable[int], *, notes: str | None = None,
+                        deliver: bool = True) -> RecordResult:
+        """Record that participant addresses reacted; create the reaction's action runs exactly once.
+
+        Recording the same reaction for an address again changes nothing. With ``deliver`` the
+        immediate runs are sent now, in this process; delayed ones wait for ``crmkit worker``.
+
+        Raises:
+            NotFound: no such reaction or address.
+            ValidationError: an address is not a participant of the reaction's activity.
+        """
+        reaction_id = _id(reaction_id, "reaction id")
+        ids = [_id(address_ids, "address id")] if not isinstance(address_ids, Iterable) else list(
+            dict.fromkeys(_id(a, "address id") for a in address_ids))
+        if not ids:
+            raise ValidationError("Pick at least one address.")
+        notes = _text(notes, "The notes", required=False, limit=2000)
+        result = RecordResult()
+
+        def run(tx: Tx) -> list[int]:
+            activity_id = tx.one("SELECT activity_id FROM campaign_reactions WHERE id = ?", [reaction_id])
+            if activity_id is None:
+                raise NotFound(f"No reaction with id {reaction_id}.")
+            members = {r[0] for r in tx.rows(
+                "SELECT address_id FROM campaign_participants WHERE activity_id = ? "
+                "AND address_id IN (SELECT unnest(?::BIGINT[]))", [activity_id, ids])}
+            outside = [a for a in ids if a not in members]
+            if outside:
+                raise ValidationError(f"Addresses {outside[:10]} are not participants of this activity; a campaign "
+                                      "administrator adds them first. Nothing was recorded.")
+            earlier = dict(tx.rows(
+                "SELECT address_id, id FROM campaign_recorded_reactions WHERE reaction_id = ? "
+                "AND address_id IN (SELECT unnest(?::BIGINT[]))", [reaction_id, ids]))
+            actions = tx.rows("SELECT id, timing, delay_seconds, run_at FROM campaign_actions "
+                              "WHERE reaction_id = ? AND active ORDER BY id", [reaction_id])
+            now, utc = _now(), utcnow()
+            claim_sql, claim_params = claim_columns(self.claimer)
+            mine: list[int] = []
+            for address_id in ids:
+                if address_id in earlier:
+                    result.recorded[address_id] = int(earlier[address_id])
+                    result.already.append(address_id)
+                    continue
+                recorded_id = int(tx.one(
+                    "INSERT INTO campaign_recorded_reactions (activity_id, reaction_id, address_id, recorded_at, "
+                    "recorded_by, notes) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    [activity_id, reaction_id, address_id, now, self.crm.user.name, notes]))
+                result.recorded[address_id] = recorded_id
+                result.new.append(address_id)
+                for action_id, timing, delay_seconds, run_at in actions:
+                    due = utc + timedelta(seconds=int(delay_seconds)) if timing == "delay" else (
+                        max(run_at, utc) if timing == "at" else utc)
+                    run_id = tx.one(
+                        "INSERT INTO campaign_runs (action_id, recorded_reaction_id, address_id, status, created_at, "
+                        "due_at) VALUES (?, ?, ?, 'due', ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                        [action_id, recorded_id, address_id, utc, due])
+                    if run_id is None:
+                        continue
+                    result.runs.append(int(run_id))
+                    if deliver and timing == "immediately":
+                        # Claimed in the same transaction, so the worker leaves it to us while we live.
+                        tx.execute(f"UPDATE campaign_runs SET {claim_sql} WHERE id = ?", [*claim_params, run_id])
+                        mine.append(int(run_id))
+            return mine
+
+        mine = self.crm.store.write(run)
+        for run_id in mine:
+            result.outcomes.append(execute_run(self.crm, self.teams, self.claimer, run_id))
+        return result
+
+    def history(self, *, activity_id: int | None = None, address_id: int | None = None) -> pd.DataFrame:
+        """Recorded reactions, newest first (the reaction history per participant)."""
+        parts, params = [], []
+        if activity_id is not None:
+            parts.append("rr.activity_id = ?")
+            params.append(_id(activity_id, "activity id"))
+        if address_id is not None:
+            parts.append("rr.address_id = ?")
+            params.append(_id(address_id, "address id"))
+        where = " WHERE " + " AND ".join(parts) if parts else ""
+        return self.crm.store.df(
+            "SELECT rr.id, rr.recorded_at, rr.recorded_by, rr.address_id, rr.activity_id, rr.reaction_id, "
+            f"re.name AS reaction, rr.notes FROM campaign_recorded_reactions rr JOIN campaign_reactions re "
+            f"ON re.id = rr.reaction_id{where} ORDER BY rr.recorded_at DESC, rr.id DESC", params)
+
+    # -- runs ------------------------------------------------------------------------------------------
+
+    def runs(self, *, action_id: int | None = None, activity_id: int | None = None, status: str | None = None,
+             limit: int = 1000) -> pd.DataFrame:
+        """Action runs with status and error, newest first (times in UTC)."""
+        parts, params = [], []
+        if action_id is not None:
+            parts.append("r.action_id = ?")
+            params.append(_id(action_id, "action id"))
+        if activity_id is not None:
+            parts.append("rr.activity_id = ?")
+            params.append(_id(activity_id, "activity id"))
+        if status is not None:
+            parts.append("r.status = ?")
+            params.append(status)
+        where = " WHERE " + " AND ".join(parts) if parts else ""
+        return self.crm.store.df(
+            "SELECT r.id, r.action_id, a.description AS action, r.address_id, re.name AS reaction, r.status, "
+            "r.due_at, r.attempts, r.next_attempt_at, r.finished_at, r.error, r.batch_id FROM campaign_runs r "
+            "JOIN campaign_actions a ON a.id = r.action_id "
+            "JOIN campaign_recorded_reactions rr ON rr.id = r.recorded_reaction_id "
+            f"JOIN campaign_reactions re ON re.id = rr.reaction_id{where} ORDER BY r.id DESC LIMIT ?",
+            [*params, int(limit)])
+
+    def run_due(self, claimer: Claimer | None = None, *, limit: int = 20) -> list[RunOutcome]:
+        """Claim and carry out the runs that are due now (what the worker does each round)."""
+        claimer = claimer or self.claimer
+        return [execute_run(self.crm, self.teams, claimer, run_id)
+                for run_id in claim_due(self.crm, claimer, limit=limit)]
+
+    def retry(self, run_ids: Iterable[int]) -> int:
+        """Queue failed runs again now (needs ``campaign.admin``); a run with a batch resumes that batch."""
+        self.crm.require(RIGHT)
+        ids = [_id(r, "run id") for r in run_ids]
+        if not ids:
+            return 0
+
+        def run(tx: Tx) -> int:
+            n = int(tx.one(f"SELECT count(*) FROM campaign_runs WHERE status = 'failed' AND id IN "
+                           f"({', '.join('?' * len(ids))})", ids))
+            marks = ", ".join("?" * len(ids))
+            # A batch with nothing delivered and nothing open is planned afresh; otherwise it is resumed,
+            # so nobody gets the message twice.
+            tx.execute(
+                "UPDATE campaign_runs SET batch_id = NULL WHERE status = 'failed' AND batch_id IS NOT NULL "
+                f"AND id IN ({marks}) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.batch_id = campaign_runs.batch_id "
+                "AND o.status IN ('sent', 'pending', 'sending'))", ids)
+            tx.execute("UPDATE campaign_runs SET status = 'retry', next_attempt_at = ?, finished_at = NULL, error = "
+                       f"NULL WHERE status = 'failed' AND id IN ({marks})", [utcnow(), *ids])
+            self.crm._audit(tx, "campaigns", "runs.retry", None, ids)
+            return n
+
+        return self.crm.store.write(run)
+
+
+def _audit_view(cols: dict[str, Any]) -> dict[str, Any]:
+    return {k: (json.loads(v) if k == "recipients" else v) for k, v in cols.items() if k != "message"} | {
+        "message_chars": len(cols.get("message") or "")}
