@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -386,18 +387,28 @@ class CRM:
             else:
                 parts.append(f"{name} = ?")
                 values.append(value)
+        join, join_values = "", []
         if search:
-            parts.append(
-                "(company ILIKE ? OR last_name ILIKE ? OR first_name ILIKE ? OR city ILIKE ? OR email ILIKE ?)"
-            )
-            values.extend([f"%{search}%"] * 5)
+            if not isinstance(search, str):
+                raise ValidationError("search takes text.")
+            # Every word of the search must start a word of the address (company, names, city, e-mail),
+            # looked up in the sorted word index: a range scan instead of ILIKE over every row. An inner
+            # join on the (small) set of hits is ~8x faster in DuckDB than `id IN (subquery)`.
+            terms = list(dict.fromkeys(search_terms(search)))
+            if terms:
+                hits = " INTERSECT ".join(
+                    "SELECT address_id FROM address_words WHERE word >= ? AND word < ?" for _ in terms)
+                join = f" JOIN ({hits}) AS _hits ON addresses.id = _hits.address_id"
+                join_values = [v for term in terms for v in (term, _prefix_end(term))]
         if where is not None:
             _check_where(where)
             if not isinstance(params, (list, tuple)):
                 raise ValidationError("params must be a list or tuple of values for the ? placeholders.")
             parts.append(f"({where})")
             values.extend(params)
-        return (" WHERE " + " AND ".join(parts) if parts else ""), values
+        if join and len(terms) == 1:
+            join = join.replace("SELECT address_id", "SELECT DISTINCT address_id")  # INTERSECT is distinct
+        return join + (" WHERE " + " AND ".join(parts) if parts else ""), [*join_values, *values]
 
     @staticmethod
     def _run_filter(tx: Tx, sql: str, values: list[Any], *, scalar: bool = False) -> Any:
@@ -436,6 +447,7 @@ class CRM:
                 f"INSERT INTO addresses ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                 [row[n] for n in names],
             )
+            index_addresses(tx, "id = ?", [new_id])
             return new_id
 
         return self.store.write(run)
@@ -453,6 +465,9 @@ class CRM:
                 f"UPDATE addresses SET {sets}, modified_by = ?, modified_at = ? WHERE id = ?",
                 [*data.values(), self.user.name, _now(), address_id],
             )
+            if set(data) & set(SEARCHED_COLUMNS):
+                tx.execute("DELETE FROM address_words WHERE address_id = ?", [address_id])
+                index_addresses(tx, "id = ?", [address_id])
 
         self.store.write(run)
 
@@ -498,6 +513,47 @@ class CRM:
             [new_id, address_id, at or _now(), type_code, subject, notes, self.user.name, source],
         )
         return new_id
+
+
+# -- the search word index ---------------------------------------------------------------------------
+
+SEARCHED_COLUMNS = ("company", "first_name", "last_name", "city", "email")
+_WORD_SPLIT = r"[^\p{L}\p{N}]+"  # RE2: any run of characters that are not letters or digits
+
+
+def words_sql(where: str = "TRUE") -> str:
+    """SELECT (word, address_id) for the addresses matching ``where``: lower-case words, each also
+    without accents, so "muller" finds "Müller"."""
+    return (
+        "SELECT DISTINCT w AS word, id AS address_id FROM ("
+        "  SELECT id, unnest(list_distinct(list_concat(ws, list_transform(ws, lambda x: strip_accents(x))))) AS w"
+        f"  FROM (SELECT id, string_split_regex(lower(concat_ws(' ', {', '.join(SEARCHED_COLUMNS)})), "
+        f"'{_WORD_SPLIT}') AS ws FROM addresses WHERE {where})) WHERE w <> ''"
+    )
+
+
+def index_addresses(tx: Tx, where: str, params: Sequence[Any] = ()) -> None:
+    """Add the search words of the addresses matching ``where`` (inside the caller's transaction)."""
+    tx.execute(f"INSERT INTO address_words {words_sql(where)}", params)
+
+
+def rebuild_search_index(tx: Tx) -> None:
+    """Rebuild the whole word index in word order, so a prefix lookup reads only a few row groups.
+
+    Bulk loads call this once at the end instead of indexing row by row.
+    """
+    tx.execute("DELETE FROM address_words")
+    tx.execute(f"INSERT INTO address_words SELECT * FROM ({words_sql()}) ORDER BY word")
+
+
+def search_terms(text: str) -> list[str]:
+    """The words of a search text, as the index stores them."""
+    return [w for w in re.split(r"[\W_]+", text.lower()) if w]
+
+
+def _prefix_end(prefix: str) -> str:
+    """The smallest string above every string that starts with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 # -- validation helpers ------------------------------------------------------------------------------

@@ -739,6 +739,10 @@ def generate(
             done += n
             if progress is not None:
                 progress(done, addresses)
+    if addresses:
+        from .crm import rebuild_search_index
+
+        store.write(rebuild_search_index)  # once, in word order, instead of indexing chunk by chunk
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
 

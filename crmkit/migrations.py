@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 
 __all__ = ["MIGRATIONS", "migrate"]
 
+def _words_sql() -> str:
+    from .crm import words_sql
+
+    return words_sql()
+
+
 def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -204,6 +210,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ]),
     (4, "teams send: durable outbox; contacts carry recipients and a message link", OUTBOX_MIGRATION),
     (5, "campaigns: activities, participants, reactions, reaction actions, runs, worker lease", CAMPAIGNS_MIGRATION),
+    (6, "search: a sorted word index over company, names, city and e-mail", [
+        "CREATE TABLE address_words (word VARCHAR NOT NULL, address_id BIGINT NOT NULL)",
+        f"INSERT INTO address_words SELECT * FROM ({_words_sql()}) ORDER BY word",
+    ]),
 ]
 
 

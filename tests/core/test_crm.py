@@ -190,3 +190,16 @@ def test_contact_type_codes_are_unique_and_can_move(crm: crmkit.CRM) -> None:
     crm.change_contact_type_code("TS", "TSCH")
     assert crm.contacts(a)["type_code"].tolist() == ["TSCH"]
     assert "TS" not in crm.contact_types()["code"].tolist()
+
+
+def test_search_matches_word_starts_with_or_without_accents(crm: crmkit.CRM) -> None:
+    a = crm.add_address(company="Müller-Lüdenscheid GmbH", city="Köln", email="info@mueller.example")
+    b = crm.add_address(last_name="Schmüller", first_name="Eva", city="Wien")
+    assert crm.addresses(search="müller")["id"].tolist() == [a]  # a word start, not anywhere inside
+    assert crm.addresses(search="Muller")["id"].tolist() == [a]  # accents folded
+    assert crm.addresses(search="mueller")["id"].tolist() == [a]  # the e-mail's transliteration
+    assert crm.addresses(search="eva wi")["id"].tolist() == [b]  # every word must match
+    assert crm.count_addresses(search="eva köln") == 0
+    crm.update_address(b, city="Köln")
+    assert crm.addresses(search="eva köln")["id"].tolist() == [b]  # the index follows updates
+    assert crm.count_addresses(search="wien") == 0
