@@ -1,0 +1,628 @@
+"""The compose dialog »Datensatz per Teams senden« / "Send record via Teams".
+
+Two parts, as everywhere in :mod:`crmkit.widgets`:
+
+* :class:`ComposeModel` holds the state and runs the work (people-picker search, preview, send in
+  a background thread with progress and cancel, the device-code sign-in when the user has no
+  Teams account yet). It imports no ipywidgets, so tests drive it directly.
+* :class:`ComposeDialog` binds the model to widgets and does nothing else.
+
+Everything the dialog shows about a message (subject, body, card, field names) comes from the core
+(:meth:`crmkit.teams.send.TeamsService.preview`), already escaped; the view escapes what it adds.
+
+Layout (CSS classes in brackets, for browser tests)::
+
+    [crmkit-compose]
+      title, "n records selected"
+      search [crmkit-compose-search] → suggestions [crmkit-compose-suggestion] (click adds)
+      chosen people [crmkit-compose-chip] (click removes)
+      "cobra CRM - " [crmkit-compose-prefix] + subject [crmkit-compose-subject]
+      message [crmkit-compose-message]   Kontakt erfassen [crmkit-compose-record-contact]
+      Versandoptionen (accordion): chat, mode, format, include record, importance, purpose
+      Vorschau [crmkit-compose-preview-button]  Absenden [crmkit-compose-send]
+      Abbrechen [crmkit-compose-cancel]  Schließen [crmkit-compose-close]
+      progress [crmkit-compose-progress]  status [crmkit-compose-status]
+      sign-in panel [crmkit-signin-prompt …]   error [crmkit-error]
+      preview [crmkit-compose-preview]   results [crmkit-compose-results]
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+import pandas as pd
+from traitlets import Any as AnyTrait
+from traitlets import Bool, HasTraits, List, Unicode, observe
+
+from .. import privacy
+from ..auth import DeviceSignIn, SignInRequired
+from ..errors import CrmkitError, ValidationError
+from ..i18n import format_count, t
+from ..teams.delivery import Progress
+from ..teams.display_format import card_to_html
+from ..teams.send import CHAT_KINDS, FORMATS, MODES
+from .accounts import SignInPanel
+from .common import ErrorBox
+
+if TYPE_CHECKING:
+    from ..crm import CRM
+
+__all__ = ["IMPORTANCE", "ComposeDialog", "ComposeModel"]
+
+log = logging.getLogger(__name__)
+
+IMPORTANCE: tuple[str, ...] = ("normal", "high", "urgent")
+SUGGESTIONS = 8  # people shown under the search box
+PREVIEW_LIMIT = 10  # messages rendered in the preview; the count names the rest
+RESULT_ROWS = 500
+STATES = ("idle", "searching", "previewing", "sending", "cancelling", "signing_in", "done", "cancelled")
+
+
+def _person(row: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a directory user the dialog keeps (NaN from DataFrames becomes None)."""
+    out = {}
+    for key in ("id", "displayName", "userPrincipalName", "mail"):
+        value = row.get(key)
+        out[key] = None if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+    return out
+
+
+def person_label(person: dict[str, Any]) -> str:
+    name = person.get("displayName") or person.get("userPrincipalName") or person.get("id") or "?"
+    upn = person.get("userPrincipalName") or person.get("mail")
+    return f"{name} ({upn})" if upn and upn != name else str(name)
+
+
+class ComposeModel(HasTraits):
+    """State and logic of the compose dialog.
+
+    Args:
+        crm: the session; every check (integration on, ``teams.send``, policy) happens in its core.
+        address_ids: the records to send.
+        debounce: seconds the people picker waits after the last keystroke before it searches; 0
+            searches at once, in the calling thread (tests).
+
+    Traits (observe them): ``search_text``, ``suggestions`` (directory people not yet chosen),
+    ``recipients`` (chosen people), ``subject``, ``message``, ``record_contact``, the send options
+    ``chat``, ``mode``, ``record_format``, ``include_record``, ``importance``, ``purpose``;
+    ``state`` (one of :data:`STATES`), ``progress`` (the last :class:`Progress`), ``preview`` and
+    ``results`` (DataFrames from the core), ``error`` (the last failure, or None), ``sign_in``
+    (a running :class:`DeviceSignIn`) and ``sign_in_status``.
+    """
+
+    search_text = Unicode("")
+    suggestions = List()
+    recipients = List()
+    subject = Unicode("")
+    message = Unicode("")
+    record_contact = Bool(False)
+    chat = Unicode("one_on_one")
+    mode = Unicode("per_record")
+    record_format = Unicode("card")
+    include_record = Bool(True)
+    importance = Unicode("normal")
+    purpose = Unicode("")
+    state = Unicode("idle")
+    progress = AnyTrait(None)
+    preview = AnyTrait(None)
+    results = AnyTrait(None)
+    error = AnyTrait(None)
+    sign_in = AnyTrait(None)
+    sign_in_status = Unicode("")
+
+    def __init__(self, crm: CRM, address_ids: Sequence[int], *, debounce: float = 0.3) -> None:
+        super().__init__()
+        self.crm = crm
+        self.address_ids = [int(a) for a in address_ids]
+        self.debounce = debounce
+        self.language = crm.language
+        self.prefix: str = crm.setting("teams.subject_prefix")
+        self.purpose_required = privacy.policy(crm, "teams_manual") == "log_purpose"
+        self._search_seq = 0
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._after_sign_in: Callable[[], Any] | None = None
+
+    # -- people picker -------------------------------------------------------------------------------
+
+    @observe("search_text")
+    def _search_text_changed(self, change: dict[str, Any]) -> None:
+        with self._lock:
+            self._search_seq += 1
+            seq = self._search_seq
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        text = str(change["new"]).strip()
+        if not text:
+            self.suggestions = []
+            return
+        if self.debounce <= 0:
+            self._search(seq, text)
+            return
+        timer = threading.Timer(self.debounce, self._search, (seq, text))
+        timer.daemon = True
+        with self._lock:
+            self._timer = timer
+        timer.start()
+
+    def search(self, text: str) -> None:
+        """Search the directory now (what typing does after the debounce)."""
+        with self._lock:
+            self._search_seq += 1
+            seq = self._search_seq
+        self._search(seq, text.strip())
+
+    def _search(self, seq: int, text: str) -> None:
+        if not text:
+            return
+        try:
+            frame = self.crm.teams.directory(text, limit=SUGGESTIONS + len(self.recipients))
+        except SignInRequired:
+            self._need_sign_in(lambda: self.search(self.search_text))
+            return
+        except Exception as exc:  # a typed error shows as such; anything else shows generically
+            self._fail(exc)
+            return
+        if seq != self._search_seq:
+            return  # the user typed on; a newer search owns the list
+        chosen = {p["id"] for p in self.recipients}
+        people = [_person(r) for r in frame.to_dict("records")]
+        self.suggestions = [p for p in people if p["id"] not in chosen][:SUGGESTIONS]
+        self.error = None
+
+    def add_recipient(self, person: dict[str, Any] | str) -> None:
+        """Choose a person: a directory row, or the id / user name of a current suggestion."""
+        if isinstance(person, str):
+            key = person.strip().lower()
+            found = next((p for p in self.suggestions if key in (
+                str(p.get("id") or "").lower(), str(p.get("userPrincipalName") or "").lower(),
+                str(p.get("mail") or "").lower())), None)
+            if found is None:
+                raise ValidationError(f"{person!r} is not among the people found; search for them first.")
+            person = found
+        chosen = _person(person)
+        if not chosen["id"]:
+            raise ValidationError("A recipient needs a directory id.")
+        if chosen["id"] not in {p["id"] for p in self.recipients}:
+            self.recipients = [*self.recipients, chosen]
+        self.suggestions = [p for p in self.suggestions if p["id"] != chosen["id"]]
+
+    def remove_recipient(self, person_id: str) -> None:
+        self.recipients = [p for p in self.recipients if p["id"] != person_id]
+
+    # -- preview and send ----------------------------------------------------------------------------
+
+    def options(self) -> dict[str, Any]:
+        """The send options as keyword arguments of ``crm.teams.preview`` / ``send``."""
+        return {
+            "chat": self.chat, "mode": self.mode, "record_format": self.record_format,
+            "include_record": self.include_record, "importance": self.importance,
+            "purpose": self.purpose.strip() or None,
+        }
+
+    def _to(self) -> list[str]:
+        return [str(p["id"]) for p in self.recipients]
+
+    def _require_account(self) -> None:
+        """Raise SignInRequired before anything else when the user has no Teams account yet, so the
+        sign-in comes first rather than after the form was checked."""
+        if self.crm.teams.sender == "user" and self.crm.teams.m365.accounts.teams_account() is None:
+            raise SignInRequired("Sign in to Microsoft 365 to use Teams.")
+
+    def run_preview(self) -> pd.DataFrame | None:
+        """Exactly what Send would post (nothing is sent or logged); also kept in ``preview``."""
+        if self.busy:
+            return None
+        self.error = None
+        self.state = "previewing"
+        try:
+            self._require_account()
+            self.preview = self.crm.teams.preview(self.address_ids, self._to(), self.subject, self.message,
+                                                  **self.options())
+            return self.preview
+        except SignInRequired:
+            self._need_sign_in(self.run_preview)
+            return None
+        except Exception as exc:
+            self._fail(exc)
+            return None
+        finally:
+            if self.state == "previewing":
+                self.state = "idle"
+
+    @property
+    def busy(self) -> bool:
+        return self.state in ("sending", "cancelling", "signing_in")
+
+    def send(self, *, wait: bool = False) -> threading.Thread | None:
+        """Send in a background thread (the kernel stays responsive); ``wait`` joins it (tests, scripts).
+
+        Returns the worker thread, or None when a send or sign-in is already running.
+        """
+        with self._lock:
+            if self.busy:
+                return None
+            self.state = "sending"
+        self.error = None
+        self.results = None
+        self.progress = Progress(0, 0, 0, 0)
+        self._cancel = threading.Event()
+        worker = threading.Thread(target=self._send_worker, args=(self._cancel,), name="crmkit-compose-send",
+                                  daemon=True)
+        self._worker = worker
+        worker.start()
+        if wait:
+            worker.join()
+        return worker
+
+    def _send_worker(self, cancel: threading.Event) -> None:
+        try:
+            self._require_account()
+            results = self.crm.teams.send(
+                self.address_ids, self._to(), self.subject, self.message, record_contact=self.record_contact,
+                progress=self._on_progress, cancel_event=cancel, **self.options(),
+            )
+        except SignInRequired:
+            self.state = "idle"
+            self._need_sign_in(self.send)
+            return
+        except Exception as exc:
+            self._fail(exc)
+            self.state = "idle"
+            return
+        self.results = results
+        self.state = "cancelled" if cancel.is_set() else "done"
+
+    def _on_progress(self, progress: Progress) -> None:
+        # Called on the delivery loop's thread; a trait assignment is all the view needs.
+        self.progress = Progress(progress.done, progress.total, progress.sent, progress.failed, progress.last)
+
+    def cancel(self) -> None:
+        """Stop a running send (sent messages stay sent and logged) or a waiting sign-in."""
+        if self.state == "sending":
+            self.state = "cancelling"
+            self._cancel.set()
+        elif self.state == "signing_in" and self.sign_in is not None:
+            self.sign_in.cancel()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the background send ends (tests, scripts)."""
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    def counts(self) -> dict[str, int]:
+        """Rows of ``results`` per status."""
+        if self.results is None or self.results.empty:
+            return {}
+        return {str(k): int(v) for k, v in self.results["status"].value_counts().items()}
+
+    # -- sign-in ---------------------------------------------------------------------------------------
+
+    def _need_sign_in(self, then: Callable[[], Any]) -> None:
+        """The user has no Teams account: start the device-code sign-in, and ``then`` once signed in."""
+        if self.sign_in is not None and not self.sign_in.done:
+            self._after_sign_in = then
+            return
+        try:
+            sign_in = self.crm.teams.m365.accounts.start_sign_in(use_teams=True)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._after_sign_in = then
+        self.state = "signing_in"
+        self.sign_in_status = "waiting"
+        self.sign_in = sign_in
+        sign_in.add_done_callback(self._sign_in_done)
+
+    def _sign_in_done(self, sign_in: DeviceSignIn) -> None:
+        # Runs on the sign-in's thread.
+        then, self._after_sign_in = self._after_sign_in, None
+        self.state = "idle"
+        self.sign_in_status = sign_in.status
+        if sign_in.status == "signed_in" and then is not None:
+            then()
+
+    def _fail(self, exc: BaseException) -> None:
+        if not isinstance(exc, CrmkitError):
+            log.exception("compose dialog: unexpected error", exc_info=exc)
+        self.error = exc
+
+
+# -- view ------------------------------------------------------------------------------------------------
+
+def _h(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _labelled(widget: widgets.Widget, lang: str, key: str) -> widgets.Widget:
+    widget.description = t(key, lang)
+    widget.style = {"description_width": "initial"}
+    return widget
+
+
+class ComposeDialog(widgets.VBox):
+    """The compose dialog over a :class:`ComposeModel`.
+
+    Args:
+        crm: the session (ignored when ``model`` is given).
+        address_ids: the records to send.
+        model: an existing model to bind.
+        on_close: called when the user presses Close.
+        debounce: see :class:`ComposeModel`.
+    """
+
+    def __init__(self, crm: CRM | None = None, address_ids: Sequence[int] = (), *, model: ComposeModel | None = None,
+                 on_close: Callable[[ComposeDialog], None] | None = None, debounce: float = 0.3) -> None:
+        if model is None:
+            if crm is None:
+                raise TypeError("ComposeDialog needs a crm or a model")
+            model = ComposeModel(crm, address_ids, debounce=debounce)
+        self.model = model
+        self.lang = lang = model.language
+        self._on_close = on_close
+        n = len(model.address_ids)
+
+        self.title = widgets.HTML(f"<h3 style='margin:4px 0'>{_h(t('compose.title', lang))}</h3>")
+        self.records = widgets.HTML(_h(t("compose.records_one", lang) if n == 1 else
+                                       t("compose.records", lang, n=format_count(n, lang))))
+        self.records.add_class("crmkit-compose-records")
+
+        # people picker
+        self.search = widgets.Text(placeholder=t("compose.search_placeholder", lang), continuous_update=True,
+                                   layout=widgets.Layout(width="420px"))
+        _labelled(self.search, lang, "compose.search")
+        self.search.add_class("crmkit-compose-search")
+        self.search.observe(lambda c: setattr(model, "search_text", c["new"]), "value")
+        self.no_match = widgets.HTML()
+        self._suggestion_buttons: list[widgets.Button] = []
+        for _ in range(SUGGESTIONS):
+            button = widgets.Button(icon="plus", layout=widgets.Layout(width="auto", display="none"))
+            button.add_class("crmkit-compose-suggestion")
+            button.on_click(self._suggestion_clicked)
+            self._suggestion_buttons.append(button)
+        self.suggestions = widgets.HBox([*self._suggestion_buttons, self.no_match],
+                                        layout=widgets.Layout(flex_flow="row wrap"))
+        self.chosen_label = widgets.HTML(f"<b>{_h(t('teams.recipients', lang))}:</b>")
+        self.chosen = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        self.chosen.add_class("crmkit-compose-chosen")
+
+        # subject, message, contact
+        self.prefix = widgets.HTML(f"<span style='white-space:pre'>{_h(model.prefix)}</span>")
+        self.prefix.add_class("crmkit-compose-prefix")
+        self.subject = widgets.Text(layout=widgets.Layout(width="360px"))
+        self.subject.add_class("crmkit-compose-subject")
+        self.message = widgets.Textarea(layout=widgets.Layout(width="560px", height="90px"))
+        _labelled(self.message, lang, "teams.message")
+        self.message.add_class("crmkit-compose-message")
+        self.record_contact = widgets.Checkbox(value=model.record_contact, indent=False)
+        self.record_contact.description = t("teams.record_contact", lang)
+        self.record_contact.add_class("crmkit-compose-record-contact")
+
+        # send options
+        def choice(key: str, values: Sequence[str], value: str) -> widgets.Dropdown:
+            return _labelled(widgets.Dropdown(options=[(t(f"{key}.{v}", lang), v) for v in values], value=value),
+                             lang, key)
+
+        self.chat = choice("compose.chat", CHAT_KINDS, model.chat)
+        self.mode = choice("compose.mode", MODES, model.mode)
+        self.record_format = choice("compose.format", FORMATS, model.record_format)
+        self.importance = choice("compose.importance", IMPORTANCE, model.importance)
+        self.include_record = widgets.Checkbox(value=model.include_record, indent=False,
+                                               description=t("compose.include_record", lang))
+        self.purpose = widgets.Text(layout=widgets.Layout(width="560px"))
+        _labelled(self.purpose, lang, "compose.purpose")
+        self.purpose.add_class("crmkit-compose-purpose")
+        purpose_note = widgets.HTML(f"<small>{_h(t('compose.purpose_required', lang))}</small>")
+        purpose_box = widgets.VBox([self.purpose, purpose_note],
+                                   layout=widgets.Layout(display=None if model.purpose_required else "none"))
+        self.options = widgets.Accordion(children=[widgets.VBox([
+            widgets.HBox([self.chat, self.mode], layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HBox([self.record_format, self.importance, self.include_record],
+                          layout=widgets.Layout(flex_flow="row wrap")),
+        ])], titles=(t("teams.send_options", lang),))
+        self.options.add_class("crmkit-compose-options")
+
+        # actions and feedback
+        self.preview_button = widgets.Button(description=t("compose.preview", lang), icon="eye")
+        self.preview_button.add_class("crmkit-compose-preview-button")
+        self.send_button = widgets.Button(description=t("teams.send", lang), icon="paper-plane",
+                                          button_style="primary")
+        self.send_button.add_class("crmkit-compose-send")
+        self.cancel_button = widgets.Button(description=t("common.cancel", lang), icon="times", disabled=True)
+        self.cancel_button.add_class("crmkit-compose-cancel")
+        self.close_button = widgets.Button(description=t("compose.close", lang))
+        self.close_button.add_class("crmkit-compose-close")
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(display="none"))
+        self.progress.add_class("crmkit-compose-progress")
+        self.status = widgets.HTML()
+        self.status.add_class("crmkit-compose-status")
+        self.sign_in_panel = SignInPanel(lang)
+        self.sign_in_panel.add_class("crmkit-compose-sign-in")
+        self.sign_in_note = widgets.HTML()
+        self.error = ErrorBox()
+        self.preview = widgets.HTML()
+        self.preview.add_class("crmkit-compose-preview")
+        self.results = widgets.HTML()
+        self.results.add_class("crmkit-compose-results")
+
+        super().__init__([
+            self.title, self.records, self.search, self.suggestions,
+            widgets.HBox([self.chosen_label, self.chosen], layout=widgets.Layout(align_items="center")),
+            widgets.HBox([widgets.Label(t("teams.subject", lang)), self.prefix, self.subject],
+                         layout=widgets.Layout(align_items="center")),
+            self.message, self.record_contact, purpose_box, self.options,
+            widgets.HBox([self.preview_button, self.send_button, self.cancel_button, self.close_button]),
+            widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")),
+            self.sign_in_note, self.sign_in_panel, self.error, self.preview, self.results,
+        ], layout=widgets.Layout(border="1px solid #c8c8c8", padding="8px", margin="8px 0"))
+        self.add_class("crmkit-compose")
+
+        # widgets → model
+        for name in ("subject", "message", "record_contact", "chat", "mode", "record_format", "importance",
+                     "include_record", "purpose"):
+            getattr(self, name).observe(lambda c, name=name: setattr(model, name, c["new"]), "value")
+        self.preview_button.on_click(lambda _b: model.run_preview())
+        self.send_button.on_click(lambda _b: model.send())
+        self.cancel_button.on_click(lambda _b: model.cancel())
+        self.close_button.on_click(lambda _b: self.close_dialog())
+        # model → widgets (some of these fire on background threads; they only assign widget values)
+        model.observe(lambda _c: self._render_suggestions(), "suggestions")
+        model.observe(lambda _c: self._render_chosen(), "recipients")
+        model.observe(lambda _c: self._render_state(), ["state", "progress"])
+        model.observe(lambda _c: self._render_preview(), "preview")
+        model.observe(lambda _c: self._render_results(), "results")
+        model.observe(lambda _c: self.error.show(model.error, lang), "error")
+        model.observe(self._sign_in_changed, ["sign_in", "sign_in_status"])
+        self._render_chosen()
+        self._render_state()
+
+    # -- events ----------------------------------------------------------------------------------------
+
+    def _suggestion_clicked(self, button: widgets.Button) -> None:
+        person = getattr(button, "_crmkit_person", None)
+        if person is not None:
+            self.model.add_recipient(person)
+
+    def close_dialog(self) -> None:
+        """Close: stop a running send or sign-in, then tell the owner (the Teams action hides us)."""
+        self.model.cancel()
+        if self._on_close is not None:
+            self._on_close(self)
+
+    # -- rendering -------------------------------------------------------------------------------------
+
+    def _render_suggestions(self) -> None:
+        people = self.model.suggestions
+        for i, button in enumerate(self._suggestion_buttons):
+            if i < len(people):
+                button._crmkit_person = people[i]  # type: ignore[attr-defined]
+                button.description = person_label(people[i])
+                button.tooltip = person_label(people[i])
+                button.layout.display = None
+            else:
+                button._crmkit_person = None  # type: ignore[attr-defined]
+                button.layout.display = "none"
+        searched = bool(self.model.search_text.strip())
+        self.no_match.value = (f"<i>{_h(t('compose.no_match', self.lang))}</i>"
+                               if searched and not people and self.model.error is None else "")
+
+    def _render_chosen(self) -> None:
+        chips: list[widgets.Widget] = []
+        for person in self.model.recipients:
+            chip = widgets.Button(description=person.get("displayName") or person_label(person), icon="times",
+                                  tooltip=f"{t('compose.remove_recipient', self.lang)}: {person_label(person)}",
+                                  layout=widgets.Layout(width="auto"))
+            chip.add_class("crmkit-compose-chip")
+            chip.on_click(lambda _b, pid=person["id"]: self.model.remove_recipient(pid))
+            chips.append(chip)
+        if not chips:
+            chips.append(widgets.HTML(f"<i>{_h(t('compose.no_recipients', self.lang))}</i>"))
+        old = self.chosen.children
+        self.chosen.children = tuple(chips)
+        for w in old:
+            w.close()
+
+    def _render_state(self) -> None:
+        model, lang = self.model, self.lang
+        state = model.state
+        running = state in ("sending", "cancelling")
+        for w in (self.send_button, self.preview_button, self.search, self.subject, self.message,
+                  self.record_contact):
+            w.disabled = running or state == "signing_in"
+        self.cancel_button.disabled = state != "sending"
+        progress = model.progress
+        if progress is not None and state in ("sending", "cancelling", "done", "cancelled"):
+            self.progress.layout.display = None
+            self.progress.max = max(1, progress.total)
+            self.progress.value = min(progress.done, self.progress.max)
+        if state == "sending":
+            self.status.value = _h(t("compose.progress", lang, done=progress.done, total=progress.total,
+                                     sent=progress.sent, failed=progress.failed)
+                                   if progress is not None and progress.total else t("compose.preparing", lang))
+        elif state == "cancelling":
+            self.status.value = _h(t("compose.cancelling", lang))
+        elif state in ("done", "cancelled"):
+            counts = model.counts()
+            key = "compose.done" if state == "done" else "compose.cancelled"
+            self.progress.bar_style = "success" if state == "done" and not counts.get("failed") else "warning"
+            text = t(key, lang, sent=counts.get("sent", 0), failed=counts.get("failed", 0),
+                     blocked=counts.get("blocked", 0))
+            self.status.value = f"<b>{_h(text)}</b>"
+        elif state == "idle" and model.error is not None:
+            self.status.value = ""
+
+    def _render_preview(self) -> None:
+        frame = self.model.preview
+        if frame is None or frame.empty:
+            self.preview.value = ""
+            return
+        lang = self.lang
+        blocked_col = frame["blocked"] if "blocked" in frame.columns else pd.Series([None] * len(frame))
+        is_blocked = blocked_col.notna() & (blocked_col.astype(str) != "")
+        messages = frame[~is_blocked.to_numpy()]
+        parts = [f"<h4>{_h(t('compose.preview', lang))}</h4>",
+                 f"<p>{_h(t('compose.preview_count', lang, n=format_count(len(messages), lang)))}</p>"]
+        for row in messages.head(PREVIEW_LIMIT).to_dict("records"):
+            fields = ", ".join(row.get("fields") or [])
+            meta = (f"{_h(t('compose.preview_to', lang))}: {_h(row['recipients'])} · "
+                    f"{_h(round(int(row['size_bytes']) / 1024, 1))} KB")
+            if fields:
+                meta += f" · {_h(t('compose.preview_fields', lang))}: {_h(fields)}"
+            card = row.get("card")
+            card_html = ""
+            if isinstance(card, str) and card:
+                card_html = card_to_html(json.loads(card))
+            elif isinstance(card, dict):
+                card_html = card_to_html(card)
+            # body_html is the exact body the core will post; record values and the text are escaped
+            # or sanitised there.
+            parts.append(
+                '<div class="crmkit-compose-message-preview" style="border:1px solid #ddd;border-radius:4px;'
+                f'padding:6px;margin:6px 0"><div style="color:#555"><small>{meta}</small></div>'
+                f"<div>{row['body_html'] or ''}</div>{card_html}</div>")
+        if len(messages) > PREVIEW_LIMIT:
+            parts.append(f"<p>{_h(t('compose.preview_more', lang, n=len(messages) - PREVIEW_LIMIT))}</p>")
+        for row in frame[is_blocked.to_numpy()].to_dict("records"):
+            text = t("compose.preview_blocked", lang, id=row["records"][0], reason=row["blocked"])
+            parts.append(f"<p style='color:#a4000f'>{_h(text)}</p>")
+        self.preview.value = "".join(parts)
+
+    def _render_results(self) -> None:
+        frame = self.model.results
+        if frame is None or frame.empty:
+            self.results.value = ""
+            return
+        lang = self.lang
+        cols = ("record", "recipient", "status", "error")
+        head = "".join(f"<th style='text-align:left;padding-right:12px'>{_h(t(f'compose.col.{c}', lang))}</th>"
+                       for c in cols)
+        rows = []
+        for r in frame.head(RESULT_ROWS).itertuples(index=False):
+            error = "" if r.error is None or (isinstance(r.error, float) and pd.isna(r.error)) else r.error
+            cells = (r.record, r.recipient_name or r.recipient or "", t(f"compose.status.{r.status}", lang), error)
+            rows.append(f'<tr data-status="{_h(r.status)}">' +
+                        "".join(f"<td style='padding-right:12px'>{_h(c)}</td>" for c in cells) + "</tr>")
+        self.results.value = (f"<h4>{_h(t('compose.results', lang))}</h4>"
+                              f'<table class="crmkit-compose-result-rows"><tr>{head}</tr>{"".join(rows)}</table>')
+
+    def _sign_in_changed(self, _change: dict[str, Any]) -> None:
+        model = self.model
+        sign_in = model.sign_in
+        if sign_in is None:
+            return
+        if model.sign_in_status == "waiting":
+            self.sign_in_note.value = f"<p><b>{_h(t('compose.sign_in_needed', self.lang))}</b></p>"
+            self.sign_in_panel.start(sign_in)
+        else:
+            user = sign_in.result.username if sign_in.status == "signed_in" and sign_in.result else ""
+            self.sign_in_note.value = ""
+            self.sign_in_panel.finish(sign_in, t("compose.signed_in", self.lang, user=user))
