@@ -171,7 +171,8 @@ def run(ctx: Context) -> list[Result]:
                f"{setup_note} {paced_s:.1f} s wall; server clock {paced_server:.2f} msg/s; {failed} failed."),
         Result("graph_send: paced client, share of the 20/s limit", round(100 * share, 1), "%", "≥ 90 %",
                share >= 0.9),
-        Result("graph_send: paced client, 429 responses", paced_429, "", "0", paced_429 == 0 and client_429 == 0,
+        Result("graph_send: paced client, 429 responses", paced_429, "responses", "0",
+               paced_429 == 0 and client_429 == 0,
                f"counted by the sandbox ({paced_429}) and by the client ({client_429})."),
         Result("graph_send: baseline one at a time, msgs/s", round(base_rate, 2), "msg/s", "", None,
                f"{base_s:.1f} s wall; server clock {base_server:.2f} msg/s; {base_429} × 429. "
