@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import queue
-import subprocess
-import sys
-import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,69 +19,33 @@ from crmkit.sandbox import (
     SANDBOX_DEFAULT_UPN,
     SANDBOX_PASSWORD,
 )
+from crmkit.sandbox.process import URL_PREFIX
+from crmkit.sandbox.process import SandboxProcess as LaunchedSandbox
 
 from . import forms
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-URL_PREFIX = "CRMKIT_SANDBOX_URL="
 
+class SandboxProcess(LaunchedSandbox):
+    """The product's launcher, plus the banner it printed and a log file of its own."""
 
-@dataclass
-class SandboxProcess:
-    proc: subprocess.Popen[str]
-    url: str
-    log: Any = None
-    banner: list[str] = field(default_factory=list)
+    def __init__(self, state: Path, log: Path, *extra: str) -> None:
+        self._log_file = log.open("w")
+        super().__init__(state, log=self._log_file, extra=extra)
+        self.banner = [f"{URL_PREFIX}{self.url}"]
+        # The rest of the banner follows immediately; its last line is the sign-in hint.
+        while not self.banner[-1].lstrip().startswith("Sign in as"):
+            self.banner.append(self.lines.get(timeout=10))
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         try:
-            self._stop()
+            super().stop(timeout)
         finally:
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-            if self.log is not None:
-                self.log.close()
-
-    def _stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            self._log_file.close()
 
 
-def start_sandbox(state: Path, log: Path, *extra: str, timeout: float = 30.0) -> SandboxProcess:
+def start_sandbox(state: Path, log: Path, *extra: str) -> SandboxProcess:
     """Start ``python -m crmkit.sandbox --port 0`` and read its URL from the first stdout line."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
-    logf = log.open("w")
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "crmkit.sandbox", "--port", "0", "--state", str(state), *extra],
-        stdout=subprocess.PIPE, stderr=logf, text=True, cwd=ROOT, env=env,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        first = lines.get(timeout=timeout)
-    except queue.Empty:
-        proc.kill()
-        logf.close()
-        raise RuntimeError(f"sandbox did not start; log:\n{log.read_text()}") from None
-    assert first.startswith(URL_PREFIX), first
-    sp = SandboxProcess(proc, first[len(URL_PREFIX):], logf, [first])
-    # The rest of the banner follows immediately; its last line is the sign-in hint.
-    while not sp.banner[-1].lstrip().startswith("Sign in as"):
-        sp.banner.append(lines.get(timeout=10))
-    httpx.get(f"{sp.url}/_sandbox/health", timeout=10).raise_for_status()
-    return sp
+    return SandboxProcess(state, log, *extra)
 
 
 @pytest.fixture(scope="session")
