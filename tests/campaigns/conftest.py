@@ -1,0 +1,94 @@
+"""Campaign tier: a real sandbox subprocess, a file store, and a campaign set up up to its reaction."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.sandbox import ROOT, SandboxAdmin, SandboxProc, colleagues
+
+import crmkit
+from crmkit.auth import Microsoft365, _cache, _msal
+from crmkit.campaigns import Campaigns
+from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
+from crmkit.teams import activation
+
+EVIL = "<script>alert('x')</script> AG"
+
+
+@pytest.fixture(scope="session")
+def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
+    base = tmp_path_factory.mktemp("campaign-sandbox")
+    sp = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
+    yield sp
+    _msal._close_shared()
+    sp.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
+    sb = SandboxAdmin(sandbox_proc.url)
+    sb.reset()
+    # Exactly-once and bookkeeping matter here, not Teams' pacing: raise the limits on both sides.
+    sb.put("limits", {"chat_post_per_app_per_s": 400, "chat_post_per_chat_per_s": 100})
+    monkeypatch.setenv("CRMKIT_TEAMS_TENANT_RPS", "300")
+    monkeypatch.setenv("CRMKIT_TEAMS_CHAT_RPS", "80")
+    monkeypatch.setenv("CRMKIT_SANDBOX_URL", sandbox_proc.url)
+    monkeypatch.setenv("CRMKIT_HOME", str(tmp_path / "home"))
+    _cache.forget_caches()
+    _msal._apps.clear()
+    yield sb
+    sb.close()
+    _cache.forget_caches()
+    _msal._apps.clear()
+
+
+@dataclass
+class Setup:
+    crm: crmkit.CRM
+    camp: Campaigns
+    activity: int
+    reaction: int
+    people: list[str]
+
+    def set_campaign_account(self, password: str = SANDBOX_PASSWORD) -> None:
+        m365 = Microsoft365(self.crm)
+        try:
+            m365.campaign.set_password(SANDBOX_DEFAULT_UPN, password)
+        finally:
+            m365.close()
+
+    def action(self, **options: object) -> int:
+        return self.camp.add_teams_action(self.reaction, "Vertrieb informieren", recipients=self.people[:1],
+                                          **({"message": "Bitte {company} anrufen."} | options))
+
+
+@pytest.fixture
+def setup(sandbox: SandboxAdmin, tmp_path: Path) -> Iterator[Setup]:
+    """Integration on, three participant addresses, a campaign → activity → reaction; no account yet."""
+    crm = crmkit.open(tmp_path / "crm.duckdb")
+    activation.enable(crm)
+    crm.add_address(company="Müller & Söhne GmbH", city="Berlin", email="info@mueller.example")
+    crm.add_address(company=EVIL, city="Wien")
+    crm.add_address(last_name="Keller", first_name="Eva", salutation="Frau", city="Zürich")
+    camp = Campaigns(crm)
+    cid = camp.add_campaign("Frühjahr 2026")
+    aid = camp.add_activity(cid, "Mailing März")
+    camp.add_participants(aid, [1, 2, 3])
+    rid = camp.add_reaction(aid, "Interesse")
+    yield Setup(crm, camp, aid, rid, colleagues(sandbox, 3))
+    camp.close()
+
+
+def start_worker(db: Path, log: Path, *args: str) -> subprocess.Popen[str]:
+    """``crmkit worker`` as its own process, with this test's sandbox and CRMKIT_HOME."""
+    with log.open("a") as err:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "crmkit.cli", "--db", str(db), "worker", *args], cwd=ROOT, text=True,
+            stdout=subprocess.PIPE, stderr=err, env=dict(os.environ),
+        )
