@@ -1,19 +1,26 @@
 """Every notebook and dashboard runs top to bottom, and every one is committed clean.
 
-Run alone with ``pytest -m notebooks``. A notebook that needs something this tier cannot give yet
-declares it in its metadata, e.g. ``"crmkit": {"requires": ["sandbox"]}``, and is skipped with
-that reason until the fixture exists.
+Run alone with ``pytest -m notebooks``. A notebook declares what it needs in its metadata, e.g.
+``"crmkit": {"requires": ["sandbox"]}``; this tier provides a database, and for ``sandbox`` a running
+sandbox tenant with the admin user signed in to Teams and the integration on. Anything else makes
+the notebook skip with the reason.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.sandbox import SandboxProc, sign_in
 
 import crmkit
+from crmkit.auth import _cache, _msal
+from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
+from crmkit.teams import activation
 
 pytestmark = pytest.mark.notebooks
 
@@ -21,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("dashboards/*.ipynb")])
 IDS = [p.relative_to(ROOT).as_posix() for p in NOTEBOOKS]
 # What this tier can provide; anything else a notebook requires makes it skip.
-PROVIDED: set[str] = {"database"}
-WHY_MISSING = {"sandbox": "needs the sandbox tenant fixture, which a later issue adds"}
+PROVIDED: set[str] = {"database", "sandbox"}
+WHY_MISSING: dict[str, str] = {}
+# What must never be left in a notebook's outputs: a token (JWTs start with eyJ), a password.
+SECRET_MARKERS = ("access_token", "refresh_token", "eyJ", SANDBOX_PASSWORD)
 
 
 def test_there_are_notebooks() -> None:
@@ -40,16 +49,59 @@ def notebook_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class NotebookSandbox:
+    url: str
+    home: Path
+
+
+@pytest.fixture(scope="module")
+def notebook_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CRMKIT_HOME for the kernels: token caches stay out of the developer's ~/.crmkit."""
+    return tmp_path_factory.mktemp("notebooks-home")
+
+
+@pytest.fixture(scope="module")
+def notebook_sandbox(notebook_db: Path, notebook_home: Path,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookSandbox]:
+    """A sandbox tenant; the admin CRM user signed in to Teams (device code) and the integration on."""
+    base = tmp_path_factory.mktemp("notebooks-sandbox")
+    proc = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CRMKIT_SANDBOX_URL", proc.url)
+            mp.setenv("CRMKIT_HOME", str(notebook_home))
+            crm = crmkit.open(notebook_db)
+            try:
+                activation.enable(crm)
+                sign_in(crm, SANDBOX_DEFAULT_UPN)
+            finally:
+                crm.teams.close()
+                crm.store.close()
+                _cache.forget_caches()
+                _msal._apps.clear()
+        yield NotebookSandbox(proc.url, notebook_home)
+    finally:
+        proc.stop()
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_runs_top_to_bottom(path: Path, notebook_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_top_to_bottom(path: Path, notebook_db: Path, notebook_home: Path, request: pytest.FixtureRequest,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    missing = sorted(set(nb.metadata.get("crmkit", {}).get("requires", [])) - PROVIDED)
+    needs = set(nb.metadata.get("crmkit", {}).get("requires", []))
+    missing = sorted(needs - PROVIDED)
     if missing:
         pytest.skip("; ".join(f"{need}: {WHY_MISSING.get(need, 'not provided by this tier')}" for need in missing))
-    monkeypatch.setenv("CRMKIT_DB", str(notebook_db))  # the kernel inherits this process's environment
+    # the kernel inherits this process's environment
+    if "sandbox" in needs:
+        sandbox: NotebookSandbox = request.getfixturevalue("notebook_sandbox")
+        monkeypatch.setenv("CRMKIT_SANDBOX_URL", sandbox.url)
+    monkeypatch.setenv("CRMKIT_DB", str(notebook_db))
+    monkeypatch.setenv("CRMKIT_HOME", str(notebook_home))
     monkeypatch.setenv("CRMKIT_USER", "admin")
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
 
@@ -57,6 +109,8 @@ def test_runs_top_to_bottom(path: Path, notebook_db: Path, monkeypatch: pytest.M
     assert not [o for o in outputs if o.output_type == "error"]
     stderr = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stderr")
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
+    shown = json.dumps(outputs, ensure_ascii=False)
+    assert [m for m in SECRET_MARKERS if m in shown] == [], "a secret was left in the notebook's outputs"
     if path.parent.name == "dashboards":
         # a dashboard shows a widget, not an error box
         views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]

@@ -1,0 +1,150 @@
+"""The settings dashboard, and how dashboards open their session (CRMKIT_USER, ``?user=`` for demos)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ipywidgets as widgets
+import pytest
+
+import crmkit
+from crmkit import privacy
+from crmkit.crm import CRM
+from crmkit.errors import PermissionDenied
+from crmkit.teams import activation, display_format
+from crmkit.widgets.common import ErrorBox
+from crmkit.widgets.settings_app import (
+    SettingsApp,
+    open_dashboard_crm,
+    query_user,
+    settings_dashboard,
+)
+from crmkit.widgets.teams_action import teams_address_dashboard
+
+pytestmark = pytest.mark.widgets
+
+
+@pytest.fixture(autouse=True)
+def _home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The account views resolve the Microsoft configuration; keep its secrets folder private to the test.
+    monkeypatch.setenv("CRMKIT_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def crm(crm: CRM) -> CRM:
+    crm.add_address(company="Muster GmbH", city="Köln", country="DE", phone="0221 123456")
+    crm.add_user("anna", "Anna Schmidt", roles=["sales"])
+    return crm
+
+
+def test_admin_sees_every_tab_in_the_users_language(crm: CRM) -> None:
+    app = settings_dashboard(crm)
+    assert isinstance(app, SettingsApp)
+    assert app.tabs.titles == ("Microsoft Teams", "Anzeigeformat", "Personenbezogene Daten",
+                               "Meine Microsoft 365-Accounts", "Kampagnen Account", "Administratorzustimmung")
+    for view in (app.teams, app.display_format, app.privacy, app.transfer_log, app.accounts, app.campaign,
+                 app.consent):
+        assert view is not None
+    assert "Systemweite Einstellungen" in app.title.value and "Administrator" in app.user_line.value
+    assert crm.teams.m365.consent_url().split("?")[0] in app.consent.links.value  # type: ignore[union-attr]
+    app.consent.account.value = "eva@contoso.example"  # type: ignore[union-attr]
+    assert "eva@contoso.example" in app.consent.account_link.value  # type: ignore[union-attr]
+
+
+def test_activate_and_edit_the_display_format(crm: CRM) -> None:
+    app = SettingsApp(crm)
+    app.teams.enabled.value = True  # type: ignore[union-attr]
+    assert crm.setting("teams.enabled") is True
+    assert "TS" in crm.contact_types()["code"].tolist()
+    assert "aktiviert" in app.teams.status.value  # type: ignore[union-attr]
+
+    editor = app.display_format
+    before = editor.card_preview.value  # type: ignore[union-attr]
+    row = editor.rows[editor.fmt.index("company")]  # type: ignore[union-attr]
+    row.label_de.value = "Unternehmen"
+    after = editor.card_preview.value  # type: ignore[union-attr]
+    assert after != before and "Unternehmen" in after
+    editor.save_button.click()  # type: ignore[union-attr]
+    stored = display_format.load_format(crm)
+    assert stored.fields[stored.index("company")].label_de == "Unternehmen"
+
+
+def test_language_switch_stores_the_setting_and_rebuilds(crm: CRM) -> None:
+    app = SettingsApp(crm)
+    app.tabs.selected_index = 2
+    app.language_switch.value = "en"
+    assert crm.user_setting("language") == "en"
+    assert app.tabs.titles[:3] == ("Microsoft Teams", "Display format", "Personal data")
+    assert app.tabs.selected_index == 2
+    assert "System-wide settings" in app.title.value
+    assert app.teams.enabled.description == "Enable Microsoft Teams integration"  # type: ignore[union-attr]
+
+
+def test_a_sales_user_sees_read_only_views_and_the_cores_refusals(crm: CRM) -> None:
+    anna = CRM(crm.store, "anna")
+    app = SettingsApp(anna)
+    assert app.teams.enabled.disabled  # type: ignore[union-attr]
+    assert app.display_format.save_button.disabled  # type: ignore[union-attr]
+    monitor = app.transfer_log
+    assert isinstance(monitor.error.exc, PermissionDenied)  # type: ignore[union-attr]
+    assert "Dafür fehlt Ihnen das Recht" in monitor.error.value  # type: ignore[union-attr]
+    # the right is checked in the core, not only by the disabled box
+    with pytest.raises(PermissionDenied):
+        activation.set_enabled(anna, True)
+    assert app.accounts is not None  # every user manages their own accounts
+
+
+def test_a_view_that_cannot_be_built_shows_why_and_the_rest_works(crm: CRM, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_a: object, **_k: object) -> None:
+        raise PermissionDenied("No privacy for you.", right="privacy.admin")
+
+    monkeypatch.setattr(privacy, "policies", refuse)
+    app = SettingsApp(crm)
+    assert app.privacy is None and app.transfer_log is not None and app.teams is not None
+    box = app.views["privacy"].children[0]  # type: ignore[attr-defined]
+    assert isinstance(box, ErrorBox) and "No privacy for you." in box.value
+
+
+def test_query_user() -> None:
+    assert query_user("user=anna") == "anna"
+    assert query_user("?foo=1&user=%20eva%20") == "eva"
+    assert query_user("foo=1") is None and query_user("user=") is None and query_user("") is None
+
+
+def test_dashboards_open_the_env_user_or_the_url_user_in_demos(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = crmkit.open(db_path)
+    admin.add_user("anna", "Anna Schmidt", roles=["sales"])
+    admin.store.close()
+    monkeypatch.setenv("CRMKIT_DB", str(db_path))
+    monkeypatch.setenv("CRMKIT_USER", "admin")
+    assert open_dashboard_crm().user.name == "admin"
+    monkeypatch.setenv("QUERY_STRING", "user=anna")
+    assert open_dashboard_crm().user.name == "anna"  # sandbox tenant: a demo
+    monkeypatch.setenv("CRMKIT_TENANT_ID", "contoso.example")
+    monkeypatch.setenv("CRMKIT_CLIENT_ID", "5e1c7a0d-3b2f-4d8e-9c6a-7f0b1e2d3c4a")
+    assert open_dashboard_crm().user.name == "admin"  # a real tenant: the URL picks nobody
+
+
+def test_unknown_user_gets_an_explanation_not_a_traceback(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    crmkit.open(db_path).store.close()
+    monkeypatch.setenv("CRMKIT_DB", str(db_path))
+    monkeypatch.setenv("QUERY_STRING", "user=nobody")
+    for build in (settings_dashboard, teams_address_dashboard):
+        box = build()
+        assert isinstance(box, widgets.HTML) and "crmkit-open-error" in box._dom_classes
+        assert "Unbekannter CRM-Benutzer" in box.value and "Unknown CRM user" in box.value
+
+
+def test_addresses_dashboard_carries_the_teams_action(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    crm = crmkit.open(db_path)
+    crm.add_address(company="Muster GmbH", city="Köln")
+    crm.add_user("anna", "Anna Schmidt", roles=["sales"])
+    crm.store.close()
+    monkeypatch.setenv("CRMKIT_DB", str(db_path))
+    monkeypatch.setenv("QUERY_STRING", "user=anna")
+    table = teams_address_dashboard()
+    action = table.teams_action
+    assert action.crm.user.name == "anna" and action.button.disabled
+    table.selected_ids = [1]
+    action.button.click()
+    assert "ausgeschaltet" in action.error.value or "switched off" in action.error.value
