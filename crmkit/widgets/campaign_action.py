@@ -145,7 +145,8 @@ class TeamsActionDialog(widgets.VBox):
                                                description=t("teams.record_contact", lang), indent=False)
         self.record_contact.add_class("crmkit-action-record-contact")
         self.include_record = widgets.Checkbox(value=action.include_record if action else True,
-                                               description=t("campaigns.include_record", lang), indent=False)
+                                               description=t("campaigns.include_record", lang), indent=False,
+                                               layout=widgets.Layout(width="auto"))
         self.record_format = widgets.Dropdown(
             options=[(t(f"campaigns.record_format.{k}", lang), k) for k in ("card", "table")],
             value=action.record_format if action else "card", description=t("campaigns.record_format", lang),
