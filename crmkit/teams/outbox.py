@@ -130,13 +130,17 @@ def open_rows(store: Store, batch_ids: Iterable[str] | None = None, *, user: str
     )
 
 
-def pending_batches(store: Store, *, user: str | None = None) -> list[str]:
+def pending_batches(store: Store, *, user: str | None = None, channels: Sequence[str] | None = None) -> list[str]:
+    """Batches with rows still to deliver; ``channels`` keeps a sender to its own (manual vs campaign)."""
     sql = "SELECT DISTINCT o.batch_id FROM outbox o JOIN outbox_batches b ON b.id = o.batch_id " \
           "WHERE o.status IN ('pending', 'sending')"
     params: list[Any] = []
     if user is not None:
         sql += " AND b.user_name = ?"
         params.append(user)
+    if channels is not None:
+        sql += f" AND b.channel IN ({', '.join('?' * len(channels))})" if channels else " AND FALSE"
+        params.extend(channels)
     return [r[0] for r in store.read(lambda tx: tx.rows(sql, params))]
 
 

@@ -438,7 +438,9 @@ class TeamsService:
         """Deliver what an interrupted send left (pending or unconfirmed), each message exactly once."""
         from .outbox import pending_batches
 
-        batches = pending_batches(self.crm.store, user=self.crm.user.name)
+        # Only this sender's own batches: a campaign batch must never go out as the user's account.
+        channels = ["teams_campaign"] if self.sender == "campaign" else ["teams_manual"]
+        batches = pending_batches(self.crm.store, user=self.crm.user.name, channels=channels)
         if not batches:
             return pd.DataFrame(columns=RESULT_COLUMNS)
         return self.deliver(batches, progress=progress, cancel_event=cancel_event)

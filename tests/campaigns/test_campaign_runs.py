@@ -160,3 +160,25 @@ def test_account_trouble_fails_with_reason_and_is_retried_after_the_fix(
     assert len(messages(sandbox)) == 3
     assert len(setup.crm.contacts(type_code="TS")) == 3
     assert json.loads(setup.camp.runs()["status"].to_json(orient="values")) == ["done"] * 3
+
+
+def test_a_users_manual_send_never_delivers_a_pending_campaign_batch(setup: Setup, sandbox: SandboxAdmin) -> None:
+    """Resuming is per sender: the user's own resume must not post campaign messages as the user."""
+    from support.sandbox import sign_in
+
+    setup.set_campaign_account()
+    setup.action()
+    setup.camp.record_reaction(setup.reaction, [1], deliver=False)
+    dead = Claimer("session:gone", 2**22 + 7, Claimer.here("x", 1).host, 900)
+    [run_id] = claim_due(setup.crm, dead)
+    ctx = setup.crm.store.df(_CONTEXT_SQL, [run_id])
+    _plan_and_enqueue(setup.crm, setup.camp.teams, dead, ctx.astype(object).where(ctx.notna(), None).iloc[0].to_dict())
+    sign_in(setup.crm, setup.people[2])
+    try:
+        setup.crm.teams.send(2, to=setup.people[1:2], subject="Von Hand")
+    finally:
+        setup.crm.teams.close()
+    assert [m["subject"] for m in messages(sandbox)] == ["cobra CRM - Von Hand"]
+    assert dict(run_worker(setup.crm.store.path, once=True).outcomes) == {"done": 1}
+    campaign = [m for m in messages(sandbox) if m["subject"] != "cobra CRM - Von Hand"]
+    assert [m["from"]["user"]["id"] for m in campaign] == [campaign_sender_id(sandbox)]
