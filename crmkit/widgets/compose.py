@@ -23,7 +23,7 @@ Layout (CSS classes in brackets, for browser tests)::
       Abbrechen [crmkit-compose-cancel]  Schließen [crmkit-compose-close]
       progress [crmkit-compose-progress]  status [crmkit-compose-status]
       sign-in panel [crmkit-signin-prompt …]   error [crmkit-error]
-      preview [crmkit-compose-preview]   results [crmkit-compose-results]
+      results [crmkit-compose-results]   preview [crmkit-compose-preview]
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ class ComposeModel(HasTraits):
         debounce: seconds the people picker waits after the last keystroke before it searches; 0
             searches at once, in the calling thread (tests).
 
-    Traits (observe them): ``search_text``, ``suggestions`` (directory people not yet chosen),
+    Traits (observe them): ``search_text``, ``searched`` (the text of the last finished search),
+    ``suggestions`` (directory people not yet chosen),
     ``recipients`` (chosen people), ``subject``, ``message``, ``record_contact``, the send options
     ``chat``, ``mode``, ``record_format``, ``include_record``, ``importance``, ``purpose``;
     ``state`` (one of :data:`STATES`), ``progress`` (the last :class:`Progress`), ``preview`` and
@@ -97,6 +98,7 @@ class ComposeModel(HasTraits):
     """
 
     search_text = Unicode("")
+    searched = Unicode("")  # the text of the last finished search
     suggestions = List()
     recipients = List()
     subject = Unicode("")
@@ -144,6 +146,7 @@ class ComposeModel(HasTraits):
         text = str(change["new"]).strip()
         if not text:
             self.suggestions = []
+            self.searched = ""
             return
         if self.debounce <= 0:
             self._search(seq, text)
@@ -177,6 +180,7 @@ class ComposeModel(HasTraits):
         chosen = {p["id"] for p in self.recipients}
         people = [_person(r) for r in frame.to_dict("records")]
         self.suggestions = [p for p in people if p["id"] not in chosen][:SUGGESTIONS]
+        self.searched = text
         self.error = None
 
     def add_recipient(self, person: dict[str, Any] | str) -> None:
@@ -422,7 +426,7 @@ class ComposeDialog(widgets.VBox):
         _labelled(self.purpose, lang, "compose.purpose")
         self.purpose.add_class("crmkit-compose-purpose")
         purpose_note = widgets.HTML(f"<small>{_h(t('compose.purpose_required', lang))}</small>")
-        purpose_box = widgets.VBox([self.purpose, purpose_note],
+        self.purpose_box = purpose_box = widgets.VBox([self.purpose, purpose_note],
                                    layout=widgets.Layout(display=None if model.purpose_required else "none"))
         self.options = widgets.Accordion(children=[widgets.VBox([
             widgets.HBox([self.chat, self.mode], layout=widgets.Layout(flex_flow="row wrap")),
@@ -457,12 +461,13 @@ class ComposeDialog(widgets.VBox):
         super().__init__([
             self.title, self.records, self.search, self.suggestions,
             widgets.HBox([self.chosen_label, self.chosen], layout=widgets.Layout(align_items="center")),
-            widgets.HBox([widgets.Label(t("teams.subject", lang)), self.prefix, self.subject],
+            widgets.HBox([widgets.Label(t("teams.subject", lang), layout=widgets.Layout(margin="0 8px 0 0")),
+                          self.prefix, self.subject],
                          layout=widgets.Layout(align_items="center")),
             self.message, self.record_contact, purpose_box, self.options,
             widgets.HBox([self.preview_button, self.send_button, self.cancel_button, self.close_button]),
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")),
-            self.sign_in_note, self.sign_in_panel, self.error, self.preview, self.results,
+            self.sign_in_note, self.sign_in_panel, self.error, self.results, self.preview,
         ], layout=widgets.Layout(border="1px solid #c8c8c8", padding="8px", margin="8px 0"))
         self.add_class("crmkit-compose")
 
@@ -475,7 +480,7 @@ class ComposeDialog(widgets.VBox):
         self.cancel_button.on_click(lambda _b: model.cancel())
         self.close_button.on_click(lambda _b: self.close_dialog())
         # model → widgets (some of these fire on background threads; they only assign widget values)
-        model.observe(lambda _c: self._render_suggestions(), "suggestions")
+        model.observe(lambda _c: self._render_suggestions(), ["suggestions", "searched"])
         model.observe(lambda _c: self._render_chosen(), "recipients")
         model.observe(lambda _c: self._render_state(), ["state", "progress"])
         model.observe(lambda _c: self._render_preview(), "preview")
@@ -491,6 +496,7 @@ class ComposeDialog(widgets.VBox):
         person = getattr(button, "_crmkit_person", None)
         if person is not None:
             self.model.add_recipient(person)
+            self.search.value = ""  # ready for the next name
 
     def close_dialog(self) -> None:
         """Close: stop a running send or sign-in, then tell the owner (the Teams action hides us)."""
@@ -511,7 +517,7 @@ class ComposeDialog(widgets.VBox):
             else:
                 button._crmkit_person = None  # type: ignore[attr-defined]
                 button.layout.display = "none"
-        searched = bool(self.model.search_text.strip())
+        searched = bool(self.model.searched) and self.model.searched == self.model.search_text.strip()
         self.no_match.value = (f"<i>{_h(t('compose.no_match', self.lang))}</i>"
                                if searched and not people and self.model.error is None else "")
 

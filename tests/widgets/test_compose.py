@@ -112,8 +112,8 @@ def test_prefix_and_purpose_come_from_the_core(crm: CRM) -> None:
     dialog = ComposeDialog(crm, [1])
     assert ">CRM: </span>" in dialog.prefix.value
     assert dialog.model.purpose_required
-    assert dialog.purpose.layout is not None and dialog.purpose in dialog.children[8].children
-    assert dialog.children[8].layout.display is None
+    assert dialog.purpose in dialog.purpose_box.children and dialog.purpose_box in dialog.children
+    assert dialog.purpose_box.layout.display is None
     dialog.purpose.value = "Angebot"
     assert dialog.model.options()["purpose"] == "Angebot"
 
@@ -132,7 +132,7 @@ def test_options_are_bound_to_the_model(crm: CRM) -> None:
     assert m.options() == {"chat": "group", "mode": "digest", "record_format": "table", "include_record": False,
                            "importance": "urgent", "purpose": None}
     assert (m.subject, m.message, m.record_contact) == ("Lead", "Hallo", True)
-    assert dialog.children[8].layout.display == "none"  # no purpose asked by the default policy
+    assert dialog.purpose_box.layout.display == "none"  # no purpose asked by the default policy
 
 
 class FakeDirectory:
@@ -165,8 +165,10 @@ def test_picker_debounces_typing_and_picks_several(crm: CRM, monkeypatch: pytest
                                                 "Jana Wolf (jana.wolf@contoso.example)"]
     visible[0].click()
     assert [p["id"] for p in dialog.model.recipients] == ["id-Jonas Becker"]
-    assert [b.description for b in dialog._suggestion_buttons if b.layout.display is None] == [
-        "Jana Wolf (jana.wolf@contoso.example)"]
+    assert dialog.search.value == "" and not dialog.model.suggestions  # cleared for the next name
+    assert not [b for b in dialog._suggestion_buttons if b.layout.display is None] and dialog.no_match.value == ""
+    dialog.model.search("Ja")  # a search the chosen person no longer shows up in
+    assert [p["displayName"] for p in dialog.model.suggestions] == ["Jana Wolf"]
     dialog.model.add_recipient("jana.wolf@contoso.example")
     chips = [c for c in dialog.chosen.children if "crmkit-compose-chip" in c._dom_classes]
     assert [c.description for c in chips] == ["Jonas Becker", "Jana Wolf"]
