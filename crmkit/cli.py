@@ -200,6 +200,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if args.interval < 0:
         print("crmkit: error: --interval must be 0 or more.", file=sys.stderr)
         return EXIT_ERROR
+    path = args.db or default_path()
+    if path != ":memory:" and not Path(path).exists():  # a worker never creates a database of its own
+        print(f"crmkit: error: no database at {path}; give --db PATH of the CRM's database "
+              "(or create one with `crmkit init`).", file=sys.stderr)
+        return EXIT_ERROR
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     stop = threading.Event()
@@ -210,7 +215,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    stats = run_worker(args.db, poll_interval=args.interval, once=args.once, stop_event=stop, user=args.user)
+    stats = run_worker(path, poll_interval=args.interval, once=args.once, stop_event=stop, user=args.user)
     outcomes = ", ".join(f"{n} {status}" for status, n in sorted(stats.outcomes.items())) or "none"
     role = "active" if stats.active else "standby (another worker held the lease)"
     print(f"crmkit worker: stopped; was {role}; runs: {outcomes}.")
