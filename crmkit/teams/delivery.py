@@ -88,7 +88,7 @@ class DeliveryEngine:
         results: list[Delivery] = []
         if not total:
             return results
-        queue = _interleave(rows)
+        lanes = Lanes(rows)
         pending: list[Delivery] = []
         state = Progress(0, total, 0, 0)
         lock = asyncio.Lock()
@@ -101,12 +101,13 @@ class DeliveryEngine:
                     await asyncio.to_thread(finish, self.store, batch, write_side_effects=self.side_effects)
 
         async def worker() -> None:
-            while queue:
-                if cancel is not None and cancel.is_set():
-                    return
-                row = queue.popleft()
-                await asyncio.to_thread(claim, self.store, [row["id"]])
-                delivery = await self._deliver(row)
+            while (taken := await lanes.take(cancel)) is not None:
+                lane, row = taken
+                try:
+                    await asyncio.to_thread(claim, self.store, [row["id"]])
+                    delivery = await self._deliver(row, cancel)
+                finally:
+                    await lanes.release(lane)
                 async with lock:
                     pending.append(delivery)
                     results.append(delivery)
@@ -145,7 +146,7 @@ class DeliveryEngine:
                 self._chats[key] = await self.gateway.ensure_chat(row["chat_kind"], list(members), row.get("topic"))
         return self._chats[key]
 
-    async def _deliver(self, row: Mapping[str, Any]) -> Delivery:
+    async def _deliver(self, row: Mapping[str, Any], cancel: threading.Event | None = None) -> Delivery:
         payload = json.loads(row["payload"])
         chat_id: str | None = None
         ambiguous = row["status"] == "sending"  # a previous run may have posted it
@@ -159,6 +160,9 @@ class DeliveryEngine:
                                                            row["batch_created_at"])
                     if found:
                         return Delivery(row["id"], "sent", chat_id, found, at=_now())
+                if cancel is not None and cancel.is_set():
+                    # Nothing of this row can be in Teams (fresh, or reconciled as absent): safe to drop.
+                    return Delivery(row["id"], "cancelled", chat_id, error="cancelled before sending")
                 posting = True
                 result = await self.gateway.post_message(chat_id, payload)
                 return Delivery(row["id"], "sent", chat_id, str(result.get("id")), at=_now())
@@ -190,16 +194,42 @@ def _now() -> datetime:
     return datetime.now().replace(microsecond=0)
 
 
-def _interleave(rows: pd.DataFrame) -> deque[dict[str, Any]]:
-    """Round-robin over chats, so consecutive requests go to different chats (1 request/s per chat)."""
-    by_chat: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
-    clean = rows.astype(object).where(rows.notna(), None)  # NaN/NA would read as truthy chat ids
-    for row in clean.to_dict("records"):
-        by_chat[row.get("chat_id") or row["members"]].append(row)
-    order: deque[dict[str, Any]] = deque()
-    lanes = list(by_chat.values())
-    while lanes:
-        for lane in lanes:
-            order.append(lane.popleft())
-        lanes = [lane for lane in lanes if lane]
-    return order
+class Lanes:
+    """Outbox rows grouped by chat, handed out one chat at a time.
+
+    Teams takes one message per second per chat, so a second request into a busy chat would only
+    wait in the pacer (and could no longer be cancelled). Workers take the next row of a chat that
+    has nothing in flight, round-robin, so consecutive requests go to different chats.
+    """
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        clean = rows.astype(object).where(rows.notna(), None)  # NaN/NA would read as truthy chat ids
+        self._rows: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        for row in clean.to_dict("records"):
+            self._rows[row.get("chat_id") or f"{row['chat_kind']}:{row['members']}"].append(row)
+        self._order = deque(self._rows)
+        self._busy: set[str] = set()
+        self._changed = asyncio.Condition()
+
+    async def take(self, cancel: threading.Event | None) -> tuple[str, dict[str, Any]] | None:
+        """The next row of an idle chat; None when all are handed out (or cancelled)."""
+        async with self._changed:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    return None
+                for _ in range(len(self._order)):
+                    lane = self._order[0]
+                    self._order.rotate(-1)
+                    if lane not in self._busy and self._rows[lane]:
+                        self._busy.add(lane)
+                        return lane, self._rows[lane].popleft()
+                if not any(self._rows.values()):
+                    return None
+                # Wake up now and then to notice a cancel even while every chat is busy.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.5)
+
+    async def release(self, lane: str) -> None:
+        async with self._changed:
+            self._busy.discard(lane)
+            self._changed.notify_all()

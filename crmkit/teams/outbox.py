@@ -53,7 +53,7 @@ class Delivery:
     """The outcome of one attempt, as the sender hands it to :func:`finish`."""
 
     id: str
-    status: str  # sent | failed | sending (still ambiguous)
+    status: str  # sent | failed | cancelled | sending (still ambiguous)
     chat_id: str | None = None
     message_id: str | None = None
     error: str | None = None
@@ -196,7 +196,8 @@ def finish(store: Store, deliveries: Sequence[Delivery], *, write_side_effects: 
                 "finished_at = coalesce(?, current_timestamp) WHERE id = ?",
                 [d.status, d.chat_id, d.message_id, d.error, d.at, d.id],
             )
-            write_side_effects(tx, row, d)
+            if d.status != "cancelled":  # a cancelled row transferred nothing
+                write_side_effects(tx, row, d)
 
     store.write(run)
 
