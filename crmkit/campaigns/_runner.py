@@ -95,6 +95,12 @@ def claim_columns(claimer: Claimer) -> tuple[str, list[Any]]:
 
 def claim_due(crm: CRM, claimer: Claimer, *, limit: int = 20) -> list[int]:
     """Claim runs that are due, due again after a failure, or abandoned by a dead or expired claim."""
+    # A read first: an idle worker polling must not take the file's write lock every round.
+    waiting = crm.store.one(
+        "SELECT count(*) FROM campaign_runs WHERE (status IN ('due', 'retry') AND coalesce(next_attempt_at, due_at) "
+        "<= ?) OR (status = 'running' AND claimed_by IS DISTINCT FROM ?)", [utcnow(), claimer.holder])
+    if not waiting:
+        return []
 
     def run(tx: Tx) -> list[int]:
         now = utcnow()
