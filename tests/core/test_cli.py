@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 import crmkit
@@ -113,8 +115,38 @@ def test_unknown_user_and_missing_right_are_one_line_errors(db_path: Path) -> No
     assert crmkit.open(db_path).count_addresses() == 0
 
 
-@pytest.mark.parametrize("command", ["demo", "worker"])
-def test_placeholders_say_not_yet_available(command: str) -> None:
-    result = crmkit_cli(command)
-    assert result.returncode == 2
-    assert "not yet available" in result.stderr
+@pytest.mark.sandbox
+@pytest.mark.slow
+def test_demo_starts_everything_prints_urls_and_stops_cleanly(tmp_path: Path) -> None:
+    """`crmkit demo` on free ports: demo data, sandbox, Voila; the printed URLs answer; SIGTERM stops all."""
+    from crmkit.voila_launch import free_port
+
+    sandbox_port, voila_port = free_port(), free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "crmkit.cli", "--db", str(tmp_path / "crm.duckdb"), "demo", "--addresses", "200",
+         "--sandbox-port", str(sandbox_port), "--voila-port", str(voila_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean, cwd=tmp_path,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("Press Ctrl+C"):
+                break
+        text = "\n".join(lines)
+        assert "200 addresses" in text and "Teams integration switched on" in text, text
+        urls = [w for line in lines for w in line.split() if w.startswith("http://127.0.0.1:")]
+        assert f"http://127.0.0.1:{voila_port}/voila/render/addresses.ipynb" in urls, text
+        assert f"http://127.0.0.1:{sandbox_port}/teams" in urls, text
+        assert httpx.get(f"http://127.0.0.1:{sandbox_port}/teams", timeout=30).status_code == 200
+        page = httpx.get(f"http://127.0.0.1:{voila_port}/voila/render/addresses.ipynb", timeout=120)
+        assert page.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "crmkit demo stopped." in out
+    for port in (sandbox_port, voila_port):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
