@@ -261,7 +261,7 @@ def _enqueue(tx: Tx, plan: SendPlan, *, user: str, account: str | None, source: 
 def _record_delivery(crm: CRM, claimer: Claimer, row: dict[str, Any], results: Any) -> RunOutcome:
     run_id = int(row["id"])
     statuses = list(results["status"]) if len(results) else []
-    failed = results[results["status"] == "failed"] if len(results) else results
+    failed = results[results["status"].isin(["failed", "cancelled"])] if len(results) else results
     if any(s in ("pending", "sending") for s in statuses):
         attempts = int(row["attempts"] or 1)
         delay = retry_delay(attempts)
