@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,21 @@ import crmkit
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
+CHROMIUM = Path("/usr/bin/chromium")
+# Measured on these machines (STACK-NOTES B): headless Debian Chromium as root needs no sandbox.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-proxy-server"]
+TIER_ORDER = {"notebooks": 1, "browser": 2}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last, after the notebooks: Playwright's sync API keeps an event loop running on
+    the main thread for the session, which code that calls asyncio.run must not meet."""
+    def rank(item: pytest.Item) -> int:
+        return max((TIER_ORDER.get(m.name, 0) for m in item.iter_markers()), default=0)
+
+    items.sort(key=rank)  # stable: the order within a tier stays as collected
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +54,51 @@ def db_path(tmp_path: Path) -> Path:
 def output_dir() -> Path:
     OUTPUT.mkdir(exist_ok=True)
     return OUTPUT
+
+
+def _install_chromium() -> str | None:
+    """Install Debian's Chromium when we may; return why not otherwise."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return "Chromium is missing and this is not root with apt-get; run `apt-get install -y chromium`"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"],
+                 ["apt-get", "install", "-y", "chromium"]):
+        done = subprocess.run(argv, env=env, capture_output=True, timeout=900, check=False)
+        if done.returncode == 0 and argv[1] == "install":
+            return None
+    return f"apt-get install chromium failed: {done.stderr.decode(errors='replace')[-500:]}"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium. Missing and not installable: skip, but fail under CI=true."""
+    if not CHROMIUM.exists():
+        why = _install_chromium()
+        if why and not CHROMIUM.exists():
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(f"CI=true needs the browser tier to run: {why}")
+            pytest.skip(why)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: Path) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        # launch() makes its own throw-away profile; --user-data-dir in args would be refused.
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="de-DE")  # type: ignore[attr-defined]
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()

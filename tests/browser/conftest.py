@@ -1,14 +1,11 @@
 """Browser tier: Debian's Chromium driven by Playwright against the committed Voila config.
 
-One Voila server and one browser per session; each test gets a fresh page. Voila leaks a kernel
+One Voila server per session; the browser and a fresh page per test come from tests/conftest.py. Voila leaks a kernel
 per page view (voila#1458); the culling in ``dashboards/voila.json`` and SIGTERM at the end clean up.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,14 +15,9 @@ import pandas as pd
 import pytest
 
 import crmkit
-from crmkit.crm import ADDRESS_COLUMNS
+from crmkit.crm import ADDRESS_COLUMNS, rebuild_search_index
 from crmkit.voila_launch import free_port, server_url, start_voila, stop_voila, wait_until_up
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Measured on these machines (STACK-NOTES B): headless Debian Chromium as root needs no sandbox.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-proxy-server"]
 CITY_WEIGHTS = {"Berlin": 7, "Hamburg": 5, "München": 4, "Köln": 3, "Frankfurt am Main": 3, "Leipzig": 2,
                 "Dresden": 1}
 EVIL = "<script>alert(1)</script>"
@@ -63,37 +55,13 @@ def build_demo_db(path: Path, n: int = 1000) -> DemoDb:
         tx.register("demo_frame", frame)
         tx.execute(f"INSERT INTO addresses ({names}) SELECT {names} FROM demo_frame")
         tx.unregister("demo_frame")
+        rebuild_search_index(tx)  # a bulk load indexes the search words once, as demo_data does
 
     crm.store.write(load)
     counts = {c: crm.count_addresses(city=c) for c in CITY_WEIGHTS}
     total = crm.count_addresses()
     crm.store.close()
     return DemoDb(path=path, total=total, city_counts=counts)
-
-
-def _install_chromium() -> str | None:
-    """Install Debian's Chromium when we may; return why not otherwise."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "Chromium is missing and this is not root with apt-get; run `apt-get install -y chromium`"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"],
-                 ["apt-get", "install", "-y", "chromium"]):
-        done = subprocess.run(argv, env=env, capture_output=True, timeout=900, check=False)
-        if done.returncode == 0 and argv[1] == "install":
-            return None
-    return f"apt-get install chromium failed: {done.stderr.decode(errors='replace')[-500:]}"
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Debian's Chromium. Missing and not installable: skip, but fail under CI=true."""
-    if not CHROMIUM.exists():
-        why = _install_chromium()
-        if why and not CHROMIUM.exists():
-            if os.environ.get("CI", "").lower() == "true":
-                pytest.fail(f"CI=true needs the browser tier to run: {why}")
-            pytest.skip(why)
-    return CHROMIUM
 
 
 @pytest.fixture(scope="session")
@@ -112,26 +80,3 @@ def voila_url(demo_db: DemoDb, output_dir: Path) -> Iterator[str]:
             yield server_url(port).rstrip("/")
         finally:
             stop_voila(proc)
-
-
-@pytest.fixture(scope="session")
-def browser(chromium: Path) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        # launch() makes its own throw-away profile; --user-data-dir in args would be refused.
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def page(browser: object) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="de-DE")  # type: ignore[attr-defined]
-    page = context.new_page()
-    try:
-        yield page
-    finally:
-        context.close()
