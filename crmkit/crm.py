@@ -23,6 +23,7 @@ from .settings import SETTINGS, USER_SETTINGS, Setting
 from .store import Store, Tracer, Tx
 
 if TYPE_CHECKING:
+    from .campaigns import Campaigns
     from .teams.send import TeamsService
 
 __all__ = ["ADDRESS_FIELDS", "CRM", "User", "open"]
@@ -99,6 +100,7 @@ class CRM:
         self.user = store.read(lambda tx: _load_user(tx, user))
         self.opened_at = _now()
         self._teams: TeamsService | None = None
+        self._campaigns: Campaigns | None = None
         from .teams.sessions import register_session
 
         # Remembers what this session saw of the Teams switch, so the UI can say "reopen to apply".
@@ -106,6 +108,15 @@ class CRM:
 
     def __repr__(self) -> str:
         return f"<CRM {self.store.path!r} user={self.user.name!r}>"
+
+    @property
+    def campaigns(self) -> Campaigns:
+        """Campaigns, activities, reactions and their Teams actions (see :mod:`crmkit.campaigns`)."""
+        if self._campaigns is None:
+            from .campaigns import Campaigns
+
+            self._campaigns = Campaigns(self)
+        return self._campaigns
 
     @property
     def teams(self) -> TeamsService:

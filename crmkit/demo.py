@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -71,6 +72,12 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
     env = {"CRMKIT_DB": db, "CRMKIT_USER": os.environ.get("CRMKIT_USER", "admin"),
            "CRMKIT_SANDBOX_URL": sandbox_url}
     voila = start_voila(settings.voila_port, env, log=voila_log)
+    # The campaign worker runs delayed reaction actions (the reference's automation service).
+    worker_log = (state / "worker.log").open("ab")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "crmkit.cli", "--db", db, "worker", "--interval", "2"],
+        env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=worker_log, stderr=subprocess.STDOUT,
+    )
     try:
         try:
             wait_until_up(server_url(settings.voila_port), timeout=180, proc=voila)
@@ -85,6 +92,7 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
         print(f"  {'teams':<10} {sandbox_url}/teams   (what arrived, as recipients see it)", file=out)
         print(f"\nSign in to Teams (sandbox) as e.g. {SANDBOX_DEFAULT_UPN} with the demo password "
               f"{SANDBOX_PASSWORD!r} (a published sandbox value, not a secret).", file=out)
+        print(f"Campaign worker running (log: {state / 'worker.log'}).", file=out)
         print(f"Database: {db}\nPress Ctrl+C to stop.", file=out, flush=True)
         stop = False
 
@@ -100,6 +108,8 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
     finally:
         stop_voila(voila)
         voila_log.close()
+        stop_voila(worker)  # SIGTERM: the worker finishes its current run and releases its lease
+        worker_log.close()
         if sandbox is not None:
             sandbox.stop()
     print("crmkit demo stopped.", file=out)

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +22,8 @@ import httpx
 
 from .. import privacy
 from ..errors import AuthError, CrmkitError, GraphError, IntegrationDisabled
-from ..teams.outbox import add_messages, create_batch, utcnow
-from ..teams.send import SendOptions
+from ..teams.outbox import utcnow
+from ..teams.send import SendOptions, enqueue_plan
 from ._template import render_message, render_subject, template_fields
 
 if TYPE_CHECKING:
@@ -210,7 +210,8 @@ def _plan_and_enqueue(crm: CRM, service: TeamsService, claimer: Claimer, row: di
         owner = tx.rows("SELECT claimed_by, status, batch_id FROM campaign_runs WHERE id = ?", [run_id])
         if not owner or owner[0][0] != claimer.holder or owner[0][1] != "running" or owner[0][2] is not None:
             raise _LostClaim
-        batch_id = _enqueue(tx, plan, user=str(row["recorded_by"]), account=account, source=f"campaign_run:{run_id}")
+        batch_id = enqueue_plan(tx, plan, user=str(row["recorded_by"]), account=account,
+                                source=f"campaign_run:{run_id}")
         tx.execute("UPDATE campaign_runs SET batch_id = ? WHERE id = ?", [batch_id, run_id])
         if plan.messages:
             return batch_id
@@ -236,26 +237,6 @@ def _add_template_fields(crm: CRM, plan: SendPlan, row: dict[str, Any]) -> None:
     decision = privacy.check_transfer(crm, plan.channel, [int(row["address_id"])], plan.purpose,
                                       fields=sorted({f for v in plan.field_names.values() for f in v}))
     plan.log = plan.log or decision.log
-
-
-def _enqueue(tx: Tx, plan: SendPlan, *, user: str, account: str | None, source: str) -> str:
-    """What ``TeamsService.enqueue`` writes, inside the caller's transaction (see the module docstring)."""
-    batch_id = create_batch(
-        tx, user=user, account=account, channel=plan.channel, trigger=plan.trigger, purpose=plan.purpose,
-        subject=plan.subject, options={**asdict(plan.options), "log": plan.log, "blocked": plan.blocked},
-        record_contact=plan.options.record_contact, source=source,
-    )
-    add_messages(tx, batch_id, plan.messages)
-    if plan.blocked:
-        privacy.log_transfers(tx, [
-            privacy.TransferRecord(
-                user_name=user, channel=plan.channel, trigger=plan.trigger, address_id=a, fields=[],
-                outcome="blocked", recipient_id=r["id"], recipient_name=r["name"], purpose=plan.purpose,
-                ms_account=account, message_key=f"{batch_id}:blocked", detail=reason,
-            )
-            for a, reason in plan.blocked.items() for r in plan.recipients
-        ])
-    return batch_id
 
 
 def _record_delivery(crm: CRM, claimer: Claimer, row: dict[str, Any], results: Any) -> RunOutcome:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..graph import GraphClient
     from ..store import Tx
 
-__all__ = ["SendOptions", "SendPlan", "TeamsService"]
+__all__ = ["SendOptions", "SendPlan", "TeamsService", "enqueue_plan"]
 
 CHAT_KINDS = ("one_on_one", "group")
 MODES = ("per_record", "digest")
@@ -114,6 +114,29 @@ class SendPlan:
                          "size_bytes": 0, "body_html": None, "card": None, "fields": [],
                          "blocked": reason})
         return pd.DataFrame(rows)
+
+
+def enqueue_plan(tx: Tx, plan: SendPlan, *, user: str, account: str | None, source: str | None = None) -> str:
+    """Write a planned send to the outbox inside the caller's transaction; returns the batch id.
+
+    Blocked addresses get their ``blocked`` transfer-log rows in the same transaction.
+    """
+    batch_id = create_batch(
+        tx, user=user, account=account, channel=plan.channel, trigger=plan.trigger, purpose=plan.purpose,
+        subject=plan.subject, options={**asdict(plan.options), "log": plan.log, "blocked": plan.blocked},
+        record_contact=plan.options.record_contact, source=source,
+    )
+    add_messages(tx, batch_id, plan.messages)
+    if plan.blocked:
+        privacy.log_transfers(tx, [
+            privacy.TransferRecord(
+                user_name=user, channel=plan.channel, trigger=plan.trigger, address_id=a, fields=[],
+                outcome="blocked", recipient_id=r["id"], recipient_name=r["name"], purpose=plan.purpose,
+                ms_account=account, message_key=f"{batch_id}:blocked", detail=reason,
+            )
+            for a, reason in plan.blocked.items() for r in plan.recipients
+        ])
+    return batch_id
 
 
 def teams_limiter() -> RateLimiter:
@@ -410,28 +433,8 @@ class TeamsService:
     def enqueue(self, plan: SendPlan, *, source: str | None = None) -> str:
         """Write a planned send to the outbox (and its blocked rows to the transfer log)."""
         account = self.sender_account()
-
-        def run(tx: Tx) -> str:
-            batch_id = create_batch(
-                tx, user=self.crm.user.name, account=account, channel=plan.channel,
-                trigger=plan.trigger, purpose=plan.purpose, subject=plan.subject,
-                options={**asdict(plan.options), "log": plan.log, "blocked": plan.blocked},
-                record_contact=plan.options.record_contact, source=source,
-            )
-            add_messages(tx, batch_id, plan.messages)
-            if plan.blocked:
-                privacy.log_transfers(tx, [
-                    privacy.TransferRecord(
-                        user_name=self.crm.user.name, channel=plan.channel, trigger=plan.trigger, address_id=a,
-                        fields=[], outcome="blocked", recipient_id=r["id"], recipient_name=r["name"],
-                        purpose=plan.purpose, ms_account=account,
-                        message_key=f"{batch_id}:blocked", detail=reason,
-                    )
-                    for a, reason in plan.blocked.items() for r in plan.recipients
-                ])
-            return batch_id
-
-        return self.crm.store.write(run)
+        return self.crm.store.write(
+            lambda tx: enqueue_plan(tx, plan, user=self.crm.user.name, account=account, source=source))
 
     def resume(self, *, progress: Callable[[Progress], None] | None = None,
                cancel_event: threading.Event | None = None) -> pd.DataFrame:
