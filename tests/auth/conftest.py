@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.sandbox import Browser, SandboxAdmin, SandboxProc
+from support.sandbox import Browser, SandboxAdmin, SandboxProc, fresh_tenant
 
 import crmkit
-from crmkit.auth import Microsoft365, _cache, _msal
+from crmkit.auth import Microsoft365
 
 
 @pytest.fixture(scope="session")
@@ -35,17 +35,8 @@ class SandboxHandle(SandboxAdmin):
 @pytest.fixture
 def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxHandle]:
     """A reset sandbox; CRMKIT_SANDBOX_URL and a private CRMKIT_HOME for this test."""
-    sb = SandboxHandle(sandbox_proc.url)
-    sb.admin.post("/_sandbox/reset").raise_for_status()
-    monkeypatch.setenv("CRMKIT_SANDBOX_URL", sandbox_proc.url)
-    home = tmp_path / "home"
-    monkeypatch.setenv("CRMKIT_HOME", str(home))
-    _cache.forget_caches()
-    _msal._apps.clear()
-    yield sb
-    sb.admin.close()
-    _cache.forget_caches()
-    _msal._apps.clear()
+    with fresh_tenant(sandbox_proc, monkeypatch, tmp_path, SandboxHandle) as sb:
+        yield sb
 
 
 @pytest.fixture

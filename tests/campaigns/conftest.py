@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.sandbox import ROOT, SandboxAdmin, SandboxProc, colleagues
+from support.sandbox import ROOT, SandboxAdmin, SandboxProc, colleagues, fresh_tenant
 
 import crmkit
-from crmkit.auth import Microsoft365, _cache, _msal
+from crmkit.auth import Microsoft365, _msal
 from crmkit.campaigns import Campaigns
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
 from crmkit.teams import activation
@@ -32,20 +32,12 @@ def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxPr
 
 @pytest.fixture
 def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
-    sb = SandboxAdmin(sandbox_proc.url)
-    sb.reset()
-    # Exactly-once and bookkeeping matter here, not Teams' pacing: raise the limits on both sides.
-    sb.put("limits", {"chat_post_per_app_per_s": 400, "chat_post_per_chat_per_s": 100})
-    monkeypatch.setenv("CRMKIT_TEAMS_TENANT_RPS", "300")
-    monkeypatch.setenv("CRMKIT_TEAMS_CHAT_RPS", "80")
-    monkeypatch.setenv("CRMKIT_SANDBOX_URL", sandbox_proc.url)
-    monkeypatch.setenv("CRMKIT_HOME", str(tmp_path / "home"))
-    _cache.forget_caches()
-    _msal._apps.clear()
-    yield sb
-    sb.close()
-    _cache.forget_caches()
-    _msal._apps.clear()
+    with fresh_tenant(sandbox_proc, monkeypatch, tmp_path) as sb:
+        # Exactly-once and bookkeeping matter here, not Teams' pacing: raise the limits on both sides.
+        sb.put("limits", {"chat_post_per_app_per_s": 400, "chat_post_per_chat_per_s": 100})
+        monkeypatch.setenv("CRMKIT_TEAMS_TENANT_RPS", "300")
+        monkeypatch.setenv("CRMKIT_TEAMS_CHAT_RPS", "80")
+        yield sb
 
 
 @dataclass

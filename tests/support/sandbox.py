@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -141,3 +143,24 @@ def colleagues(admin: SandboxAdmin, n: int) -> list[str]:
               and not u["userPrincipalName"].startswith(special)]
     assert len(people) >= n, people
     return people[:n]
+
+
+@contextmanager
+def fresh_tenant(proc: SandboxProc, monkeypatch: Any, tmp_path: Path, admin_class: type[SandboxAdmin] = SandboxAdmin
+                 ) -> Iterator[Any]:
+    """A reset sandbox for one test: CRMKIT_SANDBOX_URL points at it, CRMKIT_HOME is private, and
+    crmkit's process-wide MSAL apps and token caches start empty (and are emptied again after)."""
+    from crmkit.auth import _cache, _msal
+
+    admin = admin_class(proc.url)
+    admin.reset()
+    monkeypatch.setenv("CRMKIT_SANDBOX_URL", proc.url)
+    monkeypatch.setenv("CRMKIT_HOME", str(tmp_path / "home"))
+    _cache.forget_caches()
+    _msal._apps.clear()
+    try:
+        yield admin
+    finally:
+        admin.close()
+        _cache.forget_caches()
+        _msal._apps.clear()

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.sandbox import SandboxAdmin, SandboxProc, sign_in
+from support.sandbox import SandboxAdmin, SandboxProc, fresh_tenant, sign_in
 
 import crmkit
-from crmkit.auth import _cache, _msal
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.teams import activation
 
@@ -24,16 +23,8 @@ def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxPr
 
 @pytest.fixture
 def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
-    sb = SandboxAdmin(sandbox_proc.url)
-    sb.reset()
-    monkeypatch.setenv("CRMKIT_SANDBOX_URL", sandbox_proc.url)
-    monkeypatch.setenv("CRMKIT_HOME", str(tmp_path / "home"))
-    _cache.forget_caches()
-    _msal._apps.clear()
-    yield sb
-    sb.close()
-    _cache.forget_caches()
-    _msal._apps.clear()
+    with fresh_tenant(sandbox_proc, monkeypatch, tmp_path) as admin:
+        yield admin
 
 
 @pytest.fixture

@@ -15,11 +15,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from support.sandbox import Browser, SandboxAdmin, SandboxProc, colleagues, sign_in
+from support.sandbox import Browser, SandboxAdmin, SandboxProc, colleagues, fresh_tenant, sign_in
 
 import crmkit
 from crmkit import privacy
-from crmkit.auth import _cache, _msal
 from crmkit.crm import CRM
 from crmkit.errors import IntegrationDisabled, PermissionDenied
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
@@ -212,16 +211,8 @@ def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxPr
 
 @pytest.fixture
 def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
-    admin = SandboxAdmin(sandbox_proc.url)
-    admin.reset()
-    monkeypatch.setenv("CRMKIT_SANDBOX_URL", sandbox_proc.url)
-    monkeypatch.setenv("CRMKIT_HOME", str(tmp_path / "home"))
-    _cache.forget_caches()
-    _msal._apps.clear()
-    yield admin
-    admin.close()
-    _cache.forget_caches()
-    _msal._apps.clear()
+    with fresh_tenant(sandbox_proc, monkeypatch, tmp_path) as admin:
+        yield admin
 
 
 @pytest.fixture
