@@ -72,6 +72,14 @@ class SendOptions:
     purpose: str | None = None
     language: str | None = None
 
+    @classmethod
+    def of(cls, **options: Any) -> SendOptions:
+        """Options from keyword arguments; an unknown name is a :class:`ValidationError`, not a TypeError."""
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValidationError(f"Unknown send options {unknown}; known: {', '.join(cls.__dataclass_fields__)}.")
+        return cls(**options)
+
     def __post_init__(self) -> None:
         for name, allowed in (("chat", CHAT_KINDS), ("mode", MODES), ("record_format", FORMATS)):
             if getattr(self, name) not in allowed:
@@ -257,7 +265,12 @@ class TeamsService:
         Raises:
             ValidationError: empty list, unknown, disabled, or the sender themself.
         """
-        wanted = [t["id"] if isinstance(t, dict) else t for t in (to or [])]
+        if isinstance(to, (str, dict)):  # one recipient given on its own, not a list of one
+            to = [to]
+        wanted = [t.get("id") if isinstance(t, dict) else t for t in (to or [])]
+        if any(w is None or not str(w).strip() for w in wanted):
+            raise ValidationError("A recipient is a directory user (UPN, e-mail or object id); one was empty. "
+                                  "Nothing was sent.")
         if not wanted:
             raise ValidationError("Pick at least one recipient from the directory. Nothing was sent.")
         graph = self.graph()
@@ -400,7 +413,7 @@ class TeamsService:
                 **options: Any) -> pd.DataFrame:
         """Exactly what :meth:`send` would post, one row per message; nothing is sent or logged."""
         self.require_ready()
-        return self.plan(records, to, subject, message, options=SendOptions(**options)).frame()
+        return self.plan(records, to, subject, message, options=SendOptions.of(**options)).frame()
 
     def send(
         self, records: Any, to: Sequence[str | dict[str, Any]], subject: str, message: str = "", *,
@@ -425,7 +438,7 @@ class TeamsService:
         """
         self.require_ready()
         plan = self.plan(records, to, subject, message,
-                         options=SendOptions(record_contact=record_contact, **options))
+                         options=SendOptions.of(record_contact=record_contact, **options))
         self.resume()  # an earlier interrupted send goes first, so nothing overtakes it
         batch_id = self.enqueue(plan)
         return self.deliver([batch_id], progress=progress, cancel_event=cancel_event)
