@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import itertools
 import json
 import re
@@ -731,6 +732,9 @@ def export_transfer_log(
         fmt = "xlsx"
     if fmt not in ("csv", "xlsx"):
         raise ValidationError("Export format is csv or xlsx.")
+    known = set(inspect.signature(transfer_log).parameters) - {"crm", "limit"}
+    if set(filters) - known:
+        raise ValidationError(f"Unknown filters {sorted(set(filters) - known)}; known: {', '.join(sorted(known))}.")
     frame = transfer_log(crm, limit=None, **filters)
     frame["fields"] = frame["fields"].map(lambda v: ";".join(v) if v is not None else "")
     if fmt == "csv":
