@@ -219,7 +219,8 @@ def _sql_quote(text: str) -> str:
 
 def _open_error(path: str, exc: BaseException) -> StoreError:
     text = str(exc)
-    if "not a valid DuckDB database" in text or "Corrupt" in text or "checksum" in text.lower():
+    if ("not a valid DuckDB database" in text or "Corrupt" in text or "checksum" in text.lower()
+            or "Could not read enough bytes" in text):  # a truncated file
         return NotACrmkitDatabase(
             f"{path} is not a readable crmkit database ({text.splitlines()[0]}). "
             "Point CRMKIT_DB at a crmkit database, or run `crmkit init --db NEW_PATH` for a new one."
