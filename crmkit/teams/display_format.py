@@ -543,6 +543,7 @@ def preview(crm: CRM, address_id: int, lang: str | None = None, fmt: DisplayForm
 # -- escaping ------------------------------------------------------------------------------------------
 
 _MD_INLINE = re.compile(r"([\\*_~`\[\]<>|])")
+_WORD_JOINER = "\u2060"
 _MD_LINE_START = re.compile(r"^(\s*)([-+#>]|\d+[.)])", re.MULTILINE)
 
 
@@ -553,11 +554,14 @@ def escape_card_text(text: str) -> str:
     ``**urgent** [click](…)`` must show as typed, not as formatting or a link.
     """
     text = _MD_INLINE.sub(r"\\\1", str(text))
+    # Teams turns {{DATE(…)}} / {{TIME(…)}} in card text into a formatted date; a word joiner between
+    # the braces keeps the value as typed (backslashes do not escape braces there).
+    text = re.sub(r"\{(?=\{)", "{" + _WORD_JOINER, text)
     return _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
 
 
 def _unescape_card_text(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL)
+    return re.sub(r"\\(.)", r"\1", text.replace(_WORD_JOINER, ""), flags=re.DOTALL)
 
 
 def card_json(card: Mapping[str, Any]) -> str:
