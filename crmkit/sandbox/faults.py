@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import random
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,9 +40,11 @@ class FaultConfig:
     paths: list[str] = field(default_factory=lambda: ["/v1.0/"])  # path prefixes faults apply to
     methods: list[str] = field(default_factory=list)  # empty: every method
     seed: int | None = None
+    count: int | None = None  # faults apply to the first `count` matching requests only; None: to all
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)  # noqa: S311 (reproducible faults, not crypto)
+        self._lock = threading.Lock()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultConfig:
@@ -57,6 +60,8 @@ class FaultConfig:
             raise ValueError(f"unsupported fault statuses {bad}; choose from {sorted(_FAULT_ERRORS)}")
         if any(p.startswith("/_sandbox") for p in cfg.paths):
             raise ValueError("faults never apply to the admin API")
+        if cfg.count is not None and (isinstance(cfg.count, bool) or not isinstance(cfg.count, int) or cfg.count < 0):
+            raise ValueError("count must be a non-negative whole number (or null for every request)")
         return cfg
 
     def as_dict(self) -> dict[str, Any]:
@@ -72,6 +77,16 @@ class FaultConfig:
         if self.methods and method.upper() not in {m.upper() for m in self.methods}:
             return False
         return any(path.startswith(p) for p in self.paths)
+
+    def take(self) -> bool:
+        """Whether this matching request is subject to the faults: counts ``count`` down to 0."""
+        if self.count is None:
+            return True
+        with self._lock:
+            if self.count <= 0:
+                return False
+            self.count -= 1
+            return True
 
     def roll(self, probability: float) -> bool:
         return probability > 0 and self._rng.random() < probability
@@ -140,7 +155,7 @@ class SandboxMiddleware:
             template = scope.get("route_template") or getattr(scope.get("route"), "path", path)
             counters.add(f"{method} {template} {result}")
 
-        faulted = faults.active and faults.applies(method, path)
+        faulted = faults.active and faults.applies(method, path) and faults.take()
         if faulted:
             if faults.latency_ms:
                 await asyncio.sleep(faults.latency_ms / 1000)

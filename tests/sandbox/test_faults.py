@@ -105,3 +105,14 @@ def test_fault_settings_are_validated(sandbox):
     assert sandbox.admin.put("/_sandbox/faults", json={"paths": ["/_sandbox/"]}).status_code == 400
     assert sandbox.admin.put("/_sandbox/faults", json={"bogus": 1}).status_code == 400
     assert sandbox.admin.get("/_sandbox/faults").json()["rate"] == 0.0
+
+
+def test_count_limits_faults_to_the_first_matching_requests(sandbox):
+    g = sandbox.graph()
+    assert sandbox.admin.put("/_sandbox/faults", json={"count": -1}).status_code == 400
+    assert sandbox.admin.put("/_sandbox/faults", json={"count": "2"}).status_code == 400
+    sandbox.put("faults", {"rate": 1.0, "statuses": [500], "paths": ["/v1.0/me"], "methods": ["GET"], "count": 2})
+    assert g.get("users").status_code == 200  # not a matching request: the count stays
+    assert [g.get("me").status_code for _ in range(4)] == [500, 500, 200, 200]
+    assert sandbox.admin.get("/_sandbox/faults").json()["count"] == 0
+    assert sandbox.admin.get("/_sandbox/counters").json()["GET /v1.0/me 500 injected"] == 2
