@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.sandbox import SandboxAdmin, SandboxProc
+from support.sandbox import SandboxAdmin, SandboxProc, minted_graph, minted_token
 
 from crmkit.graph import GraphClient
-from crmkit.http import make_async_http_client
-from crmkit.sandbox import GRAPH_BASE, SANDBOX_DEFAULT_UPN
+from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +32,10 @@ class GraphSandbox(SandboxAdmin):
         self.clients: list[GraphClient] = []
 
     def token(self, upn: str = SANDBOX_DEFAULT_UPN, **kw: Any) -> str:
-        r = self.admin.post("/_sandbox/token", json={"upn": upn, **kw})
-        r.raise_for_status()
-        return r.json()["access_token"]
+        return minted_token(self, upn, **kw)
 
     def graph(self, upn: str = SANDBOX_DEFAULT_UPN, **kw: Any) -> GraphClient:
-        token = self.token(upn)
-        client = GraphClient(lambda force: token, base_url=GRAPH_BASE, http=make_async_http_client(self.url), **kw)
+        client = minted_graph(self, upn, **kw)
         self.clients.append(client)
         return client
 

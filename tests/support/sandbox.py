@@ -12,7 +12,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from crmkit.sandbox import SANDBOX_PASSWORD
+from crmkit.sandbox import GRAPH_BASE, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
 from crmkit.sandbox.process import SandboxProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +121,28 @@ class Browser:
 
     def close(self) -> None:
         self.client.close()
+
+
+def minted_token(admin: SandboxAdmin, upn: str = SANDBOX_DEFAULT_UPN, **kw: Any) -> str:
+    """An access token for ``upn`` minted by the sandbox admin API (no sign-in); ``kw``: scopes, lifetime_s …"""
+    r = admin.admin.post("/_sandbox/token", json={"upn": upn, **kw})
+    r.raise_for_status()
+    return r.json()["access_token"]
+
+
+def minted_graph(admin: SandboxAdmin, upn: str = SANDBOX_DEFAULT_UPN, *, timeout: float | None = None,
+                 **kw: Any) -> Any:
+    """A :class:`crmkit.graph.GraphClient` for the sandbox holding a minted token for ``upn``.
+
+    ``timeout``: the HTTP client's timeout in seconds (crmkit's default if None); ``kw`` go to GraphClient
+    (retry, limiter …). The caller closes it.
+    """
+    from crmkit.graph import GraphClient
+    from crmkit.http import make_async_http_client
+
+    token = minted_token(admin, upn)
+    http = make_async_http_client(admin.url) if timeout is None else make_async_http_client(admin.url, timeout=timeout)
+    return GraphClient(lambda force: token, base_url=GRAPH_BASE, http=http, **kw)
 
 
 def sign_in(crm: Any, upn: str, password: str = SANDBOX_PASSWORD) -> Any:
