@@ -5,6 +5,13 @@ A send is planned in full before anything leaves: the integration must be on, th
 every message is rendered and size-checked. Only then are the messages written to the outbox
 (with a ``blocked`` transfer-log row for each blocked address) and delivered by
 :class:`~crmkit.teams.delivery.DeliveryEngine`.
+
+Large sends stream: :meth:`TeamsService.send` plans :data:`PLAN_CHUNK` records at a time and stages
+each chunk's rows in the outbox under a staging id that no batch has (``status = 'staged'``), so
+delivery cannot see them; when every chunk is planned, one transaction creates the batch and turns
+the staged rows into its pending rows. A refusal in any chunk deletes what was staged, so nothing
+is sent and the outbox keeps nothing of the send. Delivery loads :data:`DELIVER_CHUNK` rows at a
+time. Memory stays flat in the number of records (``bench/send_memory.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,7 +35,7 @@ from ..graph import TEAMS_CHAT_RATE, TEAMS_TENANT_RATE, GraphNotFound, RateLimit
 from . import display_format
 from .compose import build_message, check_size, prefixed_subject, split_rows
 from .delivery import Ambiguous, DeliveryEngine, Progress
-from .outbox import OutboxMessage, add_messages, cancel, create_batch, open_rows
+from .outbox import OutboxMessage, add_messages, cancel, create_batch
 
 if TYPE_CHECKING:
     from ..auth import Microsoft365
@@ -43,6 +50,9 @@ MODES = ("per_record", "digest")
 FORMATS = ("card", "table")
 RESULT_COLUMNS = ["record", "recipient", "recipient_name", "status", "message_id", "error"]
 MAX_PASSES = 5
+PLAN_CHUNK = 1_000  # records planned, rendered and staged in the outbox at a time by send()
+DELIVER_CHUNK = 1_000  # outbox rows loaded and handed to the delivery engine at a time
+STAGED = "staged"  # outbox status of rows written by a send still being planned (never delivered)
 READ_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_FIELDS = ["id", "displayName", "userPrincipalName", "mail", "accountEnabled", "userType"]
 
@@ -320,6 +330,28 @@ class TeamsService:
         me: dict[str, Any] | None = None, recipients: list[dict[str, Any]] | None = None,
     ) -> SendPlan:
         """Work out every message of a send without sending or writing anything."""
+        ids, context = self._prepare(records, to, subject, message, options, me, recipients)
+        return self._plan_ids(ids, *context, channel=channel, trigger=trigger)
+
+    def plan_chunks(
+        self, records: Any, to: Sequence[str | dict[str, Any]], subject: str, message: str = "", *,
+        options: SendOptions | None = None, channel: str = "teams_manual", trigger: str = "manual",
+        me: dict[str, Any] | None = None, recipients: list[dict[str, Any]] | None = None, size: int = PLAN_CHUNK,
+    ) -> Iterator[SendPlan]:
+        """:meth:`plan` for ``size`` records at a time (recipients resolved once), so memory stays flat.
+
+        The records, recipients, subject and text are checked before the first chunk is yielded; each
+        chunk asks the policy for its own addresses. A digest (``mode="digest"``) is split at chunk
+        boundaries as well as under Teams' size limit.
+        """
+        ids, context = self._prepare(records, to, subject, message, options, me, recipients)
+        for start in range(0, len(ids), max(1, size)):
+            yield self._plan_ids(ids[start:start + size], *context, channel=channel, trigger=trigger)
+
+    def _prepare(
+        self, records: Any, to: Sequence[str | dict[str, Any]], subject: str, message: str,
+        options: SendOptions | None, me: dict[str, Any] | None, recipients: list[dict[str, Any]] | None,
+    ) -> tuple[list[int], tuple[Any, ...]]:
         options = options or SendOptions()
         ids = list(dict.fromkeys(self._address_ids(records)))
         if not ids:
@@ -334,6 +366,12 @@ class TeamsService:
             raise ValidationError("You cannot send a record to yourself only; pick a colleague.")
         lang = options.language or self.crm.language
         fmt = display_format.load_format(self.crm)
+        return ids, (options, full_subject, message, me, people, lang, fmt)
+
+    def _plan_ids(
+        self, ids: list[int], options: SendOptions, full_subject: str, message: str, me: dict[str, Any],
+        people: list[dict[str, Any]], lang: str, fmt: Any, *, channel: str, trigger: str,
+    ) -> SendPlan:
         frame = self.crm.addresses(id=ids)
         found = {int(r["id"]): r for r in frame.astype(object).where(frame.notna(), None).to_dict("records")}
         missing = [a for a in ids if a not in found]
@@ -343,7 +381,8 @@ class TeamsService:
         decision = privacy.check_transfer(
             self.crm, channel, ids, options.purpose, fields=sorted({n for v in names.values() for n in v}),
         )
-        allowed = [a for a in ids if decision.allowed(a)]
+        allowed_ids = set(decision.allowed_ids)  # a set: decision.allowed(a) scans every address
+        allowed = [a for a in ids if a in allowed_ids]
         recips = [{"id": p["id"], "name": p.get("displayName") or p.get("userPrincipalName") or p["id"]}
                   for p in people]
         messages: list[OutboxMessage] = []
@@ -437,10 +476,15 @@ class TeamsService:
             SignInRequired: before anything is sent or written.
         """
         self.require_ready()
-        plan = self.plan(records, to, subject, message,
-                         options=SendOptions.of(record_contact=record_contact, **options))
-        self.resume()  # an earlier interrupted send goes first, so nothing overtakes it
-        batch_id = self.enqueue(plan)
+        chunks = self.plan_chunks(records, to, subject, message,
+                                  options=SendOptions.of(record_contact=record_contact, **options))
+        staging, summary = self._stage(chunks)  # every chunk planned; its rows inert in the outbox
+        try:
+            self.resume()  # an earlier interrupted send goes first, so nothing overtakes it
+        except BaseException:
+            self._unstage(staging)
+            raise
+        batch_id = self._activate(staging, summary)
         return self.deliver([batch_id], progress=progress, cancel_event=cancel_event)
 
     def enqueue(self, plan: SendPlan, *, source: str | None = None) -> str:
@@ -448,6 +492,53 @@ class TeamsService:
         account = self.sender_account()
         return self.crm.store.write(
             lambda tx: enqueue_plan(tx, plan, user=self.crm.user.name, account=account, source=source))
+
+    def _stage(self, chunks: Iterator[SendPlan]) -> tuple[str, SendPlan]:
+        """Plan chunk by chunk, writing each chunk's rows as ``staged`` under a fresh id no batch has.
+
+        Returns the staging id and a summary plan (no messages; blocked addresses and the log flag of
+        the whole send). Any refusal deletes the staged rows and is raised: nothing of the send stays.
+        """
+        staging = uuid.uuid4().hex
+        summary: SendPlan | None = None
+        seq = 0
+        try:
+            for plan in chunks:
+                if plan.messages:
+                    self.crm.store.write(lambda tx, p=plan, first=seq: _stage_rows(tx, staging, p, first))
+                    seq += len(plan.messages)
+                if summary is None:
+                    summary = SendPlan(
+                        subject=plan.subject, text=plan.text, options=plan.options, channel=plan.channel,
+                        trigger=plan.trigger, me=plan.me, recipients=plan.recipients, messages=[], blocked={},
+                        log=False, purpose=plan.purpose,
+                    )
+                summary.blocked.update(plan.blocked)
+                summary.log = summary.log or plan.log  # personal data anywhere in the send: log all of it
+        except BaseException:
+            self._unstage(staging)
+            raise
+        assert summary is not None  # plan_chunks yields at least one chunk (it refuses an empty selection)
+        return staging, summary
+
+    def _unstage(self, staging: str) -> None:
+        self.crm.store.write(lambda tx: tx.execute("DELETE FROM outbox WHERE batch_id = ?", [staging]))
+
+    def _activate(self, staging: str, summary: SendPlan) -> str:
+        """One transaction: the batch, its blocked transfer-log rows, and the staged rows made pending."""
+        try:
+            account = self.sender_account()
+
+            def run(tx: Tx) -> str:
+                batch_id = enqueue_plan(tx, summary, user=self.crm.user.name, account=account)
+                tx.execute("UPDATE outbox SET batch_id = ?, status = 'pending' WHERE batch_id = ? AND status = ?",
+                           [batch_id, staging, STAGED])
+                return batch_id
+
+            return self.crm.store.write(run)
+        except BaseException:
+            self._unstage(staging)
+            raise
 
     def resume(self, *, progress: Callable[[Progress], None] | None = None,
                cancel_event: threading.Event | None = None) -> pd.DataFrame:
@@ -464,19 +555,32 @@ class TeamsService:
     def deliver(self, batch_ids: list[str], *, progress: Callable[[Progress], None] | None = None,
                 cancel_event: threading.Event | None = None) -> pd.DataFrame:
         # A pass can leave messages unconfirmed (no answer, read-back failed); another pass reconciles
-        # them, as long as passes make progress.
+        # them, as long as passes make progress. A pass loads DELIVER_CHUNK rows at a time.
         for _ in range(MAX_PASSES):
-            rows = open_rows(self.crm.store, batch_ids)
-            if not len(rows):
+            ids = _open_ids(self.crm.store, batch_ids)
+            if not ids:
                 break
             graph = self._delivery_graph()
             engine = DeliveryEngine(self.crm.store, GraphChatGateway(graph), self._side_effects)
-            done = graph.submit(engine.run(rows, progress=progress, cancel=cancel_event)).result()
+            counts = Progress(0, len(ids), 0, 0)
+            progressed = False
+            for start in range(0, len(ids), DELIVER_CHUNK):
+                rows = _rows_by_id(self.crm.store, ids[start:start + DELIVER_CHUNK])
+                if not len(rows):
+                    continue
+                done = graph.submit(engine.run(rows, progress=_offset(progress, counts),
+                                               cancel=cancel_event)).result()
+                counts.done += len(done)
+                counts.sent += sum(d.status == "sent" for d in done)
+                counts.failed += sum(d.status == "failed" for d in done)
+                progressed = progressed or any(d.status != "sending" for d in done)
+                if cancel_event is not None and cancel_event.is_set():
+                    break
             if cancel_event is not None and cancel_event.is_set():
                 for b in batch_ids:
                     cancel(self.crm.store, b)
                 break
-            if not any(d.status != "sending" for d in done):
+            if not progressed:
                 break  # no progress: leave the rest for a later resume
         return self.results(batch_ids)
 
@@ -522,6 +626,43 @@ class TeamsService:
             link = message_link(delivery.chat_id, delivery.message_id)
             for a in json.loads(row.address_ids):
                 _file_contact(tx, int(a), row, names, delivery, link)
+
+
+def _stage_rows(tx: Tx, staging: str, plan: SendPlan, first_seq: int) -> None:
+    add_messages(tx, staging, plan.messages, first_seq=first_seq)
+    tx.execute("UPDATE outbox SET status = ? WHERE batch_id = ? AND status = 'pending'", [STAGED, staging])
+
+
+_OPEN = ("FROM outbox o JOIN outbox_batches b ON b.id = o.batch_id WHERE o.status IN ('pending', 'sending') AND ")
+_ORDER = " ORDER BY o.status = 'sending' DESC, b.created_at, o.seq"  # as outbox.open_rows: unconfirmed first
+
+
+def _open_ids(store: Any, batch_ids: list[str]) -> list[str]:
+    """Ids of the open rows of these batches in :func:`~crmkit.teams.outbox.open_rows` order (ids only: small)."""
+    if not batch_ids:
+        return []
+    sql = f"SELECT o.id {_OPEN}o.batch_id IN ({', '.join('?' * len(batch_ids))}){_ORDER}"
+    return [r[0] for r in store.read(lambda tx: tx.rows(sql, list(batch_ids)))]
+
+
+def _rows_by_id(store: Any, ids: list[str]) -> pd.DataFrame:
+    """Those of ``ids`` still open, with the columns of :func:`~crmkit.teams.outbox.open_rows`, in its order."""
+    return store.df(
+        "SELECT o.*, b.channel, b.trigger, b.purpose, b.account, b.user_name, b.record_contact, b.source, "
+        f"b.created_at AS batch_created_at {_OPEN}o.id IN (SELECT unnest(?::VARCHAR[])){_ORDER}", [list(ids)],
+    )
+
+
+def _offset(progress: Callable[[Progress], None] | None, before: Progress) -> Callable[[Progress], None] | None:
+    """A chunk's progress reported as progress of the whole pass (counts of earlier chunks added)."""
+    if progress is None:
+        return None
+
+    def report(p: Progress) -> None:
+        progress(Progress(before.done + p.done, before.total, before.sent + p.sent, before.failed + p.failed,
+                          p.last))
+
+    return report
 
 
 def _file_contact(tx: Tx, address_id: int, row: Any, names: str, delivery: Any, link: str) -> None:
