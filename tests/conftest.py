@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.sandbox import SandboxProc
 
 import crmkit
 
@@ -37,6 +38,18 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("CRMKIT_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
+    """One sandbox tenant process for the session; tests reset it (``support.sandbox.fresh_tenant``)."""
+    from crmkit.auth import _msal
+
+    base = tmp_path_factory.mktemp("sandbox")
+    sp = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
+    yield sp
+    _msal._close_shared()
+    sp.stop()
 
 
 @pytest.fixture

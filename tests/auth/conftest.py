@@ -16,14 +16,6 @@ import crmkit
 from crmkit.auth import Microsoft365
 
 
-@pytest.fixture(scope="session")
-def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("auth-sandbox")
-    sp = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
-    yield sp
-    sp.stop()
-
-
 class SandboxHandle(SandboxAdmin):
     def device_calls(self) -> int:
         return sum(n for k, n in self.counters().items() if "devicecode" in k)

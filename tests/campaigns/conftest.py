@@ -13,21 +13,12 @@ import pytest
 from support.sandbox import ROOT, SandboxAdmin, SandboxProc, colleagues, fresh_tenant
 
 import crmkit
-from crmkit.auth import Microsoft365, _msal
+from crmkit.auth import Microsoft365
 from crmkit.campaigns import Campaigns
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
 from crmkit.teams import activation
 
 EVIL = "<script>alert('x')</script> AG"
-
-
-@pytest.fixture(scope="session")
-def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("campaign-sandbox")
-    sp = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
-    yield sp
-    _msal._close_shared()
-    sp.stop()
 
 
 @pytest.fixture

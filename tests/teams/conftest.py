@@ -13,14 +13,6 @@ from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.teams import activation
 
 
-@pytest.fixture(scope="session")
-def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("teams-sandbox")
-    sp = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
-    yield sp
-    sp.stop()
-
-
 @pytest.fixture
 def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
     with fresh_tenant(sandbox_proc, monkeypatch, tmp_path) as admin:

@@ -201,14 +201,6 @@ def test_stale_search_results_are_dropped(crm: CRM, monkeypatch: pytest.MonkeyPa
 
 # -- against the sandbox tenant ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("compose-sandbox")
-    proc = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
-    yield proc
-    proc.stop()
-
-
 @pytest.fixture
 def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
     with fresh_tenant(sandbox_proc, monkeypatch, tmp_path) as admin:
