@@ -4,6 +4,7 @@ A benchmark module has ``run(ctx: Context) -> list[Result]``; add new ones to :d
 
     python -m bench                   # all, at full size (1,000,000 addresses)
     python -m bench store --addresses 50000 --out /tmp/bench   # a quick look; keeps the committed results
+    python -m bench --quick                 # smoke test of every module at small sizes (writes to a temp folder)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pandas as pd
 
 from .common import Context, Result
 
-BENCHES = ["store", "graph_send"]  # module names inside bench/
+BENCHES = ["store", "graph_send", "dashboard", "privacy_log", "send_memory"]  # module names inside bench/
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -70,17 +71,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help=f"benchmark modules to run (default: all of {BENCHES})")
     parser.add_argument("--addresses", type=int, default=1_000_000, help="size of the demo database")
     parser.add_argument("--runs", type=int, default=40, help="timed runs per query (≥ 30 for p95)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where results.json/.md go")
+    parser.add_argument("--out", type=Path, default=None, help="where results.json/.md go (default bench/results)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: small sizes, few runs; results go to a temp folder unless --out is given")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.addresses = min(args.addresses, 20_000)
+        args.runs = min(args.runs, 5)
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="crmkit-bench-quick-")) if args.quick else RESULTS
     names = args.names or BENCHES
     unknown = set(names) - set(BENCHES)
     if unknown:
         parser.error(f"unknown benchmarks {sorted(unknown)}; known: {BENCHES}")
     machine = _machine()
+    machine["quick"] = args.quick
     results: list[Result] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crmkit-bench-") as tmp:
-        ctx = Context(workdir=Path(tmp), addresses=args.addresses, runs=args.runs)
+        ctx = Context(workdir=Path(tmp), addresses=args.addresses, runs=args.runs, quick=args.quick)
         for name in names:
             module = importlib.import_module(f"bench.{name}")
             print(f"== bench.{name}", file=sys.stderr, flush=True)
@@ -96,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = _markdown(results, machine)
     (args.out / "results.md").write_text(md, encoding="utf-8")
     print(md)
+    print(f"results written to {args.out}", file=sys.stderr)
     return 0 if all(r.met is not False for r in results) else 1
 
 

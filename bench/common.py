@@ -17,6 +17,7 @@ class Context:
     workdir: Path          # a temporary folder, removed after the run
     addresses: int         # size of the demo database
     runs: int              # timed runs per query
+    quick: bool = False    # smoke test: modules may shrink their sizes and repeats
     shared: dict[str, Any] = field(default_factory=dict)  # e.g. the demo database path, for later modules
 
 
@@ -32,7 +33,7 @@ class Result:
 
     def figure_text(self) -> str:
         if self.unit == "×":
-            return f"{self.value:,.0f}×"
+            return f"{self.value:.2f}×" if self.value < 10 else f"{self.value:,.0f}×"
         if self.unit == "ms" and self.value < 10:
             return f"{self.value:.2f} ms"
         return f"{self.value:,.1f} {self.unit}"
