@@ -141,7 +141,8 @@ def run(ctx: Context) -> list[Result]:
                f"{m['seconds_to_first_delivery']:.1f} s; then {m.get('delivered', 0):,} messages were delivered "
                f"through the sandbox (limits raised to {LIMIT_RPS:,}/s) at {rate or float('nan'):.1f} msg/s and the "
                f"rest cancelled with the send's cancel event (outcomes: {statuses}); {m['seconds_total']:.1f} s in "
-               "all. Full delivery of 100,000 was not run: one chat takes one message at a time.",
+               "all. One run (it takes minutes). Full delivery of 100,000 was not run: one chat takes one message at a "
+               "time.",
                samples=[round(peak, 1)]),
     ]
 
