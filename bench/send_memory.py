@@ -13,9 +13,13 @@ recipient means one chat, and a chat takes its messages one at a time), so the c
 first ``DELIVER`` messages, then sets the send's cancel event (the UI's Cancel): the rest of the
 batch is marked cancelled, exactly as a user's cancel does. The delivered subset gives a rate.
 
-Figures: peak RSS of the child (``ru_maxrss``, cross-checked by psutil sampling every 50 ms), its
-RSS before the send (imports, session, sign-in), at the first delivered message (planning and
+Figures: peak RSS of the child (``VmHWM`` from ``/proc/self/status``, cross-checked by psutil sampling
+every 50 ms), its RSS before the send (imports, session, sign-in), at the first delivered message (planning and
 enqueueing done) and at the end. Goal: peak ≤ 500 MB.
+
+Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries it across ``fork``/``exec``, so a child of a
+large harness process reports the parent's peak (measured: a child of an 800 MB parent reported
+814 MB, its ``VmHWM`` 13 MB). It is still recorded, for comparison.
 """
 
 from __future__ import annotations
@@ -39,7 +43,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes, inherited across exec
+
+
+def _hwm_mb() -> float:
+    """This process's peak resident set size (``VmHWM``: its own address space since exec)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _child(db: str, records: int, deliver: int) -> dict[str, Any]:
@@ -69,7 +82,7 @@ def _child(db: str, records: int, deliver: int) -> dict[str, Any]:
     to = [u["userPrincipalName"] for u in crm.teams.graph().iter_users("", top=20)
           if u["userPrincipalName"] != SANDBOX_DEFAULT_UPN][:1]
     out: dict[str, Any] = {"records": len(ids), "recipients": len(to), "rss_before_mb": proc.memory_info().rss / 2**20,
-                           "maxrss_before_mb": _maxrss_mb()}
+                           "hwm_before_mb": _hwm_mb(), "maxrss_before_mb": _maxrss_mb()}
     threading.Thread(target=sample, daemon=True).start()
     cancel = threading.Event()
     marks: dict[str, float] = {}
@@ -79,7 +92,7 @@ def _child(db: str, records: int, deliver: int) -> dict[str, Any]:
         if "first" not in marks:
             marks["first"] = time.perf_counter()
             out["rss_at_first_delivery_mb"] = proc.memory_info().rss / 2**20
-            out["maxrss_at_first_delivery_mb"] = _maxrss_mb()
+            out["hwm_at_first_delivery_mb"] = _hwm_mb()
         if p.sent >= deliver and not cancel.is_set():
             marks["delivered"] = time.perf_counter()
             out["delivered"] = p.sent
@@ -96,6 +109,7 @@ def _child(db: str, records: int, deliver: int) -> dict[str, Any]:
     out["rss_end_mb"] = proc.memory_info().rss / 2**20
     out["sampled_peak_mb"] = sampled["peak"]
     out["maxrss_mb"] = _maxrss_mb()
+    out["hwm_mb"] = _hwm_mb()
     crm.teams.close()
     crm.store.close()
     return out
@@ -128,13 +142,14 @@ def run(ctx: Context) -> list[Result]:
         raise RuntimeError(f"send_memory child failed ({done.returncode}): {done.stderr[-3000:]}")
     m = json.loads(done.stdout.strip().splitlines()[-1])
     say(f"send_memory: {json.dumps(m)}")
-    peak = m["maxrss_mb"]
+    peak = m["hwm_mb"]
     statuses = ", ".join(f"{n:,} {s}" for s, n in sorted(m["status_counts"].items()))
     rate = m.get("delivery_rate")
     return [
         Result(f"send of {m['records']:,} records (card per record, 1 recipient): peak RSS of the sending process",
                round(peak, 1), "MB", "≤ 500 MB", peak <= 500,
-               f"child process ru_maxrss {peak:.0f} MB (psutil 50 ms sampling {m['sampled_peak_mb']:.0f} MB); RSS "
+               f"child process VmHWM {peak:.0f} MB (psutil 50 ms sampling {m['sampled_peak_mb']:.0f} MB; ru_maxrss "
+               f"{m['maxrss_mb']:.0f} MB, which Linux inherits from the harness across exec); RSS "
                f"before the send {m['rss_before_mb']:.0f} MB, when the first message was delivered (all "
                f"{m['records']:,} planned and in the outbox) {m['rss_at_first_delivery_mb']:.0f} MB, at the end "
                f"{m['rss_end_mb']:.0f} MB. Planning + enqueueing all {m['records']:,} took "
