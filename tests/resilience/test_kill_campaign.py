@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.sandbox import ROOT, SandboxAdmin, SandboxProc, colleagues, fresh_tenant
+from support.sandbox import ROOT, SandboxAdmin, SandboxProc, colleagues, fast_tenant
 
 import crmkit
 from crmkit.auth import Microsoft365
@@ -29,10 +29,7 @@ KILL_AT = 12  # done runs when the first worker is killed
 
 @pytest.fixture
 def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
-    with fresh_tenant(sandbox_proc, monkeypatch, tmp_path) as sb:
-        sb.put("limits", {"chat_post_per_app_per_s": 400, "chat_post_per_chat_per_s": 100})
-        monkeypatch.setenv("CRMKIT_TEAMS_TENANT_RPS", "300")
-        monkeypatch.setenv("CRMKIT_TEAMS_CHAT_RPS", "80")
+    with fast_tenant(sandbox_proc, monkeypatch, tmp_path) as sb:
         yield sb
 
 
