@@ -35,6 +35,8 @@ def wait_for_voila_request() -> None:
         return
     from voila.utils import wait_for_request
 
+    from .. import migrations  # noqa: F401 -- opening a CRM imports it (0.1 s); do it before the visitor comes
+
     wait_for_request()
     _request_seen = True
 

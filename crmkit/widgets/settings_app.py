@@ -4,6 +4,10 @@
 display format, the personal-data policy with the transfer-log monitor, "My Microsoft 365
 accounts", the campaign sender account, and admin consent. Every tab is an existing view; rights
 are checked in the core, and a tab whose view cannot be built shows the core's refusal instead.
+A tab's view is built when the tab is first shown: the page comes up with one view's widgets,
+not all six (the display format editor alone has some 300), which is what makes it interactive
+about as fast as a one-button notebook. The view modules are imported when this module is, so
+under Voila's preheating that cost is paid before anyone asks for the page.
 
 :func:`open_dashboard_crm` opens the session a dashboard works in: ``CRMKIT_DB`` and
 ``CRMKIT_USER``, and for demos against the sandbox tenant a ``?user=NAME`` URL parameter (Voila
@@ -22,10 +26,16 @@ from urllib.parse import parse_qs
 
 import ipywidgets as widgets
 
+from ..auth import Microsoft365
 from ..errors import CrmkitError, UnknownUser
 from ..i18n import LANGUAGES, t
+from .accounts import AccountsView
 from .app import wait_for_voila_request
+from .campaign_account import AdminConsentPanel, CampaignAccountForm
 from .common import ErrorBox, LanguageSwitch, error_html
+from .display_format_editor import DisplayFormatEditor
+from .privacy import PrivacySettings, TransferLogMonitor
+from .teams_settings import TeamsSettings
 
 if TYPE_CHECKING:
     from ..crm import CRM
@@ -89,23 +99,35 @@ def open_error_box(exc: CrmkitError) -> widgets.HTML:
 class SettingsApp(widgets.VBox):
     """The settings tabs for one session; the language switch stores the user's choice and rebuilds.
 
-    Attributes (for tests): ``tabs`` (the Tab), ``views`` (tab key → the view or its error box),
-    ``language_switch``, and the views ``teams``, ``display_format``, ``privacy``, ``transfer_log``,
-    ``accounts``, ``campaign``, ``consent`` (None when that view could not be built).
+    Each tab's view is built the first time the tab is selected (or its property below is read).
+
+    Attributes (for tests): ``tabs`` (the Tab), ``views`` (tab key → the view or its error box, for
+    the tabs built so far), ``language_switch``, and the views ``teams``, ``display_format``,
+    ``privacy``, ``transfer_log``, ``accounts``, ``campaign``, ``consent`` (built on first access;
+    None when that view could not be built).
     """
 
     TAB_KEYS: tuple[str, ...] = ("teams", "display_format", "privacy", "accounts", "campaign", "consent")
+    TAB_TITLES: dict[str, str] = {
+        "teams": "settings.tab.teams", "display_format": "display_format.label", "privacy": "privacy.personal_data",
+        "accounts": "m365.my_accounts", "campaign": "settings.tab.campaign", "consent": "consent.title",
+    }
 
     def __init__(self, crm: CRM, *, export_dir: str | Path | None = None) -> None:
         self.crm = crm
         self.export_dir = export_dir
         self.lang = crm.language
+        self._m365: Microsoft365 | None = None
         self.title = widgets.HTML()
         self.user_line = widgets.HTML()
         self.user_line.add_class("crmkit-settings-user")
         self.language_switch = LanguageSwitch(self.lang, self._language_picked)
         self.error = ErrorBox()
-        self.tabs = widgets.Tab()
+        # One pane per tab; a pane gets its view when the tab is first shown.
+        self.panes = {key: widgets.VBox() for key in self.TAB_KEYS}
+        for key, pane in self.panes.items():
+            pane.add_class(f"crmkit-settings-pane-{key}")
+        self.tabs = widgets.Tab(children=tuple(self.panes.values()), selected_index=0)
         self.tabs.add_class("crmkit-settings-tabs")
         self.views: dict[str, widgets.Widget] = {}
         super().__init__([
@@ -115,51 +137,59 @@ class SettingsApp(widgets.VBox):
         ])
         self.add_class("crmkit-settings")
         self._build()
+        self.tabs.observe(self._tab_selected, "selected_index")
 
     # -- building ----------------------------------------------------------------------------------
 
     def _build(self) -> None:
+        """Label everything in ``self.lang``, drop the built views, and build the selected tab's."""
         lang = self.lang
         self.title.value = f"<h2 style='margin:4px 0'>{html.escape(t('settings.system', lang))}</h2>"
         self.user_line.value = html.escape(t("settings.user_line", lang, user=self.crm.user.display_name))
         self.language_switch.relabel(lang)
-        m365 = None
+        self.tabs.titles = tuple(t(self.TAB_TITLES[key], lang) for key in self.TAB_KEYS)
+        old, self.views = self.views, {}
+        for pane in self.panes.values():
+            pane.children = ()
+        for view in old.values():
+            view.close()
+        self._ensure(self.TAB_KEYS[self.tabs.selected_index or 0])
 
-        def teams_m365() -> object:
-            nonlocal m365
-            if m365 is None:
-                m365 = self.crm.teams.m365
-            return m365
+    def _ensure(self, key: str) -> widgets.Widget:
+        """The view of tab ``key``, built now if it was not yet (or its error box)."""
+        view = self.views.get(key)
+        if view is None:
+            view = self.views[key] = self._guarded(getattr(self, f"_{key}_tab"))
+            self.panes[key].children = (view,)
+        return view
 
-        from .accounts import AccountsView
-        from .campaign_account import AdminConsentPanel, CampaignAccountForm
-        from .display_format_editor import DisplayFormatEditor
-        from .teams_settings import TeamsSettings
+    def _tab_selected(self, change: dict[str, object]) -> None:
+        index = change["new"]
+        if isinstance(index, int) and 0 <= index < len(self.TAB_KEYS):
+            self._ensure(self.TAB_KEYS[index])
 
-        builders: dict[str, tuple[str, Callable[[], widgets.Widget]]] = {
-            "teams": ("settings.tab.teams", lambda: TeamsSettings(self.crm, lang)),
-            "display_format": ("display_format.label", lambda: DisplayFormatEditor(self.crm, lang)),
-            "privacy": ("privacy.personal_data", self._privacy_tab),
-            "accounts": ("m365.my_accounts", lambda: AccountsView(m365=teams_m365(), lang=lang)),  # type: ignore[arg-type]
-            "campaign": ("settings.tab.campaign",
-                         lambda: CampaignAccountForm(m365=teams_m365(), lang=lang)),  # type: ignore[arg-type]
-            "consent": ("consent.title", lambda: AdminConsentPanel(m365=teams_m365(), lang=lang)),  # type: ignore[arg-type]
-        }
-        old = list(self.views.values())
-        self.views = {}
-        titles = []
-        for key in self.TAB_KEYS:
-            title_key, build = builders[key]
-            self.views[key] = self._guarded(build)
-            titles.append(t(title_key, lang))
-        self.tabs.children = tuple(self.views.values())
-        self.tabs.titles = tuple(titles)
-        for w in old:
-            w.close()
+    def _m365_service(self) -> Microsoft365:
+        if self._m365 is None:  # one Microsoft 365 service for the three account tabs
+            self._m365 = self.crm.teams.m365
+        return self._m365
+
+    def _teams_tab(self) -> widgets.Widget:
+        return TeamsSettings(self.crm, self.lang)
+
+    def _display_format_tab(self) -> widgets.Widget:
+        return DisplayFormatEditor(self.crm, self.lang)
+
+    def _accounts_tab(self) -> widgets.Widget:
+        return AccountsView(m365=self._m365_service(), lang=self.lang)
+
+    def _campaign_tab(self) -> widgets.Widget:
+        return CampaignAccountForm(m365=self._m365_service(), lang=self.lang)
+
+    def _consent_tab(self) -> widgets.Widget:
+        return AdminConsentPanel(m365=self._m365_service(), lang=self.lang)
 
     def _privacy_tab(self) -> widgets.Widget:
         from ..config import crmkit_home
-        from .privacy import PrivacySettings, TransferLogMonitor
 
         # Exports carry personal data: they go to the private CRMKIT_HOME, not the dashboards folder.
         export_dir = self.export_dir if self.export_dir is not None else crmkit_home() / "exports"
@@ -185,8 +215,8 @@ class SettingsApp(widgets.VBox):
     # -- views by name (None when the view could not be built) --------------------------------------
 
     def _view(self, key: str, index: int | None = None) -> widgets.Widget | None:
-        view = self.views.get(key)
-        if index is not None and view is not None:
+        view = self._ensure(key)
+        if index is not None:
             view = getattr(view, "_crmkit_parts", (None, None))[index]
         return None if view is None or isinstance(view, ErrorBox) else view
 

@@ -51,6 +51,23 @@ def test_admin_sees_every_tab_in_the_users_language(crm: CRM) -> None:
     assert "eva@contoso.example" in app.consent.account_link.value  # type: ignore[union-attr]
 
 
+def test_a_tab_is_built_when_first_shown(crm: CRM) -> None:
+    app = SettingsApp(crm)
+    assert list(app.views) == ["teams"]  # the page comes up with the Teams switch only
+    assert app.panes["display_format"].children == ()
+    app.tabs.selected_index = 1
+    assert list(app.views) == ["teams", "display_format"]
+    assert app.panes["display_format"].children == (app.views["display_format"],)
+    editor = app.views["display_format"]
+    app.tabs.selected_index = 0
+    app.tabs.selected_index = 1
+    assert app.views["display_format"] is editor  # built once, kept while the language stays
+    app.language_switch.value = "en"
+    assert list(app.views) == ["display_format"] and app.tabs.selected_index == 1
+    assert editor.comm is None  # the old view is closed, not left behind in the kernel
+    assert app.panes["teams"].children == ()
+
+
 def test_activate_and_edit_the_display_format(crm: CRM) -> None:
     app = SettingsApp(crm)
     app.teams.enabled.value = True  # type: ignore[union-attr]
