@@ -32,7 +32,7 @@ from crmkit.voila_launch import DASHBOARDS, dashboard_url, free_port, server_url
 from .common import Context, Result, p50, say
 
 VISITS = 5
-PAUSE_S = 10.0  # the pool refills in a few seconds; a preheated kernel left waiting > 60 s times out
+PAUSE_S = 10.0  # the pool refills its preheated kernel within a few seconds
 TIMEOUT_MS = 120_000  # a visit whose widget is not up by then counts as failed
 CHROMIUM = "/usr/bin/chromium"
 # The browser tier's flags (tests/conftest.py CHROMIUM_ARGS).
