@@ -189,10 +189,18 @@ class CampaignAccount:
         self._forget_cached_accounts()
 
     def _forget_cached_accounts(self, keep: str | None = None) -> None:
-        app = self._app()
-        for acct in app.get_accounts():
-            if acct.get("home_account_id") != keep:
-                app.remove_account(acct)
+        """Drop every saved sign-in but ``keep``'s from the campaign token cache on this machine.
+
+        Works on the cache itself, not through an MSAL app: building one fetches the authority's
+        metadata, and clearing or replacing the account must work while the identity platform is
+        unreachable.
+        """
+        cache = self._cache()[0]
+        kinds = msal.TokenCache.CredentialType
+        for kind in (kinds.ACCESS_TOKEN, kinds.REFRESH_TOKEN, kinds.ID_TOKEN, kinds.ACCOUNT):
+            for entry in list(cache.search(kind)):
+                if entry.get("home_account_id") != keep:
+                    cache.modify(kind, entry)  # no new values: remove
 
     def _write(self, *, mode: str, username: str, display_name: str | None, home_account_id: str | None,
                ciphertext: str | None, key_id: str | None) -> None:

@@ -6,6 +6,7 @@ import os
 import stat
 from pathlib import Path
 
+import msal
 import pytest
 
 import crmkit
@@ -19,6 +20,7 @@ from crmkit.sandbox import (
     SANDBOX_PERSONAL_ACCOUNT,
     SANDBOX_UNCONSENTED_CLIENT_ID,
 )
+from crmkit.voila_launch import free_port
 
 pytestmark = pytest.mark.sandbox
 
@@ -115,6 +117,31 @@ def test_signed_in_once_mode(m365: Microsoft365, browser, crm_file) -> None:
         assert stat.S_IMODE(again.campaign.cache_file.path.stat().st_mode) == 0o600
     finally:
         again.close()
+
+
+def test_replacing_or_clearing_needs_no_identity_platform(m365: Microsoft365, browser, crm_file,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    sign_in = m365.campaign.start_sign_in()
+    browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_ADMIN_UPN)
+    sign_in.wait(30)
+    cache = m365.campaign._cache()[0]
+    kinds = msal.TokenCache.CredentialType
+    assert list(cache.search(kinds.REFRESH_TOKEN)) and list(cache.search(kinds.ACCOUNT))
+    # the identity platform is gone (a closed loopback port); a new process opens the CRM
+    monkeypatch.setenv("CRMKIT_SANDBOX_URL", f"http://127.0.0.1:{free_port()}")
+    _cache.forget_caches()
+    _msal._apps.clear()
+    offline = Microsoft365(crmkit.open(crm_file.store.path, user="tina"))
+    try:
+        info = offline.campaign.set_password(SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD)
+        assert (info.mode, info.username) == ("password", SANDBOX_DEFAULT_UPN)
+        cache = offline.campaign._cache()[0]
+        for kind in (kinds.ACCESS_TOKEN, kinds.REFRESH_TOKEN, kinds.ID_TOKEN, kinds.ACCOUNT):
+            assert not list(cache.search(kind)), kind  # the signed-in account's tokens are gone
+        offline.campaign.clear()
+        assert offline.campaign.info() is None
+    finally:
+        offline.close()
 
 
 def test_rights_and_validation(m365: Microsoft365, crm_file) -> None:
