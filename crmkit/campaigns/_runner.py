@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +21,7 @@ import httpx
 
 from .. import privacy
 from ..errors import AuthError, CrmkitError, GraphError, IntegrationDisabled
+from ..processes import HOST, process_gone
 from ..teams.outbox import utcnow
 from ..teams.send import SendOptions, enqueue_plan
 from ._template import render_message, render_subject, template_fields
@@ -56,26 +56,12 @@ class Claimer:
 
     @classmethod
     def here(cls, role: str, ttl: float) -> Claimer:
-        host, pid = socket.gethostname(), os.getpid()
+        host, pid = HOST, os.getpid()
         return cls(f"{role}:{host}:{pid}:{uuid.uuid4().hex[:8]}", pid, host, ttl)
 
     def gone(self, host: str | None, pid: int | None) -> bool:
         """Whether another claim's process is known dead (only provable on this machine)."""
-        return host == self.host and pid is not None and pid != self.pid and not pid_alive(pid)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed but unreaped child is a zombie: it will never finish its run
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+        return pid != self.pid and process_gone(host, pid)
 
 
 @dataclass(frozen=True)

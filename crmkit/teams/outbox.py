@@ -16,6 +16,8 @@ twice. Delivery state, transfer-log rows and contacts commit in one transaction.
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +26,13 @@ from typing import Any
 
 import pandas as pd
 
+from ..processes import HOST, process_gone
 from ..store import Store, Tx
 
-__all__ = ["Delivery", "OutboxMessage", "claim", "create_batch", "finish", "open_rows", "pending_batches"]
+__all__ = [
+    "STAGED", "Delivery", "OutboxMessage", "claim", "create_batch", "finish", "open_rows", "pending_batches",
+    "purge_abandoned_staging", "staging_id",
+]
 
 OPEN_STATES = ("pending", "sending")
 
@@ -142,6 +148,44 @@ def pending_batches(store: Store, *, user: str | None = None, channels: Sequence
         sql += f" AND b.channel IN ({', '.join('?' * len(channels))})" if channels else " AND FALSE"
         params.extend(channels)
     return [r[0] for r in store.read(lambda tx: tx.rows(sql, params))]
+
+
+STAGED = "staged"  # status of rows written by a send still being planned: no batch yet, never delivered
+STAGING_ABANDONED_S = 24 * 3600  # staged rows this old are abandoned whoever staged them
+
+
+def staging_id() -> str:
+    """A fresh batch id for a send's staged rows, naming who stages them and since when."""
+    return f"staging:{HOST}:{os.getpid()}:{int(time.time())}:{uuid.uuid4().hex}"
+
+
+def _staging_abandoned(batch_id: str, now: float) -> bool:
+    try:
+        _, host, pid, since, _ = batch_id.split(":")
+        started, owner = float(since), int(pid)
+    except ValueError:
+        return True  # not made by staging_id(): no process can be planning under it
+    return process_gone(host, owner) or now - started > STAGING_ABANDONED_S
+
+
+def purge_abandoned_staging(store: Store) -> int:
+    """Delete staged rows left by a send whose planning never finished (its process died); returns
+    how many. Rows of a send still being planned, here or on another machine, are kept."""
+    staged = [r[0] for r in store.read(lambda tx: tx.rows(
+        "SELECT DISTINCT batch_id FROM outbox WHERE status = ?", [STAGED]))]
+    now = time.time()
+    dead = [b for b in staged if _staging_abandoned(b, now)]
+    if not dead:
+        return 0
+
+    def run(tx: Tx) -> int:
+        marks = ", ".join("?" * len(dead))
+        where = f"FROM outbox WHERE status = ? AND batch_id IN ({marks})"
+        count = int(tx.one(f"SELECT count(*) {where}", [STAGED, *dead]))
+        tx.execute(f"DELETE {where}", [STAGED, *dead])
+        return count
+
+    return store.write(run)
 
 
 def claim(store: Store, ids: Sequence[str]) -> None:

@@ -10,8 +10,10 @@ Large sends stream: :meth:`TeamsService.send` plans :data:`PLAN_CHUNK` records a
 each chunk's rows in the outbox under a staging id that no batch has (``status = 'staged'``), so
 delivery cannot see them; when every chunk is planned, one transaction creates the batch and turns
 the staged rows into its pending rows. A refusal in any chunk deletes what was staged, so nothing
-is sent and the outbox keeps nothing of the send. Delivery loads :data:`DELIVER_CHUNK` rows at a
-time. Memory stays flat in the number of records (``bench/send_memory.py``).
+is sent and the outbox keeps nothing of the send. Staging ids name the planning process (host,
+pid, start); rows left by one that died are deleted by the next :meth:`TeamsService.resume`.
+Delivery loads :data:`DELIVER_CHUNK` rows at a time. Memory stays flat in the number of records
+(``bench/send_memory.py``).
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ import httpx
 import pandas as pd
 
 from .. import privacy
-from ..errors import IntegrationDisabled, NotFound, ValidationError
+from ..errors import IntegrationDisabled, NotFound, StoreError, ValidationError
 from ..graph import TEAMS_CHAT_RATE, TEAMS_TENANT_RATE, GraphNotFound, RateLimiter, RetryPolicy
 from . import display_format
 from .compose import build_message, check_size, prefixed_subject, split_rows
 from .delivery import Ambiguous, DeliveryEngine, Progress
-from .outbox import OutboxMessage, add_messages, cancel, create_batch
+from .outbox import STAGED, OutboxMessage, add_messages, cancel, create_batch, purge_abandoned_staging, staging_id
 
 if TYPE_CHECKING:
     from ..auth import Microsoft365
@@ -52,7 +54,6 @@ RESULT_COLUMNS = ["record", "recipient", "recipient_name", "status", "message_id
 MAX_PASSES = 5
 PLAN_CHUNK = 1_000  # records planned, rendered and staged in the outbox at a time by send()
 DELIVER_CHUNK = 1_000  # outbox rows loaded and handed to the delivery engine at a time
-STAGED = "staged"  # outbox status of rows written by a send still being planned (never delivered)
 READ_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_FIELDS = ["id", "displayName", "userPrincipalName", "mail", "accountEnabled", "userType"]
 
@@ -478,13 +479,13 @@ class TeamsService:
         self.require_ready()
         chunks = self.plan_chunks(records, to, subject, message,
                                   options=SendOptions.of(record_contact=record_contact, **options))
-        staging, summary = self._stage(chunks)  # every chunk planned; its rows inert in the outbox
+        staging, summary, staged = self._stage(chunks)  # every chunk planned; its rows inert in the outbox
         try:
             self.resume()  # an earlier interrupted send goes first, so nothing overtakes it
         except BaseException:
             self._unstage(staging)
             raise
-        batch_id = self._activate(staging, summary)
+        batch_id = self._activate(staging, summary, staged)
         return self.deliver([batch_id], progress=progress, cancel_event=cancel_event)
 
     def enqueue(self, plan: SendPlan, *, source: str | None = None) -> str:
@@ -493,13 +494,14 @@ class TeamsService:
         return self.crm.store.write(
             lambda tx: enqueue_plan(tx, plan, user=self.crm.user.name, account=account, source=source))
 
-    def _stage(self, chunks: Iterator[SendPlan]) -> tuple[str, SendPlan]:
+    def _stage(self, chunks: Iterator[SendPlan]) -> tuple[str, SendPlan, int]:
         """Plan chunk by chunk, writing each chunk's rows as ``staged`` under a fresh id no batch has.
 
-        Returns the staging id and a summary plan (no messages; blocked addresses and the log flag of
-        the whole send). Any refusal deletes the staged rows and is raised: nothing of the send stays.
+        Returns the staging id, a summary plan (no messages; blocked addresses and the log flag of
+        the whole send) and the number of rows staged. Any refusal deletes the staged rows and is
+        raised: nothing of the send stays.
         """
-        staging = uuid.uuid4().hex
+        staging = staging_id()
         summary: SendPlan | None = None
         seq = 0
         try:
@@ -519,12 +521,12 @@ class TeamsService:
             self._unstage(staging)
             raise
         assert summary is not None  # plan_chunks yields at least one chunk (it refuses an empty selection)
-        return staging, summary
+        return staging, summary, seq
 
     def _unstage(self, staging: str) -> None:
         self.crm.store.write(lambda tx: tx.execute("DELETE FROM outbox WHERE batch_id = ?", [staging]))
 
-    def _activate(self, staging: str, summary: SendPlan) -> str:
+    def _activate(self, staging: str, summary: SendPlan, staged: int) -> str:
         """One transaction: the batch, its blocked transfer-log rows, and the staged rows made pending."""
         try:
             account = self.sender_account()
@@ -533,6 +535,10 @@ class TeamsService:
                 batch_id = enqueue_plan(tx, summary, user=self.crm.user.name, account=account)
                 tx.execute("UPDATE outbox SET batch_id = ?, status = 'pending' WHERE batch_id = ? AND status = ?",
                            [batch_id, staging, STAGED])
+                found = int(tx.one("SELECT count(*) FROM outbox WHERE batch_id = ?", [batch_id]))
+                if found != staged:  # rolled back: a partial send must not go out as if it were whole
+                    raise StoreError(f"The send's planned messages are not all in the outbox ({found} of {staged}); "
+                                     "nothing was sent. Send again.")
                 return batch_id
 
             return self.crm.store.write(run)
@@ -542,9 +548,14 @@ class TeamsService:
 
     def resume(self, *, progress: Callable[[Progress], None] | None = None,
                cancel_event: threading.Event | None = None) -> pd.DataFrame:
-        """Deliver what an interrupted send left (pending or unconfirmed), each message exactly once."""
+        """Deliver what an interrupted send left (pending or unconfirmed), each message exactly once.
+
+        Rows staged by a send whose planning died with its process are deleted first: that send never
+        started, so they are never delivered.
+        """
         from .outbox import pending_batches
 
+        purge_abandoned_staging(self.crm.store)
         # Only this sender's own batches: a campaign batch must never go out as the user's account.
         channels = ["teams_campaign"] if self.sender == "campaign" else ["teams_manual"]
         batches = pending_batches(self.crm.store, user=self.crm.user.name, channels=channels)
@@ -700,7 +711,7 @@ class GraphChatGateway:
         if kind == "oneOnOne":
             chat = await self.aio.get_or_create_chat(members[0], members[1])
         else:
-            chat = await self.aio.create_group_chat(members, topic=topic)
+            chat = await self.aio.get_or_create_group_chat(members, topic=topic)  # one chat per group
         return str(chat["id"])
 
     async def post_message(self, chat_id: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -24,6 +23,7 @@ import pandas as pd
 
 from ..errors import StoreError
 from ..i18n import t
+from ..processes import HOST, process_gone
 
 if TYPE_CHECKING:
     from ..crm import CRM
@@ -45,7 +45,6 @@ log = logging.getLogger("crmkit.teams")
 REGISTER_LOCK_TIMEOUT = 2.0  # seconds; opening a CRM must stay quick even while a batch job writes
 STALE_AFTER = timedelta(hours=24)  # a session not seen for this long counts as gone (crashed kernel)
 _PURGE_AFTER = timedelta(days=7)
-_HOST = socket.gethostname()
 
 
 def _now() -> datetime:
@@ -72,7 +71,7 @@ def register_session(crm: CRM) -> int | None:
         new_id = tx.one(
             "INSERT INTO sessions (user_name, pid, host, opened_at, last_seen, teams_enabled_at_open) "
             "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            [crm.user.name, os.getpid(), _HOST, now, now, enabled],
+            [crm.user.name, os.getpid(), HOST, now, now, enabled],
         )
         return int(new_id), enabled
 
@@ -162,17 +161,5 @@ def open_sessions_needing_reopen(crm: CRM, *, stale_after: timedelta = STALE_AFT
         return frame
 
     frame = crm.store.read(run)
-    alive = [_alive(host, int(pid)) for host, pid in zip(frame["host"], frame["pid"], strict=True)]
+    alive = [not process_gone(host, int(pid)) for host, pid in zip(frame["host"], frame["pid"], strict=True)]
     return frame[alive].reset_index(drop=True) if len(frame) else frame
-
-
-def _alive(host: str, pid: int) -> bool:
-    if host != _HOST or os.name != "posix":
-        return True  # another machine (or Windows, where signal 0 is not a probe): trust last_seen
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
