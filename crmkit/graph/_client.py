@@ -33,6 +33,14 @@ USER_FIELDS = ("id", "displayName", "mail", "userPrincipalName", "givenName", "s
 # ``provider(force_refresh)`` returns an access token; force_refresh=True after a 401.
 TokenProvider = Callable[[bool], str]
 
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def _may_resend(idempotent: bool, status: int) -> bool:
+    """A 429 is a refusal before any work; a 5xx may come after a POST took effect."""
+    return idempotent or status == 429
+
+
 # Transport failures where the request surely never reached the server: safe to resend any method.
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -158,7 +166,9 @@ class AsyncGraph:
         Args:
             chat_id, paced: pace through the limiter (``paced``), per chat when ``chat_id`` is given.
             idempotent: whether a request that may have reached Graph can be resent after a
-                transport failure (default: GET/PUT/DELETE yes, POST no).
+                transport failure or a 5xx (default: GET/PUT/DELETE yes, POST no: a 503 or 504 may
+                come after Graph posted the message, and a resend would post it twice). A 429 is
+                resent whatever the method: Graph refused the request without processing it.
             accept: error statuses to return instead of raising (e.g. 424 for a ``$batch``).
 
         Raises:
@@ -166,7 +176,7 @@ class AsyncGraph:
         """
         url = self.url(path)
         if idempotent is None:
-            idempotent = method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+            idempotent = method.upper() in IDEMPOTENT_METHODS
         base_headers = {"client-request-id": str(uuid.uuid4()), **(headers or {})}
         attempt = 0
         refreshed = False
@@ -207,7 +217,8 @@ class AsyncGraph:
                 self._stats.add("token_refreshes")
                 continue
             attempt += 1
-            delay = self.retry.delay(attempt, status, response.headers.get("retry-after"))
+            delay = (self.retry.delay(attempt, status, response.headers.get("retry-after"))
+                     if _may_resend(idempotent, status) else None)
             if delay is None:
                 raise error_from_response(response)
             if status == 429 and paced and self.limiter is not None:
@@ -295,6 +306,31 @@ class AsyncGraph:
             body["topic"] = topic
         return await self.json("POST", "/chats", json=body, paced=True)
 
+    async def find_group_chat(self, members: Sequence[str], *, topic: str | None = None) -> dict[str, Any] | None:
+        """The signed-in user's group chat with exactly ``members`` (object ids) and ``topic``, if any.
+
+        Graph does not deduplicate group chats; without this every send to the same people would
+        open another chat. Like the Teams client, a chat only counts with the same topic.
+        """
+        wanted = set(members)
+        path: str | None = "/me/chats"
+        params: dict[str, Any] | None = {"$filter": "chatType eq 'group'", "$expand": "members", "$top": 50}
+        while path is not None:
+            data = await self.json("GET", path, params=params, paced=True)
+            for chat in data.get("value") or []:
+                people = {m.get("userId") for m in chat.get("members") or []}
+                if people == wanted and (chat.get("topic") or None) == (topic or None):
+                    return chat
+            path, params = data.get("@odata.nextLink"), None
+        return None
+
+    async def get_or_create_group_chat(
+        self, members: Sequence[str], *, topic: str | None = None, guests: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """The group chat with exactly these members and topic: the existing one, or a new one."""
+        found = await self.find_group_chat(members, topic=topic)
+        return found if found is not None else await self.create_group_chat(members, topic=topic, guests=guests)
+
     async def send_message(
         self, chat_id: str, content: str, *, content_type: str = "html", subject: str | None = None,
         importance: str | None = None, attachments: Sequence[Mapping[str, Any]] | None = None,
@@ -357,8 +393,8 @@ class AsyncGraph:
     async def batch(self, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Run up to 20 requests in one ``$batch``; return their responses in the given order.
 
-        Items Graph throttles (429/503/504) are retried alone, honouring each item's own
-        ``Retry-After``; items that failed only because a dependency did (424) go with it.
+        Items Graph throttles (429, and 503/504 for idempotent methods) are retried alone, honouring
+        each item's own ``Retry-After``; items that failed only because a dependency did (424) go with it.
         Each response is ``{"id", "status", "headers", "body"}``; item errors are not raised.
         """
         if not requests:
@@ -378,6 +414,7 @@ class AsyncGraph:
         if len(set(ids)) != len(ids):
             raise ValueError("$batch request ids must be unique.")
         results: dict[str, dict[str, Any]] = {}
+        by_id = {i["id"]: i for i in items}
         pending = items
         attempt = 0
         while pending:
@@ -387,7 +424,8 @@ class AsyncGraph:
             for resp in responses:
                 status = int(resp.get("status", 0))
                 results[str(resp.get("id"))] = resp
-                if status in self.retry.statuses:
+                method = str(by_id.get(str(resp.get("id")), {}).get("method", "GET")).upper()
+                if status in self.retry.statuses and _may_resend(method in IDEMPOTENT_METHODS, status):
                     retry_ids.add(str(resp.get("id")))
                     hdrs = {str(k).lower(): str(v) for k, v in (resp.get("headers") or {}).items()}
                     ra = parse_retry_after(hdrs.get("retry-after"))
@@ -424,7 +462,9 @@ class AsyncGraph:
 
     async def _batch_once(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # Dev Proxy answers a faulted batch with 424 and the per-item errors in the body.
-        response = await self.request("POST", "/$batch", json={"requests": items}, accept=frozenset({424}))
+        safe = all(str(i.get("method", "GET")).upper() in IDEMPOTENT_METHODS for i in items)
+        response = await self.request("POST", "/$batch", json={"requests": items}, accept=frozenset({424}),
+                                      idempotent=safe)
         try:
             data = response.json()
         except ValueError:

@@ -100,6 +100,14 @@ class GraphClient:
     ) -> dict[str, Any]:
         return self._run(self.aio.create_group_chat(members, topic=topic, guests=guests))
 
+    def find_group_chat(self, members: Sequence[str], *, topic: str | None = None) -> dict[str, Any] | None:
+        return self._run(self.aio.find_group_chat(members, topic=topic))
+
+    def get_or_create_group_chat(
+        self, members: Sequence[str], *, topic: str | None = None, guests: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        return self._run(self.aio.get_or_create_group_chat(members, topic=topic, guests=guests))
+
     def send_message(self, chat_id: str, content: str, **kw: Any) -> dict[str, Any]:
         return self._run(self.aio.send_message(chat_id, content, **kw))
 

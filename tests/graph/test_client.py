@@ -85,6 +85,15 @@ def test_503_then_success_is_retried_with_backoff() -> None:
     assert len(sleeps) == 1 and 0 < sleeps[0] <= 0.5
 
 
+def test_a_post_is_not_resent_after_503_or_504() -> None:
+    for status in (503, 504):  # the message may be in the chat already: a resend could post it twice
+        rec = Recorder(graph_error(status, "serviceNotAvailable"), httpx.Response(201, json={"id": "m1"}))
+        client, sleeps, _ = make(rec)
+        with pytest.raises(GraphError) as info:
+            run(client.send_message("19:abc@thread.v2", "hi"))
+        assert info.value.status == status and len(rec.requests) == 1 and sleeps == []
+
+
 def test_429_honours_retry_after_seconds_and_http_date() -> None:
     rec = Recorder(
         graph_error(429, "TooManyRequests", headers={"Retry-After": "7"}),

@@ -81,7 +81,9 @@ def test_guest_cannot_list_users_typed_error(sandbox) -> None:
 
 
 def test_every_message_delivered_under_ten_percent_faults(sandbox) -> None:
-    """10 % of Graph calls fail with 429/503/504 (Retry-After 1 s); all 120 messages arrive exactly once."""
+    """10 % of message posts fail with 429/503/504 (Retry-After 1 s). A 429 is resent until the
+    message arrives; a 503/504 on a POST may come after the post took effect, so the raw client
+    reports it instead of resending (the outbox reconciles by reading the chat). Nothing twice."""
     graph = sandbox.graph(retry=RetryPolicy(max_retries=8, backoff_base=0.2))
     me = graph.me()
     others = [u["id"] for u in graph.iter_users("", top=50) if u["id"] != me["id"]][:20]
@@ -90,13 +92,15 @@ def test_every_message_delivered_under_ten_percent_faults(sandbox) -> None:
     messages = [(chats[i % len(chats)], {"body": {"content": f"record {i}"}}) for i in range(120)]
     outcomes = graph.send_many(messages)
     sandbox.put("faults", {})
-    assert [o.ok for o in outcomes] == [True] * 120, [str(o.error) for o in outcomes if not o.ok]
     stored = Counter(m["body"]["content"] for m in sandbox.get("messages")["value"])
-    assert stored == Counter(f"record {i}" for i in range(120))  # each exactly once
+    assert max(stored.values()) == 1  # nothing twice
+    failed = {f"record {i}": o.error for i, o in enumerate(outcomes) if not o.ok}
+    assert {getattr(e, "status", None) for e in failed.values()} <= {503, 504}, failed  # 429s were all resent
+    assert set(stored) == {f"record {i}" for i in range(120)} - set(failed)  # every other one arrived
     counters = sandbox.get("counters")
-    injected = sum(n for k, n in counters.items() if k.endswith("injected"))
-    assert injected >= 5  # the faults really happened
-    assert graph.stats["retries"] >= injected
+    injected = {k: n for k, n in counters.items() if k.endswith("injected")}
+    assert sum(injected.values()) >= 5 and failed, injected  # the faults really happened, of both kinds
+    assert graph.stats["retries"] >= sum(n for k, n in injected.items() if "429" in k)
 
 
 def test_pacing_can_be_disabled_for_other_tenants_limits(sandbox) -> None:

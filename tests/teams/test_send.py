@@ -87,6 +87,18 @@ def test_preview_sends_and_logs_nothing(sender: crmkit.CRM, sandbox: SandboxAdmi
     assert sender.store.df("SELECT count(*) AS n FROM transfer_log")["n"][0] == 0
 
 
+def test_the_same_group_and_subject_reuse_one_group_chat(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    to = _two_colleagues(sandbox)
+    for subject in ("Gruppe", "Gruppe", "Andere Gruppe"):
+        result = sender.teams.send([1], to=to, subject=subject, chat="group")
+        assert set(result["status"]) == {"sent"}
+    groups = [c for c in sandbox.get("chats")["value"] if c["chat_type"] == "group"]
+    by_topic = {c["topic"]: c["message_count"] for c in groups}
+    assert len(groups) == 2 and by_topic == {"cobra CRM - Gruppe": 2, "cobra CRM - Andere Gruppe": 1}
+    outbox = sender.store.df("SELECT chat_id FROM outbox ORDER BY batch_id")
+    assert outbox["chat_id"].nunique() == 2
+
+
 def test_disabled_integration_refuses(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
     sender.set_setting("teams.enabled", False)
     with pytest.raises(crmkit.IntegrationDisabled):
