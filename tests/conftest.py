@@ -20,12 +20,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-proxy-server"]
-TIER_ORDER = {"notebooks": 1, "browser": 2}
+TIER_ORDER = {"notebooks": 1, "browser": 2, "secrets": 3}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests last, after the notebooks: Playwright's sync API keeps an event loop running on
-    the main thread for the session, which code that calls asyncio.run must not meet."""
+    """Browser tests after the notebooks: Playwright's sync API keeps an event loop running on the
+    main thread for the session, which code that calls asyncio.run must not meet. The secret scan
+    of everything the run left behind comes last."""
     def rank(item: pytest.Item) -> int:
         return max((TIER_ORDER.get(m.name, 0) for m in item.iter_markers()), default=0)
 

@@ -87,7 +87,7 @@ def notebook_sandbox(notebook_db: Path, notebook_home: Path,
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_runs_top_to_bottom(path: Path, notebook_db: Path, notebook_home: Path, request: pytest.FixtureRequest,
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+                            monkeypatch: pytest.MonkeyPatch, output_dir: Path) -> None:
     import nbformat
     from nbclient import NotebookClient
 
@@ -104,6 +104,10 @@ def test_runs_top_to_bottom(path: Path, notebook_db: Path, notebook_home: Path, 
     monkeypatch.setenv("CRMKIT_HOME", str(notebook_home))
     monkeypatch.setenv("CRMKIT_USER", "admin")
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    # kept with its outputs for a look after the run, and for the last tier's secret scan (tests/secret_scan)
+    executed = output_dir / "notebooks" / f"{path.parent.name}-{path.name}"
+    executed.parent.mkdir(exist_ok=True)
+    nbformat.write(nb, executed)
 
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
