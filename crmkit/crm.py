@@ -18,6 +18,7 @@ import duckdb
 import pandas as pd
 
 from .errors import NotFound, PermissionDenied, UnknownUser, UnsafeQuery, ValidationError
+from .i18n import t
 from .rights import RIGHTS
 from .settings import SETTINGS, USER_SETTINGS, Setting
 from .store import Store, Tracer, Tx
@@ -135,11 +136,9 @@ class CRM:
             raise ValueError(f"unknown right {right!r}")
         if not self.user.can(right):
             de, en = RIGHTS[right]
-            raise PermissionDenied(
-                f"User {self.user.name!r} lacks the right {right} ({en} / {de}). "
-                "Ask a system administrator to grant a role that includes it.",
-                right=right, user=self.user.name,
-            )
+            params = {"user": self.user.name, "right": right, "label_de": de, "label_en": en}
+            raise PermissionDenied(t("error.msg.permission", "en", **params), right=right,
+                                   user=self.user.name).localized("error.msg.permission", **params)
 
     # -- users and roles -----------------------------------------------------------------------------
 

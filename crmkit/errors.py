@@ -30,6 +30,8 @@ Every error crmkit raises on purpose is a ``CrmkitError``; each message says wha
 
 from __future__ import annotations
 
+from typing import Self, TypeVar
+
 __all__ = [
     "AuthError",
     "ConfigError",
@@ -55,11 +57,42 @@ __all__ = [
     "UnknownUser",
     "UnsafeQuery",
     "ValidationError",
+    "catalog_error",
 ]
 
 
 class CrmkitError(Exception):
-    """Root of every error crmkit raises on purpose."""
+    """Root of every error crmkit raises on purpose.
+
+    ``str(error)`` is English. An error a dashboard user meets also names its catalog text
+    (:meth:`localized`), so :meth:`text` gives it in the user's language.
+    """
+
+    key: str | None = None
+    params: dict[str, object] = {}  # replaced per instance by localized(), never mutated
+
+    def localized(self, key: str, **params: object) -> Self:
+        """Name the catalog text (``key`` with ``params``) this message has in every language."""
+        self.key, self.params = key, params
+        return self
+
+    def text(self, lang: str | None = None) -> str:
+        """The message in ``lang`` (``de`` or ``en``) when the catalog has it, else as raised."""
+        if self.key is None:
+            return str(self)
+        from .i18n import t
+
+        return t(self.key, lang, **self.params)
+
+
+E = TypeVar("E", bound=CrmkitError)
+
+
+def catalog_error(cls: type[E], key: str, /, **params: object) -> E:
+    """A ``cls`` error whose message comes from the catalog: English in ``str()``, any language in ``text()``."""
+    from .i18n import t
+
+    return cls(t(key, "en", **params)).localized(key, **params)
 
 
 class ConfigError(CrmkitError):

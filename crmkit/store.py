@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import duckdb
 import pandas as pd
 
-from .errors import DatabaseLocked, DatabasePathError, NotACrmkitDatabase, StoreError
+from .errors import DatabaseLocked, DatabasePathError, NotACrmkitDatabase, StoreError, catalog_error
 
 __all__ = ["DEFAULT_DB", "Store", "Tracer", "Tx", "default_path"]
 
@@ -146,10 +146,8 @@ class Store:
                 except duckdb.IOException as exc:
                     if _is_lock_conflict(exc):
                         if time.monotonic() > deadline:
-                            raise DatabaseLocked(
-                                f"{self.path} stayed locked by another process for {self.lock_timeout:.0f} s; "
-                                "close long-running jobs on it (a demo-data load, a worker) and retry."
-                            ) from exc
+                            raise catalog_error(DatabaseLocked, "error.msg.locked", path=self.path,
+                                                seconds=f"{self.lock_timeout:.0f}") from exc
                         self.lock_waits += 1
                         time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not security
                         delay = min(delay * 2, 0.25)

@@ -23,6 +23,7 @@ from ..config import TeamsConfig
 from ..errors import ConsentRequired, NotFound, PermissionDenied
 from ..graph import GraphClient, TokenProvider
 from ..http import make_async_http_client
+from ..i18n import t
 from ._cache import CacheFile, cache_file, cache_key, open_cache
 from ._errors import SignInRequired
 from ._msal import DeviceSignIn, Identity, account_of
@@ -92,10 +93,9 @@ class Microsoft365:
     def require_any(self, rights: Iterable[str]) -> None:
         rights = tuple(rights)
         if not any(self.crm.user.can(r) for r in rights):
-            raise PermissionDenied(
-                f"User {self.crm.user.name!r} needs one of the rights {', '.join(rights)} for this. "
-                "Ask a system administrator.", right=rights[0], user=self.crm.user.name,
-            )
+            params = {"user": self.crm.user.name, "rights": ", ".join(rights)}
+            raise PermissionDenied(t("error.msg.permission_any", "en", **params), right=rights[0],
+                                   user=self.crm.user.name).localized("error.msg.permission_any", **params)
 
     def learn_consent(self, scope: str, state: Any, details: str | None = None) -> None:
         self.crm.store.write(

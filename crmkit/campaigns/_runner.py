@@ -22,6 +22,7 @@ import httpx
 from .. import privacy
 from ..errors import AuthError, CrmkitError, GraphError, IntegrationDisabled
 from ..processes import HOST, process_gone
+from ..teams.activation import switched_off
 from ..teams.outbox import utcnow
 from ..teams.send import SendOptions, enqueue_plan
 from ._template import render_message, render_subject, template_fields
@@ -176,8 +177,7 @@ def _values(crm: CRM, row: dict[str, Any]) -> dict[str, Any]:
 
 def _plan_and_enqueue(crm: CRM, service: TeamsService, claimer: Claimer, row: dict[str, Any]) -> str | RunOutcome:
     if not crm.setting("teams.enabled"):
-        raise IntegrationDisabled("The Microsoft Teams integration is switched off; a Teams administrator can "
-                                  "switch it on in the settings dashboard.")
+        raise switched_off()
     values = _values(crm, row)
     options = SendOptions(
         chat=row["chat"], record_format=row["record_format"], include_record=bool(row["include_record"]),

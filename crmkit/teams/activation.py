@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ..errors import ContactTypeCodeTaken, IntegrationDisabled
+from ..errors import ContactTypeCodeTaken, IntegrationDisabled, catalog_error
 from .sessions import (
     open_sessions_needing_reopen,
     register_session,
@@ -129,12 +129,11 @@ def require_enabled(crm: CRM) -> None:
             session opened (reopen the session to use it, as the reference needs a restart).
     """
     if not is_enabled(crm):
-        raise IntegrationDisabled(
-            "The Microsoft Teams integration is switched off. A Microsoft Teams administrator can enable "
-            "it in the Teams settings (Microsoft Teams-Integration aktivieren)."
-        )
+        raise switched_off()
     if teams_enabled_at_open(crm) is False:
-        raise IntegrationDisabled(
-            "The Microsoft Teams integration was enabled after this session opened; reopen crmkit "
-            "(restart the kernel or reload the page) to use it."
-        )
+        raise catalog_error(IntegrationDisabled, "error.msg.teams_reopen")
+
+
+def switched_off() -> IntegrationDisabled:
+    """The error for "the integration is off", in the user's language in a dashboard."""
+    return catalog_error(IntegrationDisabled, "error.msg.teams_off")

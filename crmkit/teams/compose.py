@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import MessageTooLarge, ValidationError
+from ..errors import MessageTooLarge, ValidationError, catalog_error
 
 __all__ = [
     "ADAPTIVE_CARD",
@@ -97,10 +97,10 @@ def sanitize_html(text: str) -> str:
 def prefixed_subject(subject: str, prefix: str) -> str:
     """The subject with the system's prefix ("cobra CRM - "), never doubled."""
     if not isinstance(subject, str) or not subject.strip():
-        raise ValidationError("A Teams message needs a subject.")
+        raise catalog_error(ValidationError, "error.msg.subject_missing")
     subject = " ".join(subject.split())
     if len(subject) > 255:
-        raise ValidationError("The subject is longer than 255 characters; shorten it.")
+        raise catalog_error(ValidationError, "error.msg.subject_too_long")
     return subject if subject.startswith(prefix) else prefix + subject
 
 
@@ -141,10 +141,8 @@ def message_size(payload: dict[str, Any]) -> int:
 def check_size(payload: dict[str, Any]) -> None:
     size = message_size(payload)
     if size > MAX_MESSAGE_BYTES:
-        raise MessageTooLarge(
-            f"The message is {size / 1024:.1f} KB; Teams accepts about 28 KB per post. Shorten the text, "
-            "show fewer fields in the Teams display format, or send a digest (it is split automatically)."
-        )
+        kb = f"{size / 1024:.1f}"
+        raise catalog_error(MessageTooLarge, "error.msg.too_large", kb_en=kb, kb_de=kb.replace(".", ","))
 
 
 def split_rows(rows: Sequence[str], build: Any, limit: int = MAX_MESSAGE_BYTES) -> Iterable[list[str]]:

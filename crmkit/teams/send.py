@@ -32,9 +32,11 @@ import httpx
 import pandas as pd
 
 from .. import privacy
-from ..errors import IntegrationDisabled, NotFound, StoreError, ValidationError
+from ..errors import NotFound, StoreError, ValidationError, catalog_error
 from ..graph import TEAMS_CHAT_RATE, TEAMS_TENANT_RATE, GraphNotFound, RateLimiter, RetryPolicy
+from ..i18n import LANGUAGES, t
 from . import display_format
+from .activation import switched_off
 from .compose import build_message, check_size, prefixed_subject, split_rows
 from .delivery import Ambiguous, DeliveryEngine, Progress
 from .outbox import STAGED, OutboxMessage, add_messages, cancel, create_batch, purge_abandoned_staging, staging_id
@@ -254,10 +256,7 @@ class TeamsService:
     def require_ready(self) -> None:
         """Raise unless the integration is on and the user may send."""
         if not self.crm.setting("teams.enabled"):
-            raise IntegrationDisabled(
-                "The Microsoft Teams integration is switched off. A Teams administrator can switch it on "
-                "in the settings dashboard (Microsoft Teams-Integration aktivieren)."
-            )
+            raise switched_off()
         self.crm.require("teams.send")
 
     # -- directory ----------------------------------------------------------------------------------
@@ -278,29 +277,26 @@ class TeamsService:
         """
         if isinstance(to, (str, dict)):  # one recipient given on its own, not a list of one
             to = [to]
-        wanted = [t.get("id") if isinstance(t, dict) else t for t in (to or [])]
+        wanted = [r.get("id") if isinstance(r, dict) else r for r in (to or [])]
         if any(w is None or not str(w).strip() for w in wanted):
-            raise ValidationError("A recipient is a directory user (UPN, e-mail or object id); one was empty. "
-                                  "Nothing was sent.")
+            raise catalog_error(ValidationError, "error.msg.recipient_empty")
         if not wanted:
-            raise ValidationError("Pick at least one recipient from the directory. Nothing was sent.")
+            raise catalog_error(ValidationError, "error.msg.no_recipient")
         graph = self.graph()
         people, problems = [], []
         for key in dict.fromkeys(str(w).strip() for w in wanted):
             try:
                 user = graph.get_user(key, select=USER_FIELDS)
             except GraphNotFound:
-                problems.append(f"{key!r} is not in the organisation's directory")
+                problems.append(("error.msg.not_in_directory", repr(key)))
                 continue
             if user.get("accountEnabled") is False:
-                problems.append(f"{user.get('displayName') or key} has a disabled account")
+                problems.append(("error.msg.account_disabled", user.get("displayName") or key))
                 continue
             people.append(user)
         if problems:
-            raise ValidationError(
-                "Cannot send: " + "; ".join(problems) + ". Search the directory with crm.teams.directory('…'). "
-                "Nothing was sent."
-            )
+            raise catalog_error(ValidationError, "error.msg.recipients_invalid", **{
+                f"problems_{lang}": "; ".join(t(kind, lang, who=who) for kind, who in problems) for lang in LANGUAGES})
         return people
 
     # -- planning -----------------------------------------------------------------------------------
@@ -356,7 +352,7 @@ class TeamsService:
         options = options or SendOptions()
         ids = list(dict.fromkeys(self._address_ids(records)))
         if not ids:
-            raise ValidationError("No records to send: the selection is empty.")
+            raise catalog_error(ValidationError, "error.msg.no_records")
         full_subject = prefixed_subject(subject, self.crm.setting("teams.subject_prefix"))
         if not isinstance(message, str):
             raise ValidationError("The message text must be a string.")
@@ -364,7 +360,7 @@ class TeamsService:
         me = me if me is not None else self.graph().me()
         people = [p for p in people if p["id"] != me["id"]]
         if not people:
-            raise ValidationError("You cannot send a record to yourself only; pick a colleague.")
+            raise catalog_error(ValidationError, "error.msg.only_yourself")
         lang = options.language or self.crm.language
         fmt = display_format.load_format(self.crm)
         return ids, (options, full_subject, message, me, people, lang, fmt)

@@ -49,7 +49,7 @@ def error_html(exc: BaseException, lang: str, *, title_key: str | None = None) -
     key = title_key or error_title_key(exc)
     body = f"<b>{html.escape(t(key, lang))}</b>"
     if isinstance(exc, CrmkitError) and str(exc):
-        body += f"<br>{html.escape(str(exc))}"
+        body += f"<br>{html.escape(exc.text(lang))}"
     return f'<div role="alert" style="color:#a4000f;padding:4px 0">{body}</div>'
 
 

@@ -497,7 +497,8 @@ def test_widget_bad_input_shows_a_friendly_typed_error(world: World, view: Calla
         assert "<script" not in html_value
         import html as html_mod
 
-        assert html_mod.escape(str(exc)) in html_value  # the core's advice, escaped
+        shown = exc.text(world.crm.language) if isinstance(exc, errors.CrmkitError) else str(exc)
+        assert html_mod.escape(shown) in html_value  # the core's advice, escaped, in the user's language
     after = db_snapshot(world.crm.store)
     assert after == before, snapshot_diff(before, after)
 

@@ -89,7 +89,7 @@ def test_integration_off_is_shown_friendly_and_nothing_opens(crm: CRM) -> None:
     action.button.click()
     assert action.dialog is None
     assert isinstance(action.error.exc, IntegrationDisabled)
-    assert "switched off" in action.error.value and action.host.children == (action.error,)
+    assert "ausgeschaltet" in action.error.value and action.host.children == (action.error,)  # a German session
 
 
 def test_a_user_without_the_right_sees_the_cores_refusal(crm: CRM) -> None:
@@ -277,11 +277,11 @@ def test_typed_errors_show_friendly_and_send_nothing(store_crm: CRM, sandbox: Sa
     dialog = ComposeDialog(store_crm, [1], debounce=0)
     dialog.send_button.click()  # no subject, nobody picked
     dialog.model.wait(30)
-    assert "needs a subject" in dialog.error.value and dialog.error.layout.display is None
+    assert "braucht einen Betreff" in dialog.error.value and dialog.error.layout.display is None  # German session
     dialog.subject.value = "Test"
     dialog.send_button.click()
     dialog.model.wait(30)
-    assert "at least one recipient" in dialog.error.value and "Die Eingabe ist ungültig" in dialog.error.value
+    assert "mindestens einen Empfänger" in dialog.error.value and "Die Eingabe ist ungültig" in dialog.error.value
     privacy.set_flag(store_crm, 1, "no_transfer")
     pick(dialog, people(sandbox, 1)[0])
     dialog.preview_button.click()

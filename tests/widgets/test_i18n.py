@@ -16,6 +16,8 @@ pytestmark = pytest.mark.core
 PACKAGE = Path(__file__).resolve().parents[2] / "crmkit"
 # t("key" ...) and t('key' ...); keys built at run time are checked below by prefix.
 LITERAL_KEY = re.compile(r"""\bt\(\s*(["'])([A-Za-z0-9_.]+)\1""")
+# catalog_error(Cls, "key" ...) and .localized("key" ...): messages of errors
+ERROR_KEY = re.compile(r"""(?:\bcatalog_error\(\s*\w+,\s*|\.localized\(\s*)(["'])([A-Za-z0-9_.]+)\1""")
 
 
 def test_every_key_has_every_language() -> None:
@@ -33,6 +35,40 @@ def test_every_literal_key_in_the_source_exists() -> None:
     }
     assert len(used) > 10  # the grep itself works
     assert sorted((where, key) for where, key in used if key not in catalog()) == []
+
+
+def test_every_error_message_key_exists_and_its_placeholders_match() -> None:
+    used = {
+        (path.relative_to(PACKAGE).as_posix(), m.group(2))
+        for path in PACKAGE.rglob("*.py")
+        for m in ERROR_KEY.finditer(path.read_text(encoding="utf-8"))
+    }
+    assert len(used) >= 10  # the grep itself works
+    assert sorted((where, key) for where, key in used if key not in catalog()) == []
+    for _where, key in used:  # the German text needs nothing the English one is not given (and back)
+        fields = {lang: set(re.findall(r"{(\w+)}", catalog()[key][lang])) for lang in LANGUAGES}
+        assert all(f.endswith(("_de", "_en")) for f in fields["de"] ^ fields["en"]), (key, fields)
+
+
+def test_core_errors_read_in_the_users_language() -> None:
+    import crmkit
+    from crmkit.errors import PermissionDenied, ValidationError
+    from crmkit.teams.compose import check_size, prefixed_subject
+    from crmkit.widgets.common import error_html
+
+    crm = crmkit.open(":memory:")
+    crm.add_user("anna", "Anna Schmidt", roles=["sales"])
+    with pytest.raises(PermissionDenied) as denied:
+        crmkit.CRM(crm.store, "anna").require("teams.admin")
+    assert "lacks the right teams.admin" in str(denied.value)  # str() stays English, for logs and notebooks
+    assert "fehlt das Recht teams.admin (Microsoft Teams-Verwalter)" in error_html(denied.value, "de")
+    assert "lacks the right" in error_html(denied.value, "en")
+    with pytest.raises(ValidationError) as empty:
+        prefixed_subject("  ", "cobra CRM - ")
+    assert "braucht einen Betreff" in empty.value.text("de") and "needs a subject" in empty.value.text("en")
+    with pytest.raises(crmkit.errors.MessageTooLarge) as large:
+        check_size({"body": {"content": "x" * 40_000}})
+    assert "39,1 KB" in large.value.text("de") and "39.1 KB" in str(large.value)
 
 
 def test_keys_built_at_run_time_exist() -> None:
