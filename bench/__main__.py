@@ -5,6 +5,7 @@ A benchmark module has ``run(ctx: Context) -> list[Result]``; add new ones to :d
     python -m bench                   # all, at full size (1,000,000 addresses)
     python -m bench store --addresses 50000 --out /tmp/bench   # a quick look; keeps the committed results
     python -m bench --quick                 # smoke test of every module at small sizes (writes to a temp folder)
+    python -m bench --soak --soak-factor 5  # the resilience tests at 5x their make-test size (soak.json/.md)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pandas as pd
 from .common import Context, Result
 
 BENCHES = ["store", "graph_send", "dashboard", "privacy_log", "send_memory"]  # module names inside bench/
+SOAK = "soak"  # run only with --soak (it takes long, and is a pass/fail run rather than figures)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -45,14 +47,15 @@ def _machine() -> dict[str, object]:
     }
 
 
-def _markdown(results: list[Result], machine: dict[str, object]) -> str:
+def _markdown(results: list[Result], machine: dict[str, object], stem: str = "results") -> str:
     lines = [
-        "# crmkit benchmarks",
+        "# crmkit benchmarks" if stem == "results" else "# crmkit resilience soak",
         "",
         f"Run {machine['when']} on {machine['cpus']} CPUs (load average at start "
         f"{machine['load_average_at_start']}, at end {machine.get('load_average_at_end')}; other jobs shared "
         f"the machine when the load exceeds the CPU count), Python {machine['python']}, DuckDB {machine['duckdb']}, "
-        f"pandas {machine['pandas']}. Produced by `python -m bench`; raw figures in `results.json`.",
+        f"pandas {machine['pandas']}. Produced by `python -m bench{' --soak' if stem == 'soak' else ''}`; raw "
+        f"figures in `{stem}.json`.",
         "",
         "| benchmark | figure | goal | met? |",
         "|---|---|---|---|",
@@ -74,14 +77,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="where results.json/.md go (default bench/results)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: small sizes, few runs; results go to a temp folder unless --out is given")
+    parser.add_argument("--soak", action="store_true",
+                        help="instead: the resilience tests (kills, faults, concurrent writers) at soak size")
+    parser.add_argument("--soak-factor", type=int, default=5, help="with --soak: how many times larger (default 5)")
     args = parser.parse_args(argv)
+    if args.soak_factor < 1:
+        parser.error("--soak-factor is a whole number ≥ 1")
     if args.quick:
         args.addresses = min(args.addresses, 20_000)
         args.runs = min(args.runs, 5)
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="crmkit-bench-quick-")) if args.quick else RESULTS
-    names = args.names or BENCHES
-    unknown = set(names) - set(BENCHES)
+    names = [SOAK] if args.soak else (args.names or BENCHES)
+    unknown = set(names) - {*BENCHES, SOAK}
     if unknown:
         parser.error(f"unknown benchmarks {sorted(unknown)}; known: {BENCHES}")
     machine = _machine()
@@ -89,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[Result] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crmkit-bench-") as tmp:
-        ctx = Context(workdir=Path(tmp), addresses=args.addresses, runs=args.runs, quick=args.quick)
+        ctx = Context(workdir=Path(tmp), addresses=args.addresses, runs=args.runs, quick=args.quick,
+                      shared={"soak_factor": args.soak_factor})
         for name in names:
             module = importlib.import_module(f"bench.{name}")
             print(f"== bench.{name}", file=sys.stderr, flush=True)
@@ -98,12 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(os, "getloadavg"):
         machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(
+    stem = "soak" if args.soak else "results"
+    (args.out / f"{stem}.json").write_text(
         json.dumps({"machine": machine, "results": [r.as_dict() for r in results]}, indent=2, ensure_ascii=False)
         + "\n", encoding="utf-8",
     )
-    md = _markdown(results, machine)
-    (args.out / "results.md").write_text(md, encoding="utf-8")
+    md = _markdown(results, machine, stem)
+    (args.out / f"{stem}.md").write_text(md, encoding="utf-8")
     print(md)
     print(f"results written to {args.out}", file=sys.stderr)
     return 0 if all(r.met is not False for r in results) else 1

@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+from support.soak import scaled
 
 import crmkit
 
 pytestmark = pytest.mark.core
 
-ROUNDS = 25          # setting changes / addresses per writer process
-LOADS = 4            # demo-data loads
+ROUNDS = scaled(25)  # setting changes / addresses per writer process (x CRMKIT_SOAK under bench --soak)
+LOADS = scaled(4)    # demo-data loads
 LOAD_SIZE = 150      # addresses per load
 
 WORKER = r"""
@@ -84,7 +85,7 @@ def test_four_processes_write_the_same_file(db_path: Path, tmp_path: Path) -> No
     go.touch()  # all four have imported crmkit and opened the file: they start writing together
     results = {}
     for role, proc in zip(roles, procs, strict=True):
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=scaled(120))
         assert proc.returncode == 0, f"{role} failed:\n{err}"
         assert "DatabaseLocked" not in err and "lock" not in err.lower(), err
         results[role] = json.loads(out.strip().splitlines()[-1])

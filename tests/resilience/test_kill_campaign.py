@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.sandbox import ROOT, SandboxAdmin, SandboxProc, colleagues, fast_tenant
+from support.soak import scaled
 
 import crmkit
 from crmkit.auth import Microsoft365
@@ -22,9 +23,9 @@ from crmkit.teams import activation
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
-ADDRESSES = 30  # x 2 actions (immediately, delay) = 60 runs
+ADDRESSES = scaled(30)  # x 2 actions (immediately, delay) = 60 runs (x CRMKIT_SOAK under bench --soak)
 RUNS = 2 * ADDRESSES
-KILL_AT = 12  # done runs when the first worker is killed
+KILL_AT = scaled(12)  # done runs when the first worker is killed
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def _done(db: Path) -> int:
 
 
 def _wait(proc: subprocess.Popen[str], db: Path, log: Path, until: int) -> int:
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + scaled(240)
     while (done := _done(db)) < until:
         if proc.poll() is not None:
             pytest.fail(f"the worker exited ({proc.returncode}); see {log}:\n{log.read_text()[-3000:]}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from support.sandbox import ROOT, SandboxAdmin, colleagues, sign_in
+from support.soak import scaled
 
 import crmkit
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
@@ -20,7 +21,7 @@ from crmkit.teams import activation
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
-RECORDS = 400
+RECORDS = scaled(400)  # x 5 recipients: 2,000 messages (x CRMKIT_SOAK under bench --soak)
 SUBJECT = "Exactly once"
 CHILD = """
 import json, sys
@@ -40,7 +41,7 @@ def _sent(db: Path) -> int:
 def _run_until(args: list[str], db: Path, kill_at: int | None, log: Path) -> None:
     with log.open("a") as out:
         proc = subprocess.Popen([sys.executable, "-c", CHILD, str(db), *args], cwd=ROOT, stdout=out, stderr=out)
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + scaled(600)
         while proc.poll() is None and time.monotonic() < deadline:
             if kill_at is not None and _sent(db) >= kill_at:
                 proc.send_signal(signal.SIGKILL)

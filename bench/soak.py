@@ -1,0 +1,55 @@
+"""The resilience suite at soak size: ``python -m bench --soak [--soak-factor N]``.
+
+The same tests ``make test`` runs, with their sizes and time limits multiplied by ``CRMKIT_SOAK``
+(:mod:`tests.support.soak`): the exactly-once send through two SIGKILLs under injected faults
+(2,000 messages × N), the campaign worker SIGKILLed mid-way (60 runs × N), the planner SIGKILLed
+mid-way, and four processes writing one DuckDB file (25 rounds × N each). Each test's outcome and
+wall time is a result row; a failed test fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .common import Context, Result, say
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = {
+    "tests/teams/test_exactly_once.py": "exactly once: {n:,} messages, sender SIGKILLed twice, 10 % faults",
+    "tests/resilience/test_kill_campaign.py": "campaign worker SIGKILLed mid-way: {runs:,} runs",
+    "tests/teams/test_kill_planning.py": "planner SIGKILLed after two of three chunks",
+    "tests/core/test_concurrency.py": "four processes writing one DuckDB file: {rounds:,} rounds each",
+}
+
+
+def run(ctx: Context) -> list[Result]:
+    factor = int(ctx.shared.get("soak_factor", 5))
+    junit = ctx.workdir / "soak.xml"
+    env = {**os.environ, "CRMKIT_SOAK": str(factor)}
+    say(f"soak: resilience tests at {factor}× their make-test size …")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *TESTS],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    (ctx.workdir / "soak.log").write_text(proc.stdout, encoding="utf-8")
+    say(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else f"pytest exited {proc.returncode}")
+    sizes = {"n": 2_000 * factor, "runs": 60 * factor, "rounds": 25 * factor}
+    results = []
+    for case in ET.parse(junit).getroot().iter("testcase"):  # noqa: S314 -- written by our own pytest run
+        path = case.get("classname", "").replace(".", "/") + ".py"
+        label = next((text for test, text in TESTS.items() if path.endswith(test.removeprefix("tests/"))), path)
+        failed = case.find("failure") is not None or case.find("error") is not None
+        skipped = case.find("skipped") is not None
+        results.append(Result(
+            f"soak ×{factor}: {label.format(**sizes)} ({case.get('name')})", round(float(case.get("time", 0)), 1),
+            "s", "passes", None if skipped else not failed,
+            note="skipped" if skipped else ("FAILED; see the pytest output" if failed else ""),
+        ))
+    if proc.returncode != 0 and not any(r.met is False for r in results):
+        results.append(Result(f"soak ×{factor}: pytest run", float(proc.returncode), "exit code", "0", False,
+                              note=proc.stdout[-2000:]))
+    return results
