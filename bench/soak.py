@@ -32,7 +32,8 @@ def run(ctx: Context) -> list[Result]:
     env = {**os.environ, "CRMKIT_SOAK": str(factor)}
     say(f"soak: resilience tests at {factor}× their make-test size …")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *TESTS],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+         f"--timeout={600 * factor}", *TESTS],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     (ctx.workdir / "soak.log").write_text(proc.stdout, encoding="utf-8")
@@ -42,12 +43,17 @@ def run(ctx: Context) -> list[Result]:
     for case in ET.parse(junit).getroot().iter("testcase"):  # noqa: S314 -- written by our own pytest run
         path = case.get("classname", "").replace(".", "/") + ".py"
         label = next((text for test, text in TESTS.items() if path.endswith(test.removeprefix("tests/"))), path)
-        failed = case.find("failure") is not None or case.find("error") is not None
-        skipped = case.find("skipped") is not None
+        problem = case.find("failure") if case.find("failure") is not None else case.find("error")
+        failed, skipped = problem is not None, case.find("skipped") is not None
+        why = ""
+        if problem is not None:  # the assertion or error line, for the table's note
+            lines = (problem.get("message") or problem.text or "").strip().splitlines()
+            why = lines[0][:300] if lines else ""
+            say(f"soak: FAILED {case.get('name')}:\n{(problem.text or '')[-3000:]}")
         results.append(Result(
             f"soak ×{factor}: {label.format(**sizes)} ({case.get('name')})", round(float(case.get("time", 0)), 1),
             "s", "passes", None if skipped else not failed,
-            note="skipped" if skipped else ("FAILED; see the pytest output" if failed else ""),
+            note="skipped" if skipped else (f"FAILED: {why}" if failed else ""),
         ))
     if proc.returncode != 0 and not any(r.met is False for r in results):
         results.append(Result(f"soak ×{factor}: pytest run", float(proc.returncode), "exit code", "0", False,

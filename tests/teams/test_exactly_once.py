@@ -41,16 +41,20 @@ def _sent(db: Path) -> int:
 def _run_until(args: list[str], db: Path, kill_at: int | None, log: Path) -> None:
     with log.open("a") as out:
         proc = subprocess.Popen([sys.executable, "-c", CHILD, str(db), *args], cwd=ROOT, stdout=out, stderr=out)
-        deadline = time.monotonic() + scaled(600)
-        while proc.poll() is None and time.monotonic() < deadline:
-            if kill_at is not None and _sent(db) >= kill_at:
-                proc.send_signal(signal.SIGKILL)
+        try:
+            deadline = time.monotonic() + scaled(600)
+            while proc.poll() is None and time.monotonic() < deadline:
+                if kill_at is not None and _sent(db) >= kill_at:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    return
+                time.sleep(0.3)
+            if proc.poll() is None:
+                pytest.fail(f"sender did not finish; see {log}")
+        finally:
+            if proc.poll() is None:  # never leave a sender running into the next test's tenant
+                proc.kill()
                 proc.wait()
-                return
-            time.sleep(0.3)
-        if proc.poll() is None:
-            proc.kill()
-            pytest.fail(f"sender did not finish; see {log}")
     assert kill_at is None, f"the sender finished before reaching {kill_at} sent messages; kill came too late"
     assert proc.returncode == 0, log.read_text()[-3000:]
 
