@@ -214,6 +214,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE TABLE address_words (word VARCHAR NOT NULL, address_id BIGINT NOT NULL)",
         f"INSERT INTO address_words SELECT * FROM ({_words_sql()}) ORDER BY word",
     ]),
+    (7, "outbox: when a message was first claimed, which bounds the read-back of an unanswered post", [
+        "ALTER TABLE outbox ADD COLUMN first_attempt_at TIMESTAMP",
+    ]),
 ]
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..errors import GraphError
 from ..store import Store
-from .outbox import Delivery, claim, finish
+from .outbox import Delivery, claim, finish, utcnow
 
 __all__ = ["Ambiguous", "ChatGateway", "DeliveryEngine", "Progress"]
 
@@ -104,8 +104,9 @@ class DeliveryEngine:
             while (taken := await lanes.take(cancel)) is not None:
                 lane, row = taken
                 try:
-                    await asyncio.to_thread(claim, self.store, [row["id"]])
-                    delivery = await self._deliver(row, cancel)
+                    claimed_at = utcnow()
+                    await asyncio.to_thread(claim, self.store, [row["id"]], at=claimed_at)
+                    delivery = await self._deliver(row, _first_attempt(row, claimed_at), cancel)
                 finally:
                     await lanes.release(lane)
                 async with lock:
@@ -146,7 +147,10 @@ class DeliveryEngine:
                 self._chats[key] = await self.gateway.ensure_chat(row["chat_kind"], list(members), row.get("topic"))
         return self._chats[key]
 
-    async def _deliver(self, row: Mapping[str, Any], cancel: threading.Event | None = None) -> Delivery:
+    async def _deliver(self, row: Mapping[str, Any], first_attempt: datetime,
+                       cancel: threading.Event | None = None) -> Delivery:
+        """Post ``row`` once; an unanswered post is looked for in the chat back to ``first_attempt``
+        (naive UTC, the row's first claim: none of its posts can be older), not to the batch's start."""
         payload = json.loads(row["payload"])
         chat_id: str | None = None
         ambiguous = row["status"] == "sending"  # a previous run may have posted it
@@ -156,8 +160,7 @@ class DeliveryEngine:
             try:
                 chat_id = await self._chat_for(row)
                 if ambiguous:
-                    found = await self.gateway.find_marker(chat_id, row["marker"], payload,
-                                                           row["batch_created_at"])
+                    found = await self.gateway.find_marker(chat_id, row["marker"], payload, first_attempt)
                     if found:
                         return Delivery(row["id"], "sent", chat_id, found, at=_now())
                 if cancel is not None and cancel.is_set():
@@ -179,6 +182,15 @@ class DeliveryEngine:
             await asyncio.sleep(min(0.5 * 2 ** attempt, 8.0))
         # Still unknown: leave it in 'sending' for the next resume, which reconciles first.
         return Delivery(row["id"], "sending", chat_id, error=last_error)
+
+
+def _first_attempt(row: Mapping[str, Any], claimed_at: datetime) -> datetime:
+    """When the row was first claimed: as loaded if an earlier run claimed it, else this claim. A row
+    left 'sending' by a version that did not record it falls back to its batch's start."""
+    first = row.get("first_attempt_at")
+    if first is not None and not pd.isna(first):
+        return first  # type: ignore[no-any-return]
+    return row["batch_created_at"] if row.get("status") == "sending" else claimed_at
 
 
 def _describe(exc: GraphError) -> str:

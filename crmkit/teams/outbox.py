@@ -188,14 +188,19 @@ def purge_abandoned_staging(store: Store) -> int:
     return store.write(run)
 
 
-def claim(store: Store, ids: Sequence[str]) -> None:
-    """Mark rows as being sent *before* the request leaves, so a crash leaves them ambiguous, not lost."""
+def claim(store: Store, ids: Sequence[str], *, at: datetime | None = None) -> None:
+    """Mark rows as being sent *before* the request leaves, so a crash leaves them ambiguous, not lost.
+
+    ``first_attempt_at`` (naive UTC, ``at``) is set on the first claim only: every post of the row
+    happens after it, so reconciling an unanswered post reads the chat back no further than that.
+    """
     if not ids:
         return
     store.write(lambda tx: tx.execute(
-        "UPDATE outbox SET status = 'sending', attempts = attempts + 1, last_attempt_at = current_timestamp "
-        f"WHERE id IN ({', '.join('?' * len(ids))}) AND status IN ('pending', 'sending')",
-        list(ids),
+        "UPDATE outbox SET status = 'sending', attempts = attempts + 1, last_attempt_at = current_timestamp, "
+        f"first_attempt_at = coalesce(first_attempt_at, ?) WHERE id IN ({', '.join('?' * len(ids))}) "
+        "AND status IN ('pending', 'sending')",
+        [at or utcnow(), *ids],
     ))
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pandas as pd
 import pytest
 from support.sandbox import SandboxAdmin, colleagues
 
@@ -97,6 +99,40 @@ def test_the_same_group_and_subject_reuse_one_group_chat(sender: crmkit.CRM, san
     assert len(groups) == 2 and by_topic == {"cobra CRM - Gruppe": 2, "cobra CRM - Andere Gruppe": 1}
     outbox = sender.store.df("SELECT chat_id FROM outbox ORDER BY batch_id")
     assert outbox["chat_id"].nunique() == 2
+
+
+def test_an_unanswered_post_is_looked_for_from_its_first_claim(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    person = _two_colleagues(sandbox)[:1]
+    # the first post of a message gets no answer (connection dropped): the engine reads the chat back
+    sandbox.put("faults", {"drop_rate": 1.0, "paths": ["/v1.0/chats/"], "methods": ["POST"], "count": 1})
+    result = sender.teams.send([1], to=person, subject="Erster Versuch")
+    assert result["status"].tolist() == ["sent"]
+    row = sender.store.df("SELECT o.first_attempt_at, b.created_at, o.message_id FROM outbox o "
+                          "JOIN outbox_batches b ON b.id = o.batch_id").iloc[0]
+    posted = next(m for m in sandbox.get("messages")["value"] if m["id"] == row["message_id"])
+    created = pd.Timestamp(posted["createdDateTime"]).tz_convert(None)
+    # naive UTC like Graph's timestamps; the read-back window starts here, not at the batch's start
+    assert row["created_at"] <= row["first_attempt_at"] <= created
+
+
+def test_the_first_claim_time_survives_later_claims(crm: crmkit.CRM) -> None:
+    from datetime import datetime
+
+    from crmkit.teams.outbox import OutboxMessage, add_messages, claim, create_batch
+
+    def make(tx: Any) -> str:
+        batch = create_batch(tx, user="admin", account=None, channel="teams_manual", trigger="manual", purpose=None,
+                             subject="x", options={}, record_contact=False)
+        add_messages(tx, batch, [OutboxMessage(payload={}, marker="m", chat_kind="oneOnOne", members=["a", "b"],
+                                               recipients=[], address_ids=[1], field_names={})])
+        return batch
+
+    crm.store.write(make)
+    ids = [r[0] for r in crm.store.read(lambda tx: tx.rows("SELECT id FROM outbox"))]
+    claim(crm.store, ids, at=datetime(2026, 11, 29, 9, 0))
+    claim(crm.store, ids, at=datetime(2026, 11, 29, 10, 0))  # a resume claims it again
+    first, attempts = crm.store.read(lambda tx: tx.rows("SELECT first_attempt_at, attempts FROM outbox"))[0]
+    assert (first, attempts) == (datetime(2026, 11, 29, 9, 0), 2)
 
 
 def test_disabled_integration_refuses(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
