@@ -19,7 +19,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,8 @@ from ..processes import HOST, process_gone
 from ..store import Store, Tx
 
 __all__ = [
-    "STAGED", "Delivery", "OutboxMessage", "claim", "create_batch", "finish", "open_rows", "pending_batches",
+    "STAGED", "Delivery", "OutboxMessage", "claim", "create_batch", "finish", "open_ids", "open_rows",
+    "pending_batches",
     "purge_abandoned_staging", "staging_id",
 ]
 
@@ -115,24 +116,24 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def open_rows(store: Store, batch_ids: Iterable[str] | None = None, *, user: str | None = None) -> pd.DataFrame:
-    """Rows still to deliver (pending or ambiguous), in send order."""
-    where, params = ["o.status IN ('pending', 'sending')"], []
-    if batch_ids is not None:
-        ids = list(batch_ids)
-        if not ids:
-            return pd.DataFrame()
-        where.append(f"o.batch_id IN ({', '.join('?' * len(ids))})")
-        params += ids
-    if user is not None:
-        where.append("b.user_name = ?")
-        params.append(user)
-    # Unconfirmed rows first: reconciling them early keeps their messages near the top of the chat.
+_OPEN = "FROM outbox o JOIN outbox_batches b ON b.id = o.batch_id WHERE o.status IN ('pending', 'sending') AND "
+# Unconfirmed rows first: reconciling them early keeps their messages near the top of the chat.
+_ORDER = " ORDER BY o.status = 'sending' DESC, b.created_at, o.seq"
+
+
+def open_ids(store: Store, batch_ids: Sequence[str]) -> list[str]:
+    """Ids of the rows of these batches still to deliver (pending or ambiguous), in send order."""
+    if not batch_ids:
+        return []
+    sql = f"SELECT o.id {_OPEN}o.batch_id IN ({', '.join('?' * len(batch_ids))}){_ORDER}"
+    return [r[0] for r in store.read(lambda tx: tx.rows(sql, list(batch_ids)))]
+
+
+def open_rows(store: Store, ids: Sequence[str]) -> pd.DataFrame:
+    """Those of ``ids`` still to deliver, with their batch's columns, in send order."""
     return store.df(
         "SELECT o.*, b.channel, b.trigger, b.purpose, b.account, b.user_name, b.record_contact, b.source, "
-        "b.created_at AS batch_created_at FROM outbox o JOIN outbox_batches b ON b.id = o.batch_id "
-        f"WHERE {' AND '.join(where)} ORDER BY o.status = 'sending' DESC, b.created_at, o.seq",
-        params,
+        f"b.created_at AS batch_created_at {_OPEN}o.id IN (SELECT unnest(?::VARCHAR[])){_ORDER}", [list(ids)],
     )
 
 

@@ -39,7 +39,17 @@ from . import display_format
 from .activation import switched_off
 from .compose import build_message, check_size, prefixed_subject, split_rows
 from .delivery import Ambiguous, DeliveryEngine, Progress
-from .outbox import STAGED, OutboxMessage, add_messages, cancel, create_batch, purge_abandoned_staging, staging_id
+from .outbox import (
+    STAGED,
+    OutboxMessage,
+    add_messages,
+    cancel,
+    create_batch,
+    open_ids,
+    open_rows,
+    purge_abandoned_staging,
+    staging_id,
+)
 
 if TYPE_CHECKING:
     from ..auth import Microsoft365
@@ -564,7 +574,7 @@ class TeamsService:
         # A pass can leave messages unconfirmed (no answer, read-back failed); another pass reconciles
         # them, as long as passes make progress. A pass loads DELIVER_CHUNK rows at a time.
         for _ in range(MAX_PASSES):
-            ids = _open_ids(self.crm.store, batch_ids)
+            ids = open_ids(self.crm.store, batch_ids)
             if not ids:
                 break
             graph = self._delivery_graph()
@@ -572,7 +582,7 @@ class TeamsService:
             counts = Progress(0, len(ids), 0, 0)
             progressed = False
             for start in range(0, len(ids), DELIVER_CHUNK):
-                rows = _rows_by_id(self.crm.store, ids[start:start + DELIVER_CHUNK])
+                rows = open_rows(self.crm.store, ids[start:start + DELIVER_CHUNK])
                 if not len(rows):
                     continue
                 done = graph.submit(engine.run(rows, progress=_offset(progress, counts),
@@ -638,26 +648,6 @@ class TeamsService:
 def _stage_rows(tx: Tx, staging: str, plan: SendPlan, first_seq: int) -> None:
     add_messages(tx, staging, plan.messages, first_seq=first_seq)
     tx.execute("UPDATE outbox SET status = ? WHERE batch_id = ? AND status = 'pending'", [STAGED, staging])
-
-
-_OPEN = ("FROM outbox o JOIN outbox_batches b ON b.id = o.batch_id WHERE o.status IN ('pending', 'sending') AND ")
-_ORDER = " ORDER BY o.status = 'sending' DESC, b.created_at, o.seq"  # as outbox.open_rows: unconfirmed first
-
-
-def _open_ids(store: Any, batch_ids: list[str]) -> list[str]:
-    """Ids of the open rows of these batches in :func:`~crmkit.teams.outbox.open_rows` order (ids only: small)."""
-    if not batch_ids:
-        return []
-    sql = f"SELECT o.id {_OPEN}o.batch_id IN ({', '.join('?' * len(batch_ids))}){_ORDER}"
-    return [r[0] for r in store.read(lambda tx: tx.rows(sql, list(batch_ids)))]
-
-
-def _rows_by_id(store: Any, ids: list[str]) -> pd.DataFrame:
-    """Those of ``ids`` still open, with the columns of :func:`~crmkit.teams.outbox.open_rows`, in its order."""
-    return store.df(
-        "SELECT o.*, b.channel, b.trigger, b.purpose, b.account, b.user_name, b.record_contact, b.source, "
-        f"b.created_at AS batch_created_at {_OPEN}o.id IN (SELECT unnest(?::VARCHAR[])){_ORDER}", [list(ids)],
-    )
 
 
 def _offset(progress: Callable[[Progress], None] | None, before: Progress) -> Callable[[Progress], None] | None:
