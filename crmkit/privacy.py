@@ -118,6 +118,10 @@ LOG_COLUMNS: tuple[str, ...] = (
     "recipient_id", "recipient_name", "purpose", "outcome", "message_id", "message_key", "detail",
 )
 MAX_PURPOSE = 500
+_TEXT_COLUMNS: tuple[str, ...] = (
+    "user_name", "ms_account", "channel", "trigger", "recipient_id", "recipient_name", "purpose", "outcome",
+    "message_id", "message_key", "detail",
+)
 BULK_ROWS = 16  # above this many rows, log_transfers inserts from one registered DataFrame
 _FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 _EXPORT_TEXT_RISK = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula prefixes (CSV injection)
@@ -667,6 +671,10 @@ def transfer_log(
     sql = f"SELECT {', '.join(LOG_COLUMNS)} FROM transfer_log{where} ORDER BY logged_at DESC, id DESC{page}"
     frame = crm.store.read(lambda tx: tx.df(sql, values))
     frame["fields"] = frame["fields"].map(lambda v: [] if v is None else [str(x) for x in v])
+    # pandas reads a NULL in a text column as NaN, which prints as "nan" (a missing purpose showed so):
+    # a missing text is None.
+    for column in _TEXT_COLUMNS:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
 
 

@@ -36,6 +36,11 @@ def _h(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _text(value: object) -> str:
+    """A cell's text; a missing value (None, NaN) is empty, never "nan"."""
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
 def channel_label(channel: str, lang: str) -> str:
     return t(f"privacy.channel.{channel}", lang)
 
@@ -326,16 +331,19 @@ class TransferLogMonitor(widgets.VBox):
     def _table_html(self) -> str:
         if self.frame.empty:
             return f"<i>{_h(t('transfer_log.empty', self.lang))}</i>"
-        cols = ("logged_at", "user_name", "channel", "trigger", "address_id", "recipient_name", "fields", "purpose",
-                "outcome")
+        cols = ("logged_at", "user_name", "ms_account", "channel", "trigger", "address_id", "recipient_name",
+                "fields", "purpose", "outcome")
         head = "".join(f"<th>{_h(t(f'transfer_log.col.{c}', self.lang))}</th>" for c in cols)
         rows = []
         for r in self.frame.itertuples():
             cells = {
-                "logged_at": f"{r.logged_at:%Y-%m-%d %H:%M:%S}", "user_name": r.user_name,
-                "channel": channel_label(r.channel, self.lang), "trigger": r.trigger, "address_id": r.address_id,
-                "recipient_name": r.recipient_name or r.recipient_id or "", "fields": ", ".join(r.fields),
-                "purpose": r.purpose or "", "outcome": t(f"transfer_log.outcome.{r.outcome}", self.lang),
+                "logged_at": f"{r.logged_at:%Y-%m-%d %H:%M:%S}", "user_name": _text(r.user_name),
+                "ms_account": _text(r.ms_account),
+                "channel": channel_label(r.channel, self.lang), "trigger": t(f"transfer_log.trigger.{r.trigger}",
+                                                                             self.lang),
+                "address_id": r.address_id, "recipient_name": _text(r.recipient_name) or _text(r.recipient_id),
+                "fields": ", ".join(r.fields), "purpose": _text(r.purpose),
+                "outcome": t(f"transfer_log.outcome.{r.outcome}", self.lang),
             }
             rows.append("<tr>" + "".join(f"<td>{_h(cells[c])}</td>" for c in cols) + "</tr>")
         return f'<table class="crmkit-tl-rows"><tr>{head}</tr>{"".join(rows)}</table>'
