@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .campaign import CampaignAccount
     from .consent import ConsentResult
 
-__all__ = ["Accounts", "M365Account", "Microsoft365"]
+__all__ = ["Accounts", "M365Account", "Microsoft365", "mark_used"]
 
 log = logging.getLogger("crmkit.auth")
 
@@ -344,11 +344,24 @@ class Accounts:
         return lambda force: self.token(key, force_refresh=force)
 
     def graph(self, account: str | M365Account | None = None, **kw: Any) -> GraphClient:
-        """A Graph client acting as ``account`` (default: the Teams account)."""
+        """A Graph client acting as ``account`` (default: the Teams account).
+
+        Making the client writes nothing: a send refused after it (unknown recipient, too large,
+        blocked) must leave the database as it was. ``last_used_at`` is stamped by
+        :func:`mark_used` in the transaction of a send that goes ahead.
+        """
         acct = self.get(account) if account is not None else self.teams_account()
         if acct is None:
             raise SignInRequired(f"{self._user} has no Microsoft 365 account for Teams yet; add one by signing in.")
-        self.m365.crm.store.write(lambda tx: tx.execute(
-            "UPDATE m365_accounts SET last_used_at = ? WHERE user_name = ? AND home_account_id = ?",
-            [_now(), self._user, acct.home_account_id]) and None)
         return self.m365.graph_client(self.token_provider(acct), **kw)
+
+
+def mark_used(tx: Tx, user_name: str, username: str | None) -> None:
+    """Stamp ``last_used_at`` of ``user_name``'s account ``username`` inside the caller's transaction.
+
+    Called where a send is accepted (its batch is written), after Graph has resolved its
+    recipients: a refused send or a preview never gets here, so it writes nothing.
+    """
+    if username:
+        tx.execute("UPDATE m365_accounts SET last_used_at = ? WHERE user_name = ? AND lower(username) = lower(?)",
+                   [_now(), user_name, username])

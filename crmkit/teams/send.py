@@ -497,8 +497,21 @@ class TeamsService:
     def enqueue(self, plan: SendPlan, *, source: str | None = None) -> str:
         """Write a planned send to the outbox (and its blocked rows to the transfer log)."""
         account = self.sender_account()
-        return self.crm.store.write(
-            lambda tx: enqueue_plan(tx, plan, user=self.crm.user.name, account=account, source=source))
+
+        def run(tx: Tx) -> str:
+            batch_id = enqueue_plan(tx, plan, user=self.crm.user.name, account=account, source=source)
+            self._mark_used(tx, account)
+            return batch_id
+
+        return self.crm.store.write(run)
+
+    def _mark_used(self, tx: Tx, account: str | None) -> None:
+        """Stamp the user's Teams account as used, in the transaction that accepts a send (never
+        earlier: a refused send or a preview writes nothing). The campaign account has no such column."""
+        if self.sender == "user":
+            from ..auth.accounts import mark_used
+
+            mark_used(tx, self.crm.user.name, account)
 
     def _stage(self, chunks: Iterator[SendPlan]) -> tuple[str, SendPlan, int]:
         """Plan chunk by chunk, writing each chunk's rows as ``staged`` under a fresh id no batch has.
@@ -539,6 +552,7 @@ class TeamsService:
 
             def run(tx: Tx) -> str:
                 batch_id = enqueue_plan(tx, summary, user=self.crm.user.name, account=account)
+                self._mark_used(tx, account)
                 tx.execute("UPDATE outbox SET batch_id = ?, status = 'pending' WHERE batch_id = ? AND status = ?",
                            [batch_id, staging, STAGED])
                 found = int(tx.one("SELECT count(*) FROM outbox WHERE batch_id = ?", [batch_id]))
