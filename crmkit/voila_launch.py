@@ -1,4 +1,4 @@
-"""Start the dashboards with Voila: the one place ``make demo`` and the browser tests share.
+"""Start the dashboards with Voila: the one place ``make demo``, the bench and the browser tests share.
 
 The server always runs with the committed ``dashboards/voila.json`` and nothing else: the
 command points ``Voila.config_file_paths`` at the dashboards folder only, so neither a
@@ -14,6 +14,7 @@ command points ``Voila.config_file_paths`` at the dashboards folder only, so nei
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -31,6 +32,8 @@ __all__ = [
     "HOST",
     "dashboard_url",
     "free_port",
+    "idle_kernel_count",
+    "kernel_ids",
     "server_url",
     "start_voila",
     "stop_voila",
@@ -51,7 +54,9 @@ def voila_command(port: int, dashboards_dir: Path = DASHBOARDS) -> list[str]:
     if not (folder / "voila.json").is_file():
         raise FileNotFoundError(f"{folder} has no voila.json; the dashboards must run with their committed config.")
     return [
-        sys.executable, "-m", "voila", str(folder), "--no-browser", f"--port={int(port)}",
+        # Voila with the dashboards' page handler and kernel manager (crmkit.voila_app): a closed page's
+        # kernel is shut down, which stock Voila 0.5 refuses (voila#1458).
+        sys.executable, "-m", "crmkit.voila_app", str(folder), "--no-browser", f"--port={int(port)}",
         f"--Voila.config_file_paths={folder}",
     ]
 
@@ -134,3 +139,50 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def idle_kernel_count(dashboards_dir: Path = DASHBOARDS) -> int:
+    """How many kernels an idle server holds: the preheated pool of every notebook in the folder.
+
+    Read from the folder's ``voila.json`` the way Voila reads it: ``VoilaKernelManager.kernel_pools_config``
+    per notebook (its ``default`` entry otherwise), else ``VoilaConfiguration.default_pool_size``.
+    """
+    folder = Path(dashboards_dir).resolve()
+    config = json.loads((folder / "voila.json").read_text(encoding="utf-8"))
+    voila = config.get("VoilaConfiguration", {})
+    if not voila.get("preheat_kernel"):
+        return 0
+    pools = config.get("VoilaKernelManager", {}).get("kernel_pools_config", {})
+    default = pools.get("default", {}).get("pool_size", max(int(voila.get("default_pool_size", 1)), 0))
+    notebooks = [p.relative_to(folder).as_posix() for p in folder.rglob("*.ipynb")
+                 if ".ipynb_checkpoints" not in str(p)]
+    return sum(int(pools.get(nb, {}).get("pool_size", default)) for nb in notebooks)
+
+
+def kernel_ids(proc: subprocess.Popen[bytes] | int) -> list[str]:
+    """The ids of the kernels a Voila server (its Popen or pid) runs now, from its ``ipykernel`` children.
+
+    Counting processes needs no credentials, unlike Voila's ``/api/kernels``; the id is the name of the
+    connection file a kernel was started with (``-f …/kernel-<id>.json``).
+    """
+    import psutil  # ipykernel's dependency, so present wherever Voila runs
+
+    pid = proc if isinstance(proc, int) else proc.pid
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    ids = []
+    for child in children:
+        try:
+            argv = child.cmdline()
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
+        if "ipykernel_launcher" not in " ".join(argv) or "-f" not in argv[:-1]:
+            continue
+        name = Path(argv[argv.index("-f") + 1]).name
+        if name.startswith("kernel-") and name.endswith(".json"):
+            ids.append(name.removeprefix("kernel-").removesuffix(".json"))
+    return sorted(ids)

@@ -1,7 +1,7 @@
 """Browser tier: Debian's Chromium driven by Playwright against the committed Voila config.
 
-One Voila server per session; the browser and a fresh page per test come from tests/conftest.py. Voila leaks a kernel
-per page view (voila#1458); the culling in ``dashboards/voila.json`` and SIGTERM at the end clean up.
+One Voila server per session; the browser and a fresh page per test come from tests/conftest.py. A closed page's
+kernel is shut down (crmkit.voila_app; stock Voila 0.5 kept it, voila#1458); SIGTERM at the end ends the rest.
 """
 
 from __future__ import annotations
