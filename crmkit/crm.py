@@ -22,6 +22,7 @@ from .i18n import t
 from .rights import RIGHTS
 from .settings import SETTINGS, USER_SETTINGS, Setting
 from .store import Store, Tracer, Tx
+from .text_rules import check_text
 
 if TYPE_CHECKING:
     from .campaigns import Campaigns
@@ -160,6 +161,9 @@ class CRM:
         self.require("system.admin")
         if not isinstance(name, str) or not name.strip() or len(name) > 64:
             raise ValidationError("A user name is 1-64 characters.")
+        check_text(name, "name")
+        check_text(display_name, "display_name")
+        check_text(email, "email")
 
         def run(tx: Tx) -> None:
             if tx.one("SELECT count(*) FROM users WHERE name = ?", [name]):
@@ -281,6 +285,7 @@ class CRM:
         code = _check_code(code)
         if not isinstance(label, str) or not label.strip():
             raise ValidationError("A contact type needs a label.")
+        check_text(label, "label")
 
         def run(tx: Tx) -> None:
             other = tx.one("SELECT label FROM contact_types WHERE code = ?", [code])
@@ -506,6 +511,8 @@ class CRM:
         address_id = _check_id(address_id)
         if not isinstance(subject, str) or not subject.strip():
             raise ValidationError("A contact needs a subject.")
+        check_text(subject, "subject")
+        check_text(notes, "notes", lines=True)  # notes may run over several lines
         return self.store.write(
             lambda tx: self._add_contact(tx, address_id, type_code, subject, notes, source, at)
         )
@@ -583,11 +590,14 @@ def _check_value(spec: Setting, value: Any) -> None:
         json.dumps(value)
     except TypeError as exc:
         raise ValidationError(f"{spec.name}: value {value!r} cannot be stored.") from exc
+    # Every setting's text is one line (a prefix, ids, host names); the prefix leads every subject.
+    check_text(value, spec.name, bidi=True)
 
 
 def _check_code(code: str) -> str:
     if not isinstance(code, str) or not code.strip() or len(code.strip()) > 8:
         raise ValidationError("A contact type short code has 1-8 characters.")
+    check_text(code, "code")
     return code.strip().upper()
 
 
@@ -626,7 +636,8 @@ def _clean_address(fields: Mapping[str, Any], *, creating: bool) -> dict[str, An
         elif value is None or isinstance(value, str):
             if isinstance(value, str) and len(value) > 500:
                 raise ValidationError(f"{key} is longer than 500 characters.")
-            data[key] = value.strip() if isinstance(value, str) else None
+            # Every address field is one line (the display format shows one line per field).
+            data[key] = check_text(value.strip(), key) if isinstance(value, str) else None
         else:
             raise ValidationError(f"{key} takes text, not {type(value).__name__}.")
     if creating:

@@ -12,7 +12,8 @@ Every error crmkit raises on purpose is a ``CrmkitError``; each message says wha
     │   └── UnknownUser
     ├── PermissionDenied            the session's user lacks a right
     ├── ValidationError             bad input (argument, SQL filter, form value)
-    │   └── UnsafeQuery             a SQL filter that tries to write or run more than one statement
+    │   ├── UnsafeQuery             a SQL filter that tries to write or run more than one statement
+    │   └── ControlCharacters       text with control (or, in a subject, bidi) characters; names the field
     ├── AuthError                   Microsoft sign-in (carries AADSTS codes)
     │   ├── ConsentRequired         carries ``consent_url``
     │   ├── PersonalAccountRefused
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigError",
     "ConsentRequired",
     "ContactTypeCodeTaken",
+    "ControlCharacters",
     "CrmkitError",
     "DatabaseLocked",
     "DatabasePathError",
@@ -138,6 +140,14 @@ class ValidationError(CrmkitError, ValueError):
 
 class UnsafeQuery(ValidationError):
     """A SQL filter tried to write, or to run more than one statement."""
+
+
+class ControlCharacters(ValidationError):
+    """Text holds control characters (or, in a subject, bidi controls); ``field`` names where."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class AuthError(CrmkitError):

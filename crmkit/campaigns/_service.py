@@ -20,6 +20,7 @@ import pandas as pd
 from ..errors import NotFound, ValidationError
 from ..teams.outbox import utcnow
 from ..teams.send import CHAT_KINDS, FORMATS
+from ..text_rules import check_text
 from ._runner import Claimer, RunOutcome, claim_columns, claim_due, execute_run
 from ._schema import TIMINGS
 from ._template import check_template
@@ -102,7 +103,9 @@ def to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def _text(value: Any, what: str, *, required: bool = True, limit: int = 200) -> str | None:
+def _text(value: Any, what: str, *, field: str, required: bool = True, limit: int = 200, lines: bool = False,
+          bidi: bool = False) -> str | None:
+    """Stripped text of ``field``; ``lines``: it may hold line breaks; ``bidi``: it may become a subject."""
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
             raise ValidationError(f"{what} is required.")
@@ -112,7 +115,7 @@ def _text(value: Any, what: str, *, required: bool = True, limit: int = 200) -> 
     value = value.strip()
     if len(value) > limit:
         raise ValidationError(f"{what} has at most {limit} characters.")
-    return value
+    return check_text(value, field, lines=lines, bidi=bidi, label_key=f"campaigns.{field}")
 
 
 def _id(value: Any, what: str = "id") -> int:
@@ -151,11 +154,13 @@ def _clean_action(values: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError(f"Unknown action fields {sorted(unknown)}; known: description, "
                               f"{', '.join(ACTION_DEFAULTS)}.")
     v = {**ACTION_DEFAULTS, **values}
-    description = _text(v.get("description"), "A description of the action")
-    subject = _text(v["subject"], "The subject", required=False) or description
+    # The description is the subject when there is none: both are one line, without bidi controls.
+    description = _text(v.get("description"), "A description of the action", field="description", bidi=True)
+    subject = _text(v["subject"], "The subject", field="subject", required=False, bidi=True) or description
     message = v["message"] or ""
     if not isinstance(message, str) or len(message) > 20_000:
         raise ValidationError("The message is text of at most 20,000 characters.")
+    check_text(message, "message", lines=True, label_key="campaigns.message")
     check_template(subject or "")
     check_template(message)
     timing = v["timing"]
@@ -184,8 +189,8 @@ def _clean_action(values: dict[str, Any]) -> dict[str, Any]:
         "subject": subject, "message": message, "timing": timing, "delay_seconds": delay_seconds,
         "run_at": run_at, "record_contact": v["record_contact"], "include_record": v["include_record"],
         "record_format": v["record_format"], "chat": v["chat"], "importance": v["importance"],
-        "skip_blocked": v["skip_blocked"], "purpose": _text(v["purpose"], "The purpose", required=False,
-                                                              limit=500),
+        "skip_blocked": v["skip_blocked"],
+        "purpose": _text(v["purpose"], "The purpose", field="purpose", required=False, limit=500),
         "language": v["language"], "active": v["active"],
     }
 
@@ -256,8 +261,8 @@ class Campaigns:
     def add_campaign(self, name: str, description: str | None = None) -> int:
         """Create a campaign (needs ``campaign.admin``); returns its id."""
         self.crm.require(RIGHT)
-        name_ = _text(name, "A campaign name")
-        desc = _text(description, "The description", required=False, limit=2000)
+        name_ = _text(name, "A campaign name", field="name")
+        desc = _text(description, "The description", field="description", required=False, limit=2000, lines=True)
 
         def run(tx: Tx) -> int:
             now, user = _now(), self.crm.user.name
@@ -272,8 +277,8 @@ class Campaigns:
     def rename_campaign(self, campaign_id: int, name: str, description: str | None = None) -> None:
         self.crm.require(RIGHT)
         campaign_id = _id(campaign_id, "campaign id")
-        name_ = _text(name, "A campaign name")
-        desc = _text(description, "The description", required=False, limit=2000)
+        name_ = _text(name, "A campaign name", field="name")
+        desc = _text(description, "The description", field="description", required=False, limit=2000, lines=True)
 
         def run(tx: Tx) -> None:
             old = tx.one("SELECT name FROM campaigns WHERE id = ?", [campaign_id])
@@ -297,10 +302,10 @@ class Campaigns:
         """Add an activity (a step such as a mailing or a call) to a campaign; returns its id."""
         self.crm.require(RIGHT)
         campaign_id = _id(campaign_id, "campaign id")
-        name_ = _text(name, "An activity name")
+        name_ = _text(name, "An activity name", field="name")
         if kind not in ACTIVITY_KINDS:
             raise ValidationError(f"kind must be one of {ACTIVITY_KINDS}, not {kind!r}.")
-        desc = _text(description, "The description", required=False, limit=2000)
+        desc = _text(description, "The description", field="description", required=False, limit=2000, lines=True)
 
         def run(tx: Tx) -> int:
             if not tx.one("SELECT count(*) FROM campaigns WHERE id = ?", [campaign_id]):
@@ -357,7 +362,7 @@ class Campaigns:
         """Add a possible reaction (outcome) to an activity; returns its id."""
         self.crm.require(RIGHT)
         activity_id = _id(activity_id, "activity id")
-        name_ = _text(name, "A reaction name")
+        name_ = _text(name, "A reaction name", field="name")
 
         def run(tx: Tx) -> int:
             if not tx.one("SELECT count(*) FROM campaign_activities WHERE id = ?", [activity_id]):
@@ -459,7 +464,7 @@ class Campaigns:
             dict.fromkeys(_id(a, "address id") for a in address_ids))
         if not ids:
             raise ValidationError("Pick at least one address.")
-        notes = _text(notes, "The notes", required=False, limit=2000)
+        notes = _text(notes, "The notes", field="notes", required=False, limit=2000, lines=True)
         result = RecordResult()
 
         def run(tx: Tx) -> list[int]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ValidationError
+from ..text_rules import inert
 
 __all__ = ["ADDRESS_PLACEHOLDERS", "CONTEXT_PLACEHOLDERS", "PLACEHOLDERS", "check_template", "render_message",
            "render_subject", "template_fields"]
@@ -59,8 +60,9 @@ def template_fields(*templates: str) -> list[str]:
 
 
 def _value(values: Mapping[str, Any], name: str) -> str:
+    # A stored value may predate the input rule: its controls and bidi overrides are dropped.
     value = values.get(name)
-    return "" if value is None else str(value)
+    return "" if value is None else inert(str(value))
 
 
 def render_message(template: str, values: Mapping[str, Any]) -> str:
@@ -71,7 +73,7 @@ def render_message(template: str, values: Mapping[str, Any]) -> str:
     the text is sent as escaped HTML inside a ``<span>``, which only makes the send path treat it
     as HTML (the sanitiser drops the span itself).
     """
-    parts = _parts(template)
+    parts = [(inert(literal), name) for literal, name in _parts(template)]  # a template saved before the rule
     is_html = "<" in template
     out = []
     for literal, name in parts:
@@ -87,6 +89,6 @@ def render_message(template: str, values: Mapping[str, Any]) -> str:
 
 def render_subject(template: str, values: Mapping[str, Any]) -> str:
     """The subject: plain text (the send path escapes it), one line, at most :data:`MAX_SUBJECT` characters."""
-    text = "".join(literal + (_value(values, name) if name else "") for literal, name in _parts(template))
+    text = inert("".join(literal + (_value(values, name) if name else "") for literal, name in _parts(template)))
     text = " ".join(text.split())
     return text if len(text) <= MAX_SUBJECT else text[: MAX_SUBJECT - 1] + "…"

@@ -14,11 +14,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import MessageTooLarge, ValidationError, catalog_error
+from ..text_rules import check_text
 
 __all__ = [
     "ADAPTIVE_CARD",
     "MAX_MESSAGE_BYTES",
     "build_message",
+    "check_message_text",
     "message_size",
     "prefixed_subject",
     "sanitize_html",
@@ -94,10 +96,26 @@ def sanitize_html(text: str) -> str:
     return parser.result()
 
 
+def check_message_text(text: str) -> str:
+    """The sender's text as given, or :class:`ValidationError` (not text) / ``ControlCharacters``.
+
+    The text holds lines: tab and line breaks are kept, other control characters refused.
+    """
+    if not isinstance(text, str):
+        raise ValidationError("The message text must be a string.")
+    return check_text(text, "message", lines=True, label_key="teams.message")
+
+
 def prefixed_subject(subject: str, prefix: str) -> str:
-    """The subject with the system's prefix ("cobra CRM - "), never doubled."""
+    """The subject with the system's prefix ("cobra CRM - "), never doubled.
+
+    Raises:
+        ValidationError: no subject, or longer than 255 characters.
+        ControlCharacters: control characters, or bidi controls that would reorder it after the prefix.
+    """
     if not isinstance(subject, str) or not subject.strip():
         raise catalog_error(ValidationError, "error.msg.subject_missing")
+    check_text(subject, "subject", bidi=True, label_key="teams.subject")
     subject = " ".join(subject.split())
     if len(subject) > 255:
         raise catalog_error(ValidationError, "error.msg.subject_too_long")

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ..errors import ValidationError
 from ..i18n import t
+from ..text_rules import check_text, inert
 
 if TYPE_CHECKING:
     from ..crm import CRM
@@ -202,6 +203,7 @@ class FieldFormat:
                 raise DisplayFormatError(
                     f"Field {self.field!r}: {name} must be 1-{MAX_LABEL} characters.", field=self.field
                 )
+            check_text(value, name)
         if self.kind not in KINDS:
             raise DisplayFormatError(f"Field {self.field!r}: kind must be one of {KINDS}.", field=self.field)
         if self.kind not in spec.kinds:
@@ -221,6 +223,7 @@ class FieldFormat:
                 f"Field {self.field!r}: empty = 'text' needs an empty_text of 1-{MAX_EMPTY_TEXT} characters.",
                 field=self.field,
             )
+        check_text(self.empty_text, "empty_text")
         self._check_pattern()
 
     def _check_pattern(self) -> None:
@@ -356,6 +359,10 @@ class DisplayFormat:
         out = []
         for f in self.fields:
             text = f.text(record, lang)
+            if text is not None:
+                # Stored values may predate the input rule: controls and bidi overrides are dropped, so
+                # a value cannot ring, cut off or reorder the text around it in a card or a table.
+                text = inert(text).strip() or None
             if text is None:
                 if f.empty == "skip":
                     continue
@@ -455,11 +462,11 @@ def source_columns(key: str) -> tuple[str, ...]:
 
 
 def record_title(record: Mapping[str, Any]) -> str:
-    """A headline for a record: its company, else its name."""
-    company = _plain(record.get("company"))
+    """A headline for a record: its company, else its name (controls and bidi overrides dropped)."""
+    company = inert(_plain(record.get("company"))).strip()
     if company:
         return company
-    return " ".join(p for p in (_plain(record.get(c)) for c in ("first_name", "last_name")) if p)
+    return " ".join(p for p in (inert(_plain(record.get(c))).strip() for c in ("first_name", "last_name")) if p)
 
 
 # -- the stored format -------------------------------------------------------------------------------
