@@ -27,7 +27,8 @@ import pandas as pd
 
 from .common import Context, Result
 
-BENCHES = ["store", "graph_send", "dashboard", "privacy_log", "send_memory"]  # module names inside bench/
+# module names inside bench/
+BENCHES = ["store", "graph_send", "dashboard", "dashboard_load", "privacy_log", "send_memory"]
 SOAK = "soak"  # run only with --soak (it takes long, and is a pass/fail run rather than figures)
 
 RESULTS = Path(__file__).resolve().parent / "results"

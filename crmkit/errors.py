@@ -13,6 +13,7 @@ Every error crmkit raises on purpose is a ``CrmkitError``; each message says wha
     ├── PermissionDenied            the session's user lacks a right
     ├── ValidationError             bad input (argument, SQL filter, form value)
     │   ├── UnsafeQuery             a SQL filter that tries to write or run more than one statement
+    │   ├── InvalidRecipient        a Teams recipient that is malformed, unknown, disabled (names them)
     │   └── ControlCharacters       text with control (or, in a subject, bidi) characters; names the field
     ├── AuthError                   Microsoft sign-in (carries AADSTS codes)
     │   ├── ConsentRequired         carries ``consent_url``
@@ -46,6 +47,7 @@ __all__ = [
     "GraphThrottled",
     "IntegrationDisabled",
     "InvalidCredentials",
+    "InvalidRecipient",
     "MessageTooLarge",
     "MfaRequired",
     "NotACrmkitDatabase",
@@ -140,6 +142,15 @@ class ValidationError(CrmkitError, ValueError):
 
 class UnsafeQuery(ValidationError):
     """A SQL filter tried to write, or to run more than one statement."""
+
+
+class InvalidRecipient(ValidationError):
+    """Teams recipients that cannot be sent to: not a user name, e-mail or object id, not in the
+    directory, or disabled. ``recipients`` holds them as given; the message names them, cut short."""
+
+    def __init__(self, message: str, *, recipients: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.recipients = list(recipients or [])
 
 
 class ControlCharacters(ValidationError):

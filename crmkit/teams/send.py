@@ -37,7 +37,7 @@ from ..graph import TEAMS_CHAT_RATE, TEAMS_TENANT_RATE, GraphNotFound, RateLimit
 from ..i18n import LANGUAGES, t
 from . import display_format
 from .activation import switched_off
-from .compose import build_message, check_message_text, check_size, prefixed_subject, split_rows
+from .compose import build_message, check_size, prefixed_subject, split_rows
 from .delivery import Ambiguous, DeliveryEngine, Progress
 from .outbox import (
     STAGED,
@@ -364,7 +364,8 @@ class TeamsService:
         if not ids:
             raise catalog_error(ValidationError, "error.msg.no_records")
         full_subject = prefixed_subject(subject, self.crm.setting("teams.subject_prefix"))
-        check_message_text(message)
+        if not isinstance(message, str):
+            raise ValidationError("The message text must be a string.")
         people = recipients if recipients is not None else self.resolve(to)
         me = me if me is not None else self.graph().me()
         people = [p for p in people if p["id"] != me["id"]]
