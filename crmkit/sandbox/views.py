@@ -7,8 +7,9 @@ allow-list sanitiser, and adaptive cards are rendered as simple HTML (no remote 
 from __future__ import annotations
 
 import json
+import re
 import time
-from html import escape
+from html import escape as _html_escape
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -32,6 +33,17 @@ from .identity import (
     parse_scopes,
 )
 from .state import DELEGATED_SCOPES
+
+# Control characters (but tab and line feed) and bidi embeddings, overrides and isolates in stored
+# text are not shown: a message, a card value or a name cannot ring, cut off or reorder the page
+# around it. The sandbox stands for Teams, so it keeps its own rule instead of crmkit's.
+_UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape(text: str, quote: bool = True) -> str:
+    """HTML-escaped ``text`` without control and bidi formatting characters."""
+    return _html_escape(_UNSHOWN.sub("", str(text)), quote)
+
 
 _CSS = """
 body{font-family:Segoe UI,Helvetica,Arial,sans-serif;margin:0;background:#f5f5f5;color:#242424}
