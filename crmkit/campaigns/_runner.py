@@ -184,7 +184,9 @@ def _plan_and_enqueue(crm: CRM, service: TeamsService, claimer: Claimer, row: di
         importance=row["importance"], record_contact=bool(row["record_contact"]), purpose=row["purpose"],
         language=row["language"] or crm.language,
     )
-    recipients = [r["id"] for r in json.loads(row["recipients"])]
+    # Resolved again now: someone may have left the directory since the action was saved; the dicts carry
+    # their names, so the run's error says who.
+    recipients = json.loads(row["recipients"])
     plan = service.plan(int(row["address_id"]), recipients, render_subject(row["subject"], values),
                         render_message(row["message"], values), options=options,
                         channel="teams_campaign", trigger="campaign")
@@ -260,5 +262,6 @@ def _finish(crm: CRM, claimer: Claimer, run_id: int, status: str, error: str | N
         return RunOutcome(run_id, status, error)
 
     outcome = crm.store.write(run)
-    log.info("campaign run %s: %s%s", run_id, outcome.status, f" ({outcome.error})" if outcome.error else "")
+    level = logging.WARNING if outcome.status == "failed" else logging.INFO
+    log.log(level, "campaign run %s: %s%s", run_id, outcome.status, f" ({outcome.error})" if outcome.error else "")
     return outcome

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..errors import NotFound, ValidationError
+from ..teams import recipients
 from ..teams.outbox import utcnow
 from ..teams.send import CHAT_KINDS, FORMATS
 from ..text_rules import check_text
@@ -124,31 +125,22 @@ def _id(value: Any, what: str = "id") -> int:
     return int(value.__index__())
 
 
-def _recipients(value: Any) -> list[dict[str, str]]:
-    if isinstance(value, (str, dict)) or not isinstance(value, Iterable):
+def _recipient_list(value: Any) -> list[Any]:
+    """The recipients as given, each well-formed (checked before the directory is asked)."""
+    if value is None:
+        value = []
+    elif isinstance(value, (str, dict)) or not isinstance(value, Iterable):
         value = [value]
-    out: list[dict[str, str]] = []
-    for item in value:
-        if isinstance(item, str) and item.strip():
-            out.append({"id": item.strip(), "name": item.strip()})
-        elif isinstance(item, dict) and str(item.get("id") or "").strip():
-            name = item.get("name") or item.get("displayName") or item.get("userPrincipalName") or item["id"]
-            entry = {"id": str(item["id"]).strip(), "name": str(name)}
-            if item.get("userPrincipalName") or item.get("upn"):
-                entry["upn"] = str(item.get("userPrincipalName") or item.get("upn"))
-            out.append(entry)
-        else:
-            raise ValidationError(f"A recipient is a directory user (id or user name), not {item!r}.")
-    out = list({r["id"]: r for r in out}.values())
-    if not out:
+    items = list(value)
+    if not items:
         raise ValidationError("Pick at least one recipient from the directory.")
-    if len(out) > MAX_RECIPIENTS:
+    if len(recipients.check(items, saving=True)) > MAX_RECIPIENTS:
         raise ValidationError(f"At most {MAX_RECIPIENTS} recipients per action.")
-    return out
+    return items
 
 
 def _clean_action(values: dict[str, Any]) -> dict[str, Any]:
-    """Validate a full set of action fields; returns the column values."""
+    """Validate a full set of action fields but the recipients; returns their column values."""
     unknown = set(values) - set(ACTION_DEFAULTS) - {"description"}
     if unknown:
         raise ValidationError(f"Unknown action fields {sorted(unknown)}; known: description, "
@@ -184,9 +176,9 @@ def _clean_action(values: dict[str, Any]) -> dict[str, Any]:
     for name in ("record_contact", "include_record", "skip_blocked", "active"):
         if not isinstance(v[name], bool):
             raise ValidationError(f"{name} is True or False.")
-    return {
-        "description": description, "recipients": json.dumps(_recipients(v["recipients"]), ensure_ascii=False),
-        "subject": subject, "message": message, "timing": timing, "delay_seconds": delay_seconds,
+    return {  # without the recipients: the caller resolves them in the directory (or keeps the stored ones)
+        "description": description, "subject": subject, "message": message, "timing": timing,
+        "delay_seconds": delay_seconds,
         "run_at": run_at, "record_contact": v["record_contact"], "include_record": v["include_record"],
         "record_format": v["record_format"], "chat": v["chat"], "importance": v["importance"],
         "skip_blocked": v["skip_blocked"],
@@ -250,6 +242,21 @@ class Campaigns:
     def directory(self, text: str = "", *, limit: int = 25) -> pd.DataFrame:
         """People from the directory for the recipients picker (searched as the campaign account)."""
         return self.teams.directory(text, limit=limit)
+
+    def _resolve_recipients(self, value: Any) -> str:
+        """The recipients column: each person as the directory has them (object id, name, UPN), once.
+
+        Checked when the action is saved, not first when it runs: a malformed, unknown or disabled
+        recipient is refused here and nothing is saved. Looked up as the campaign account, like the picker.
+        """
+        people = self.teams.resolve(_recipient_list(value), saving=True)
+        out = []
+        for p in people:
+            entry = {"id": str(p["id"]), "name": str(p.get("displayName") or p.get("userPrincipalName") or p["id"])}
+            if p.get("userPrincipalName"):
+                entry["upn"] = str(p["userPrincipalName"])
+            out.append(entry)
+        return json.dumps(out, ensure_ascii=False)
 
     # -- campaigns, activities, participants, reactions -------------------------------------------------
 
@@ -413,6 +420,7 @@ class Campaigns:
         self.crm.require(RIGHT)
         reaction_id = _id(reaction_id, "reaction id")
         cols = _clean_action({**options, "description": description, "recipients": recipients})
+        cols["recipients"] = self._resolve_recipients(recipients)
 
         def run(tx: Tx) -> int:
             if not tx.one("SELECT count(*) FROM campaign_reactions WHERE id = ?", [reaction_id]):
@@ -435,13 +443,18 @@ class Campaigns:
         if current.at is not None:  # stored as naive UTC; a naive datetime would be read as local time
             values["at"] = current.at.replace(tzinfo=UTC)
         cols = _clean_action({**values, **changes})
+        stored = json.dumps(current.recipients, ensure_ascii=False)
+        # New recipients are resolved like a new action's; unchanged ones are kept without a look-up, so
+        # an action whose recipient has left can still be edited or switched off.
+        changed = "recipients" in changes and changes["recipients"] != current.recipients
+        cols["recipients"] = self._resolve_recipients(changes["recipients"]) if changed else stored
 
         def run(tx: Tx) -> None:
             sets = ", ".join(f"{k} = ?" for k in cols)
             tx.execute(f"UPDATE campaign_actions SET {sets}, modified_at = ?, modified_by = ? WHERE id = ?",
                        [*cols.values(), _now(), self.crm.user.name, current.id])
-            self.crm._audit(tx, "campaigns", f"action:{current.id}", _audit_view(_clean_action(values)),
-                            _audit_view(cols))
+            self.crm._audit(tx, "campaigns", f"action:{current.id}",
+                            _audit_view({**_clean_action(values), "recipients": stored}), _audit_view(cols))
 
         self.crm.store.write(run)
         return self.action(current.id)

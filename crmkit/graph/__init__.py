@@ -6,9 +6,11 @@
 - :class:`RetryPolicy` / :func:`parse_retry_after`: 429/503/504 with ``Retry-After`` (seconds or
   HTTP date), else capped exponential backoff with jitter.
 - :class:`RateLimiter`: Teams' 20/s per tenant and 1/s per chat, interleaving chats.
+- :class:`ServerClock`: Graph's clock relative to ours, from the ``Date`` header of every response.
 """
 
 from ._client import DEFAULT_GRAPH_URL, AsyncGraph, SendOutcome, TokenProvider, UserPage, search_expression
+from ._clock import ServerClock
 from ._errors import GraphNotFound, GraphUnauthorized, error_from_response
 from ._limits import TEAMS_CHAT_RATE, TEAMS_TENANT_RATE, RateLimiter
 from ._loop import LoopThread, background_loop
@@ -28,6 +30,7 @@ __all__ = [
     "RateLimiter",
     "RetryPolicy",
     "SendOutcome",
+    "ServerClock",
     "TokenProvider",
     "UserPage",
     "background_loop",

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from ..errors import CrmkitError, GraphError
-from ._errors import error_from_parts, error_from_response
+from ._errors import GraphNotFound, error_from_parts, error_from_response
 from ._limits import RateLimiter
 from ._retry import RetryPolicy, parse_retry_after
 
@@ -240,8 +240,28 @@ class AsyncGraph:
         return await self.json("GET", "/me")
 
     async def get_user(self, id_or_upn: str, *, select: Sequence[str] | None = None) -> dict[str, Any]:
+        """A user by object id or UPN.
+
+        Raises:
+            GraphNotFound: no such user (404), or a key Graph cannot read as one (400, e.g. "Resource
+                not found for the segment" or "Invalid object identifier"): either way nobody by that name.
+        """
         params = {"$select": ",".join(select)} if select else None
-        return await self.json("GET", f"/users/{_odata_key(id_or_upn)}", params=params)
+        try:
+            return await self.json("GET", f"/users/{_odata_key(id_or_upn)}", params=params)
+        except GraphError as exc:
+            if exc.status == 400:
+                raise GraphNotFound(str(exc), status=400, code=exc.code, request_id=exc.request_id) from exc
+            raise
+
+    async def find_user_by_mail(self, mail: str, *, select: Sequence[str] | None = None) -> dict[str, Any] | None:
+        """The user whose ``mail`` is ``mail`` (case-insensitive), or None; for a mail that is not the UPN."""
+        params: dict[str, Any] = {"$filter": f"mail eq '{mail.replace(chr(39), chr(39) * 2)}'", "$top": 2}
+        if select:
+            params["$select"] = ",".join(select)
+        data = await self.json("GET", "/users", params=params)
+        users = list(data.get("value") or [])
+        return users[0] if len(users) == 1 else None  # two people with one mail name nobody for sure
 
     async def search_users(
         self, text: str = "", *, top: int = 25, next_link: str | None = None,

@@ -86,6 +86,9 @@ class GraphClient:
     def get_user(self, id_or_upn: str, *, select: Sequence[str] | None = None) -> dict[str, Any]:
         return self._run(self.aio.get_user(id_or_upn, select=select))
 
+    def find_user_by_mail(self, mail: str, *, select: Sequence[str] | None = None) -> dict[str, Any] | None:
+        return self._run(self.aio.find_user_by_mail(mail, select=select))
+
     def search_users(self, text: str = "", *, top: int = 25, next_link: str | None = None) -> UserPage:
         return self._run(self.aio.search_users(text, top=top, next_link=next_link))
 

@@ -140,6 +140,14 @@ async def users(request: Request) -> Response:
     return JSONResponse({"count": len(out), "value": out})
 
 
+async def remove_user(request: Request) -> Response:
+    """DELETE a user (by object id or UPN) from the directory, as when someone leaves; reset restores them."""
+    user = sandbox_of(request).state.remove_user(request.path_params["key"])
+    if user is None:
+        return _bad("unknown user", 404)
+    return JSONResponse({"removed": user.id, "userPrincipalName": user.userPrincipalName})
+
+
 async def consent(request: Request) -> Response:
     """PUT {"client_id": ..., "admin_consented": bool} toggles org-wide consent for an app."""
     sb = sandbox_of(request)
@@ -199,6 +207,7 @@ routes = [
     Route("/_sandbox/messages", messages, methods=["GET"]),
     Route("/_sandbox/chats", chats, methods=["GET"]),
     Route("/_sandbox/users", users, methods=["GET"]),
+    Route("/_sandbox/users/{key}", remove_user, methods=["DELETE"]),
     Route("/_sandbox/consent", consent, methods=["PUT"]),
     Route("/_sandbox/token", mint_token, methods=["POST"]),
 ]

@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from .clock import SandboxClock
 from .faults import FaultConfig
 from .state import SandboxState
 from .throttle import Limits, Throttle
@@ -81,6 +82,7 @@ class Sandbox:
         self.faults = FaultConfig.from_dict(self._initial[1].as_dict())
         self.settings = IdentitySettings(**self._initial[2].as_dict())
         self.counters = Counters()
+        self.clock = self.state.clock
         # Filled in by the identity module (in-memory: device codes live for minutes).
         self.device_codes: dict[str, Any] = {}
         self.signin_tickets: dict[str, Any] = {}
@@ -133,6 +135,11 @@ def request_ids(scope: dict[str, Any]) -> tuple[str, str]:
     return st.get("request_id", ""), st.get("client_request_id", "")
 
 
+def _clock_of(scope: dict[str, Any]) -> SandboxClock:
+    clock = (scope.get("state") or {}).get("clock")  # set by the middleware, per sandbox
+    return clock if isinstance(clock, SandboxClock) else SandboxClock()
+
+
 def graph_error_body(scope: dict[str, Any], code: str, message: str) -> dict[str, Any]:
     rid, crid = request_ids(scope)
     return {
@@ -140,7 +147,7 @@ def graph_error_body(scope: dict[str, Any], code: str, message: str) -> dict[str
             "code": code,
             "message": message,
             "innerError": {
-                "date": utc_now().strftime("%Y-%m-%dT%H:%M:%S"),
+                "date": _clock_of(scope).now().strftime("%Y-%m-%dT%H:%M:%S"),
                 "request-id": rid,
                 "client-request-id": crid,
             },

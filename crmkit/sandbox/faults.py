@@ -8,6 +8,7 @@ request commit and then never answer ("timeout after commit").
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import random
@@ -95,12 +96,10 @@ class FaultConfig:
         return self._rng.choice(self.statuses)
 
 
-def fault_error_body(status: int, request_id: str, client_request_id: str) -> dict[str, Any]:
-    from .core import utc_now  # local import: core imports this module
-
+def fault_error_body(status: int, request_id: str, client_request_id: str, now: dt.datetime) -> dict[str, Any]:
     code, message = _FAULT_ERRORS[status]
     return {"error": {"code": code, "message": message, "innerError": {
-        "date": utc_now().strftime("%Y-%m-%dT%H:%M:%S"), "request-id": request_id,
+        "date": now.strftime("%Y-%m-%dT%H:%M:%S"), "request-id": request_id,
         "client-request-id": client_request_id}}}
 
 
@@ -132,6 +131,22 @@ async def drop_connection(send: Any, receive: Any) -> None:
         await _wait_disconnect(receive, 30.0)
 
 
+def _dated(send: Any, clock: Any) -> Any:
+    """``send`` adding the ``Date`` header from the tenant's clock to every response.
+
+    uvicorn's own Date is off (server.py): it is refreshed once a second by the server's main loop,
+    so it can lag real time by a second or more, and it cannot follow a skewed tenant clock.
+    """
+
+    async def dated(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+            message = {**message, "headers": [*headers, (b"date", clock.http_date().encode())]}
+        await send(message)
+
+    return dated
+
+
 class SandboxMiddleware:
     """Outermost ASGI layer: request ids, counters, faults."""
 
@@ -147,9 +162,11 @@ class SandboxMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         rid = str(uuid.uuid4())
         crid = headers.get("client-request-id") or str(uuid.uuid4())
-        scope.setdefault("state", {}).update(request_id=rid, client_request_id=crid)
+        clock = self.sandbox.clock
+        scope.setdefault("state", {}).update(request_id=rid, client_request_id=crid, clock=clock)
         counters = self.sandbox.counters
         faults: FaultConfig = self.sandbox.faults
+        respond = _dated(send, clock)  # `send` itself stays for drop_connection (_transport_of)
 
         def count(result: str | int) -> None:
             template = scope.get("route_template") or getattr(scope.get("route"), "path", path)
@@ -170,9 +187,9 @@ class SandboxMiddleware:
                         (b"client-request-id", crid.encode()), (b"cache-control", b"no-store")]
                 if status in (429, 503):
                     hdrs.append((b"retry-after", str(faults.retry_after_s).encode()))
-                body = json.dumps(fault_error_body(status, rid, crid)).encode()
-                await send({"type": "http.response.start", "status": status, "headers": hdrs})
-                await send({"type": "http.response.body", "body": body})
+                body = json.dumps(fault_error_body(status, rid, crid, clock.now())).encode()
+                await respond({"type": "http.response.start", "status": status, "headers": hdrs})
+                await respond({"type": "http.response.body", "body": body})
                 return
         swallow = faulted and method in ("POST", "PUT", "PATCH", "DELETE") and faults.roll(
             faults.timeout_after_commit_rate
@@ -189,7 +206,7 @@ class SandboxMiddleware:
             if swallow:
                 held.append(message)
             else:
-                await send(message)
+                await respond(message)
 
         await self.app(scope, receive, send_wrapper)
         status = status_seen[0] if status_seen else 0
@@ -200,5 +217,5 @@ class SandboxMiddleware:
             await drop_connection(send, receive)
             return
         for message in held:
-            await send(message)
+            await respond(message)
         count(status)

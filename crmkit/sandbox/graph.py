@@ -7,6 +7,7 @@ through exactly the same code as top-level requests.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import re
 import uuid
@@ -178,10 +179,12 @@ def _offset(ctx: Ctx) -> int:
                          "be included in your request.") from exc
 
 
-def _next_link(ctx: Ctx, offset: int) -> str:
-    token = base64.urlsafe_b64encode(json.dumps({"o": offset, "n": uuid.uuid4().hex[:8]}).encode()).decode()
+def _next_link(ctx: Ctx, offset: int = 0, *, token: dict[str, Any] | None = None) -> str:
+    """The whole next-page URL: this request's query with a new ``$skiptoken`` (an offset, or ``token``)."""
+    data = token if token is not None else {"o": offset}
+    token_text = base64.urlsafe_b64encode(json.dumps({**data, "n": uuid.uuid4().hex[:8]}).encode()).decode()
     q = {k: v for k, v in ctx.query.items() if k != "$skiptoken"}
-    q["$skiptoken"] = token.rstrip("=")
+    q["$skiptoken"] = token_text.rstrip("=")
     path = "/".join(quote(seg, safe=":@") for seg in ctx.path.split("/"))
     query = urlencode(q, quote_via=quote, safe="$'(),:")
     return f"{ctx.base}{path}?{query}"
@@ -646,24 +649,115 @@ async def post_message(ctx: Ctx) -> Result:
     return Result(201, {"@odata.context": ctx_url, **message})
 
 
+# GET /chats/{id}/messages, as documented (chat-list-messages): $top ≤ 50; $orderby on
+# lastModifiedDateTime (default) or createdDateTime, descending only; $filter a date range on the
+# $orderby's property (lastModifiedDateTime: gt, lt; createdDateTime: lt), else ignored.
+_MSG_TIME_PROPS = {"lastmodifieddatetime": "lastModifiedDateTime", "createddatetime": "createdDateTime"}
+_MSG_FILTER_OPS = {"lastModifiedDateTime": {"gt", "lt"}, "createdDateTime": {"lt"}}
+_OPERATION_KINDS = {"gt": "GreaterThan", "lt": "LessThan", "ge": "GreaterThanOrEqual", "le": "LessThanOrEqual",
+                    "eq": "Equal", "ne": "NotEqual"}
+_RANGE_CLAUSE = re.compile(r"^(\w+)\s+(gt|lt|ge|le|eq|ne)\s+(\S+)$", re.I)
+_DATETIME_LITERAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})$", re.I)
+
+
+def _message_order(ctx: Ctx) -> str | None:
+    """The $orderby property (None: not given, lastModifiedDateTime by default); 400 unless descending."""
+    raw = ctx.query.get("$orderby")
+    if raw is None:
+        return None
+    parts = raw.split()
+    prop = _MSG_TIME_PROPS.get(parts[0].lower()) if parts else None
+    if prop is None or len(parts) > 2 or (len(parts) == 2 and parts[1].lower() not in ("asc", "desc")):
+        raise GraphError(400, "BadRequest", f"$orderby '{raw}' is not supported; order by lastModifiedDateTime "
+                         "or createdDateTime, descending.")
+    if len(parts) == 1 or parts[1].lower() != "desc":  # OData's default direction is ascending
+        raise GraphError(400, "BadRequest", f"$orderby '{raw}': ascending order is not supported; use "
+                         f"'{prop} desc'.")
+    return prop
+
+
+def _message_filter(ctx: Ctx, order: str | None) -> tuple[float | None, float | None]:
+    """``(after_ms, before_ms)`` of the $filter, or ``(None, None)`` when there is none or it is ignored.
+
+    A filter must be a date range on the two properties (400 otherwise); it applies only when every
+    clause names the property $orderby gives, and is ignored when none does.
+    """
+    raw = ctx.query.get("$filter")
+    if raw is None:
+        return None, None
+    if re.search(r"\s+or\s+", raw, re.I) or not raw.strip():
+        raise GraphError(400, "BadRequest", "Invalid $filter query.")
+    clauses = []
+    for part in re.split(r"\s+and\s+", raw.strip(), flags=re.I):
+        m = _RANGE_CLAUSE.match(part.strip())
+        prop = _MSG_TIME_PROPS.get(m.group(1).lower()) if m else None
+        if m is None or prop is None:
+            raise GraphError(400, "BadRequest", f"Invalid filter clause: '{part.strip()}'.")
+        clauses.append((prop, m.group(2).lower(), m.group(3)))
+    props = {c[0] for c in clauses}
+    if order not in props:
+        return None, None  # documented: ignored unless $orderby is on the same property
+    if len(props) > 1:
+        raise GraphError(400, "BadRequest", "Invalid $filter query: it must filter the $orderby's property only.")
+    after = before = None
+    for prop, op, literal in clauses:
+        if op not in _MSG_FILTER_OPS[prop]:
+            raise GraphError(400, "BadRequest", f"The entity property '{prop}' and operationKind "
+                             f"'{_OPERATION_KINDS[op]}' is not allowed in $filter query.")
+        if not _DATETIME_LITERAL.match(literal):
+            raise GraphError(400, "BadRequest", f"Invalid $filter query: '{literal}' is not a DateTimeOffset.")
+        try:
+            ms = dt.datetime.fromisoformat(_iso_for_python(literal)).timestamp() * 1000
+        except ValueError as exc:
+            raise GraphError(400, "BadRequest", f"Invalid $filter query: '{literal}' is not a DateTimeOffset.") from exc
+        if op == "gt":
+            after = ms if after is None else max(after, ms)
+        else:
+            before = ms if before is None else min(before, ms)
+    return after, before
+
+
+def _iso_for_python(literal: str) -> str:
+    """A DateTimeOffset literal as ``datetime.fromisoformat`` reads it (at most 6 fraction digits)."""
+    text = literal.upper().replace("Z", "+00:00")
+    m = re.match(r"^(.*T\d{2}:\d{2}(?::\d{2})?)(\.\d+)?([+-]\d{2}:\d{2})$", text)
+    if m is None:
+        raise ValueError(literal)
+    return m.group(1) + (m.group(2) or "")[:7] + m.group(3)
+
+
+def _page_key(ctx: Ctx) -> tuple[tuple[int, str] | None, int]:
+    """The continuation key (created_ms, id) of the last message listed, and this page's number."""
+    tok = ctx.query.get("$skiptoken")
+    if not tok:
+        return None, 1
+    try:
+        data = json.loads(base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)))
+        return (int(data["k"][0]), str(data["k"][1])), int(data["p"])
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise GraphError(400, "BadRequest", "The specified page token value has expired and can no longer "
+                         "be included in your request.") from exc
+
+
 async def list_messages(ctx: Ctx) -> Result:
     chat = _member_chat(ctx, ("ChatMessage.Read", "Chat.Read", "Chat.ReadWrite"))
-    q = ctx.query
-    order = (q.get("$orderby") or "createdDateTime desc").strip()
-    if order not in ("createdDateTime desc", "lastModifiedDateTime desc"):
-        raise GraphError(400, "BadRequest", f"$orderby '{order}' is not supported; use createdDateTime desc or "
-                         "lastModifiedDateTime desc.")
+    order = _message_order(ctx)
+    after, before = _message_filter(ctx, order)
     top = _top(ctx, 20, 50)
-    offset = _offset(ctx)
-    page = ctx.sb.state.messages(chat["id"], newest_first=True, limit=top + 1, offset=offset)
+    below, number = _page_key(ctx)
+    # The sandbox never edits a message, so lastModifiedDateTime equals createdDateTime: one stamp
+    # (created_ms) serves both orders and both filters.
+    page = ctx.sb.state.message_page(chat["id"], top + 1, after_ms=after, before_ms=before, below=below)
     more = len(page) > top
     page = page[:top]
+    ctx.sb.counters.add(f"chat messages listed: page {number}")  # how deep readers page (tests, soak)
     body: dict[str, Any] = {
         "@odata.context": f"{ctx.base}/$metadata#chats('{quote(chat['id'], safe='')}')/messages",
         "@odata.count": len(page),
     }
     if more:
-        body["@odata.nextLink"] = _next_link(ctx, offset + top)
+        last = page[-1]
+        body["@odata.nextLink"] = _next_link(ctx, token={"k": [int(last["id"]), last["id"]], "p": number + 1})
     body["value"] = page
     return Result(200, body)
 

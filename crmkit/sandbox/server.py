@@ -55,6 +55,7 @@ def _config(app: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app, log_level="warning", access_log=False, proxy_headers=False, lifespan="off",
         timeout_graceful_shutdown=2, timeout_keep_alive=30, server_header=False,
+        date_header=False,  # the sandbox stamps Date itself, per response, on its own clock (faults.py)
     )
 
 

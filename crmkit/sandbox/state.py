@@ -148,6 +148,15 @@ class SandboxState:
         """Look a user up by object id or UPN (case-insensitive)."""
         return self._users_by_id.get(key) or self._users_by_upn.get(key.lower())
 
+    def remove_user(self, key: str) -> SandboxUser | None:
+        """Delete a user from the directory (someone who left; reset() brings them back); returns them."""
+        with self._lock:
+            user = self.user(key)
+            if user is not None:
+                self._con.execute("DELETE FROM users WHERE id = ?", [user.id])
+                self._load_users()
+            return user
+
     # -- apps and consent ------------------------------------------------------------------
     def app(self, client_id: str) -> App | None:
         with self._lock:

@@ -34,8 +34,7 @@ import pandas as pd
 from .. import privacy
 from ..errors import NotFound, StoreError, ValidationError, catalog_error
 from ..graph import TEAMS_CHAT_RATE, TEAMS_TENANT_RATE, GraphNotFound, RateLimiter, RetryPolicy
-from ..i18n import LANGUAGES, t
-from . import display_format
+from . import display_format, recipients
 from .activation import switched_off
 from .compose import build_message, check_size, prefixed_subject, split_rows
 from .delivery import Ambiguous, DeliveryEngine, Progress
@@ -279,35 +278,36 @@ class TeamsService:
         return frame.reindex(columns=[c for c in frame.columns if frame[c].notna().any() or c in ("id",
                                                                                                    "displayName")])
 
-    def resolve(self, to: Iterable[str | dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each recipient as a directory user; unknown or disabled people are refused by name.
+    def resolve(self, to: Iterable[str | dict[str, Any]], *, saving: bool = False) -> list[dict[str, Any]]:
+        """Each recipient as a directory user, each person once (by object id, however they were named).
+
+        A recipient is an object id, a UPN, an e-mail address or a picker dict (see
+        :mod:`crmkit.teams.recipients`); its form is checked before anything is looked up.
+
+        Args:
+            saving: word the error for saving (a campaign action) rather than sending.
 
         Raises:
-            ValidationError: empty list, unknown, disabled, or the sender themself.
+            InvalidRecipient: none given, or ones malformed, unknown or disabled; all of them named, cut short.
         """
-        if isinstance(to, (str, dict)):  # one recipient given on its own, not a list of one
-            to = [to]
-        wanted = [r.get("id") if isinstance(r, dict) else r for r in (to or [])]
-        if any(w is None or not str(w).strip() for w in wanted):
-            raise catalog_error(ValidationError, "error.msg.recipient_empty")
-        if not wanted:
-            raise catalog_error(ValidationError, "error.msg.no_recipient")
+        wanted = recipients.check(to, saving=saving)
         graph = self.graph()
-        people, problems = [], []
-        for key in dict.fromkeys(str(w).strip() for w in wanted):
-            try:
-                user = graph.get_user(key, select=USER_FIELDS)
-            except GraphNotFound:
-                problems.append(("error.msg.not_in_directory", repr(key)))
+        people: dict[str, dict[str, Any]] = {}
+        problems: list[tuple[str, str]] = []
+        refused: list[str] = []
+        for r in wanted:
+            user = _look_up(graph, r)
+            if user is None:
+                problems.append(("error.msg.not_in_directory", r.label))
+            elif user.get("accountEnabled") is False:
+                problems.append(("error.msg.account_disabled", recipients.shown(user.get("displayName") or r.key)))
+            else:
+                people.setdefault(str(user["id"]).lower(), user)  # one person named twice counts once
                 continue
-            if user.get("accountEnabled") is False:
-                problems.append(("error.msg.account_disabled", user.get("displayName") or key))
-                continue
-            people.append(user)
+            refused.append(r.key)
         if problems:
-            raise catalog_error(ValidationError, "error.msg.recipients_invalid", **{
-                f"problems_{lang}": "; ".join(t(kind, lang, who=who) for kind, who in problems) for lang in LANGUAGES})
-        return people
+            raise recipients.invalid(problems, refused, saving=saving)
+        return list(people.values())
 
     # -- planning -----------------------------------------------------------------------------------
 
@@ -657,6 +657,15 @@ class TeamsService:
             link = message_link(delivery.chat_id, delivery.message_id)
             for a in json.loads(row.address_ids):
                 _file_contact(tx, int(a), row, names, delivery, link)
+
+
+def _look_up(graph: GraphClient, r: recipients.Recipient) -> dict[str, Any] | None:
+    """The directory user a well-formed recipient names, or None: by id or UPN, then an address by mail."""
+    try:
+        return graph.get_user(r.key, select=USER_FIELDS)
+    except GraphNotFound:
+        pass
+    return graph.find_user_by_mail(r.key, select=USER_FIELDS) if r.kind == "address" else None
 
 
 def _stage_rows(tx: Tx, staging: str, plan: SendPlan, first_seq: int) -> None:

@@ -42,7 +42,7 @@ from traitlets import Bool, HasTraits, List, Unicode, observe
 
 from .. import privacy
 from ..auth import DeviceSignIn, SignInRequired
-from ..errors import CrmkitError, ValidationError
+from ..errors import CrmkitError
 from ..i18n import format_count, t
 from ..teams.delivery import Progress
 from ..teams.display_format import card_to_html
@@ -183,22 +183,47 @@ class ComposeModel(HasTraits):
         self.searched = text
         self.error = None
 
+    def _suggested(self, person: dict[str, Any] | str) -> dict[str, Any] | None:
+        """The current suggestion ``person`` is (by id, or a string matching its id, UPN or mail), if any."""
+        if isinstance(person, dict):
+            return next((p for p in self.suggestions if person.get("id") and p["id"] == person.get("id")), None)
+        key = person.strip().lower() if isinstance(person, str) else None
+        return next((p for p in self.suggestions if key and key in (
+            str(p.get("id") or "").lower(), str(p.get("userPrincipalName") or "").lower(),
+            str(p.get("mail") or "").lower())), None)
+
     def add_recipient(self, person: dict[str, Any] | str) -> None:
-        """Choose a person: a directory row, or the id / user name of a current suggestion."""
-        if isinstance(person, str):
-            key = person.strip().lower()
-            found = next((p for p in self.suggestions if key in (
-                str(p.get("id") or "").lower(), str(p.get("userPrincipalName") or "").lower(),
-                str(p.get("mail") or "").lower())), None)
-            if found is None:
-                raise ValidationError(f"{person!r} is not among the people found; search for them first.")
-            person = found
-        chosen = _person(person)
-        if not chosen["id"]:
-            raise ValidationError("A recipient needs a directory id.")
-        if chosen["id"] not in {p["id"] for p in self.recipients}:
+        """Choose a person: a current suggestion, a directory row, or anyone by UPN, e-mail or object id.
+
+        What is not a current suggestion is resolved in the directory by the core (its form checked
+        first), so each person is chosen once, by object id, however they were named.
+
+        Raises:
+            InvalidRecipient: not a user name, e-mail or object id, not in the directory, or disabled.
+            SignInRequired: a look-up was needed and the user has no Teams account yet.
+        """
+        chosen = self._suggested(person)
+        if chosen is None:
+            [user] = self.crm.teams.resolve([person])
+            chosen = _person(user)
+        if str(chosen["id"]).lower() not in {str(p["id"]).lower() for p in self.recipients}:
             self.recipients = [*self.recipients, chosen]
         self.suggestions = [p for p in self.suggestions if p["id"] != chosen["id"]]
+
+    def add_typed(self, text: str | None = None) -> bool:
+        """»Hinzufügen«: add who the search box names (default: its text); False (and ``error``) if refused."""
+        text = self.search_text if text is None else text
+        try:
+            self._require_account()
+            self.add_recipient(text)
+        except SignInRequired:
+            self._need_sign_in(lambda: self.add_typed(text))
+            return False
+        except Exception as exc:
+            self._fail(exc)
+            return False
+        self.error = None
+        return True
 
     def remove_recipient(self, person_id: str) -> None:
         self.recipients = [p for p in self.recipients if p["id"] != person_id]
@@ -386,6 +411,11 @@ class ComposeDialog(widgets.VBox):
         _labelled(self.search, lang, "compose.search")
         self.search.add_class("crmkit-compose-search")
         self.search.observe(lambda c: setattr(model, "search_text", c["new"]), "value")
+        # A UPN, e-mail address or object id typed in full is added as is (looked up by the core).
+        self.add_button = widgets.Button(description=t("compose.add", lang), icon="user-plus",
+                                         tooltip=t("compose.add_hint", lang), layout=widgets.Layout(width="auto"))
+        self.add_button.add_class("crmkit-compose-add")
+        self.add_button.on_click(lambda _b: self._add_typed())
         self.no_match = widgets.HTML()
         self._suggestion_buttons: list[widgets.Button] = []
         for _ in range(SUGGESTIONS):
@@ -459,7 +489,7 @@ class ComposeDialog(widgets.VBox):
         self.results.add_class("crmkit-compose-results")
 
         super().__init__([
-            self.title, self.records, self.search, self.suggestions,
+            self.title, self.records, widgets.HBox([self.search, self.add_button]), self.suggestions,
             widgets.HBox([self.chosen_label, self.chosen], layout=widgets.Layout(align_items="center")),
             widgets.HBox([widgets.Label(t("teams.subject", lang), layout=widgets.Layout(margin="0 8px 0 0")),
                           self.prefix, self.subject],
@@ -496,6 +526,10 @@ class ComposeDialog(widgets.VBox):
         person = getattr(button, "_crmkit_person", None)
         if person is not None:
             self.model.add_recipient(person)
+            self.search.value = ""  # ready for the next name
+
+    def _add_typed(self) -> None:
+        if self.model.add_typed(self.search.value):
             self.search.value = ""  # ready for the next name
 
     def close_dialog(self) -> None:
@@ -541,7 +575,7 @@ class ComposeDialog(widgets.VBox):
         model, lang = self.model, self.lang
         state = model.state
         running = state in ("sending", "cancelling")
-        for w in (self.send_button, self.preview_button, self.search, self.subject, self.message,
+        for w in (self.send_button, self.preview_button, self.search, self.add_button, self.subject, self.message,
                   self.record_contact):
             w.disabled = running or state == "signing_in"
         self.cancel_button.disabled = state != "sending"

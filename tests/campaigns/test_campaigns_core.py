@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.dbstate import BERND_ID, offline_campaigns
 
 import crmkit
 from crmkit.campaigns import Campaigns, check_template, render_message, render_subject, template_fields
@@ -22,6 +23,7 @@ from crmkit.teams.outbox import utcnow
 pytestmark = pytest.mark.core
 
 EVIL = "<script>alert('x')</script>"
+BERND = "bernd.weber@contoso.example"  # in the offline directory the actions are saved against
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def camp(crm: crmkit.CRM) -> Campaigns:
     crm.add_address(last_name="Keller", first_name="Eva", city="Zürich")
     for name, role in (("carl", "campaign_manager"), ("sara", "sales"), ("vera", "viewer")):
         crm.add_user(name, name.title(), roles=[role])
-    return Campaigns(crm)
+    return offline_campaigns(crm)
 
 
 def setup(camp: Campaigns, **action: object) -> tuple[int, int, int]:
@@ -39,13 +41,13 @@ def setup(camp: Campaigns, **action: object) -> tuple[int, int, int]:
     aid = camp.add_activity(cid, "Mailing März")
     camp.add_participants(aid, [1, 2, 3])
     rid = camp.add_reaction(aid, "Interesse")
-    act = camp.add_teams_action(rid, "Vertrieb informieren", recipients=["ben@contoso.example"],
+    act = camp.add_teams_action(rid, "Vertrieb informieren", recipients=[BERND],
                                 **({"timing": "delay", "delay": 60} | action))
     return aid, rid, act
 
 
 def as_user(camp: Campaigns, name: str) -> Campaigns:
-    return Campaigns(crmkit.CRM(camp.crm.store, name))
+    return offline_campaigns(crmkit.CRM(camp.crm.store, name))
 
 
 def test_model_from_campaign_to_action(camp: Campaigns) -> None:
@@ -58,7 +60,8 @@ def test_model_from_campaign_to_action(camp: Campaigns) -> None:
     assert (action.timing, action.delay, action.subject) == ("delay", timedelta(seconds=60), "Vertrieb informieren")
     assert (action.record_contact, action.chat, action.importance, action.skip_blocked) == (True, "group", "high",
                                                                                             False)
-    assert action.recipients == [{"id": "ben@contoso.example", "name": "ben@contoso.example"}]
+    # resolved in the directory when saved: the object id, the name and the UPN, not the text given
+    assert action.recipients == [{"id": BERND_ID, "name": "Bernd Weber", "upn": BERND}]
     at = datetime(2030, 5, 1, 9, 30, tzinfo=UTC)
     changed = camp.update_action(act, timing="at", at=at)
     assert changed.at == datetime(2030, 5, 1, 9, 30)  # naive UTC
@@ -103,7 +106,7 @@ EDITS = {
     "add_activity": lambda c, ids: c.add_activity(ids[0], "A"),
     "add_participants": lambda c, ids: c.add_participants(ids[1], [1]),
     "add_reaction": lambda c, ids: c.add_reaction(ids[1], "R2"),
-    "add_teams_action": lambda c, ids: c.add_teams_action(ids[2], "T", recipients=["x@contoso.example"]),
+    "add_teams_action": lambda c, ids: c.add_teams_action(ids[2], "T", recipients=[BERND]),
     "update_action": lambda c, ids: c.update_action(ids[3], description="Z"),
     "retry": lambda c, ids: c.retry([1]),
 }
@@ -116,7 +119,7 @@ def test_rights_matrix(camp: Campaigns, user: str, operation: str) -> None:
     aid = camp.add_activity(cid, "A")
     camp.add_participants(aid, [1, 2])
     rid = camp.add_reaction(aid, "R")
-    act = camp.add_teams_action(rid, "T", recipients=["x@contoso.example"], timing="delay", delay=60)
+    act = camp.add_teams_action(rid, "T", recipients=[BERND], timing="delay", delay=60)
     session = as_user(camp, user)
     if user in ("admin", "carl"):
         EDITS[operation](session, (cid, aid, rid, act))
@@ -169,7 +172,7 @@ def test_placeholders_are_escaped(camp: Campaigns) -> None:
 def test_bad_action_options(camp: Campaigns, options: dict[str, object], match: str) -> None:
     cid = camp.add_campaign("C")
     rid = camp.add_reaction(camp.add_activity(cid, "A"), "R")
-    recipients = options.pop("recipients", ["x@contoso.example"])
+    recipients = options.pop("recipients", [BERND])
     with pytest.raises(ValidationError, match=match):
         camp.add_teams_action(rid, "T", recipients=recipients, **options)
     assert camp.actions(rid).empty
@@ -204,6 +207,7 @@ def test_no_campaign_account_makes_runs_retry_with_a_clear_reason(
     monkeypatch.setenv("CRMKIT_CAMPAIGN_RETRY_S", "30")
     activation.enable(camp.crm)
     _aid, rid, _act = setup(camp, timing="immediately")
+    camp._teams = None  # saved against the directory; runs as the (missing) campaign account
     result = camp.record_reaction(rid, [1])
     [outcome] = result.outcomes
     assert outcome.status == "retry"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from support.dbstate import db_snapshot, offline_teams, snapshot_diff
+from support.dbstate import BERND_ID, db_snapshot, offline_campaigns, offline_teams, snapshot_diff
 
 import crmkit
 from crmkit import errors, privacy
@@ -55,7 +55,7 @@ def shared_world(tmp_path_factory: pytest.TempPathFactory) -> World:
     crm.add_address(last_name="Keller", first_name="Eva", city="Zürich", country="CH")
     privacy.set_policy(crm, "file_export", "log_purpose")
     offline_teams(crm)
-    camp = Campaigns(crm)
+    camp = offline_campaigns(crm)
     cid = camp.add_campaign("Frühjahr")
     aid = camp.add_activity(cid, "Mailing")
     camp.add_participants(aid, [1])
@@ -432,7 +432,7 @@ def _dialog(w: World, **values: Any) -> Any:
     from crmkit.widgets.campaign_action import TeamsActionDialog
 
     dialog = TeamsActionDialog(w.camp, w.reaction, description="Neu")
-    dialog.picker.recipients = [{"id": "u-bernd", "name": "Bernd Weber"}]
+    dialog.picker.recipients = [{"id": BERND_ID, "name": "Bernd Weber"}]
     for k, v in values.items():
         if k == "recipients":
             dialog.picker.recipients = v
@@ -458,11 +458,11 @@ WIDGET_CASES: list[tuple[str, Callable[[World], Any], type[Exception]]] = [
     ("table-unsafe-sql-filter", _table_unsafe_where, errors.UnsafeQuery),
     ("table-core-refusal-on-search", _table_search_then_page_past, V),
     ("compose-no-recipient", lambda w: _compose_box(w, subject="Leads"), V),
-    ("compose-empty-subject", lambda w: _compose_box(w, recipients=[{"id": "u-bernd", "displayName": "B"}]), V),
+    ("compose-empty-subject", lambda w: _compose_box(w, recipients=[{"id": BERND_ID, "displayName": "B"}]), V),
     ("compose-bad-chat", lambda w: _compose_box(w, subject="x", chat="channel",
-                                               recipients=[{"id": "u-bernd", "displayName": "B"}]), V),
+                                               recipients=[{"id": BERND_ID, "displayName": "B"}]), V),
     ("compose-bad-importance", lambda w: _compose_box(w, subject="x", importance="max",
-                                                     recipients=[{"id": "u-bernd", "displayName": "B"}]), V),
+                                                     recipients=[{"id": BERND_ID, "displayName": "B"}]), V),
     ("compose-unknown-recipient", lambda w: _compose_box(w, subject="x",
                                                         recipients=[{"id": "ghost", "displayName": "G"}]), V),
     ("format-editor-empty-label", lambda w: _editor(w, label_de=""), FE),

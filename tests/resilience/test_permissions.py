@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.dbstate import db_snapshot, offline_teams, snapshot_diff
+from support.dbstate import db_snapshot, offline_campaigns, offline_teams, snapshot_diff
 
 import crmkit
 from crmkit import errors, privacy
@@ -113,7 +113,7 @@ def build(role: str) -> CRM:
     crm.add_contact_type("XQ", "Extra")
     privacy.set_flag(crm, 2)
     activation.enable(crm)
-    camp = Campaigns(crm)
+    camp = offline_campaigns(crm)  # saving an action resolves its recipients in the (offline) directory
     cid = camp.add_campaign("C")
     aid = camp.add_activity(cid, "A")
     camp.add_participants(aid, [1])
@@ -139,7 +139,7 @@ def test_permission_matrix(role: str, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(CampaignAccount, "_forget_cached_accounts", lambda self, keep=None: None)
     crm = build(role)
     offline_teams(crm)
-    ctx = Ctx(crm, Campaigns(crm), {"campaign": 1, "activity": 1, "reaction": 1, "action": 1}, tmp_path)
+    ctx = Ctx(crm, offline_campaigns(crm), {"campaign": 1, "activity": 1, "reaction": 1, "action": 1}, tmp_path)
     held = set(BUILTIN_ROLES[role][2])
     problems: list[str] = []
     for name, rights, call, may_fail in OPERATIONS:

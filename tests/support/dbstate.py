@@ -34,12 +34,17 @@ def snapshot_diff(before: dict[str, list[tuple[Any, ...]]], after: dict[str, lis
     return out
 
 
-ME = {"id": "me-0001", "displayName": "Anna Schmidt", "userPrincipalName": "anna.schmidt@contoso.example"}
+# Object ids are GUIDs, as in Entra: a recipient named by anything else is refused by its form.
+ME = {"id": "0a5c0000-0000-4000-8000-000000000001", "displayName": "Anna Schmidt",
+      "userPrincipalName": "anna.schmidt@contoso.example", "mail": "anna.schmidt@contoso.example"}
+BERND_ID = "0b3e0000-0000-4000-8000-000000000002"
 PEOPLE = {
-    "bernd.weber@contoso.example": {"id": "u-bernd", "displayName": "Bernd Weber",
-                                    "userPrincipalName": "bernd.weber@contoso.example", "accountEnabled": True},
-    "disabled.user@contoso.example": {"id": "u-disabled", "displayName": "Disabled User",
-                                      "userPrincipalName": "disabled.user@contoso.example", "accountEnabled": False},
+    "bernd.weber@contoso.example": {"id": BERND_ID, "displayName": "Bernd Weber",
+                                    "userPrincipalName": "bernd.weber@contoso.example",
+                                    "mail": "b.weber@contoso.example", "accountEnabled": True},
+    "disabled.user@contoso.example": {"id": "0d15ab1e-0000-4000-8000-000000000003", "displayName": "Disabled User",
+                                      "userPrincipalName": "disabled.user@contoso.example",
+                                      "mail": "disabled.user@contoso.example", "accountEnabled": False},
     ME["userPrincipalName"]: {**ME, "accountEnabled": True},
 }
 
@@ -52,9 +57,12 @@ class FakeDirectoryGraph:
 
     def get_user(self, key: str, *, select: Any = None) -> dict[str, Any]:
         for person in PEOPLE.values():
-            if key in (person["id"], person["userPrincipalName"]):
+            if key.lower() in (person["id"], person["userPrincipalName"]):
                 return dict(person)
         raise GraphNotFound(f"Resource {key!r} does not exist.", status=404, code="Request_ResourceNotFound")
+
+    def find_user_by_mail(self, mail: str, *, select: Any = None) -> dict[str, Any] | None:
+        return next((dict(p) for p in PEOPLE.values() if p["mail"] == mail.lower()), None)
 
     def search_users(self, text: str = "", *, top: int = 25, next_link: str | None = None) -> Any:
         from crmkit.graph._client import UserPage
@@ -68,6 +76,7 @@ class FakeDirectoryGraph:
 
 class _Account:
     username = ME["userPrincipalName"]
+    display_name = ME["displayName"]
 
 
 class _Accounts:
@@ -75,11 +84,21 @@ class _Accounts:
         return _Account()
 
 
+class _Campaign:
+    def graph(self, **_kw: Any) -> FakeDirectoryGraph:
+        return FakeDirectoryGraph()
+
+    def info(self) -> _Account:
+        return _Account()
+
+
 class FakeM365:
-    """A Microsoft365 stand-in whose Graph is :class:`FakeDirectoryGraph` (nothing leaves the process)."""
+    """A Microsoft365 stand-in whose Graph is :class:`FakeDirectoryGraph` (nothing leaves the process),
+    for the user's Teams account and for the campaign account alike."""
 
     def __init__(self) -> None:
         self.accounts = _Accounts()
+        self.campaign = _Campaign()
 
     def graph(self, **_kw: Any) -> FakeDirectoryGraph:
         return FakeDirectoryGraph()
@@ -94,3 +113,12 @@ def offline_teams(crm: Any) -> Any:
 
     crm._teams = TeamsService(crm, m365=FakeM365())  # type: ignore[arg-type]
     return crm._teams
+
+
+def offline_campaigns(crm: Any) -> Any:
+    """``Campaigns(crm)`` whose campaign account reads :class:`FakeDirectoryGraph` (saving an action
+    resolves its recipients there); nothing is delivered through it."""
+    from crmkit.campaigns import Campaigns
+    from crmkit.teams.send import TeamsService
+
+    return Campaigns(crm, teams=TeamsService(crm, m365=FakeM365(), sender="campaign"))  # type: ignore[arg-type]

@@ -362,3 +362,65 @@ def test_cancel_stops_a_running_send(store_crm: CRM, sandbox: SandboxAdmin, monk
     assert 0 < dialog.progress.value < dialog.progress.max == 40
     log = privacy.transfer_log(store_crm, limit=100)
     assert set(log["outcome"]) == {"sent"} and len(log) == counts["sent"]
+
+
+def directory_user(sandbox: SandboxAdmin, upn: str) -> dict[str, Any]:
+    return next(u for u in sandbox.get("users")["value"] if u["userPrincipalName"] == upn)
+
+
+def chat_messages(sandbox: SandboxAdmin, person_id: str) -> list[dict[str, Any]]:
+    chats = [c for c in sandbox.get("chats")["value"] if person_id in c["members"]]
+    return [m for c in chats for m in sandbox.get("messages", chat_id=c["id"])["value"]]
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("case", ["upn-and-upper", "upn-and-id", "mail-and-upn", "picked-and-upn-row"])
+def test_one_person_named_twice_is_chosen_and_messaged_once(store_crm: CRM, sandbox: SandboxAdmin, case: str) -> None:
+    """Typed into the search box and added (or picked, then added again as a row naming them by UPN)."""
+    from crmkit.sandbox import SANDBOX_GUEST_UPN
+
+    sign_in(store_crm, SANDBOX_DEFAULT_UPN)
+    dialog = ComposeDialog(store_crm, [1], debounce=0)
+    person = directory_user(sandbox, SANDBOX_GUEST_UPN if case == "mail-and-upn" else colleagues(sandbox, 1)[0])
+    upn = person["userPrincipalName"]
+    if case == "picked-and-upn-row":
+        pick(dialog, person)
+        dialog.model.add_recipient({"id": upn, "displayName": person["displayName"]})
+    else:
+        second = {"upn-and-upper": upn.upper(), "upn-and-id": person["id"], "mail-and-upn": upn}[case]
+        for text in (person["mail"] if case == "mail-and-upn" else upn, second):
+            dialog.search.value = text
+            dialog.add_button.click()
+            assert dialog.model.error is None, dialog.model.error
+            assert dialog.search.value == ""
+    dialog.subject.value = "Einmal"
+    dialog.send_button.click()
+    dialog.model.wait(60)
+    assert dialog.model.state == "done", dialog.model.error
+    assert len(chat_messages(sandbox, person["id"])) == 1 and sandbox.get("messages")["count"] == 1
+    assert [p["id"] for p in dialog.model.recipients] == [person["id"]]
+    chips = [c for c in dialog.chosen.children if "crmkit-compose-chip" in c._dom_classes]
+    assert [c.description for c in chips] == [person["displayName"]]
+
+
+@pytest.mark.sandbox
+def test_a_typed_recipient_that_cannot_be_one_is_refused_by_name(store_crm: CRM, sandbox: SandboxAdmin) -> None:
+    from support.dbstate import db_snapshot, snapshot_diff
+
+    from crmkit.errors import InvalidRecipient
+
+    sign_in(store_crm, SANDBOX_DEFAULT_UPN)
+    dialog = ComposeDialog(store_crm, [1], debounce=0)
+    before = db_snapshot(store_crm.store)
+    for text in ("<script>alert(1)</script>@x.de", "a/b@contoso.example", "y" * 5000,
+                 "nobody.here@contoso.example"):
+        dialog.search.value = text
+        dialog.add_button.click()
+        assert isinstance(dialog.error.exc, InvalidRecipient), dialog.error.exc
+        assert dialog.error.layout.display is None and "<script>" not in dialog.error.value
+        assert len(dialog.error.value) < 800 and dialog.search.value == text  # cut; the text stays to fix
+        assert dialog.model.recipients == []
+    assert "nicht im Verzeichnis" in dialog.error.value  # the last one is well-formed but unknown
+    assert sandbox.get("messages")["count"] == 0
+    after = db_snapshot(store_crm.store)
+    assert after == before, snapshot_diff(before, after)
