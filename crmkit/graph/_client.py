@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from ..errors import CrmkitError, GraphError
+from ._clock import ServerClock
 from ._errors import GraphNotFound, error_from_parts, error_from_response
 from ._limits import RateLimiter
 from ._retry import RetryPolicy, parse_retry_after
@@ -121,6 +122,7 @@ class AsyncGraph:
         self._token_lock: asyncio.Lock | None = None
         self._token_ttl = token_ttl
         self._stats = _Stats()
+        self.clock = ServerClock()  # Graph's clock, from every response's Date header
 
     def __repr__(self) -> str:
         return f"<AsyncGraph {self.base_url}>"
@@ -193,9 +195,12 @@ class AsyncGraph:
             try:
                 if paced and self.limiter is not None:
                     async with self.limiter.slot(chat_id):
+                        sent = time.time()
                         response = await self.http.send(request)
                 else:
+                    sent = time.time()
                     response = await self.http.send(request)
+                self.clock.observe(response.headers.get("date"), sent, time.time())
             except httpx.TransportError as exc:
                 attempt += 1
                 self._stats.add("transport_errors")

@@ -108,6 +108,27 @@ async def config(request: Request) -> Response:
     return JSONResponse(sb.settings.as_dict())
 
 
+async def clock(request: Request) -> Response:
+    """GET/PUT ``{"offset_s": seconds}``: the tenant's clock runs that far from real time (reset: 0).
+
+    It stamps messages, chats and every response's ``Date`` header; tokens keep real time.
+    """
+    sb = sandbox_of(request)
+    if request.method == "PUT":
+        try:
+            data = await _json(request)
+            unknown = set(data) - {"offset_s"}
+            if unknown:
+                raise ValueError(f"unknown clock settings: {sorted(unknown)}")
+            offset = float(data.get("offset_s", 0.0))
+            if offset != offset or abs(offset) > 10 * 365 * 86400:
+                raise ValueError("offset_s must be a number of seconds within ten years")
+        except (ValueError, TypeError) as exc:
+            return _bad(str(exc))
+        sb.clock.offset_s = offset
+    return JSONResponse({"offset_s": sb.clock.offset_s, "now": sb.clock.now().isoformat()})
+
+
 async def counters(request: Request) -> Response:
     sb = sandbox_of(request)
     if request.method == "DELETE":
@@ -203,6 +224,7 @@ routes = [
     Route("/_sandbox/faults", faults, methods=["GET", "PUT"]),
     Route("/_sandbox/limits", limits, methods=["GET", "PUT"]),
     Route("/_sandbox/config", config, methods=["GET", "PUT"]),
+    Route("/_sandbox/clock", clock, methods=["GET", "PUT"]),
     Route("/_sandbox/counters", counters, methods=["GET", "DELETE"]),
     Route("/_sandbox/messages", messages, methods=["GET"]),
     Route("/_sandbox/chats", chats, methods=["GET"]),

@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from . import SANDBOX_CLIENT_ID, SANDBOX_DAEMON_CLIENT_ID, SANDBOX_DAEMON_SECRET, SANDBOX_UNCONSENTED_CLIENT_ID
+from .clock import SandboxClock
 from .directory import SandboxUser, seed_users
 
 SCHEMA_VERSION = "1"
@@ -81,6 +82,7 @@ class SandboxState:
 
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(state_dir)
+        self.clock = SandboxClock()  # stamps chats and messages; see Sandbox.clock
         self.dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.dir / "sandbox.duckdb"
         self._lock = threading.RLock()
@@ -88,15 +90,14 @@ class SandboxState:
         self._users_by_id: dict[str, SandboxUser] = {}
         self._users_by_upn: dict[str, SandboxUser] = {}
         self._ms_lock = threading.Lock()
-        self._last_ms = 0
+        self._used_ms: set[int] = set()
         with self._lock:
             self._con.execute(_SCHEMA)
             row = self._con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._seed()
             self._load_users()
-            last = self._con.execute("SELECT max(created_ms) FROM messages").fetchone()
-            self._last_ms = int(last[0] or 0) if last else 0
+            self._used_ms = {int(r[0]) for r in self._con.execute("SELECT created_ms FROM messages").fetchall()}
 
     # -- lifecycle -------------------------------------------------------------------------
     def _seed(self) -> None:
@@ -135,6 +136,9 @@ class SandboxState:
         with self._lock:
             self._seed()
             self._load_users()
+        with self._ms_lock:
+            self._used_ms.clear()
+        self.clock.offset_s = 0.0
 
     def close(self) -> None:
         with self._lock:
@@ -222,7 +226,7 @@ class SandboxState:
     # -- chats -------------------------------------------------------------------------------
     def create_chat(self, chat_id: str, chat_type: str, topic: str | None,
                     members: list[tuple[str, list[str]]]) -> dict[str, Any]:
-        now = time.time()
+        now = self.clock.time()
         with self._lock:
             existing = self.chat(chat_id)
             if existing is not None:
@@ -284,10 +288,16 @@ class SandboxState:
 
     # -- messages ----------------------------------------------------------------------------
     def next_message_ms(self) -> int:
-        """Epoch milliseconds, strictly increasing, so message ids never collide."""
+        """Epoch milliseconds on the tenant's clock, unique, so message ids never collide.
+
+        Not forced to increase: after the clock is set back, new messages are stamped in the past,
+        as they would be by a server whose clock was corrected.
+        """
         with self._ms_lock:
-            ms = max(int(time.time() * 1000), self._last_ms + 1)
-            self._last_ms = ms
+            ms = int(self.clock.time() * 1000)
+            while ms in self._used_ms:
+                ms += 1
+            self._used_ms.add(ms)
             return ms
 
     def add_message(self, chat_id: str, message: dict[str, Any], created_ms: int, sender_id: str) -> None:
@@ -312,6 +322,27 @@ class SandboxState:
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             params += [limit, offset]
+        with self._lock:
+            rows = self._con.execute(sql, params).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def message_page(self, chat_id: str, limit: int, *, after_ms: float | None = None,
+                     before_ms: float | None = None, below: tuple[int, str] | None = None) -> list[dict[str, Any]]:
+        """Up to ``limit`` messages newest first, stamped in (``after_ms``, ``before_ms``) and, for the
+        next page, below the ``(created_ms, id)`` key of the last one listed (new arrivals shift nothing)."""
+        sql = "SELECT data FROM messages WHERE chat_id = ?"
+        params: list[Any] = [chat_id]
+        if after_ms is not None:
+            sql += " AND created_ms > ?"
+            params.append(after_ms)
+        if before_ms is not None:
+            sql += " AND created_ms < ?"
+            params.append(before_ms)
+        if below is not None:
+            sql += " AND (created_ms < ? OR (created_ms = ? AND id < ?))"
+            params += [below[0], below[0], below[1]]
+        sql += " ORDER BY created_ms DESC, id DESC LIMIT ?"
+        params.append(limit)
         with self._lock:
             rows = self._con.execute(sql, params).fetchall()
         return [json.loads(r[0]) for r in rows]

@@ -710,11 +710,27 @@ def message_link(chat_id: str | None, message_id: str | None) -> str:
 
 
 class GraphChatGateway:
-    """The delivery engine's view of Graph: chats, one post, and reading a chat back."""
+    """The delivery engine's view of Graph: chats, one post, and reading a chat back.
 
-    def __init__(self, graph: GraphClient, *, clock_skew: timedelta = timedelta(minutes=5)) -> None:
+    Args:
+        graph: the Graph client; its :class:`~crmkit.graph.ServerClock` places our times on Graph's clock.
+        clock_skew: the read-back's margin while no ``Date`` header has been seen (the clocks' offset unknown).
+        margin: the margin once the offset is measured: Graph's front end (``Date``) and the Teams store
+            (message stamps) are different machines, and a ``Date`` may be cached a moment.
+    """
+
+    def __init__(self, graph: GraphClient, *, clock_skew: timedelta = timedelta(minutes=5),
+                 margin: timedelta = timedelta(seconds=5)) -> None:
         self.aio = graph.aio
         self.clock_skew = clock_skew
+        self.margin = margin
+
+    def window_start(self, since: datetime) -> pd.Timestamp:
+        """``since`` (naive UTC, our clock) as the earliest server stamp a message posted after it can carry."""
+        bounds = self.aio.clock.bounds()
+        if bounds is None:
+            return pd.Timestamp(since) - self.clock_skew
+        return pd.Timestamp(since) + pd.Timedelta(seconds=bounds[0]) - self.margin
 
     async def ensure_chat(self, kind: str, members: list[str], topic: str | None) -> str:
         if kind == "oneOnOne":
@@ -734,21 +750,35 @@ class GraphChatGateway:
             raise
 
     async def find_marker(self, chat_id: str, marker: str, payload: dict[str, Any], since: datetime) -> str | None:
-        """Read the chat back, newest first, down to the send's start (less a clock-skew margin)."""
+        """Read back the chat's messages since ``since`` (our clock), newest first, looking for ``marker``.
+
+        Graph is asked for that window only (``$orderby=lastModifiedDateTime desc`` with ``$filter=
+        lastModifiedDateTime gt …``, as chat-list-messages documents; an edit only makes a message
+        newer), so the read costs pages for the messages in the window, not for the chat's history.
+        No upper bound: Graph may store a post after we stopped waiting for its answer.
+        """
         path: str | None = f"/chats/{quote(chat_id, safe=':@')}/messages"
-        params: dict[str, Any] | None = {"$top": 50}
+        floor = self.window_start(since)
+        params: dict[str, Any] | None = {"$top": 50, "$orderby": "lastModifiedDateTime desc",
+                                         "$filter": f"lastModifiedDateTime gt {_graph_time(floor)}"}
         content = payload["body"]["content"]
-        floor = pd.Timestamp(since) - self.clock_skew
         while path is not None:
             data = await self.aio.json("GET", path, params=params, chat_id=chat_id, paced=True)
+            # The first answer may bring the first Date seen: the floor tightens, never below the asked one.
+            floor = max(floor, self.window_start(since))
             for m in data.get("value") or []:
                 ids = {a.get("id") for a in m.get("attachments") or []}
                 if marker in ids or (not ids and (m.get("body") or {}).get("content") == content
                                      and m.get("subject") == payload.get("subject")):
                     return str(m["id"])
-                created = pd.Timestamp(m.get("createdDateTime") or "1970-01-01T00:00:00Z").tz_convert(None)
-                if created < floor:
-                    return None  # older than the send itself: the message is not there
+                stamp = m.get("lastModifiedDateTime") or m.get("createdDateTime") or "1970-01-01T00:00:00Z"
+                if pd.Timestamp(stamp).tz_convert(None) <= floor:
+                    return None  # older than the window (a server that ignored the filter): not there
             path, params = data.get("@odata.nextLink"), None
         return None
+
+
+def _graph_time(t: pd.Timestamp) -> str:
+    """An OData DateTimeOffset literal in UTC, cut (not rounded) to milliseconds."""
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
