@@ -4,11 +4,14 @@ The same tests ``make test`` runs, with their sizes and time limits multiplied b
 (:mod:`tests.support.soak`): the exactly-once send through two SIGKILLs under injected faults
 (2,000 messages × N), the campaign worker SIGKILLed mid-way (60 runs × N), the planner SIGKILLed
 mid-way, and four processes writing one DuckDB file (25 rounds × N each). Each test's outcome and
-wall time is a result row; a failed test fails the run.
+wall time is a result row; a failed test fails the run. Figures a test measures on the way
+(:func:`tests.support.soak.figure`, e.g. how many list pages the longest reconciliation read) are
+rows of their own.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +32,8 @@ TESTS = {
 def run(ctx: Context) -> list[Result]:
     factor = int(ctx.shared.get("soak_factor", 5))
     junit = ctx.workdir / "soak.xml"
-    env = {**os.environ, "CRMKIT_SOAK": str(factor)}
+    figures = ctx.workdir / "figures.jsonl"
+    env = {**os.environ, "CRMKIT_SOAK": str(factor), "CRMKIT_SOAK_FIGURES": str(figures)}
     say(f"soak: resilience tests at {factor}× their make-test size …")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
@@ -55,7 +59,32 @@ def run(ctx: Context) -> list[Result]:
             "s", "passes", None if skipped else not failed,
             note="skipped" if skipped else (f"FAILED: {why}" if failed else ""),
         ))
+    results += _figures(figures, factor)
     if proc.returncode != 0 and not any(r.met is False for r in results):
         results.append(Result(f"soak ×{factor}: pytest run", float(proc.returncode), "exit code", "0", False,
                               note=proc.stdout[-2000:]))
     return results
+
+
+def _figures(path: Path, factor: int) -> list[Result]:
+    """Rows for what the tests measured (see :func:`tests.support.soak.figure`)."""
+    if not path.exists():
+        return []
+    got = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        got[(item["test"], item["name"])] = item["value"]
+    rows = []
+    exactly_once = "test_two_thousand_messages_exactly_once_through_kills_and_faults"
+    if (exactly_once, "read_back_pages_max") in got:
+        histogram = got.get((exactly_once, "read_back_pages_histogram"), {})
+        bound = got.get((exactly_once, "read_back_pages_bound"), 4)
+        deepest = got[(exactly_once, "read_back_pages_max")]
+        reached = ", ".join(f"page {p}: {n:,}" for p, n in histogram.items())
+        rows.append(Result(
+            f"soak ×{factor}: exactly once: list pages of the longest reconciliation read-back",
+            float(deepest), "pages", f"≤ {bound} (the window, not the chat)", deepest <= bound,
+            note=f"{got.get((exactly_once, 'read_backs'), 0):,} read-backs; pages served ({reached}); a chat "
+                 f"ended with {400 * factor:,} messages ({-(-400 * factor // 50)} pages)",
+        ))
+    return rows

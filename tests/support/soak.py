@@ -6,9 +6,10 @@ unless told otherwise); the tests take their sizes and time limits through :func
 
 from __future__ import annotations
 
+import json
 import os
 
-__all__ = ["SOAK", "scaled"]
+__all__ = ["SOAK", "figure", "scaled"]
 
 
 def _factor() -> int:
@@ -23,8 +24,18 @@ def _factor() -> int:
 
 
 SOAK = _factor()
+_FIGURES = os.environ.get("CRMKIT_SOAK_FIGURES", "").strip()  # read at import: tests clear CRMKIT_*
 
 
 def scaled(n: int | float) -> int:
     """``n`` for ``make test``; ``n × CRMKIT_SOAK`` under the soak run."""
     return int(n * SOAK)
+
+
+def figure(test: str, name: str, value: object) -> None:
+    """Hand a measured figure to the soak report: ``python -m bench --soak`` names a JSON file in
+    ``CRMKIT_SOAK_FIGURES`` and puts what the tests wrote there into ``soak.md``. A no-op otherwise."""
+    if not _FIGURES:
+        return
+    with open(_FIGURES, "a", encoding="utf-8") as out:  # one JSON object a line; tests run one at a time
+        out.write(json.dumps({"test": test, "name": name, "value": value}) + "\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from support.sandbox import ROOT, SandboxAdmin, colleagues, sign_in
-from support.soak import scaled
+from support.soak import figure, scaled
 
 import crmkit
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
@@ -23,6 +23,10 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 RECORDS = scaled(400)  # x 5 recipients: 2,000 messages (x CRMKIT_SOAK under bench --soak)
 SUBJECT = "Exactly once"
+# A reconciliation reads the window since the row's first claim, whatever the chat holds (at x1 a
+# chat ends with 400 messages, 8 pages; at x5 with 2,000, 40 pages). Each read's length is what the
+# sandbox counted as the deepest page any message list reached.
+MAX_READ_BACK_PAGES = 4
 CHILD = """
 import json, sys
 import crmkit
@@ -92,6 +96,13 @@ def test_two_thousand_messages_exactly_once_through_kills_and_faults(
 
     counters = sandbox.counters()
     assert any("timeout_after_commit" in k for k in counters), counters  # the ambiguous case really happened
+    depth = {int(k.rsplit(" ", 1)[1]): n for k, n in counters.items() if k.startswith("chat messages listed: page ")}
+    deepest = max(depth, default=0)
+    test = "test_two_thousand_messages_exactly_once_through_kills_and_faults"
+    figure(test, "read_backs", depth.get(1, 0))
+    figure(test, "read_back_pages_max", deepest)
+    figure(test, "read_back_pages_bound", MAX_READ_BACK_PAGES)
+    figure(test, "read_back_pages_histogram", dict(sorted(depth.items())))
     delivered = [m for m in sandbox.get("messages")["value"] if m.get("subject") == f"cobra CRM - {SUBJECT}"]
     markers = Counter(a["id"] for m in delivered for a in m["attachments"])
     assert len(delivered) == total
@@ -104,3 +115,5 @@ def test_two_thousand_messages_exactly_once_through_kills_and_faults(
     log_rows = store.df("SELECT message_id, message_key, outcome FROM transfer_log")
     assert len(log_rows) == total and log_rows["outcome"].eq("sent").all()
     assert log_rows["message_key"].is_unique and set(log_rows["message_id"]) == {m["id"] for m in delivered}
+    assert depth.get(1, 0) > 0, counters  # reconciliations really read the chat back
+    assert deepest <= MAX_READ_BACK_PAGES, depth
