@@ -36,7 +36,7 @@ from ..errors import NotFound, StoreError, ValidationError, catalog_error
 from ..graph import TEAMS_CHAT_RATE, TEAMS_TENANT_RATE, GraphNotFound, RateLimiter, RetryPolicy
 from . import display_format, recipients
 from .activation import switched_off
-from .compose import build_message, check_size, prefixed_subject, split_rows
+from .compose import build_message, check_message_text, check_size, prefixed_subject, split_rows
 from .delivery import Ambiguous, DeliveryEngine, Progress
 from .outbox import (
     STAGED,
@@ -364,8 +364,7 @@ class TeamsService:
         if not ids:
             raise catalog_error(ValidationError, "error.msg.no_records")
         full_subject = prefixed_subject(subject, self.crm.setting("teams.subject_prefix"))
-        if not isinstance(message, str):
-            raise ValidationError("The message text must be a string.")
+        check_message_text(message)
         people = recipients if recipients is not None else self.resolve(to)
         me = me if me is not None else self.graph().me()
         people = [p for p in people if p["id"] != me["id"]]

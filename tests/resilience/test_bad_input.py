@@ -306,6 +306,46 @@ API_CASES: list[tuple[str, Callable[[World], Any], type[Exception], str]] = [
     ("campaign-account-none-user", _campaign_account(None, "Secret-1"), V, "name@company"),  # type: ignore[arg-type]
 ]
 
+# -- control characters: C0/C1 controls refused wherever text enters (tab and line breaks only where a field
+# holds lines), bidi overrides and isolates refused in subjects; the error names the field
+CC = errors.ControlCharacters
+API_CASES += [
+    ("add-address-nul-bell-first-name", lambda w: w.crm.add_address(first_name="\x00\x07ctrl", last_name="K"), CC,
+     "first_name"),
+    ("add-address-escape-company", lambda w: w.crm.add_address(company="ACME\x1b[2J"), CC, "U+001B"),
+    ("add-address-c1-city", lambda w: w.crm.add_address(company="X", city="Wi\x85en"), CC, "city"),
+    ("add-address-newline-street", lambda w: w.crm.add_address(company="X", street="Haupt\nstr. 1"), CC, "street"),
+    ("update-address-del-email", lambda w: w.crm.update_address(1, email="info\x7f@x.example"), CC, "email"),
+    ("update-address-tab-last-name", lambda w: w.crm.update_address(2, last_name="Kel\tler"), CC, "last_name"),
+    ("add-contact-subject-nul", lambda w: w.crm.add_contact(1, "TEL", "Anruf\x00"), CC, "subject"),
+    ("add-contact-notes-bell", lambda w: w.crm.add_contact(1, "TEL", "Anruf", notes="Zeile\n\x07"), CC, "notes"),
+    ("add-user-display-name-escape", lambda w: w.crm.add_user("neo", "Neo\x1b]0;x\x07"), CC, "display_name"),
+    ("set-setting-prefix-nul", lambda w: w.crm.set_setting("teams.subject_prefix", "cobra\x00 - "), CC,
+     "teams.subject_prefix"),
+    ("set-setting-prefix-bidi", lambda w: w.crm.set_setting("teams.subject_prefix", "cobra \u202e- "), CC,
+     "U+202E"),
+    ("add-contact-type-label-c1", lambda w: w.crm.add_contact_type("XY", "Be\x9bsuch"), CC, "label"),
+    ("send-subject-nul", _send(subject="Leads\x00"), CC, "subject"),
+    ("send-subject-newline", _send(subject="Leads\nBcc"), CC, "subject"),
+    ("send-subject-rlo", _send(subject="Rechnung \u202efdp.exe"), CC, "U+202E"),
+    ("send-subject-isolate", _send(subject="Lead \u2067x\u2069"), CC, "U+2067"),
+    ("preview-subject-lro", _preview(subject="Lead \u202dx"), CC, "subject"),
+    ("send-message-nul", _send(message="Hallo\x00Welt"), CC, "message"),
+    ("preview-message-c1", _preview(message="Hallo\x9bWelt"), CC, "message"),
+    ("format-label-bell", _fmt(label_de="Fir\x07ma"), CC, "label_de"),
+    ("campaign-name-nul", lambda w: w.camp.add_campaign("Früh\x00jahr"), CC, "name"),
+    ("activity-name-escape", lambda w: w.camp.add_activity(1, "Mail\x1bing"), CC, "name"),
+    ("reaction-name-c1", lambda w: w.camp.add_reaction(w.activity, "Inter\x85esse"), CC, "name"),
+    ("action-description-nul", lambda w: w.camp.add_teams_action(w.reaction, "Ver\x00trieb", recipients=[BERND]),
+     CC, "description"),
+    ("action-subject-rlo", _action(subject="Lead \u202e{company}"), CC, "U+202E"),
+    ("action-subject-newline", _action(subject="Lead\n{company}"), CC, "subject"),
+    ("action-message-bell", _action(message="Hallo\x07 {company}"), CC, "message"),
+    ("action-purpose-nul", _action(purpose="Zw\x00eck"), CC, "purpose"),
+    ("record-reaction-notes-escape", lambda w: w.camp.record_reaction(w.reaction, [1], notes="Notiz\x1b",
+                                                                     deliver=False), CC, "notes"),
+]
+
 
 @pytest.mark.core
 @pytest.mark.parametrize(("operation", "error", "needle"), [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
@@ -477,6 +517,14 @@ WIDGET_CASES: list[tuple[str, Callable[[World], Any], type[Exception]]] = [
     ("campaign-dialog-bad-placeholder", lambda w: _dialog(w, message="Hallo {passwort}"), V),
     ("campaign-account-form-no-at", lambda w: _campaign_form(w, "kampagnen", "Secret-1"), V),
     ("campaign-account-form-no-password", lambda w: _campaign_form(w, "k@contoso.example", ""), V),
+    # control characters and bidi controls, shown as the core's message naming the field
+    ("compose-subject-rlo", lambda w: _compose_box(w, subject="Lead \u202eexe.pdf",
+                                                  recipients=[{"id": BERND, "displayName": "B"}]), CC),
+    ("compose-message-nul", lambda w: _compose_box(w, subject="Lead", message="Hallo\x00",
+                                                  recipients=[{"id": BERND, "displayName": "B"}]), CC),
+    ("format-editor-label-bell", lambda w: _editor(w, label_de="Fir\x07ma"), CC),
+    ("campaign-editor-name-nul", lambda w: _editor_new_campaign(w, "Früh\x00jahr"), CC),
+    ("campaign-dialog-message-escape", lambda w: _dialog(w, message="Hallo\x1b[2J"), CC),
 ]
 
 
