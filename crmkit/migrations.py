@@ -217,6 +217,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (7, "outbox: when a message was first claimed, which bounds the read-back of an unanswered post", [
         "ALTER TABLE outbox ADD COLUMN first_attempt_at TIMESTAMP",
     ]),
+    (8, "outbox: a send's idempotency key, unique per CRM user, so a repeated send yields its batch", [
+        "ALTER TABLE outbox_batches ADD COLUMN idempotency_key VARCHAR",
+        # Unique per user: two sends racing with one key cannot both make a batch (NULL: no key, any number).
+        "CREATE UNIQUE INDEX outbox_batches_idempotency ON outbox_batches (user_name, idempotency_key)",
+    ]),
 ]
 
 

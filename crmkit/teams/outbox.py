@@ -30,7 +30,7 @@ from ..processes import HOST, process_gone
 from ..store import Store, Tx
 
 __all__ = [
-    "STAGED", "Delivery", "OutboxMessage", "claim", "create_batch", "finish", "open_ids", "open_rows",
+    "STAGED", "Delivery", "OutboxMessage", "claim", "create_batch", "finish", "keyed_batch", "open_ids", "open_rows",
     "pending_batches",
     "purge_abandoned_staging", "staging_id",
 ]
@@ -70,14 +70,24 @@ class Delivery:
 def create_batch(
     tx: Tx, *, user: str, account: str | None, channel: str, trigger: str, purpose: str | None,
     subject: str, options: dict[str, Any], record_contact: bool, source: str | None = None,
+    idempotency_key: str | None = None,
 ) -> str:
+    """A new batch row; ``idempotency_key`` is unique per user (a second batch under it is a constraint error)."""
     batch_id = uuid.uuid4().hex
     tx.execute(
-        "INSERT INTO outbox_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+        "INSERT INTO outbox_batches (id, created_at, user_name, account, channel, trigger, purpose, subject, options, "
+        "record_contact, source, status, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)",
         [batch_id, utcnow(), user, account, channel, trigger, purpose, subject, json.dumps(options), record_contact,
-         source],
+         source, idempotency_key],
     )
     return batch_id
+
+
+def keyed_batch(tx: Tx, user: str, idempotency_key: str) -> str | None:
+    """The batch ``user`` made under ``idempotency_key``, or None."""
+    rows = tx.rows("SELECT id FROM outbox_batches WHERE user_name = ? AND idempotency_key = ?",
+                   [user, idempotency_key])
+    return str(rows[0][0]) if rows else None
 
 
 def add_messages(tx: Tx, batch_id: str, messages: Sequence[OutboxMessage], *, first_seq: int = 0) -> None:

@@ -23,11 +23,13 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import duckdb
 import httpx
 import pandas as pd
 
@@ -44,6 +46,7 @@ from .outbox import (
     add_messages,
     cancel,
     create_batch,
+    keyed_batch,
     open_ids,
     open_rows,
     purge_abandoned_staging,
@@ -66,6 +69,7 @@ MAX_PASSES = 5
 PLAN_CHUNK = 1_000  # records planned, rendered and staged in the outbox at a time by send()
 DELIVER_CHUNK = 1_000  # outbox rows loaded and handed to the delivery engine at a time
 READ_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_IDEMPOTENCY_KEY = 200  # characters; a compose's key is a uuid, a notebook's whatever the author chose
 USER_FIELDS = ["id", "displayName", "userPrincipalName", "mail", "accountEnabled", "userType"]
 
 
@@ -146,7 +150,8 @@ class SendPlan:
         return pd.DataFrame(rows)
 
 
-def enqueue_plan(tx: Tx, plan: SendPlan, *, user: str, account: str | None, source: str | None = None) -> str:
+def enqueue_plan(tx: Tx, plan: SendPlan, *, user: str, account: str | None, source: str | None = None,
+                 idempotency_key: str | None = None) -> str:
     """Write a planned send to the outbox inside the caller's transaction; returns the batch id.
 
     Blocked addresses get their ``blocked`` transfer-log rows in the same transaction.
@@ -154,7 +159,7 @@ def enqueue_plan(tx: Tx, plan: SendPlan, *, user: str, account: str | None, sour
     batch_id = create_batch(
         tx, user=user, account=account, channel=plan.channel, trigger=plan.trigger, purpose=plan.purpose,
         subject=plan.subject, options={**asdict(plan.options), "log": plan.log, "blocked": plan.blocked},
-        record_contact=plan.options.record_contact, source=source,
+        record_contact=plan.options.record_contact, source=source, idempotency_key=idempotency_key,
     )
     add_messages(tx, batch_id, plan.messages)
     if plan.blocked:
@@ -197,6 +202,7 @@ class TeamsService:
         self._graph: GraphClient | None = None
         self._post_graph: GraphClient | None = None
         self._graph_lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}  # one per idempotency key: a repeat waits for the first
 
     def __repr__(self) -> str:
         return f"<TeamsService user={self.crm.user.name!r}>"
@@ -463,9 +469,11 @@ class TeamsService:
     def send(
         self, records: Any, to: Sequence[str | dict[str, Any]], subject: str, message: str = "", *,
         record_contact: bool = False, progress: Callable[[Progress], None] | None = None,
-        cancel_event: threading.Event | None = None, **options: Any,
+        cancel_event: threading.Event | None = None, idempotency_key: str | None = None, **options: Any,
     ) -> pd.DataFrame:
         """Send records to people in Teams; returns one row per (record, recipient).
+
+        The result's ``attrs["batch_ids"]`` names the batch (one per send).
 
         Args:
             records: an address id, a list of ids, a DataFrame with an ``id`` column, or a SQL filter.
@@ -475,6 +483,13 @@ class TeamsService:
             record_contact: file a contact of type TS on each address.
             progress: called after each message with a :class:`Progress`.
             cancel_event: set it to stop; unsent messages are cancelled, sent ones stay logged.
+            idempotency_key: names this compose (printable text, at most 200 characters; the compose
+                dialog makes one per message). A send under a key this CRM user already sent under
+                posts nothing and returns that earlier batch's results (same batch, same rows),
+                whatever records, recipients or text it is given now: the key says "this message",
+                so a double click or a re-run notebook cell cannot send twice. If that batch was
+                interrupted, its undelivered messages go out now, each exactly once. A send refused
+                before its batch was made leaves the key unused.
             **options: see :class:`SendOptions` (chat, mode, record_format, importance, purpose …).
 
         Raises:
@@ -482,16 +497,37 @@ class TeamsService:
             SignInRequired: before anything is sent or written.
         """
         self.require_ready()
-        chunks = self.plan_chunks(records, to, subject, message,
-                                  options=SendOptions.of(record_contact=record_contact, **options))
-        staging, summary, staged = self._stage(chunks)  # every chunk planned; its rows inert in the outbox
-        try:
-            self.resume()  # an earlier interrupted send goes first, so nothing overtakes it
-        except BaseException:
-            self._unstage(staging)
-            raise
-        batch_id = self._activate(staging, summary, staged)
-        return self.deliver([batch_id], progress=progress, cancel_event=cancel_event)
+        key = _check_idempotency_key(idempotency_key)
+        with self._key_lock(key):  # a second send with this key (another thread) waits, then finds the batch
+            if key is not None:
+                existing = self.crm.store.read(lambda tx: keyed_batch(tx, self.crm.user.name, key))
+                if existing is not None:
+                    return self._repeat(existing, progress=progress, cancel_event=cancel_event)
+            chunks = self.plan_chunks(records, to, subject, message,
+                                      options=SendOptions.of(record_contact=record_contact, **options))
+            staging, summary, staged = self._stage(chunks)  # every chunk planned; its rows inert in the outbox
+            try:
+                self.resume()  # an earlier interrupted send goes first, so nothing overtakes it
+            except BaseException:
+                self._unstage(staging)
+                raise
+            batch_id, made = self._activate(staging, summary, staged, idempotency_key=key)
+            if not made:  # another process made the batch for this key meanwhile
+                return self._repeat(batch_id, progress=progress, cancel_event=cancel_event)
+            return self.deliver([batch_id], progress=progress, cancel_event=cancel_event)
+
+    def _key_lock(self, key: str | None) -> AbstractContextManager[Any]:
+        if key is None:
+            return nullcontext()
+        with self._graph_lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def _repeat(self, batch_id: str, *, progress: Callable[[Progress], None] | None,
+                cancel_event: threading.Event | None) -> pd.DataFrame:
+        """A send repeated under its key: the batch's results; what it left undelivered goes out once."""
+        if open_ids(self.crm.store, [batch_id]):
+            return self.deliver([batch_id], progress=progress, cancel_event=cancel_event)
+        return self.results([batch_id])
 
     def enqueue(self, plan: SendPlan, *, source: str | None = None) -> str:
         """Write a planned send to the outbox (and its blocked rows to the transfer log)."""
@@ -544,13 +580,24 @@ class TeamsService:
     def _unstage(self, staging: str) -> None:
         self.crm.store.write(lambda tx: tx.execute("DELETE FROM outbox WHERE batch_id = ?", [staging]))
 
-    def _activate(self, staging: str, summary: SendPlan, staged: int) -> str:
-        """One transaction: the batch, its blocked transfer-log rows, and the staged rows made pending."""
+    def _activate(self, staging: str, summary: SendPlan, staged: int, *,
+                  idempotency_key: str | None = None) -> tuple[str, bool]:
+        """One transaction: the batch, its blocked transfer-log rows, and the staged rows made pending.
+
+        Returns the batch id and whether it was made here: a batch that already holds
+        ``idempotency_key`` (made meanwhile elsewhere) is returned instead, and the staged rows go.
+        """
+        user = self.crm.user.name
         try:
             account = self.sender_account()
 
-            def run(tx: Tx) -> str:
-                batch_id = enqueue_plan(tx, summary, user=self.crm.user.name, account=account)
+            def run(tx: Tx) -> tuple[str, bool]:
+                if idempotency_key is not None:
+                    existing = keyed_batch(tx, user, idempotency_key)
+                    if existing is not None:
+                        tx.execute("DELETE FROM outbox WHERE batch_id = ?", [staging])
+                        return existing, False
+                batch_id = enqueue_plan(tx, summary, user=user, account=account, idempotency_key=idempotency_key)
                 self._mark_used(tx, account)
                 tx.execute("UPDATE outbox SET batch_id = ?, status = 'pending' WHERE batch_id = ? AND status = ?",
                            [batch_id, staging, STAGED])
@@ -558,9 +605,18 @@ class TeamsService:
                 if found != staged:  # rolled back: a partial send must not go out as if it were whole
                     raise StoreError(f"The send's planned messages are not all in the outbox ({found} of {staged}); "
                                      "nothing was sent. Send again.")
-                return batch_id
+                return batch_id, True
 
-            return self.crm.store.write(run)
+            try:
+                return self.crm.store.write(run)
+            except duckdb.ConstraintException:
+                # The unique index on (user, key): a writer that checked at the same moment won.
+                existing = None if idempotency_key is None else self.crm.store.read(
+                    lambda tx: keyed_batch(tx, user, idempotency_key))
+                if existing is None:
+                    raise
+                self._unstage(staging)
+                return existing, False
         except BaseException:
             self._unstage(staging)
             raise
@@ -631,7 +687,9 @@ class TeamsService:
         for opts in blocked["options"]:
             for a, reason in json.loads(opts).get("blocked", {}).items():
                 out.append([int(a), None, None, "blocked", None, reason])
-        return pd.DataFrame(out, columns=RESULT_COLUMNS)
+        frame = pd.DataFrame(out, columns=RESULT_COLUMNS)
+        frame.attrs["batch_ids"] = list(batch_ids)
+        return frame
 
     # -- what a final outcome writes, in the delivery transaction ---------------------------------------
 
@@ -665,6 +723,15 @@ def _look_up(graph: GraphClient, r: recipients.Recipient) -> dict[str, Any] | No
     except GraphNotFound:
         pass
     return graph.find_user_by_mail(r.key, select=USER_FIELDS) if r.kind == "address" else None
+
+
+def _check_idempotency_key(key: object) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise ValidationError(f"An idempotency_key is printable text of 1 to {MAX_IDEMPOTENCY_KEY} characters "
+                              "(one per message composed); nothing was sent.")
+    return key
 
 
 def _stage_rows(tx: Tx, staging: str, plan: SendPlan, first_seq: int) -> None:

@@ -1,0 +1,139 @@
+"""A send carries an idempotency key: the same key yields the one batch it already made.
+
+A double click or a re-run notebook cell with ``idempotency_key=k`` must not post again; the
+messages are counted in the sandbox tenant's chats.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pytest
+from support.dbstate import db_snapshot, snapshot_diff
+from support.sandbox import SandboxAdmin, colleagues
+
+import crmkit
+from crmkit import errors
+from crmkit.auth import SignInRequired
+
+pytestmark = pytest.mark.sandbox
+
+
+def _batches(crm: crmkit.CRM) -> pd.DataFrame:
+    return crm.store.df("SELECT id, user_name, idempotency_key FROM outbox_batches ORDER BY created_at")
+
+
+def _per_chat(sandbox: SandboxAdmin) -> dict[str, int]:
+    return {c["id"]: c["message_count"] for c in sandbox.get("chats")["value"] if c["message_count"]}
+
+
+def test_the_same_key_twice_delivers_once_and_returns_the_same_batch(sender: crmkit.CRM,
+                                                                   sandbox: SandboxAdmin) -> None:
+    to = colleagues(sandbox, 2)
+    first = sender.teams.send([1, 3], to=to, subject="Einmal", idempotency_key="compose-1")
+    assert first["status"].tolist() == ["sent"] * 4
+    again = sender.teams.send([1, 3], to=to, subject="Einmal", idempotency_key="compose-1")
+    pd.testing.assert_frame_equal(again, first)
+    assert again.attrs["batch_ids"] == first.attrs["batch_ids"] and len(first.attrs["batch_ids"]) == 1
+    assert sandbox.get("messages")["count"] == 4
+    assert sorted(_per_chat(sandbox).values()) == [2, 2]  # one chat per colleague, each record once
+    batches = _batches(sender)
+    assert batches["idempotency_key"].tolist() == ["compose-1"]
+    assert batches["id"].tolist() == first.attrs["batch_ids"]
+
+
+def test_the_same_key_with_other_content_returns_the_existing_batch(sender: crmkit.CRM,
+                                                                    sandbox: SandboxAdmin) -> None:
+    to = colleagues(sandbox, 2)
+    first = sender.teams.send(1, to=to[:1], subject="Erste Fassung", idempotency_key="k")
+    before = db_snapshot(sender.store)
+    other = sender.teams.send([1, 2, 3], to=to, subject="Zweite Fassung", message="anders", idempotency_key="k")
+    pd.testing.assert_frame_equal(other, first)
+    assert sandbox.get("messages")["count"] == 1
+    assert {m["subject"] for m in sandbox.get("messages")["value"]} == {"cobra CRM - Erste Fassung"}
+    after = db_snapshot(sender.store)
+    assert after == before, snapshot_diff(before, after)  # the repeat wrote nothing either
+
+
+def test_other_keys_and_no_key_send_again(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    to = colleagues(sandbox, 1)
+    sender.teams.send(1, to=to, subject="A", idempotency_key="k1")
+    sender.teams.send(1, to=to, subject="A", idempotency_key="k2")
+    sender.teams.send(1, to=to, subject="A")
+    sender.teams.send(1, to=to, subject="A")
+    assert sandbox.get("messages")["count"] == 4
+    assert sorted(_batches(sender)["idempotency_key"].fillna("-")) == ["-", "-", "k1", "k2"]
+
+
+def test_a_key_belongs_to_its_crm_user(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    """Another user's key finds nothing of theirs (no results of someone else's send leak)."""
+    to = colleagues(sandbox, 1)
+    sender.teams.send(1, to=to, subject="Admin", idempotency_key="shared")
+    sender.add_user("kai", "Kai Klein", roles=["sales"])
+    kai = crmkit.open(sender.store.path, user="kai")
+    try:
+        with pytest.raises(SignInRequired):  # kai's own send: he has no Teams account yet
+            kai.teams.send(1, to=to, subject="Kai", idempotency_key="shared")
+    finally:
+        kai.teams.close()
+    assert sandbox.get("messages")["count"] == 1
+
+
+def test_two_sends_with_one_key_at_the_same_time_deliver_once(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    to = colleagues(sandbox, 2)
+    go = threading.Event()
+    out: list[Any] = []
+
+    def press() -> None:
+        go.wait(10)
+        try:
+            out.append(sender.teams.send([1, 2], to=to, subject="Doppelklick", idempotency_key="race"))
+        except Exception as exc:  # reported by the assertion below
+            out.append(exc)
+
+    threads = [threading.Thread(target=press) for _ in range(2)]
+    for th in threads:
+        th.start()
+    go.set()
+    for th in threads:
+        th.join(120)
+    assert all(isinstance(r, pd.DataFrame) for r in out), out
+    pd.testing.assert_frame_equal(out[0], out[1])
+    assert out[0]["status"].tolist() == ["sent"] * 4
+    assert sandbox.get("messages")["count"] == 4
+    assert len(_batches(sender)) == 1
+
+
+@pytest.mark.parametrize("key", ["", "   ", 42, "k" * 201, "a\x00b", b"bytes"])
+def test_a_bad_key_is_refused_before_anything(sender: crmkit.CRM, sandbox: SandboxAdmin, key: Any) -> None:
+    before = db_snapshot(sender.store)
+    with pytest.raises(errors.ValidationError, match="idempotency_key"):
+        sender.teams.send(1, to=colleagues(sandbox, 1), subject="x", idempotency_key=key)
+    after = db_snapshot(sender.store)
+    assert after == before, snapshot_diff(before, after)
+    assert sandbox.get("messages")["count"] == 0
+
+
+@pytest.mark.core
+def test_the_store_refuses_a_second_batch_under_one_key(crm: crmkit.CRM) -> None:
+    """The unique index is what makes two writers racing with one key safe."""
+    from crmkit.teams.outbox import create_batch
+
+    def make(tx: Any) -> str:
+        return create_batch(tx, user="admin", account=None, channel="teams_manual", trigger="manual", purpose=None,
+                            subject="x", options={}, record_contact=False, idempotency_key="k")
+
+    crm.store.write(make)
+    with pytest.raises(duckdb.ConstraintException, match=r"(?i)duplicate key"):
+        crm.store.write(make)
+    crm.store.write(lambda tx: create_batch(tx, user="kai", account=None, channel="teams_manual", trigger="manual",
+                                            purpose=None, subject="x", options={}, record_contact=False,
+                                            idempotency_key="k"))
+    for _ in range(2):  # no key: as many batches as wanted
+        crm.store.write(lambda tx: create_batch(tx, user="admin", account=None, channel="teams_manual",
+                                                trigger="manual", purpose=None, subject="x", options={},
+                                                record_contact=False))
+    assert crm.store.one("SELECT count(*) FROM outbox_batches") == 4
