@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
-from .errors import NotFound, PermissionDenied, UnknownUser, UnsafeQuery, ValidationError
+from . import sql_filter
+from .errors import NotFound, PermissionDenied, UnknownUser, ValidationError, catalog_error
 from .i18n import t
 from .rights import RIGHTS
 from .settings import SETTINGS, USER_SETTINGS, Setting
@@ -73,25 +74,9 @@ def _load_user(tx: Tx, name: str) -> User:
     return User(name=row[0][0], display_name=row[0][1], rights=rights, roles=roles)
 
 
-def _check_where(where: str) -> None:
-    """Refuse anything but one read-only boolean expression over the address table."""
-    if not isinstance(where, str) or not where.strip():
-        raise ValidationError("The SQL filter is empty; pass a WHERE expression such as \"city = ?\".")
-    sql = f"SELECT id FROM addresses WHERE ({where})"
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise ValidationError(f"The SQL filter does not parse: {exc}. Write a WHERE expression only.") from exc
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-        raise UnsafeQuery(
-            "A SQL filter must be one read-only WHERE expression; it may not end one statement and "
-            "start another, nor write. Nothing was run."
-        )
-    tree = json.loads(duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
-    if tree.get("error"):
-        raise ValidationError(f"The SQL filter does not parse: {tree.get('error_message')}")
-    if '"TABLE_FUNCTION"' in json.dumps(tree):
-        raise UnsafeQuery("A SQL filter may not call table functions (files, URLs); use columns and values.")
+def _check_where(where: str, columns: Sequence[str]) -> None:
+    """Refuse anything but one expression over the address columns (the rules: :mod:`crmkit.sql_filter`)."""
+    sql_filter.check(where, columns)
 
 
 class CRM:
@@ -325,7 +310,8 @@ class CRM:
         """Addresses as a DataFrame.
 
         Args:
-            where: an analyst's SQL WHERE expression with ``?`` placeholders, run read-only.
+            where: an analyst's SQL WHERE expression over the address columns with ``?`` placeholders,
+                run read-only (what it may contain: :mod:`crmkit.sql_filter`).
             params: values for the placeholders in ``where``.
             search: case-insensitive text found in company, name, city or e-mail.
             columns: the columns to return (default all).
@@ -335,7 +321,8 @@ class CRM:
 
         Raises:
             ValidationError: unknown column, bad paging.
-            UnsafeQuery: ``where`` tries to write or to run more than one statement.
+            UnsafeQuery: ``where`` reaches beyond the address columns (a subquery, another table, a
+                function not on the list), leaves its parentheses, or runs more than one statement.
         """
         clause, values = self._address_filter(where, params, search, filters)
         cols = ", ".join(_check_columns(columns or ADDRESS_COLUMNS))
@@ -416,9 +403,9 @@ class CRM:
                 join = f" JOIN ({hits}) AS _hits ON addresses.id = _hits.address_id"
                 join_values = [v for term in terms for v in (term, _prefix_end(term))]
         if where is not None:
-            _check_where(where)
+            _check_where(where, sql_filter.address_columns(self.store))
             if not isinstance(params, (list, tuple)):
-                raise ValidationError("params must be a list or tuple of values for the ? placeholders.")
+                raise catalog_error(ValidationError, "error.msg.filter_params")
             parts.append(f"({where})")
             values.extend(params)
         if join and len(terms) == 1:
@@ -429,13 +416,13 @@ class CRM:
     def _run_filter(tx: Tx, sql: str, values: list[Any], *, scalar: bool = False) -> Any:
         try:
             return tx.one(sql, values) if scalar else tx.df(sql, values)
-        except (duckdb.BinderException, duckdb.ParserException, duckdb.InvalidInputException,
-                duckdb.ConversionException) as exc:
-            raise ValidationError(f"The filter cannot run: {str(exc).splitlines()[0]}") from exc
         except duckdb.Error as exc:
-            if "read-only" in str(exc).lower():
-                raise UnsafeQuery("A SQL filter may only read; nothing was changed.") from exc
-            raise
+            # Binder, catalog, conversion … errors of a checked filter (wrong argument types, a value that
+            # does not cast, a missing parameter) are bad input; a write the read-only attach stopped is unsafe.
+            typed = sql_filter.run_error(exc)
+            if typed is None:
+                raise
+            raise typed from exc
 
     def address(self, address_id: int) -> dict[str, Any]:
         """One address as a dict; :class:`NotFound` when there is none."""

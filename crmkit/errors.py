@@ -12,7 +12,7 @@ Every error crmkit raises on purpose is a ``CrmkitError``; each message says wha
     │   └── UnknownUser
     ├── PermissionDenied            the session's user lacks a right
     ├── ValidationError             bad input (argument, SQL filter, form value)
-    │   ├── UnsafeQuery             a SQL filter that tries to write or run more than one statement
+    │   ├── UnsafeQuery             a SQL filter reaching beyond the address columns, or several statements
     │   ├── InvalidRecipient        a Teams recipient that is malformed, unknown, disabled (names them)
     │   └── ControlCharacters       text with control (or, in a subject, bidi) characters; names the field
     ├── AuthError                   Microsoft sign-in (carries AADSTS codes)
@@ -141,7 +141,8 @@ class ValidationError(CrmkitError, ValueError):
 
 
 class UnsafeQuery(ValidationError):
-    """A SQL filter tried to write, or to run more than one statement."""
+    """A SQL filter reached beyond the address columns (subquery, other table, function off the list),
+    left its parentheses, tried to write, or held more than one statement."""
 
 
 class InvalidRecipient(ValidationError):

@@ -140,7 +140,39 @@ API_CASES: list[tuple[str, Callable[[World], Any], type[Exception], str]] = [
     ("address-page-size-zero", lambda w: w.crm.address_page(0, 0), V, "size"),
     ("address-page-size-huge", lambda w: w.crm.address_page(0, 10**6), V, "size"),
     ("address-page-size-str", lambda w: w.crm.address_page(0, "25"), V, "size"),  # type: ignore[arg-type]
-    ("address-page-bad-where", lambda w: w.crm.address_page(where="nosuch = 1"), V, "cannot run"),
+    ("address-page-bad-where", lambda w: w.crm.address_page(where="nosuch = 1"), V, "not an address column"),
+    # -- SQL filters: an expression over the address columns only (no other table, subquery, other function)
+    ("addresses-where-exists-transfer-log", lambda w: w.crm.addresses(
+        where="EXISTS (SELECT 1 FROM transfer_log WHERE recipient_name LIKE ?)", params=["B%"]),
+     errors.UnsafeQuery, "subqueries are not allowed"),
+    ("addresses-where-in-subquery-users", lambda w: w.crm.addresses(where="owner IN (SELECT name FROM users)"),
+     errors.UnsafeQuery, "users"),
+    ("addresses-where-scalar-subquery-m365", lambda w: w.crm.addresses(
+        where="(SELECT count(*) FROM m365_accounts) > 0"), errors.UnsafeQuery, "m365_accounts"),
+    ("count-addresses-where-campaign-account", lambda w: w.crm.count_addresses(
+        where="EXISTS (SELECT 1 FROM campaign_account WHERE password_ciphertext LIKE ?)", params=["a%"]),
+     errors.UnsafeQuery, "campaign_account"),
+    ("address-page-where-audit", lambda w: w.crm.address_page(where="EXISTS (FROM audit)"),
+     errors.UnsafeQuery, "audit"),
+    ("addresses-where-other-table-column", lambda w: w.crm.addresses(where="transfer_log.recipient_name = 'x'"),
+     errors.UnsafeQuery, "not an address column"),
+    ("addresses-where-query-table", lambda w: w.crm.addresses(where="EXISTS (FROM query_table('users'))"),
+     errors.UnsafeQuery, "table function 'query_table'"),
+    ("addresses-where-unknown-function", lambda w: w.crm.addresses(where="nosuchfn(city) = 1"),
+     errors.UnsafeQuery, "function 'nosuchfn' is not allowed"),
+    ("addresses-where-getenv", lambda w: w.crm.addresses(where="getenv('HOME') = city"),
+     errors.UnsafeQuery, "function 'getenv' is not allowed"),
+    ("addresses-where-aggregate", lambda w: w.crm.addresses(where="count(*) > 0"),
+     errors.UnsafeQuery, "function 'count' is not allowed"),
+    ("addresses-where-window", lambda w: w.crm.addresses(where="row_number() OVER () > 0"),
+     errors.UnsafeQuery, "window functions"),
+    ("addresses-where-bad-cast", lambda w: w.crm.addresses(where="CAST(city AS STRUCT(a INT)) IS NULL"),
+     errors.UnsafeQuery, "cast to STRUCT"),
+    ("addresses-where-paren-escape", lambda w: w.crm.count_addresses(where="city = 'Berlin') OR (1=1", country="CH"),
+     errors.UnsafeQuery, "parenthesis"),
+    ("addresses-where-paren-union", lambda w: w.crm.addresses(where="1=1) UNION SELECT * FROM users WHERE (1=1"),
+     errors.UnsafeQuery, "parenthesis"),
+    ("addresses-where-conversion", lambda w: w.crm.addresses(where="CAST(city AS INTEGER) = 1"), V, "cannot run"),
     ("address-page-bad-order", lambda w: w.crm.address_page(order_by="password"), V, "order_by"),
     # -- addresses (writes)
     ("add-address-empty", lambda w: w.crm.add_address(), V, "company or a last name"),
@@ -198,7 +230,9 @@ API_CASES: list[tuple[str, Callable[[World], Any], type[Exception], str]] = [
     ("send-records-bool", _send(records=True), V, "records"),
     ("send-records-text-ids", _send(records=["1", "2"]), V, "integer"),
     ("send-records-frame-no-id", _send(records=pd.DataFrame({"company": ["x"]})), V, "'id'"),
-    ("send-records-bad-sql", _send(records="1=1; DELETE FROM addresses"), V, "parse"),
+    ("send-records-bad-sql", _send(records="1=1; DELETE FROM addresses"), V, "one read-only"),
+    ("send-records-sql-subquery", _send(records="EXISTS (SELECT 1 FROM transfer_log)"), errors.UnsafeQuery,
+     "transfer_log"),
     ("send-records-sql-two-statements", _send(records="1=1); DELETE FROM addresses; --"), errors.UnsafeQuery,
      "read-only"),
     ("send-records-missing", _send(records=[1, 999]), NF, "999"),
@@ -218,6 +252,8 @@ API_CASES: list[tuple[str, Callable[[World], Any], type[Exception], str]] = [
     ("send-purpose-too-long", _send(purpose="p" * 5000), V, "purpose"),
     ("preview-chat-kind", _preview(chat="broadcast"), V, "chat"),
     ("preview-records-empty", _preview(records=[]), V, "empty"),
+    ("preview-records-sql-function", _preview(records="read_csv('/etc/passwd') IS NOT NULL"), errors.UnsafeQuery,
+     "function 'read_csv' is not allowed"),
     ("preview-to-unknown", _preview(to=["who@contoso.example"]), V, "directory"),
     ("preview-unknown-option", _preview(colour="red"), V, "colour"),
     ("preview-importance", _preview(importance="loud"), V, "importance"),
@@ -331,6 +367,7 @@ API_CASES += [
     ("send-subject-isolate", _send(subject="Lead \u2067x\u2069"), CC, "U+2067"),
     ("preview-subject-lro", _preview(subject="Lead \u202dx"), CC, "subject"),
     ("send-message-nul", _send(message="Hallo\x00Welt"), CC, "message"),
+    ("send-purpose-escape", _send(purpose="Ange\x1bbot"), CC, "purpose"),
     ("preview-message-c1", _preview(message="Hallo\x9bWelt"), CC, "message"),
     ("format-label-bell", _fmt(label_de="Fir\x07ma"), CC, "label_de"),
     ("campaign-name-nul", lambda w: w.camp.add_campaign("Früh\x00jahr"), CC, "name"),
@@ -375,6 +412,13 @@ def _table_unsafe_where(w: World) -> Any:
     from crmkit.widgets import RecordTable
 
     return RecordTable(w.crm, where="1=1); DELETE FROM addresses; --").error
+
+
+def _table_subquery_where(w: World) -> Any:
+    from crmkit.widgets import RecordTable
+
+    return RecordTable(w.crm, where="EXISTS (SELECT 1 FROM transfer_log WHERE recipient_name LIKE ?)",
+                       params=["B%"]).error
 
 
 def _table_search_then_page_past(w: World) -> Any:
@@ -496,6 +540,7 @@ def _campaign_form(w: World, email: str, password: str) -> Any:
 WIDGET_CASES: list[tuple[str, Callable[[World], Any], type[Exception]]] = [
     ("table-bad-sql-filter", _table_bad_where, V),
     ("table-unsafe-sql-filter", _table_unsafe_where, errors.UnsafeQuery),
+    ("table-subquery-sql-filter", _table_subquery_where, errors.UnsafeQuery),
     ("table-core-refusal-on-search", _table_search_then_page_past, V),
     ("compose-no-recipient", lambda w: _compose_box(w, subject="Leads"), V),
     ("compose-empty-subject", lambda w: _compose_box(w, recipients=[{"id": BERND_ID, "displayName": "B"}]), V),

@@ -1,0 +1,363 @@
+"""The rules for an analyst's SQL filter: one expression over the address columns, nothing else.
+
+A filter (``crm.addresses(where=...)``, ``count_addresses``, ``address_page``, the record table,
+``teams.preview/send(records="...")``) is pasted into ``WHERE (...)`` of a query on ``addresses``.
+Its truth value is an answer, so a filter that may look at another table leaks that table one
+yes/no at a time (``EXISTS (SELECT 1 FROM transfer_log WHERE recipient_name LIKE ?)``), read-only
+or not. :func:`check` therefore decides from DuckDB's own parse tree (``json_serialize_sql``), by an
+allow-list, never a deny-list:
+
+* column references: a column of the address table (read from the schema), bare or as
+  ``addresses.<column>``, and the clock names :data:`CLOCK_NAMES`;
+* constants, ``?``/``$n`` parameters;
+* comparisons, AND/OR/NOT, IS [NOT] NULL, [NOT] IN (a list), BETWEEN, CASE, COALESCE, COLLATE
+  (:data:`COLLATIONS`), the operators :data:`OPERATORS` (arithmetic, ``||``, LIKE/ILIKE/GLOB);
+* casts to the plain types :data:`CAST_TYPES`;
+* the scalar functions :data:`FUNCTIONS`.
+
+Everything else is refused with a typed error naming it: subqueries of any kind (EXISTS, IN
+(SELECT ...), scalar), other tables and qualified references to them, table functions, any other
+function (aggregates, window functions, ``getenv``, ``read_csv``, macros), several statements, and a
+filter that closes a parenthesis it did not open (``city = 'x') OR (1=1`` would otherwise escape the
+other conditions it is AND-ed with). Reads still attach the file read-only (defence in depth).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from collections.abc import Iterable
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from .errors import CrmkitError, UnsafeQuery, ValidationError, catalog_error
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["CAST_TYPES", "CLOCK_NAMES", "COLLATIONS", "FUNCTIONS", "OPERATORS", "address_columns", "check",
+           "run_error"]
+
+TABLE = "addresses"
+
+# The one list of functions a filter may call: pure scalar functions of their arguments (text, numbers,
+# dates). Some are what the parser writes for SQL syntax: EXTRACT -> date_part, SIMILAR TO ->
+# regexp_full_match, POSITION(a IN b) -> position, INTERVAL 3 DAY -> to_days(CAST(trunc(3) AS BIGINT)).
+FUNCTIONS: frozenset[str] = frozenset({
+    # text
+    "lower", "upper", "lcase", "ucase", "trim", "ltrim", "rtrim", "length", "substr", "substring", "left",
+    "right", "concat", "replace", "strpos", "position", "instr", "contains", "starts_with", "ends_with",
+    "prefix", "suffix", "lpad", "rpad", "strip_accents", "regexp_matches", "regexp_full_match",
+    # values
+    "coalesce", "ifnull", "nullif", "abs", "round", "floor", "ceil", "ceiling", "trunc", "greatest", "least",
+    # dates and times
+    "strftime", "date_part", "datepart", "date_trunc", "datetrunc", "date_diff", "datediff", "year", "month",
+    "day", "dayofweek", "isodow", "week", "quarter", "now", "today", "current_date", "current_timestamp",
+    "to_years", "to_months", "to_weeks", "to_days", "to_hours", "to_minutes", "to_seconds",
+})
+
+# Operators the parser writes as functions: arithmetic, concatenation, LIKE / ILIKE / GLOB and their NOT.
+OPERATORS: frozenset[str] = frozenset({
+    "+", "-", "*", "/", "//", "%", "||", "~~", "!~~", "~~*", "!~~*", "~~~", "!~~~",
+    "like_escape", "not_like_escape", "ilike_escape", "not_ilike_escape",
+})
+
+# Plain types a value may be cast to (the parser spells aliases like INT as INTEGER).
+CAST_TYPES: frozenset[str] = frozenset({
+    "BOOLEAN", "BOOL", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+    "UINTEGER", "UBIGINT", "FLOAT", "REAL", "DOUBLE", "DECIMAL", "NUMERIC", "VARCHAR", "TEXT", "STRING", "CHAR",
+    "BPCHAR", "DATE", "TIME", "TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE", "INTERVAL",
+})
+
+# Bare names the parser reads as column references but DuckDB binds to the clock.
+CLOCK_NAMES: frozenset[str] = frozenset({"current_date", "current_timestamp", "current_time", "localtimestamp"})
+
+COLLATIONS: frozenset[str] = frozenset({"nocase", "noaccent", "nfc", "binary"})
+
+_COMPARISONS = frozenset({
+    "COMPARE_EQUAL", "COMPARE_NOTEQUAL", "COMPARE_LESSTHAN", "COMPARE_GREATERTHAN",
+    "COMPARE_LESSTHANOREQUALTO", "COMPARE_GREATERTHANOREQUALTO", "COMPARE_DISTINCT_FROM",
+    "COMPARE_NOT_DISTINCT_FROM",
+})
+_LOGIC = frozenset({"CONJUNCTION_AND", "CONJUNCTION_OR"})
+_OPERATOR_NODES = frozenset({
+    "OPERATOR_NOT", "OPERATOR_IS_NULL", "OPERATOR_IS_NOT_NULL", "COMPARE_IN", "COMPARE_NOT_IN", "OPERATOR_COALESCE",
+})
+_AGGREGATE_NAMES = {"count_star": "count"}  # what the parser calls count(*)
+_POSITION_KEYS = frozenset({"query_location", "query_location_length"})
+_DETAIL_CHARS = 300
+
+# json_serialize_sql only parses, it reads no table: one private in-memory connection (not DuckDB's
+# process-wide default one, which a notebook may use), serialised because a connection is not
+# safe for concurrent use.
+_parser: duckdb.DuckDBPyConnection | None = None
+_parser_lock = threading.Lock()
+_columns: weakref.WeakKeyDictionary[Store, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def address_columns(store: Store) -> tuple[str, ...]:
+    """The address table's columns as the store's schema has them (read once per store)."""
+    cached = _columns.get(store)
+    if cached is None:
+        cached = tuple(store.read(lambda tx: [r[0] for r in tx.rows(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND table_name = ? ORDER BY column_index", [TABLE])]))
+        _columns[store] = cached
+    return cached
+
+
+def check(where: Any, columns: Iterable[str]) -> None:
+    """Refuse ``where`` unless it is one expression over ``columns`` built only from allowed parts.
+
+    Raises:
+        ValidationError: empty, not text, or not a WHERE expression (does not parse, unknown column).
+        UnsafeQuery: a construct outside the allow-list, several statements, or an escape from the
+            filter's parentheses. The message names what was refused; nothing was run.
+    """
+    if not isinstance(where, str) or not where.strip():
+        raise catalog_error(ValidationError, "error.msg.filter_empty")
+    _check_parentheses(where)
+    wrapped = f"SELECT * FROM {TABLE} WHERE ({where})"
+    try:
+        statements = duckdb.extract_statements(wrapped)
+    except duckdb.Error as exc:
+        raise catalog_error(ValidationError, "error.msg.filter_parse", detail=_detail(exc)) from exc
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise catalog_error(UnsafeQuery, "error.msg.filter_statements")
+    try:
+        expression = _one_expression(wrapped, where)
+        _Walker(tuple(columns)).walk(expression)
+    except RecursionError as exc:  # DuckDB allows 1,000 levels; Python's own limit may come first
+        raise catalog_error(ValidationError, "error.msg.filter_parse",
+                            detail="the expression is nested too deeply") from exc
+
+
+def _one_expression(wrapped: str, where: str) -> dict[str, Any]:
+    """The parsed WHERE expression of ``wrapped``, or UnsafeQuery when it is not exactly the filter."""
+    node = _select(wrapped)
+    expression = node.pop("where_clause", None)
+    negated = _select(f"SELECT * FROM {TABLE} WHERE NOT ({where})").get("where_clause") or {}
+    # One expression, inside its parentheses: the statement around it is exactly the template, and
+    # NOT (...) applies to all of it (an escaped OR would end up above the NOT).
+    if (node != _template() or not isinstance(expression, dict) or negated.get("type") != "OPERATOR_NOT"
+            or negated.get("children") != [expression]):
+        raise catalog_error(UnsafeQuery, "error.msg.filter_parenthesis")
+    return expression
+
+
+@cache
+def _template() -> dict[str, Any]:
+    node = _select(f"SELECT * FROM {TABLE} WHERE TRUE")
+    node.pop("where_clause", None)
+    return node
+
+
+def run_error(exc: duckdb.Error) -> CrmkitError | None:
+    """The typed error for what DuckDB raised while binding or running a filter query, or None."""
+    if "read-only" in str(exc).lower():
+        return catalog_error(UnsafeQuery, "error.msg.filter_read_only")
+    if isinstance(exc, (duckdb.BinderException, duckdb.ParserException, duckdb.InvalidInputException,
+                        duckdb.ConversionException, duckdb.CatalogException, duckdb.OutOfRangeException,
+                        duckdb.TypeMismatchException, duckdb.NotImplementedException)):
+        return catalog_error(ValidationError, "error.msg.filter_cannot_run", detail=_detail(exc))
+    return None
+
+
+# -- internals --------------------------------------------------------------------------------------------
+
+def _detail(exc: BaseException) -> str:
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line if len(line) <= _DETAIL_CHARS else line[:_DETAIL_CHARS] + "…"
+
+
+def _select(sql: str) -> dict[str, Any]:
+    """The parsed SELECT node of ``sql`` without source positions (so two parses compare equal)."""
+    global _parser
+    with _parser_lock:
+        if _parser is None:
+            _parser = duckdb.connect(":memory:")
+        try:
+            row = _parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        except duckdb.Error as exc:
+            raise catalog_error(ValidationError, "error.msg.filter_parse", detail=_detail(exc)) from exc
+    tree = json.loads(row[0]) if row else {"error": True}
+    if tree.get("error") or len(tree.get("statements", [])) != 1:
+        raise catalog_error(ValidationError, "error.msg.filter_parse",
+                            detail=str(tree.get("error_message") or "not one SELECT statement")[:_DETAIL_CHARS])
+    node: dict[str, Any] = _strip(tree["statements"][0]["node"])
+    return node
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in _POSITION_KEYS}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def _check_parentheses(where: str) -> None:
+    """The filter's own tokens never close more parentheses than they opened, close all they open,
+    and hold no statement separator.
+
+    Strings, quoted names and comments are single tokens to DuckDB's tokenizer, so their brackets
+    do not count. (The parse-tree comparison in :func:`check` is the second, independent guard.)
+    """
+    try:
+        tokens = duckdb.tokenize(where)
+    except duckdb.Error as exc:
+        raise catalog_error(ValidationError, "error.msg.filter_parse", detail=_detail(exc)) from exc
+    # The operator tokens' text (a token runs to the next one's start); brackets are operator tokens.
+    operators = "".join(where[start:tokens[i + 1][0] if i + 1 < len(tokens) else len(where)]
+                        for i, (start, kind) in enumerate(tokens) if kind == duckdb.token_type.operator)
+    if ";" in operators:  # outside strings and comments a semicolon ends a statement
+        raise catalog_error(UnsafeQuery, "error.msg.filter_statements")
+    depth = 0
+    for ch in operators:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            raise catalog_error(UnsafeQuery, "error.msg.filter_parenthesis")
+    if depth != 0:
+        raise catalog_error(ValidationError, "error.msg.filter_parse", detail="a '(' is never closed")
+
+
+def _construct(what_en: str, what_de: str) -> UnsafeQuery:
+    return catalog_error(UnsafeQuery, "error.msg.filter_construct", what_en=what_en, what_de=what_de)
+
+
+def _find(node: Any, kind: str) -> list[dict[str, Any]]:
+    """Every dict below ``node`` (itself included) whose ``type`` is ``kind``, in document order."""
+    found: list[dict[str, Any]] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("type") == kind:
+                found.append(item)
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return found
+
+
+class _Walker:
+    """Checks every node of a parsed expression against the allow-list; refuses at the first other one.
+
+    Each node's class must have a checker here; the checker judges the node itself, and the walk then
+    goes into every value of every node (not only the keys a checker knows), so no sub-expression is
+    left unchecked whatever DuckDB puts into its tree.
+    """
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self.columns = frozenset(c.lower() for c in columns)
+        self.listed = ", ".join(columns)
+        self.checks = {
+            "CONSTANT": _nothing, "PARAMETER": _nothing, "BETWEEN": _nothing, "CASE": _nothing,
+            "COLUMN_REF": self._column_ref, "COMPARISON": _comparison, "CONJUNCTION": _conjunction,
+            "OPERATOR": _operator, "COLLATE": _collate, "CAST": _nothing, "TYPE": _type, "FUNCTION": _function,
+            "WINDOW": _window, "SUBQUERY": _subquery,
+        }
+
+    def walk(self, root: Any) -> None:
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, list):
+                stack.extend(reversed(node))
+                continue
+            if not isinstance(node, dict):
+                continue
+            kind = node.get("class")
+            if kind is not None:
+                check = self.checks.get(str(kind))
+                if check is None:
+                    raise _construct(f"the expression {kind}", f"der Ausdruck {kind}")
+                check(node)
+            # Wrappers without a class (a function argument, a CASE branch) and every node's parts.
+            stack.extend(reversed(list(node.values())))
+
+    def _column_ref(self, node: dict[str, Any]) -> None:
+        names = [str(n) for n in node.get("column_names", [])]
+        lowered = [n.lower() for n in names]  # DuckDB names are case-insensitive, quoted or not
+        if len(names) == 1 and (lowered[0] in self.columns or lowered[0] in CLOCK_NAMES):
+            return
+        if len(names) == 2 and lowered[0] == TABLE and lowered[1] in self.columns:
+            return
+        # A bare unknown name is most likely a typo; one qualified by anything but the address table
+        # points at another table.
+        ours = len(names) == 1 or (len(names) == 2 and lowered[0] == TABLE)
+        raise catalog_error(ValidationError if ours else UnsafeQuery, "error.msg.filter_column",
+                            name=".".join(names), columns=self.listed)
+
+
+def _nothing(node: dict[str, Any]) -> None:
+    """Allowed as such; its parts are checked by the walk."""
+
+
+def _comparison(node: dict[str, Any]) -> None:
+    if node.get("type") not in _COMPARISONS:
+        raise _construct(f"the comparison {node.get('type')}", f"der Vergleich {node.get('type')}")
+
+
+def _conjunction(node: dict[str, Any]) -> None:
+    if node.get("type") not in _LOGIC:
+        raise _construct(f"the operator {node.get('type')}", f"der Operator {node.get('type')}")
+
+
+def _operator(node: dict[str, Any]) -> None:
+    if node.get("type") not in _OPERATOR_NODES:
+        raise _construct(f"the operator {node.get('type')}", f"der Operator {node.get('type')}")
+
+
+def _collate(node: dict[str, Any]) -> None:
+    collation = str(node.get("collation", ""))
+    if not collation or any(part.lower() not in COLLATIONS for part in collation.split(".")):
+        raise _construct(f"the collation '{collation}'", f"die Sortierfolge '{collation}'")
+
+
+def _type(node: dict[str, Any]) -> None:
+    """A cast's target: a plain type; DECIMAL(p, s) with constant precision and scale."""
+    name = str(node.get("type_name", ""))
+    children = node.get("children") or []
+    plain = (not node.get("catalog") and not node.get("schema") and name.upper() in CAST_TYPES
+             and (not children or name.upper() in ("DECIMAL", "NUMERIC")))
+    if not plain or any(not isinstance(c, dict) or c.get("class") != "CONSTANT" for c in children):
+        raise _construct(f"cast to {name}", f"die Umwandlung in {name}")
+
+
+def _function(node: dict[str, Any]) -> None:
+    raw = str(node.get("function_name", ""))
+    name = _AGGREGATE_NAMES.get(raw, raw)
+    if node.get("catalog") or node.get("schema") or name.lower() not in FUNCTIONS | OPERATORS:
+        qualified = ".".join(str(p) for p in (node.get("catalog"), node.get("schema"), name) if p)
+        raise catalog_error(UnsafeQuery, "error.msg.filter_function", name=qualified,
+                            functions=", ".join(sorted(FUNCTIONS)))
+    if (node.get("distinct") or node.get("filter") is not None or node.get("export_state")
+            or (node.get("order_bys") or {}).get("orders")):
+        raise _construct(f"DISTINCT, ORDER BY or FILTER in '{name}'", f"DISTINCT, ORDER BY oder FILTER in '{name}'")
+    for argument in node.get("arguments") or []:
+        if isinstance(argument, dict) and argument.get("name"):
+            label = argument["name"]
+            raise _construct(f"the named argument '{label}'", f"das benannte Argument '{label}'")
+
+
+def _window(node: dict[str, Any]) -> None:
+    raise catalog_error(UnsafeQuery, "error.msg.filter_window", name=str(node.get("function_name", "")))
+
+
+def _subquery(node: dict[str, Any]) -> None:
+    # Name the most telling part: a table function first (files, URLs, any table), else the tables read.
+    for table in _find(node, "TABLE_FUNCTION"):
+        function = table.get("function") or {}
+        raise catalog_error(UnsafeQuery, "error.msg.filter_table_function",
+                            name=str(function.get("function_name") or "?"))
+    tables = list(dict.fromkeys(str(t.get("table_name")) for t in _find(node, "BASE_TABLE")))
+    if tables:
+        names = ", ".join(tables)
+        raise catalog_error(UnsafeQuery, "error.msg.filter_subquery",
+                            reads_en=f"it reads {names}", reads_de=f"sie liest {names}")
+    raise catalog_error(UnsafeQuery, "error.msg.filter_subquery",
+                        reads_en="a query of its own", reads_de="eine eigene Abfrage")

@@ -1,0 +1,256 @@
+"""An analyst's SQL filter is an expression over the address columns only (issue 11, item 1).
+
+A viewer without ``privacy.read_log`` could read the transfer log one character at a time through
+``crm.addresses(where="EXISTS (SELECT 1 FROM transfer_log WHERE recipient_name LIKE ?)", ["B%"])``:
+the filter's truth value leaked the answer. Every such probe is refused before it runs, as a typed
+error naming what was refused, on every entry point that takes a filter; legitimate filters still work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.dbstate import db_snapshot, offline_teams, snapshot_diff
+
+import crmkit
+from crmkit import errors, privacy
+from crmkit.crm import CRM
+from crmkit.teams import activation
+
+pytestmark = pytest.mark.core
+
+BERND = "bernd.weber@contoso.example"
+
+# (table, a column holding something the viewer must not learn, the secret's first letter)
+SECRETS = [
+    ("transfer_log", "recipient_name", "B"),  # "Bernd Weber"
+    ("users", "display_name", "V"),  # "Vera Viewer"
+    ("m365_accounts", "username", "a"),  # "anna.schmidt@contoso.example"
+    ("audit", "key", "u"),  # "ui.default_language"
+    ("campaign_account", "password_ciphertext", "c"),  # "cipher-…"
+]
+
+# Every way of asking a question of another table from inside a WHERE expression.
+PROBES = [
+    ("exists", "EXISTS (SELECT 1 FROM {t} WHERE {c} LIKE ?)"),
+    ("in-subquery", "id IN (SELECT id FROM addresses WHERE EXISTS (SELECT 1 FROM {t} WHERE {c} LIKE ?))"),
+    ("scalar-subquery", "(SELECT count(*) FROM {t} WHERE {c} LIKE ?) > 0"),
+    ("not-exists", "NOT NOT EXISTS (FROM {t} WHERE {c} LIKE ?)"),
+    ("qualified-column", "{t}.{c} LIKE ?"),
+    ("table-function", "EXISTS (SELECT 1 FROM query_table('{t}') WHERE {c} LIKE ?)"),
+    ("query-function", "? IS NOT NULL AND EXISTS (FROM query('SELECT 1 FROM {t}'))"),
+    ("case-subquery", "CASE WHEN (SELECT max({c}) FROM {t}) LIKE ? THEN TRUE ELSE FALSE END"),
+    ("coalesce-subquery", "coalesce((SELECT {c} FROM {t} WHERE {c} LIKE ? LIMIT 1), '') <> ''"),
+]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> CRM:
+    """A real database file holding a secret in every protected table; returns the viewer's session."""
+    path = tmp_path / "crm.duckdb"
+    admin = crmkit.open(path)
+    admin.add_user("vera", "Vera Viewer", roles=["viewer"])
+    admin.set_setting("ui.default_language", "en")  # an audit row
+    activation.enable(admin)  # so teams.preview/send get as far as the records
+    first = admin.add_address(company="Müller & Söhne GmbH", city="Berlin", country="DE", email="info@mueller.example")
+    admin.add_address(last_name="Keller", first_name="Eva", city="Zürich", country="CH")
+    admin.add_address(company="Wiener Bau", city="Wien", country="AT")
+    admin.store.write(lambda tx: privacy.log_transfers(tx, [privacy.TransferRecord(
+        user_name="admin", channel="teams_manual", trigger="manual", address_id=first, fields=["company"],
+        outcome="sent", recipient_id="u-bernd", recipient_name="Bernd Weber", purpose="Leads",
+        ms_account="anna.schmidt@contoso.example", message_key="k1")]))
+    now = datetime(2026, 1, 1)
+    admin.store.execute(
+        "INSERT INTO m365_accounts (user_name, home_account_id, username, added_at) VALUES (?, ?, ?, ?)",
+        ["admin", "home-1", "anna.schmidt@contoso.example", now])
+    admin.store.execute(
+        "INSERT INTO campaign_account (id, mode, username, password_ciphertext, set_at, set_by) "
+        "VALUES (1, 'password', ?, ?, ?, ?)", ["kampagnen@contoso.example", "cipher-XYZ", now, "admin"])
+    return crmkit.open(path, user="vera")
+
+
+def _secret_is_there(crm: CRM, table: str, column: str, letter: str) -> None:
+    """The probes would answer "yes": the secret really is there (checked with the store, not a filter)."""
+    assert crm.store.one(f"SELECT count(*) FROM {table} WHERE {column} LIKE ?", [f"{letter}%"]) >= 1
+
+
+@pytest.mark.parametrize(("table", "column", "letter"), SECRETS, ids=[s[0] for s in SECRETS])
+@pytest.mark.parametrize("probe", [p[1] for p in PROBES], ids=[p[0] for p in PROBES])
+def test_a_filter_cannot_read_another_table(world: CRM, table: str, column: str, letter: str, probe: str) -> None:
+    _secret_is_there(world, table, column, letter)
+    where = probe.format(t=table, c=column)
+    before = db_snapshot(world.store)
+    got: list[Any] = []
+    for call in (lambda: world.addresses(where=where, params=[f"{letter}%"]),
+                 lambda: world.count_addresses(where=where, params=[f"{letter}%"])):
+        with pytest.raises(errors.UnsafeQuery) as info:
+            got.append(call())
+        message = str(info.value)
+        assert any(word in message for word in ("subquer", "table function", "not an address column")), message
+        assert "Nothing was run" in message
+        assert info.value.text("de") != message and info.value.key  # German from the catalog too
+    assert got == []  # nothing returned: no yes/no answer to learn from
+    after = db_snapshot(world.store)
+    assert after == before, snapshot_diff(before, after)
+
+
+def _preview(crm: CRM, where: str, params: list[Any]) -> Any:
+    """teams.preview(records=str) as an admin (a viewer cannot send); the filter is the same one."""
+    admin = CRM(crm.store, "admin")
+    offline_teams(admin)
+    return admin.teams.preview(where, [BERND], "Leads")
+
+
+def _table_model(crm: CRM, where: str, params: list[Any]) -> Any:
+    from crmkit.widgets.record_table_model import RecordTableModel
+
+    model = RecordTableModel(crm, where=where, params=params)
+    if model.error is not None:
+        raise model.error
+    return model.rows
+
+
+ENTRY_POINTS: list[tuple[str, Callable[[CRM, str, list[Any]], Any]]] = [
+    ("addresses", lambda c, w, p: c.addresses(w, p)),
+    ("count_addresses", lambda c, w, p: c.count_addresses(w, p)),
+    ("address_page", lambda c, w, p: c.address_page(0, 25, where=w, params=p)),
+    ("address_page-search", lambda c, w, p: c.address_page(0, 25, where=w, params=p, search="berlin")),
+    ("addresses-with-keyword-filter", lambda c, w, p: c.addresses(w, p, country="DE")),
+    ("teams-preview", _preview),
+    ("record-table-model", _table_model),
+]
+EXTRACTION = "EXISTS (SELECT 1 FROM transfer_log WHERE recipient_name LIKE ?)"
+
+
+@pytest.mark.parametrize("entry", [e[1] for e in ENTRY_POINTS], ids=[e[0] for e in ENTRY_POINTS])
+def test_every_entry_point_refuses_the_blind_extraction(world: CRM, entry: Callable[..., Any]) -> None:
+    before = db_snapshot(world.store)
+    with pytest.raises(errors.UnsafeQuery, match=r"subqueries are not allowed.*transfer_log"):
+        entry(world, EXTRACTION, ["B%"])
+    after = db_snapshot(world.store)
+    assert after == before, snapshot_diff(before, after)
+
+
+def test_teams_send_with_a_filter_refuses_it_and_sends_nothing(world: CRM) -> None:
+    admin = CRM(world.store, "admin")
+    offline_teams(admin)
+    before = db_snapshot(world.store)
+    with pytest.raises(errors.UnsafeQuery, match="transfer_log"):
+        admin.teams.send("EXISTS (SELECT 1 FROM transfer_log)", [BERND], "Leads")
+    after = db_snapshot(world.store)
+    assert after == before, snapshot_diff(before, after)
+
+
+@pytest.mark.parametrize(("where", "error", "needle"), [
+    # functions: only the named scalar list; the message names the one refused
+    ("nosuchfn(city) = 1", errors.UnsafeQuery, "function 'nosuchfn' is not allowed"),
+    ("read_csv('/etc/passwd') IS NOT NULL", errors.UnsafeQuery, "function 'read_csv' is not allowed"),
+    ("getenv('HOME') = city", errors.UnsafeQuery, "function 'getenv' is not allowed"),
+    ("current_setting('threads') = '1'", errors.UnsafeQuery, "function 'current_setting' is not allowed"),
+    ("main.lower(city) = 'x'", errors.UnsafeQuery, "function 'main.lower' is not allowed"),
+    ("count(*) > 0", errors.UnsafeQuery, "function 'count' is not allowed"),
+    ("max(id) > 0", errors.UnsafeQuery, "function 'max' is not allowed"),
+    ("row_number() OVER () = 1", errors.UnsafeQuery, "window functions are not allowed"),
+    ("list_filter([1], x -> x > 0) = [1]", errors.UnsafeQuery, "is not allowed"),
+    # table functions, wherever they sit
+    ("id IN (SELECT 1 FROM read_text('/etc/hosts'))", errors.UnsafeQuery, "table function 'read_text'"),
+    ("EXISTS (FROM duckdb_tables())", errors.UnsafeQuery, "table function 'duckdb_tables'"),
+    ("EXISTS (FROM 'other.csv')", errors.UnsafeQuery, "subqueries are not allowed"),
+    # other tables and columns
+    ("recipient_name LIKE 'B%'", errors.ValidationError, "column 'recipient_name' is not an address column"),
+    ("users.name = 'admin'", errors.UnsafeQuery, "column 'users.name' is not an address column"),
+    ("crm.main.users.name = 'admin'", errors.UnsafeQuery, "is not an address column"),
+    ("COLUMNS(*) IS NOT NULL", errors.UnsafeQuery, "is not allowed"),
+    ("id IN (SELECT 1)", errors.UnsafeQuery, "subqueries are not allowed"),
+    ("city IN (SELECT city FROM addresses)", errors.UnsafeQuery, "subqueries are not allowed"),
+    ("CAST(city AS STRUCT(a INT)) IS NULL", errors.UnsafeQuery, "cast to STRUCT is not allowed"),
+    # what DuckDB raises while binding or running a filter becomes a ValidationError
+    ("lower(1, 2, 3) = 'x'", errors.ValidationError, "cannot run"),
+    ("CAST(city AS INTEGER) = 1", errors.ValidationError, "cannot run"),
+    ("strftime(city, 1) = 'x'", errors.ValidationError, "cannot run"),
+])
+def test_refused_filters_are_typed_and_name_what_was_refused(
+    world: CRM, where: str, error: type[Exception], needle: str,
+) -> None:
+    before = db_snapshot(world.store)
+    with pytest.raises(errors.CrmkitError) as info:
+        world.addresses(where=where)
+    assert isinstance(info.value, error), f"{type(info.value).__name__}: {info.value}"
+    assert needle in str(info.value), str(info.value)
+    assert info.value.key and info.value.text("de")  # a catalog text, in German as well
+    after = db_snapshot(world.store)
+    assert after == before, snapshot_diff(before, after)
+
+
+@pytest.mark.parametrize("where", [
+    "city = 'Berlin') OR (1=1",
+    "city = 'Berlin')) OR ((1=1",
+    "FALSE) OR TRUE OR (FALSE",
+    "1=1) ORDER BY (id",
+    "1=1) UNION SELECT * FROM users WHERE (1=1",
+    "1=1) GROUP BY (id",
+])
+def test_a_filter_cannot_leave_its_parentheses(world: CRM, where: str) -> None:
+    # With a keyword filter beside it, an escaped OR would have returned every country's addresses.
+    with pytest.raises(errors.UnsafeQuery, match="parenthes"):
+        world.count_addresses(where=where, country="CH")
+    with pytest.raises(errors.UnsafeQuery, match="parenthes"):
+        world.address_page(0, 25, where=where, country="CH")
+
+
+def test_messages_are_in_german_and_english(world: CRM) -> None:
+    with pytest.raises(errors.UnsafeQuery) as info:
+        world.addresses(where="EXISTS (SELECT 1 FROM transfer_log)")
+    en, de = info.value.text("en"), info.value.text("de")
+    assert en == str(info.value) and "transfer_log" in en and "transfer_log" in de
+    assert "Unterabfragen" in de
+    with pytest.raises(errors.UnsafeQuery) as info:
+        world.addresses(where="read_csv('x') = 1")
+    assert "'read_csv'" in info.value.text("de") and "nicht erlaubt" in info.value.text("de")
+
+
+@pytest.mark.parametrize(("where", "params", "expected"), [
+    ("city = ?", ["Berlin"], ["Müller & Söhne GmbH"]),
+    ("lower(company) LIKE ?", ["%bau%"], ["Wiener Bau"]),
+    ("company ILIKE ? OR last_name = ?", ["müller%", "Keller"], ["Müller & Söhne GmbH", None]),
+    ("country IN ('AT', 'CH')", [], [None, "Wiener Bau"]),
+    ("country NOT IN (?, ?)", ["AT", "CH"], ["Müller & Söhne GmbH"]),
+    ("id BETWEEN 2 AND 3", [], [None, "Wiener Bau"]),
+    ("CASE WHEN kind = 'person' THEN last_name ELSE company END = ?", ["Keller"], [None]),
+    ("company IS NULL AND NOT (city IS NULL)", [], [None]),
+    ("created_at >= DATE '2020-01-01' AND created_at < now() + INTERVAL 1 DAY", [], None),
+    ("CAST(created_at AS DATE) <= current_date AND strftime(created_at, '%Y') >= ?", ["2020"], None),
+    ("date_part('year', modified_at) > 2000 AND year(created_at) >= 2020", [], None),
+    ("coalesce(company, last_name) = ? AND length(trim(city)) = 6", ["Keller"], [None]),
+    ("upper(substr(city, 1, 2)) = ? AND addresses.country = ?", ["WI", "AT"], ["Wiener Bau"]),
+    ("id + 1 = 2 AND id * 2 % 3 = 2 AND email LIKE '%@%' ESCAPE '\\'", [], ["Müller & Söhne GmbH"]),
+    ("city || ', ' || country = ?", ["Wien, AT"], ["Wiener Bau"]),
+    ("starts_with(lower(strip_accents(city)), ?) OR regexp_matches(city, '^W')", ["zur"], [None, "Wiener Bau"]),
+    ("city COLLATE nocase = ? AND id::VARCHAR = '2'", ["zürich"], [None]),
+    ("TRY_CAST(postal_code AS INTEGER) IS NULL AND nullif(city, '') IS NOT NULL AND $1 = 1", [1], None),
+])
+def test_legitimate_filters_still_work(world: CRM, where: str, params: list[Any], expected: list[Any] | None) -> None:
+    frame = world.addresses(where=where, params=params)
+    if expected is None:
+        assert len(frame) == 3, where
+    else:
+        companies = [None if v is None or v != v else v for v in frame["company"].tolist()]
+        assert companies == expected, where
+    assert world.count_addresses(where=where, params=params) == len(frame)
+    page, total = world.address_page(0, 2, where=where, params=params)
+    assert total == len(frame) and len(page) == min(2, len(frame))
+
+
+def test_the_filter_columns_come_from_the_schema(world: CRM) -> None:
+    from crmkit.crm import ADDRESS_COLUMNS
+    from crmkit.sql_filter import address_columns
+
+    schema = world.store.read(lambda tx: [r[0] for r in tx.rows(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'addresses' ORDER BY column_index")])
+    assert list(address_columns(world.store)) == schema
+    assert set(schema) == set(ADDRESS_COLUMNS)
