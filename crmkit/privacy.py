@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .errors import NotFound, TransferBlocked, ValidationError
+from .text_rules import check_text
 
 if TYPE_CHECKING:
     import os
@@ -369,7 +370,7 @@ def check_transfer(
     ids = list(dict.fromkeys(_check_id(a) for a in address_ids))
     if purpose is not None and not isinstance(purpose, str):
         raise ValidationError("A purpose is text.")
-    purpose = (purpose or "").strip() or None
+    purpose = check_text((purpose or "").strip(), "purpose", label_key="compose.purpose") or None
     if purpose is not None and len(purpose) > MAX_PURPOSE:
         raise ValidationError(f"A purpose has at most {MAX_PURPOSE} characters.")
     blocking = [flag for flag, (channels, _, _) in FLAGS.items() if channel in channels]
