@@ -165,3 +165,32 @@ def test_permission_matrix(role: str, tmp_path: Path, monkeypatch: pytest.Monkey
     ctx.camp.close()
     crm.teams.close()
     assert not problems, "\n".join(problems)
+
+
+# Tables a right guards (privacy.read_log, system.admin, the accounts); a SQL filter is no way around it.
+GUARDED_TABLES = ("transfer_log", "users", "user_roles", "m365_accounts", "audit", "campaign_account", "outbox")
+
+
+@pytest.mark.parametrize("role", sorted(BUILTIN_ROLES))
+def test_no_role_reads_another_table_through_a_sql_filter(role: str) -> None:
+    crm = build(role)
+    before = db_snapshot(crm.store)
+    problems: list[str] = []
+    for table in GUARDED_TABLES:
+        where = f"EXISTS (SELECT 1 FROM {table})"
+        for name, call in (("addresses", lambda w=where: crm.addresses(where=w)),
+                           ("count_addresses", lambda w=where: crm.count_addresses(where=w)),
+                           ("address_page", lambda w=where: crm.address_page(where=w))):
+            try:
+                result = call()
+            except errors.UnsafeQuery as exc:
+                if table not in str(exc):
+                    problems.append(f"{name} {table}: the refusal does not name the table: {exc}")
+                continue
+            except errors.CrmkitError as exc:
+                problems.append(f"{name} {table}: {type(exc).__name__} instead of UnsafeQuery: {exc}")
+                continue
+            problems.append(f"{name}: {role} asked {table} through a filter and got an answer: {result!r:.80}")
+    after = db_snapshot(crm.store)
+    assert after == before, snapshot_diff(before, after)
+    assert not problems, "\n".join(problems)
