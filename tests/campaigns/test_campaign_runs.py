@@ -12,6 +12,7 @@ import pytest
 from support.sandbox import SandboxAdmin
 
 from crmkit import privacy
+from crmkit.auth import Microsoft365
 from crmkit.campaigns import Claimer
 from crmkit.campaigns._runner import _CONTEXT_SQL, _plan_and_enqueue, claim_due
 from crmkit.campaigns.worker import run_worker
@@ -138,9 +139,17 @@ def test_account_trouble_fails_with_reason_and_is_retried_after_the_fix(
     setup: Setup, sandbox: SandboxAdmin, monkeypatch: pytest.MonkeyPatch, broken: str,
 ) -> None:
     monkeypatch.setenv("CRMKIT_CAMPAIGN_RETRY_S", "1")
+    setup.set_campaign_account()
+    setup.action(record_contact=True)  # saved while the account works: its recipients are resolved as it
     if broken == "wrong_password":
         setup.set_campaign_account("wrong-Pass-9")
-    setup.action(record_contact=True)
+    else:
+        m365 = Microsoft365(setup.crm)
+        try:
+            m365.campaign.clear()
+        finally:
+            m365.close()
+    setup.camp.close()  # the session's signed-in client goes with it; the runs sign in anew
     outcomes = setup.camp.record_reaction(setup.reaction, [1, 2, 3]).outcomes
     reason = "No campaign account is set up" if broken == "missing" else "password"
     assert [o.status for o in outcomes] == ["retry"] * 3
