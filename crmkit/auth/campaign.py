@@ -33,6 +33,7 @@ from ..errors import (
     ValidationError,
 )
 from ..graph import GraphClient, RetryPolicy, TokenProvider
+from ..text_rules import check_text
 from ._cache import CacheFile
 from ._errors import SignInRequired
 from ._msal import DeviceSignIn, account_of
@@ -141,6 +142,7 @@ class CampaignAccount:
         username = (username or "").strip()
         if "@" not in username:
             raise ValidationError("The campaign account is a user name like name@company.com.")
+        check_text(username, "username")  # the password is the user's business: it is never looked at
         if not password:
             raise ValidationError("Enter the account's password.")
         if password != password.strip():

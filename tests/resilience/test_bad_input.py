@@ -381,6 +381,7 @@ API_CASES += [
     ("action-purpose-nul", _action(purpose="Zw\x00eck"), CC, "purpose"),
     ("record-reaction-notes-escape", lambda w: w.camp.record_reaction(w.reaction, [1], notes="Notiz\x1b",
                                                                      deliver=False), CC, "notes"),
+    ("campaign-account-user-nul", _campaign_account("kam\x00pagne@contoso.example", "Secret-1"), CC, "username"),
 ]
 
 
