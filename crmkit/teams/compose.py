@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from html.parser import HTMLParser
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "build_message",
     "check_message_text",
     "message_size",
+    "new_compose_key",
     "prefixed_subject",
     "sanitize_html",
     "split_rows",
@@ -182,3 +184,12 @@ def split_rows(rows: Sequence[str], build: Any, limit: int = MAX_MESSAGE_BYTES) 
         check_size(build(chunk))
     if chunk:
         yield chunk
+
+
+def new_compose_key() -> str:
+    """A fresh idempotency key for one composed message (``crm.teams.send(..., idempotency_key=)``).
+
+    A compose keeps its key until the user starts a new message, so pressing Send again, or a
+    double click, yields the batch already made instead of posting twice.
+    """
+    return f"compose:{uuid.uuid4().hex}"

@@ -21,6 +21,7 @@ Layout (CSS classes in brackets, for browser tests)::
       Versandoptionen (accordion): chat, mode, format, include record, importance, purpose
       Vorschau [crmkit-compose-preview-button]  Absenden [crmkit-compose-send]
       Abbrechen [crmkit-compose-cancel]  Schließen [crmkit-compose-close]
+      Neue Nachricht [crmkit-compose-new] (only once a send is over)
       progress [crmkit-compose-progress]  status [crmkit-compose-status]
       sign-in panel [crmkit-signin-prompt …]   error [crmkit-error]
       results [crmkit-compose-results]   preview [crmkit-compose-preview]
@@ -44,6 +45,7 @@ from .. import privacy
 from ..auth import DeviceSignIn, SignInRequired
 from ..errors import CrmkitError
 from ..i18n import format_count, t
+from ..teams.compose import new_compose_key
 from ..teams.delivery import Progress
 from ..teams.display_format import card_to_html
 from ..teams.send import CHAT_KINDS, FORMATS, MODES
@@ -94,7 +96,13 @@ class ComposeModel(HasTraits):
     ``chat``, ``mode``, ``record_format``, ``include_record``, ``importance``, ``purpose``;
     ``state`` (one of :data:`STATES`), ``progress`` (the last :class:`Progress`), ``preview`` and
     ``results`` (DataFrames from the core), ``error`` (the last failure, or None), ``sign_in``
-    (a running :class:`DeviceSignIn`) and ``sign_in_status``.
+    (a running :class:`DeviceSignIn`) and ``sign_in_status``; ``compose_key``, the idempotency key
+    of the message being composed.
+
+    A compose is sent once: its key goes with the send, so a second press (a double click, Send
+    after the result is shown) yields the same batch and posts nothing. Once a send is over
+    (``done``/``cancelled``) :meth:`send` does nothing until :meth:`new_message` starts a new
+    compose with a new key.
     """
 
     search_text = Unicode("")
@@ -117,6 +125,7 @@ class ComposeModel(HasTraits):
     error = AnyTrait(None)
     sign_in = AnyTrait(None)
     sign_in_status = Unicode("")
+    compose_key = Unicode("")
 
     def __init__(self, crm: CRM, address_ids: Sequence[int], *, debounce: float = 0.3) -> None:
         super().__init__()
@@ -132,6 +141,7 @@ class ComposeModel(HasTraits):
         self._cancel = threading.Event()
         self._worker: threading.Thread | None = None
         self._after_sign_in: Callable[[], Any] | None = None
+        self.compose_key = new_compose_key()
 
     # -- people picker -------------------------------------------------------------------------------
 
@@ -249,7 +259,7 @@ class ComposeModel(HasTraits):
 
     def run_preview(self) -> pd.DataFrame | None:
         """Exactly what Send would post (nothing is sent or logged); also kept in ``preview``."""
-        if self.busy:
+        if self.busy or self.finished:
             return None
         self.error = None
         self.state = "previewing"
@@ -272,13 +282,34 @@ class ComposeModel(HasTraits):
     def busy(self) -> bool:
         return self.state in ("sending", "cancelling", "signing_in")
 
+    @property
+    def finished(self) -> bool:
+        """This compose was sent (or its send cancelled): only :meth:`new_message` goes on."""
+        return self.state in ("done", "cancelled")
+
+    def new_message(self) -> bool:
+        """Start a new compose for the same records: a new key, empty recipients, subject, text and
+        purpose, no preview or result (the send options stay). False while a send is running."""
+        with self._lock:
+            if self.busy:
+                return False
+        # Still "done" until the end, so Send stays refused while the fields empty.
+        self.error = None
+        self.preview = self.results = self.progress = None
+        self.recipients = []
+        self.subject = self.message = self.purpose = ""
+        self.record_contact = False
+        self.compose_key = new_compose_key()
+        self.state = "idle"
+        return True
+
     def send(self, *, wait: bool = False) -> threading.Thread | None:
         """Send in a background thread (the kernel stays responsive); ``wait`` joins it (tests, scripts).
 
         Returns the worker thread, or None when a send or sign-in is already running.
         """
         with self._lock:
-            if self.busy:
+            if self.busy or self.finished:  # a second press of one compose sends nothing
                 return None
             self.state = "sending"
         self.error = None
@@ -298,7 +329,8 @@ class ComposeModel(HasTraits):
             self._require_account()
             results = self.crm.teams.send(
                 self.address_ids, self._to(), self.subject, self.message, record_contact=self.record_contact,
-                progress=self._on_progress, cancel_event=cancel, **self.options(),
+                progress=self._on_progress, cancel_event=cancel, idempotency_key=self.compose_key,
+                **self.options(),
             )
         except SignInRequired:
             self.state = "idle"
@@ -309,6 +341,7 @@ class ComposeModel(HasTraits):
             self.state = "idle"
             return
         self.results = results
+        self.preview = None  # what the preview showed is sent now; a new message previews anew
         self.state = "cancelled" if cancel.is_set() else "done"
 
     def _on_progress(self, progress: Progress) -> None:
@@ -475,6 +508,9 @@ class ComposeDialog(widgets.VBox):
         self.cancel_button.add_class("crmkit-compose-cancel")
         self.close_button = widgets.Button(description=t("compose.close", lang))
         self.close_button.add_class("crmkit-compose-close")
+        self.new_button = widgets.Button(description=t("compose.new_message", lang), icon="plus",
+                                         layout=widgets.Layout(display="none"))
+        self.new_button.add_class("crmkit-compose-new")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(display="none"))
         self.progress.add_class("crmkit-compose-progress")
         self.status = widgets.HTML()
@@ -495,7 +531,8 @@ class ComposeDialog(widgets.VBox):
                           self.prefix, self.subject],
                          layout=widgets.Layout(align_items="center")),
             self.message, self.record_contact, purpose_box, self.options,
-            widgets.HBox([self.preview_button, self.send_button, self.cancel_button, self.close_button]),
+            widgets.HBox([self.preview_button, self.send_button, self.cancel_button, self.close_button,
+                          self.new_button]),
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")),
             self.sign_in_note, self.sign_in_panel, self.error, self.results, self.preview,
         ], layout=widgets.Layout(border="1px solid #c8c8c8", padding="8px", margin="8px 0"))
@@ -509,6 +546,7 @@ class ComposeDialog(widgets.VBox):
         self.send_button.on_click(lambda _b: model.send())
         self.cancel_button.on_click(lambda _b: model.cancel())
         self.close_button.on_click(lambda _b: self.close_dialog())
+        self.new_button.on_click(lambda _b: model.new_message())
         # model → widgets (some of these fire on background threads; they only assign widget values)
         model.observe(lambda _c: self._render_suggestions(), ["suggestions", "searched"])
         model.observe(lambda _c: self._render_chosen(), "recipients")
@@ -517,6 +555,7 @@ class ComposeDialog(widgets.VBox):
         model.observe(lambda _c: self._render_results(), "results")
         model.observe(lambda _c: self.error.show(model.error, lang), "error")
         model.observe(self._sign_in_changed, ["sign_in", "sign_in_status"])
+        model.observe(lambda _c: self._render_new_compose(), "compose_key")
         self._render_chosen()
         self._render_state()
 
@@ -571,14 +610,27 @@ class ComposeDialog(widgets.VBox):
         for w in old:
             w.close()
 
+    def _render_new_compose(self) -> None:
+        """A new compose: the form shows the model's emptied fields, the old outcome goes."""
+        model = self.model
+        self.search.value = ""
+        for name in ("subject", "message", "record_contact", "purpose"):
+            getattr(self, name).value = getattr(model, name)
+        self.progress.layout.display = "none"
+        self.progress.bar_style = ""
+        self.status.value = ""
+
     def _render_state(self) -> None:
         model, lang = self.model, self.lang
         state = model.state
         running = state in ("sending", "cancelling")
+        # Sent (or cancelled): the form is what went out; only »Neue Nachricht« starts another.
+        finished = state in ("done", "cancelled")
         for w in (self.send_button, self.preview_button, self.search, self.add_button, self.subject, self.message,
                   self.record_contact):
-            w.disabled = running or state == "signing_in"
+            w.disabled = running or state == "signing_in" or finished
         self.cancel_button.disabled = state != "sending"
+        self.new_button.layout.display = None if finished else "none"
         progress = model.progress
         if progress is not None and state in ("sending", "cancelling", "done", "cancelled"):
             self.progress.layout.display = None

@@ -272,6 +272,48 @@ def test_send_one_record_to_two_people_with_contact(store_crm: CRM, sandbox: San
 
 
 @pytest.mark.sandbox
+def test_pressing_send_twice_delivers_once_and_a_new_message_needs_its_button(
+        store_crm: CRM, sandbox: SandboxAdmin) -> None:
+    sign_in(store_crm, SANDBOX_DEFAULT_UPN)
+    two = people(sandbox, 2)
+    dialog = ComposeDialog(store_crm, [1, 3], debounce=0)
+    for person in two:
+        pick(dialog, person)
+    dialog.subject.value = "Nur einmal"
+    dialog.message.value = "Bitte einmal"
+    dialog.preview_button.click()
+    assert dialog.preview.value.count("crmkit-compose-message-preview") == 4
+
+    dialog.send_button.click()
+    dialog.send_button.click()  # a double click: the second press lands while the first send runs
+    dialog.model.wait(60)
+    dialog.send_button.click()  # pressed again once the result is shown
+    dialog.model.wait(60)
+    assert dialog.model.state == "done", dialog.model.error
+    delivered = sandbox.get("messages")["value"]
+    assert len(delivered) == 4  # two records to two people, once each
+    assert sorted(c["message_count"] for c in sandbox.get("chats")["value"] if c["message_count"]) == [2, 2]
+    assert "4 gesendet" in dialog.status.value and dialog.results.value.count('data-status="sent"') == 4
+    assert dialog.preview.value == ""  # the preview of what was sent is stale now
+    assert dialog.send_button.disabled and dialog.preview_button.disabled and dialog.subject.disabled
+    assert dialog.new_button.description == "Neue Nachricht" and dialog.new_button.layout.display is None
+    sent_key = dialog.model.compose_key
+
+    dialog.new_button.click()  # the one way to send again: a new compose with a new key
+    model = dialog.model
+    assert model.compose_key != sent_key and model.state == "idle"
+    assert not dialog.send_button.disabled and dialog.new_button.layout.display == "none"
+    assert (dialog.subject.value, dialog.message.value, model.recipients) == ("", "", [])
+    assert dialog.results.value == "" and dialog.status.value == ""
+    pick(dialog, two[0])
+    dialog.subject.value = "Nachtrag"
+    dialog.send_button.click()
+    model.wait(60)
+    assert model.state == "done" and model.counts() == {"sent": 2}
+    assert sandbox.get("messages")["count"] == 6
+
+
+@pytest.mark.sandbox
 def test_typed_errors_show_friendly_and_send_nothing(store_crm: CRM, sandbox: SandboxAdmin) -> None:
     sign_in(store_crm, SANDBOX_DEFAULT_UPN)
     dialog = ComposeDialog(store_crm, [1], debounce=0)
