@@ -104,6 +104,7 @@ def _campaign_account(user: str, password: str) -> Callable[[World], Any]:
 
 
 V, NF, TD = errors.ValidationError, errors.NotFound, errors.TeamsError
+IR = errors.InvalidRecipient
 FE = dfm.DisplayFormatError
 
 # (case id, operation, expected error, a word the message must contain)
@@ -258,6 +259,18 @@ API_CASES: list[tuple[str, Callable[[World], Any], type[Exception], str]] = [
     ("preview-unknown-option", _preview(colour="red"), V, "colour"),
     ("preview-importance", _preview(importance="loud"), V, "importance"),
     ("send-to-blank-string", _send(to=["  "]), V, "empty"),
+    # -- recipients: the form is checked before any look-up; the error names each one, cut and escaped
+    ("send-to-markup-address", _send(to=["<script>alert(1)</script>@x.de"]), IR, "not a user name"),
+    ("send-to-slash", _send(to=[BERND, "a/b@contoso.example"]), IR, "'a/b@contoso.example' is not a user name"),
+    ("send-to-5kb", _send(to=["x" * 5000 + "@contoso.example"]), IR, "xxx…'"),
+    ("send-to-nul", _send(to=["bernd\x00@contoso.example"]), IR, "bernd\\x00@contoso.example' is not a user"),
+    ("send-to-not-an-email", _send(to=["not-an-email"]), IR, "'not-an-email' is not a user name"),
+    ("send-to-number", _send(to=[42]), IR, "'42' is not a user name"),
+    ("send-to-query", _send(to=["a?b=c@contoso.example"]), IR, "not a user name"),
+    ("send-to-unknown-long", _send(to=["n" * 60 + "@contoso-" + "z" * 40 + ".example"]), IR,
+     "zzz…' is not in the organisation"),
+    ("preview-to-slash", _preview(to=["a/b@contoso.example"]), IR, "not a user name"),
+    ("preview-to-row-bad-id", _preview(to=[{"id": "../me", "displayName": "Ich"}]), IR, "not a user name"),
     # -- display format edits
     ("format-not-a-format", lambda w: dfm.save_format(w.crm, {"fields": []}), FE, "DisplayFormat"),
     ("format-empty-label", _fmt(label_de=""), FE, "label_de"),
@@ -328,6 +341,15 @@ API_CASES: list[tuple[str, Callable[[World], Any], type[Exception], str]] = [
     ("action-missing-reaction", lambda w: w.camp.add_teams_action(999, "T", recipients=[BERND]), NF, "999"),
     ("action-update-missing", lambda w: w.camp.update_action(999, description="x"), NF, "999"),
     ("action-update-bad-timing", lambda w: w.camp.update_action(w.action, timing="later"), V, "timing"),
+    # -- campaign action recipients: checked and resolved in the directory when saved
+    ("action-recipient-not-an-email", _action(recipients=["not-an-email"]), IR, "Cannot save"),
+    ("action-recipient-markup", _action(recipients=["<b>x</b>@x.de"]), IR, "not a user name"),
+    ("action-recipient-nul", _action(recipients=["a\x00@contoso.example"]), IR, "a\\x00@"),
+    ("action-recipient-5kb", _action(recipients=["r" * 5000]), IR, "rrr…'"),
+    ("action-recipient-unknown", _action(recipients=[BERND, "ghost@contoso.example"]), IR, "ghost@contoso.example"),
+    ("action-recipient-disabled", _action(recipients=[DISABLED]), IR, "disabled account"),
+    ("action-update-recipient-unknown", lambda w: w.camp.update_action(w.action, recipients=["ghost@contoso.example"]),
+     IR, "Nothing was saved"),
     ("record-reaction-not-participant", lambda w: w.camp.record_reaction(w.reaction, [2], deliver=False),
      V, "not participants"),
     ("record-reaction-missing", lambda w: w.camp.record_reaction(999, [1], deliver=False), NF, "999"),
@@ -397,6 +419,8 @@ def test_api_bad_input_is_typed_and_writes_nothing(world: World, operation: Call
     assert len(message) > 15 and "Traceback" not in message
     if needle:
         assert needle.lower() in message.lower(), message
+    if isinstance(info.value, errors.InvalidRecipient):
+        assert len(message) < 400 and "\x00" not in message, message  # named, cut, control characters escaped
     after = db_snapshot(world.crm.store)
     assert after == before, snapshot_diff(before, after)
 
@@ -527,6 +551,16 @@ def _dialog(w: World, **values: Any) -> Any:
     return dialog.error
 
 
+def _compose_add(w: World, text: str) -> Any:
+    from crmkit.widgets.compose import ComposeDialog
+
+    dialog = ComposeDialog(w.crm, [1], debounce=0)
+    dialog.search.value = text
+    dialog.add_button.click()
+    assert dialog.model.recipients == []
+    return dialog.error
+
+
 def _campaign_form(w: World, email: str, password: str) -> Any:
     from crmkit.widgets.campaign_account import CampaignAccountForm
 
@@ -561,6 +595,14 @@ WIDGET_CASES: list[tuple[str, Callable[[World], Any], type[Exception]]] = [
     ("campaign-dialog-no-recipients", lambda w: _dialog(w, recipients=[]), V),
     ("campaign-dialog-empty-description", lambda w: _dialog(w, description=" "), V),
     ("campaign-dialog-bad-placeholder", lambda w: _dialog(w, message="Hallo {passwort}"), V),
+    ("compose-add-markup", lambda w: _compose_add(w, "<script>alert(1)</script>@x.de"), IR),
+    ("compose-add-5kb", lambda w: _compose_add(w, "y" * 5000), IR),
+    ("compose-add-unknown", lambda w: _compose_add(w, "ghost@contoso.example"), IR),
+    ("compose-recipient-row-slash", lambda w: _compose_box(w, subject="x", recipients=[{"id": "a/b@contoso.example"}]),
+     IR),
+    ("campaign-dialog-malformed-recipient", lambda w: _dialog(w, recipients=[{"id": "not-an-email", "name": "X"}]), IR),
+    ("campaign-dialog-unknown-recipient",
+     lambda w: _dialog(w, recipients=[{"id": "ghost@contoso.example", "name": "G"}]), IR),
     ("campaign-account-form-no-at", lambda w: _campaign_form(w, "kampagnen", "Secret-1"), V),
     ("campaign-account-form-no-password", lambda w: _campaign_form(w, "k@contoso.example", ""), V),
     # control characters and bidi controls, shown as the core's message naming the field

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.dbstate import db_snapshot, offline_campaigns, offline_teams, snapshot_diff
+from support.dbstate import BERND_ID, db_snapshot, offline_campaigns, offline_teams, snapshot_diff
 
 import crmkit
 from crmkit import errors, privacy
@@ -99,6 +99,14 @@ OPERATIONS: list[tuple[str, tuple[str, ...], Callable[[Ctx], Any], bool]] = [
     ("campaign account test", ("campaign.admin", "teams.admin"), _m365(lambda m: m.campaign.test()), True),
     ("teams.send preview", ("teams.send",), lambda c: c.crm.teams.preview([1], [BERND], "Leads"), False),
     ("teams.send send", ("teams.send",), lambda c: c.crm.teams.send([], [BERND], "Leads"), True),
+    # Rights come before recipients: without the right, PermissionDenied (not the recipient error) and nothing
+    # asked or written; with it, the recipient error.
+    ("teams.send preview, malformed recipient", ("teams.send",),
+     lambda c: c.crm.teams.preview([1], ["a/b@contoso.example"], "Leads"), True),
+    ("campaign add action, malformed recipient", ("campaign.admin",),
+     lambda c: c.camp.add_teams_action(c.ids["reaction"], "T3", recipients=["not-an-email"]), True),
+    ("campaign update action recipients", ("campaign.admin",),
+     lambda c: c.camp.update_action(c.ids["action"], recipients=[BERND_ID]), False),
 ]
 
 
