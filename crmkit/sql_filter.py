@@ -46,6 +46,7 @@ TABLE = "addresses"
 # The one list of functions a filter may call: pure scalar functions of their arguments (text, numbers,
 # dates). Some are what the parser writes for SQL syntax: EXTRACT -> date_part, SIMILAR TO ->
 # regexp_full_match, POSITION(a IN b) -> position, INTERVAL 3 DAY -> to_days(CAST(trunc(3) AS BIGINT)).
+# coalesce and ifnull parse as the COALESCE operator; they are listed so the refusal message names them.
 FUNCTIONS: frozenset[str] = frozenset({
     # text
     "lower", "upper", "lcase", "ucase", "trim", "ltrim", "rtrim", "length", "substr", "substring", "left",
@@ -55,13 +56,13 @@ FUNCTIONS: frozenset[str] = frozenset({
     "coalesce", "ifnull", "nullif", "abs", "round", "floor", "ceil", "ceiling", "trunc", "greatest", "least",
     # dates and times
     "strftime", "date_part", "datepart", "date_trunc", "datetrunc", "date_diff", "datediff", "year", "month",
-    "day", "dayofweek", "isodow", "week", "quarter", "now", "today", "current_date", "current_timestamp",
+    "day", "dayofweek", "isodow", "week", "quarter", "now", "today", "current_date",
     "to_years", "to_months", "to_weeks", "to_days", "to_hours", "to_minutes", "to_seconds",
 })
 
 # Operators the parser writes as functions: arithmetic, concatenation, LIKE / ILIKE / GLOB and their NOT.
 OPERATORS: frozenset[str] = frozenset({
-    "+", "-", "*", "/", "//", "%", "||", "~~", "!~~", "~~*", "!~~*", "~~~", "!~~~",
+    "+", "-", "*", "/", "//", "%", "||", "~~", "!~~", "~~*", "!~~*", "~~~",
     "like_escape", "not_like_escape", "ilike_escape", "not_ilike_escape",
 })
 
