@@ -147,8 +147,8 @@ class DashboardHandler(TornadoVoilaHandler):
 
     @tornado.web.authenticated
     async def get(self, path: str | None = None) -> None:
-        manager = self.kernel_manager
-        if isinstance(manager, PageKernelManager) and not await manager.make_room():
+        make_room = getattr(self.kernel_manager, "make_room", None)  # a PageKernelManager (the config names it)
+        if make_room is not None and not await make_room():
             raise tornado.web.HTTPError(503, reason="Too many dashboards open; close one and reload")
         # Reading the token sets the cookie (with jupyter_server's signed, masked value) on this response,
         # before the first flush; the page's beforeunload beacon sends it back as the _xsrf form field.
@@ -169,4 +169,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module's classes, not this __main__ copy's: voila.json names
+    # crmkit.voila_app.PageKernelManager, and one class object for both keeps isinstance checks true.
+    from crmkit.voila_app import main as _main
+
+    _main()

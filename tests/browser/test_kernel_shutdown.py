@@ -9,6 +9,8 @@ preheated pool alone.
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from crmkit.voila_launch import (
+    DASHBOARDS,
     dashboard_url,
     free_port,
     idle_kernel_count,
@@ -149,3 +152,54 @@ def test_shutdown_still_needs_the_pages_xsrf_token(voila: tuple[Any, int, int], 
         page.close(run_before_unload=False)
     finally:
         context.close()
+
+
+def _get(url: str) -> int:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=120) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_max_kernels_ends_pageless_kernels_and_refuses_beyond(tmp_path: Path, output_dir: Path, browser: Any) -> None:
+    """At ``max_kernels`` a visit first ends a kernel no page holds (a GET without a browser leaves one that never
+    connects); when every kernel left is an open page's, the visit is refused (503) instead of adding one."""
+    folder = tmp_path / "dashboards"
+    folder.mkdir()
+    for nb in DASHBOARDS.glob("*.ipynb"):
+        shutil.copy(nb, folder / nb.name)
+    config = json.loads((DASHBOARDS / "voila.json").read_text(encoding="utf-8"))
+    baseline = idle_kernel_count(DASHBOARDS)
+    config["PageKernelManager"]["max_kernels"] = baseline + 1
+    (folder / "voila.json").write_text(json.dumps(config), encoding="utf-8")
+    db = build_demo_db(tmp_path / "crm.duckdb", n=200)
+    port = free_port()
+    with (output_dir / "voila-max-kernels.log").open("wb") as log:
+        proc = start_voila(port, {"CRMKIT_DB": str(db.path), "CRMKIT_USER": "admin",
+                                  "CRMKIT_HOME": str(tmp_path / "home")}, dashboards_dir=folder, log=log)
+        context = browser.new_context(locale="de-DE")
+        try:
+            wait_until_up(server_url(port), timeout=90, proc=proc)
+            assert _wait_for_count(proc, baseline, timeout=120)[0] == baseline
+            assert _get(dashboard_url(port, "addresses.ipynb")) == 200  # no browser: its kernel never connects
+            assert _wait_for_count(proc, baseline + 1, timeout=60)[0] == baseline + 1
+            pageless = set(kernel_ids(proc))
+            time.sleep(12)  # idle longer than page_gone_after: it qualifies
+            page = context.new_page()
+            _open_addresses(page, port)
+            count, _ = _wait_for_count(proc, baseline + 1, timeout=60)
+            assert count == baseline + 1, f"{count} kernels: the pageless one was not ended to make room"
+            mine = page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent).kernelId")
+            assert mine in pageless  # the visit took a pool kernel ...
+            assert len(pageless - set(kernel_ids(proc))) == 1  # ... and the pageless kernel is gone
+            # Every kernel is the pool's or an open page's: a second visitor is refused, nothing is started.
+            before = set(kernel_ids(proc))
+            assert _get(dashboard_url(port, "addresses.ipynb")) == 503
+            time.sleep(2)
+            assert set(kernel_ids(proc)) == before
+        finally:
+            context.close()
+            stop_voila(proc)
