@@ -123,7 +123,8 @@ def check(where: Any, columns: Iterable[str]) -> None:
     _check_parentheses(where)
     wrapped = f"SELECT * FROM {TABLE} WHERE ({where})"
     try:
-        statements = duckdb.extract_statements(wrapped)
+        with _parser_lock:
+            statements = _connection().extract_statements(wrapped)
     except duckdb.Error as exc:
         raise catalog_error(ValidationError, "error.msg.filter_parse", detail=_detail(exc)) from exc
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
@@ -174,14 +175,19 @@ def _detail(exc: BaseException) -> str:
     return line if len(line) <= _DETAIL_CHARS else line[:_DETAIL_CHARS] + "…"
 
 
+def _connection() -> duckdb.DuckDBPyConnection:
+    """The private parsing connection (call with ``_parser_lock`` held)."""
+    global _parser
+    if _parser is None:
+        _parser = duckdb.connect(":memory:")
+    return _parser
+
+
 def _select(sql: str) -> dict[str, Any]:
     """The parsed SELECT node of ``sql`` without source positions (so two parses compare equal)."""
-    global _parser
     with _parser_lock:
-        if _parser is None:
-            _parser = duckdb.connect(":memory:")
         try:
-            row = _parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+            row = _connection().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
         except duckdb.Error as exc:
             raise catalog_error(ValidationError, "error.msg.filter_parse", detail=_detail(exc)) from exc
     tree = json.loads(row[0]) if row else {"error": True}
