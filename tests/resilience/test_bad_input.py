@@ -7,6 +7,7 @@ CLI cases run ``python -m crmkit.cli`` as a real process. Each case snapshots ev
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -80,6 +81,11 @@ def _preview(**kw: Any) -> Callable[[World], Any]:
         args = {"records": [1], "to": [BERND], "subject": "Leads", **kw}
         return w.crm.teams.preview(args.pop("records"), args.pop("to"), args.pop("subject"), **args)
     return run
+
+
+def _as_user(user: str, operation: Callable[[World], Any]) -> Callable[[World], Any]:
+    """``operation`` in a session of another CRM user on the same store."""
+    return lambda w: operation(dataclasses.replace(w, crm=CRM(w.crm.store, user)))
 
 
 def _fmt(**changes: Any) -> Callable[[World], Any]:
@@ -271,6 +277,17 @@ API_CASES: list[tuple[str, Callable[[World], Any], type[Exception], str]] = [
      "zzz…' is not in the organisation"),
     ("preview-to-slash", _preview(to=["a/b@contoso.example"]), IR, "not a user name"),
     ("preview-to-row-bad-id", _preview(to=[{"id": "../me", "displayName": "Ich"}]), IR, "not a user name"),
+    # -- other refused sends: too large, no right, a bad idempotency key (preview takes none)
+    ("send-too-large", _send(message="Text " * 7000), errors.MessageTooLarge, "KB"),
+    ("preview-too-large", _preview(message="Text " * 7000), errors.MessageTooLarge, "KB"),
+    ("send-digest-too-large", _send(message="Text " * 7000, mode="digest"), errors.MessageTooLarge, "KB"),
+    ("send-viewer-no-right", _as_user("vera", _send()), errors.PermissionDenied, "teams.send"),
+    ("preview-viewer-no-right", _as_user("vera", _preview()), errors.PermissionDenied, "teams.send"),
+    ("send-idempotency-key-empty", _send(idempotency_key=""), V, "idempotency_key"),
+    ("send-idempotency-key-number", _send(idempotency_key=7), V, "idempotency_key"),
+    ("send-idempotency-key-long", _send(idempotency_key="k" * 201), V, "idempotency_key"),
+    ("send-idempotency-key-nul", _send(idempotency_key="k\x00"), V, "idempotency_key"),
+    ("preview-idempotency-key", _preview(idempotency_key="k"), V, "idempotency_key"),
     # -- display format edits
     ("format-not-a-format", lambda w: dfm.save_format(w.crm, {"fields": []}), FE, "DisplayFormat"),
     ("format-empty-label", _fmt(label_de=""), FE, "label_de"),
