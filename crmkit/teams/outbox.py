@@ -127,12 +127,16 @@ def utcnow() -> datetime:
 
 
 _OPEN = "FROM outbox o JOIN outbox_batches b ON b.id = o.batch_id WHERE o.status IN ('pending', 'sending') AND "
-# Unconfirmed rows first: reconciling them early keeps their messages near the top of the chat.
-_ORDER = " ORDER BY o.status = 'sending' DESC, b.created_at, o.seq"
+# Unconfirmed rows first: reconciling them early keeps their messages near the top of the chat. Then
+# the chats take turns (each chat's rows in send order): rows are loaded in chunks, and a chunk holding
+# one chat's rows only could go no faster than that one chat (Teams: 1/s), the other chats idle.
+_ORDER = (" ORDER BY o.status = 'sending' DESC, b.created_at, row_number() OVER (PARTITION BY o.batch_id, "
+          "o.chat_kind, CAST(o.members AS VARCHAR) ORDER BY o.seq), o.seq")
 
 
 def open_ids(store: Store, batch_ids: Sequence[str]) -> list[str]:
-    """Ids of the rows of these batches still to deliver (pending or ambiguous), in send order."""
+    """Ids of the rows of these batches still to deliver (pending or ambiguous): unconfirmed first, then
+    the chats in turn, each chat's rows in send order."""
     if not batch_ids:
         return []
     sql = f"SELECT o.id {_OPEN}o.batch_id IN ({', '.join('?' * len(batch_ids))}){_ORDER}"
@@ -140,7 +144,7 @@ def open_ids(store: Store, batch_ids: Sequence[str]) -> list[str]:
 
 
 def open_rows(store: Store, ids: Sequence[str]) -> pd.DataFrame:
-    """Those of ``ids`` still to deliver, with their batch's columns, in send order."""
+    """Those of ``ids`` still to deliver, with their batch's columns, in the order of :func:`open_ids`."""
     return store.df(
         "SELECT o.*, b.channel, b.trigger, b.purpose, b.account, b.user_name, b.record_contact, b.source, "
         f"b.created_at AS batch_created_at {_OPEN}o.id IN (SELECT unnest(?::VARCHAR[])){_ORDER}", [list(ids)],
