@@ -7,7 +7,7 @@
 >>> camp.add_participants(aid, [1, 2, 3])
 >>> rid = camp.add_reaction(aid, "Interesse")
 >>> camp.add_teams_action(rid, "Vertrieb informieren", recipients=["ben@contoso.example"],
-...                       message="{company} hat Interesse.", record_contact=True)
+...                       message="{company} hat Interesse.", record_contact=True)  # recipients resolved now
 >>> camp.record_reaction(rid, [1, 2, 3])   # immediate actions go out now, delayed ones via `crmkit worker`
 """
 
