@@ -107,6 +107,15 @@ def test_two_sends_with_one_key_at_the_same_time_deliver_once(sender: crmkit.CRM
     assert len(_batches(sender)) == 1
 
 
+def test_a_refused_send_leaves_its_key_unused(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+    to = colleagues(sandbox, 1)
+    with pytest.raises(errors.ValidationError):
+        sender.teams.send(1, to=[f"nobody@{to[0].split('@')[1]}"], subject="Tippfehler", idempotency_key="k")
+    result = sender.teams.send(1, to=to, subject="Richtig", idempotency_key="k")  # the corrected form, same key
+    assert result["status"].tolist() == ["sent"]
+    assert [m["subject"] for m in sandbox.get("messages")["value"]] == ["cobra CRM - Richtig"]
+
+
 @pytest.mark.parametrize("key", ["", "   ", 42, "k" * 201, "a\x00b", b"bytes"])
 def test_a_bad_key_is_refused_before_anything(sender: crmkit.CRM, sandbox: SandboxAdmin, key: Any) -> None:
     before = db_snapshot(sender.store)

@@ -70,7 +70,7 @@ DISABLED = f"disabled.user@{SANDBOX_DOMAIN}"
 HUGE = "Text " * 7000
 
 # (case id, setup before the snapshot returning its undo, operation, expected error)
-CASES: list[tuple[str, Callable[[crmkit.CRM], Callable[[], None]] | None, Op, type[Exception]]] = [
+CASES: list[Any] = [
     ("send-no-right", _viewer, _as_viewer(_send()), errors.PermissionDenied),
     ("preview-no-right", _viewer, _as_viewer(_preview()), errors.PermissionDenied),
     ("send-teams-off", _teams_off, _send(), errors.IntegrationDisabled),
@@ -85,7 +85,9 @@ CASES: list[tuple[str, Callable[[crmkit.CRM], Callable[[], None]] | None, Op, ty
     ("send-bad-option", None, _send(chat="channel"), V),
     ("send-unknown-recipient", None, lambda c, to: _send(to=[to[0], NOBODY])(c, to), V),
     ("preview-unknown-recipient", None, lambda c, to: _preview(to=[NOBODY])(c, to), V),
-    ("send-disabled-recipient", None, lambda c, to: _send(to=[DISABLED])(c, to), V),
+    pytest.param("send-disabled-recipient", None, lambda c, to: _send(to=[DISABLED])(c, to), V, marks=pytest.mark.xfail(
+        strict=True, reason="not refused since 7a9505c at least: with User.ReadBasic.All the directory answers "
+        "accountEnabled null (Graph returns only basic properties), so resolve() lets a disabled person through")),
     ("send-only-yourself", None, lambda c, to: _send(to=[SANDBOX_DEFAULT_UPN])(c, to), V),
     ("send-no-recipient", None, lambda c, to: _send(to=[])(c, to), V),
     ("send-too-large", None, _send(message=HUGE), errors.MessageTooLarge),
@@ -95,10 +97,18 @@ CASES: list[tuple[str, Callable[[crmkit.CRM], Callable[[], None]] | None, Op, ty
     ("preview-blocked-by-policy", _policy("block"), _preview(), errors.TransferBlocked),
     ("send-purpose-required", _policy("log_purpose"), _send(), V),
     ("send-purpose-too-long", None, _send(purpose="p" * 5000), V),
+    ("send-bad-idempotency-key", None, _send(idempotency_key=""), V),
+    ("send-keyed-unknown-recipient", None, lambda c, to: _send(to=[NOBODY], idempotency_key="k")(c, to), V),
 ]
 
 
-@pytest.mark.parametrize(("setup", "operation", "error"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def _param(case: Any) -> Any:
+    """A case as a pytest param named by its id (a pytest.param case keeps its marks)."""
+    values, marks = (case.values, case.marks) if hasattr(case, "marks") else (case, ())
+    return pytest.param(*values[1:], id=values[0], marks=marks)
+
+
+@pytest.mark.parametrize(("setup", "operation", "error"), [_param(c) for c in CASES])
 def test_a_refused_send_or_preview_changes_nothing(
     sender: crmkit.CRM, sandbox: SandboxAdmin, setup: Callable[[crmkit.CRM], Callable[[], None]] | None,
     operation: Op, error: type[Exception],
