@@ -121,6 +121,7 @@ class Visit:
     kernel: str | None = None
     closed: float | None = None
     gone_s: float | None = None
+    load: float = 0.0  # 1-minute load average when the visit ended
 
 
 def _demo_db(ctx: Context, work: Path) -> Path:
@@ -211,12 +212,13 @@ def run(ctx: Context) -> list[Result]:
                         # Odd visits send an unload, so the last of an even number does.
                         visit = Visit(i, unload=i % 2 == 1, started=time.monotonic())
                         _visit(browser, url, visit)
+                        visit.load = os.getloadavg()[0]
                         visits.append(visit)
                         s = sampler.samples[-1] if sampler.samples else idle
                         shown = "FAILED" if visit.first_row_ms is None else f"{visit.first_row_ms:.0f} ms"
                         say(f"dashboard_load: visit {i} ({'unload' if visit.unload else 'no unload'}): first row "
                             f"{shown} (HTML {visit.html_ms or 0:.0f} ms); {len(s.kernels)} kernels, "
-                            f"RSS {s.rss_mb:,.0f} MB (load {os.getloadavg()[0]:.2f})")
+                            f"RSS {s.rss_mb:,.0f} MB (load {visit.load:.2f})")
                     wall = time.monotonic() - t0
                     last_close = visits[-1].closed or time.monotonic()
                     time.sleep(max(0.0, last_close + 30 - time.monotonic()))  # watch the aftermath
@@ -252,13 +254,17 @@ def run(ctx: Context) -> list[Result]:
         s = next((s for s in sampler.samples if s.t >= t0 + 10 * k), None)
         if s is not None:
             timeline.append(f"{10 * k} s: {len(s.kernels)}/{s.rss_mb:,.0f} MB")
-    setup = (f"{visits_n} visits of the addresses dashboard over {ctx.addresses:,} addresses, one started every "
-             f"{INTERVAL_S:.0f} s ({wall:.0f} s in all), fresh Chromium context each, {DWELL_S} s on the page after "
+    loads = [v.load for v in visits]
+    setup = (f"{visits_n} visits of the addresses dashboard over {ctx.addresses:,} addresses, one due every "
+             f"{INTERVAL_S:.0f} s (a visit that overran its slot delayed the next: {wall:.0f} s in all; 1-minute "
+             f"load average {min(loads):.1f}–{max(loads):.1f} during the visits on {os.cpu_count()} CPUs), "
+             f"fresh Chromium context each, {DWELL_S} s on the page after "
              f"the first row, then closed; every other close without unload (page.close(run_before_unload=False)); "
              f"committed voila.json (preheated pools: {baseline_kernels} kernels). Idle baseline "
              f"{baseline_kernels} kernels, RSS {idle.rss_mb:,.0f} MB (Voila and its children).")
     return [
-        Result("dashboard load: time to first row (60 visits in 2 min), p95", round(p95_ms, 1), "ms", "≤ 2,000 ms",
+        Result(f"dashboard load: time to first row ({visits_n} visits due in {visits_n * INTERVAL_S:.0f} s), p95",
+               round(p95_ms, 1), "ms", "≤ 2,000 ms",
                p95_ms <= 2000 and not failed,
                note=f"{setup} p50 {p50(first_rows):.0f} ms, max {max(first_rows):.0f} ms; of which the page's HTML "
                     f"(server: preheated kernel, the visitor's cells) p50 {p50(htmls):.0f} ms, p95 {p95(htmls):.0f} ms"
