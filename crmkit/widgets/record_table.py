@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from ..i18n import format_count, t
+from ..text_rules import inert
 from .common import ErrorBox, LanguageSwitch
 from .record_table_model import DEFAULT_COLUMNS, PAGE_SIZES, RecordTableModel
 
@@ -305,7 +306,8 @@ class RecordTable(widgets.VBox):
         cells = []
         for column in columns:
             value = record.get(column)
-            text = "" if value is None else html.escape(str(value), quote=True)
+            # A stored value may predate the input rule: its controls and bidi overrides are not shown.
+            text = "" if value is None else html.escape(inert(str(value)), quote=True)
             cells.append(f'<div class="crmkit-cell" data-col="{column}" title="{text}" style="{weight}{_CELL}">'
                          f"{text}</div>")
         border = "2px solid #888" if header else "1px solid #e0e0e0"
