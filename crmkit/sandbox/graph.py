@@ -751,6 +751,8 @@ async def list_messages(ctx: Ctx) -> Result:
     more = len(page) > top
     page = page[:top]
     ctx.sb.counters.add(f"chat messages listed: page {number}")  # how deep readers page (tests, soak)
+    if after is None and before is None:
+        ctx.sb.counters.add("chat messages listed: unfiltered")  # no window: the whole chat, newest first
     body: dict[str, Any] = {
         "@odata.context": f"{ctx.base}/$metadata#chats('{quote(chat['id'], safe='')}')/messages",
         "@odata.count": len(page),

@@ -250,12 +250,13 @@ class TeamsService:
         return account.username if account else None
 
     def _delivery_graph(self) -> GraphClient:
-        """Graph for posting: only 429 is retried inside; a 5xx may have been stored, so the outbox
-        reconciles it instead of posting blindly again."""
+        """Graph for delivering, paced to Teams' limits. A post is resent inside only after 429 (the
+        client never resends a POST after a 5xx, which may have been stored: the outbox reconciles it);
+        the read-back's GETs are retried on 503/504 like any read, so one refusal does not cost the row
+        an attempt and its back-off, which only widens the window the next read-back must cover."""
         with self._graph_lock:
             if self._post_graph is None:
-                self._post_graph = self._sender_graph(retry=RetryPolicy(statuses=frozenset({429})),
-                                                      limiter=teams_limiter())
+                self._post_graph = self._sender_graph(retry=RetryPolicy(), limiter=teams_limiter())
             return self._post_graph
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from support.sandbox import SandboxAdmin, colleagues, minted_graph
 
+import crmkit
 from crmkit.graph import GraphClient, RateLimiter
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.teams.outbox import utcnow
@@ -89,6 +90,20 @@ def test_a_skewed_server_clock_neither_hides_the_message_nor_widens_the_read(
         assert _list_pages(admin) - before == 2
     finally:
         admin.put("clock", {"offset_s": 0})
+
+
+def test_a_refused_read_back_page_is_retried_by_the_delivery_client(sandbox: SandboxAdmin, sender: crmkit.CRM) -> None:
+    g = sender.teams._delivery_graph()  # the client delivery reads back with
+    chat = g.get_or_create_chat(SANDBOX_DEFAULT_UPN, colleagues(sandbox, 1)[0])["id"]
+    since = utcnow()
+    posted = g.post_message(chat, _card(m := uuid.uuid4().hex))["id"]
+    sandbox.put("faults", {"rate": 1.0, "statuses": [503], "retry_after_s": 1, "methods": ["GET"],
+                           "paths": [f"/v1.0/chats/{chat}/messages"], "count": 1})
+    try:  # a refusal of the read is no answer about the message: read again, do not give the attempt up
+        assert _find(g, chat, m, since) == posted
+        assert sandbox.get("faults")["count"] == 0  # the fault did hit the read
+    finally:
+        sandbox.put("faults", {})
 
 
 @pytest.mark.core
