@@ -6,16 +6,21 @@ kernel is shut down (crmkit.voila_app; stock Voila 0.5 kept it, voila#1458); SIG
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+from support.sandbox import SandboxAdmin, SandboxProc, colleagues, sign_in
 
 import crmkit
-from crmkit.crm import ADDRESS_COLUMNS, rebuild_search_index
+from crmkit.auth import _cache, _msal
+from crmkit.crm import ADDRESS_COLUMNS, CRM, rebuild_search_index
+from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.voila_launch import free_port, server_url, start_voila, stop_voila, wait_until_up
 
 CITY_WEIGHTS = {"Berlin": 7, "Hamburg": 5, "München": 4, "Köln": 3, "Frankfurt am Main": 3, "Leipzig": 2,
@@ -80,3 +85,49 @@ def voila_url(demo_db: DemoDb, output_dir: Path) -> Iterator[str]:
             yield server_url(port).rstrip("/")
         finally:
             stop_voila(proc)
+
+
+@dataclass(frozen=True)
+class SendSetup:
+    voila_port: int
+    sandbox: SandboxAdmin
+    db: Path
+    recipients: list[dict[str, Any]]
+
+
+@contextmanager
+def voila_with_anna_signed_in(base: Path, log_path: Path, seed: Callable[[crmkit.CRM], None]) -> Iterator[SendSetup]:
+    """A sandbox tenant, a CRM file ``seed`` fills (as admin), sales user Anna signed in to Teams through
+    the sandbox's real device-code page with the ``CRMKIT_HOME`` Voila's kernels use, and Voila over it;
+    two directory colleagues to send to."""
+    sandbox_proc = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
+    home, db = base / "home", base / "crm.duckdb"
+    env = {"CRMKIT_DB": str(db), "CRMKIT_SANDBOX_URL": sandbox_proc.url, "CRMKIT_HOME": str(home),
+           "CRMKIT_USER": "admin"}
+    admin = SandboxAdmin(sandbox_proc.url)
+    proc = None
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            crm = crmkit.open(db)
+            seed(crm)
+            crm.add_user("anna", "Anna Schmidt", roles=["sales"])
+            anna = CRM(crm.store, "anna")
+            sign_in(anna, SANDBOX_DEFAULT_UPN)  # the sandbox's device-code page, as a browser posts it
+            anna.teams.close()
+            crm.store.close()
+            _cache.forget_caches()
+            _msal._apps.clear()
+        users = {u["userPrincipalName"]: u for u in admin.get("users")["value"]}
+        recipients = [users[upn] for upn in colleagues(admin, 2)]
+        port = free_port()
+        with log_path.open("wb") as log:
+            proc = start_voila(port, env, log=log)
+            wait_until_up(server_url(port), timeout=90, proc=proc)
+            yield SendSetup(port, admin, db, recipients)
+    finally:
+        if proc is not None:
+            stop_voila(proc)
+        admin.close()
+        sandbox_proc.stop()

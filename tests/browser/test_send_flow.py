@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.sandbox import SandboxAdmin, SandboxProc, colleagues, sign_in
 
 import crmkit
 from crmkit import privacy
-from crmkit.auth import _cache, _msal
-from crmkit.crm import CRM
-from crmkit.sandbox import SANDBOX_DEFAULT_UPN
-from crmkit.voila_launch import dashboard_url, free_port, server_url, start_voila, stop_voila, wait_until_up
+from crmkit.voila_launch import dashboard_url
 from crmkit.widgets.privacy import TransferLogMonitor
+
+from .conftest import SendSetup, voila_with_anna_signed_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.sandbox]
 
@@ -33,54 +30,21 @@ COMPANY = "Müller & Söhne GmbH"
 LABEL = "Firmenname"  # the admin's new German label for the field "company"
 
 
-@dataclass(frozen=True)
-class Flow:
-    voila_port: int
-    sandbox: SandboxAdmin
-    db: Path
-    recipients: list[dict[str, Any]]
+def _seed(crm: crmkit.CRM) -> None:
+    crm.add_address(company=COMPANY, street="Hauptstr. 1", postal_code="10115", city="Berlin", country="DE",
+                    phone="+49 30 1234567", email="info@mueller.example")
+    for i in range(2, 6):
+        crm.add_address(company=f"Beispiel {i} AG", city="Hamburg", country="DE")
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory: pytest.TempPathFactory, output_dir: Path, chromium: Path) -> Iterator[Flow]:
-    base = tmp_path_factory.mktemp("send-flow")
-    sandbox_proc = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
-    home, db = base / "home", base / "crm.duckdb"
-    env = {"CRMKIT_DB": str(db), "CRMKIT_SANDBOX_URL": sandbox_proc.url, "CRMKIT_HOME": str(home),
-           "CRMKIT_USER": "admin"}
-    admin = SandboxAdmin(sandbox_proc.url)
-    proc = None
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in env.items():
-                mp.setenv(key, value)
-            crm = crmkit.open(db)
-            crm.add_address(company=COMPANY, street="Hauptstr. 1", postal_code="10115", city="Berlin", country="DE",
-                            phone="+49 30 1234567", email="info@mueller.example")
-            for i in range(2, 6):
-                crm.add_address(company=f"Beispiel {i} AG", city="Hamburg", country="DE")
-            crm.add_user("anna", "Anna Schmidt", roles=["sales"])
-            anna = CRM(crm.store, "anna")
-            sign_in(anna, SANDBOX_DEFAULT_UPN)  # the sandbox's device-code page, as a browser posts it
-            anna.teams.close()
-            crm.store.close()
-            _cache.forget_caches()
-            _msal._apps.clear()
-        users = {u["userPrincipalName"]: u for u in admin.get("users")["value"]}
-        recipients = [users[upn] for upn in colleagues(admin, 2)]
-        port = free_port()
-        with (output_dir / "voila-send-flow.log").open("wb") as log:
-            proc = start_voila(port, env, log=log)
-            wait_until_up(server_url(port), timeout=90, proc=proc)
-            yield Flow(port, admin, db, recipients)
-    finally:
-        if proc is not None:
-            stop_voila(proc)
-        admin.close()
-        sandbox_proc.stop()
+def flow(tmp_path_factory: pytest.TempPathFactory, output_dir: Path, chromium: Path) -> Iterator[SendSetup]:
+    with voila_with_anna_signed_in(tmp_path_factory.mktemp("send-flow"), output_dir / "voila-send-flow.log",
+                                   _seed) as setup:
+        yield setup
 
 
-def test_admin_activates_and_formats_then_a_user_sends_a_record(page: Any, flow: Flow, output_dir: Path) -> None:
+def test_admin_activates_and_formats_then_a_user_sends_a_record(page: Any, flow: SendSetup, output_dir: Path) -> None:
     from playwright.sync_api import expect
 
     started = time.monotonic()

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.sandbox import SandboxAdmin, SandboxProc, colleagues, sign_in
+from support.sandbox import SandboxAdmin
 
 import crmkit
-from crmkit.auth import _cache, _msal
-from crmkit.crm import CRM
-from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.teams import activation
-from crmkit.voila_launch import dashboard_url, free_port, server_url, start_voila, stop_voila, wait_until_up
+from crmkit.voila_launch import dashboard_url
+
+from .conftest import SendSetup, voila_with_anna_signed_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.sandbox]
 
@@ -30,55 +28,23 @@ COMPANY = "Doppelklick GmbH"
 SUBJECT = "Nur einmal bitte"
 
 
-@dataclass(frozen=True)
-class Setup:
-    voila_port: int
-    sandbox: SandboxAdmin
-    recipients: list[dict[str, Any]]
+def _seed(crm: crmkit.CRM) -> None:
+    activation.enable(crm)
+    crm.add_address(company=COMPANY, city="Berlin", country="DE")
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory, output_dir: Path, chromium: Path) -> Iterator[Setup]:
-    base = tmp_path_factory.mktemp("send-twice")
-    sandbox_proc = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
-    home, db = base / "home", base / "crm.duckdb"
-    env = {"CRMKIT_DB": str(db), "CRMKIT_SANDBOX_URL": sandbox_proc.url, "CRMKIT_HOME": str(home),
-           "CRMKIT_USER": "admin"}
-    admin = SandboxAdmin(sandbox_proc.url)
-    proc = None
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in env.items():
-                mp.setenv(key, value)
-            crm = crmkit.open(db)
-            activation.enable(crm)
-            crm.add_address(company=COMPANY, city="Berlin", country="DE")
-            crm.add_user("anna", "Anna Schmidt", roles=["sales"])
-            anna = CRM(crm.store, "anna")
-            sign_in(anna, SANDBOX_DEFAULT_UPN)
-            anna.teams.close()
-            crm.store.close()
-            _cache.forget_caches()
-            _msal._apps.clear()
-        users = {u["userPrincipalName"]: u for u in admin.get("users")["value"]}
-        recipients = [users[upn] for upn in colleagues(admin, 2)]
-        port = free_port()
-        with (output_dir / "voila-send-twice.log").open("wb") as log:
-            proc = start_voila(port, env, log=log)
-            wait_until_up(server_url(port), timeout=90, proc=proc)
-            yield Setup(port, admin, recipients)
-    finally:
-        if proc is not None:
-            stop_voila(proc)
-        admin.close()
-        sandbox_proc.stop()
+def setup(tmp_path_factory: pytest.TempPathFactory, output_dir: Path, chromium: Path) -> Iterator[SendSetup]:
+    with voila_with_anna_signed_in(tmp_path_factory.mktemp("send-twice"), output_dir / "voila-send-twice.log",
+                                   _seed) as send_setup:
+        yield send_setup
 
 
 def _arrived(sandbox: SandboxAdmin) -> list[dict[str, Any]]:
     return [m for m in sandbox.get("messages")["value"] if m.get("subject") == f"cobra CRM - {SUBJECT}"]
 
 
-def test_a_double_click_on_absenden_delivers_one_message_per_recipient(page: Any, setup: Setup,
+def test_a_double_click_on_absenden_delivers_one_message_per_recipient(page: Any, setup: SendSetup,
                                                                        output_dir: Path) -> None:
     from playwright.sync_api import expect
 
