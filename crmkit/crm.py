@@ -74,11 +74,6 @@ def _load_user(tx: Tx, name: str) -> User:
     return User(name=row[0][0], display_name=row[0][1], rights=rights, roles=roles)
 
 
-def _check_where(where: str, columns: Sequence[str]) -> None:
-    """Refuse anything but one expression over the address columns (the rules: :mod:`crmkit.sql_filter`)."""
-    sql_filter.check(where, columns)
-
-
 class CRM:
     """A user's session on a crmkit store. Create it with :func:`crmkit.open`."""
 
@@ -403,7 +398,7 @@ class CRM:
                 join = f" JOIN ({hits}) AS _hits ON addresses.id = _hits.address_id"
                 join_values = [v for term in terms for v in (term, _prefix_end(term))]
         if where is not None:
-            _check_where(where, sql_filter.address_columns(self.store))
+            sql_filter.check(where, sql_filter.address_columns(self.store))  # address columns only
             if not isinstance(params, (list, tuple)):
                 raise catalog_error(ValidationError, "error.msg.filter_params")
             parts.append(f"({where})")
