@@ -94,3 +94,23 @@ def test_fallbacks_and_placeholders() -> None:
     assert t("table.page", "de", page=1, pages=4, total="1.000") == "Seite 1 von 4 (1.000 Adressen)"
     assert (format_count(1234567, "de"), format_count(1234567, "en"), format_count(7, "de")) == (
         "1.234.567", "1,234,567", "7")
+
+
+# Words that are the same in German and English on purpose (product names, loan words, each
+# language's own name in the switch). Anything else with one text for both languages is untranslated.
+SAME_IN_BOTH = {"Account", "Chat", "Deutsch", "English", "Format", "Microsoft Teams", "Name", "Normal", "OK",
+                "SMTP", "Status", "Teams", "Text"}
+
+
+def test_german_and_english_differ_but_for_known_words() -> None:
+    same = {key: entry["de"] for key, entry in catalog().items() if entry["de"].strip() == entry["en"].strip()}
+    assert {key: text for key, text in same.items() if text.strip() not in SAME_IN_BOTH} == {}
+
+
+def test_placeholders_match_between_languages() -> None:
+    """A placeholder one language has and the other lacks is a text that breaks (KeyError) or loses a value;
+    only the ``_de``/``_en`` pairs (a label given in each language) may differ."""
+    def fields(text: str) -> set[str]:
+        return {f.removesuffix("_de").removesuffix("_en") for f in re.findall(r"{(\w+)}", text)}
+    assert {key: (fields(e["de"]), fields(e["en"])) for key, e in catalog().items()
+            if fields(e["de"]) != fields(e["en"])} == {}
