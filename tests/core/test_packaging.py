@@ -61,3 +61,90 @@ def test_only_python_and_pip_from_conda() -> None:
 def test_package_ships_type_marker() -> None:
     assert (ROOT / "crmkit" / "py.typed").exists()
     assert "py.typed" in _pyproject()["tool"]["setuptools"]["package-data"]["crmkit"]
+
+
+# -- requirements.lock: exact versions `make setup` installs, made by `make lock` from the ranges above --
+
+LOCK = ROOT / "requirements.lock"
+
+
+def _lock() -> dict[str, str]:
+    """The lock's pins by canonical name; every line is ``name==version`` (comments aside)."""
+    pins: dict[str, str] = {}
+    for n, line in enumerate(LOCK.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        req = Requirement(line)
+        exact = list(req.specifier)
+        assert len(exact) == 1 and exact[0].operator == "==" and not req.url and not req.extras, \
+            f"requirements.lock:{n}: {line!r} is not an exact pin"
+        name = canonicalize_name(req.name)
+        assert name not in pins, f"requirements.lock:{n}: {req.name} pinned twice"
+        pins[name] = exact[0].version
+    return pins
+
+
+def _declared() -> dict[str, SpecifierSet]:
+    project = _pyproject()["project"]
+    return _by_name([*project["dependencies"], *project["optional-dependencies"]["test"]])
+
+
+def test_lock_pins_every_declared_dependency_within_its_range() -> None:
+    pins = _lock()
+    assert "crmkit" not in pins, "the lock leaves crmkit itself out (make setup installs it with --no-deps)"
+    missing = sorted(set(_declared()) - set(pins))
+    assert not missing, f"declared in pyproject.toml but not locked: {missing}; run `make lock`"
+    outside = {n: (pins[n], str(spec)) for n, spec in _declared().items() if not spec.contains(pins[n],
+                                                                                                  prereleases=True)}
+    assert not outside, f"locked version outside pyproject.toml's range (pin, range): {outside}; run `make lock`"
+
+
+def test_lock_satisfies_environment_yml() -> None:
+    pins = _lock()
+    listed = _by_name(p for p in _pip_list() if not p.startswith("-e"))
+    bad = {n: (pins.get(n), str(spec)) for n, spec in listed.items() if n not in pins or not spec.contains(pins[n])}
+    assert not bad, f"environment.yml asks for what the lock does not pin (pin, range): {bad}"
+
+
+def test_lock_is_for_the_python_of_environment_yml() -> None:
+    header = LOCK.read_text().splitlines()[0]
+    conda_python = next(d for d in _environment()["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    assert header.startswith(f"# Exact versions for Python {conda_python.split('=', 1)[1]}."), header
+
+
+def test_lock_is_closed_over_installed_requirements() -> None:
+    """Installing the lock pulls in nothing unpinned: each locked package's own requirements (as installed
+    here, for the locked version) are locked too, at a version they accept."""
+    from importlib import metadata
+
+    pins = _lock()
+    checked, problems = 0, []
+    for name, version in pins.items():
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if dist.version != version:
+            continue  # this venv has another version; its metadata says nothing about the locked one
+        checked += 1
+        for raw in dist.requires or []:
+            req = Requirement(raw)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            dep = canonicalize_name(req.name)
+            if dep not in pins:
+                problems.append(f"{name} needs {raw!r}, not locked")
+            elif not req.specifier.contains(pins[dep], prereleases=True):
+                problems.append(f"{name} needs {raw!r}, locked {pins[dep]}")
+    assert checked >= len(_declared()), f"only {checked} locked packages installed here at their locked version"
+    assert not problems, problems
+
+
+def test_make_setup_installs_from_the_lock() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    stamp = next(line for line in makefile.splitlines() if line.startswith("$(STAMP):"))
+    assert "pyproject.toml" in stamp and "$(LOCK)" in stamp, stamp
+    assert "LOCK := requirements.lock" in makefile
+    assert "pip install $(PIP_QUIET) -r $(LOCK)" in makefile
+    assert "--no-deps -e ." in makefile
+    assert "\nlock:" in makefile
