@@ -222,6 +222,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # Unique per user: two sends racing with one key cannot both make a batch (NULL: no key, any number).
         "CREATE UNIQUE INDEX outbox_batches_idempotency ON outbox_batches (user_name, idempotency_key)",
     ]),
+    (9, "sessions: the kind of process (dashboard, notebook, script), so only pages are asked to reopen", [
+        # Rows from before stay NULL: of unknown kind, they are not listed (they purge within a week).
+        "ALTER TABLE sessions ADD COLUMN kind VARCHAR",
+    ]),
 ]
 
 

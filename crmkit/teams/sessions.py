@@ -5,6 +5,11 @@ reference CRM reads it at program start. Each session records that value in ``se
 setting changes afterwards, :func:`reopen_notice` tells that session, and
 :func:`open_sessions_needing_reopen` tells the Teams administrator which sessions are affected.
 
+Each session also records its kind (:func:`session_kind`): a Voila dashboard, a notebook kernel
+(JupyterLab, nbclient), or a script (``crmkit demo``'s launcher, the campaign worker, the CLI,
+tests). Only dashboards and notebooks are people who can reopen a page, so only they are listed;
+and only while their process runs (a dead kernel, or its pid reused by a newer process, is gone).
+
 ``register_session`` is meant to run inside ``CRM.__init__``: it is one short write, it waits at
 most :data:`REGISTER_LOCK_TIMEOUT` seconds for another process's lock, and it never raises - an
 unregistered session only loses the reopen notice.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -23,19 +29,22 @@ import pandas as pd
 
 from ..errors import StoreError
 from ..i18n import t
-from ..processes import HOST, process_gone
+from ..processes import HOST, pid_alive
 
 if TYPE_CHECKING:
     from ..crm import CRM
     from ..store import Tx
 
 __all__ = [
+    "KINDS",
     "REGISTER_LOCK_TIMEOUT",
+    "REOPEN_KINDS",
     "STALE_AFTER",
     "close_session",
     "open_sessions_needing_reopen",
     "register_session",
     "reopen_notice",
+    "session_kind",
     "teams_enabled_at_open",
     "touch_session",
 ]
@@ -45,6 +54,35 @@ log = logging.getLogger("crmkit.teams")
 REGISTER_LOCK_TIMEOUT = 2.0  # seconds; opening a CRM must stay quick even while a batch job writes
 STALE_AFTER = timedelta(hours=24)  # a session not seen for this long counts as gone (crashed kernel)
 _PURGE_AFTER = timedelta(days=7)
+KINDS = ("dashboard", "notebook", "script")
+REOPEN_KINDS = ("dashboard", "notebook")  # sessions a person has open in a browser
+KIND_ENV = "CRMKIT_SESSION_KIND"  # lets a process say what it is when detection cannot tell
+
+
+def session_kind() -> str:
+    """What kind of process this session runs in: ``dashboard``, ``notebook`` or ``script``.
+
+    ``CRMKIT_SESSION_KIND`` wins when it names a kind. Otherwise a Jupyter kernel is a dashboard
+    when Voila started it (Voila gives its kernels ``VOILA_*`` variables and, per request,
+    ``SERVER_SOFTWARE=voila/...``), else a notebook; anything else is a script.
+    """
+    wanted = os.environ.get(KIND_ENV, "").strip().lower()
+    if wanted in KINDS:
+        return wanted
+    if "ipykernel" not in sys.modules:
+        return "script"
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        return "script"
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return "script"  # IPython in a terminal, not a kernel behind a page
+    env = os.environ
+    if "VOILA_PREHEAT" in env or "VOILA_KERNEL_ID" in env or env.get("SERVER_SOFTWARE", "").startswith("voila"):
+        return "dashboard"
+    return "notebook"
 
 
 def _now() -> datetime:
@@ -64,14 +102,15 @@ def register_session(crm: CRM) -> int | None:
     than :data:`REGISTER_LOCK_TIMEOUT` or any store error is logged and the open continues.
     """
     now = _now()
+    kind = session_kind()
 
     def run(tx: Tx) -> tuple[int, bool]:
         enabled = _enabled(tx)
         tx.execute("DELETE FROM sessions WHERE last_seen < ?", [now - _PURGE_AFTER])
         new_id = tx.one(
-            "INSERT INTO sessions (user_name, pid, host, opened_at, last_seen, teams_enabled_at_open) "
-            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            [crm.user.name, os.getpid(), HOST, now, now, enabled],
+            "INSERT INTO sessions (user_name, pid, host, opened_at, last_seen, teams_enabled_at_open, kind) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [crm.user.name, os.getpid(), HOST, now, now, enabled, kind],
         )
         return int(new_id), enabled
 
@@ -139,27 +178,52 @@ def reopen_notice(crm: CRM, lang: str | None = None) -> str | None:
 
 
 def open_sessions_needing_reopen(crm: CRM, *, stale_after: timedelta = STALE_AFTER) -> pd.DataFrame:
-    """Open sessions that saw another ``teams.enabled`` than the current one (needs ``teams.admin``).
+    """Live dashboard and notebook sessions that saw another ``teams.enabled`` (needs ``teams.admin``).
 
-    A session counts as open when it was seen within ``stale_after`` and, on this host, its
-    process still runs. Columns: id, user_name, pid, host, opened_at, last_seen,
+    Listed are sessions of a kind in :data:`REOPEN_KINDS` (scripts such as the demo launcher or the
+    campaign worker are no page anyone reopens), seen within ``stale_after``, and, on this host,
+    whose process still runs and started before the session opened (an older start means the
+    kernel died and its pid went to another process). Sessions on other hosts cannot be probed and
+    are listed while seen. Columns: id, user_name, kind, pid, host, opened_at, last_seen,
     teams_enabled_at_open, teams_enabled_now.
 
     Raises:
         PermissionDenied: the user lacks ``teams.admin``.
     """
     crm.require("teams.admin")
+    kinds = ", ".join(f"'{k}'" for k in REOPEN_KINDS)
 
     def run(tx: Tx) -> pd.DataFrame:
         enabled = _enabled(tx)
         frame = tx.df(
-            "SELECT id, user_name, pid, host, opened_at, last_seen, teams_enabled_at_open FROM sessions "
-            "WHERE teams_enabled_at_open <> ? AND last_seen >= ? ORDER BY opened_at, id",
+            "SELECT id, user_name, kind, pid, host, opened_at, last_seen, teams_enabled_at_open FROM sessions "
+            f"WHERE teams_enabled_at_open <> ? AND last_seen >= ? AND kind IN ({kinds}) ORDER BY opened_at, id",
             [enabled, _now() - stale_after],
         )
         frame["teams_enabled_now"] = enabled
         return frame
 
     frame = crm.store.read(run)
-    alive = [not process_gone(host, int(pid)) for host, pid in zip(frame["host"], frame["pid"], strict=True)]
-    return frame[alive].reset_index(drop=True) if len(frame) else frame
+    if not len(frame):
+        return frame
+    alive = [_session_alive(host, int(pid), opened) for host, pid, opened in
+             zip(frame["host"], frame["pid"], frame["opened_at"], strict=True)]
+    return frame[alive].reset_index(drop=True)
+
+
+def _session_alive(host: str, pid: int, opened_at: datetime) -> bool:
+    """Whether the session's process still runs (True when it cannot be told: another host)."""
+    if host != HOST:
+        return True
+    if pid == os.getpid():
+        return True
+    if not pid_alive(pid):
+        return False
+    try:
+        import psutil
+
+        started = datetime.fromtimestamp(psutil.Process(pid).create_time())
+    except Exception:  # psutil missing, or the process ended just now: trust the probe above
+        return True
+    # opened_at is stored to the second, so allow a second; a later start is another process on a reused pid.
+    return started <= pd.Timestamp(opened_at).to_pydatetime() + timedelta(seconds=1)

@@ -25,6 +25,12 @@ def _snapshot(crm: CRM) -> dict[str, list[tuple[object, ...]]]:
     })
 
 
+@pytest.fixture(autouse=True)
+def _as_notebook(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sessions opened here stand for notebook kernels: scripts (pytest itself) are never listed to reopen.
+    monkeypatch.setenv("CRMKIT_SESSION_KIND", "notebook")
+
+
 @pytest.fixture
 def admin(crm: CRM) -> CRM:
     crm.add_user("tina", "Tina Teams", roles=["teams_admin"])
@@ -136,7 +142,7 @@ def test_reopen_notice_and_sessions_needing_reopen(admin: CRM) -> None:
 
     pending = activation.open_sessions_needing_reopen(admin)
     assert set(pending["id"]) == {early.session_id, admin.session_id}  # type: ignore[attr-defined]
-    assert list(pending.columns) == ["id", "user_name", "pid", "host", "opened_at", "last_seen",
+    assert list(pending.columns) == ["id", "user_name", "kind", "pid", "host", "opened_at", "last_seen",
                                      "teams_enabled_at_open", "teams_enabled_now"]
     assert pending["teams_enabled_now"].all()
 
@@ -168,6 +174,48 @@ def test_closed_and_dead_sessions_are_not_listed(admin: CRM) -> None:
     sessions.close_session(gone)
     activation.enable(admin)
     assert activation.open_sessions_needing_reopen(admin).empty
+
+
+def test_scripts_are_not_asked_to_reopen(admin: CRM, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo launcher and the campaign worker open sessions too; nobody reopens a page for them.
+    monkeypatch.setenv("CRMKIT_SESSION_KIND", "script")
+    launcher = as_user(admin, "sam")
+    monkeypatch.setenv("CRMKIT_SESSION_KIND", "dashboard")
+    page = as_user(admin, "sam")
+    activation.enable(admin)
+    pending = activation.open_sessions_needing_reopen(admin)
+    assert launcher.session_id not in set(pending["id"])  # type: ignore[attr-defined]
+    assert page.session_id in set(pending["id"])  # type: ignore[attr-defined]
+    assert admin.store.one("SELECT kind FROM sessions WHERE id = ?", [launcher.session_id]) == "script"  # type: ignore[attr-defined]
+    assert set(pending["kind"]) == {"dashboard", "notebook"}
+
+
+def test_a_session_of_unknown_kind_is_not_listed(admin: CRM) -> None:
+    # Rows from before the kind was recorded (migration 9) have none.
+    early = as_user(admin, "sam")
+    admin.store.execute("UPDATE sessions SET kind = NULL WHERE id = ?", [early.session_id])  # type: ignore[attr-defined]
+    activation.enable(admin)
+    assert early.session_id not in set(activation.open_sessions_needing_reopen(admin)["id"])  # type: ignore[attr-defined]
+
+
+def test_a_dead_kernel_whose_pid_went_to_a_newer_process_is_not_listed(admin: CRM) -> None:
+    ghost = as_user(admin, "sam")
+    # A process started now, under a session opened an hour ago: the kernel died and its pid was reused.
+    newer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        admin.store.execute("UPDATE sessions SET pid = ?, opened_at = opened_at - INTERVAL 1 HOUR WHERE id = ?",
+                            [newer.pid, ghost.session_id])  # type: ignore[attr-defined]
+        live = as_user(admin, "sam")
+        admin.store.execute("UPDATE sessions SET pid = ? WHERE id = ?", [newer.pid, live.session_id])  # type: ignore[attr-defined]
+        admin.store.execute("UPDATE sessions SET opened_at = opened_at + INTERVAL 2 SECOND WHERE id = ?",
+                            [live.session_id])  # type: ignore[attr-defined]
+        activation.enable(admin)
+        ids = set(activation.open_sessions_needing_reopen(admin)["id"])
+        assert ghost.session_id not in ids  # type: ignore[attr-defined]
+        assert live.session_id in ids  # type: ignore[attr-defined]  # the same live process, opened after it started
+    finally:
+        newer.kill()
+        newer.wait()
 
 
 def test_register_session_never_fails_an_open(admin: CRM, monkeypatch: pytest.MonkeyPatch,

@@ -22,6 +22,12 @@ pytestmark = pytest.mark.widgets
 EVIL = "<script>alert(1)</script>"
 
 
+@pytest.fixture(autouse=True)
+def _as_dashboard(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sessions opened here stand for dashboard kernels (pytest itself is a script, never asked to reopen).
+    monkeypatch.setenv("CRMKIT_SESSION_KIND", "dashboard")
+
+
 @pytest.fixture
 def crm(crm: CRM) -> CRM:
     crm.add_user("sam", "Sam Sales", roles=["sales"])
