@@ -15,6 +15,9 @@ over 1,000,000 addresses. Here:
   and keeps at most ``max_kernels``: before a page is served it ends the longest-idle kernels no page
   holds, and refuses the visit (503) if the kernels left are all held by open pages.
 
+* :class:`CrmkitVoila` puts ``crmkit/voila_template/`` first on the template path: pages load nothing
+  from a third-party host (stock lab templates link Font Awesome from a public CDN; Voila's bundle has it).
+
 ``voila_launch.voila_command`` runs this module instead of ``python -m voila``; everything else
 (``dashboards/voila.json``, the command-line flags) is Voila's.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import tornado.web
@@ -33,7 +37,9 @@ from traitlets import Float, Integer
 from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
 
-__all__ = ["CrmkitVoila", "DashboardHandler", "PageKernelManager", "main"]
+__all__ = ["TEMPLATE_DIR", "CrmkitVoila", "DashboardHandler", "PageKernelManager", "main"]
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "voila_template"
 
 
 class PageKernelManager(AsyncMappingKernelManager):
@@ -157,7 +163,13 @@ class DashboardHandler(TornadoVoilaHandler):
 
 
 class CrmkitVoila(Voila):
-    """Voila serving dashboard pages through :class:`DashboardHandler`."""
+    """Voila serving dashboard pages through :class:`DashboardHandler`, with ``voila_template/`` first on
+    the template search path: its files shadow the ``lab`` template's of the same name (no CDN links)."""
+
+    def setup_template_dirs(self) -> None:
+        super().setup_template_dirs()
+        # The same list object reaches the page renderer (nbconvert exporter) and Voila's own Jinja env.
+        self.template_paths.insert(0, str(TEMPLATE_DIR))
 
     def init_handlers(self) -> list[Any]:
         return [(spec[0], DashboardHandler, *spec[2:]) if len(spec) > 1 and spec[1] is TornadoVoilaHandler else spec

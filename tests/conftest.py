@@ -7,8 +7,10 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support.network import is_loopback_url
 from support.sandbox import SandboxProc
 
 import crmkit
@@ -110,9 +112,27 @@ def browser(chromium: Path) -> Iterator[object]:
 
 @pytest.fixture
 def page(browser: object) -> Iterator[object]:
+    """A fresh context and page. Nothing a page loads may leave the machine: a request to any host but
+    loopback is aborted, and the test fails at teardown with the list (a dashboard showing personal
+    data must not tell a CDN who is looking, and offline the asset would be missing)."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="de-DE")  # type: ignore[attr-defined]
+    external: list[str] = []
+
+    def refuse(route: Any) -> None:
+        external.append(route.request.url)
+        route.abort("blockedbyclient")
+
+    def refuse_socket(ws: Any) -> None:
+        external.append(ws.url)
+        ws.close()  # never connected to the server: a routed socket only connects on connect_to_server()
+
+    context.route(lambda url: not is_loopback_url(url), refuse)
+    context.route_web_socket(lambda url: not is_loopback_url(url), refuse_socket)
     page = context.new_page()
     try:
         yield page
     finally:
         context.close()
+    if external:
+        listed = "\n  ".join(dict.fromkeys(external))
+        pytest.fail(f"the page requested hosts other than loopback (aborted):\n  {listed}")
