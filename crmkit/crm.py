@@ -277,23 +277,14 @@ class CRM:
         self.store.write(run)
 
     def change_contact_type_code(self, code: str, new_code: str) -> None:
-        """Give a contact type another short code; its contacts follow (needs ``system.admin``)."""
+        """Give a contact type another short code; its contacts follow (needs ``system.admin``).
+
+        The contact-type screen (:mod:`crmkit.contact_types`) also lets a Teams administrator do it.
+        """
         self.require("system.admin")
-        new_code = _check_code(new_code)
+        from .contact_types import change_code
 
-        def run(tx: Tx) -> None:
-            label = tx.one("SELECT label FROM contact_types WHERE code = ?", [code])
-            if label is None:
-                raise NotFound(f"No contact type with code {code!r}.")
-            if tx.one("SELECT count(*) FROM contact_types WHERE code = ?", [new_code]):
-                raise ValidationError(f"The short code {new_code!r} is taken; choose another.")
-            # DuckDB cannot update a primary key in place: re-insert under the new code.
-            tx.execute("DELETE FROM contact_types WHERE code = ?", [code])
-            tx.execute("INSERT INTO contact_types (code, label) VALUES (?, ?)", [new_code, label])
-            tx.execute("UPDATE contacts SET type_code = ? WHERE type_code = ?", [new_code, code])
-            self._audit(tx, "contact_types", code, code, new_code)
-
-        self.store.write(run)
+        change_code(self, code, new_code)
 
     # -- addresses -----------------------------------------------------------------------------------
 

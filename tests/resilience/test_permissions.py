@@ -15,7 +15,7 @@ import pytest
 from support.dbstate import BERND_ID, db_snapshot, offline_campaigns, offline_teams, snapshot_diff
 
 import crmkit
-from crmkit import errors, privacy
+from crmkit import contact_types, errors, privacy
 from crmkit.auth import Microsoft365
 from crmkit.campaigns import Campaigns
 from crmkit.crm import CRM
@@ -63,6 +63,10 @@ OPERATIONS: list[tuple[str, tuple[str, ...], Callable[[Ctx], Any], bool]] = [
     ("audit_log", ("system.admin",), lambda c: c.crm.audit_log(), False),
     ("add_contact_type", ("system.admin",), lambda c: c.crm.add_contact_type("ZZ", "Zz"), False),
     ("change_contact_type_code", ("system.admin",), lambda c: c.crm.change_contact_type_code("XQ", "XR"), False),
+    ("contact types change code", ("system.admin", "teams.admin"),
+     lambda c: contact_types.change_code(c.crm, "BE", "BES"), False),
+    ("contact types rename", ("system.admin", "teams.admin"), lambda c: contact_types.rename(c.crm, "TEL", "Tel."),
+     False),
     ("activation disable", ("teams.admin",), lambda c: activation.disable(c.crm), False),
     ("activation enable", ("teams.admin",), lambda c: activation.set_enabled(c.crm, True), False),
     ("display format save", ("teams.admin",),
