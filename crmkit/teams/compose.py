@@ -130,12 +130,14 @@ def build_message(
 ) -> dict[str, Any]:
     """A Graph ``chatMessage`` request body.
 
-    The body is the subject in bold, the sanitised text, then the record: an HTML table
-    (``record_html``) and/or an Adaptive Card attachment referenced by ``<attachment id>``.
+    The subject goes in ``subject``, which Teams shows as the message's heading line; the body is
+    the sanitised text, then the record: an HTML table (``record_html``) and/or an Adaptive Card
+    attachment referenced by ``<attachment id>``. (The body used to start with the subject in bold
+    as well, so Teams showed it twice.)
     """
     if importance not in IMPORTANCE:
         raise ValidationError(f"importance must be one of {IMPORTANCE}.")
-    parts = [f"<p><strong>{html.escape(subject, quote=False)}</strong></p>"]
+    parts: list[str] = []
     if text and text.strip():
         parts.append(f"<p>{sanitize_html(text)}</p>")
     if record_html:
@@ -149,7 +151,9 @@ def build_message(
             "id": attachment_id, "contentType": ADAPTIVE_CARD, "contentUrl": None,
             "content": json.dumps(card, ensure_ascii=False), "name": None, "thumbnailUrl": None,
         }]
-    payload["body"] = {"contentType": "html", "content": "".join(parts)}
+    # Graph needs body content: a message of a subject alone carries it in the body too.
+    content = "".join(parts) or f"<p>{html.escape(subject, quote=False)}</p>"
+    payload["body"] = {"contentType": "html", "content": content}
     return payload
 
 

@@ -676,10 +676,11 @@ class ComposeDialog(widgets.VBox):
             elif isinstance(card, dict):
                 card_html = card_to_html(card)
             # body_html is the exact body the core will post; record values and the text are escaped
-            # or sanitised there.
+            # or sanitised there. The subject is shown as Teams shows it: the message's heading line.
+            subject = f"<div class=\"crmkit-compose-preview-subject\"><strong>{_h(row['subject'])}</strong></div>"
             parts.append(
                 '<div class="crmkit-compose-message-preview" style="border:1px solid #ddd;border-radius:4px;'
-                f'padding:6px;margin:6px 0"><div style="color:#555"><small>{meta}</small></div>'
+                f'padding:6px;margin:6px 0"><div style="color:#555"><small>{meta}</small></div>{subject}'
                 f"<div>{row['body_html'] or ''}</div>{card_html}</div>")
         if len(messages) > PREVIEW_LIMIT:
             parts.append(f"<p>{_h(t('compose.preview_more', lang, n=len(messages) - PREVIEW_LIMIT))}</p>")
