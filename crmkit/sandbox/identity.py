@@ -2,7 +2,9 @@
 
 Error responses follow Entra's shape (``error``, ``error_description`` starting with the
 AADSTS code, ``error_codes``, ``timestamp``, ``trace_id``, ``correlation_id``) so that MSAL
-hands them to crmkit exactly as it would from Microsoft.
+hands them to crmkit exactly as it would from Microsoft. Protocol responses stay English, as
+Entra's ``error_description`` does; a page shows the same error in the person's language
+(:meth:`AuthError.text`). The device-code ``message`` follows ``mkt`` (``?mkt=de-DE``), as Entra's does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import SANDBOX_DOMAIN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID, SANDBOX_TENANT_NAME
+from . import SANDBOX_DOMAIN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID, SANDBOX_TENANT_NAME, i18n
 from .core import Sandbox, browser_origin, public_origin, request_ids, sandbox_of, utc_now
 from .directory import SandboxUser
 from .state import DELEGATED_SCOPES, OIDC_SCOPES, App, sha256
@@ -45,9 +47,21 @@ class AuthError(Exception):
     description: str
     status: int = 400
     suberror: str | None = None
+    # The values the page text (catalog "aadsts.<code>") fills in; the description has them already.
+    detail: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"AADSTS{self.code}: {self.description}"
+
+    def text(self, lang: i18n.Lang) -> str:
+        """The error as a sign-in page shows it, in ``lang`` (English description if not in the catalog)."""
+        key = f"aadsts.{self.code}"
+        if not i18n.has(key):
+            return str(self)
+        try:
+            return f"AADSTS{self.code}: {i18n.t(key, lang, **self.detail)}"
+        except KeyError:  # a placeholder without a value: the English original is still true
+            return str(self)
 
     def response(self, request: Request) -> JSONResponse:
         rid, crid = request_ids(request.scope)
@@ -78,7 +92,7 @@ def err_mfa_required() -> AuthError:
         "invalid_grant", 50076,
         "Due to a configuration change made by your administrator, or because you moved to a new location, "
         f"you must use multi-factor authentication to access '{GRAPH_APP_ID}'.",
-        suberror="basic_action",
+        suberror="basic_action", detail={"resource": GRAPH_APP_ID},
     )
 
 
@@ -91,6 +105,7 @@ def err_unknown_user(upn: str) -> AuthError:
         "invalid_grant", 50034,
         f"The user account {upn} does not exist in the {SANDBOX_DOMAIN} directory. To sign into this "
         "application, the account must be added to the directory.",
+        detail={"upn": upn, "domain": SANDBOX_DOMAIN},
     )
 
 
@@ -102,6 +117,7 @@ def err_personal_account(upn: str, app: App | None) -> AuthError:
         f"'{SANDBOX_TENANT_NAME}' and cannot access the application {app_part} in that tenant. The account "
         "needs to be added as an external user in the tenant first. Sign out and sign in again with a "
         "different Azure Active Directory user account.",
+        detail={"upn": upn, "tenant": SANDBOX_TENANT_NAME, "app": app_part},
     )
 
 
@@ -125,6 +141,7 @@ def err_unknown_client(client_id: str) -> AuthError:
         "This can happen if the application has not been installed by the administrator of the tenant or "
         "consented to by any user in the tenant. You may have sent your authentication request to the "
         "wrong tenant.",
+        detail={"client_id": client_id, "tenant": SANDBOX_TENANT_NAME},
     )
 
 
@@ -244,6 +261,7 @@ def _check_tenant(request: Request) -> str:
             f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing "
             "into the correct cloud. Check with your subscription administrator, this may happen if there are "
             "no active subscriptions for the tenant.",
+            detail={"tenant": tenant},
         )
     return tenant
 
@@ -348,13 +366,12 @@ async def jwks(request: Request) -> Response:
     return JSONResponse({"keys": [sandbox_of(request).key.jwk]})
 
 
-async def authorize(request: Request) -> Response:
-    # Listed in discovery because MSAL requires it; the sandbox's people sign in via device code.
+def err_no_authorize() -> AuthError:
     return AuthError(
         "unsupported_response_type", 70005,
         "The sandbox tenant supports the device code, password, refresh token and client credentials "
         "grants only; use the device code flow for interactive sign-in.",
-    ).response(request)
+    )
 
 
 async def user_realm(request: Request) -> Response:
@@ -393,14 +410,15 @@ async def device_authorization(request: Request) -> Response:
                     s.device_code_interval_s)
     sb.device_codes[device_code] = dc
     verification_uri = f"{browser_origin(request)}/devicelogin"
+    # Entra localises the message with ?mkt=xx-XX on the request; the page itself follows the browser.
+    lang = i18n.from_ui_locales(request.query_params.get("mkt") or form.get("mkt")) or i18n.DEFAULT_LANG
     return JSONResponse({
         "user_code": user_code,
         "device_code": device_code,
         "verification_uri": verification_uri,
         "expires_in": int(s.device_code_lifetime_s),
         "interval": s.device_code_interval_s,
-        "message": f"To sign in, use a web browser to open the page {verification_uri} and enter the code "
-        f"{user_code} to authenticate.",
+        "message": i18n.t("devicecode.message", lang, uri=verification_uri, code=user_code),
     }, headers={"Cache-Control": "no-store"})
 
 
@@ -564,5 +582,4 @@ routes = [
     Route("/{tenant}/discovery/v2.0/keys", jwks, methods=["GET"]),
     Route("/{tenant}/oauth2/v2.0/devicecode", device_authorization, methods=["POST"]),
     Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
-    Route("/{tenant}/oauth2/v2.0/authorize", authorize, methods=["GET", "POST"]),
 ]

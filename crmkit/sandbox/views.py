@@ -1,7 +1,11 @@
-"""Browser pages: device-code sign-in, admin consent, and the read-only "Teams (sandbox)" view.
+"""Browser pages: device-code sign-in, admin consent, error pages and the read-only "Teams (sandbox)" view.
 
 Plain server-rendered HTML.  Every value is escaped; message HTML is passed through a small
-allow-list sanitiser, and adaptive cards are rendered as simple HTML (no remote images).
+allow-list sanitiser, and adaptive cards are rendered as Teams shows them (the card markdown
+subset, see :mod:`.card_markdown`; no remote images).
+
+Every page speaks German or English: ``ui_locales`` where the flow carries it, else the browser's
+Accept-Language, else English (rules in :mod:`.i18n`); the texts come from ``static/catalog.json``.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 from html import escape as _html_escape
 from html.parser import HTMLParser
 from typing import Any
@@ -18,14 +23,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from . import SANDBOX_TENANT_ID, SANDBOX_TENANT_NAME
+from . import SANDBOX_TENANT_ID, SANDBOX_TENANT_NAME, card_markdown
 from .core import Sandbox, sandbox_of
+from .i18n import Lang, has, request_lang, t
 from .identity import (
     AuthError,
     DeviceCode,
     _check_tenant,
     admin_consent_redirect_ok,
     authenticate,
+    err_no_authorize,
     err_unknown_client,
     find_user_code,
     needs_consent,
@@ -45,6 +52,10 @@ def escape(text: str, quote: bool = True) -> str:
     return _html_escape(_UNSHOWN.sub("", str(text)), quote)
 
 
+def _unshown(text: str) -> str:
+    return _UNSHOWN.sub("", text)
+
+
 _CSS = """
 body{font-family:Segoe UI,Helvetica,Arial,sans-serif;margin:0;background:#f5f5f5;color:#242424}
 .card{max-width:440px;margin:48px auto;background:#fff;padding:32px 40px;box-shadow:0 2px 6px rgba(0,0,0,.2)}
@@ -57,10 +68,13 @@ button.primary{background:#0067b8;color:#fff;border:1px solid #0067b8}
 .side a{display:block;padding:10px 14px;color:#242424;text-decoration:none;border-bottom:1px solid #ddd}
 .side a.active{background:#fff;font-weight:600} .main{flex:1;padding:16px 24px}
 .msg{background:#fff;border-radius:4px;padding:10px 14px;margin:10px 0;box-shadow:0 1px 2px rgba(0,0,0,.15)}
-.meta{font-size:12px;color:#616161} .subject{font-weight:600;font-size:15px;margin:4px 0}
+.meta{font-size:12px;color:#616161} .subject{font-weight:600;font-size:16px;margin:4px 0}
 .importance-high{border-left:4px solid #c4314b} .importance-urgent{border-left:4px solid #e81123}
+.flag{color:#c4314b;font-weight:700;font-size:12px;margin-left:6px}
 .mention{color:#6264a7;font-weight:600} .acard{border:1px solid #ccc;border-radius:4px;padding:8px 12px;margin:6px 0}
-.acard table{border-collapse:collapse} .acard th{text-align:left;padding-right:12px;color:#616161}
+.acard p{margin:4px 0} .acard ul,.acard ol{margin:4px 0;padding-left:22px}
+.acard table{border-collapse:collapse} .acard th{text-align:left;padding-right:12px;color:#616161;font-weight:600}
+.acard th p,.acard td p{margin:0}
 .cols{display:flex;gap:12px} .btn{display:inline-block;border:1px solid #999;padding:2px 10px;margin:4px 4px 0 0}
 .banner{background:#464775;color:#fff;padding:8px 16px;font-weight:600}
 """
@@ -72,16 +86,35 @@ _HEADERS = {
 }
 
 
-def _page(title: str, body: str, *, status: int = 200, refresh: int | None = None) -> HTMLResponse:
+@dataclass(frozen=True)
+class Ui:
+    """The language of one page, and the ``ui_locales`` the request asked for (kept through form posts)."""
+
+    lang: Lang
+    ui_locales: str = ""
+
+    @classmethod
+    def of(cls, request: Request, form: dict[str, str] | None = None) -> Ui:
+        asked = (form or {}).get("ui_locales") or request.query_params.get("ui_locales") or ""
+        return cls(request_lang(request, asked or None), asked)
+
+    def t(self, key: str, **values: object) -> str:
+        return t(key, self.lang, **values)
+
+    def hidden(self) -> dict[str, str]:
+        return {"ui_locales": self.ui_locales} if self.ui_locales else {}
+
+
+def _page(ui: Ui, title: str, body: str, *, status: int = 200, refresh: int | None = None) -> HTMLResponse:
     meta = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
-    doc = (f"<!doctype html><html lang=en><head><meta charset=utf-8>{meta}<title>{escape(title)}</title>"
+    doc = (f"<!doctype html><html lang={ui.lang}><head><meta charset=utf-8>{meta}<title>{escape(title)}</title>"
            f"<style>{_CSS}</style></head><body>{body}</body></html>")
-    return HTMLResponse(doc, status_code=status, headers=_HEADERS)
+    return HTMLResponse(doc, status_code=status, headers={**_HEADERS, "Content-Language": ui.lang})
 
 
-def _card(title: str, inner: str, error: str | None = None) -> str:
+def _card(ui: Ui, title: str, inner: str, error: str | None = None) -> str:
     err = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
-    return (f'<div class="card"><p class="muted">{escape(SANDBOX_TENANT_NAME)} · sandbox tenant</p>'
+    return (f'<div class="card"><p class="muted">{escape(ui.t("page.tenant_line", tenant=SANDBOX_TENANT_NAME))}</p>'
             f"<h1>{escape(title)}</h1>{err}{inner}</div>")
 
 
@@ -89,128 +122,166 @@ def _hidden(**fields: str) -> str:
     return "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in fields.items())
 
 
+def _buttons(ui: Ui, primary: tuple[str, str] | None, cancel: bool = True) -> str:
+    out = ""
+    if primary:
+        value, label_key = primary
+        out += f'<button class="primary" type="submit" name="action" value="{value}">{escape(ui.t(label_key))}</button>'
+    if cancel:
+        out += f'<button type="submit" name="action" value="cancel">{escape(ui.t("common.cancel"))}</button>'
+    return out
+
+
+def _error_page(ui: Ui, error: AuthError, status: int = 400) -> HTMLResponse:
+    """Entra's "we're having trouble signing you in" page, for errors a redirect cannot carry."""
+    return _page(ui, ui.t("error.title"), _card(ui, ui.t("error.heading"), "", error.text(ui.lang)), status=status)
+
+
 # -- device code sign-in ---------------------------------------------------------------------
-def _code_form(error: str | None = None) -> HTMLResponse:
-    inner = ('<form method="post" action="/devicelogin">' + _hidden(step="code") +
-             '<p>Enter the code displayed on your app or device.</p>'
-             '<label for="otc">Code</label><input type="text" id="otc" name="otc" autocomplete="off" autofocus>'
-             '<button class="primary" type="submit">Next</button></form>')
-    return _page("Enter code", _card("Enter code", inner, error), status=400 if error else 200)
+def _device_form(ui: Ui, step: str, inner: str, **fields: str) -> str:
+    return ('<form method="post" action="/devicelogin">' + _hidden(step=step, **fields, **ui.hidden()) + inner
+            + "</form>")
 
 
-def _signin_form(sb: Sandbox, ticket: str, dc: DeviceCode, error: str | None = None, login: str = "") -> HTMLResponse:
+def _code_form(ui: Ui, error: str | None = None) -> HTMLResponse:
+    inner = _device_form(ui, "code",
+                         f"<p>{escape(ui.t('code.prompt'))}</p>"
+                         f'<label for="otc">{escape(ui.t("code.label"))}</label>'
+                         '<input type="text" id="otc" name="otc" autocomplete="off" autofocus>'
+                         f'<button class="primary" type="submit">{escape(ui.t("common.next"))}</button>')
+    title = ui.t("code.title")
+    return _page(ui, title, _card(ui, title, inner, error), status=400 if error else 200)
+
+
+def _signin_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode, error: str | None = None,
+                 login: str = "") -> HTMLResponse:
     app = sb.state.app(dc.client_id)
     name = app.name if app else dc.client_id
-    inner = ('<form method="post" action="/devicelogin">' + _hidden(step="signin", ticket=ticket) +
-             f"<p>Sign in to <b>{escape(name)}</b>. Are you trying to sign in to {escape(name)}? Only continue "
-             "if you downloaded the app from a store or website that you trust.</p>"
-             '<label for="login">Email or username</label>'
-             f'<input type="text" id="login" name="login" value="{escape(login)}" autocomplete="username">'
-             '<label for="passwd">Password</label>'
-             '<input type="password" id="passwd" name="passwd" autocomplete="current-password">'
-             '<button class="primary" type="submit" name="action" value="signin">Sign in</button>'
-             '<button type="submit" name="action" value="cancel">Cancel</button></form>')
-    return _page("Sign in", _card("Sign in", inner, error), status=400 if error else 200)
+    inner = _device_form(ui, "signin",
+                         f"<p>{escape(ui.t('signin.prompt', app=name))}</p>"
+                         f'<label for="login">{escape(ui.t("signin.login"))}</label>'
+                         f'<input type="text" id="login" name="login" value="{escape(login)}" autocomplete="username">'
+                         f'<label for="passwd">{escape(ui.t("common.password"))}</label>'
+                         '<input type="password" id="passwd" name="passwd" autocomplete="current-password">'
+                         + _buttons(ui, ("signin", "signin.submit")), ticket=ticket)
+    title = ui.t("signin.title")
+    return _page(ui, title, _card(ui, title, inner, error), status=400 if error else 200)
 
 
-def _mfa_form(ticket: str, error: str | None = None) -> HTMLResponse:
-    inner = ('<form method="post" action="/devicelogin">' + _hidden(step="mfa", ticket=ticket) +
-             "<p>Your organisation requires multi-factor authentication. Enter the code from your "
-             "authenticator app (the sandbox's code is documented as SANDBOX_MFA_CODE).</p>"
-             '<label for="mfa_code">Verification code</label>'
-             '<input type="text" id="mfa_code" name="mfa_code" autocomplete="one-time-code">'
-             '<button class="primary" type="submit" name="action" value="verify">Verify</button>'
-             '<button type="submit" name="action" value="cancel">Cancel</button></form>')
-    return _page("Verify your identity", _card("Verify your identity", inner, error), status=400 if error else 200)
+def _mfa_form(ui: Ui, ticket: str, error: str | None = None) -> HTMLResponse:
+    inner = _device_form(ui, "mfa",
+                         f"<p>{escape(ui.t('mfa.prompt'))}</p>"
+                         f'<label for="mfa_code">{escape(ui.t("mfa.label"))}</label>'
+                         '<input type="text" id="mfa_code" name="mfa_code" autocomplete="one-time-code">'
+                         + _buttons(ui, ("verify", "mfa.submit")), ticket=ticket)
+    title = ui.t("mfa.title")
+    return _page(ui, title, _card(ui, title, inner, error), status=400 if error else 200)
 
 
-def _consent_form(sb: Sandbox, ticket: str, dc: DeviceCode) -> HTMLResponse:
+def _consent_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode) -> HTMLResponse:
     app = sb.state.app(dc.client_id)
     assert app is not None
     scopes = parse_scopes(dc.scope, app, consented=set(app.delegated_scopes)).graph
     items = "".join(f"<li>{escape(s)}</li>" for s in scopes)
-    inner = ('<form method="post" action="/devicelogin">' + _hidden(step="consent", ticket=ticket) +
-             f"<p><b>{escape(app.name)}</b> needs permission to:</p><ul>{items}</ul>"
-             "<p class=muted>Accepting lets this app use the data as described. Nobody in your organisation "
-             "has consented to this app yet.</p>"
-             '<button class="primary" type="submit" name="action" value="accept">Accept</button>'
-             '<button type="submit" name="action" value="cancel">Cancel</button></form>')
-    return _page("Permissions requested", _card("Permissions requested", inner))
+    inner = _device_form(ui, "consent",
+                         f"<p>{escape(ui.t('consent.needs', app=app.name))}</p><ul>{items}</ul>"
+                         f"<p class=muted>{escape(ui.t('consent.note'))}</p>"
+                         + _buttons(ui, ("accept", "common.accept")), ticket=ticket)
+    title = ui.t("consent.title")
+    return _page(ui, title, _card(ui, title, inner))
 
 
-def _done(title: str, text: str) -> HTMLResponse:
-    return _page(title, _card(title, f"<p>{escape(text)}</p>"))
+def _done(ui: Ui, title: str, text: str) -> HTMLResponse:
+    return _page(ui, title, _card(ui, title, f"<p>{escape(text)}</p>"))
 
 
-def _approve(sb: Sandbox, dc: DeviceCode, user_id: str) -> HTMLResponse:
+def _approve(ui: Ui, sb: Sandbox, dc: DeviceCode, user_id: str) -> HTMLResponse:
     dc.status, dc.user_id = "approved", user_id
     app = sb.state.app(dc.client_id)
-    return _done("You're signed in", f"You have signed in to the {app.name if app else dc.client_id} application "
-                 "on your device. You may now close this window.")
+    return _done(ui, ui.t("done.signed_in.title"),
+                 ui.t("done.signed_in.text", app=app.name if app else dc.client_id))
 
 
-def _after_auth(sb: Sandbox, ticket: str, dc: DeviceCode, user_id: str) -> HTMLResponse:
+def _after_auth(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode, user_id: str) -> HTMLResponse:
     app = sb.state.app(dc.client_id)
     assert app is not None
     scopes = parse_scopes(dc.scope, app, consented=set(app.delegated_scopes)).graph
     if needs_consent(sb, app, user_id, scopes):
         sb.signin_tickets[ticket].update(stage="consent", user_id=user_id)
-        return _consent_form(sb, ticket, dc)
-    return _approve(sb, dc, user_id)
+        return _consent_form(ui, sb, ticket, dc)
+    return _approve(ui, sb, dc, user_id)
 
 
 async def devicelogin_get(request: Request) -> Response:
-    return _code_form()
+    return _code_form(Ui.of(request))
 
 
 async def devicelogin_post(request: Request) -> Response:
     sb = sandbox_of(request)
     form = {k: str(v) for k, v in (await request.form()).items()}
+    ui = Ui.of(request, form)
     step = form.get("step", "code")
     if step == "code":
         dc = find_user_code(sb, form.get("otc", ""))
         if dc is None:
-            return _code_form("That code didn't work. Check the code and try again.")
+            return _code_form(ui, ui.t("code.error.invalid"))
         if time.time() > dc.expires_at:
-            return _code_form("The code you entered has expired. Get a new code from the app and try again.")
+            return _code_form(ui, ui.t("code.error.expired"))
         if dc.status != "pending":
-            return _code_form("That code has already been used. Get a new code from the app and try again.")
-        return _signin_form(sb, new_ticket(sb, stage="signin", device_code=dc.device_code), dc)
+            return _code_form(ui, ui.t("code.error.used"))
+        return _signin_form(ui, sb, new_ticket(sb, stage="signin", device_code=dc.device_code), dc)
 
     ticket = form.get("ticket", "")
-    t = sb.signin_tickets.get(ticket)
-    dc = sb.device_codes.get(t["device_code"]) if t else None
-    if t is None or dc is None or t.get("stage") != step:
-        return _code_form("Your sign-in session has expired. Enter the code again.")
+    tk = sb.signin_tickets.get(ticket)
+    dc = sb.device_codes.get(tk["device_code"]) if tk else None
+    if tk is None or dc is None or tk.get("stage") != step:
+        return _code_form(ui, ui.t("code.error.session"))
     if time.time() > dc.expires_at or dc.status != "pending":
         sb.signin_tickets.pop(ticket, None)
-        return _code_form("The code has expired or was already used. Get a new code from the app and try again.")
+        return _code_form(ui, ui.t("code.error.gone"))
     if form.get("action") == "cancel":
         dc.status = "declined"
         sb.signin_tickets.pop(ticket, None)
-        return _done("Sign-in cancelled", "You declined to sign in to the application. You can close this window.")
+        return _done(ui, ui.t("done.cancelled.title"), ui.t("done.cancelled.text"))
     app = sb.state.app(dc.client_id)
     if step == "signin":
         try:
             user = authenticate(sb, form.get("login", ""), form.get("passwd", ""), app, mfa_possible=True)
         except AuthError as e:
-            return _signin_form(sb, ticket, dc, str(e), form.get("login", ""))
+            return _signin_form(ui, sb, ticket, dc, e.text(ui.lang), form.get("login", ""))
         if user.mfa_required:
-            t.update(stage="mfa", user_id=user.id)
-            return _mfa_form(ticket)
-        return _after_auth(sb, ticket, dc, user.id)
+            tk.update(stage="mfa", user_id=user.id)
+            return _mfa_form(ui, ticket)
+        return _after_auth(ui, sb, ticket, dc, user.id)
     if step == "mfa":
         from . import SANDBOX_MFA_CODE
 
         if form.get("mfa_code", "").strip() != SANDBOX_MFA_CODE:
-            return _mfa_form(ticket, "AADSTS50074: The verification code is not correct. Try again.")
-        return _after_auth(sb, ticket, dc, t["user_id"])
+            wrong = AuthError("invalid_grant", 50074, "The verification code is not correct. Try again.")
+            return _mfa_form(ui, ticket, wrong.text(ui.lang))
+        return _after_auth(ui, sb, ticket, dc, tk["user_id"])
     if step == "consent" and form.get("action") == "accept" and app is not None:
         scopes = parse_scopes(dc.scope, app, consented=set(app.delegated_scopes)).graph
-        sb.state.grant_user_consent(t["user_id"], app.client_id, scopes)
+        sb.state.grant_user_consent(tk["user_id"], app.client_id, scopes)
         sb.signin_tickets.pop(ticket, None)
-        return _approve(sb, dc, t["user_id"])
-    return _code_form("Unexpected request. Enter the code again.")
+        return _approve(ui, sb, dc, tk["user_id"])
+    return _code_form(ui, ui.t("code.error.unexpected"))
+
+
+# -- authorize, error codes ------------------------------------------------------------------
+async def authorize(request: Request) -> Response:
+    # Listed in discovery because MSAL requires it; the sandbox's people sign in via device code.
+    # A browser lands here, so the refusal is a page (in the request's ui_locales), as Entra's is.
+    return _error_page(Ui.of(request), err_no_authorize())
+
+
+async def error_code_page(request: Request) -> Response:
+    """The page behind an error response's ``error_uri`` (``/error?code=50126``)."""
+    ui = Ui.of(request)
+    code = request.query_params.get("code", "")
+    code = code if code.isdigit() and len(code) <= 9 else "?"
+    title = ui.t("error.code_title", code=f"AADSTS{code}")
+    return _page(ui, title, _card(ui, title, f"<p>{escape(ui.t('error.code_text'))}</p>"))
 
 
 # -- admin consent ---------------------------------------------------------------------------
@@ -221,6 +292,7 @@ def _redirect_with(uri: str, params: dict[str, str]) -> RedirectResponse:
 
 async def admin_consent(request: Request) -> Response:
     sb = sandbox_of(request)
+    ui = Ui.of(request)  # the form posts back to the same URL, ui_locales included
     q = request.query_params
     v2 = "/v2.0/" in request.url.path
     try:
@@ -235,10 +307,10 @@ async def admin_consent(request: Request) -> Response:
         redirect_uri = q.get("redirect_uri", "")
         if (v2 or redirect_uri) and not admin_consent_redirect_ok(redirect_uri):
             raise AuthError("invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
-                            f"does not match the redirect URIs configured for the application '{client_id}'.")
+                            f"does not match the redirect URIs configured for the application '{client_id}'.",
+                            detail={"redirect_uri": redirect_uri, "client_id": client_id})
     except AuthError as e:
-        return _page("Sign in error", _card("Sorry, but we're having trouble signing you in.", "", str(e)),
-                     status=400)
+        return _error_page(ui, e)
     scope = q.get("scope", "") if v2 else " ".join(app.delegated_scopes)
     state = q.get("state")
     form: dict[str, str] = {}
@@ -252,14 +324,14 @@ async def admin_consent(request: Request) -> Response:
                 params["state"] = state
             if redirect_uri:
                 return _redirect_with(redirect_uri, params)
-            return _done("Consent declined", "No permissions were granted.")
+            return _done(ui, ui.t("admin.declined.title"), ui.t("admin.declined.text"))
         try:
             user = authenticate(sb, form.get("login", ""), form.get("passwd", ""), app, mfa_possible=True)
             if not user.can_admin_consent:
                 raise AuthError("access_denied", 90094, "The grant requires admin permission. Sign in with a "
                                 "Global Administrator or Privileged Role Administrator account.")
         except AuthError as e:
-            error = str(e)
+            error = e.text(ui.lang)
         else:
             sb.state.set_admin_consent(app.client_id, True)
             params = {"admin_consent": "True", "tenant": SANDBOX_TENANT_ID}
@@ -269,19 +341,20 @@ async def admin_consent(request: Request) -> Response:
                 params["state"] = state
             if redirect_uri:
                 return _redirect_with(redirect_uri, params)
-            return _done("Permissions granted", f"{app.name} may now be used by everyone in {SANDBOX_TENANT_NAME}.")
+            return _done(ui, ui.t("admin.granted.title"),
+                         ui.t("admin.granted.text", app=app.name, tenant=SANDBOX_TENANT_NAME))
     requested = [s.rsplit("/", 1)[-1] for s in scope.split()] or list(DELEGATED_SCOPES)
     items = "".join(f"<li>{escape(s)}</li>" for s in requested)
     inner = (f'<form method="post" action="{escape(str(request.url.path))}?{escape(request.url.query)}">'
-             f"<p><b>{escape(app.name)}</b> requests these permissions for your whole organisation:</p>"
+             f"<p>{escape(ui.t('admin.requests', app=app.name))}</p>"
              f"<ul>{items}</ul>"
-             '<label for="login">Administrator account</label>'
+             f'<label for="login">{escape(ui.t("admin.login"))}</label>'
              f'<input type="text" id="login" name="login" value="{escape(form.get("login", ""))}">'
-             '<label for="passwd">Password</label><input type="password" id="passwd" name="passwd">'
-             '<button class="primary" type="submit" name="action" value="accept">Accept</button>'
-             '<button type="submit" name="action" value="cancel">Cancel</button></form>')
-    return _page("Permissions requested", _card("Permissions requested – accept for your organisation", inner,
-                                                   error), status=400 if error else 200)
+             f'<label for="passwd">{escape(ui.t("common.password"))}</label>'
+             '<input type="password" id="passwd" name="passwd">'
+             + _buttons(ui, ("accept", "common.accept")) + "</form>")
+    return _page(ui, ui.t("consent.title"), _card(ui, ui.t("admin.title"), inner, error),
+                 status=400 if error else 200)
 
 
 # -- Teams view ------------------------------------------------------------------------------
@@ -292,10 +365,11 @@ _DROP_CONTENT = {"script", "style", "iframe", "object", "embed", "template", "no
 
 
 class _Sanitiser(HTMLParser):
-    def __init__(self, cards: dict[str, str]) -> None:
+    def __init__(self, cards: dict[str, str], missing: str) -> None:
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self.cards = cards
+        self.missing = missing
         self.stack: list[str] = []
         self.skip = 0
 
@@ -307,7 +381,7 @@ class _Sanitiser(HTMLParser):
         if self.skip:
             return
         if tag == "attachment":
-            self.out.append(self.cards.get(a.get("id") or "", "<div class=acard>[attachment]</div>"))
+            self.out.append(self.cards.get(a.get("id") or "", self.missing))
             self.stack.append("attachment")
             return
         if tag == "at":
@@ -353,43 +427,49 @@ class _Sanitiser(HTMLParser):
         return "".join(self.out)
 
 
-def sanitise_html(content: str, cards: dict[str, str] | None = None) -> str:
-    s = _Sanitiser(cards or {})
+def sanitise_html(content: str, cards: dict[str, str] | None = None, lang: Lang = "en") -> str:
+    s = _Sanitiser(cards or {}, f'<div class=acard>{escape(t("teams.attachment", lang))}</div>')
     s.feed(content)
     return s.result()
 
 
-def _card_element(el: Any, depth: int = 0) -> str:
+def card_text(text: Any) -> str:
+    """Card text (TextBlock, Fact title/value) as Teams shows it: its markdown subset, escapes resolved."""
+    return card_markdown.render(str(text), _unshown)
+
+
+def _card_element(el: Any, lang: Lang, depth: int = 0) -> str:
     if not isinstance(el, dict) or depth > 8:
         return ""
-    t = el.get("type")
-    if t == "TextBlock":
+    kind = el.get("type")
+    if kind == "TextBlock":
         style = ""
         if el.get("weight") == "Bolder":
             style += "font-weight:600;"
         size = {"Large": "18px", "ExtraLarge": "22px", "Medium": "16px", "Small": "12px"}.get(el.get("size", ""))
         if size:
             style += f"font-size:{size};"
-        return f'<p style="{style}margin:4px 0">{escape(str(el.get("text", "")))}</p>'
-    if t == "RichTextBlock":
+        return f'<div class="textblock" style="{style}">{card_text(el.get("text", ""))}</div>'
+    if kind == "RichTextBlock":  # no markdown here: TextRuns carry their own formatting
         runs = "".join(escape(str(r.get("text", ""))) if isinstance(r, dict) else escape(str(r))
                        for r in el.get("inlines", []))
         return f"<p>{runs}</p>"
-    if t == "FactSet":
-        rows = "".join(f"<tr><th>{escape(str(f.get('title', '')))}</th><td>{escape(str(f.get('value', '')))}</td></tr>"
+    if kind == "FactSet":
+        rows = "".join(f"<tr><th>{card_text(f.get('title', ''))}</th><td>{card_text(f.get('value', ''))}</td></tr>"
                        for f in el.get("facts", []) if isinstance(f, dict))
         return f"<table>{rows}</table>"
-    if t == "ColumnSet":
-        cols = "".join(f"<div>{''.join(_card_element(i, depth + 1) for i in c.get('items', []))}</div>"
+    if kind == "ColumnSet":
+        cols = "".join(f"<div>{''.join(_card_element(i, lang, depth + 1) for i in c.get('items', []))}</div>"
                        for c in el.get("columns", []) if isinstance(c, dict))
         return f'<div class="cols">{cols}</div>'
-    if t == "Container":
-        return f"<div>{''.join(_card_element(i, depth + 1) for i in el.get('items', []))}</div>"
-    if t == "Image":
-        return f'<span class="muted">[image: {escape(str(el.get("altText") or "image"))}]</span>'
-    if t == "ActionSet":
+    if kind == "Container":
+        return f"<div>{''.join(_card_element(i, lang, depth + 1) for i in el.get('items', []))}</div>"
+    if kind == "Image":
+        alt = str(el.get("altText") or t("teams.image_default", lang))
+        return f'<span class="muted">{escape(t("teams.image", lang, alt=alt))}</span>'
+    if kind == "ActionSet":
         return "".join(_card_action(a) for a in el.get("actions", []))
-    return f'<span class="muted">[{escape(str(t))}]</span>'
+    return f'<span class="muted">{escape(t("teams.unknown_element", lang, type=kind))}</span>'
 
 
 def _card_action(a: Any) -> str:
@@ -402,26 +482,28 @@ def _card_action(a: Any) -> str:
     return f'<span class="btn">{title}</span>'
 
 
-def render_card(content: str) -> str:
+def render_card(content: str, lang: Lang = "en") -> str:
     try:
         card = json.loads(content)
     except (ValueError, TypeError):
-        return '<div class="acard">[unreadable card]</div>'
-    body = "".join(_card_element(e) for e in card.get("body", []))
+        card = None
+    if not isinstance(card, dict):
+        return f'<div class="acard">{escape(t("teams.unreadable_card", lang))}</div>'
+    body = "".join(_card_element(e, lang) for e in card.get("body", []))
     actions = "".join(_card_action(a) for a in card.get("actions", []))
     return f'<div class="acard" data-testid="adaptive-card">{body}{actions}</div>'
 
 
-def render_message_body(message: dict[str, Any]) -> str:
-    cards = {a["id"]: render_card(a.get("content") or "") for a in message.get("attachments", [])
+def render_message_body(message: dict[str, Any], lang: Lang = "en") -> str:
+    cards = {a["id"]: render_card(a.get("content") or "", lang) for a in message.get("attachments", [])
              if a.get("contentType") == "application/vnd.microsoft.card.adaptive"}
     body = message.get("body") or {}
     if body.get("contentType") == "html":
-        return sanitise_html(body.get("content", ""), cards)
+        return sanitise_html(body.get("content", ""), cards, lang)
     return escape(body.get("content", "")).replace("\n", "<br>")
 
 
-def _chat_title(sb: Sandbox, chat: dict[str, Any], viewer_id: str | None) -> str:
+def _chat_title(ui: Ui, sb: Sandbox, chat: dict[str, Any], viewer_id: str | None) -> str:
     if chat["topic"]:
         return chat["topic"]
     names = []
@@ -430,49 +512,75 @@ def _chat_title(sb: Sandbox, chat: dict[str, Any], viewer_id: str | None) -> str
             continue
         u = sb.state.user(m["user_id"])
         names.append(u.displayName if u else m["user_id"])
-    return ", ".join(names) or "(chat)"
+    return ", ".join(names) or ui.t("teams.untitled")
+
+
+def _chat_type(ui: Ui, kind: str) -> str:
+    key = f"teams.chat_type.{kind}"
+    return ui.t(key) if has(key) else kind
+
+
+def _when(ui: Ui, stamp: str) -> str:
+    """``2026-12-01T13:24:41.123Z`` as 01.12.2026 13:24 (de) or 2026-12-01 13:24 (en), UTC."""
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)", stamp or "")
+    if not m:
+        return stamp
+    y, mo, d, hh, mm = m.groups()
+    day = f"{d}.{mo}.{y}" if ui.lang == "de" else f"{y}-{mo}-{d}"
+    return f"{day} {hh}:{mm} UTC"
+
+
+def _message(ui: Ui, m: dict[str, Any]) -> str:
+    # Teams shows the subject as the message's heading line, above the body, and marks
+    # high/urgent messages with "IMPORTANT!"/"URGENT!" ("WICHTIG!"/"DRINGEND!").
+    sender = ((m.get("from") or {}).get("user") or {}).get("displayName") or "?"
+    subject = f'<div class="subject" role="heading">{escape(m["subject"])}</div>' if m.get("subject") else ""
+    imp = m.get("importance", "normal")
+    imp = imp if imp in ("normal", "high", "urgent") else "normal"
+    flag = f'<span class="flag">{escape(ui.t(f"teams.importance.{imp}"))}</span>' if imp != "normal" else ""
+    return (f'<div class="msg importance-{imp}" data-testid="message" data-message-id="{escape(m["id"])}">'
+            f'<div class="meta">{escape(sender)} · {escape(_when(ui, m["createdDateTime"]))}{flag}</div>{subject}'
+            f'<div class="content">{render_message_body(m, ui.lang)}</div></div>')
 
 
 async def teams_view(request: Request) -> Response:
     sb = sandbox_of(request)
+    ui = Ui.of(request)
     as_upn = request.query_params.get("as", "")
     viewer = sb.state.user(as_upn) if as_upn else None
-    chats = sb.state.chats(viewer.id if viewer else None)
+    viewer_id = viewer.id if viewer else None
+    chats = sb.state.chats(viewer_id)
     selected = request.query_params.get("chat") or (chats[0]["id"] if chats else "")
     side = []
     for ch in chats:
-        qs = urlencode({k: v for k, v in (("chat", ch["id"]), ("as", as_upn)) if v})
+        qs = urlencode({k: v for k, v in (("chat", ch["id"]), ("as", as_upn), ("ui_locales", ui.ui_locales)) if v})
         cls = ' class="active"' if ch["id"] == selected else ""
         side.append(f'<a{cls} href="/teams?{escape(qs)}" data-testid="chat-link">'
-                    f"{escape(_chat_title(sb, ch, viewer.id if viewer else None))}"
-                    f'<br><span class="muted">{escape(ch["chat_type"])}</span></a>')
-    main = ['<p class="muted">No chats yet. Messages sent by crmkit appear here.</p>'] if not chats else []
+                    f"{escape(_chat_title(ui, sb, ch, viewer_id))}"
+                    f'<br><span class="muted">{escape(_chat_type(ui, ch["chat_type"]))}</span></a>')
+    main = [f'<p class="muted">{escape(ui.t("teams.no_chats"))}</p>'] if not chats else []
     chat = sb.state.chat(selected) if selected else None
     if chat is not None and (viewer is None or sb.state.is_member(chat["id"], viewer.id)):
-        main.append(f"<h2>{escape(_chat_title(sb, chat, viewer.id if viewer else None))}</h2>")
+        main.append(f"<h2>{escape(_chat_title(ui, sb, chat, viewer_id))}</h2>")
         msgs = sb.state.messages(chat["id"], newest_first=False)
         if not msgs:
-            main.append('<p class="muted">No messages in this chat yet.</p>')
-        for m in msgs:
-            sender = ((m.get("from") or {}).get("user") or {}).get("displayName") or "?"
-            subject = f'<div class="subject">{escape(m["subject"])}</div>' if m.get("subject") else ""
-            imp = m.get("importance", "normal")
-            flag = f' <b>{escape(imp.upper())}</b>' if imp != "normal" else ""
-            main.append(f'<div class="msg importance-{escape(imp)}" data-testid="message" '
-                        f'data-message-id="{escape(m["id"])}"><div class="meta">{escape(sender)} · '
-                        f'{escape(m["createdDateTime"])}{flag}</div>{subject}'
-                        f'<div class="content">{render_message_body(m)}</div></div>')
-    viewing = f" — viewing as {escape(viewer.displayName)}" if viewer else " — all chats"
-    body = (f'<div class="banner">Teams (sandbox){viewing}</div><div class="teams"><nav class="side">'
+            main.append(f'<p class="muted">{escape(ui.t("teams.no_messages"))}</p>')
+        main += [_message(ui, m) for m in msgs]
+    viewing = ui.t("teams.viewing_as", name=viewer.displayName) if viewer else ui.t("teams.all_chats")
+    title = ui.t("teams.title")
+    body = (f'<div class="banner">{escape(title)} — {escape(viewing)}</div><div class="teams"><nav class="side">'
             f'{"".join(side)}</nav><main class="main">{"".join(main)}</main></div>')
     refresh = request.query_params.get("refresh", "5")
-    return _page("Teams (sandbox)", body, refresh=int(refresh) if refresh.isdigit() and int(refresh) > 0 else None)
+    return _page(ui, title, body, refresh=int(refresh) if refresh.isdigit() and int(refresh) > 0 else None)
 
 
 async def index(request: Request) -> Response:
-    links = ('<ul><li><a href="/teams">Teams (sandbox)</a></li><li><a href="/devicelogin">Device sign-in</a>'
-             '</li><li><a href="/_sandbox/info">Sandbox info (JSON)</a></li></ul>')
-    return _page("crmkit sandbox tenant", _card("crmkit sandbox tenant", links))
+    ui = Ui.of(request)
+    links = (f'<ul><li><a href="/teams">{escape(ui.t("teams.title"))}</a></li>'
+             f'<li><a href="/devicelogin">{escape(ui.t("index.devicelogin"))}</a></li>'
+             f'<li><a href="/_sandbox/info">{escape(ui.t("index.info"))}</a></li></ul>')
+    title = ui.t("index.title")
+    return _page(ui, title, _card(ui, title, links))
 
 
 routes = [
@@ -480,6 +588,8 @@ routes = [
     Route("/devicelogin", devicelogin_get, methods=["GET"]),
     Route("/devicelogin", devicelogin_post, methods=["POST"]),
     Route("/teams", teams_view, methods=["GET"]),
+    Route("/error", error_code_page, methods=["GET"]),
     Route("/{tenant}/v2.0/adminconsent", admin_consent, methods=["GET", "POST"]),
     Route("/{tenant}/adminconsent", admin_consent, methods=["GET", "POST"]),
+    Route("/{tenant}/oauth2/v2.0/authorize", authorize, methods=["GET", "POST"]),
 ]
