@@ -44,6 +44,10 @@ def shared_http(sandbox_url: str | None) -> httpx.Client:
         return client
 
 
+# crmkit's UI languages as the market codes Entra takes for the device-code message.
+_MARKETS = {"de": "de-DE", "en": "en-US"}
+
+
 class Identity:
     """MSAL for one configuration: device code, password (ROPC), silent tokens.
 
@@ -116,10 +120,17 @@ class Identity:
 
     def start_device_flow(
         self, app: msal.PublicClientApplication, *, timeout: float | None = None,
-        on_success: Callable[[dict[str, Any]], Any] | None = None,
+        on_success: Callable[[dict[str, Any]], Any] | None = None, lang: str | None = None,
     ) -> DeviceSignIn:
-        """Begin a device-code sign-in; the code is available at once, the wait runs in a thread."""
-        flow = app.initiate_device_flow(scopes=self.config.graph_scopes)
+        """Begin a device-code sign-in; the code is available at once, the wait runs in a thread.
+
+        ``lang`` ("de"/"en") asks for Microsoft's ``message`` in that language: Entra localises it
+        with ``?mkt=xx-XX`` on the request. That is all the protocol carries (no ``ui_locales``, no
+        ``verification_uri_complete``); the sign-in page itself follows the browser's language.
+        """
+        market = _MARKETS.get(lang or "")
+        extra: dict[str, Any] = {"params": {"mkt": market}} if market else {}
+        flow = app.initiate_device_flow(scopes=self.config.graph_scopes, **extra)
         if "user_code" not in flow:
             raise self.error(flow)
         return DeviceSignIn(self, app, flow, timeout=timeout, on_success=on_success)

@@ -221,7 +221,8 @@ class Accounts:
         def finish(result: dict[str, Any]) -> M365Account:
             return self._store_account(app, result, use_teams=use_teams, use_smtp=use_smtp)
 
-        sign_in = self.m365.identity.start_device_flow(app, timeout=timeout, on_success=finish)
+        sign_in = self.m365.identity.start_device_flow(app, timeout=timeout, on_success=finish,
+                                                       lang=self.m365.crm.language)
         sign_in.add_done_callback(self._learn_from_failure)
         with self._lock:
             self._pending = sign_in

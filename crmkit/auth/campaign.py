@@ -175,7 +175,8 @@ class CampaignAccount:
             assert info is not None
             return info
 
-        return self.m365.identity.start_device_flow(app, timeout=timeout, on_success=finish)
+        return self.m365.identity.start_device_flow(app, timeout=timeout, on_success=finish,
+                                                     lang=self.m365.crm.language)
 
     def clear(self) -> None:
         """Remove the campaign account (and its saved sign-in on this machine)."""
