@@ -3,7 +3,7 @@
     crmkit [--db PATH] [--user NAME] init
     crmkit [--db PATH] [--user NAME] demo-data --addresses N [--seed S] [--replace]
     crmkit sandbox …      the local Microsoft sandbox tenant
-    crmkit demo           the demo (filled in by the lead)
+    crmkit demo           the demo: sandbox, demo data, Voila dashboards, JupyterLab
     crmkit [--db PATH] [--user NAME] worker [--interval S] [--once]   the campaign-action worker
 
 Every crmkit error ends as one line on stderr and exit code 2; so do bad arguments (argparse).
@@ -75,13 +75,15 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run the local sandbox tenant.")
     p.set_defaults(func=_cmd_sandbox)
 
-    p = sub.add_parser("demo", help="start the demo: sandbox tenant, demo data, Voila dashboards",
+    p = sub.add_parser("demo", help="start the demo: sandbox tenant, demo data, Voila dashboards, JupyterLab",
                        description="Start the crmkit demo: the local sandbox tenant, 1,000 demo addresses "
-                                   "(first run only) and the Voila dashboards on 127.0.0.1; prints the URLs.")
+                                   "(first run only), the Voila dashboards and JupyterLab with the notebooks "
+                                   "(token-protected) on 127.0.0.1; prints the URLs. Ctrl+C stops it all.")
     p.add_argument("--addresses", type=_count, default=1000, metavar="N",
                    help="demo addresses to create when the database is empty (default 1000)")
     p.add_argument("--sandbox-port", type=_count, default=8765, metavar="PORT", help="default 8765")
     p.add_argument("--voila-port", type=_count, default=8866, metavar="PORT", help="default 8866")
+    p.add_argument("--lab-port", type=_count, default=8888, metavar="PORT", help="JupyterLab's port (default 8888)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("worker", help="run the campaign-action worker",
@@ -186,7 +188,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoSettings, run_demo
 
     return run_demo(DemoSettings(db=args.db, addresses=args.addresses, sandbox_port=args.sandbox_port,
-                                 voila_port=args.voila_port))
+                                 voila_port=args.voila_port, lab_port=args.lab_port))
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:

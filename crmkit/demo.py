@@ -1,4 +1,4 @@
-"""``crmkit demo``: the sandbox tenant, demo data and the Voila dashboards, in one command."""
+"""``crmkit demo``: the sandbox tenant, demo data, the Voila dashboards and JupyterLab, in one command."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -17,6 +18,8 @@ from .store import default_path
 __all__ = ["DemoSettings", "prepare_database", "run_demo"]
 
 DASHBOARDS = ("addresses.ipynb", "settings.ipynb", "campaigns.ipynb")
+# Whom JupyterLab's notebooks open as: notebooks/ are for sales users (role sales, right teams.send).
+LAB_USER = "anna"
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,9 @@ class DemoSettings:
     addresses: int = 1000
     sandbox_port: int = 8765
     voila_port: int = 8866
-    state: str = ".crmkit"  # sandbox state and Voila's log, next to the database by default
+    lab_port: int = 8888
+    lab_user: str = LAB_USER
+    state: str = ".crmkit"  # sandbox state and the servers' logs, next to the database by default
 
 
 def prepare_database(path: str, addresses: int, out: TextIO) -> None:
@@ -45,7 +50,12 @@ def prepare_database(path: str, addresses: int, out: TextIO) -> None:
 
 
 def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
-    """Start everything, print the addresses, and serve until Ctrl+C. Returns an exit code."""
+    """Start everything, print the addresses, and serve until Ctrl+C or SIGTERM. Returns an exit code.
+
+    Every process started here is stopped on the way out, whatever ends the demo (Ctrl+C, SIGTERM, a
+    server that exits, an error while starting the next one).
+    """
+    from .lab import start_lab, stop_lab
     from .sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
     from .sandbox.process import SandboxProcess, sandbox_is_up
     from .voila_launch import dashboard_url, server_url, start_voila, stop_voila, wait_until_up
@@ -55,62 +65,88 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
     state.mkdir(mode=0o700, exist_ok=True)
     prepare_database(db, settings.addresses, out)
 
-    sandbox_url = f"http://127.0.0.1:{settings.sandbox_port}"
-    sandbox = None
-    if sandbox_is_up(sandbox_url):
-        print(f"Using the sandbox tenant already running at {sandbox_url}.", file=out)
-    else:
-        sandbox_log = (state / "sandbox.log").open("a")
-        try:
-            sandbox = SandboxProcess(state / "sandbox", port=settings.sandbox_port, log=sandbox_log)
-        except RuntimeError as exc:
-            raise ConfigError(
-                f"The sandbox tenant could not start on port {settings.sandbox_port} ({exc}; see "
-                f"{state / 'sandbox.log'}). Free the port or choose another with --sandbox-port."
-            ) from exc
-    voila_log = (state / "voila.log").open("ab")
-    env = {"CRMKIT_DB": db, "CRMKIT_USER": os.environ.get("CRMKIT_USER", "admin"),
-           "CRMKIT_SANDBOX_URL": sandbox_url}
-    voila = start_voila(settings.voila_port, env, log=voila_log)
-    # The campaign worker runs delayed reaction actions (the reference's automation service).
-    worker_log = (state / "worker.log").open("ab")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "crmkit.cli", "--db", db, "worker", "--interval", "2"],
-        env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=worker_log, stderr=subprocess.STDOUT,
-    )
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    cleanup: list[Callable[[], object]] = []  # run in reverse order of starting
     try:
+        sandbox_url = f"http://127.0.0.1:{settings.sandbox_port}"
+        sandbox = None
+        if sandbox_is_up(sandbox_url):
+            print(f"Using the sandbox tenant already running at {sandbox_url}.", file=out)
+        else:
+            sandbox_log = (state / "sandbox.log").open("a")
+            cleanup.append(sandbox_log.close)
+            try:
+                sandbox = SandboxProcess(state / "sandbox", port=settings.sandbox_port, log=sandbox_log)
+            except RuntimeError as exc:
+                raise ConfigError(
+                    f"The sandbox tenant could not start on port {settings.sandbox_port} ({exc}; see "
+                    f"{state / 'sandbox.log'}). Free the port or choose another with --sandbox-port."
+                ) from exc
+            cleanup.append(sandbox.stop)
+        env = {"CRMKIT_DB": db, "CRMKIT_USER": os.environ.get("CRMKIT_USER", "admin"),
+               "CRMKIT_SANDBOX_URL": sandbox_url}
+        voila_log = (state / "voila.log").open("ab")
+        cleanup.append(voila_log.close)
+        voila = start_voila(settings.voila_port, env, log=voila_log)
+        cleanup.append(lambda: stop_voila(voila))
+        # The campaign worker runs delayed reaction actions (the reference's automation service).
+        worker_log = (state / "worker.log").open("ab")
+        cleanup.append(worker_log.close)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "crmkit.cli", "--db", db, "worker", "--interval", "2"],
+            env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=worker_log, stderr=subprocess.STDOUT,
+        )
+        cleanup.append(lambda: stop_voila(worker))  # SIGTERM: it finishes its run and releases its lease
+        # JupyterLab for the analysts' notebooks, as the sales user they are written for.
+        lab_log = (state / "jupyterlab.log").open("ab")  # JupyterLab logs the token as "token=..."
+        cleanup.append(lab_log.close)
+        lab = start_lab(settings.lab_port, {**env, "CRMKIT_USER": settings.lab_user}, log=lab_log)
+        cleanup.append(lambda: stop_lab(lab))
         try:
             wait_until_up(server_url(settings.voila_port), timeout=180, proc=voila)
         except (RuntimeError, TimeoutError) as exc:
             raise ConfigError(f"Voila did not start on port {settings.voila_port} ({exc}); see "
                               f"{state / 'voila.log'}. Free the port or choose another with --voila-port.") from exc
+        try:
+            wait_until_up(lab.login_url, timeout=180, proc=lab.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            raise ConfigError(f"JupyterLab did not start on port {settings.lab_port} ({exc}); see "
+                              f"{state / 'jupyterlab.log'}. Free the port or choose another with --lab-port.") from exc
         print("\ncrmkit demo is running. Open in a browser:", file=out)
         from .voila_launch import DASHBOARDS as folder
 
         for name in (n for n in DASHBOARDS if (folder / n).exists()):
             print(f"  {name.removesuffix('.ipynb'):<10} {dashboard_url(settings.voila_port, name)}", file=out)
+        print(f"  {'':<10} (another demo user: add ?user=NAME, e.g. ?user=tom)", file=out)
+        # The token is in this URL only: printed to the user's terminal, as Jupyter itself does, never logged.
+        print(f"  {'notebooks':<10} {lab.url}", file=out)
+        print(f"  {'':<10} (JupyterLab, notebooks open as the CRM user {settings.lab_user})", file=out)
         print(f"  {'teams':<10} {sandbox_url}/teams   (what arrived, as recipients see it)", file=out)
         print(f"\nSign in to Teams (sandbox) as e.g. {SANDBOX_DEFAULT_UPN} with the demo password "
               f"{SANDBOX_PASSWORD!r} (a published sandbox value, not a secret).", file=out)
-        print(f"Campaign worker running (log: {state / 'worker.log'}).", file=out)
+        print(f"Campaign worker running. Logs: {state}", file=out)
         print(f"Database: {db}\nPress Ctrl+C to stop.", file=out, flush=True)
-        stop = False
-
-        def on_signal(signum: int, frame: object) -> None:
-            nonlocal stop
-            stop = True
-
-        signal.signal(signal.SIGTERM, on_signal)
-        while not stop and voila.poll() is None and (sandbox is None or sandbox.proc.poll() is None):
+        procs = {"Voila": voila, "the campaign worker": worker, "JupyterLab": lab.proc,
+                 **({"the sandbox tenant": sandbox.proc} if sandbox is not None else {})}
+        while not stop and all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
+        for what, p in procs.items():
+            if p.poll() is not None:
+                print(f"{what} exited with code {p.returncode}; stopping the demo (logs: {state}).", file=out)
     except KeyboardInterrupt:
         pass
     finally:
-        stop_voila(voila)
-        voila_log.close()
-        stop_voila(worker)  # SIGTERM: the worker finishes its current run and releases its lease
-        worker_log.close()
-        if sandbox is not None:
-            sandbox.stop()
+        # A second Ctrl+C while stopping must not leave the rest running.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for step in reversed(cleanup):
+            step()
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous)
     print("crmkit demo stopped.", file=out)
     return 0
