@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +20,8 @@ import pandas as pd
 from traitlets import Any as AnyTrait
 from traitlets import Dict, HasTraits, Int, List, Unicode, observe, validate
 
-from ..errors import CrmkitError, ValidationError
-from ..i18n import LANGUAGES
+from ..errors import CrmkitError, ValidationError, catalog_error
+from ..i18n import LANGUAGES, format_count
 
 if TYPE_CHECKING:
     from ..crm import CRM
@@ -34,6 +35,7 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "company", "salutation", "first_name", "last_name", "street", "postal_code", "city", "country", "phone", "email",
 )
 PAGE_SIZES: tuple[int, ...] = (10, 25, 50, 100)
+_PAGE_NUMBER = re.compile(r"[0-9]+|[0-9]{1,3}(?:[.,\u202f ][0-9]{3})+")
 CHOICE_LIMIT = 1000  # most distinct cities a dropdown offers; beyond that, search finds them
 
 
@@ -111,6 +113,30 @@ class RecordTableModel(HasTraits):
     def previous_page(self) -> None:
         if self.has_previous:
             self.page -= 1
+
+    def first_page(self) -> None:
+        if self.page != 0:
+            self.page = 0
+
+    def last_page(self) -> None:
+        if self.page != self.pages - 1:
+            self.page = self.pages - 1
+
+    def go_to_page(self, number: int | str) -> None:
+        """Show page ``number`` (1-based, as the page label counts), typed by the user.
+
+        Raises:
+            ValidationError: not a whole number from 1 to :attr:`pages` (the message names the range in
+                the user's language); the page stays as it was.
+        """
+        text = str(number).strip()
+        # Digits, optionally grouped in threes as the page label shows them ("1.000" / "1,000").
+        digits = re.sub(r"[.,\u202f ]", "", text) if _PAGE_NUMBER.fullmatch(text) else ""
+        if not digits or not 1 <= int(digits) <= self.pages:
+            pages = format_count(self.pages, self.language)
+            raise catalog_error(ValidationError, "table.bad_page", text=text[:40], pages=pages)
+        if int(digits) - 1 != self.page:
+            self.page = int(digits) - 1
 
     def set_filters(self, **values: str) -> None:
         """Change several of ``search``/``city``/``country`` at once, with one read."""

@@ -5,9 +5,11 @@
 >>> table.selected_ids = [1, 2]; action.button.click()  # doctest: +SKIP
 >>> action.dialog                                     # the ComposeDialog for addresses 1 and 2
 
-The button sits in the table's actions bar and is enabled only with a selection; the dialog opens
-below the table. The core decides whether the user may send (integration on, ``teams.send``); a
-refusal shows in place of the dialog.
+The button sits in the table's actions bar and is enabled only with a selection, and every row's
+menu offers the same for that one record (:meth:`TeamsAction.open_for`). The dialog opens beside the
+table (its side panel), where the user is looking. A user without ``teams.send`` sees both disabled,
+the missing right named in the tooltip; the core still decides every send (integration on,
+``teams.send``), and a refusal shows in place of the dialog.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..errors import CrmkitError
 from ..i18n import t
 from .common import ErrorBox
 from .compose import ComposeDialog
+from .rights_hint import missing_right
 
 if TYPE_CHECKING:
     from ..crm import CRM
@@ -32,11 +35,14 @@ log = logging.getLogger(__name__)
 
 
 class TeamsAction:
-    """The button, the place below the table where the dialog opens, and the open dialog.
+    """The buttons, the place beside the table where the dialog opens, and the open dialog.
 
-    Attributes: ``button`` [crmkit-teams-action], ``host`` [crmkit-compose-host], ``error``,
-    ``dialog`` (the open :class:`ComposeDialog`, or None).
+    Attributes: ``button`` [crmkit-teams-action] (on the selection), ``row_button`` [crmkit-row-teams]
+    (in the row menu), ``host`` [crmkit-compose-host], ``error``, ``dialog`` (the open
+    :class:`ComposeDialog`, or None), ``allowed`` (the user holds ``teams.send``).
     """
+
+    RIGHT = "teams.send"
 
     def __init__(self, table: RecordTable, crm: CRM, *, debounce: float = 0.3) -> None:
         self.table = table
@@ -45,6 +51,10 @@ class TeamsAction:
         self.dialog: ComposeDialog | None = None
         self.button = widgets.Button(icon="comments", button_style="info")
         self.button.add_class("crmkit-teams-action")
+        self.row_button = widgets.Button(icon="comments", layout=widgets.Layout(width="auto"))
+        self.row_button.add_class("crmkit-row-teams")
+        self.allowed = crm.user.can(self.RIGHT)
+        self.row_button.disabled = not self.allowed
         self.error = ErrorBox()
         self.host = widgets.VBox(layout=widgets.Layout(display="none"))
         self.host.add_class("crmkit-compose-host")
@@ -54,13 +64,19 @@ class TeamsAction:
 
     def _relabel(self) -> None:
         lang = self.table.model.language
-        self.button.description = t("teams.send_via", lang)
-        self.button.tooltip = t("teams.with_record", lang)
+        reason = missing_right(self.crm, self.RIGHT, lang)
+        for button, tip in ((self.button, t("teams.with_record", lang)),
+                            (self.row_button, t("table.row_teams_tooltip", lang))):
+            button.description = t("teams.send_via", lang)
+            button.tooltip = tip if reason is None else f"{tip} – {reason}"
 
     def open(self) -> ComposeDialog | None:
         """Open the compose dialog for the selected addresses (replacing one that is open)."""
+        return self.open_for(self.table.selected_ids)
+
+    def open_for(self, ids: list[int]) -> ComposeDialog | None:
+        """Open the compose dialog for ``ids`` beside the table (a row's action: one record)."""
         self.close()
-        ids = self.table.selected_ids
         lang = self.table.model.language
         try:
             if not ids:
@@ -71,19 +87,24 @@ class TeamsAction:
             self.dialog = ComposeDialog(self.crm, ids, on_close=lambda _d: self.close(), debounce=self.debounce)
         except CrmkitError as exc:
             self.error.show(exc, lang)
-            self.host.children = (self.error,)
-            self.host.layout.display = None
+            self._show((self.error,))
             return None
         self.error.show(None, lang)
-        self.host.children = (self.dialog,)
-        self.host.layout.display = None
+        self._show((self.dialog,))
         return self.dialog
+
+    def _show(self, children: tuple[widgets.Widget, ...]) -> None:
+        self.host.children = children
+        self.host.layout.display = None
+        self.table.show_side(self.host)
 
     def close(self) -> None:
         """Hide the dialog (a running send was cancelled by the dialog's Close)."""
         dialog, self.dialog = self.dialog, None
         self.host.children = ()
         self.host.layout.display = "none"
+        if self.host in self.table.side.children:
+            self.table.show_side(None)
         if dialog is not None and not dialog.model.busy:
             dialog.close()
 
@@ -92,13 +113,13 @@ def add_teams_action(record_table: RecordTable, crm: CRM | None = None, *, debou
     """Add »Per Teams senden« / "Send via Teams" to ``record_table`` (enabled only with a selection).
 
     Args:
-        record_table: the table; the dialog opens below it.
+        record_table: the table; the dialog opens beside it.
         crm: the session that sends (default: the table's).
         debounce: the people picker's typing pause (see :class:`~crmkit.widgets.compose.ComposeModel`).
     """
     action = TeamsAction(record_table, crm or record_table.model.crm, debounce=debounce)
-    record_table.add_action(action.button, needs_selection=True)
-    record_table.children = (*record_table.children, action.host)
+    record_table.add_action(action.button, needs_selection=True, allowed=action.allowed)
+    record_table.add_row_action(action.row_button, lambda address_id: action.open_for([address_id]))
     record_table.teams_action = action  # type: ignore[attr-defined]
     return action
 

@@ -57,7 +57,7 @@ def test_action_is_enabled_only_with_a_selection_and_opens_the_dialog(crm: CRM) 
     table = RecordTable(crm)
     action = add_teams_action(table, crm)
     assert action.button.description == "Per Teams senden"
-    assert action.button in table.actions.children and action.host in table.children
+    assert action.button in table.actions.children and action.host not in table.children
     assert action.button.disabled
     table.selected_ids = [1, 2]
     assert not action.button.disabled
@@ -66,13 +66,14 @@ def test_action_is_enabled_only_with_a_selection_and_opens_the_dialog(crm: CRM) 
     assert isinstance(dialog, ComposeDialog)
     assert dialog.model.address_ids == [1, 2]
     assert action.host.children == (dialog,) and action.host.layout.display is None
+    assert table.side.children == (action.host,) and table.side.layout.display is None  # beside the table
     assert "2 Datensätze" in dialog.records.value
     assert dialog.title.value.count("Datensatz per Teams senden") == 1
     assert dialog.prefix.value.endswith(">cobra CRM - </span>")
     assert dialog.record_contact.description == "Kontakt erfassen"
     assert dialog.send_button.description == "Absenden"
     dialog.close_button.click()
-    assert action.dialog is None and action.host.layout.display == "none"
+    assert action.dialog is None and action.host.layout.display == "none" and table.side.layout.display == "none"
 
 
 def test_action_follows_the_table_language(crm: CRM) -> None:
@@ -98,6 +99,7 @@ def test_a_user_without_the_right_sees_the_cores_refusal(crm: CRM) -> None:
     table = RecordTable(viewer)
     action = add_teams_action(table, viewer)
     table.selected_ids = [1]
+    assert action.button.disabled  # the view says so first (tooltip); a click from code meets the core
     action.button.click()
     assert action.dialog is None
     assert isinstance(action.error.exc, PermissionDenied)

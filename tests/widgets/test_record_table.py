@@ -60,11 +60,11 @@ def crm(db: Path, statements: list[str]) -> crmkit.CRM:
 
 
 def visible_rows(table: RecordTable) -> list[str]:
-    return [row.cells.value for row in table._rows if row.box.layout.display != "none"]
+    return table.shown_rows()
 
 
 def cell(row_html: str, column: str) -> str:
-    match = re.search(rf'data-col="{column}"[^>]*>(.*?)</div>', row_html)
+    match = re.search(rf'data-col="{column}"[^>]*>(.*?)</td>', row_html)
     assert match, row_html
     return match.group(1)
 
@@ -126,11 +126,11 @@ def test_filter_change_goes_back_to_page_one_and_page_size(crm: crmkit.CRM) -> N
     table.city.value = ""
     table.page_size.value = 10
     assert table.page_label.value == "Seite 1 von 5 (41 Adressen)"
-    assert len(visible_rows(table)) == 10 and len(table.rows_box.children) == 10
+    assert len(visible_rows(table)) == 10 and len(table.checks_column.children) == 10
     table.page_size.value = 50
-    assert len(visible_rows(table)) == 41 and len(table.rows_box.children) == 50
+    assert len(visible_rows(table)) == 41 and len(table.checks_column.children) == 41
     table.page_size.value = 25
-    assert len(visible_rows(table)) == 25 and len(table.rows_box.children) == 25
+    assert len(visible_rows(table)) == 25 and len(table.checks_column.children) == 25
 
 
 def test_page_size_follows_the_user_setting(crm: crmkit.CRM) -> None:

@@ -22,6 +22,6 @@ def test_stored_controls_and_bidi_show_inert_in_the_record_table(tmp_path: Path)
         "modified_at) VALUES (1, 'person', ?, ?, ?, ?, 'admin', now(), 'admin', now())",
         ["Evil\u202eAG gpj.exe", "\x00\x07ctrl", "Keller\x1b[31m", "Ber\x85lin\u2066"]))
     table = RecordTable(crm)
-    html = "".join(row.cells.value for row in table._rows if row.box.layout.display != "none")
+    html = "".join(table.shown_rows())
     assert "EvilAG gpj.exe" in html and "ctrl" in html and "Berlin" in html
     assert not UNSAFE.search(html), [f"U+{ord(c):04X}" for c in UNSAFE.findall(html)]
