@@ -60,6 +60,30 @@ def test_fragments_cover_both_languages() -> None:
     assert len(foreign_fragments("de")) > 60 and len(foreign_fragments("en")) > 60
 
 
+def test_catalog_has_both_languages_with_the_same_placeholders() -> None:
+    for key, entry in CATALOG.items():
+        assert set(entry) == {"de", "en"}, key
+        assert sorted(re.findall(r"\{(\w+)\}", entry["de"])) == sorted(re.findall(r"\{(\w+)\}", entry["en"])), key
+
+
+@pytest.mark.parametrize(("header", "ui_locales", "lang"), [
+    ("de-DE,de;q=0.9,en;q=0.8", None, "de"),
+    ("fr-CH, fr;q=0.9, en;q=0.8, de;q=0.7", None, "en"),
+    ("en;q=0, de-AT", None, "de"),
+    ("fr", None, "en"),  # neither language: English, as Microsoft's sign-in falls back
+    ("de", "fr en-GB", "en"),  # ui_locales wins, its first German or English tag
+    ("en-US", "de", "de"),
+])
+def test_language_choice(header: str, ui_locales: str | None, lang: str) -> None:
+    from starlette.requests import Request
+
+    from crmkit.sandbox.i18n import request_lang
+
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"",
+             "headers": [(b"accept-language", header.encode())]}
+    assert request_lang(Request(scope), ui_locales) == lang
+
+
 class Walk:
     """Visits pages in one browser context and keeps each page's visible text for the check."""
 
