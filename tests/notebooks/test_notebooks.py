@@ -1,15 +1,21 @@
 """Every notebook and dashboard runs top to bottom, and every one is committed clean.
 
 Run alone with ``pytest -m notebooks``. A notebook declares what it needs in its metadata, e.g.
-``"crmkit": {"requires": ["sandbox"]}``; this tier provides a database, and for ``sandbox`` a running
-sandbox tenant with the admin user signed in to Teams and the integration on. Anything else makes
+``"crmkit": {"requires": ["sandbox"], "user": "anna"}``; this tier provides a demo database (the demo's
+users and roles, the Teams integration on, and a personal-data policy that asks for a purpose), and for
+``sandbox`` a running sandbox tenant with the notebook's user signed in to Teams. Anything else makes
 the notebook skip with the reason.
+
+Each notebook under ``notebooks/`` says in its first markdown cell whom it is for, names that demo user
+(``metadata.crmkit.user``), and runs here as that user; dashboards run as ``admin`` unless they say otherwise.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +24,11 @@ import pytest
 from support.sandbox import SandboxProc, sign_in
 
 import crmkit
+from crmkit import privacy
 from crmkit.auth import _cache, _msal
+from crmkit.demo import prepare_database
+from crmkit.demo_data import DEMO_USERS
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
-from crmkit.teams import activation
 
 pytestmark = pytest.mark.notebooks
 
@@ -38,13 +46,35 @@ def test_there_are_notebooks() -> None:
     assert "dashboards/addresses.ipynb" in IDS
 
 
+def stated_user(nb: Any) -> str:
+    """Whom a notebook runs as: ``metadata.crmkit.user``; dashboards default to ``admin``."""
+    return str(nb.metadata.get("crmkit", {}).get("user", "admin"))
+
+
+ANALYST_NOTEBOOKS = [p for p in NOTEBOOKS if p.parent.name == "notebooks"]
+
+
+@pytest.mark.parametrize("path", ANALYST_NOTEBOOKS, ids=[p.name for p in ANALYST_NOTEBOOKS])
+def test_says_whom_it_is_for(path: Path) -> None:
+    """The first markdown cell names the demo user (and role) the notebook is written for, as metadata says."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    user = nb.metadata.get("crmkit", {}).get("user")
+    roles = {name: role for name, _, role in DEMO_USERS}
+    assert user in roles, f"{path.name}: metadata.crmkit.user must name a demo user ({sorted(roles)}), not {user!r}"
+    first = next(c for c in nb.cells if c.cell_type == "markdown").source
+    assert re.search(r"\*\*For:\*\*", first) and f"`{user}`" in first and f"`{roles[user]}`" in first, first
+
+
 @pytest.fixture(scope="module")
 def notebook_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's database (same code as ``crmkit demo``: demo users, Teams on), fewer addresses, and a
+    personal-data policy that asks for a purpose: what the notebooks must cope with."""
     path = tmp_path_factory.mktemp("notebooks") / "crm.duckdb"
-    crm = crmkit.open(path)
-    for i, city in enumerate(["Berlin", "Hamburg", "Berlin", "München", "Köln"] * 4):
-        crm.add_address(company=f"Firma {i}", last_name=f"Name {i}", city=city, country="DE" if i % 4 else "AT",
-                        postal_code=f"{10000 + i}", email=f"n{i}@example.test")
+    prepare_database(str(path), 200, io.StringIO())
+    crm = crmkit.open(path, "admin")
+    privacy.set_policy(crm, "teams_manual", "log_purpose")
     crm.store.close()
     return path
 
@@ -64,25 +94,37 @@ def notebook_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def notebook_sandbox(notebook_db: Path, notebook_home: Path,
                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookSandbox]:
-    """A sandbox tenant; the admin CRM user signed in to Teams (device code) and the integration on."""
+    """A sandbox tenant (the integration is on in the database); users sign in with :func:`signed_in`."""
     base = tmp_path_factory.mktemp("notebooks-sandbox")
     proc = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"])
     try:
+        yield NotebookSandbox(proc.url, notebook_home)
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def signed_in(notebook_sandbox: NotebookSandbox, notebook_db: Path) -> Callable[[str], None]:
+    """Sign a CRM user in to Teams (the sandbox's device-code page, as a browser posts it), once per user."""
+    done: set[str] = set()
+
+    def sign(user: str) -> None:
+        if user in done:
+            return
         with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("CRMKIT_SANDBOX_URL", proc.url)
-            mp.setenv("CRMKIT_HOME", str(notebook_home))
-            crm = crmkit.open(notebook_db)
+            mp.setenv("CRMKIT_SANDBOX_URL", notebook_sandbox.url)
+            mp.setenv("CRMKIT_HOME", str(notebook_sandbox.home))
+            crm = crmkit.open(notebook_db, user)
             try:
-                activation.enable(crm)
                 sign_in(crm, SANDBOX_DEFAULT_UPN)
             finally:
                 crm.teams.close()
                 crm.store.close()
                 _cache.forget_caches()
                 _msal._apps.clear()
-        yield NotebookSandbox(proc.url, notebook_home)
-    finally:
-        proc.stop()
+        done.add(user)
+
+    return sign
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -96,13 +138,15 @@ def test_runs_top_to_bottom(path: Path, notebook_db: Path, notebook_home: Path, 
     missing = sorted(needs - PROVIDED)
     if missing:
         pytest.skip("; ".join(f"{need}: {WHY_MISSING.get(need, 'not provided by this tier')}" for need in missing))
+    user = stated_user(nb)
     # the kernel inherits this process's environment
     if "sandbox" in needs:
         sandbox: NotebookSandbox = request.getfixturevalue("notebook_sandbox")
+        request.getfixturevalue("signed_in")(user)
         monkeypatch.setenv("CRMKIT_SANDBOX_URL", sandbox.url)
     monkeypatch.setenv("CRMKIT_DB", str(notebook_db))
     monkeypatch.setenv("CRMKIT_HOME", str(notebook_home))
-    monkeypatch.setenv("CRMKIT_USER", "admin")
+    monkeypatch.setenv("CRMKIT_USER", user)
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     # kept with its outputs for a look after the run, and for the last tier's secret scan (tests/secret_scan)
     executed = output_dir / "notebooks" / f"{path.parent.name}-{path.name}"
