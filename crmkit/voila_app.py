@@ -25,6 +25,7 @@ over 1,000,000 addresses. Here:
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from jupyter_server.utils import ensure_async
 from traitlets import Float, Integer
 from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
+
+from .i18n import LANGUAGES, stored_language, t
 
 __all__ = ["TEMPLATE_DIR", "CrmkitVoila", "DashboardHandler", "PageKernelManager", "main"]
 
@@ -159,6 +162,12 @@ class DashboardHandler(TornadoVoilaHandler):
         # Reading the token sets the cookie (with jupyter_server's signed, masked value) on this response,
         # before the first flush; the page's beforeunload beacon sends it back as the _xsrf form field.
         _ = self.xsrf_token
+        # The page's loading text (voila_template/index.html.j2) is in the user's language, read here: a
+        # preheated page was rendered before anyone asked, so only this response can say whose page it is.
+        lang = await asyncio.get_running_loop().run_in_executor(
+            None, stored_language, os.environ.get("CRMKIT_DB"), os.environ.get("CRMKIT_USER"),
+            self.get_query_argument("user", None))
+        self.set_cookie("crmkit_lang", lang, samesite="Strict")  # read by the page's script, so not httponly
         await super().get(path)
 
 
@@ -170,6 +179,12 @@ class CrmkitVoila(Voila):
         super().setup_template_dirs()
         # The same list object reaches the page renderer (nbconvert exporter) and Voila's own Jinja env.
         self.template_paths.insert(0, str(TEMPLATE_DIR))
+        # The loading text's words, from the catalog, for the template (``resources.crmkit_loading``).
+        resources = self.config.VoilaConfiguration.get("resources")
+        resources = dict(resources) if isinstance(resources, dict) else {}
+        resources["crmkit_loading"] = {lang: {"page": t("voila.loading", lang), "cell": t("voila.executing", lang)}
+                                       for lang in LANGUAGES}
+        self.config.VoilaConfiguration.resources = resources
 
     def init_handlers(self) -> list[Any]:
         return [(spec[0], DashboardHandler, *spec[2:]) if len(spec) > 1 and spec[1] is TornadoVoilaHandler else spec

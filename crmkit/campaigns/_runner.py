@@ -12,15 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .. import privacy
 from ..errors import AuthError, CrmkitError, GraphError, IntegrationDisabled
+from ..i18n import catalog, relocalize, t
 from ..processes import HOST, process_gone
 from ..teams.activation import switched_off
 from ..teams.outbox import utcnow
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
     from ..store import Tx
     from ..teams.send import SendPlan, TeamsService
 
-__all__ = ["Claimer", "RunOutcome", "claim_due", "execute_run", "retry_delay"]
+__all__ = ["Claimer", "RunOutcome", "claim_due", "execute_run", "retry_delay", "run_error_text"]
 
 log = logging.getLogger("crmkit.campaigns")
 
@@ -134,12 +137,50 @@ def _retryable(exc: BaseException) -> bool:
 def describe_error(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, AuthError):
-        return f"Campaign account cannot sign in: {text}"
+        return t("campaigns.run_error.account", "en", detail=text)
     if isinstance(exc, GraphError):
-        return f"Microsoft Graph: {text}"
+        return t("campaigns.run_error.graph", "en", detail=text)
     if isinstance(exc, (httpx.HTTPError, OSError, TimeoutError)):
-        return f"Network: {text}"
+        return t("campaigns.run_error.network", "en", detail=text)
     return text
+
+
+# A run's error is stored in English (the log, the API, the worker's report) from these catalog texts,
+# and shown to a user in their language by run_error_text().
+_RUN_ERRORS = ("campaigns.run_error.retry", "campaigns.run_error.confirming", "campaigns.run_error.partly",
+               "campaigns.run_error.account", "campaigns.run_error.graph", "campaigns.run_error.network",
+               "campaigns.run_error.nothing")
+_BLOCKED = ("campaigns.run_error.blocked",)
+_BLOCKED_PART = re.compile(r"address \d+ blocked \([^()]*\)")
+
+
+def _reason_text(name: str, value: str, lang: str | None) -> str | None:
+    """A blocked address's reason (``flag:no_campaign``, ``not_found``) as the user reads it."""
+    if name != "reason":
+        return None
+    if value.startswith("flag:") and value[5:] in privacy.FLAGS:
+        _channels, de, en = privacy.FLAGS[value[5:]]
+        return de if lang == "de" else en
+    return t("campaigns.run_error.not_found", lang) if value == "not_found" else None
+
+
+def run_error_text(error: str | None, lang: str | None) -> str:
+    """A run's stored (English) error in ``lang``: the runner's own texts, and the core errors' texts inside
+    them; anything else (a server's own words) as stored."""
+    if not error:
+        return ""
+    parts = error.split("; ")
+    if all(_BLOCKED_PART.fullmatch(p) for p in parts):  # one part per blocked address
+        return "; ".join(relocalize(p, lang, _BLOCKED, _reason_text) for p in parts)
+    return relocalize(error, lang, _RUN_ERRORS + _core_error_keys(), _reason_text)
+
+
+@cache
+def _core_error_keys() -> tuple[str, ...]:
+    """Core error texts whose placeholders are the same in both languages (they can be filled from English)."""
+    def fields(text: str) -> set[str]:
+        return set(re.findall(r"{(\w+)}", text))
+    return tuple(k for k, e in catalog().items() if k.startswith("error.msg.") and fields(e["de"]) == fields(e["en"]))
 
 
 def execute_run(crm: CRM, service: TeamsService, claimer: Claimer, run_id: int) -> RunOutcome:
@@ -164,7 +205,8 @@ def execute_run(crm: CRM, service: TeamsService, claimer: Claimer, run_id: int) 
         attempts = int(crm.store.one("SELECT attempts FROM campaign_runs WHERE id = ?", [run_id]) or 1)
         if _retryable(exc):
             delay = retry_delay(attempts)
-            error = f"{describe_error(exc)} (attempt {attempts}; next try in {delay:.0f} s)"
+            error = t("campaigns.run_error.retry", "en", error=describe_error(exc), attempt=attempts,
+                      delay=f"{delay:.0f}")
             return _finish(crm, claimer, run_id, "retry", error, utcnow() + timedelta(seconds=delay))
         return _finish(crm, claimer, run_id, "failed", describe_error(exc))
 
@@ -204,7 +246,8 @@ def _plan_and_enqueue(crm: CRM, service: TeamsService, claimer: Claimer, row: di
         if plan.messages:
             return batch_id
         # The address is blocked (flag or policy): nothing to deliver; the block is in the transfer log.
-        reason = "; ".join(f"address {a} blocked ({why})" for a, why in plan.blocked.items()) or "nothing to send"
+        reason = "; ".join(t("campaigns.run_error.blocked", "en", address=a, reason=why)
+                           for a, why in plan.blocked.items()) or t("campaigns.run_error.nothing", "en")
         status = "skipped" if row["skip_blocked"] else "failed"
         _finish_tx(tx, run_id, status, reason, None)
         return RunOutcome(run_id, status, reason)
@@ -234,13 +277,13 @@ def _record_delivery(crm: CRM, claimer: Claimer, row: dict[str, Any], results: A
     if any(s in ("pending", "sending") for s in statuses):
         attempts = int(row["attempts"] or 1)
         delay = retry_delay(attempts)
-        error = f"{statuses.count('sent')} of {len(statuses)} messages confirmed; the rest are reconciled " \
-                f"with Teams in {delay:.0f} s"
+        error = t("campaigns.run_error.confirming", "en", sent=statuses.count("sent"), total=len(statuses),
+                  delay=f"{delay:.0f}")
         return _finish(crm, claimer, run_id, "retry", error, utcnow() + timedelta(seconds=delay))
     if len(failed):
         detail = "; ".join(f"{r.recipient_name}: {r.error}" for r in failed.itertuples())
-        return _finish(crm, claimer, run_id, "failed",
-                       f"{statuses.count('sent')} of {len(statuses)} messages sent; {detail}")
+        return _finish(crm, claimer, run_id, "failed", t("campaigns.run_error.partly", "en",
+                       sent=statuses.count("sent"), total=len(statuses), detail=detail))
     return _finish(crm, claimer, run_id, "done", None)
 
 
