@@ -17,7 +17,7 @@ from .store import default_path
 
 __all__ = ["DemoSettings", "prepare_database", "run_demo"]
 
-DASHBOARDS = ("addresses.ipynb", "settings.ipynb", "campaigns.ipynb")
+DASHBOARDS = ("addresses.ipynb", "my_settings.ipynb", "settings.ipynb", "campaigns.ipynb")  # printed if present
 # Whom JupyterLab's notebooks open as: notebooks/ are for sales users (role sales, right teams.send).
 LAB_USER = "anna"
 
@@ -122,12 +122,12 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
         from .voila_launch import DASHBOARDS as folder
 
         for name in (n for n in DASHBOARDS if (folder / n).exists()):
-            print(f"  {name.removesuffix('.ipynb'):<10} {dashboard_url(settings.voila_port, name)}", file=out)
-        print(f"  {'':<10} (another demo user: add ?user=NAME, e.g. ?user=tom)", file=out)
+            print(f"  {name.removesuffix('.ipynb'):<11} {dashboard_url(settings.voila_port, name)}", file=out)
+        print(f"  {'':<11} (as another demo user: add ?user=NAME, e.g. ?user=tom; see the README)", file=out)
         # The token is in this URL only: printed to the user's terminal, as Jupyter itself does, never logged.
-        print(f"  {'notebooks':<10} {lab.url}", file=out)
-        print(f"  {'':<10} (JupyterLab, notebooks open as the CRM user {settings.lab_user})", file=out)
-        print(f"  {'teams':<10} {sandbox_url}/teams   (what arrived, as recipients see it)", file=out)
+        print(f"  {'notebooks':<11} {lab.url}", file=out)
+        print(f"  {'':<11} (JupyterLab; notebooks open as the CRM user {settings.lab_user})", file=out)
+        print(f"  {'teams':<11} {sandbox_url}/teams   (what arrived, as recipients see it)", file=out)
         print(f"\nSign in to Teams (sandbox) as e.g. {SANDBOX_DEFAULT_UPN} with the demo password "
               f"{SANDBOX_PASSWORD!r} (a published sandbox value, not a secret).", file=out)
         print(f"Campaign worker running. Logs: {state}", file=out)

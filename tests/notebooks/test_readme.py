@@ -105,3 +105,19 @@ def test_python_blocks_run_as_written(readme_setup: ReadmeSetup) -> None:
     again = _run(readme_setup, code)
     assert again.returncode == 0, again.stderr[-3000:]
     assert readme_setup.sandbox.get("messages")["count"] == len(delivered)
+
+
+def test_quick_start_says_what_make_demo_starts() -> None:
+    """The quick start's `make demo` lines name what crmkit demo starts, JupyterLab included, and the
+    URLs it prints."""
+    from crmkit.demo import DASHBOARDS
+
+    text = README.read_text(encoding="utf-8")
+    quick = text[text.index("## Quick start"):text.index("## What is where")]
+    make_demo = quick[quick.index("make demo"):quick.index("make test")]
+    for part in ("sandbox", "Voila dashboards", "campaign worker", "JupyterLab"):
+        assert part in make_demo, part
+    shown = [name.removesuffix(".ipynb") for name in DASHBOARDS if (ROOT / "dashboards" / name).exists()]
+    for label in [*shown, "notebooks", "teams"]:
+        assert re.search(rf"^  {label} +http://127\.0\.0\.1:", quick, flags=re.M), label
+    assert "?user=" in quick and "Sandbox-Pass-1" in quick
