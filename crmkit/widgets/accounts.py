@@ -83,7 +83,8 @@ class AccountsView(widgets.VBox):
 
     Attributes (for tests and dashboards): ``table`` (HTML list), ``choice`` (account picker),
     ``use_teams``/``use_smtp`` (flags of the picked account), ``remove``, ``add``, the flags for
-    a new account ``new_teams``/``new_smtp``, ``panel`` (:class:`SignInPanel`), ``error``.
+    a new account ``new_teams``/``new_smtp``, the rows' labels ``edit_label``/``new_label``,
+    ``panel`` (:class:`SignInPanel`), ``error``.
     """
 
     def __init__(self, crm: CRM | None = None, *, m365: Microsoft365 | None = None, lang: str | None = None) -> None:
@@ -100,11 +101,21 @@ class AccountsView(widgets.VBox):
         self.use_teams = widgets.Checkbox(description=t("m365.use_teams", lang), indent=False)
         self.use_smtp = widgets.Checkbox(description=t("m365.use_smtp", lang), indent=False)
         self.remove = widgets.Button(description=t("m365.remove", lang), icon="trash", button_style="danger")
-        self.edit = widgets.HBox([self.choice, self.use_teams, self.use_smtp, self.remove])
+        # Each row of Teams/SMTP boxes says which account it is for: the picked one, or the one to add.
+        self.edit_label = widgets.Label(t("m365.row.selected", lang))
+        self.edit_label.add_class("crmkit-m365-row-label")
+        self.edit = widgets.VBox([
+            self.choice,
+            widgets.HBox([self.edit_label, self.use_teams, self.use_smtp, self.remove],
+                         layout=widgets.Layout(align_items="center", flex_flow="row wrap")),
+        ])
+        self.edit.add_class("crmkit-m365-edit")
         self.new_teams = widgets.Checkbox(value=True, description=t("m365.use_teams", lang), indent=False)
         self.new_smtp = widgets.Checkbox(value=False, description=t("m365.use_smtp", lang), indent=False)
         self.add = widgets.Button(description=t("teams.add_account", lang), icon="plus", button_style="primary")
         self.add.add_class("crmkit-m365-add")
+        self.new_label = widgets.Label(t("m365.row.new", lang))
+        self.new_label.add_class("crmkit-m365-row-label")
         self.hint = widgets.HTML(f'<p class="crmkit-muted">{html.escape(t("m365.work_only", lang))}<br>'
                                  f"{html.escape(self._storage_text())}</p>")
         self.panel = SignInPanel(lang)
@@ -115,8 +126,10 @@ class AccountsView(widgets.VBox):
         self.use_smtp.observe(self._flags_changed, "value")
         self.remove.on_click(lambda _b: self._remove())
         self.add.on_click(lambda _b: self.start_add())
-        super().__init__([self.title, self.table, self.edit, widgets.HBox([self.add, self.new_teams, self.new_smtp]),
-                          self.panel, self.error, self.hint])
+        new_row = widgets.HBox([self.new_label, self.new_teams, self.new_smtp, self.add],
+                               layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
+        new_row.add_class("crmkit-m365-new")
+        super().__init__([self.title, self.table, self.edit, new_row, self.panel, self.error, self.hint])
         self.add_class("crmkit-m365-accounts-view")
         self.refresh()
 

@@ -17,6 +17,7 @@ from ..auth import ADMIN_RIGHTS, DeviceSignIn, Microsoft365, TestResult
 from ..i18n import t
 from .accounts import SignInPanel
 from .common import ErrorBox
+from .header import disable_without
 
 if TYPE_CHECKING:
     from ..crm import CRM
@@ -62,7 +63,7 @@ class CampaignAccountForm(widgets.VBox):
         self.signed_in_box = widgets.VBox([self.signed_in_hint, self.sign_in])
         self.warning = widgets.HTML(
             f'<p role="note" style="color:#8a5300"><b>⚠</b> {html.escape(t("campaign.password_warning", lang))}</p>')
-        self.email = widgets.Text(description=t("campaign.email", lang), placeholder="kampagnen@firma.de")
+        self.email = widgets.Text(description=t("campaign.email", lang), placeholder=t("campaign.email_example", lang))
         self.password = widgets.Password(description=t("campaign.password", lang))
         self.save = widgets.Button(description=t("campaign.save", lang), icon="lock", button_style="primary")
         self.save.add_class("crmkit-campaign-save")
@@ -77,8 +78,9 @@ class CampaignAccountForm(widgets.VBox):
         self.error = ErrorBox()
         self.rights_note = widgets.HTML(
             "" if self.may_change else f"<p><i>{html.escape(t('campaign.no_rights', lang))}</i></p>")
-        for w in (self.mode, self.email, self.password, self.save, self.sign_in, self.test, self.remove):
-            w.disabled = not self.may_change
+        # What the user may not change is disabled, the missing right in the tooltip; the core checks again.
+        disable_without((self.mode, self.email, self.password, self.save, self.sign_in, self.test, self.remove),
+                        user, ADMIN_RIGHTS, lang)
         self.mode.observe(self._mode_changed, "value")
         self.save.on_click(lambda _b: self.save_password())
         self.sign_in.on_click(lambda _b: self.start_sign_in())
@@ -193,7 +195,8 @@ class AdminConsentPanel(widgets.VBox):
         org = html.escape(self.m365.consent_url())
         self.links = widgets.HTML(
             f'<p><a href="{org}" target="_blank" rel="noopener">{html.escape(t("consent.org_link", lang))}</a></p>')
-        self.account = widgets.Text(description=t("consent.account_link", lang), placeholder="name@firma.de",
+        self.account = widgets.Text(description=t("consent.account_link", lang),
+                                    placeholder=t("consent.account_example", lang),
                                     style={"description_width": "initial"})
         self.account_link = widgets.HTML()
         self.account.observe(self._account_changed, "value")
@@ -201,6 +204,7 @@ class AdminConsentPanel(widgets.VBox):
         self.paste = widgets.Text(description=t("consent.paste", lang), style={"description_width": "initial"},
                                   layout=widgets.Layout(width="90%"), disabled=not self.may_record)
         self.record = widgets.Button(description=t("common.apply", lang), disabled=not self.may_record)
+        disable_without((self.paste, self.record), self.m365.crm.user, ("teams.admin",), lang)
         self.record.on_click(lambda _b: self._record())
         self.hint = widgets.HTML(f'<p class="crmkit-muted">{html.escape(t("consent.paste_hint", lang))}</p>')
         self.error = ErrorBox()

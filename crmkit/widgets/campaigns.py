@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from ..campaigns import Campaigns
     from ..crm import CRM
 
-__all__ = ["CampaignEditor", "CampaignRuns", "ReactionActions", "RecordReactions", "campaigns_dashboard"]
+__all__ = ["CampaignEditor", "CampaignRuns", "CampaignsPage", "ReactionActions", "RecordReactions",
+           "campaigns_dashboard"]
 
 log = logging.getLogger(__name__)
 _LABEL = {"description_width": "initial"}
@@ -409,13 +410,80 @@ class CampaignRuns(widgets.VBox):
         threading.Thread(target=loop, daemon=True).start()
 
 
+class CampaignsPage(widgets.VBox):
+    """The campaigns page: the header every dashboard has (title, language, CRM user), then the editor
+    (for campaign admins), recording reactions, and the runs. Picking a language stores it as the
+    user's setting and rebuilds the views in it.
+
+    Attributes (for tests): ``header``, ``error``, ``body`` (holds ``editor`` or None, ``recorder``, ``runs``).
+    """
+
+    def __init__(self, crm: CRM) -> None:
+        from ..campaigns import Campaigns
+        from .header import DashboardHeader
+
+        self.crm = crm
+        self.lang = crm.language
+        self.campaigns = Campaigns(crm)
+        self.header = DashboardHeader(crm, "campaigns.page_title", self.lang, self._language_picked)
+        self.error = ErrorBox()
+        self.body = widgets.VBox()
+        self.editor: CampaignEditor | None = None
+        super().__init__([self.header, self.error, self.body])
+        self.add_class("crmkit-campaigns-dashboard")
+        self._build()
+
+    def _build(self) -> None:
+        campaigns, lang = self.campaigns, self.lang
+        teams_view = None
+        try:
+            config = campaigns.teams.m365.config
+            teams_view = f"{config.sandbox_url}/teams" if config.sandbox_url else None
+        except CrmkitError:
+            pass
+        runs = CampaignRuns(campaigns, lang, teams_view=teams_view)
+        editor = CampaignEditor(campaigns, lang) if self.crm.user.can("campaign.admin") else None
+
+        def recorded() -> None:
+            runs.refresh()
+            runs.watch()
+
+        recorder = RecordReactions(campaigns, lang, on_recorded=recorded)
+        if editor is not None:
+            editor.campaign.observe(lambda _c: recorder.refresh(), "options")
+            editor.activity.observe(lambda _c: recorder.refresh(), "options")
+            editor.reaction.observe(lambda _c: recorder.refresh(), "options")
+            editor.participants.observe(lambda _c: recorder.refresh(), "value")
+        old = self.body.children
+        self.editor, self.recorder, self.runs = editor, recorder, runs
+        self.body.children = tuple(w for w in (editor, recorder, runs) if w is not None)
+        for view in old:
+            watching = getattr(view, "_watch", None)
+            if watching is not None:
+                watching.set()  # the old runs view stops refreshing
+            view.close()
+
+    def _language_picked(self, lang: str) -> None:
+        if lang == self.lang:
+            return
+        try:
+            self.crm.set_user_setting("language", lang)
+        except CrmkitError as exc:
+            self.error.show(exc, self.lang)
+            self.header.relabel(self.lang)
+            return
+        self.error.show(None, lang)
+        self.lang = lang
+        self.header.relabel(lang)
+        self._build()
+
+
 def campaigns_dashboard(crm: CRM | None = None) -> widgets.Widget:
-    """The campaigns demo page: editor (for campaign admins), recording reactions, and the runs.
+    """The campaigns demo page (:class:`CampaignsPage`).
 
     Without ``crm`` it opens the CRM named by the environment at request time (Voila preheat), and
     explains in both languages instead of raising when that fails.
     """
-    from ..campaigns import Campaigns
     from .app import wait_for_voila_request
 
     if crm is None:
@@ -429,28 +497,4 @@ def campaigns_dashboard(crm: CRM | None = None) -> widgets.Widget:
             box.add_class("crmkit-error")
             box.add_class("crmkit-open-error")
             return box
-    lang = crm.language
-    campaigns = Campaigns(crm)
-    teams_view = None
-    try:
-        config = campaigns.teams.m365.config
-        teams_view = f"{config.sandbox_url}/teams" if config.sandbox_url else None
-    except CrmkitError:
-        pass
-    runs = CampaignRuns(campaigns, lang, teams_view=teams_view)
-    editor = CampaignEditor(campaigns, lang) if crm.user.can("campaign.admin") else None
-
-    def recorded() -> None:
-        runs.refresh()
-        runs.watch()
-
-    recorder = RecordReactions(campaigns, lang, on_recorded=recorded)
-    if editor is not None:
-        editor.campaign.observe(lambda _c: recorder.refresh(), "options")
-        editor.activity.observe(lambda _c: recorder.refresh(), "options")
-        editor.reaction.observe(lambda _c: recorder.refresh(), "options")
-        editor.participants.observe(lambda _c: recorder.refresh(), "value")
-    parts = [w for w in (editor, recorder, runs) if w is not None]
-    box = widgets.VBox(parts)
-    box.add_class("crmkit-campaigns-dashboard")
-    return box
+    return CampaignsPage(crm)

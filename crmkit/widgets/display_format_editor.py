@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from ..errors import CrmkitError, NotFound
-from ..i18n import t
+from ..i18n import field_label, t
 from ..teams import display_format as dfm
 from ..teams.display_format import DISPLAY_FIELDS, EMPTY_CHOICES, DisplayFormat, FieldFormat
 from .common import ErrorBox
+from .header import disable_without
 
 if TYPE_CHECKING:
     from ..crm import CRM
@@ -34,6 +35,21 @@ SAMPLE_RECORD: dict[str, Any] = {
 }
 
 
+def _field_name(key: str, lang: str) -> str:
+    """A display field as users read it (Firma / Company), not its key."""
+    spec = DISPLAY_FIELDS.get(key)
+    return spec.label(lang) if spec else key
+
+
+def _field_choice(key: str, lang: str) -> str:
+    """A field in the add list: its label, and for a composite field the fields it joins (German has
+    "Name" for both the whole name and the last name)."""
+    spec = DISPLAY_FIELDS[key]
+    if len(spec.columns) < 2:
+        return spec.label(lang)
+    return f"{spec.label(lang)} ({', '.join(field_label(c, lang) for c in spec.columns)})"
+
+
 class _FieldRow:
     """The inputs of one field: labels, kind, pattern, empty handling, and move/remove buttons."""
 
@@ -43,8 +59,7 @@ class _FieldRow:
         catalog = DISPLAY_FIELDS.get(spec.field)
         kinds = catalog.kinds if catalog else (spec.kind,)
         name = catalog.label(lang) if catalog else spec.field
-        self.name = widgets.HTML(f"<b>{html.escape(name)}</b> <code>{html.escape(spec.field)}</code>",
-                                 layout=widgets.Layout(width="190px"))
+        self.name = widgets.HTML(f"<b>{html.escape(name)}</b>", layout=widgets.Layout(width="190px"))
         small = widgets.Layout(width="150px")
         self.label_de = widgets.Text(spec.label_de, placeholder=t("display_format.label_de", lang), layout=small)
         self.label_en = widgets.Text(spec.label_en, placeholder=t("display_format.label_en", lang), layout=small)
@@ -186,9 +201,13 @@ class DisplayFormatEditor(widgets.VBox):
             self.rows[0].up.disabled = True
             self.rows[-1].down.disabled = True
         unused = [k for k in DISPLAY_FIELDS if k not in self.fmt.field_names]
-        self.add_field.options = [(f"{DISPLAY_FIELDS[k].label(self.lang)} ({k})", k) for k in unused]
+        self.add_field.options = [(_field_choice(k, self.lang), k) for k in unused]
         self.add_field.value = unused[0] if unused else None
         self.add_button.disabled = not self.editable or not unused
+        if not self.editable:  # the buttons say which right is missing; the core refuses a save anyway
+            disable_without([self.add_button, self.save_button, self.reset_button,
+                             *(b for r in self.rows for b in (r.up, r.down, r.remove))],
+                            self.crm.user, ("teams.admin",), self.lang)
 
     def _first_address(self) -> int | None:
         frame = self.crm.addresses(columns=["id"], limit=1)
@@ -265,6 +284,6 @@ class DisplayFormatEditor(widgets.VBox):
         sample = f"<div><i>{html.escape(self._note)}</i></div>" if self._note else ""
         self.card_preview.value = sample + dfm.card_to_html(card)
         self.table_preview.value = self.fmt.html_table(self._record, lang)
-        names = ", ".join(self.fmt.rendered_field_names(self._record))
+        names = ", ".join(_field_name(k, self.lang) for k in self.fmt.rendered_field_names(self._record))
         text = t("display_format.logged_fields", self.lang, fields=names)
         self.logged_fields.value = f"<small>{html.escape(text)}</small>"

@@ -1,9 +1,12 @@
-"""The settings dashboard for admins, and how a dashboard picks its CRM session.
+"""The system-wide settings dashboard (»Systemweite Einstellungen«), and how a dashboard picks its CRM session.
 
 :func:`settings_dashboard` builds the whole page: one tab each for the Teams activation, the Teams
-display format, the personal-data policy with the transfer-log monitor, "My Microsoft 365
-accounts", the campaign sender account, and admin consent. Every tab is an existing view; rights
-are checked in the core, and a tab whose view cannot be built shows the core's refusal instead.
+display format, the personal-data policy with the transfer-log monitor, the contact types, the
+campaign sender account, and admin consent. A user's own Microsoft 365 accounts and language are
+not system matters: they live on the users' own page (:mod:`crmkit.widgets.my_settings`), which
+this page links to. Every tab is an existing view; rights are checked in the core (controls the
+user may not use are disabled, the missing right in the tooltip), and a tab whose view cannot be
+built shows the core's refusal instead.
 A tab's view is built when the tab is first shown: the page comes up with one view's widgets,
 not all six (the display format editor alone has some 300), which is what makes it interactive
 about as fast as a one-button notebook. The view modules are imported when this module is, so
@@ -29,18 +32,19 @@ import ipywidgets as widgets
 from ..auth import Microsoft365
 from ..errors import CrmkitError, UnknownUser
 from ..i18n import LANGUAGES, t
-from .accounts import AccountsView
 from .app import wait_for_voila_request
 from .campaign_account import AdminConsentPanel, CampaignAccountForm
-from .common import ErrorBox, LanguageSwitch, error_html
+from .common import ErrorBox, error_html
+from .contact_types import ContactTypesView
 from .display_format_editor import DisplayFormatEditor
+from .header import DashboardHeader
 from .privacy import PrivacySettings, TransferLogMonitor
 from .teams_settings import TeamsSettings
 
 if TYPE_CHECKING:
     from ..crm import CRM
 
-__all__ = ["SettingsApp", "open_dashboard_crm", "open_error_box", "query_user", "settings_dashboard"]
+__all__ = ["SettingsApp", "dashboard_link", "open_dashboard_crm", "open_error_box", "query_user", "settings_dashboard"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,14 @@ def query_user(query: str | None = None) -> str | None:
     values = parse_qs(query.lstrip("?")).get("user") or []
     name = values[-1].strip() if values else ""
     return name or None
+
+
+def dashboard_link(notebook: str, text: str, crm: CRM) -> str:
+    """An HTML link to another dashboard next to this one (Voila serves them side by side), keeping
+    a demo's ``?user=NAME`` so the page opens as the same CRM user."""
+    user = query_user()
+    href = notebook + (f"?user={html.escape(crm.user.name)}" if user and user == crm.user.name else "")
+    return f'<a href="{html.escape(href)}" target="_self">{html.escape(text)}</a>'
 
 
 def _demo_tenant(crm: CRM) -> bool:
@@ -102,15 +114,17 @@ class SettingsApp(widgets.VBox):
     Each tab's view is built the first time the tab is selected (or its property below is read).
 
     Attributes (for tests): ``tabs`` (the Tab), ``views`` (tab key → the view or its error box, for
-    the tabs built so far), ``language_switch``, and the views ``teams``, ``display_format``,
-    ``privacy``, ``transfer_log``, ``accounts``, ``campaign``, ``consent`` (built on first access;
-    None when that view could not be built).
+    the tabs built so far), ``header`` with ``title``, ``language_switch``, ``user_line``,
+    ``user_settings`` (the link to the user's own settings page), and the views ``teams``,
+    ``display_format``, ``privacy``, ``transfer_log``, ``contact_types``, ``campaign``, ``consent``
+    (built on first access; None when that view could not be built).
     """
 
-    TAB_KEYS: tuple[str, ...] = ("teams", "display_format", "privacy", "accounts", "campaign", "consent")
+    TAB_KEYS: tuple[str, ...] = ("teams", "display_format", "privacy", "contact_types", "campaign", "consent")
     TAB_TITLES: dict[str, str] = {
         "teams": "settings.tab.teams", "display_format": "display_format.label", "privacy": "privacy.personal_data",
-        "accounts": "m365.my_accounts", "campaign": "settings.tab.campaign", "consent": "consent.title",
+        "contact_types": "settings.tab.contact_types", "campaign": "settings.tab.campaign",
+        "consent": "consent.title",
     }
 
     def __init__(self, crm: CRM, *, export_dir: str | Path | None = None) -> None:
@@ -118,10 +132,11 @@ class SettingsApp(widgets.VBox):
         self.export_dir = export_dir
         self.lang = crm.language
         self._m365: Microsoft365 | None = None
-        self.title = widgets.HTML()
-        self.user_line = widgets.HTML()
-        self.user_line.add_class("crmkit-settings-user")
-        self.language_switch = LanguageSwitch(self.lang, self._language_picked)
+        self.header = DashboardHeader(crm, "settings.system", self.lang, self._language_picked)
+        self.title, self.language_switch, self.user_line = (
+            self.header.title, self.header.language_switch, self.header.user_line)
+        self.user_settings = widgets.HTML()
+        self.user_settings.add_class("crmkit-user-settings-link")
         self.error = ErrorBox()
         # One pane per tab; a pane gets its view when the tab is first shown.
         self.panes = {key: widgets.VBox() for key in self.TAB_KEYS}
@@ -130,11 +145,7 @@ class SettingsApp(widgets.VBox):
         self.tabs = widgets.Tab(children=tuple(self.panes.values()), selected_index=0)
         self.tabs.add_class("crmkit-settings-tabs")
         self.views: dict[str, widgets.Widget] = {}
-        super().__init__([
-            widgets.HBox([self.title, self.language_switch],
-                         layout=widgets.Layout(justify_content="space-between", align_items="center")),
-            self.user_line, self.error, self.tabs,
-        ])
+        super().__init__([self.header, self.user_settings, self.error, self.tabs])
         self.add_class("crmkit-settings")
         self._build()
         self.tabs.observe(self._tab_selected, "selected_index")
@@ -144,9 +155,10 @@ class SettingsApp(widgets.VBox):
     def _build(self) -> None:
         """Label everything in ``self.lang``, drop the built views, and build the selected tab's."""
         lang = self.lang
-        self.title.value = f"<h2 style='margin:4px 0'>{html.escape(t('settings.system', lang))}</h2>"
-        self.user_line.value = html.escape(t("settings.user_line", lang, user=self.crm.user.display_name))
-        self.language_switch.relabel(lang)
+        self.header.relabel(lang)
+        link = dashboard_link("my_settings.ipynb", t("settings.user", lang), self.crm)
+        self.user_settings.value = (f'<p class="crmkit-muted">'
+                                    f"{t('settings.user_settings_hint', lang, link=link)}</p>")
         self.tabs.titles = tuple(t(self.TAB_TITLES[key], lang) for key in self.TAB_KEYS)
         old, self.views = self.views, {}
         for pane in self.panes.values():
@@ -169,18 +181,27 @@ class SettingsApp(widgets.VBox):
             self._ensure(self.TAB_KEYS[index])
 
     def _m365_service(self) -> Microsoft365:
-        if self._m365 is None:  # one Microsoft 365 service for the three account tabs
+        if self._m365 is None:  # one Microsoft 365 service for the two account tabs
             self._m365 = self.crm.teams.m365
         return self._m365
 
     def _teams_tab(self) -> widgets.Widget:
-        return TeamsSettings(self.crm, self.lang)
+        return TeamsSettings(self.crm, self.lang, on_open_contact_types=self.show_contact_types)
 
     def _display_format_tab(self) -> widgets.Widget:
         return DisplayFormatEditor(self.crm, self.lang)
 
-    def _accounts_tab(self) -> widgets.Widget:
-        return AccountsView(m365=self._m365_service(), lang=self.lang)
+    def _contact_types_tab(self) -> widgets.Widget:
+        return ContactTypesView(self.crm, self.lang)
+
+    def show_contact_types(self, code: str | None = None) -> widgets.Widget | None:
+        """Open the contact-type tab (re-read), on the type with ``code`` if given: the Teams
+        refusal's way out when another type holds TS."""
+        self.tabs.selected_index = self.TAB_KEYS.index("contact_types")
+        view = self.contact_types
+        if isinstance(view, ContactTypesView):
+            view.refresh(select=code)
+        return view
 
     def _campaign_tab(self) -> widgets.Widget:
         return CampaignAccountForm(m365=self._m365_service(), lang=self.lang)
@@ -237,8 +258,8 @@ class SettingsApp(widgets.VBox):
         return self._view("privacy", 1)
 
     @property
-    def accounts(self) -> widgets.Widget | None:
-        return self._view("accounts")
+    def contact_types(self) -> widgets.Widget | None:
+        return self._view("contact_types")
 
     @property
     def campaign(self) -> widgets.Widget | None:
@@ -267,7 +288,7 @@ class SettingsApp(widgets.VBox):
 
 
 def settings_dashboard(crm: CRM | None = None) -> widgets.Widget:
-    """The admins' settings dashboard.
+    """The system-wide settings dashboard (admins; others see the same page read-only).
 
     Without ``crm`` it opens the session with :func:`open_dashboard_crm` (at request time under
     Voila's preheating); if that fails it returns a box saying why instead of raising, because

@@ -2,22 +2,26 @@
 
 A thin view over :mod:`crmkit.teams.activation`: the checkbox "Microsoft Teams-Integration
 aktivieren", the reopen notice for this session, the sessions that must reopen, and the refusal
-when the short code TS is taken, shown with what to do. Rights are checked in the core; the view
-only disables what the user may not change.
+when the short code TS is taken, shown with what to do and a button that opens the contact types
+(when the page has that tab). Rights are checked in the core; the view only disables what the user
+may not change, with the missing right in the tooltip.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from .. import contact_types
 from ..errors import ContactTypeCodeTaken, CrmkitError
 from ..i18n import t
 from ..teams import activation
 from ..teams.sessions import reopen_notice
 from .common import ErrorBox
+from .header import disable_without
 
 if TYPE_CHECKING:
     from ..crm import CRM
@@ -29,27 +33,38 @@ class TeamsSettings(widgets.VBox):
     """The Teams activation switch with its notices.
 
     Attributes (for tests and dashboards): ``enabled`` (the checkbox), ``status`` (HTML notice),
-    ``sessions`` (HTML list of sessions to reopen), ``error`` (:class:`ErrorBox`).
+    ``sessions`` (HTML list of sessions to reopen), ``error`` (:class:`ErrorBox`),
+    ``open_contact_types`` (the refusal's way out: shown when TS is taken and the page passed
+    ``on_open_contact_types``, which is called with the code of the type holding it).
     """
 
-    def __init__(self, crm: CRM, lang: str | None = None) -> None:
+    def __init__(self, crm: CRM, lang: str | None = None, *,
+                 on_open_contact_types: Callable[[str], None] | None = None) -> None:
         self.crm = crm
         self.lang = lang or crm.language
         self.may_change = crm.user.can("teams.admin")
+        self._on_open_contact_types = on_open_contact_types
         self.title = widgets.HTML(f"<h3>{html.escape(t('teams.settings', self.lang))}</h3>")
         self.enabled = widgets.Checkbox(
             value=activation.is_enabled(crm), description=t("teams.enable", self.lang), indent=False,
             disabled=not self.may_change,
         )
         self.enabled.add_class("crmkit-teams-enable")
+        disable_without((self.enabled,), crm.user, ("teams.admin",), self.lang)
         self.status = widgets.HTML()
         self.status.add_class("crmkit-teams-status")
         self.sessions = widgets.HTML()
         self.sessions.add_class("crmkit-teams-reopen-sessions")
         self.error = ErrorBox()
+        self.open_contact_types = widgets.Button(description=t("teams_settings.open_contact_types", self.lang),
+                                                 icon="external-link", layout=widgets.Layout(display="none",
+                                                                                             width="auto"))
+        self.open_contact_types.add_class("crmkit-open-contact-types")
+        self.open_contact_types.on_click(lambda _b: self._open_contact_types())
         self._syncing = False
         self.enabled.observe(self._changed, "value")
-        super().__init__([self.title, self.enabled, self.status, self.error, self.sessions])
+        super().__init__([self.title, self.enabled, self.status, self.error, self.open_contact_types,
+                          self.sessions])
         self.add_class("crmkit-teams-settings")
         self.refresh()
 
@@ -100,15 +115,27 @@ class TeamsSettings(widgets.VBox):
             self.error.value = _code_taken_html(exc, self.lang)
             self.error.layout.display = None
             self.error.exc = exc
+            way_out = self._on_open_contact_types is not None and contact_types.may_edit(self.crm)
+            self.open_contact_types.layout.display = None if way_out else "none"
             return
         except CrmkitError as exc:
             self._set_checkbox(not wanted)
             self.error.show(exc, self.lang)
+            self.open_contact_types.layout.display = "none"
             return
         self.error.show(None, self.lang)
+        self.open_contact_types.layout.display = "none"
         self.refresh()
         done = t("teams_settings.enabled_ok" if wanted else "teams_settings.disabled_ok", self.lang)
         self.status.value = f"<div>{html.escape(done)}</div>" + self.status.value
+
+
+    def _open_contact_types(self) -> None:
+        """The refusal's button: the page shows its contact types, on the type that holds the code."""
+        if self._on_open_contact_types is None:
+            return
+        exc = self.error.exc
+        self._on_open_contact_types(str(getattr(exc, "code", activation.TEAMS_CONTACT_TYPE_CODE)))
 
 
 def _code_taken_html(exc: ContactTypeCodeTaken, lang: str) -> str:

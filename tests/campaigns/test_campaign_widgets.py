@@ -107,5 +107,5 @@ def test_viewer_records_but_cannot_edit(camp: Campaigns) -> None:
 
 def test_dashboard_builds_for_admin(camp: Campaigns) -> None:
     box = campaigns_dashboard(camp.crm)
-    assert [type(w).__name__ for w in box.children] == ["CampaignEditor", "RecordReactions", "CampaignRuns"]
+    assert [type(w).__name__ for w in box.body.children] == ["CampaignEditor", "RecordReactions", "CampaignRuns"]
     assert isinstance(camp.runs(), pd.DataFrame)

@@ -40,12 +40,16 @@ def crm(crm: CRM) -> CRM:
 def test_admin_sees_every_tab_in_the_users_language(crm: CRM) -> None:
     app = settings_dashboard(crm)
     assert isinstance(app, SettingsApp)
-    assert app.tabs.titles == ("Microsoft Teams", "Anzeigeformat", "Personenbezogene Daten",
-                               "Meine Microsoft 365-Accounts", "Kampagnen Account", "Administratorzustimmung")
-    for view in (app.teams, app.display_format, app.privacy, app.transfer_log, app.accounts, app.campaign,
+    # The user's own accounts moved to the users' page (issue 12, item 8); contact types came in (item 9).
+    assert app.tabs.titles == ("Microsoft Teams", "Anzeigeformat", "Personenbezogene Daten", "Kontaktarten",
+                               "Kampagnen Account", "Administratorzustimmung")
+    for view in (app.teams, app.display_format, app.privacy, app.transfer_log, app.contact_types, app.campaign,
                  app.consent):
         assert view is not None
+    assert not hasattr(app, "accounts")
     assert "Systemweite Einstellungen" in app.title.value and "Administrator" in app.user_line.value
+    assert 'href="my_settings.ipynb' in app.user_settings.value
+    assert "Benutzerspezifische Einstellungen" in app.user_settings.value
     assert crm.teams.m365.consent_url().split("?")[0] in app.consent.links.value  # type: ignore[union-attr]
     app.consent.account.value = "eva@contoso.example"  # type: ignore[union-attr]
     assert "eva@contoso.example" in app.consent.account_link.value  # type: ignore[union-attr]
@@ -108,7 +112,6 @@ def test_a_sales_user_sees_read_only_views_and_the_cores_refusals(crm: CRM) -> N
     # the right is checked in the core, not only by the disabled box
     with pytest.raises(PermissionDenied):
         activation.set_enabled(anna, True)
-    assert app.accounts is not None  # every user manages their own accounts
 
 
 def test_a_view_that_cannot_be_built_shows_why_and_the_rest_works(crm: CRM, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,3 +168,86 @@ def test_addresses_dashboard_carries_the_teams_action(db_path: Path, monkeypatch
     table.selected_ids = [1]
     action.button.click()
     assert "ausgeschaltet" in action.error.value or "switched off" in action.error.value
+
+
+# -- issue 12: contact types as the TS clash's way out; disabled actions say why -------------------------------
+
+def test_the_ts_refusal_opens_the_contact_types_and_the_fix_lets_teams_on(crm: CRM) -> None:
+    crm.add_contact_type("TS", "Telefonschulung")
+    app = SettingsApp(crm)
+    teams = app.teams
+    teams.enabled.value = True  # type: ignore[union-attr]
+    assert crm.setting("teams.enabled") is False and teams.enabled.value is False  # type: ignore[union-attr]
+    assert "Telefonschulung" in teams.error.value  # type: ignore[union-attr]
+    button = teams.open_contact_types  # type: ignore[union-attr]
+    assert button.layout.display is None and button.description == "Kontaktarten öffnen"
+    button.click()
+    assert app.TAB_KEYS[app.tabs.selected_index] == "contact_types"  # type: ignore[index]
+    types = app.contact_types
+    assert types.choice.value == "TS"  # type: ignore[union-attr]  # on the type that holds the code
+    assert "Telefonschulung" in types.table.value  # type: ignore[union-attr]
+    types.new_code.value = "TSCH"  # type: ignore[union-attr]
+    types.change_code.click()  # type: ignore[union-attr]
+    assert "»TSCH«" in types.status.value and types.error.exc is None  # type: ignore[union-attr]
+    assert crm.store.one("SELECT label FROM contact_types WHERE code = 'TSCH'") == "Telefonschulung"
+    assert crm.audit_log(scope="contact_types").iloc[0]["new_value"] == '"TSCH"'
+    app.tabs.selected_index = 0
+    teams.enabled.value = True  # type: ignore[union-attr]
+    assert crm.setting("teams.enabled") is True and button.layout.display == "none"
+    assert crm.store.one("SELECT label FROM contact_types WHERE code = 'TS'") == "Teams"
+
+
+def test_contact_types_tab_refuses_bad_input_in_the_users_language(crm: CRM) -> None:
+    types = SettingsApp(crm).contact_types
+    types.choice.value = "TEL"  # type: ignore[union-attr]
+    for code, text in (("", "fehlt"), ("EM", "»E-Mail«"), ("ZU LANG", "ohne Leerzeichen")):
+        types.new_code.value = code  # type: ignore[union-attr]
+        types.change_code.click()  # type: ignore[union-attr]
+        assert text in types.error.value  # type: ignore[union-attr]
+    types.new_label.value = ""  # type: ignore[union-attr]
+    types.rename.click()  # type: ignore[union-attr]
+    assert "Bezeichnung" in types.error.value  # type: ignore[union-attr]
+    types.new_label.value = "Anruf"  # type: ignore[union-attr]
+    types.rename.click()  # type: ignore[union-attr]
+    assert types.error.exc is None and "»Anruf«" in types.status.value  # type: ignore[union-attr]
+    assert crm.store.one("SELECT label FROM contact_types WHERE code = 'TEL'") == "Anruf"
+
+
+def test_a_user_without_the_rights_sees_every_action_disabled_with_the_reason(crm: CRM) -> None:
+    anna = CRM(crm.store, "anna")
+    app = SettingsApp(anna)
+    reasons = {
+        "teams": [app.teams.enabled],  # type: ignore[union-attr]
+        "display format": [app.display_format.save_button, app.display_format.reset_button,  # type: ignore[union-attr]
+                           app.display_format.rows[1].up],  # type: ignore[union-attr]
+        "privacy": [app.privacy.apply_button, app.privacy.set_flag_button],  # type: ignore[union-attr]
+        "transfer log": [app.transfer_log.refresh_button, app.transfer_log.export_csv],  # type: ignore[union-attr]
+        "contact types": [app.contact_types.change_code, app.contact_types.rename],  # type: ignore[union-attr]
+        "campaign": [app.campaign.save, app.campaign.test],  # type: ignore[union-attr]
+        "consent": [app.consent.record],  # type: ignore[union-attr]
+    }
+    rights = {"teams": "Microsoft Teams-Verwalter", "display format": "Microsoft Teams-Verwalter",
+              "privacy": "Personenbezogene Daten verwalten", "transfer log": "Weitergabeprotokoll lesen",
+              "contact types": "Systemverwalter, Microsoft Teams-Verwalter",
+              "campaign": "Kampagnen einrichten, Microsoft Teams-Verwalter", "consent": "Microsoft Teams-Verwalter"}
+    for area, controls in reasons.items():
+        for control in controls:
+            assert control.disabled, area
+            assert rights[area] in (control.tooltip or ""), (area, control.tooltip)
+    # English after the switch
+    app.language_switch.value = "en"
+    assert "Microsoft Teams administrator" in app.teams.enabled.tooltip  # type: ignore[union-attr]
+    # The core still checks: a forged click changes nothing.
+    before = crm.contact_types().values.tolist()
+    types = app.contact_types
+    types.new_code.value = "XX"  # type: ignore[union-attr]
+    assert types.apply_code() is False  # type: ignore[union-attr]
+    assert isinstance(types.error.exc, PermissionDenied)  # type: ignore[union-attr]
+    assert crm.contact_types().values.tolist() == before
+
+
+def test_an_admin_sees_no_reason_tooltips(crm: CRM) -> None:
+    app = SettingsApp(crm)
+    assert not app.teams.enabled.disabled and not app.teams.enabled.tooltip  # type: ignore[union-attr]
+    assert not app.contact_types.change_code.disabled and not app.contact_types.change_code.tooltip  # type: ignore[union-attr]
+    assert not app.display_format.save_button.tooltip  # type: ignore[union-attr]
