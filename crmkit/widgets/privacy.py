@@ -19,7 +19,7 @@ import pandas as pd
 from .. import privacy
 from ..crm import ADDRESS_FIELDS
 from ..errors import CrmkitError, ValidationError
-from ..i18n import format_count, t
+from ..i18n import field_label, format_count, format_date, format_datetime, t
 from .common import ErrorBox
 from .header import disable_without
 
@@ -44,6 +44,22 @@ def _text(value: object) -> str:
 
 def channel_label(channel: str, lang: str) -> str:
     return t(f"privacy.channel.{channel}", lang)
+
+
+def _field(key: str, lang: str) -> str:
+    """A logged field as users read it: the address field's label, or the Teams display field's."""
+    from ..teams.display_format import DISPLAY_FIELDS
+
+    spec = DISPLAY_FIELDS.get(key)
+    return field_label(key, lang) if spec is None else spec.label(lang)
+
+
+def _display_names(crm: CRM) -> dict[str, str]:
+    """Login → display name: users are shown by name (a login stays where no user has it any more)."""
+    try:
+        return dict(crm.users()[["name", "display_name"]].itertuples(index=False))
+    except CrmkitError:
+        return {}
 
 
 # -- policy form + block flags ---------------------------------------------------------------------------
@@ -173,11 +189,13 @@ class PrivacySettings(widgets.VBox):
             self.flags_table.value = f"<i>{_h(t('privacy.no_flags', self.lang))}</i>"
             return
         labels = {flag: (de if self.lang == "de" else en) for flag, (_c, de, en) in privacy.FLAGS.items()}
+        users = _display_names(self.crm)
         head = "".join(f"<th>{_h(t(k, self.lang))}</th>" for k in
                        ("privacy.address", "privacy.flag", "privacy.set_by", "privacy.set_at"))
         body = "".join(
-            f"<tr><td>{int(r.address_id)}</td><td>{_h(labels.get(r.flag, r.flag))}</td><td>{_h(r.set_by)}</td>"
-            f"<td>{_h(f'{r.set_at:%Y-%m-%d %H:%M}')}</td></tr>"
+            f"<tr><td>{int(r.address_id)}</td><td>{_h(labels.get(r.flag, r.flag))}</td>"
+            f"<td>{_h(users.get(r.set_by, r.set_by))}</td>"
+            f"<td>{_h(format_datetime(r.set_at, self.lang))}</td></tr>"
             for r in frame.itertuples()
         )
         self.flags_table.value = f'<table class="crmkit-privacy-flags-table"><tr>{head}</tr>{body}</table>'
@@ -211,7 +229,7 @@ def svg_bar_chart(counts: pd.DataFrame, lang: str, *, width: int = 640, height: 
     for i, bucket in enumerate(buckets):
         x = left + i * step + (step - bar_w) / 2
         y = float(base)
-        day = f"{pd.Timestamp(bucket):%Y-%m-%d}"
+        day = format_date(pd.Timestamp(bucket), lang)
         for channel in channels:
             n = int(table.loc[bucket, channel])
             if not n:
@@ -221,7 +239,7 @@ def svg_bar_chart(counts: pd.DataFrame, lang: str, *, width: int = 640, height: 
             tip = f"{day} · {channel_label(channel, lang)}: {n}"
             parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
                          f'fill="{CHANNEL_COLORS[channel]}"><title>{_h(tip)}</title></rect>')
-    first, last = (f"{pd.Timestamp(b):%Y-%m-%d}" for b in (buckets[0], buckets[-1]))
+    first, last = (format_date(pd.Timestamp(b), lang) for b in (buckets[0], buckets[-1]))
     parts.append(f'<text x="{left}" y="{height - 6}" font-size="10">{_h(first)}</text>')
     parts.append(f'<text x="{width - 8}" y="{height - 6}" font-size="10" text-anchor="end">{_h(last)}</text>')
     x = left
@@ -328,7 +346,9 @@ class TransferLogMonitor(widgets.VBox):
         self.error.show(None, self.lang)
         n = int(total["n"].sum()) if not total.empty else 0
         self.count.value = _h(t("transfer_log.rows", self.lang, n=format_count(n, self.lang)))
-        self.chart.value = svg_bar_chart(counts, self.lang)
+        # Nothing logged: the table says so; a chart saying it too showed the line twice.
+        self.chart.value = "" if counts.empty else svg_bar_chart(counts, self.lang)
+        self.chart.layout.display = "none" if counts.empty else None
         self.table.value = self._table_html()
 
     def _table_html(self) -> str:
@@ -337,15 +357,17 @@ class TransferLogMonitor(widgets.VBox):
         cols = ("logged_at", "user_name", "ms_account", "channel", "trigger", "address_id", "recipient_name",
                 "fields", "purpose", "outcome")
         head = "".join(f"<th>{_h(t(f'transfer_log.col.{c}', self.lang))}</th>" for c in cols)
+        users = _display_names(self.crm)
         rows = []
         for r in self.frame.itertuples():
             cells = {
-                "logged_at": f"{r.logged_at:%Y-%m-%d %H:%M:%S}", "user_name": _text(r.user_name),
+                "logged_at": format_datetime(r.logged_at, self.lang, seconds=True),
+                "user_name": users.get(_text(r.user_name), _text(r.user_name)),
                 "ms_account": _text(r.ms_account),
                 "channel": channel_label(r.channel, self.lang), "trigger": t(f"transfer_log.trigger.{r.trigger}",
                                                                              self.lang),
                 "address_id": r.address_id, "recipient_name": _text(r.recipient_name) or _text(r.recipient_id),
-                "fields": ", ".join(r.fields), "purpose": _text(r.purpose),
+                "fields": ", ".join(_field(f, self.lang) for f in r.fields), "purpose": _text(r.purpose),
                 "outcome": t(f"transfer_log.outcome.{r.outcome}", self.lang),
             }
             rows.append("<tr>" + "".join(f"<td>{_h(cells[c])}</td>" for c in cols) + "</tr>")
