@@ -20,9 +20,10 @@ import ipywidgets as widgets
 import pandas as pd
 
 from ..errors import CrmkitError, ValidationError
-from ..i18n import LANGUAGES, t
+from ..i18n import LANGUAGES, format_datetime, t
 from .campaign_action import TeamsActionDialog
 from .common import ErrorBox, error_html
+from .rights_hint import missing_right
 
 if TYPE_CHECKING:
     from ..campaigns import Campaigns
@@ -45,6 +46,16 @@ def _set_options(dropdown: widgets.Dropdown, options: list[tuple[str, int]], sel
     dropdown.options = options
     values = [v for _label, v in options]
     dropdown.value = keep if keep in values else (values[0] if values else None)
+
+
+def _say_why(crm: CRM, lang: str, controls: list[widgets.DOMWidget]) -> None:
+    """Without ``campaign.admin`` the editing controls are disabled; their tooltip names the missing right
+    (the core refuses the calls anyway)."""
+    reason = missing_right(crm, "campaign.admin", lang)
+    if reason is not None:
+        for control in controls:
+            control.disabled = True
+            control.tooltip = reason
 
 
 def _ids(text: str) -> list[int]:
@@ -70,6 +81,7 @@ class ReactionActions(widgets.VBox):
         self.table.add_class("crmkit-actions-table")
         self.new = widgets.Button(description=t("campaigns.new", lang), icon="plus", disabled=not self.may_edit)
         self.new.add_class("crmkit-action-new")
+        _say_why(campaigns.crm, lang, [self.new])
         self.kind = widgets.Dropdown(options=[(t("campaigns.action_type.teams_message", lang), "teams_message")],
                                      description=t("campaigns.action_type", lang), style=_LABEL)
         self.kind.add_class("crmkit-action-kind")
@@ -170,6 +182,9 @@ class CampaignEditor(widgets.VBox):
         for w in (self.campaign_name, self.campaign_new, self.activity_name, self.activity_new,
                   self.participant_ids, self.participants_add, self.reaction_name, self.reaction_new):
             w.disabled = not self.may_edit
+        _say_why(campaigns.crm, lang, [self.campaign_name, self.campaign_new, self.activity_name, self.activity_new,
+                                       self.participant_ids, self.participants_add, self.reaction_name,
+                                       self.reaction_new])
         self.campaign_new.on_click(lambda _b: self._act(self._new_campaign))
         self.activity_new.on_click(lambda _b: self._act(self._new_activity))
         self.participants_add.on_click(lambda _b: self._act(self._add_participants))
@@ -379,6 +394,8 @@ class CampaignRuns(widgets.VBox):
                 ("status", "campaigns.col.status"), ("due_at", "campaigns.col.due"),
                 ("attempts", "campaigns.col.attempts"), ("error", "campaigns.col.error")]
         head = "".join(f"<th>{html.escape(t(key, self.lang))}</th>" for _c, key in cols)
+        from ..campaigns._runner import run_error_text  # here: loading the runner is the campaigns page's cost only
+
         body = []
         for r in frame.astype(object).where(frame.notna(), None).to_dict("records"):
             cells = []
@@ -387,7 +404,9 @@ class CampaignRuns(widgets.VBox):
                 if col == "status":
                     value = t(f"campaigns.run_status.{value}", self.lang)
                 elif col == "due_at" and value is not None:
-                    value = pd.Timestamp(value).strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+                    value = format_datetime(pd.Timestamp(value), self.lang, seconds=True) + " UTC"
+                elif col == "error":
+                    value = run_error_text(value, self.lang)  # stored in English, shown in the user's language
                 cells.append(f'<td data-col="{col}">{html.escape("" if value is None else str(value))}</td>')
             body.append(f'<tr class="crmkit-run" data-status="{html.escape(str(r["status"]))}">{"".join(cells)}</tr>')
         self.table.value = f'<table class="crmkit-runs-table"><tr>{head}</tr>{"".join(body)}</table>'
@@ -442,7 +461,9 @@ class CampaignsPage(widgets.VBox):
         except CrmkitError:
             pass
         runs = CampaignRuns(campaigns, lang, teams_view=teams_view)
-        editor = CampaignEditor(campaigns, lang) if self.crm.user.can("campaign.admin") else None
+        # Every user sees the campaigns; without campaign.admin the editor is read-only, and its disabled
+        # controls say which right is missing (rather than a hidden editor, or a refusal after a click).
+        editor = CampaignEditor(campaigns, lang)
 
         def recorded() -> None:
             runs.refresh()

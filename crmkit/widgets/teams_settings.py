@@ -17,7 +17,7 @@ import ipywidgets as widgets
 
 from .. import contact_types
 from ..errors import ContactTypeCodeTaken, CrmkitError
-from ..i18n import t
+from ..i18n import format_datetime, t
 from ..teams import activation
 from ..teams.sessions import reopen_notice
 from .common import ErrorBox
@@ -87,10 +87,12 @@ class TeamsSettings(widgets.VBox):
         if frame.empty:
             return ""
         own = getattr(self.crm, "session_id", None)
+        users = dict(self.crm.users()[["name", "display_name"]].itertuples(index=False))  # names, not logins
         items = "".join(
             "<li>" + html.escape(t(
-                "teams_settings.session_row", self.lang, user=row.user_name, host=row.host, pid=row.pid,
-                opened=f"{row.opened_at:%Y-%m-%d %H:%M}",
+                "teams_settings.session_row", self.lang, user=users.get(row.user_name, row.user_name),
+                host=row.host, pid=row.pid,
+                opened=format_datetime(row.opened_at, self.lang),
             )) + (" ←" if row.id == own else "") + "</li>"
             for row in frame.itertuples()
         )

@@ -58,7 +58,7 @@ def test_admin_enables_with_the_checkbox(crm: CRM) -> None:
     assert "systemweit aktiviert" in view.status.value
     # This session opened before the switch: it is told to reopen, and listed among those to reopen.
     assert "crmkit-teams-reopen" in view.status.value and "neu" in view.status.value
-    assert "admin" in view.sessions.value
+    assert "Administrator" in view.sessions.value  # the display name, not the login
     view.enabled.value = False
     assert crm.setting("teams.enabled") is False
     assert view.error.layout.display == "none"
@@ -107,7 +107,7 @@ def test_editor_previews_live_and_escapes(crm: CRM, address: int) -> None:
     assert editor.preview_address.value == address
     assert "&lt;script&gt;" in editor.card_preview.value and "<script" not in editor.card_preview.value
     assert "&lt;script&gt;" in editor.table_preview.value and "<script" not in editor.table_preview.value
-    assert "company, name, postal_city, phone, email" in editor.logged_fields.value
+    assert "Firma, Name, PLZ / Ort, Telefon, E-Mail" in editor.logged_fields.value  # labels, not keys
 
     row = editor.rows[editor.fmt.index("company")]
     row.label_de.value = "Unternehmen"
@@ -293,7 +293,7 @@ def test_chart_escapes_and_handles_empty() -> None:
     assert "No transfers found" in svg_bar_chart(pd.DataFrame(columns=["bucket", "channel", "n"]), "en")
     counts = pd.DataFrame({"bucket": [pd.Timestamp("2025-01-01")], "channel": ["teams_manual"], "n": [4]})
     svg = svg_bar_chart(counts, "de")
-    assert "<title>2025-01-01 · Teams (von Hand): 4</title>" in svg
+    assert "<title>01.01.2025 · Teams (von Hand): 4</title>" in svg
 
 
 def test_activation_and_widget_agree(crm: CRM) -> None:
