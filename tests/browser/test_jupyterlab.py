@@ -144,6 +144,52 @@ def test_notebook_runs_in_jupyterlab_and_shows_the_record_table(demo: Demo, page
     page.screenshot(path=str(output_dir / "jupyterlab-filter-addresses.png"))  # type: ignore[attr-defined]
 
 
+def _run_all(page: object, notebook: str, url: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url.replace("/lab/tree/notebooks?", f"/lab/tree/notebooks/{notebook}?"))  # type: ignore[attr-defined]
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)  # type: ignore[attr-defined]
+    # the kernel is up before running: the status bar says "Python 3 (ipykernel) | Idle"
+    expect(page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"ipykernel\) \| Idle"))  # type: ignore[attr-defined]
+           ).to_be_visible(timeout=90_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()  # type: ignore[attr-defined]
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()  # type: ignore[attr-defined]
+
+
+def test_send_notebook_runs_in_jupyterlab_as_anna(demo: Demo, page: object, output_dir: Path) -> None:
+    """send_filtered_records, for the sales user anna, in the demo's JupyterLab: its sign-in cell prints the
+    sandbox's device-code link and code, which are entered on the sandbox's page as a person would; then the
+    records go out and the result table says sent."""
+    from playwright.sync_api import expect
+    from support.sandbox import Browser
+
+    from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+
+    _run_all(page, "send_filtered_records.ipynb", demo.urls["notebooks"])
+    prompt = page.locator(".jp-OutputArea-output", has_text="devicelogin")  # type: ignore[attr-defined]
+    try:
+        expect(prompt.first).to_be_attached(timeout=60_000)
+    except AssertionError:
+        page.screenshot(path=str(output_dir / "jupyterlab-send-no-sign-in.png"))  # type: ignore[attr-defined]
+        raise AssertionError(page.locator(".jp-OutputArea-output").all_inner_texts()) from None  # type: ignore[attr-defined]
+    text = prompt.first.inner_text()
+    link = re.search(r"(http://127\.0\.0\.1:\d+/\S*devicelogin)", text)
+    code = re.search(r"\bcode (\w+)", text, flags=re.I)  # "enter the code X" / "geben Sie den Code X"
+    assert link and code, text
+    browser = Browser()
+    try:
+        answer = browser.device_login(link.group(1), code.group(1), SANDBOX_DEFAULT_UPN)
+        assert answer.status_code == 200
+    finally:
+        browser.close()
+    # the last cell (contacts of the first address, type TS) only runs after the send went out
+    done = page.locator(".jp-OutputArea-output", has_text=re.compile(r"\bTS\b"))  # type: ignore[attr-defined]
+    expect(done.first).to_be_attached(timeout=120_000)
+    outputs = " ".join(page.locator(".jp-OutputArea-output").all_inner_texts())  # type: ignore[attr-defined]
+    assert "Traceback" not in outputs and "sent" in outputs, outputs[-2000:]
+    page.screenshot(path=str(output_dir / "jupyterlab-send-filtered-records.png"))  # type: ignore[attr-defined]
+
+
 def test_no_log_or_file_of_the_demo_holds_the_token(demo: Demo) -> None:
     token = demo.token.encode()
     holding = [p for p in demo.folder.rglob("*") if p.is_file() and token in p.read_bytes()]
