@@ -97,12 +97,15 @@ class AccountsView(widgets.VBox):
         self.title = widgets.HTML(f"<h3>{html.escape(t('m365.my_accounts', lang))}</h3>")
         self.table = widgets.HTML()
         self.table.add_class("crmkit-m365-accounts")
-        self.choice = widgets.Dropdown(description=t("m365.selected", lang), style={"description_width": "initial"})
-        self.use_teams = widgets.Checkbox(description=t("m365.use_teams", lang), indent=False)
-        self.use_smtp = widgets.Checkbox(description=t("m365.use_smtp", lang), indent=False)
+        self.choice = widgets.Dropdown(description=t("m365.selected", lang), style={"description_width": "initial"},
+                                       layout=widgets.Layout(width="auto", align_self="flex-start"))  # fits the address
+        fit = {"layout": widgets.Layout(width="auto", margin="0 16px 0 0")}
+        self.use_teams = widgets.Checkbox(description=t("m365.use_teams", lang), indent=False, **fit)
+        self.use_smtp = widgets.Checkbox(description=t("m365.use_smtp", lang), indent=False, **fit)
         self.remove = widgets.Button(description=t("m365.remove", lang), icon="trash", button_style="danger")
         # Each row of Teams/SMTP boxes says which account it is for: the picked one, or the one to add.
-        self.edit_label = widgets.Label(t("m365.row.selected", lang))
+        row_label = {"layout": widgets.Layout(width="auto", min_width="280px")}  # the two rows' boxes line up
+        self.edit_label = widgets.Label(t("m365.row.selected", lang), **row_label)
         self.edit_label.add_class("crmkit-m365-row-label")
         self.edit = widgets.VBox([
             self.choice,
@@ -110,11 +113,11 @@ class AccountsView(widgets.VBox):
                          layout=widgets.Layout(align_items="center", flex_flow="row wrap")),
         ])
         self.edit.add_class("crmkit-m365-edit")
-        self.new_teams = widgets.Checkbox(value=True, description=t("m365.use_teams", lang), indent=False)
-        self.new_smtp = widgets.Checkbox(value=False, description=t("m365.use_smtp", lang), indent=False)
+        self.new_teams = widgets.Checkbox(value=True, description=t("m365.use_teams", lang), indent=False, **fit)
+        self.new_smtp = widgets.Checkbox(value=False, description=t("m365.use_smtp", lang), indent=False, **fit)
         self.add = widgets.Button(description=t("teams.add_account", lang), icon="plus", button_style="primary")
         self.add.add_class("crmkit-m365-add")
-        self.new_label = widgets.Label(t("m365.row.new", lang))
+        self.new_label = widgets.Label(t("m365.row.new", lang), **row_label)
         self.new_label.add_class("crmkit-m365-row-label")
         self.hint = widgets.HTML(f'<p class="crmkit-muted">{html.escape(t("m365.work_only", lang))}<br>'
                                  f"{html.escape(self._storage_text())}</p>")
