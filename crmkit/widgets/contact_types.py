@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ContactTypesView"]
 
-_LABEL = {"description_width": "initial"}
+_LABEL = {"description_width": "110px"}  # the same for the three fields, so they line up
 
 
 class ContactTypesView(widgets.VBox):
@@ -39,16 +39,17 @@ class ContactTypesView(widgets.VBox):
         self.title = widgets.HTML(f"<h3>{html.escape(t('settings.tab.contact_types', lang))}</h3>")
         self.table = widgets.HTML()
         self.table.add_class("crmkit-contact-types")
-        self.choice = widgets.Dropdown(description=t("contact_types.pick", lang), style=_LABEL)
+        self.choice = widgets.Dropdown(description=t("contact_types.pick", lang), style=_LABEL,
+                                       layout=widgets.Layout(width="400px"))
         self.choice.add_class("crmkit-contact-type-choice")
         self.new_code = widgets.Text(description=t("contact_types.new_code", lang), style=_LABEL,
-                                     layout=widgets.Layout(width="220px"))
+                                     layout=widgets.Layout(width="240px"))
         self.new_code.add_class("crmkit-contact-type-new-code")
         self.change_code = widgets.Button(description=t("contact_types.change_code", lang), icon="pencil",
                                           layout=widgets.Layout(width="auto"))
         self.change_code.add_class("crmkit-contact-type-change-code")
         self.new_label = widgets.Text(description=t("contact_types.new_label", lang), style=_LABEL,
-                                      layout=widgets.Layout(width="320px"))
+                                      layout=widgets.Layout(width="400px"))
         self.new_label.add_class("crmkit-contact-type-new-label")
         self.rename = widgets.Button(description=t("contact_types.rename", lang), icon="pencil",
                                      layout=widgets.Layout(width="auto"))

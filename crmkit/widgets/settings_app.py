@@ -62,7 +62,8 @@ def dashboard_link(notebook: str, text: str, crm: CRM) -> str:
     a demo's ``?user=NAME`` so the page opens as the same CRM user."""
     user = query_user()
     href = notebook + (f"?user={html.escape(crm.user.name)}" if user and user == crm.user.name else "")
-    return f'<a href="{html.escape(href)}" target="_self">{html.escape(text)}</a>'
+    return (f'<a href="{html.escape(href)}" target="_self" style="color:#0f6cbd;text-decoration:underline">'
+            f"{html.escape(text)}</a>")
 
 
 def _demo_tenant(crm: CRM) -> bool:

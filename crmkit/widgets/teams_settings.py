@@ -57,8 +57,8 @@ class TeamsSettings(widgets.VBox):
         self.sessions.add_class("crmkit-teams-reopen-sessions")
         self.error = ErrorBox()
         self.open_contact_types = widgets.Button(description=t("teams_settings.open_contact_types", self.lang),
-                                                 icon="external-link", layout=widgets.Layout(display="none",
-                                                                                             width="auto"))
+                                                 icon="external-link", layout=widgets.Layout(
+                                                     display="none", width="auto", align_self="flex-start"))
         self.open_contact_types.add_class("crmkit-open-contact-types")
         self.open_contact_types.on_click(lambda _b: self._open_contact_types())
         self._syncing = False
