@@ -19,6 +19,7 @@ import ipywidgets as widgets
 from ..campaigns import PLACEHOLDERS
 from ..i18n import t
 from .common import ErrorBox
+from .rights_hint import apply_right
 
 if TYPE_CHECKING:
     from ..campaigns import Campaigns, TeamsAction
@@ -168,6 +169,8 @@ class TeamsActionDialog(widgets.VBox):
         self.options_box.add_class("crmkit-action-options")
         self.ok = widgets.Button(description=t("campaigns.ok", lang), button_style="primary", icon="check")
         self.ok.add_class("crmkit-action-ok")
+        # Saving needs campaign.admin: say so on the button; save() still goes to the core, which checks.
+        apply_right(self.ok, campaigns.crm, "campaign.admin", lang)
         self.cancel = widgets.Button(description=t("campaigns.cancel", lang))
         self.cancel.add_class("crmkit-action-cancel")
         self.error = ErrorBox()

@@ -78,7 +78,7 @@ def test_admin_activates_and_formats_then_a_user_sends_a_record(page: Any, flow:
     expect(row.locator("[data-col=company]")).to_have_text(COMPANY)
     action = page.locator(".crmkit-teams-action")
     expect(action).to_be_disabled()
-    row.locator(".crmkit-row-select input").check()
+    page.locator(".crmkit-rows .crmkit-row-select input").first.check()  # the first row's box
     expect(action).to_be_enabled(timeout=30_000)
     expect(action).to_have_text("Per Teams senden")
     action.click()

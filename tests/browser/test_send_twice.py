@@ -51,7 +51,7 @@ def test_a_double_click_on_absenden_delivers_one_message_per_recipient(page: Any
     page.goto(dashboard_url(setup.voila_port, "addresses.ipynb") + "?user=anna", wait_until="commit")
     row = page.locator(".crmkit-row:visible").first
     row.wait_for(state="visible", timeout=WIDGETS_UP)
-    row.locator(".crmkit-row-select input").check()
+    page.locator(".crmkit-rows .crmkit-row-select input").first.check()  # the first row's box
     action = page.locator(".crmkit-teams-action")
     expect(action).to_be_enabled(timeout=30_000)
     action.click()

@@ -100,7 +100,9 @@ def test_page_label_formats_every_number_with_the_languages_separators(crm: CRM)
     assert table.selection_label.value == "1,200 selected"
 
 
-def test_a_page_is_one_fixed_layout_table_and_a_page_turn_one_message(crm: CRM, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_page_is_one_fixed_layout_table_and_a_page_turn_one_message(
+    crm: CRM, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     table = RecordTable(crm)
     grid = table.grid.value
     assert grid.startswith('<table class="crmkit-grid"><colgroup>') and grid.count('<tr class="crmkit-row"') == 25
