@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..errors import NotFound, ValidationError
+from ..errors import NotFound, ValidationError, catalog_error
+from ..i18n import t
 from ..teams import recipients
 from ..teams.outbox import utcnow
 from ..teams.send import CHAT_KINDS, FORMATS
@@ -106,16 +107,20 @@ def to_utc(value: datetime) -> datetime:
 
 def _text(value: Any, what: str, *, field: str, required: bool = True, limit: int = 200, lines: bool = False,
           bidi: bool = False) -> str | None:
-    """Stripped text of ``field``; ``lines``: it may hold line breaks; ``bidi``: it may become a subject."""
+    """Stripped text of ``field``; ``lines``: it may hold line breaks; ``bidi``: it may become a subject.
+
+    ``what`` names the text in errors: the catalog's ``campaigns.what.<what>`` (»Der Kampagnenname«).
+    """
+    names = {f"what_{lang}": t(f"campaigns.what.{what}", lang) for lang in ("de", "en")}
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
-            raise ValidationError(f"{what} is required.")
+            raise catalog_error(ValidationError, "error.msg.text_required", **names)
         return None
     if not isinstance(value, str):
-        raise ValidationError(f"{what} is text, not {type(value).__name__}.")
+        raise catalog_error(ValidationError, "error.msg.text_type", type=type(value).__name__, **names)
     value = value.strip()
     if len(value) > limit:
-        raise ValidationError(f"{what} has at most {limit} characters.")
+        raise catalog_error(ValidationError, "error.msg.text_too_long", limit=limit, **names)
     return check_text(value, field, lines=lines, bidi=bidi, label_key=f"campaigns.{field}")
 
 
@@ -133,9 +138,9 @@ def _recipient_list(value: Any) -> list[Any]:
         value = [value]
     items = list(value)
     if not items:
-        raise ValidationError("Pick at least one recipient from the directory.")
+        raise catalog_error(ValidationError, "error.msg.pick_recipient")
     if len(recipients.check(items, saving=True)) > MAX_RECIPIENTS:
-        raise ValidationError(f"At most {MAX_RECIPIENTS} recipients per action.")
+        raise catalog_error(ValidationError, "error.msg.too_many_recipients", max=MAX_RECIPIENTS)
     return items
 
 
@@ -147,8 +152,8 @@ def _clean_action(values: dict[str, Any]) -> dict[str, Any]:
                               f"{', '.join(ACTION_DEFAULTS)}.")
     v = {**ACTION_DEFAULTS, **values}
     # The description is the subject when there is none: both are one line, without bidi controls.
-    description = _text(v.get("description"), "A description of the action", field="description", bidi=True)
-    subject = _text(v["subject"], "The subject", field="subject", required=False, bidi=True) or description
+    description = _text(v.get("description"), "action_description", field="description", bidi=True)
+    subject = _text(v["subject"], "subject", field="subject", required=False, bidi=True) or description
     message = v["message"] or ""
     if not isinstance(message, str) or len(message) > 20_000:
         raise ValidationError("The message is text of at most 20,000 characters.")
@@ -182,7 +187,7 @@ def _clean_action(values: dict[str, Any]) -> dict[str, Any]:
         "run_at": run_at, "record_contact": v["record_contact"], "include_record": v["include_record"],
         "record_format": v["record_format"], "chat": v["chat"], "importance": v["importance"],
         "skip_blocked": v["skip_blocked"],
-        "purpose": _text(v["purpose"], "The purpose", field="purpose", required=False, limit=500),
+        "purpose": _text(v["purpose"], "purpose", field="purpose", required=False, limit=500),
         "language": v["language"], "active": v["active"],
     }
 
@@ -268,8 +273,8 @@ class Campaigns:
     def add_campaign(self, name: str, description: str | None = None) -> int:
         """Create a campaign (needs ``campaign.admin``); returns its id."""
         self.crm.require(RIGHT)
-        name_ = _text(name, "A campaign name", field="name")
-        desc = _text(description, "The description", field="description", required=False, limit=2000, lines=True)
+        name_ = _text(name, "campaign_name", field="name")
+        desc = _text(description, "description", field="description", required=False, limit=2000, lines=True)
 
         def run(tx: Tx) -> int:
             now, user = _now(), self.crm.user.name
@@ -284,13 +289,13 @@ class Campaigns:
     def rename_campaign(self, campaign_id: int, name: str, description: str | None = None) -> None:
         self.crm.require(RIGHT)
         campaign_id = _id(campaign_id, "campaign id")
-        name_ = _text(name, "A campaign name", field="name")
-        desc = _text(description, "The description", field="description", required=False, limit=2000, lines=True)
+        name_ = _text(name, "campaign_name", field="name")
+        desc = _text(description, "description", field="description", required=False, limit=2000, lines=True)
 
         def run(tx: Tx) -> None:
             old = tx.one("SELECT name FROM campaigns WHERE id = ?", [campaign_id])
             if old is None:
-                raise NotFound(f"No campaign with id {campaign_id}.")
+                raise catalog_error(NotFound, "error.msg.no_campaign", id=campaign_id)
             tx.execute("UPDATE campaigns SET name = ?, description = ?, modified_at = ?, modified_by = ? WHERE id = ?",
                        [name_, desc, _now(), self.crm.user.name, campaign_id])
             self.crm._audit(tx, "campaigns", f"campaign:{campaign_id}", {"name": old}, {"name": name_})
@@ -309,14 +314,14 @@ class Campaigns:
         """Add an activity (a step such as a mailing or a call) to a campaign; returns its id."""
         self.crm.require(RIGHT)
         campaign_id = _id(campaign_id, "campaign id")
-        name_ = _text(name, "An activity name", field="name")
+        name_ = _text(name, "activity_name", field="name")
         if kind not in ACTIVITY_KINDS:
             raise ValidationError(f"kind must be one of {ACTIVITY_KINDS}, not {kind!r}.")
-        desc = _text(description, "The description", field="description", required=False, limit=2000, lines=True)
+        desc = _text(description, "description", field="description", required=False, limit=2000, lines=True)
 
         def run(tx: Tx) -> int:
             if not tx.one("SELECT count(*) FROM campaigns WHERE id = ?", [campaign_id]):
-                raise NotFound(f"No campaign with id {campaign_id}.")
+                raise catalog_error(NotFound, "error.msg.no_campaign", id=campaign_id)
             new_id = int(tx.one(
                 "INSERT INTO campaign_activities (campaign_id, name, kind, description, created_at, created_by) "
                 "VALUES (?, ?, ?, ?, ?, ?) RETURNING id", [campaign_id, name_, kind, desc, _now(), self.crm.user.name]))
@@ -335,11 +340,11 @@ class Campaigns:
 
         def run(tx: Tx) -> int:
             if not tx.one("SELECT count(*) FROM campaign_activities WHERE id = ?", [activity_id]):
-                raise NotFound(f"No activity with id {activity_id}.")
+                raise catalog_error(NotFound, "error.msg.no_activity", id=activity_id)
             found = {r[0] for r in tx.rows("SELECT id FROM addresses WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids])}
             missing = [a for a in ids if a not in found]
             if missing:
-                raise NotFound(f"No addresses with ids {missing[:10]}.")
+                raise catalog_error(NotFound, "error.msg.no_addresses", ids=missing[:10])
             before = int(tx.one("SELECT count(*) FROM campaign_participants WHERE activity_id = ?", [activity_id]))
             tx.execute(
                 "INSERT INTO campaign_participants SELECT ?, unnest(?::BIGINT[]), ?, ? ON CONFLICT DO NOTHING",
@@ -369,14 +374,14 @@ class Campaigns:
         """Add a possible reaction (outcome) to an activity; returns its id."""
         self.crm.require(RIGHT)
         activity_id = _id(activity_id, "activity id")
-        name_ = _text(name, "A reaction name", field="name")
+        name_ = _text(name, "reaction_name", field="name")
 
         def run(tx: Tx) -> int:
             if not tx.one("SELECT count(*) FROM campaign_activities WHERE id = ?", [activity_id]):
-                raise NotFound(f"No activity with id {activity_id}.")
+                raise catalog_error(NotFound, "error.msg.no_activity", id=activity_id)
             if tx.one("SELECT count(*) FROM campaign_reactions WHERE activity_id = ? AND name = ?",
                       [activity_id, name_]):
-                raise ValidationError(f"The activity already has a reaction {name_!r}.")
+                raise catalog_error(ValidationError, "error.msg.reaction_exists", name=repr(name_))
             new_id = int(tx.one(
                 "INSERT INTO campaign_reactions (activity_id, name, created_at, created_by) VALUES (?, ?, ?, ?) "
                 "RETURNING id", [activity_id, name_, _now(), self.crm.user.name]))
@@ -424,7 +429,7 @@ class Campaigns:
 
         def run(tx: Tx) -> int:
             if not tx.one("SELECT count(*) FROM campaign_reactions WHERE id = ?", [reaction_id]):
-                raise NotFound(f"No reaction with id {reaction_id}.")
+                raise catalog_error(NotFound, "error.msg.no_reaction", id=reaction_id)
             now, user = _now(), self.crm.user.name
             names = ["reaction_id", "kind", *cols, "created_at", "created_by", "modified_at", "modified_by"]
             values = [reaction_id, "teams_message", *cols.values(), now, user, now, user]
@@ -476,14 +481,14 @@ class Campaigns:
         ids = [_id(address_ids, "address id")] if not isinstance(address_ids, Iterable) else list(
             dict.fromkeys(_id(a, "address id") for a in address_ids))
         if not ids:
-            raise ValidationError("Pick at least one address.")
-        notes = _text(notes, "The notes", field="notes", required=False, limit=2000, lines=True)
+            raise catalog_error(ValidationError, "error.msg.pick_address")
+        notes = _text(notes, "notes", field="notes", required=False, limit=2000, lines=True)
         result = RecordResult()
 
         def run(tx: Tx) -> list[int]:
             activity_id = tx.one("SELECT activity_id FROM campaign_reactions WHERE id = ?", [reaction_id])
             if activity_id is None:
-                raise NotFound(f"No reaction with id {reaction_id}.")
+                raise catalog_error(NotFound, "error.msg.no_reaction", id=reaction_id)
             members = {r[0] for r in tx.rows(
                 "SELECT address_id FROM campaign_participants WHERE activity_id = ? "
                 "AND address_id IN (SELECT unnest(?::BIGINT[]))", [activity_id, ids])}

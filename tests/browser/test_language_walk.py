@@ -243,7 +243,15 @@ def walk(page: Any, name: str) -> list[str]:
         page.locator(".crmkit-compose-preview-button").click()  # no recipient yet: refused, with the reason
         page.wait_for_timeout(3000)
         seen += page.evaluate(VISIBLE_TEXT_JS)
-    if name == "campaigns.ipynb":  # the reaction's actions and a new action's dialog
+    if name == "campaigns.ipynb":  # refusals: a campaign without a name, participants that do not exist
+        page.locator(".crmkit-campaign-new").click()
+        page.locator(".crmkit-campaign-editor .crmkit-error:visible").wait_for(timeout=30_000)
+        seen += page.evaluate(VISIBLE_TEXT_JS)
+        page.locator(".crmkit-participant-ids input").fill("999")
+        page.locator(".crmkit-participants-add").click()
+        page.wait_for_timeout(2000)
+        seen += page.evaluate(VISIBLE_TEXT_JS)
+        # the reaction's actions and a new action's dialog
         page.locator(".crmkit-reaction-actions-open").click()
         page.locator(".crmkit-action-new").click()
         page.wait_for_timeout(2000)
