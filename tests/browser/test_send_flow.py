@@ -139,7 +139,7 @@ def test_admin_activates_and_formats_then_a_user_sends_a_record(page: Any, flow:
         assert set(log["recipient_name"]) == {p["displayName"] for p in flow.recipients}
         assert all("company" in list(fields) for fields in log["fields"])
         monitor = TransferLogMonitor(crm, "de", export_dir=output_dir)
-        assert len(monitor.frame) == 2 and "company" in monitor.table.value
+        assert len(monitor.frame) == 2 and "Firma" in monitor.table.value  # the field as users read it
         assert "Teams (von Hand)" in monitor.table.value
     finally:
         crm.store.close()
