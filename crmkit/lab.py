@@ -24,7 +24,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .voila_launch import HOST, stop_voila
 
@@ -96,6 +96,20 @@ def stop_lab(lab: LabServer, timeout: float = 15.0) -> int:
     return stop_voila(lab.proc, timeout)
 
 
+# The news prompt ("Would you like to get notified about official Jupyter news?") offers to fetch a feed
+# from the internet; with no feed configured it would show nothing anyway.
+_NEWS_PLUGIN = "@jupyterlab/apputils-extension:announcements"
+
+
+def _without_news(handler: object, page_config: dict[str, Any]) -> dict[str, Any]:
+    disabled = page_config.get("disabledExtensions")
+    if isinstance(disabled, dict):
+        disabled[_NEWS_PLUGIN] = True
+    else:
+        page_config["disabledExtensions"] = [*(disabled or []), _NEWS_PLUGIN]
+    return page_config
+
+
 def main() -> None:
     """The server process (``python -m crmkit.lab``): JupyterLab without the files that would hold the token."""
     from jupyter_server.serverapp import ServerApp
@@ -116,6 +130,7 @@ def main() -> None:
             # token (so `jupyter server list` does not see this server).
             server.write_server_info_file = lambda: None  # type: ignore[method-assign]
             server.write_browser_open_files = lambda: None  # type: ignore[method-assign]
+            server.tornado_settings = {**server.tornado_settings, "page_config_hook": _without_news}
             return server
 
     # In this process's argv only, not on the command line ps shows; a token given as config is logged "...".

@@ -27,6 +27,9 @@ from crmkit.voila_launch import free_port
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
+# The notebook shown. Other open notebooks stay in the page, hidden by CSS that Playwright may still call
+# visible; Lumino marks them lm-mod-hidden.
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 
 
 @dataclass
@@ -53,6 +56,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     folder = tmp_path_factory.mktemp("demo")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
     env["CRMKIT_HOME"] = str(folder / "home")
+    # JupyterLab's workspaces and user settings (open tabs, layout) go to the test's folder, not ~/.jupyter
+    env["JUPYTERLAB_WORKSPACES_DIR"] = str(folder / "lab-workspaces")
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(folder / "lab-settings")
     argv = [PYTHON, "-m", "crmkit.cli", "--db", str(folder / "crm.duckdb"), "demo", "--addresses", "120",
             "--sandbox-port", str(free_port()), "--voila-port", str(free_port()), "--lab-port", str(free_port())]
     # its own process group, as a shell runs a foreground job: Ctrl+C goes to the whole group
@@ -123,23 +129,17 @@ def test_notebook_runs_in_jupyterlab_and_shows_the_record_table(demo: Demo, page
                                                                 output_dir: Path) -> None:
     from playwright.sync_api import expect
 
-    url = demo.urls["notebooks"].replace("/lab/tree/notebooks?", "/lab/tree/notebooks/filter-addresses.ipynb?")
-    page.goto(url)  # type: ignore[attr-defined]
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)  # type: ignore[attr-defined]
-    # the kernel is up before running: the status bar says "Python 3 (ipykernel) | Idle"
-    expect(page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"ipykernel\) \| Idle"))  # type: ignore[attr-defined]
-           ).to_be_visible(timeout=90_000)
-    page.screenshot(path=str(output_dir / "jupyterlab-before-run.png"))  # type: ignore[attr-defined]
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()  # type: ignore[attr-defined]
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()  # type: ignore[attr-defined]
-    rows = page.locator(".jp-OutputArea .crmkit-row")  # type: ignore[attr-defined]
+    _run_all(page, "filter-addresses.ipynb", demo.urls["notebooks"])
+    rows = page.locator(f"{PANEL} .jp-OutputArea .crmkit-row")  # type: ignore[attr-defined]
     expect(rows.first).to_be_attached(timeout=90_000)
     # JupyterLab skips rendering cells out of view (content-visibility): scroll the table into view
     rows.first.scroll_into_view_if_needed()
     expect(rows.first).to_be_visible()
     assert rows.count() >= 5
-    assert "DE" in " ".join(page.locator(".jp-OutputArea .crmkit-row [data-col]").all_inner_texts())  # type: ignore[attr-defined]
-    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")  # type: ignore[attr-defined]
+    assert "DE" in " ".join(page.locator(f"{PANEL} .jp-OutputArea .crmkit-row [data-col]").all_inner_texts())  # type: ignore[attr-defined]
+    # no prompt offering news from the internet (crmkit.lab disables it)
+    assert page.get_by_text("Jupyter news").count() == 0  # type: ignore[attr-defined]
+    errors = page.locator(f"{PANEL} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")  # type: ignore[attr-defined]
     assert not [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
     page.screenshot(path=str(output_dir / "jupyterlab-filter-addresses.png"))  # type: ignore[attr-defined]
 
@@ -147,13 +147,19 @@ def test_notebook_runs_in_jupyterlab_and_shows_the_record_table(demo: Demo, page
 def _run_all(page: object, notebook: str, url: str) -> None:
     from playwright.sync_api import expect
 
-    page.goto(url.replace("/lab/tree/notebooks?", f"/lab/tree/notebooks/{notebook}?"))  # type: ignore[attr-defined]
+    # ?reset: a fresh workspace, so only this notebook is open (not the tabs an earlier visit left)
+    page.goto(url.replace("/lab/tree/notebooks?", f"/lab/tree/notebooks/{notebook}?reset&"))  # type: ignore[attr-defined]
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)  # type: ignore[attr-defined]
     # the kernel is up before running: the status bar says "Python 3 (ipykernel) | Idle"
     expect(page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"ipykernel\) \| Idle"))  # type: ignore[attr-defined]
            ).to_be_visible(timeout=90_000)
+    # focus this notebook (a second notebook opens while the first one's tab may still be the current widget)
+    page.locator(f"{PANEL} .jp-Cell").first.click()  # type: ignore[attr-defined]
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()  # type: ignore[attr-defined]
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()  # type: ignore[attr-defined]
+    # it runs: the first code cell's prompt shows [*] or its execution count
+    first_prompt = page.locator(f"{PANEL} .jp-CodeCell .jp-InputPrompt").first  # type: ignore[attr-defined]
+    expect(first_prompt).to_have_text(re.compile(r"\[(\*|\d+)\]"), timeout=30_000)
 
 
 def test_send_notebook_runs_in_jupyterlab_as_anna(demo: Demo, page: object, output_dir: Path) -> None:
@@ -166,12 +172,12 @@ def test_send_notebook_runs_in_jupyterlab_as_anna(demo: Demo, page: object, outp
     from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 
     _run_all(page, "send_filtered_records.ipynb", demo.urls["notebooks"])
-    prompt = page.locator(".jp-OutputArea-output", has_text="devicelogin")  # type: ignore[attr-defined]
+    prompt = page.locator(f"{PANEL} .jp-OutputArea-output", has_text="devicelogin")  # type: ignore[attr-defined]
     try:
         expect(prompt.first).to_be_attached(timeout=60_000)
     except AssertionError:
         page.screenshot(path=str(output_dir / "jupyterlab-send-no-sign-in.png"))  # type: ignore[attr-defined]
-        raise AssertionError(page.locator(".jp-OutputArea-output").all_inner_texts()) from None  # type: ignore[attr-defined]
+        raise AssertionError(page.locator(f"{PANEL} .jp-OutputArea-output").all_inner_texts()[-6:]) from None  # type: ignore[attr-defined]
     text = prompt.first.inner_text()
     link = re.search(r"(http://127\.0\.0\.1:\d+/\S*devicelogin)", text)
     code = re.search(r"\bcode (\w+)", text, flags=re.I)  # "enter the code X" / "geben Sie den Code X"
@@ -183,9 +189,9 @@ def test_send_notebook_runs_in_jupyterlab_as_anna(demo: Demo, page: object, outp
     finally:
         browser.close()
     # the last cell (contacts of the first address, type TS) only runs after the send went out
-    done = page.locator(".jp-OutputArea-output", has_text=re.compile(r"\bTS\b"))  # type: ignore[attr-defined]
+    done = page.locator(f"{PANEL} .jp-OutputArea-output", has_text=re.compile(r"\bTS\b"))  # type: ignore[attr-defined]
     expect(done.first).to_be_attached(timeout=120_000)
-    outputs = " ".join(page.locator(".jp-OutputArea-output").all_inner_texts())  # type: ignore[attr-defined]
+    outputs = " ".join(page.locator(f"{PANEL} .jp-OutputArea-output").all_inner_texts())  # type: ignore[attr-defined]
     assert "Traceback" not in outputs and "sent" in outputs, outputs[-2000:]
     page.screenshot(path=str(output_dir / "jupyterlab-send-filtered-records.png"))  # type: ignore[attr-defined]
 
