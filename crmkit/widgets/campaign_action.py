@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from ..campaigns import PLACEHOLDERS
-from ..i18n import t
+from ..campaigns._template import CONTEXT_PLACEHOLDERS
+from ..i18n import field_label, format_datetime, parse_datetime, t
 from .common import ErrorBox
 from .rights_hint import apply_right
 
@@ -128,7 +129,9 @@ class TeamsActionDialog(widgets.VBox):
                                         description=t("campaigns.message", lang), style=_LABEL,
                                         layout=widgets.Layout(width="95%", height="7em"))
         self.message.add_class("crmkit-action-message")
-        names = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+        # Each placeholder as it is typed, with the field's label: the key alone is not the user's language.
+        names = ", ".join("{" + p + "} (" + (t(f"campaigns.{p}", lang) if p in CONTEXT_PLACEHOLDERS
+                                             else field_label(p, lang)) + ")" for p in PLACEHOLDERS)
         hint = t("campaigns.placeholders_hint", lang, names=names)
         self.hint = widgets.HTML(f'<p class="crmkit-muted">{html.escape(hint)}</p>')
         self.timing = widgets.Dropdown(
@@ -140,7 +143,10 @@ class TeamsActionDialog(widgets.VBox):
                                             description=t("campaigns.delay_minutes", lang), style=_LABEL)
         self.delay.add_class("crmkit-action-delay")
         local_at = action.at.replace(tzinfo=UTC).astimezone().replace(tzinfo=None) if action and action.at else None
-        self.at = widgets.NaiveDatetimePicker(value=local_at, description=t("campaigns.at", lang), style=_LABEL)
+        # Text, not a date picker: a native date field writes dates as the browser's locale does, not as the
+        # user's language does; this one takes "31.12.2026 14:30" (German) or "2026-12-31 14:30" (English).
+        self.at = widgets.Text(value=format_datetime(local_at, lang), description=t("campaigns.at", lang),
+                               placeholder=t("common.datetime_placeholder", lang), style=_LABEL)
         self.at.add_class("crmkit-action-at")
         self.record_contact = widgets.Checkbox(value=action.record_contact if action else True,
                                                description=t("teams.record_contact", lang), indent=False)
@@ -204,7 +210,7 @@ class TeamsActionDialog(widgets.VBox):
 
     def values(self) -> dict[str, Any]:
         """The form as keyword arguments of :meth:`Campaigns.add_teams_action`."""
-        at = self.at.value
+        at = parse_datetime(self.at.value, self.lang) if self.timing.value == "at" else None
         return {
             "description": self.description.value, "recipients": list(self.picker.recipients),
             "subject": self.subject.value, "message": self.message.value, "timing": self.timing.value,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ import pandas as pd
 from .. import privacy
 from ..crm import ADDRESS_FIELDS
 from ..errors import CrmkitError, ValidationError
-from ..i18n import field_label, format_count, format_date, format_datetime, t
+from ..i18n import field_label, format_count, format_date, format_datetime, parse_date, t
 from .common import ErrorBox
 from .header import disable_without
 
@@ -275,9 +275,13 @@ class TransferLogMonitor(widgets.VBox):
             options=[(t("table.all", lang_), ""), *[(channel_label(c, lang_), c) for c in privacy.CHANNELS]],
             value="", description=t("transfer_log.channel", lang_), layout=widgets.Layout(width="280px"),
         )
+        # Text, not DatePicker: a native date field writes dates as the browser's locale does (mm/dd/yyyy in
+        # an American browser), whatever language the user reads; these take the language's format.
         date_layout = widgets.Layout(width="240px")
-        self.since = widgets.DatePicker(description=t("transfer_log.since", lang_), layout=date_layout)
-        self.until = widgets.DatePicker(description=t("transfer_log.until", lang_), layout=date_layout)
+        self.since = widgets.Text(description=t("transfer_log.since", lang_), layout=date_layout,
+                                  placeholder=t("common.date_placeholder", lang_), continuous_update=False)
+        self.until = widgets.Text(description=t("transfer_log.until", lang_), layout=date_layout,
+                                  placeholder=t("common.date_placeholder", lang_), continuous_update=False)
         self.refresh_button = widgets.Button(description=t("table.refresh", lang_), icon="refresh")
         for w, cls in ((self.address, "address"), (self.recipient, "recipient"), (self.channel, "channel"),
                        (self.since, "since"), (self.until, "until"), (self.refresh_button, "refresh")):
@@ -314,7 +318,7 @@ class TransferLogMonitor(widgets.VBox):
         """The current filters as keyword arguments of :func:`crmkit.privacy.transfer_log`.
 
         Raises:
-            ValidationError: the address box holds something other than a number.
+            ValidationError: the address box holds something other than a number, or a date box no date.
         """
         out: dict[str, Any] = {}
         text = self.address.value.strip()
@@ -326,10 +330,10 @@ class TransferLogMonitor(widgets.VBox):
             out["recipient"] = self.recipient.value.strip()
         if self.channel.value:
             out["channel"] = self.channel.value
-        if isinstance(self.since.value, date):
-            out["since"] = self.since.value
-        if isinstance(self.until.value, date):
-            out["until"] = self.until.value
+        for name, box in (("since", self.since), ("until", self.until)):
+            day = parse_date(box.value, self.lang)
+            if day is not None:
+                out[name] = day
         return out
 
     def refresh(self) -> None:

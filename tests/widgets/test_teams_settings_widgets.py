@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -261,10 +261,13 @@ def test_monitor_filters_chart_and_escaping(logged: CRM, address: int) -> None:
     monitor.channel.value = "file_export"
     assert monitor.frame["purpose"].tolist() == ["Messe"]
     monitor.channel.value = ""
-    monitor.since.value = date(2025, 5, 2)
+    monitor.since.value = "2025-05-02"  # typed in the language's format (English: ISO)
     assert len(monitor.frame) == 1
-    monitor.until.value = date(2025, 5, 2)
+    monitor.until.value = "02.05.2025"  # the other language's format is understood too
     assert monitor.frame.empty and "No transfers found" in monitor.table.value
+    monitor.until.value = "5/2/2025"
+    assert isinstance(monitor.error.exc, crmkit.ValidationError) and "write it as 2026-12-31" in monitor.error.value
+    monitor.since.value = monitor.until.value = ""
     monitor.address.value = "abc"
     assert isinstance(monitor.error.exc, crmkit.ValidationError)
 
