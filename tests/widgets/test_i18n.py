@@ -114,3 +114,48 @@ def test_placeholders_match_between_languages() -> None:
         return {f.removesuffix("_de").removesuffix("_en") for f in re.findall(r"{(\w+)}", text)}
     assert {key: (fields(e["de"]), fields(e["en"])) for key, e in catalog().items()
             if fields(e["de"]) != fields(e["en"])} == {}
+
+
+def test_dates_in_each_language_and_typed_back() -> None:
+    from datetime import date, datetime
+
+    from crmkit.errors import ValidationError
+    from crmkit.i18n import format_date, format_datetime, parse_date, parse_datetime
+
+    moment = datetime(2026, 3, 4, 9, 5, 7)
+    assert (format_date(moment, "de"), format_date(moment, "en")) == ("04.03.2026", "2026-03-04")
+    assert format_datetime(moment, "de", seconds=True) == "04.03.2026 09:05:07"
+    assert format_datetime(moment, "en") == "2026-03-04 09:05" and format_datetime(None, "de") == ""
+    assert parse_date("04.03.2026", "de") == parse_date("2026-03-04", "de") == date(2026, 3, 4)
+    assert parse_datetime("2026-03-04 09:05", "en") == datetime(2026, 3, 4, 9, 5) and parse_date(" ", "en") is None
+    with pytest.raises(ValidationError) as bad:
+        parse_date("3/4/2026", "en")  # mm/dd/yyyy is nobody's format here
+    assert "write it as 2026-12-31" in str(bad.value) and "schreiben Sie es wie 31.12.2026" in bad.value.text("de")
+
+
+def test_a_stored_english_run_error_reads_in_the_users_language() -> None:
+    from crmkit.campaigns._runner import run_error_text
+
+    blocked = "address 3 blocked (flag:no_campaign); address 4 blocked (not_found)"
+    assert run_error_text(blocked, "de") == (
+        "Adresse 3 gesperrt (Keine Kampagnen-Nachrichten); Adresse 4 gesperrt (Adresse nicht gefunden)")
+    assert run_error_text(blocked, "en") == (
+        "address 3 blocked (No campaign messages); address 4 blocked (address not found)")
+    retry = "Network: connection refused (attempt 2; next try in 60 s)"
+    assert run_error_text(retry, "de") == "Netzwerkfehler: connection refused (Versuch 2; nächster Versuch in 60 s)"
+    assert run_error_text("something a server said", "de") == "something a server said"  # not ours: as stored
+    assert run_error_text(None, "de") == ""
+
+
+def test_the_loading_text_language_is_read_from_the_file(tmp_path: Path) -> None:
+    import crmkit
+    from crmkit.i18n import stored_language
+
+    db = tmp_path / "crm.duckdb"
+    crm = crmkit.open(db)
+    crm.add_user("ben", "Ben Wagner", roles=["sales"])
+    crm.set_user_setting("language", "en")
+    crm.store.close()
+    assert stored_language(str(db), "admin") == "en"
+    assert stored_language(str(db), "admin", url_user="ben") == "de"  # ben has none: the system default
+    assert stored_language(str(tmp_path / "missing.duckdb"), "admin") == "de"  # any trouble: the default
