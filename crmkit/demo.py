@@ -49,16 +49,25 @@ def prepare_database(path: str, addresses: int, out: TextIO) -> None:
     crm.store.close()
 
 
+def _finish(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Wait for a process already sent SIGTERM; SIGKILL it if it does not exit in time."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
 def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
     """Start everything, print the addresses, and serve until Ctrl+C or SIGTERM. Returns an exit code.
 
     Every process started here is stopped on the way out, whatever ends the demo (Ctrl+C, SIGTERM, a
     server that exits, an error while starting the next one).
     """
-    from .lab import start_lab, stop_lab
+    from .lab import start_lab
     from .sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
     from .sandbox.process import SandboxProcess, sandbox_is_up
-    from .voila_launch import dashboard_url, server_url, start_voila, stop_voila, wait_until_up
+    from .voila_launch import dashboard_url, server_url, start_voila, wait_until_up
 
     db = str(Path(settings.db or default_path()).expanduser().resolve())
     state = Path(db).parent / settings.state
@@ -73,6 +82,7 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     cleanup: list[Callable[[], object]] = []  # run in reverse order of starting
+    servers: list[subprocess.Popen[bytes]] = []  # all get SIGTERM at once on the way out, then are waited for
     try:
         sandbox_url = f"http://127.0.0.1:{settings.sandbox_port}"
         sandbox = None
@@ -94,7 +104,8 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
         voila_log = (state / "voila.log").open("ab")
         cleanup.append(voila_log.close)
         voila = start_voila(settings.voila_port, env, log=voila_log)
-        cleanup.append(lambda: stop_voila(voila))
+        servers.append(voila)
+        cleanup.append(lambda: _finish(voila))
         # The campaign worker runs delayed reaction actions (the reference's automation service).
         worker_log = (state / "worker.log").open("ab")
         cleanup.append(worker_log.close)
@@ -102,12 +113,14 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
             [sys.executable, "-m", "crmkit.cli", "--db", db, "worker", "--interval", "2"],
             env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=worker_log, stderr=subprocess.STDOUT,
         )
-        cleanup.append(lambda: stop_voila(worker))  # SIGTERM: it finishes its run and releases its lease
+        servers.append(worker)  # SIGTERM: it finishes its run and releases its lease
+        cleanup.append(lambda: _finish(worker))
         # JupyterLab for the analysts' notebooks, as the sales user they are written for.
         lab_log = (state / "jupyterlab.log").open("ab")  # JupyterLab logs the token as "token=..."
         cleanup.append(lab_log.close)
         lab = start_lab(settings.lab_port, {**env, "CRMKIT_USER": settings.lab_user}, log=lab_log)
-        cleanup.append(lambda: stop_lab(lab))
+        servers.append(lab.proc)  # its own session: a Ctrl+C reaches it only through this SIGTERM
+        cleanup.append(lambda: _finish(lab.proc))
         try:
             wait_until_up(server_url(settings.voila_port), timeout=180, proc=voila)
         except (RuntimeError, TimeoutError) as exc:
@@ -144,6 +157,9 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
     finally:
         # A second Ctrl+C while stopping must not leave the rest running.
         previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for proc in servers:  # in parallel: each shuts its kernels down meanwhile
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for step in reversed(cleanup):
             step()
         signal.signal(signal.SIGINT, previous_int)
