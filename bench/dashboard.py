@@ -51,9 +51,15 @@ READY_JS = """(selector) => {
 }"""
 
 
-def _visit(browser: object, url: str, selector: str) -> float | None:
-    """Milliseconds from ``page.goto`` to ``selector`` being visible and enabled, in a fresh context;
-    None when it was not within ``TIMEOUT_MS``."""
+# When the page's HTML had fully arrived, from the navigation's start: Voila streams the page and ends
+# it after the notebook ran, so this is the server's and the kernel's share; the rest is the browser's
+# (scripts, widget manager, widget views).
+HTML_DONE_JS = "() => performance.getEntriesByType('navigation')[0].responseEnd"
+
+
+def _visit(browser: object, url: str, selector: str) -> tuple[float, float] | None:
+    """Milliseconds from ``page.goto`` to ``selector`` being visible and enabled, in a fresh context, and
+    to the page's HTML complete; None when the widget was not up within ``TIMEOUT_MS``."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="de-DE")  # type: ignore[attr-defined]
@@ -65,7 +71,8 @@ def _visit(browser: object, url: str, selector: str) -> float | None:
             page.wait_for_function(READY_JS, arg=selector, polling="raf", timeout=TIMEOUT_MS)
         except PlaywrightTimeout:
             return None
-        return (time.perf_counter() - started) * 1000
+        ready = (time.perf_counter() - started) * 1000
+        return ready, float(page.evaluate(HTML_DONE_JS))
     finally:
         context.close()
 
@@ -101,15 +108,20 @@ def run(ctx: Context) -> list[Result]:
         }
         times: dict[str, list[float]] = {name: [] for name in targets}
         failed: dict[str, int] = {name: 0 for name in targets}
+        html_done: dict[str, list[float]] = {name: [] for name in targets}
         time.sleep(PAUSE_S)  # both pools heat their first kernel
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             try:
                 for visit in range(visits + 1):  # visit 0: warm-up, not counted
                     for name, (url, selector) in targets.items():
-                        ms = _visit(browser, url, selector)
+                        visit_ms = _visit(browser, url, selector)
+                        ms = None if visit_ms is None else visit_ms[0]
                         load = os.getloadavg()[0]
-                        shown = "FAILED (widget not up within the timeout)" if ms is None else f"{ms:.0f} ms"
+                        shown = ("FAILED (widget not up within the timeout)" if visit_ms is None
+                                 else f"{visit_ms[0]:.0f} ms (HTML complete at {visit_ms[1]:.0f} ms)")
+                        if visit and visit_ms is not None:
+                            html_done[name].append(visit_ms[1])
                         say(f"dashboard: {name} visit {visit}{' (warm-up)' if visit == 0 else ''}: {shown} "
                             f"(load {load:.2f})")
                         if visit and ms is None:
@@ -133,6 +145,8 @@ def run(ctx: Context) -> list[Result]:
     detail = "; ".join(f"{name}: " + ", ".join(f"{t:.0f}" for t in ts) + " ms"
                        + (f" and {failed[name]} failed visit(s) (no widget within {TIMEOUT_MS // 1000} s)"
                           if failed[name] else "") for name, ts in times.items())
+    detail += "; page HTML complete (server and kernel share), median: " + ", ".join(
+        f"{name} {p50(ts):.0f} ms" for name, ts in html_done.items() if ts)
     setup = (f"Debian Chromium headless, fresh context per visit, from page.goto to the widget visible and enabled; "
              f"{visits} visits each after one warm-up, interleaved, {PAUSE_S:.0f} s pause after each so the "
              f"preheated kernel pool refills; both servers with the committed voila.json.")
