@@ -414,7 +414,7 @@ class CRM:
         """One address as a dict; :class:`NotFound` when there is none."""
         frame = self.addresses(id=_check_id(address_id))
         if frame.empty:
-            raise NotFound(f"No address with id {address_id}.")
+            raise catalog_error(NotFound, "error.msg.no_address", id=address_id)
         return {k: (None if _isna(v) else v) for k, v in frame.iloc[0].to_dict().items()}
 
     def add_address(self, **fields: Any) -> int:
@@ -447,7 +447,7 @@ class CRM:
 
         def run(tx: Tx) -> None:
             if not tx.one("SELECT count(*) FROM addresses WHERE id = ?", [address_id]):
-                raise NotFound(f"No address with id {address_id}.")
+                raise catalog_error(NotFound, "error.msg.no_address", id=address_id)
             sets = ", ".join(f"{k} = ?" for k in data)
             tx.execute(
                 f"UPDATE addresses SET {sets}, modified_by = ?, modified_at = ? WHERE id = ?",
@@ -493,7 +493,7 @@ class CRM:
     def _add_contact(self, tx: Tx, address_id: int, type_code: str, subject: str, notes: str | None,
                      source: str, at: datetime | None = None) -> int:
         if not tx.one("SELECT count(*) FROM addresses WHERE id = ?", [address_id]):
-            raise NotFound(f"No address with id {address_id}.")
+            raise catalog_error(NotFound, "error.msg.no_address", id=address_id)
         if not tx.one("SELECT count(*) FROM contact_types WHERE code = ?", [type_code]):
             raise ValidationError(f"Unknown contact type {type_code!r}; see crm.contact_types().")
         new_id = int(tx.one("SELECT coalesce(max(id), 0) + 1 FROM contacts"))

@@ -55,7 +55,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .errors import NotFound, TransferBlocked, ValidationError
+from .errors import NotFound, TransferBlocked, ValidationError, catalog_error
+from .i18n import t
 from .text_rules import check_text
 
 if TYPE_CHECKING:
@@ -256,7 +257,7 @@ def set_flag(crm: CRM, address_id: int, flag: str = "no_transfer") -> bool:
 
     def run(tx: Tx) -> bool:
         if not tx.one("SELECT count(*) FROM addresses WHERE id = ?", [address_id]):
-            raise NotFound(f"No address with id {address_id}.")
+            raise catalog_error(NotFound, "error.msg.no_address", id=address_id)
         if tx.one("SELECT count(*) FROM address_flags WHERE address_id = ? AND flag = ?", [address_id, flag]):
             return False
         tx.execute("INSERT INTO address_flags VALUES (?, ?, ?, ?)", [address_id, flag, crm.user.name, _now()])
@@ -372,7 +373,7 @@ def check_transfer(
         raise ValidationError("A purpose is text.")
     purpose = check_text((purpose or "").strip(), "purpose", label_key="compose.purpose") or None
     if purpose is not None and len(purpose) > MAX_PURPOSE:
-        raise ValidationError(f"A purpose has at most {MAX_PURPOSE} characters.")
+        raise catalog_error(ValidationError, "error.msg.purpose_too_long", limit=MAX_PURPOSE)
     blocking = [flag for flag, (channels, _, _) in FLAGS.items() if channel in channels]
 
     def run(tx: Tx) -> tuple[str, list[str], dict[int, str], set[int]]:
@@ -393,16 +394,13 @@ def check_transfer(
     action, personal_cols, flagged, found = crm.store.read(run)
     personal = True if fields is None else _personal_columns(fields, set(personal_cols))
     if personal and action == "block":
-        exc = TransferBlocked(
-            f"The personal-data policy blocks the channel {channel!r}. A privacy administrator can change it "
-            "under Personal data → Output, export and transfer. Nothing was sent."
-        )
+        labels = {f"label_{lang}": t(f"privacy.channel.{channel}", lang) for lang in ("de", "en")}
+        exc = catalog_error(TransferBlocked, "error.msg.transfer_blocked", channel=repr(channel), **labels)
         exc.channel = channel  # type: ignore[attr-defined]
         raise exc
     if personal and action == "log_purpose" and purpose is None:
-        raise ValidationError(
-            f"The personal-data policy for {channel!r} asks for a purpose; give one (purpose=...). Nothing was sent."
-        )
+        labels = {f"label_{lang}": t(f"privacy.channel.{channel}", lang) for lang in ("de", "en")}
+        raise catalog_error(ValidationError, "error.msg.purpose_needed", channel=repr(channel), **labels)
     decisions = tuple(
         AddressDecision(a, False, "not_found") if a not in found
         else AddressDecision(a, False, f"flag:{flagged[a]}") if a in flagged
