@@ -253,6 +253,11 @@ def walk(page: Any, name: str) -> list[str]:
             page.locator(".crmkit-privacy-set-flag").click()
             page.wait_for_timeout(2000)
             seen += page.evaluate(VISIBLE_TEXT_JS)
+    add_account = page.locator(".crmkit-m365-add:visible")
+    if add_account.count():  # »Neuen Account hinzufügen...«: the device-code sign-in panel
+        add_account.first.click()
+        page.wait_for_timeout(3000)
+        seen += page.evaluate(VISIBLE_TEXT_JS)
     if name == "addresses.ipynb":  # send address 2 (flagged »not via Teams«) from the toolbar: the compose panel
         page.locator(".crmkit-rows input[type=checkbox]").nth(1).check()
         page.locator(".crmkit-actions button").first.click()
