@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
@@ -134,7 +135,14 @@ def stored_language(path: str | None, user: str | None, url_user: str | None = N
             if _page_engine is None:
                 _page_engine = duckdb.connect(":memory:")
             quoted = str(path).replace("'", "''")
-            _page_engine.execute(f"ATTACH '{quoted}' AS crmkit_page (READ_ONLY)")
+            for wait in (0.02, 0.05, 0.1, 0):  # a kernel writing holds the file for milliseconds; then give up
+                try:
+                    _page_engine.execute(f"ATTACH '{quoted}' AS crmkit_page (READ_ONLY)")
+                    break
+                except duckdb.IOException as exc:
+                    if not wait or "lock" not in str(exc).lower():
+                        raise
+                    time.sleep(wait)
             try:
                 tenant, default = _page_engine.execute(
                     "SELECT (SELECT value FROM crmkit_page.system_settings WHERE key = 'teams.tenant_id'), "
