@@ -389,7 +389,7 @@ class TeamsService:
         found = {int(r["id"]): r for r in frame.astype(object).where(frame.notna(), None).to_dict("records")}
         missing = [a for a in ids if a not in found]
         if missing:
-            raise NotFound(f"No addresses with ids {missing[:10]}; nothing was sent.")
+            raise catalog_error(NotFound, "error.msg.no_addresses_sent", ids=missing[:10])
         names = {a: (fmt.rendered_field_names(found[a]) if options.include_record else []) for a in ids}
         decision = privacy.check_transfer(
             self.crm, channel, ids, options.purpose, fields=sorted({n for v in names.values() for n in v}),
