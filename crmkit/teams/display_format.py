@@ -104,6 +104,15 @@ class BadFormatPattern(DisplayFormatError):
     """A date, number or phone pattern that cannot format a value."""
 
 
+def _field_error(cls: type[DisplayFormatError], key: str, field: str, **params: object) -> DisplayFormatError:
+    """A ``cls`` error about ``field`` from the catalog (``error.msg.display_<key>``), naming the field by
+    its label in each language: English in ``str()``, the user's language in ``text()``."""
+    spec = DISPLAY_FIELDS.get(field)
+    names = {"field_de": spec.label_de if spec else field, "field_en": spec.label_en if spec else field}
+    full = f"error.msg.display_{key}"
+    return cls(t(full, "en", **names, **params), field=field).localized(full, **names, **params)
+
+
 # -- the catalog of fields a format may show -------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -200,9 +209,7 @@ class FieldFormat:
         for name in ("label_de", "label_en"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip() or len(value) > MAX_LABEL:
-                raise DisplayFormatError(
-                    f"Field {self.field!r}: {name} must be 1-{MAX_LABEL} characters.", field=self.field
-                )
+                raise _field_error(DisplayFormatError, "label", self.field, max=MAX_LABEL)
             check_text(value, name)
         if self.kind not in KINDS:
             raise DisplayFormatError(f"Field {self.field!r}: kind must be one of {KINDS}.", field=self.field)
@@ -219,10 +226,7 @@ class FieldFormat:
             not isinstance(self.empty_text, str) or not self.empty_text.strip()
             or len(self.empty_text) > MAX_EMPTY_TEXT
         ):
-            raise DisplayFormatError(
-                f"Field {self.field!r}: empty = 'text' needs an empty_text of 1-{MAX_EMPTY_TEXT} characters.",
-                field=self.field,
-            )
+            raise _field_error(DisplayFormatError, "empty_text", self.field, max=MAX_EMPTY_TEXT)
         check_text(self.empty_text, "empty_text")
         self._check_pattern()
 
@@ -231,35 +235,23 @@ class FieldFormat:
         if pattern is None or pattern == "":
             return
         if not isinstance(pattern, str) or len(pattern) > 40:
-            raise BadFormatPattern(f"Field {self.field!r}: a pattern is text of ≤ 40 characters.", field=self.field)
+            raise _field_error(BadFormatPattern, "pattern_long", self.field)
         if self.kind == "text":
-            raise BadFormatPattern(
-                f"Field {self.field!r}: a text field takes no pattern; choose kind date, number or phone.",
-                field=self.field,
-            )
+            raise _field_error(BadFormatPattern, "pattern_text", self.field)
         if self.kind == "date":
             bare = pattern.replace("%%", "")
             directives = re.findall(r"%(.)", bare)
             if bare.endswith("%") or not directives or not set(directives) <= _DATE_DIRECTIVES:
-                raise BadFormatPattern(
-                    f"Field {self.field!r}: {pattern!r} is not a date pattern; use strftime codes such as "
-                    "%d.%m.%Y or %Y-%m-%d %H:%M.", field=self.field,
-                )
+                raise _field_error(BadFormatPattern, "pattern_date", self.field, pattern=repr(pattern))
         elif self.kind == "number":
             if not _NUMBER_SPEC.match(pattern):
-                raise BadFormatPattern(
-                    f"Field {self.field!r}: {pattern!r} is not a number pattern; use e.g. ',.2f', ',d' or '.1%'.",
-                    field=self.field,
-                )
+                raise _field_error(BadFormatPattern, "pattern_number", self.field, pattern=repr(pattern))
             try:
                 format(1234.5 if "d" not in pattern else 1234, pattern)
             except (ValueError, TypeError) as exc:
                 raise BadFormatPattern(f"Field {self.field!r}: {pattern!r}: {exc}.", field=self.field) from exc
         elif self.kind == "phone" and not _PHONE_SPEC.match(pattern):
-            raise BadFormatPattern(
-                f"Field {self.field!r}: phone pattern must be 'raw', 'e164' or 'e164:<country code>'.",
-                field=self.field,
-            )
+            raise _field_error(BadFormatPattern, "pattern_phone", self.field)
 
     # -- formatting ------------------------------------------------------------------------------
 
@@ -339,7 +331,7 @@ class DisplayFormat:
             UnknownDisplayField, DuplicateDisplayField, BadFormatPattern, DisplayFormatError.
         """
         if not self.fields:
-            raise DisplayFormatError("A display format needs at least one field.")
+            raise DisplayFormatError(t("error.msg.display_no_fields", "en")).localized("error.msg.display_no_fields")
         if len(self.fields) > MAX_FIELDS:
             raise DisplayFormatError(f"A display format shows at most {MAX_FIELDS} fields.")
         seen: set[str] = set()
@@ -347,7 +339,7 @@ class DisplayFormat:
             if not isinstance(f, FieldFormat):
                 raise DisplayFormatError(f"Not a field format: {f!r}.")
             if f.field in seen:
-                raise DuplicateDisplayField(f"The field {f.field!r} is listed twice; remove one.", field=f.field)
+                raise _field_error(DuplicateDisplayField, "twice", f.field)
             seen.add(f.field)
             f.validate()
         return self

@@ -247,6 +247,14 @@ def walk(page: Any, name: str) -> list[str]:
             address_filter.press("Enter")
             page.locator(".crmkit-transfer-log .crmkit-error:visible").wait_for(timeout=30_000)
             seen += page.evaluate(VISIBLE_TEXT_JS)
+        pattern = page.locator(".crmkit-dfe-row-company .crmkit-dfe-pattern input:visible")
+        if pattern.count():  # the display-format editor refuses a pattern for a text field, live
+            pattern.fill("x")
+            pattern.press("Tab")
+            page.locator(".crmkit-display-format-editor .crmkit-error:visible").first.wait_for(timeout=30_000)
+            seen += page.evaluate(VISIBLE_TEXT_JS)
+            pattern.fill("")
+            pattern.press("Tab")
         flag_address = page.locator(".crmkit-privacy-flag-address input:visible")
         if flag_address.count():  # a block flag for an address that does not exist is refused
             flag_address.fill("9999")
