@@ -209,7 +209,10 @@ class FieldFormat:
         for name in ("label_de", "label_en"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip() or len(value) > MAX_LABEL:
-                raise _field_error(DisplayFormatError, "label", self.field, max=MAX_LABEL)
+                # the editor's own column names, and for API callers the attribute's name too
+                which = {"which_de": t(f"display_format.{name}", "de"),
+                         "which_en": f"{t(f'display_format.{name}', 'en')}, {name},"}
+                raise _field_error(DisplayFormatError, "label", self.field, max=MAX_LABEL, **which)
             check_text(value, name)
         if self.kind not in KINDS:
             raise DisplayFormatError(f"Field {self.field!r}: kind must be one of {KINDS}.", field=self.field)
