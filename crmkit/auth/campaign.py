@@ -31,6 +31,7 @@ from ..errors import (
     PersonalAccountRefused,
     SignInCancelled,
     ValidationError,
+    catalog_error,
 )
 from ..graph import GraphClient, RetryPolicy, TokenProvider
 from ..text_rules import check_text
@@ -141,13 +142,12 @@ class CampaignAccount:
         self.m365.require_any(ADMIN_RIGHTS)
         username = (username or "").strip()
         if "@" not in username:
-            raise ValidationError("The campaign account is a user name like name@company.com.")
+            raise catalog_error(ValidationError, "error.msg.campaign_username")
         check_text(username, "username")  # the password is the user's business: it is never looked at
         if not password:
-            raise ValidationError("Enter the account's password.")
+            raise catalog_error(ValidationError, "error.msg.campaign_password")
         if password != password.strip():
-            raise ValidationError("Microsoft's password sign-in fails for passwords with leading or trailing "
-                                  "spaces; use \"Sign in once\" for this account.")
+            raise catalog_error(ValidationError, "error.msg.campaign_password_spaces")
         ciphertext, key_id = self.box.encrypt(password)
         self._forget_cached_accounts()
         self._write(mode="password", username=username, display_name=None, home_account_id=None,
@@ -230,7 +230,7 @@ class CampaignAccount:
         row = self.m365.crm.store.read(lambda tx: tx.rows(
             "SELECT username, password_ciphertext, key_id FROM campaign_account WHERE id = 1 AND mode = 'password'"))
         if not row or row[0][1] is None:
-            raise SignInRequired("The campaign account has no stored password.")
+            raise catalog_error(SignInRequired, "error.msg.campaign_no_password")
         username, ciphertext, key_id = row[0]
         return username, self.box.decrypt(ciphertext, key_id)
 
@@ -259,15 +259,14 @@ class CampaignAccount:
         """
         info = self.info()
         if info is None:
-            raise SignInRequired("No campaign account is set up; an administrator sets it in the settings.")
+            raise catalog_error(SignInRequired, "error.msg.campaign_none")
         if info.home_account_id:
             result = self.m365.identity.silent(self._app(), info.home_account_id, force_refresh=force_refresh)
             if result is not None:
                 return str(result["access_token"])
         if info.mode == "password":
             return str(self._password_sign_in(fresh=False)["access_token"])
-        raise SignInRequired(f"The saved sign-in of the campaign account {info.username} is gone or expired; "
-                             "an administrator must sign it in again.")
+        raise catalog_error(SignInRequired, "error.msg.campaign_expired", account=info.username)
 
     def token_provider(self) -> TokenProvider:
         return lambda force: self.token(force_refresh=force)
@@ -289,10 +288,10 @@ class CampaignAccount:
                 token = str(self._password_sign_in(fresh=True)["access_token"])
             else:
                 if not info.home_account_id:
-                    raise SignInRequired("The campaign account was never signed in.")
+                    raise catalog_error(SignInRequired, "error.msg.campaign_never")
                 result = self.m365.identity.silent(self._app(), info.home_account_id, force_refresh=True)
                 if result is None:
-                    raise SignInRequired(f"The saved sign-in of {info.username} is gone or expired; sign in again.")
+                    raise catalog_error(SignInRequired, "error.msg.campaign_test_expired", account=info.username)
                 token = str(result["access_token"])
             graph = self.m365.graph_client(lambda force: token, retry=RetryPolicy(max_retries=2))
             try:

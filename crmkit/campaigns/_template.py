@@ -12,7 +12,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ValidationError
+from ..errors import ValidationError, catalog_error
 from ..text_rules import inert
 
 __all__ = ["ADDRESS_PLACEHOLDERS", "CONTEXT_PLACEHOLDERS", "PLACEHOLDERS", "check_template", "render_message",
@@ -30,20 +30,17 @@ MAX_SUBJECT = 200  # leaves room for the system's subject prefix under Teams' 25
 def _parts(template: str) -> list[tuple[str, str | None]]:
     """(literal, placeholder-or-None) pairs; ``{{`` and ``}}`` are literal braces."""
     if not isinstance(template, str):
-        raise ValidationError("A message template is text.")
+        raise catalog_error(ValidationError, "error.msg.template_text")
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ValidationError(f"The template has an unbalanced brace ({exc}); write {{{{ or }}}} for a "
-                              "literal brace.") from exc
+        raise catalog_error(ValidationError, "error.msg.template_brace") from exc  # Python's words stay in the chain
     out: list[tuple[str, str | None]] = []
     for literal, name, spec, conversion in parsed:
         if name is not None and (spec or conversion or name not in PLACEHOLDERS):
             shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            raise ValidationError(
-                f"Unknown placeholder {shown} in the template. Known: "
-                + ", ".join("{" + p + "}" for p in PLACEHOLDERS) + "."
-            )
+            raise catalog_error(ValidationError, "error.msg.template_placeholder", shown=shown,
+                                known=", ".join("{" + p + "}" for p in PLACEHOLDERS))
         out.append((literal, name))
     return out
 
