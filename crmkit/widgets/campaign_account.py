@@ -17,7 +17,7 @@ from ..auth import ADMIN_RIGHTS, DeviceSignIn, Microsoft365, TestResult
 from ..i18n import t
 from .accounts import SignInPanel
 from .common import ErrorBox
-from .header import disable_without
+from .rights_hint import disable_without
 
 if TYPE_CHECKING:
     from ..crm import CRM

@@ -16,7 +16,7 @@ from .. import contact_types as core
 from ..errors import CrmkitError
 from ..i18n import format_count, t
 from .common import ErrorBox
-from .header import disable_without
+from .rights_hint import disable_without
 
 if TYPE_CHECKING:
     from ..crm import CRM

@@ -19,7 +19,7 @@ from ..i18n import field_label, t
 from ..teams import display_format as dfm
 from ..teams.display_format import DISPLAY_FIELDS, EMPTY_CHOICES, DisplayFormat, FieldFormat
 from .common import ErrorBox
-from .header import disable_without
+from .rights_hint import disable_without
 
 if TYPE_CHECKING:
     from ..crm import CRM

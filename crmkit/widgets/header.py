@@ -1,27 +1,24 @@
-"""The head every crmkit dashboard page shares, and how views explain a control the user may not use.
+"""The head every crmkit dashboard page shares.
 
 :class:`DashboardHeader` is the title with the language switch beside it and the line naming the
 CRM user below (the settings pages, the user's own settings and the campaigns page use it).
-:func:`disable_without` disables controls the session user lacks the right for and puts the reason
-in their tooltip; the core still checks the right when it is asked.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 
 from ..i18n import t
-from ..rights import RIGHTS
 from .common import LanguageSwitch
 
 if TYPE_CHECKING:
-    from ..crm import CRM, User
+    from ..crm import CRM
 
-__all__ = ["DashboardHeader", "disable_without", "missing_right_text"]
+__all__ = ["DashboardHeader"]
 
 
 class DashboardHeader(widgets.VBox):
@@ -61,29 +58,3 @@ class DashboardHeader(widgets.VBox):
                 self.language_switch.value = lang
             finally:
                 self.language_switch._on_change = handler
-
-
-def missing_right_text(user: User, rights: Iterable[str], lang: str) -> str | None:
-    """Why ``user`` may not do what needs any of ``rights``, in ``lang``; None when they may."""
-    rights = tuple(rights)
-    if any(user.can(r) for r in rights):
-        return None
-    index = 0 if lang == "de" else 1
-    labels = [RIGHTS[r][index] for r in rights]
-    if len(labels) == 1:  # the same wording as the addresses and campaigns pages' tooltips
-        return t("rights.missing", lang, label=labels[0], right=rights[0])
-    return t("rights.missing_any", lang, rights=", ".join(labels))
-
-
-def disable_without(controls: Iterable[widgets.Widget], user: User, rights: Iterable[str], lang: str) -> bool:
-    """Disable ``controls`` and give them the reason as tooltip when ``user`` lacks all of ``rights``.
-
-    Returns whether the user may use them. Controls the user may use are left as they are.
-    """
-    reason = missing_right_text(user, rights, lang)
-    if reason is None:
-        return True
-    for control in controls:
-        control.disabled = True
-        control.tooltip = reason
-    return False

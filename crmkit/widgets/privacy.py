@@ -21,7 +21,7 @@ from ..crm import ADDRESS_FIELDS
 from ..errors import CrmkitError, ValidationError
 from ..i18n import field_label, format_count, format_date, format_datetime, parse_date, t
 from .common import ErrorBox
-from .header import disable_without
+from .rights_hint import disable_without
 
 if TYPE_CHECKING:
     from ..crm import CRM

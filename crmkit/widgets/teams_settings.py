@@ -21,7 +21,7 @@ from ..i18n import format_datetime, t
 from ..teams import activation
 from ..teams.sessions import reopen_notice
 from .common import ErrorBox
-from .header import disable_without
+from .rights_hint import disable_without
 
 if TYPE_CHECKING:
     from ..crm import CRM
