@@ -20,7 +20,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from ..errors import CrmkitError, ValidationError
-from ..i18n import LANGUAGES, format_datetime, t
+from ..i18n import format_datetime, t
 from .campaign_action import TeamsActionDialog
 from .common import ErrorBox, error_html
 from .rights_hint import missing_right
@@ -505,17 +505,11 @@ def campaigns_dashboard(crm: CRM | None = None) -> widgets.Widget:
     Without ``crm`` it opens the CRM named by the environment at request time (Voila preheat), and
     explains in both languages instead of raising when that fails.
     """
-    from .app import wait_for_voila_request
+    from .settings_app import open_dashboard_crm, open_error_box
 
     if crm is None:
-        import crmkit
-
-        wait_for_voila_request()
         try:
-            crm = crmkit.open()
+            crm = open_dashboard_crm()  # CRMKIT_USER, or ?user= against the sandbox, as on the other pages
         except CrmkitError as exc:
-            box = widgets.HTML("".join(error_html(exc, lang, title_key="error.open") for lang in LANGUAGES))
-            box.add_class("crmkit-error")
-            box.add_class("crmkit-open-error")
-            return box
+            return open_error_box(exc)
     return CampaignsPage(crm)

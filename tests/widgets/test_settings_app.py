@@ -12,7 +12,9 @@ from crmkit import privacy
 from crmkit.crm import CRM
 from crmkit.errors import PermissionDenied
 from crmkit.teams import activation, display_format
+from crmkit.widgets.campaigns import campaigns_dashboard
 from crmkit.widgets.common import ErrorBox
+from crmkit.widgets.my_settings import my_settings_dashboard
 from crmkit.widgets.settings_app import (
     SettingsApp,
     open_dashboard_crm,
@@ -140,6 +142,7 @@ def test_dashboards_open_the_env_user_or_the_url_user_in_demos(db_path: Path, mo
     assert open_dashboard_crm().user.name == "admin"
     monkeypatch.setenv("QUERY_STRING", "user=anna")
     assert open_dashboard_crm().user.name == "anna"  # sandbox tenant: a demo
+    assert campaigns_dashboard().crm.user.name == "anna"  # every dashboard opens the same way
     monkeypatch.setenv("CRMKIT_TENANT_ID", "contoso.example")
     monkeypatch.setenv("CRMKIT_CLIENT_ID", "5e1c7a0d-3b2f-4d8e-9c6a-7f0b1e2d3c4a")
     assert open_dashboard_crm().user.name == "admin"  # a real tenant: the URL picks nobody
@@ -149,7 +152,7 @@ def test_unknown_user_gets_an_explanation_not_a_traceback(db_path: Path, monkeyp
     crmkit.open(db_path).store.close()
     monkeypatch.setenv("CRMKIT_DB", str(db_path))
     monkeypatch.setenv("QUERY_STRING", "user=nobody")
-    for build in (settings_dashboard, teams_address_dashboard):
+    for build in (settings_dashboard, teams_address_dashboard, campaigns_dashboard, my_settings_dashboard):
         box = build()
         assert isinstance(box, widgets.HTML) and "crmkit-open-error" in box._dom_classes
         assert "Unbekannter CRM-Benutzer" in box.value and "Unknown CRM user" in box.value
