@@ -7,6 +7,10 @@ DuckDB instance costs ~40 ms here; ATTACH + query + DETACH costs ~4 ms.) A lock 
 process is waited out with backoff instead of surfacing.
 
 Reads attach READ_ONLY, so many readers share the file and an analyst's SQL cannot write.
+
+A page that makes several reads in a row (a dashboard's build) wraps them in
+:meth:`Store.read_session`: the file is attached read-only once for all of them and detached when
+the block ends, so the lock is still never held across user think time.
 """
 
 from __future__ import annotations
@@ -104,6 +108,9 @@ class Store:
         self._engine = duckdb.connect(":memory:")
         self._mutex = threading.RLock()
         self.lock_waits = 0  # how often another process's lock was waited out; for tests and benches
+        self.file_attaches = 0  # how often the file was attached; for tests and benches
+        self._session_depth = 0  # > 0 inside read_session(): reads share one read-only attachment
+        self._session_attached = False
         if self.memory:
             self._engine.execute(f"ATTACH ':memory:' AS {ALIAS}")
             self._engine.execute(f"USE {ALIAS}")
@@ -136,31 +143,76 @@ class Store:
             if self.memory:
                 yield self._engine
                 return
-            mode = " (READ_ONLY)" if read_only else ""
-            deadline = time.monotonic() + self.lock_timeout
-            delay = 0.005
-            while True:
-                try:
-                    self._engine.execute(f"ATTACH '{_sql_quote(self.path)}' AS {ALIAS}{mode}")
-                    break
-                except duckdb.IOException as exc:
-                    if _is_lock_conflict(exc):
-                        if time.monotonic() > deadline:
-                            raise catalog_error(DatabaseLocked, "error.msg.locked", path=self.path,
-                                                seconds=f"{self.lock_timeout:.0f}") from exc
-                        self.lock_waits += 1
-                        time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not security
-                        delay = min(delay * 2, 0.25)
-                        continue
-                    raise _open_error(self.path, exc) from exc
-                except duckdb.Error as exc:
-                    raise _open_error(self.path, exc) from exc
+            if self._session_depth:
+                if read_only:  # inside read_session(): attach once, detach when the session ends
+                    if not self._session_attached:
+                        self._attach(read_only=True)
+                        self._session_attached = True
+                    yield self._engine
+                    return
+                self._detach_session()  # a write needs the file writable: re-attach read-only later
+            self._attach(read_only)
             try:
-                self._engine.execute(f"USE {ALIAS}")
                 yield self._engine
             finally:
-                self._engine.execute("USE memory")
-                self._engine.execute(f"DETACH {ALIAS}")
+                self._detach()
+
+    def _attach(self, read_only: bool) -> None:
+        """ATTACH the file (read-only or writable) and USE it, waiting out another process's lock."""
+        mode = " (READ_ONLY)" if read_only else ""
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                self._engine.execute(f"ATTACH '{_sql_quote(self.path)}' AS {ALIAS}{mode}")
+                break
+            except duckdb.IOException as exc:
+                if _is_lock_conflict(exc):
+                    if time.monotonic() > deadline:
+                        raise catalog_error(DatabaseLocked, "error.msg.locked", path=self.path,
+                                            seconds=f"{self.lock_timeout:.0f}") from exc
+                    self.lock_waits += 1
+                    time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not security
+                    delay = min(delay * 2, 0.25)
+                    continue
+                raise _open_error(self.path, exc) from exc
+            except duckdb.Error as exc:
+                raise _open_error(self.path, exc) from exc
+        self.file_attaches += 1
+        try:
+            self._engine.execute(f"USE {ALIAS}")
+        except BaseException:
+            self._detach()
+            raise
+
+    def _detach(self) -> None:
+        self._engine.execute("USE memory")
+        self._engine.execute(f"DETACH {ALIAS}")
+
+    def _detach_session(self) -> None:
+        if self._session_attached:
+            self._session_attached = False
+            self._detach()
+
+    @contextmanager
+    def read_session(self) -> Iterator[Store]:
+        """Let the reads inside this block share one read-only attachment of the file.
+
+        For a burst of reads such as building a page: one ATTACH instead of one per read. The file
+        is detached when the block ends, so do not keep it open across user think time (another
+        process may want to write). Writes inside the block still work: they attach the file
+        writable on their own, and the next read attaches it read-only again. Nests; other threads'
+        operations wait for each statement as before (the store's lock).
+        """
+        with self._mutex:
+            self._session_depth += 1
+        try:
+            yield self
+        finally:
+            with self._mutex:
+                self._session_depth -= 1
+                if not self._session_depth:
+                    self._detach_session()
 
     # -- public operations ---------------------------------------------------------------------------
 

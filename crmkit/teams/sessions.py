@@ -162,15 +162,16 @@ def close_session(crm: CRM) -> None:
     crm.session_id = None  # type: ignore[attr-defined]
 
 
-def reopen_notice(crm: CRM, lang: str | None = None) -> str | None:
+def reopen_notice(crm: CRM, lang: str | None = None, *, enabled: bool | None = None) -> str | None:
     """A "reopen to apply" text when ``teams.enabled`` changed since this session opened, else None.
 
+    ``enabled``: the setting's current value when the caller has just read it (one read, not two).
     Needs no right: it only concerns the caller's own session.
     """
     at_open = teams_enabled_at_open(crm)
     if at_open is None:
         return None
-    now = bool(crm.setting("teams.enabled"))
+    now = bool(crm.setting("teams.enabled")) if enabled is None else bool(enabled)
     if now == at_open:
         return None
     lang = lang or crm.language

@@ -129,6 +129,13 @@ class SettingsApp(widgets.VBox):
     }
 
     def __init__(self, crm: CRM, *, export_dir: str | Path | None = None) -> None:
+        # The build's reads (language, the first tab's data) share one attachment of the file, which
+        # is released when the page is built (issue 12, item 13: one ATTACH instead of six).
+        with crm.store.read_session():
+            self._init(crm, export_dir)
+        self.tabs.observe(self._tab_selected, "selected_index")
+
+    def _init(self, crm: CRM, export_dir: str | Path | None) -> None:
         self.crm = crm
         self.export_dir = export_dir
         self.lang = crm.language
@@ -136,11 +143,14 @@ class SettingsApp(widgets.VBox):
         self.header = DashboardHeader(crm, "settings.system", self.lang, self._language_picked)
         self.title, self.language_switch, self.user_line = (
             self.header.title, self.header.language_switch, self.header.user_line)
-        self.user_settings = widgets.HTML()
+        # Widgets whose layout never changes share one Layout model: each model is a message to the
+        # browser and a view to build before the page is interactive (item 13).
+        fixed = widgets.Layout()
+        self.user_settings = widgets.HTML(layout=fixed)
         self.user_settings.add_class("crmkit-user-settings-link")
         self.error = ErrorBox()
         # One pane per tab; a pane gets its view when the tab is first shown.
-        self.panes = {key: widgets.VBox() for key in self.TAB_KEYS}
+        self.panes = {key: widgets.VBox(layout=fixed) for key in self.TAB_KEYS}
         for key, pane in self.panes.items():
             pane.add_class(f"crmkit-settings-pane-{key}")
         self.tabs = widgets.Tab(children=tuple(self.panes.values()), selected_index=0)
@@ -149,7 +159,6 @@ class SettingsApp(widgets.VBox):
         super().__init__([self.header, self.user_settings, self.error, self.tabs])
         self.add_class("crmkit-settings")
         self._build()
-        self.tabs.observe(self._tab_selected, "selected_index")
 
     # -- building ----------------------------------------------------------------------------------
 
@@ -172,7 +181,8 @@ class SettingsApp(widgets.VBox):
         """The view of tab ``key``, built now if it was not yet (or its error box)."""
         view = self.views.get(key)
         if view is None:
-            view = self.views[key] = self._guarded(getattr(self, f"_{key}_tab"))
+            with self.crm.store.read_session():  # a tab's reads: one attachment, released when built
+                view = self.views[key] = self._guarded(getattr(self, f"_{key}_tab"))
             self.panes[key].children = (view,)
         return view
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_string import HTMLStyle
 
 from .. import contact_types
 from ..errors import ContactTypeCodeTaken, CrmkitError
@@ -44,37 +45,59 @@ class TeamsSettings(widgets.VBox):
         self.lang = lang or crm.language
         self.may_change = crm.user.can("teams.admin")
         self._on_open_contact_types = on_open_contact_types
-        self.title = widgets.HTML(f"<h3>{html.escape(t('teams.settings', self.lang))}</h3>")
+        # The three texts never change their layout or style: they share one Layout and one style
+        # model (fewer models for the browser to receive and build before the page is interactive).
+        fixed, text_style = widgets.Layout(), HTMLStyle()
+        self.title = widgets.HTML(f"<h3>{html.escape(t('teams.settings', self.lang))}</h3>", layout=fixed,
+                                  style=text_style)
+        enabled = activation.is_enabled(crm)  # read once: the checkbox and the reopen notice share it
         self.enabled = widgets.Checkbox(
-            value=activation.is_enabled(crm), description=t("teams.enable", self.lang), indent=False,
+            value=enabled, description=t("teams.enable", self.lang), indent=False,
             disabled=not self.may_change,
         )
         self.enabled.add_class("crmkit-teams-enable")
         disable_without((self.enabled,), crm.user, ("teams.admin",), self.lang)
-        self.status = widgets.HTML()
+        self.status = widgets.HTML(layout=fixed, style=text_style)
         self.status.add_class("crmkit-teams-status")
-        self.sessions = widgets.HTML()
+        self.sessions = widgets.HTML(layout=fixed, style=text_style)
         self.sessions.add_class("crmkit-teams-reopen-sessions")
         self.error = ErrorBox()
-        self.open_contact_types = widgets.Button(description=t("teams_settings.open_contact_types", self.lang),
-                                                 icon="external-link", layout=widgets.Layout(
-                                                     display="none", width="auto", align_self="flex-start"))
-        self.open_contact_types.add_class("crmkit-open-contact-types")
-        self.open_contact_types.on_click(lambda _b: self._open_contact_types())
+        self._open_button: widgets.Button | None = None  # made when first needed (the TS refusal)
         self._syncing = False
         self.enabled.observe(self._changed, "value")
-        super().__init__([self.title, self.enabled, self.status, self.error, self.open_contact_types,
-                          self.sessions])
+        super().__init__([self.title, self.enabled, self.status, self.error, self.sessions])
         self.add_class("crmkit-teams-settings")
-        self.refresh()
+        self.refresh(enabled=enabled)
 
-    def refresh(self) -> None:
-        """Re-read the setting, this session's notice and the sessions to reopen."""
-        self._set_checkbox(activation.is_enabled(self.crm))
+    @property
+    def open_contact_types(self) -> widgets.Button:
+        """The refusal's way out; built on first use (most visits never see it), hidden until then."""
+        if self._open_button is None:
+            button = widgets.Button(description=t("teams_settings.open_contact_types", self.lang),
+                                    icon="external-link",
+                                    layout=widgets.Layout(display="none", width="auto", align_self="flex-start"))
+            button.add_class("crmkit-open-contact-types")
+            button.on_click(lambda _b: self._open_contact_types())
+            self._open_button = button
+            children = list(self.children)
+            children.insert(children.index(self.error) + 1, button)
+            self.children = tuple(children)
+        return self._open_button
+
+    def _hide_open_contact_types(self) -> None:
+        if self._open_button is not None:
+            self._open_button.layout.display = "none"
+
+    def refresh(self, *, enabled: bool | None = None) -> None:
+        """Re-read the setting (unless the caller just read it: ``enabled``), this session's notice
+        and the sessions to reopen."""
+        if enabled is None:
+            enabled = activation.is_enabled(self.crm)
+        self._set_checkbox(enabled)
         parts = []
         if not self.may_change:
             parts.append(f"<i>{html.escape(t('teams_settings.no_right', self.lang))}</i>")
-        notice = reopen_notice(self.crm, self.lang)
+        notice = reopen_notice(self.crm, self.lang, enabled=enabled)
         if notice:
             parts.append(f'<div class="crmkit-teams-reopen" role="status"><b>{html.escape(notice)}</b></div>')
         self.status.value = "".join(parts)
@@ -123,10 +146,10 @@ class TeamsSettings(widgets.VBox):
         except CrmkitError as exc:
             self._set_checkbox(not wanted)
             self.error.show(exc, self.lang)
-            self.open_contact_types.layout.display = "none"
+            self._hide_open_contact_types()
             return
         self.error.show(None, self.lang)
-        self.open_contact_types.layout.display = "none"
+        self._hide_open_contact_types()
         self.refresh()
         done = t("teams_settings.enabled_ok" if wanted else "teams_settings.disabled_ok", self.lang)
         self.status.value = f"<div>{html.escape(done)}</div>" + self.status.value
