@@ -81,23 +81,61 @@ def count_build(db: str | os.PathLike[str], user: str = "admin") -> dict[str, An
     return result
 
 
+def kernel_builds(db: str | os.PathLike[str], runs: int, user: str = "admin") -> list[dict[str, float]]:
+    """Build the dashboard the way a Voila kernel does: a fresh ipykernel per build, the import cell
+    run first (Voila's preheat), then the ``settings_dashboard()`` cell timed from execute request
+    to idle; counts the widget messages (comm_open + comm_msg) the kernel sent on iopub."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**os.environ, "CRMKIT_DB": os.fspath(db), "CRMKIT_USER": user, "PYTHONPATH": str(ROOT)}
+    out = []
+    for _ in range(runs):
+        km, kc = start_new_kernel(kernel_name="python3", env=env)
+        try:
+            kc.execute_interactive("from crmkit.widgets.settings_app import settings_dashboard", timeout=120)
+            messages: Counter[str] = Counter()
+
+            def hook(msg: dict[str, Any], messages: Counter[str] = messages) -> None:
+                messages[msg["msg_type"]] += 1
+
+            started = time.perf_counter()
+            reply = kc.execute_interactive("settings_dashboard()", timeout=120, output_hook=hook)
+            elapsed = (time.perf_counter() - started) * 1000
+            if reply["content"]["status"] != "ok":
+                raise RuntimeError(f"the dashboard cell failed: {reply['content']}")
+            out.append({"ms": elapsed, "comm_open": messages["comm_open"], "comm_msg": messages["comm_msg"],
+                        "iopub": sum(messages.values())})
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--db", help="an existing crmkit database (default: a new demo database)")
     parser.add_argument("--user", default="admin")
+    parser.add_argument("--kernel", type=int, default=0, metavar="N",
+                        help="also build it N times in a fresh ipykernel each and count the widget messages")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="crmkit-settings-profile-") as tmp:
         db = Path(args.db) if args.db else _demo_db(Path(tmp))
         os.environ["CRMKIT_HOME"] = str(Path(tmp) / "home")
         count_build(db, args.user)  # warm-up: imports, first-use caches
         runs = [count_build(db, args.user) for _ in range(args.runs)]
+        kernel = kernel_builds(db, args.kernel, args.user) if args.kernel else []
     last = runs[-1]
     times = [r["ms"] for r in runs]
     print(f"settings dashboard build as {args.user}, {args.runs} runs (load {os.getloadavg()[0]:.2f}):")
     for key in ("store_reads", "store_writes", "file_attaches", "duckdb_connections", "widget_models"):
         print(f"  {key}: {last.get(key, 0)}")
     print(f"  build time: median {statistics.median(times):.1f} ms (min {min(times):.1f}, max {max(times):.1f})")
+    if kernel:
+        k_times = [k["ms"] for k in kernel]
+        print(f"in a fresh kernel, {len(kernel)} runs: comm_open {kernel[-1]['comm_open']}, comm_msg "
+              f"{kernel[-1]['comm_msg']}, iopub messages {kernel[-1]['iopub']}; cell time median "
+              f"{statistics.median(k_times):.1f} ms (min {min(k_times):.1f}, max {max(k_times):.1f})")
     return 0
 
 

@@ -143,39 +143,44 @@ class SettingsApp(widgets.VBox):
         self.header = DashboardHeader(crm, "settings.system", self.lang, self._language_picked)
         self.title, self.language_switch, self.user_line = (
             self.header.title, self.header.language_switch, self.header.user_line)
-        # Widgets whose layout never changes share one Layout model: each model is a message to the
-        # browser and a view to build before the page is interactive (item 13).
+        # Each widget model is a message to the browser and a view it builds before the page is
+        # interactive, and each change after construction one more (item 13): widgets whose layout
+        # never changes share one Layout, and the first build passes classes, texts and children to
+        # the constructors instead of setting them afterwards (what _build does on a language switch).
         fixed = widgets.Layout()
-        self.user_settings = widgets.HTML(layout=fixed)
-        self.user_settings.add_class("crmkit-user-settings-link")
+        self.user_settings = widgets.HTML(self._user_settings_html(), layout=fixed,
+                                          _dom_classes=("crmkit-user-settings-link",))
         self.error = ErrorBox()
-        # One pane per tab; a pane gets its view when the tab is first shown.
-        self.panes = {key: widgets.VBox(layout=fixed) for key in self.TAB_KEYS}
-        for key, pane in self.panes.items():
-            pane.add_class(f"crmkit-settings-pane-{key}")
-        self.tabs = widgets.Tab(children=tuple(self.panes.values()), selected_index=0)
-        self.tabs.add_class("crmkit-settings-tabs")
-        self.views: dict[str, widgets.Widget] = {}
-        super().__init__([self.header, self.user_settings, self.error, self.tabs])
-        self.add_class("crmkit-settings")
-        self._build()
+        # One pane per tab; a pane gets its view when the tab is first shown, the first one now.
+        first = self.TAB_KEYS[0]
+        self.views: dict[str, widgets.Widget] = {first: self._guarded(getattr(self, f"_{first}_tab"))}
+        self.panes = {key: widgets.VBox((self.views[key],) if key in self.views else (), layout=fixed,
+                                        _dom_classes=(f"crmkit-settings-pane-{key}",))
+                      for key in self.TAB_KEYS}
+        self.tabs = widgets.Tab(children=tuple(self.panes.values()), selected_index=0, titles=self._tab_titles(),
+                                _dom_classes=("crmkit-settings-tabs",))
+        super().__init__([self.header, self.user_settings, self.error, self.tabs], _dom_classes=("crmkit-settings",))
 
     # -- building ----------------------------------------------------------------------------------
 
     def _build(self) -> None:
         """Label everything in ``self.lang``, drop the built views, and build the selected tab's."""
-        lang = self.lang
-        self.header.relabel(lang)
-        link = dashboard_link("my_settings.ipynb", t("settings.user", lang), self.crm)
-        self.user_settings.value = (f'<p class="crmkit-muted">'
-                                    f"{t('settings.user_settings_hint', lang, link=link)}</p>")
-        self.tabs.titles = tuple(t(self.TAB_TITLES[key], lang) for key in self.TAB_KEYS)
+        self.header.relabel(self.lang)
+        self.user_settings.value = self._user_settings_html()
+        self.tabs.titles = self._tab_titles()
         old, self.views = self.views, {}
         for pane in self.panes.values():
             pane.children = ()
         for view in old.values():
             view.close()
         self._ensure(self.TAB_KEYS[self.tabs.selected_index or 0])
+
+    def _user_settings_html(self) -> str:
+        link = dashboard_link("my_settings.ipynb", t("settings.user", self.lang), self.crm)
+        return f'<p class="crmkit-muted">{t("settings.user_settings_hint", self.lang, link=link)}</p>'
+
+    def _tab_titles(self) -> tuple[str, ...]:
+        return tuple(t(self.TAB_TITLES[key], self.lang) for key in self.TAB_KEYS)
 
     def _ensure(self, key: str) -> widgets.Widget:
         """The view of tab ``key``, built now if it was not yet (or its error box)."""

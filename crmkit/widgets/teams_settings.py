@@ -53,21 +53,21 @@ class TeamsSettings(widgets.VBox):
         enabled = activation.is_enabled(crm)  # read once: the checkbox and the reopen notice share it
         self.enabled = widgets.Checkbox(
             value=enabled, description=t("teams.enable", self.lang), indent=False,
-            disabled=not self.may_change,
+            disabled=not self.may_change, _dom_classes=("crmkit-teams-enable",),
         )
-        self.enabled.add_class("crmkit-teams-enable")
         disable_without((self.enabled,), crm.user, ("teams.admin",), self.lang)
-        self.status = widgets.HTML(layout=fixed, style=text_style)
-        self.status.add_class("crmkit-teams-status")
-        self.sessions = widgets.HTML(layout=fixed, style=text_style)
-        self.sessions.add_class("crmkit-teams-reopen-sessions")
+        # Texts and classes go into the constructors: a change after construction is one more
+        # message to the browser before the page is interactive.
+        self.status = widgets.HTML(self._status_html(enabled), layout=fixed, style=text_style,
+                                   _dom_classes=("crmkit-teams-status",))
+        self.sessions = widgets.HTML(self._sessions_html(), layout=fixed, style=text_style,
+                                     _dom_classes=("crmkit-teams-reopen-sessions",))
         self.error = ErrorBox()
         self._open_button: widgets.Button | None = None  # made when first needed (the TS refusal)
         self._syncing = False
         self.enabled.observe(self._changed, "value")
-        super().__init__([self.title, self.enabled, self.status, self.error, self.sessions])
-        self.add_class("crmkit-teams-settings")
-        self.refresh(enabled=enabled)
+        super().__init__([self.title, self.enabled, self.status, self.error, self.sessions],
+                         _dom_classes=("crmkit-teams-settings",))
 
     @property
     def open_contact_types(self) -> widgets.Button:
@@ -94,14 +94,17 @@ class TeamsSettings(widgets.VBox):
         if enabled is None:
             enabled = activation.is_enabled(self.crm)
         self._set_checkbox(enabled)
+        self.status.value = self._status_html(enabled)
+        self.sessions.value = self._sessions_html()
+
+    def _status_html(self, enabled: bool) -> str:
         parts = []
         if not self.may_change:
             parts.append(f"<i>{html.escape(t('teams_settings.no_right', self.lang))}</i>")
         notice = reopen_notice(self.crm, self.lang, enabled=enabled)
         if notice:
             parts.append(f'<div class="crmkit-teams-reopen" role="status"><b>{html.escape(notice)}</b></div>')
-        self.status.value = "".join(parts)
-        self.sessions.value = self._sessions_html()
+        return "".join(parts)
 
     def _sessions_html(self) -> str:
         if not self.may_change:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import ipywidgets as widgets
 import pytest
 from ipywidgets.widgets.widget import _instances
 
@@ -65,12 +66,20 @@ def test_building_the_settings_page_attaches_the_file_once(file_crm: CRM) -> Non
     app.close()
 
 
-def test_the_settings_page_sends_few_widget_models(file_crm: CRM) -> None:
+def test_the_settings_page_sends_few_widget_models(file_crm: CRM, monkeypatch: pytest.MonkeyPatch) -> None:
+    updates: list[tuple[str, object]] = []
+    send_state = widgets.Widget.send_state
+    monkeypatch.setattr(widgets.Widget, "send_state",
+                        lambda self, key=None: (updates.append((type(self).__name__, key)), send_state(self, key))[1])
     before = set(_instances)
     app = SettingsApp(file_crm)
     created = len(set(_instances) - before)
     # 55 models before item 13 (a Layout for each of the six panes, a Layout and a style for each text).
     assert created <= 42, created
+    # 25 update messages after construction before (classes, texts, titles and children set one by
+    # one); the page's own widgets now get them in their constructors, the header's and error boxes' remain.
+    assert len(updates) <= 10, updates
+    monkeypatch.undo()
     # Every tab still gets its view when shown.
     for key in SettingsApp.TAB_KEYS:
         app.tabs.selected_index = SettingsApp.TAB_KEYS.index(key)
