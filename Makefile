@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed-stamp
 PIP_QUIET := --quiet --disable-pip-version-check
 # Exact versions of every dependency (incl. the test extra), made by `make lock` from pyproject.toml's ranges.
 LOCK := requirements.lock
+# pipefail: a failing pip fails the recipe even though its output goes through the filter below.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# Some machines' pip configuration names package folders that do not exist; pip warns once per package.
+QUIET_MISSING := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: setup demo test lint bench clean lock
 
@@ -13,8 +18,8 @@ LOCK := requirements.lock
 # tested here, not the newest of everything.
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_QUIET) -r $(LOCK)
-	$(PY) -m pip install $(PIP_QUIET) --no-deps -e . 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(PY) -m pip install $(PIP_QUIET) -r $(LOCK) 2>&1 | $(QUIET_MISSING)
+	$(PY) -m pip install $(PIP_QUIET) --no-deps -e . 2>&1 | $(QUIET_MISSING)
 	$(PY) -c "import crmkit, voila, msal, playwright" # fail here, not later, if the install broke
 	touch $(STAMP)
 
