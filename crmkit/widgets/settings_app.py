@@ -76,6 +76,26 @@ def _demo_tenant(crm: CRM) -> bool:
         return False
 
 
+_duckdb_warm = False
+
+
+def _warm_duckdb() -> None:
+    """Pay DuckDB's first-use costs (its first instance, first query, first DataFrame: ~20 ms) while a
+    preheated kernel waits for its visitor, not after the request (the first store is ~5 ms quicker).
+    Touches no database file: the data is read at request time."""
+    global _duckdb_warm
+    if _duckdb_warm:
+        return
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SELECT 1 AS warm").df()
+    finally:
+        con.close()
+    _duckdb_warm = True
+
+
 def open_dashboard_crm() -> CRM:
     """The CRM session of a dashboard, opened at request time.
 
@@ -88,6 +108,8 @@ def open_dashboard_crm() -> CRM:
     """
     import crmkit
 
+    if os.environ.get("VOILA_PREHEAT") == "True":
+        _warm_duckdb()
     wait_for_voila_request()
     crm = crmkit.open()
     wanted = query_user()
