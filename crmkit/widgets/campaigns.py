@@ -445,7 +445,7 @@ class CampaignsPage(widgets.VBox):
         self.lang = crm.language
         self.campaigns = Campaigns(crm)
         self.header = DashboardHeader(crm, "campaigns.page_title", self.lang, self._language_picked)
-        self.error = ErrorBox()
+        self.error = self.header.error
         self.body = widgets.VBox()
         self.editor: CampaignEditor | None = None
         super().__init__([self.header, self.error, self.body])
@@ -484,18 +484,8 @@ class CampaignsPage(widgets.VBox):
                 watching.set()  # the old runs view stops refreshing
             view.close()
 
-    def _language_picked(self, lang: str) -> None:
-        if lang == self.lang:
-            return
-        try:
-            self.crm.set_user_setting("language", lang)
-        except CrmkitError as exc:
-            self.error.show(exc, self.lang)
-            self.header.relabel(self.lang)
-            return
-        self.error.show(None, lang)
+    def _language_picked(self, lang: str) -> None:  # stored by the header
         self.lang = lang
-        self.header.relabel(lang)
         self._build()
 
 

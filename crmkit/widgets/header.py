@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 
+from ..errors import CrmkitError
 from ..i18n import t
-from .common import LanguageSwitch
+from .common import ErrorBox, LanguageSwitch
 
 if TYPE_CHECKING:
     from ..crm import CRM
@@ -24,16 +25,21 @@ __all__ = ["DashboardHeader"]
 class DashboardHeader(widgets.VBox):
     """Title (``title_key`` from the catalog) and language switch in one row, "CRM user: …" below.
 
-    ``on_language(lang)`` is called when the user picks another language; the page stores it and
-    calls :meth:`relabel`. Attributes: ``title``, ``language_switch``, ``user_line``.
+    Picking another language stores it as the user's setting (for every dashboard) and relabels the
+    header; then ``on_language(lang)`` rebuilds the page. A refused store shows why in ``error`` (an
+    :class:`ErrorBox` the page places where it likes) and puts the switch back.
+    Attributes: ``title``, ``language_switch``, ``user_line``, ``error``, ``lang``.
     """
 
     def __init__(self, crm: CRM, title_key: str, lang: str, on_language: Callable[[str], None]) -> None:
         self.crm = crm
         self.title_key = title_key
+        self.lang = lang
+        self._on_language = on_language
+        self.error = ErrorBox()
         self.title = widgets.HTML()
         self.title.add_class("crmkit-title")
-        self.language_switch = LanguageSwitch(lang, on_language)
+        self.language_switch = LanguageSwitch(lang, self._picked)
         self.user_line = widgets.HTML()
         # crmkit-settings-user: the class the settings page's line had, which browser tests look for.
         self.user_line.add_class("crmkit-user-line")
@@ -46,8 +52,22 @@ class DashboardHeader(widgets.VBox):
         self.add_class("crmkit-dashboard-header")
         self.relabel(lang)
 
+    def _picked(self, lang: str) -> None:
+        if lang == self.lang:
+            return
+        try:
+            self.crm.set_user_setting("language", lang)
+        except CrmkitError as exc:
+            self.error.show(exc, self.lang)
+            self.relabel(self.lang)
+            return
+        self.error.show(None, lang)
+        self.relabel(lang)
+        self._on_language(lang)
+
     def relabel(self, lang: str) -> None:
         """Every text in ``lang``; the switch shows ``lang`` without calling back."""
+        self.lang = lang
         self.title.value = f"<h2 style='margin:4px 0'>{html.escape(t(self.title_key, lang))}</h2>"
         self.user_line.value = html.escape(t("settings.user_line", lang, user=self.crm.user.display_name))
         self.language_switch.relabel(lang)

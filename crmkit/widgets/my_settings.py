@@ -50,7 +50,7 @@ class MySettingsApp(widgets.VBox):
         self.more.add_class("crmkit-more-user-settings")
         self.system_link = widgets.HTML()
         self.system_link.add_class("crmkit-system-settings-link")
-        self.error = ErrorBox()
+        self.error = self.header.error
         self.accounts_box = widgets.VBox()
         self.accounts: widgets.Widget = ErrorBox()
         super().__init__([self.header, self.language_hint, self.error, self.more, self.accounts_box,
@@ -83,16 +83,7 @@ class MySettingsApp(widgets.VBox):
             box.show(exc, self.lang)
             return box
 
-    def _language_picked(self, lang: str) -> None:
-        if lang == self.lang:
-            return
-        try:
-            self.crm.set_user_setting("language", lang)
-        except CrmkitError as exc:
-            self.error.show(exc, self.lang)
-            self.header.relabel(self.lang)
-            return
-        self.error.show(None, lang)
+    def _language_picked(self, lang: str) -> None:  # stored by the header
         self.lang = lang
         self._build()
 

@@ -172,7 +172,7 @@ class SettingsApp(widgets.VBox):
         fixed = widgets.Layout()
         self.user_settings = widgets.HTML(self._user_settings_html(), layout=fixed,
                                           _dom_classes=("crmkit-user-settings-link",))
-        self.error = ErrorBox()
+        self.error = self.header.error
         # One pane per tab; a pane gets its view when the tab is first shown, the first one now.
         first = self.TAB_KEYS[0]
         self.views: dict[str, widgets.Widget] = {first: self._guarded(getattr(self, f"_{first}_tab"))}
@@ -309,16 +309,7 @@ class SettingsApp(widgets.VBox):
 
     # -- events ------------------------------------------------------------------------------------
 
-    def _language_picked(self, lang: str) -> None:
-        if lang == self.lang:
-            return
-        try:
-            self.crm.set_user_setting("language", lang)
-        except CrmkitError as exc:
-            self.error.show(exc, self.lang)
-            self.language_switch.value = self.lang
-            return
-        self.error.show(None, lang)
+    def _language_picked(self, lang: str) -> None:  # stored by the header
         self.lang = lang
         selected = self.tabs.selected_index
         self._build()

@@ -110,3 +110,30 @@ def test_campaigns_page_has_the_same_header(crm: CRM) -> None:
     assert "Campaigns" in page.header.title.value and "CRM user: Vera Viewer" in page.header.user_line.value  # type: ignore[attr-defined]
     assert page.recorder is not recorder and page.recorder.lang == "en"  # type: ignore[attr-defined]
     assert recorder.comm is None
+
+
+@pytest.mark.parametrize("page", ["settings", "my_settings", "campaigns"])
+def test_a_refused_language_change_says_why_and_changes_nothing(crm: CRM, page: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from crmkit.errors import DatabaseLocked
+    from crmkit.widgets.common import error_html
+    from crmkit.widgets.settings_app import SettingsApp
+
+    builders = {"settings": SettingsApp, "my_settings": MySettingsApp, "campaigns": campaigns_dashboard}
+    view = builders[page](crm)
+    header: DashboardHeader = view.header
+
+    def locked(name: str, value: object) -> None:
+        raise DatabaseLocked("the CRM database is busy")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(crm, "set_user_setting", locked)
+        header.language_switch.value = "en"
+    assert header.language_switch.value == "de" and view.lang == "de" and header.lang == "de"
+    assert isinstance(view.error.exc, DatabaseLocked) and view.error.layout.display is None  # shown
+    assert view.error.value == error_html(view.error.exc, "de")  # in the language still on the page
+    assert crm.language == "de"  # nothing stored
+
+    header.language_switch.value = "en"  # the next pick goes through, and the page follows
+    assert crm.language == "en" and view.lang == "en" and header.lang == "en" and view.error.exc is None
+    assert "CRM user" in header.user_line.value
