@@ -17,6 +17,9 @@ from .throttle import Limits
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
+    graph_answer = graph.unknown_version(request)
+    if graph_answer is not None:
+        return graph_answer
     return JSONResponse({"error": "not_found", "error_description": f"No sandbox endpoint at {request.url.path}"},
                         status_code=404)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -105,11 +106,41 @@ def sandbox_of(request: Request) -> Sandbox:
     return request.app.state.sandbox
 
 
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _trusted_forwarded_host(request: Request) -> str | None:
+    """``X-Forwarded-Host`` when it may name the public origin, else None.
+
+    Trusted only from a loopback peer (the sandbox binds loopback only, so that is every caller
+    today) and only when it names one of the sandbox's own host names (``*.crmkit.localhost``) or
+    a loopback address, optionally with a port: crmkit's routing transport and a local reverse
+    proxy announce the public https host this way.  Any other value is ignored, so a caller cannot
+    make the sandbox write absolute links (nextLink, discovery) that point at a foreign host.
+    """
+    fwd = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    peer = request.client.host if request.client else ""
+    if not fwd or not _is_loopback_host(peer):
+        return None
+    host = fwd.rsplit(":", 1)[0] if not fwd.endswith("]") and fwd.count(":") == 1 else fwd
+    name = host.lower().rstrip(".")
+    if name.endswith(".crmkit.localhost") or name == "crmkit.localhost" or _is_loopback_host(host):
+        return fwd
+    return None
+
+
 def public_origin(request: Request) -> str:
-    """Origin the client used: the routed https host, or the direct loopback address."""
-    fwd = request.headers.get("x-forwarded-host")
+    """Origin the client used: a trusted forwarded host (see above), else the Host header as sent."""
+    fwd = _trusted_forwarded_host(request)
     if fwd:
-        return f"{request.headers.get('x-forwarded-proto', 'https')}://{fwd}"
+        proto = request.headers.get("x-forwarded-proto", "https").split(",")[0].strip().lower()
+        return f"{proto if proto in ('http', 'https') else 'https'}://{fwd}"
     return f"{request.url.scheme}://{request.url.netloc}"
 
 

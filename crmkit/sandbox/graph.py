@@ -2,6 +2,26 @@
 
 Handlers work on a small transport-neutral context so that ``$batch`` can run its items
 through exactly the same code as top-level requests.
+
+URL rules, as real Graph applies them to any client:
+
+- Repeated slashes collapse (``/v1.0//me`` is ``/v1.0/me``; msgraph-sdk's default wiring sends
+  them), also in ``$batch`` item URLs; nextLinks are written with the clean path.
+- Path segments are percent-decoded before matching, so ids such as ``anna%40contoso...``,
+  ``...%23EXT%23...`` or ``19%3A...%40unq.gbl.spaces`` resolve; query names are decoded too
+  (``%24top`` is ``$top``, as kiota-based SDKs send it).
+- Query options keep their ``$``: the docs make the prefix optional on beta but on v1.0 only for
+  a subset of APIs, so here an unprefixed ``top``/``select``/``filter`` is an unknown parameter
+  and ignored (always send the ``$``).
+- A version the sandbox does not serve (``/beta``, ``/v2.0``, ``/v1``) gets 400 BadRequest
+  "Invalid version: ..."; an unknown segment under v1.0 gets 400 BadRequest "Resource not found
+  for the segment '...'"; a missing entity 404 (``Request_ResourceNotFound`` and friends); all in
+  Graph's body ``{"error": {"code", "message", "innerError": {"date", "request-id",
+  "client-request-id"}}}``.
+- Absolute links (nextLink) use the origin the client used: its Host header as sent (with the
+  port), or ``X-Forwarded-Host``/``-Proto`` when trusted - from a loopback peer and naming a
+  sandbox host (``*.crmkit.localhost``) or a loopback address only (``core.public_origin``), so a
+  caller cannot point the links at a foreign host.
 """
 
 from __future__ import annotations
@@ -881,7 +901,7 @@ async def _run_item(outer: Ctx, r: dict[str, Any]) -> dict[str, Any]:
         return {"id": str(r["id"]), "status": 400, "headers": {"Content-Type": "application/json"},
                 "body": graph_error_body(outer.scope, "BadRequest", "Batch request urls must be relative.")}
     path, _, qs = url.partition("?")
-    path = "/" + path.lstrip("/")
+    path = clean_path(path)
     if path.startswith("/v1.0/"):
         path = path[5:]
     headers = {k.lower(): str(v) for k, v in (r.get("headers") or {}).items()}
@@ -904,9 +924,30 @@ async def _run_item(outer: Ctx, r: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- HTTP entry point ----------------------------------------------------------------------
+def clean_path(path: str) -> str:
+    """Collapse repeated slashes: real Graph serves ``/v1.0//me`` (msgraph-sdk's default wiring sends it)."""
+    return "/" + "/".join(seg for seg in path.split("/") if seg)
+
+
+VERSION_RE = re.compile(r"^(beta|v\d+(\.\d+)?)$", re.I)
+
+
+def unknown_version(request: Request) -> Response | None:
+    """Graph's answer to a version the sandbox does not serve (``/beta``, ``/v2.0``), else None.
+
+    The sandbox serves v1.0 only; real Graph answers a version it does not know with 400
+    BadRequest "Invalid version: ...", in its usual error body.
+    """
+    first = request.url.path.strip("/").split("/")[0]
+    if not VERSION_RE.match(first) or first == "v1.0":
+        return None
+    return JSONResponse(graph_error_body(request.scope, "BadRequest", f"Invalid version: {first}"),
+                        status_code=400, headers={"Cache-Control": "no-store"})
+
+
 async def graph_endpoint(request: Request) -> Response:
     sb = sandbox_of(request)
-    path = "/" + request.path_params["rest"]
+    path = clean_path(request.path_params["rest"])
     ctx = Ctx(sb, request.scope, request.method, path,
               dict(parse_qsl(request.url.query, keep_blank_values=True)),
               {k.lower(): v for k, v in request.headers.items()}, await request.body(),

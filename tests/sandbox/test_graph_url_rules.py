@@ -1,0 +1,141 @@
+"""Graph's URL rules, as any HTTP client meets them (issue 13, item 2).
+
+Requests go straight to the sandbox's loopback URL with a plain httpx client (no crmkit routing),
+the way msgraph-sdk or a script would send them.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+import httpx
+import pytest
+
+from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_GUEST_UPN
+
+from .shapes import GRAPH_ERROR, assert_shape
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture
+def raw(sandbox):
+    """A plain httpx client on the sandbox's loopback URL with Anna's bearer token."""
+    with httpx.Client(base_url=sandbox.url, timeout=30,
+                      headers={"Authorization": f"Bearer {sandbox.token()}"}) as c:
+        yield c
+
+
+def graph_error(r: httpx.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert_shape(body, GRAPH_ERROR)
+    assert body["error"]["code"] == code
+    inner = body["error"]["innerError"]
+    assert set(inner) >= {"date", "request-id", "client-request-id"}
+    assert inner["request-id"]
+    return body["error"]
+
+
+# -- repeated slashes after the version (msgraph-sdk's default wiring sends them) ----------------
+@pytest.mark.parametrize("path", ["/v1.0//me", "/v1.0///me", "/v1.0//me/"])
+def test_repeated_slashes_after_the_version_reach_me(raw, path):
+    r = raw.get(path)
+    assert r.status_code == 200, r.text
+    assert r.json()["userPrincipalName"] == SANDBOX_DEFAULT_UPN
+
+
+def test_repeated_slashes_inside_the_path_reach_users_and_their_next_link_is_clean(raw):
+    r = raw.get("/v1.0//users", params={"$top": "2"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["value"]) == 2
+    link = body["@odata.nextLink"]
+    assert urlsplit(link).path == "/v1.0/users"
+    assert raw.get(link).status_code == 200
+    chats = raw.get("/v1.0/me//chats")
+    assert chats.status_code == 200, chats.text
+
+
+# -- percent-encoded ids ---------------------------------------------------------------------
+def test_percent_encoded_upns_resolve(raw):
+    for upn in (SANDBOX_DEFAULT_UPN, SANDBOX_GUEST_UPN):
+        r = raw.get("/v1.0/users/" + quote(upn, safe=""))
+        assert r.status_code == 200, r.text
+        assert r.json()["userPrincipalName"] == upn
+
+
+def test_percent_encoded_chat_ids_resolve(sandbox, raw):
+    g = sandbox.graph()
+    bind = "https://graph.microsoft.com/v1.0/users('{}')"
+    chat = g.post("chats", json={"chatType": "oneOnOne", "members": [
+        {"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
+         "user@odata.bind": bind.format(u)} for u in (SANDBOX_DEFAULT_UPN, "jonas.becker@contoso.example")]})
+    assert chat.status_code == 201, chat.text
+    cid = chat.json()["id"]
+    assert ":" in cid and "@" in cid
+    encoded = quote(cid, safe="")
+    assert "%3A" in encoded and "%40" in encoded
+    r = raw.get(f"/v1.0/chats/{encoded}")
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == cid
+    posted = raw.post(f"/v1.0/chats/{encoded}/messages", json={"body": {"content": "Hallo"}})
+    assert posted.status_code == 201, posted.text
+    listed = raw.get(f"/v1.0/chats/{encoded}/messages", params={"$top": "1"})
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["value"][0]["chatId"] == cid
+
+
+# -- $-prefixed query names ---------------------------------------------------------------------
+def test_dollar_query_names_also_arrive_percent_encoded(raw):
+    # kiota-based SDKs write the names as %24top, %24select.
+    r = raw.get("/v1.0/users?%24top=1&%24select=displayName")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["value"]) == 1
+    assert set(body["value"][0]) == {"displayName"}
+
+
+# -- unknown versions and paths: Graph's error shape ------------------------------------------------
+@pytest.mark.parametrize("path", ["/beta/me", "/v2.0/users", "/v1/me"])
+def test_unknown_versions_answer_in_graphs_error_shape(raw, path):
+    err = graph_error(raw.get(path), 400, "BadRequest")
+    assert err["message"] == f"Invalid version: {path.split('/')[1]}"
+
+
+def test_unknown_segments_answer_in_graphs_error_shape(raw):
+    err = graph_error(raw.get("/v1.0//nosuchthing"), 400, "BadRequest")
+    assert err["message"] == "Resource not found for the segment 'nosuchthing'."
+
+
+def test_an_unknown_user_is_404_in_graphs_error_shape(raw):
+    err = graph_error(raw.get("/v1.0/users/" + quote("nobody@contoso.example", safe="")), 404,
+                      "Request_ResourceNotFound")
+    assert "nobody@contoso.example" in err["message"]
+
+
+# -- nextLinks on the host the client used --------------------------------------------------------
+def test_next_link_keeps_the_host_header_with_its_port(sandbox, raw):
+    port = urlsplit(sandbox.url).port
+    r = raw.get("/v1.0/users", params={"$top": "1"}, headers={"Host": f"localhost:{port}"})
+    assert r.status_code == 200, r.text
+    link = urlsplit(r.json()["@odata.nextLink"])
+    assert (link.scheme, link.netloc, link.path) == ("http", f"localhost:{port}", "/v1.0/users")
+
+
+def test_forwarded_headers_naming_a_foreign_host_are_ignored(sandbox, raw):
+    port = urlsplit(sandbox.url).port
+    r = raw.get("/v1.0/users", params={"$top": "1"},
+                headers={"X-Forwarded-Host": "graph.evil.example", "X-Forwarded-Proto": "https"})
+    assert r.status_code == 200, r.text
+    link = urlsplit(r.json()["@odata.nextLink"])
+    assert (link.scheme, link.netloc) == ("http", f"127.0.0.1:{port}")
+
+
+def test_forwarded_headers_naming_a_sandbox_host_are_honoured(raw):
+    # crmkit's routing transport and a local reverse proxy announce the public https host this way.
+    r = raw.get("/v1.0/users", params={"$top": "1"},
+                headers={"X-Forwarded-Host": "graph.crmkit.localhost:8443", "X-Forwarded-Proto": "https"})
+    assert r.status_code == 200, r.text
+    link = urlsplit(r.json()["@odata.nextLink"])
+    assert (link.scheme, link.netloc, link.path) == ("https", "graph.crmkit.localhost:8443", "/v1.0/users")
