@@ -13,11 +13,11 @@ URL rules, as real Graph applies them to any client:
 - Query options keep their ``$``: the docs make the prefix optional on beta but on v1.0 only for
   a subset of APIs, so here an unprefixed ``top``/``select``/``filter`` is an unknown parameter
   and ignored (always send the ``$``).
-- A version the sandbox does not serve (``/beta``, ``/v2.0``, ``/v1``) gets 400 BadRequest
-  "Invalid version: ..."; an unknown segment under v1.0 gets 400 BadRequest "Resource not found
-  for the segment '...'"; a missing entity 404 (``Request_ResourceNotFound`` and friends); all in
-  Graph's body ``{"error": {"code", "message", "innerError": {"date", "request-id",
-  "client-request-id"}}}``.
+- A version the sandbox does not serve (``/beta``, ``/v2.0``, ``/v1``; or none, ``/me`` on the
+  Graph host) gets 400 BadRequest "Invalid version."; an unknown segment under v1.0 gets 400
+  BadRequest "Resource not found for the segment '...'"; a missing entity 404
+  (``Request_ResourceNotFound`` and friends); all in Graph's body ``{"error": {"code",
+  "message", "innerError": {"date", "request-id", "client-request-id"}}}``.
 - Absolute links (nextLink) use the origin the client used: its Host header as sent (with the
   port), or ``X-Forwarded-Host``/``-Proto`` when trusted - from a loopback peer and naming a
   sandbox host (``*.crmkit.localhost``) or a loopback address only (``core.public_origin``), so a
@@ -34,14 +34,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import jwt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import SANDBOX_TENANT_ID
+from . import GRAPH_RESOURCE, SANDBOX_TENANT_ID
 from .core import Sandbox, browser_origin, graph_error_body, iso_z, public_origin, sandbox_of
 from .directory import BASIC_USER_PROPERTIES, DEFAULT_USER_PROPERTIES, USER_PROPERTIES, SandboxUser
 
@@ -933,15 +933,19 @@ VERSION_RE = re.compile(r"^(beta|v\d+(\.\d+)?)$", re.I)
 
 
 def unknown_version(request: Request) -> Response | None:
-    """Graph's answer to a version the sandbox does not serve (``/beta``, ``/v2.0``), else None.
+    """Graph's answer to a path outside the versions the sandbox serves, else None (not Graph's).
 
-    The sandbox serves v1.0 only; real Graph answers a version it does not know with 400
-    BadRequest "Invalid version: ...", in its usual error body.
+    The sandbox serves v1.0 only.  Real Graph answers a version it does not know (or none, as in
+    ``/me``) with 400 BadRequest "Invalid version.", in its usual error body.  A path counts as
+    Graph's when its first segment looks like a version (``beta``, ``v2.0``) or the Host header
+    names the sandbox's Graph host; anything else stays the identity host's 404.
     """
     first = request.url.path.strip("/").split("/")[0]
-    if not VERSION_RE.match(first) or first == "v1.0":
+    host = (request.headers.get("host") or "").split(":")[0].lower()
+    graph_host = host == urlsplit(GRAPH_RESOURCE).hostname
+    if first == "v1.0" or not (VERSION_RE.match(first) or graph_host):
         return None
-    return JSONResponse(graph_error_body(request.scope, "BadRequest", f"Invalid version: {first}"),
+    return JSONResponse(graph_error_body(request.scope, "BadRequest", "Invalid version."),
                         status_code=400, headers={"Cache-Control": "no-store"})
 
 

@@ -57,6 +57,16 @@ def test_repeated_slashes_inside_the_path_reach_users_and_their_next_link_is_cle
     assert chats.status_code == 200, chats.text
 
 
+def test_repeated_slashes_in_batch_item_urls_reach_me(raw):
+    r = raw.post("/v1.0//$batch", json={"requests": [{"id": "1", "method": "GET", "url": "/v1.0//me"},
+                                                      {"id": "2", "method": "GET", "url": "//users?$top=1"}]})
+    assert r.status_code == 200, r.text
+    got = {item["id"]: item for item in r.json()["responses"]}
+    assert got["1"]["status"] == 200, got["1"]
+    assert got["1"]["body"]["userPrincipalName"] == SANDBOX_DEFAULT_UPN
+    assert got["2"]["status"] == 200, got["2"]
+
+
 # -- percent-encoded ids ---------------------------------------------------------------------
 def test_percent_encoded_upns_resolve(raw):
     for upn in (SANDBOX_DEFAULT_UPN, SANDBOX_GUEST_UPN):
@@ -99,8 +109,14 @@ def test_dollar_query_names_also_arrive_percent_encoded(raw):
 # -- unknown versions and paths: Graph's error shape ------------------------------------------------
 @pytest.mark.parametrize("path", ["/beta/me", "/v2.0/users", "/v1/me"])
 def test_unknown_versions_answer_in_graphs_error_shape(raw, path):
+    # Real Graph's words for a version it does not know; the sandbox serves v1.0 only.
     err = graph_error(raw.get(path), 400, "BadRequest")
-    assert err["message"] == f"Invalid version: {path.split('/')[1]}"
+    assert err["message"] == "Invalid version."
+
+
+def test_a_path_without_version_on_the_graph_host_is_an_invalid_version(raw):
+    err = graph_error(raw.get("/me", headers={"Host": "graph.crmkit.localhost"}), 400, "BadRequest")
+    assert err["message"] == "Invalid version."
 
 
 def test_unknown_segments_answer_in_graphs_error_shape(raw):
