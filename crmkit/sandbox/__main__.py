@@ -16,6 +16,10 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default 8765)")
     p.add_argument("--state", default=None, help="state directory (DuckDB file + signing key); default "
                    "$CRMKIT_SANDBOX_STATE or ~/.local/state/crmkit/sandbox")
+    p.add_argument("--https-port", type=int, default=None, metavar="PORT",
+                   help="also serve https on PORT (0 picks a free one) with a certificate from the state "
+                   "folder's own CA, for clients that need an https authority (msal, azure-identity); "
+                   "prints the CA file to trust")
     p.add_argument("--reset", action="store_true", help="start from a freshly seeded tenant")
     g = p.add_argument_group("throttling (Teams limits for posting chat messages)")
     g.add_argument("--chat-rps-per-app", type=float, default=20.0, help="per app per tenant (default 20)")
@@ -48,7 +52,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     settings = IdentitySettings(access_token_lifetime_s=args.token_lifetime,
                                 device_code_interval_s=args.device_code_interval)
     try:
-        run(args.host, args.port, args.state, limits=limits, faults=faults, settings=settings, reset=args.reset)
+        run(args.host, args.port, args.state, limits=limits, faults=faults, settings=settings, reset=args.reset,
+            https_port=args.https_port)
     except KeyboardInterrupt:
         pass
     return 0

@@ -145,9 +145,11 @@ def public_origin(request: Request) -> str:
 
 
 def browser_origin(request: Request) -> str:
-    """Plain-http loopback origin a browser can open (sign-in page, Teams view)."""
+    """Loopback origin a browser can open (sign-in page, Teams view): on the listener the request came
+    in on, so a client of the https listener gets an https page on the same port (not http on it)."""
     server = request.scope.get("server") or ("127.0.0.1", 80)
-    return f"http://127.0.0.1:{server[1]}"
+    scheme = "https" if request.scope.get("scheme") == "https" else "http"
+    return f"{scheme}://127.0.0.1:{server[1]}"
 
 
 def utc_now() -> dt.datetime:

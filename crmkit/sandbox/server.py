@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import socket
@@ -13,13 +14,15 @@ from typing import Any, TextIO
 
 import uvicorn
 
-from . import GRAPH_BASE, SANDBOX_AUTHORITY, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
+from . import GRAPH_BASE, SANDBOX_AUTHORITY, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
 from .app import create_app
 from .core import IdentitySettings
 from .faults import FaultConfig
 from .throttle import Limits
 
 URL_LINE_PREFIX = "CRMKIT_SANDBOX_URL="
+HTTPS_LINE_PREFIX = "CRMKIT_SANDBOX_HTTPS_URL="
+CA_LINE_PREFIX = "CRMKIT_SANDBOX_CA="
 
 
 def default_state_dir() -> Path:
@@ -51,9 +54,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(app: Any) -> uvicorn.Config:
+def _config(app: Any, **tls: Any) -> uvicorn.Config:
     return uvicorn.Config(
-        app, log_level="warning", access_log=False, proxy_headers=False, lifespan="off",
+        app, **tls, log_level="warning", access_log=False, proxy_headers=False, lifespan="off",
         timeout_graceful_shutdown=2, timeout_keep_alive=30, server_header=False,
         date_header=False,  # the sandbox stamps Date itself, per response, on its own clock (faults.py)
     )
@@ -129,6 +132,26 @@ def describe(url: str, state_path: Path) -> str:
     ])
 
 
+def describe_https(url: str, ca: Path) -> str:
+    """The https listener's lines: for clients that take a plain authority URL and a CA file (msal, requests …)."""
+    return "\n".join([
+        f"{HTTPS_LINE_PREFIX}{url}",
+        f"{CA_LINE_PREFIX}{ca}",
+        f"  HTTPS authority:      {url}/{SANDBOX_TENANT_ID}",
+        f"  HTTPS Graph:          {url}/v1.0",
+        f"  CA file (trust it):   {ca}",
+    ])
+
+
+async def _serve_all(pairs: list[tuple[uvicorn.Server, socket.socket]]) -> None:
+    # Both listeners share one event loop (one app, one DuckDB sandbox); when one stops, so does the other.
+    tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in pairs]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for server, _ in pairs:
+        server.should_exit = True
+    await asyncio.gather(*tasks)
+
+
 def run(
     host: str = "127.0.0.1",
     port: int = 8765,
@@ -139,8 +162,13 @@ def run(
     settings: IdentitySettings | None = None,
     reset: bool = False,
     out: TextIO | None = None,
+    https_port: int | None = None,
 ) -> None:
-    """Serve the sandbox in the foreground until SIGINT/SIGTERM; prints its URLs first."""
+    """Serve the sandbox in the foreground until SIGINT/SIGTERM; prints its URLs first.
+
+    ``https_port``: also serve https there (0 picks a free port), with a certificate from the state
+    folder's own CA (:mod:`crmkit.sandbox.tls`); None serves plain http only.
+    """
     out = out or sys.stdout
     state = Path(state_path) if state_path else default_state_dir()
     sock = _bind(host, port)
@@ -148,9 +176,22 @@ def run(
     app = create_app(state, limits=limits, faults=faults, settings=settings)
     if reset:
         app.sandbox.reset()
-    print(describe(url, state), file=out, flush=True)
+    pairs = [(uvicorn.Server(_config(app)), sock)]
+    lines = [describe(url, state)]
+    if https_port is not None:
+        from .tls import ensure_tls
+
+        tls = ensure_tls(state)
+        tls_sock = _bind(host, https_port)
+        pairs.append((uvicorn.Server(_config(app, ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key))), tls_sock))
+        lines.append(describe_https(f"https://127.0.0.1:{tls_sock.getsockname()[1]}", tls.ca))
+    print("\n".join(lines), file=out, flush=True)
     try:
-        uvicorn.Server(_config(app)).run(sockets=[sock])
+        if len(pairs) == 1:
+            pairs[0][0].run(sockets=[sock])
+        else:
+            asyncio.run(_serve_all(pairs))
     finally:
         app.sandbox.close()
-        sock.close()
+        for _, s in pairs:
+            s.close()

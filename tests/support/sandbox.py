@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,10 +23,27 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "py
 class SandboxProc(SandboxProcess):
     """The sandbox for a test session, logging to ``log``; ``extra`` adds CLI flags."""
 
-    def __init__(self, state: Path, log: Path, extra: list[str] | None = None) -> None:
+    def __init__(self, state: Path, log: Path, extra: list[str] | None = None, *, https: bool = False) -> None:
         self.log = log
         self._log_file = log.open("w")
-        super().__init__(state, log=self._log_file, extra=extra or ())
+        super().__init__(state, log=self._log_file, extra=[*(extra or ()), *(["--https-port", "0"] if https else [])])
+        # With https: the lines after the URL name the https listener and the CA file (server.describe_https).
+        self.https_url = self.ca_file = ""
+        if https:
+            from crmkit.sandbox.server import CA_LINE_PREFIX, HTTPS_LINE_PREFIX
+
+            while not (self.https_url and self.ca_file):
+                try:
+                    line = self.lines.get(timeout=30)
+                except queue.Empty:
+                    break
+                if line.startswith(HTTPS_LINE_PREFIX):
+                    self.https_url = line[len(HTTPS_LINE_PREFIX):]
+                elif line.startswith(CA_LINE_PREFIX):
+                    self.ca_file = line[len(CA_LINE_PREFIX):]
+            if not (self.https_url and self.ca_file):
+                self.stop()
+                raise RuntimeError("the sandbox printed no https URL / CA file")
 
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
@@ -86,8 +104,9 @@ class _Forms(HTMLParser):
 class Browser:
     """Fills and submits the sandbox's pages exactly as a browser would (same action, fields, button)."""
 
-    def __init__(self) -> None:
-        self.client = httpx.Client(timeout=30, follow_redirects=False)
+    def __init__(self, verify: Any = True) -> None:
+        # verify: the sandbox's CA file for its https pages (as a browser that trusts that CA)
+        self.client = httpx.Client(timeout=30, follow_redirects=False, verify=verify)
 
     def get(self, url: str) -> httpx.Response:
         return self.client.get(url)
