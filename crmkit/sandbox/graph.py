@@ -236,6 +236,12 @@ def _project(user: SandboxUser, props: list[str] | None, basic_only: bool) -> di
     return data
 
 
+def _typed(props: list[str] | None) -> dict[str, str]:
+    """``@odata.type`` of a user from /users or /users/{id}: the documented examples carry it on the
+    default property set; a ``$select`` returns the selected properties alone (the $search example)."""
+    return {} if props else {"@odata.type": "#microsoft.graph.user"}
+
+
 def _context_url(ctx: Ctx, entity: str, props: list[str] | None) -> str:
     sel = f"({','.join(props)})" if props else ""
     return f"{ctx.base}/$metadata#{entity}{sel}"
@@ -369,7 +375,7 @@ async def list_users(ctx: Ctx) -> Result:
         body["@odata.count"] = len(users)
     if offset + top < len(users):
         body["@odata.nextLink"] = _next_link(ctx, offset + top)
-    body["value"] = [_project(u, props, basic) for u in page]
+    body["value"] = [{**_typed(props), **_project(u, props, basic)} for u in page]
     return Result(200, body)
 
 
@@ -399,7 +405,7 @@ async def get_user(ctx: Ctx) -> Result:
                          "reference-property objects are not present.")
     basic = not self_lookup and not c.app_only and not ({"User.Read.All", "Directory.Read.All"} & c.scopes)
     props = _select(ctx)
-    return Result(200, {"@odata.context": _context_url(ctx, "users", props) + "/$entity",
+    return Result(200, {"@odata.context": _context_url(ctx, "users", props) + "/$entity", **_typed(props),
                         **_project(user, props, basic)})
 
 

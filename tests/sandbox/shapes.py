@@ -26,6 +26,10 @@ USER = {
     "userPrincipalName": STR, "id": STR,
 }
 USER_ENTITY = {"@odata.context": STR, **USER}
+# GET /users items and GET /users/{id}: the documented examples also carry the entity type
+USER_TYPE = "#microsoft.graph.user"
+USER_ITEM = {"@odata.type": STR, **USER}
+USER_BY_ID = {"@odata.context": STR, **USER_ITEM}
 # $search example: $select'ed properties only
 SEARCH_USER = {"displayName": STR, "givenName": OPT_STR, "mail": OPT_STR, "userPrincipalName": STR}
 COLLECTION = {"@odata.context": STR, "value": LIST}
