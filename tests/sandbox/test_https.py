@@ -149,5 +149,18 @@ def test_msal_refuses_the_plain_http_authority(https_sandbox: SandboxProc) -> No
                                      instance_discovery=False)
 
 
-def test_no_key_material_in_the_printed_lines(https_sandbox: SandboxProc) -> None:
-    assert os.path.basename(https_sandbox.ca_file) == "ca.pem"
+def test_printed_lines_name_the_ca_and_no_key(https_sandbox: SandboxProc) -> None:
+    text = "\n".join(https_sandbox.https_lines)
+    assert os.path.basename(https_sandbox.ca_file) == "ca.pem" and https_sandbox.ca_file in text
+    assert "key" not in text.lower() and "PRIVATE" not in text
+
+
+def test_httpx_and_requests_trust_the_ca_from_the_environment(https_sandbox: SandboxProc,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # what the README tells users: SSL_CERT_FILE for httpx, REQUESTS_CA_BUNDLE for requests (and msal)
+    monkeypatch.setenv("SSL_CERT_FILE", https_sandbox.ca_file)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", https_sandbox.ca_file)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    url = f"{https_sandbox.https_url}/_sandbox/health"
+    assert httpx.get(url).status_code == 200
+    assert requests.get(url, timeout=10).status_code == 200

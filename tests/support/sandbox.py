@@ -29,6 +29,7 @@ class SandboxProc(SandboxProcess):
         super().__init__(state, log=self._log_file, extra=[*(extra or ()), *(["--https-port", "0"] if https else [])])
         # With https: the lines after the URL name the https listener and the CA file (server.describe_https).
         self.https_url = self.ca_file = ""
+        self.https_lines: list[str] = []
         if https:
             from crmkit.sandbox.server import CA_LINE_PREFIX, HTTPS_LINE_PREFIX
 
@@ -37,6 +38,7 @@ class SandboxProc(SandboxProcess):
                     line = self.lines.get(timeout=30)
                 except queue.Empty:
                     break
+                self.https_lines.append(line)
                 if line.startswith(HTTPS_LINE_PREFIX):
                     self.https_url = line[len(HTTPS_LINE_PREFIX):]
                 elif line.startswith(CA_LINE_PREFIX):
