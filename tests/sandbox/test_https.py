@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import stat
 import threading
@@ -164,3 +165,15 @@ def test_httpx_and_requests_trust_the_ca_from_the_environment(https_sandbox: San
     url = f"{https_sandbox.https_url}/_sandbox/health"
     assert httpx.get(url).status_code == 200
     assert requests.get(url, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["login.crmkit.localhost", "graph.crmkit.localhost", "localhost", "127.0.0.1"])
+def test_certificate_covers_the_sandbox_host_names(https_sandbox: SandboxProc, name: str) -> None:
+    # a real TLS handshake to the https port, checking the certificate against each name a client may use
+    port = int(https_sandbox.https_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            _ca(https_sandbox).wrap_socket(raw, server_hostname=name) as tls:
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            pytest.raises(ssl.SSLCertVerificationError, match="match"):
+        _ca(https_sandbox).wrap_socket(raw, server_hostname="graph.microsoft.com")
