@@ -836,8 +836,20 @@ def _match(method: str, path: str) -> tuple[Handler, dict[str, str], str] | Grap
             allowed = True
     if allowed:
         return GraphError(405, "BadRequest", f"The HTTP method '{method}' is not supported for this resource.")
-    first = path.strip("/").split("/")[0] or path
-    return GraphError(400, "BadRequest", f"Resource not found for the segment '{first}'.")
+    return GraphError(400, "BadRequest", f"Resource not found for the segment '{_unresolved_segment(path)}'.")
+
+
+def _unresolved_segment(path: str) -> str:
+    """The first segment no route continues with, as Graph names it (``/me/nosuch`` -> 'nosuch')."""
+    segs = path.strip("/").split("/")
+    if not segs[0]:
+        return path
+    shapes = [template.split("/")[2:] for *_, template in _ROUTES]  # "/v1.0/me/chats" -> ["me", "chats"]
+    for i, seg in enumerate(segs):
+        if not any(len(sh) > i and all(t.startswith("{") or t == s for t, s in zip(sh, segs[:i + 1], strict=False))
+                   for sh in shapes):
+            return seg
+    return segs[-1] if segs else path
 
 
 async def dispatch(ctx: Ctx) -> tuple[Result, str]:

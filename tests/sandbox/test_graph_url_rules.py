@@ -124,6 +124,14 @@ def test_unknown_segments_answer_in_graphs_error_shape(raw):
     assert err["message"] == "Resource not found for the segment 'nosuchthing'."
 
 
+@pytest.mark.parametrize(("path", "segment"), [("/v1.0/me/nosuch", "nosuch"),
+                                               ("/v1.0/chats/19:abc@thread.v2/nosuch/x", "nosuch"),
+                                               ("/v1.0//users/anna/chats", "chats")])
+def test_the_error_names_the_first_segment_that_does_not_resolve(raw, path, segment):
+    err = graph_error(raw.get(path), 400, "BadRequest")
+    assert err["message"] == f"Resource not found for the segment '{segment}'."
+
+
 def test_an_unknown_user_is_404_in_graphs_error_shape(raw):
     err = graph_error(raw.get("/v1.0/users/" + quote("nobody@contoso.example", safe="")), 404,
                       "Request_ResourceNotFound")
