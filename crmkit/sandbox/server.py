@@ -73,11 +73,16 @@ class SandboxServer:
         limits: Limits | None = None,
         faults: FaultConfig | None = None,
         settings: IdentitySettings | None = None,
+        https: bool = False,
     ) -> None:
         self.state_path = Path(state_path)
         self.port = port
         self._kwargs = {"limits": limits, "faults": faults, "settings": settings}
+        self._https = https  # also an https listener on a free port (https_url, ca_file), as run(https_port=0)
+        self.https_url = ""
+        self.ca_file: Path | None = None
         self._server: uvicorn.Server | None = None
+        self._https_server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.app: Any = None
         self.url = ""
@@ -92,24 +97,37 @@ class SandboxServer:
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(_config(self.app))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="crmkit-sandbox", daemon=True)
+        if self._https:
+            from .tls import ensure_tls
+
+            tls = ensure_tls(self.state_path)
+            tls_sock = _bind("127.0.0.1", 0)
+            self._https_server = uvicorn.Server(_config(self.app, ssl_certfile=str(tls.cert),
+                                                        ssl_keyfile=str(tls.key)))
+            self.https_url, self.ca_file = f"https://127.0.0.1:{tls_sock.getsockname()[1]}", tls.ca
+            pairs = [(self._server, sock), (self._https_server, tls_sock)]
+            self._thread = threading.Thread(target=asyncio.run, args=(_serve_all(pairs),),
+                                            name="crmkit-sandbox", daemon=True)
+        else:
+            self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                            name="crmkit-sandbox", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
-        while not self._server.started:
+        while not (self._server.started and (self._https_server is None or self._https_server.started)):
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("sandbox server failed to start")
             time.sleep(0.01)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
+        for server in (self._server, self._https_server):
+            if server is not None:
+                server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self.app is not None:
             self.app.sandbox.close()
-        self._server = self._thread = None
+        self._server = self._https_server = self._thread = None
 
     def __enter__(self) -> SandboxServer:
         return self.start()

@@ -177,3 +177,13 @@ def test_certificate_covers_the_sandbox_host_names(https_sandbox: SandboxProc, n
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
             pytest.raises(ssl.SSLCertVerificationError, match="match"):
         _ca(https_sandbox).wrap_socket(raw, server_hostname="graph.microsoft.com")
+
+
+def test_in_process_server_serves_https_beside_http(tmp_path: Path) -> None:
+    from crmkit.sandbox.server import SandboxServer
+
+    with SandboxServer(tmp_path / "state", https=True) as server:
+        assert server.ca_file is not None and server.https_url.startswith("https://127.0.0.1:")
+        ctx = ssl.create_default_context(cafile=str(server.ca_file))
+        assert httpx.get(f"{server.https_url}/_sandbox/health", verify=ctx).status_code == 200
+        assert httpx.get(f"{server.url}/_sandbox/health").status_code == 200
