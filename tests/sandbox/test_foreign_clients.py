@@ -8,7 +8,9 @@ What had to change from their default configuration (and nothing else):
   (otherwise msal asks Microsoft whether it knows the authority);
 - msgraph-sdk: the request adapter's ``base_url`` set to ``https://127.0.0.1:PORT/v1.0`` and
   ``allowed_hosts=["127.0.0.1"]`` on its AzureIdentityAuthenticationProvider (by default it attaches the token
-  only for Microsoft's national-cloud Graph hosts). The scope is Graph's usual ``https://graph.microsoft.com/.default``.
+  only for Microsoft's national-cloud Graph hosts). The scope is Graph's usual ``https://graph.microsoft.com/.default``;
+- UsernamePasswordCredential only: a requests transport that puts the port back on msal's user-realm lookup
+  (msal drops it: https://127.0.0.1/common/userrealm/...); DeviceCodeCredential needs nothing of the kind.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any
 
 import httpx
 import pytest
-from azure.identity import DeviceCodeCredential
+import requests
+from azure.core.pipeline.transport import RequestsTransport
+from azure.identity import DeviceCodeCredential, UsernamePasswordCredential
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph import GraphServiceClient
 from msgraph.generated.models.aad_user_conversation_member import AadUserConversationMember
@@ -35,8 +39,9 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_request_adapter import options as SDK_OPTIONS  # its /users/me-token-to-replace -> /me rule
 from msgraph_core import GraphClientFactory
 from msgraph_core.authentication import AzureIdentityAuthenticationProvider
+from requests.adapters import HTTPAdapter
 
-from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_TENANT_ID
+from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
 from tests.support.sandbox import Browser, SandboxProc
 
 with warnings.catch_warnings():  # kiota's deprecated GetQueryParameters warns when the builder module imports
@@ -176,3 +181,35 @@ def test_msgraph_sdk_one_on_one_chat_twice_and_html_message(https_sandbox: Sandb
             assert listed is not None and sent.id in [m.id for m in listed.value or []]
 
     asyncio.run(run())
+
+
+class _UserRealmOnPort(HTTPAdapter):
+    """msal (inside azure-identity) builds its user-realm URL from the authority's host without its port
+    (https://127.0.0.1/common/userrealm/...; the same msal bug test_https works around); this sends that one
+    request to the sandbox's port."""
+
+    def __init__(self, port: str) -> None:
+        super().__init__()
+        self.port = port
+
+    def send(self, request: requests.PreparedRequest, **kw):  # type: ignore[no-untyped-def, override]
+        if request.url and request.url.startswith("https://127.0.0.1/common/userrealm/"):
+            request.url = request.url.replace("https://127.0.0.1/", f"https://127.0.0.1:{self.port}/", 1)
+        return super().send(request, **kw)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # azure-identity deprecates username/password itself
+def test_azure_identity_username_password_gets_a_graph_token(https_sandbox: SandboxProc, trust_ca: str) -> None:
+    # Beyond the URL and CA: azure-core's requests transport on a session carrying the user-realm port fix.
+    # Without it get_token fails with "HTTPSConnection(host='127.0.0.1', port=443) ... Connection refused".
+    session = requests.Session()
+    session.mount("https://127.0.0.1/", _UserRealmOnPort(https_sandbox.https_url.rsplit(":", 1)[1]))
+    credential = UsernamePasswordCredential(SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD,
+                                            tenant_id=SANDBOX_TENANT_ID, authority=_host(https_sandbox),
+                                            disable_instance_discovery=True,
+                                            transport=RequestsTransport(session=session, session_owner=False))
+    token = credential.get_token(GRAPH_DEFAULT)
+    me = httpx.get(f"{https_sandbox.https_url}/v1.0/me", headers={"Authorization": f"Bearer {token.token}"},
+                   verify=ssl.create_default_context(cafile=trust_ca)).json()
+    assert me["userPrincipalName"] == SANDBOX_DEFAULT_UPN
+    session.close()
