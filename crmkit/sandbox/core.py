@@ -87,6 +87,7 @@ class Sandbox:
         # Filled in by the identity module (in-memory: device codes live for minutes).
         self.device_codes: dict[str, Any] = {}
         self.signin_tickets: dict[str, Any] = {}
+        self.auth_codes: dict[str, Any] = {}  # authorization codes: one use, minutes of life
 
     def reset(self) -> None:
         self.state.reset()
@@ -97,6 +98,7 @@ class Sandbox:
         self.counters.reset()
         self.device_codes.clear()
         self.signin_tickets.clear()
+        self.auth_codes.clear()
 
     def close(self) -> None:
         self.state.close()

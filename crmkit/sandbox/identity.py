@@ -299,7 +299,8 @@ def _require_public_or_secret(app: App, form: dict[str, str]) -> None:
             )
 
 
-def _user_token_response(sb: Sandbox, user: SandboxUser, app: App, scopes: ScopeRequest) -> JSONResponse:
+def _user_token_response(sb: Sandbox, user: SandboxUser, app: App, scopes: ScopeRequest, *,
+                         nonce: str | None = None, issuer: str | None = None) -> JSONResponse:
     s = sb.settings
     body: dict[str, Any] = {
         "token_type": "Bearer",
@@ -317,7 +318,8 @@ def _user_token_response(sb: Sandbox, user: SandboxUser, app: App, scopes: Scope
         body["refresh_token"] = rt
         body["refresh_token_expires_in"] = int(s.refresh_token_lifetime_s)
     if "openid" in scopes.oidc:
-        body["id_token"] = id_token(sb.key, user=user, client_id=app.client_id)
+        extra: dict[str, Any] = {"issuer": issuer} if issuer else {}
+        body["id_token"] = id_token(sb.key, user=user, client_id=app.client_id, nonce=nonce, **extra)
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
@@ -364,14 +366,6 @@ async def jwks(request: Request) -> Response:
     except AuthError as e:
         return e.response(request)
     return JSONResponse({"keys": [sandbox_of(request).key.jwk]})
-
-
-def err_no_authorize() -> AuthError:
-    return AuthError(
-        "unsupported_response_type", 70005,
-        "The sandbox tenant supports the device code, password, refresh token and client credentials "
-        "grants only; use the device code flow for interactive sign-in.",
-    )
 
 
 async def user_realm(request: Request) -> Response:
@@ -523,6 +517,135 @@ def _grant_client_credentials(sb: Sandbox, app: App, form: dict[str, str]) -> JS
     }, headers={"Cache-Control": "no-store"})
 
 
+# -- authorization code (+ PKCE) ---------------------------------------------------------------
+AUTH_CODE_LIFETIME_S = 600  # Entra's codes live about ten minutes
+
+
+@dataclass
+class AuthRequest:
+    """One authorization request, as the sign-in page carries it between its steps (server side)."""
+
+    client_id: str
+    redirect_uri: str
+    scope: str
+    state: str | None = None
+    nonce: str | None = None
+    code_challenge: str | None = None
+    code_challenge_method: str = "plain"
+    response_mode: str = "query"
+    prompt: str = ""
+    login_hint: str = ""
+
+
+@dataclass
+class AuthCode:
+    request: AuthRequest
+    user_id: str
+    expires_at: float
+    redeemed: bool = False
+
+
+def authorize_redirect_ok(app: App, redirect_uri: str) -> bool:
+    """The apps have no registered web redirect URIs; public clients may use any loopback port (as Entra
+    allows for localhost) and MSAL's native client URI."""
+    return app.kind == "public" and admin_consent_redirect_ok(redirect_uri)
+
+
+def authorization_client(sb: Sandbox, params: dict[str, str]) -> App:
+    """The client and redirect URI of an authorize request; their errors are shown, never redirected."""
+    client_id = params.get("client_id", "")
+    if not client_id:
+        raise err_missing("client_id")
+    app = sb.state.app(client_id)
+    if app is None:
+        raise err_unknown_client(client_id)
+    redirect_uri = params.get("redirect_uri", "")
+    if not authorize_redirect_ok(app, redirect_uri):
+        raise AuthError("invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
+                        f"does not match the redirect URIs configured for the application '{client_id}'.",
+                        detail={"redirect_uri": redirect_uri, "client_id": client_id})
+    return app
+
+
+def authorization_request(app: App, params: dict[str, str]) -> AuthRequest:
+    """The rest of an authorize request (after :func:`authorization_client`); its errors go back to the
+    redirect URI."""
+    redirect_uri = params.get("redirect_uri", "")
+    mode = params.get("response_mode") or "query"
+    method = params.get("code_challenge_method") or "plain"
+    req = AuthRequest(app.client_id, redirect_uri, params.get("scope", ""), params.get("state"), params.get("nonce"),
+                      params.get("code_challenge") or None, method,
+                      mode if mode in ("query", "fragment", "form_post") else "query",
+                      params.get("prompt", ""), params.get("login_hint", ""))
+    if mode != req.response_mode:
+        raise AuthError("invalid_request", 900144, f"The response_mode '{mode}' is not supported.")
+    if params.get("response_type") != "code":
+        raise AuthError("unsupported_response_type", 700054,
+                        f"response_type '{params.get('response_type', '')}' is not enabled for the application.")
+    if req.code_challenge and method not in ("S256", "plain"):
+        raise AuthError("invalid_request", 501491, f"Invalid code_challenge_method '{method}'.")
+    parse_scopes(req.scope, app, consented=set(app.delegated_scopes))  # invalid scopes go back as errors
+    if req.prompt == "none":
+        # No browser session is kept by the sandbox: silent sign-in always needs the person.
+        raise AuthError("login_required", 50058, "A silent sign-in request was sent but no user is signed in.")
+    return req
+
+
+def issue_auth_code(sb: Sandbox, req: AuthRequest, user_id: str) -> str:
+    now = time.time()
+    for k in [k for k, v in sb.auth_codes.items() if v.expires_at < now - 3600]:
+        del sb.auth_codes[k]
+    code = "1.sbx." + secrets.token_urlsafe(48)
+    sb.auth_codes[code] = AuthCode(req, user_id, now + AUTH_CODE_LIFETIME_S)
+    return code
+
+
+def _pkce_ok(ac: AuthCode, verifier: str) -> bool:
+    import base64
+    import hashlib
+
+    if ac.request.code_challenge is None:
+        return True
+    if not verifier:
+        return False
+    if ac.request.code_challenge_method == "S256":
+        verifier = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return hmac.compare_digest(verifier.encode(), ac.request.code_challenge.encode())
+
+
+def _grant_auth_code(sb: Sandbox, app: App, form: dict[str, str], request: Request) -> JSONResponse:
+    code = form.get("code")
+    if not code:
+        raise err_missing("code")
+    ac: AuthCode | None = sb.auth_codes.get(code)
+    if ac is None or ac.request.client_id != app.client_id:
+        raise AuthError("invalid_grant", 70000, "Provided grant is invalid or malformed.")
+    if ac.redeemed:
+        raise AuthError("invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, please retry "
+                        "with a new valid code or use an existing refresh token.")
+    if time.time() > ac.expires_at:
+        raise AuthError("invalid_grant", 70008, "The provided authorization code or refresh token has expired "
+                        "due to inactivity. Send a new interactive authorization request for this user and resource.")
+    if form.get("redirect_uri", "") != ac.request.redirect_uri:
+        raise AuthError("invalid_grant", 500112, "The reply address does not match the reply address provided "
+                        "when requesting the authorization code.")
+    if not _pkce_ok(ac, form.get("code_verifier", "")):
+        raise AuthError("invalid_grant", 50148, "The code_verifier does not match the code_challenge supplied in "
+                        "the authorization request for PKCE.")
+    ac.redeemed = True
+    user = sb.state.user(ac.user_id)
+    if user is None:
+        raise err_unknown_user(ac.user_id)
+    if not user.accountEnabled:
+        raise err_disabled()
+    scopes = parse_scopes(ac.request.scope, app, consented=consented_scopes(sb, app, user.id))
+    if needs_consent(sb, app, user.id, scopes.graph):
+        raise err_consent(app)
+    # The issuer as this origin's discovery document names it (an OIDC client compares the two).
+    issuer = f"{public_origin(request)}/{SANDBOX_TENANT_ID}/v2.0"
+    return _user_token_response(sb, user, app, scopes, nonce=ac.request.nonce, issuer=issuer)
+
+
 async def token(request: Request) -> Response:
     sb = sandbox_of(request)
     try:
@@ -549,6 +672,8 @@ async def token(request: Request) -> Response:
             return _grant_password(sb, app, form, tenant)
         if grant_type == "refresh_token":
             return _grant_refresh(sb, app, form)
+        if grant_type == "authorization_code":
+            return _grant_auth_code(sb, app, form, request)
         raise AuthError("unsupported_grant_type", 70003,
                         f"The app requested an unsupported grant type '{grant_type}'.")
     except AuthError as e:

@@ -94,10 +94,15 @@ def app_access_token(key: SigningKey, *, client_id: str, roles: list[str], lifet
     })
 
 
-def id_token(key: SigningKey, *, user: Any, client_id: str, lifetime_s: float = 3600) -> str:
+def id_token(key: SigningKey, *, user: Any, client_id: str, lifetime_s: float = 3600, nonce: str | None = None,
+             issuer: str = ISSUER) -> str:
+    """``issuer``: the discovery document's, for the origin the client used (an OIDC client compares them)."""
     now = int(time.time())
-    return key.sign({
-        "aud": client_id, "iss": ISSUER, "iat": now, "nbf": now, "exp": now + int(lifetime_s),
+    claims = {
+        "aud": client_id, "iss": issuer, "iat": now, "nbf": now, "exp": now + int(lifetime_s),
         "tid": SANDBOX_TENANT_ID, "oid": user.id, "sub": user.id, "name": user.displayName,
         "preferred_username": user.userPrincipalName, "ver": "2.0",
-    })
+    }
+    if nonce:
+        claims["nonce"] = nonce
+    return key.sign(claims)

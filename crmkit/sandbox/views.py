@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from html import escape as _html_escape
@@ -28,13 +29,16 @@ from .core import Sandbox, sandbox_of
 from .i18n import Lang, has, request_lang, t
 from .identity import (
     AuthError,
+    AuthRequest,
     DeviceCode,
     _check_tenant,
     admin_consent_redirect_ok,
     authenticate,
-    err_no_authorize,
+    authorization_client,
+    authorization_request,
     err_unknown_client,
     find_user_code,
+    issue_auth_code,
     needs_consent,
     new_ticket,
     parse_scopes,
@@ -138,8 +142,9 @@ def _error_page(ui: Ui, error: AuthError, status: int = 400) -> HTMLResponse:
 
 
 # -- device code sign-in ---------------------------------------------------------------------
-def _device_form(ui: Ui, step: str, inner: str, **fields: str) -> str:
-    return ('<form method="post" action="/devicelogin">' + _hidden(step=step, **fields, **ui.hidden()) + inner
+def _device_form(ui: Ui, step: str, inner: str, action: str = "/devicelogin", **fields: str) -> str:
+    # action: the authorize endpoint's pages post the same steps back to it
+    return (f'<form method="post" action="{escape(action)}">' + _hidden(step=step, **fields, **ui.hidden()) + inner
             + "</form>")
 
 
@@ -153,8 +158,8 @@ def _code_form(ui: Ui, error: str | None = None) -> HTMLResponse:
     return _page(ui, title, _card(ui, title, inner, error), status=400 if error else 200)
 
 
-def _signin_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode, error: str | None = None,
-                 login: str = "") -> HTMLResponse:
+def _signin_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode | AuthRequest, error: str | None = None,
+                 login: str = "", action: str = "/devicelogin") -> HTMLResponse:
     app = sb.state.app(dc.client_id)
     name = app.name if app else dc.client_id
     inner = _device_form(ui, "signin",
@@ -163,22 +168,23 @@ def _signin_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode, error: str | 
                          f'<input type="text" id="login" name="login" value="{escape(login)}" autocomplete="username">'
                          f'<label for="passwd">{escape(ui.t("common.password"))}</label>'
                          '<input type="password" id="passwd" name="passwd" autocomplete="current-password">'
-                         + _buttons(ui, ("signin", "signin.submit")), ticket=ticket)
+                         + _buttons(ui, ("signin", "signin.submit")), action, ticket=ticket)
     title = ui.t("signin.title")
     return _page(ui, title, _card(ui, title, inner, error), status=400 if error else 200)
 
 
-def _mfa_form(ui: Ui, ticket: str, error: str | None = None) -> HTMLResponse:
+def _mfa_form(ui: Ui, ticket: str, error: str | None = None, action: str = "/devicelogin") -> HTMLResponse:
     inner = _device_form(ui, "mfa",
                          f"<p>{escape(ui.t('mfa.prompt'))}</p>"
                          f'<label for="mfa_code">{escape(ui.t("mfa.label"))}</label>'
                          '<input type="text" id="mfa_code" name="mfa_code" autocomplete="one-time-code">'
-                         + _buttons(ui, ("verify", "mfa.submit")), ticket=ticket)
+                         + _buttons(ui, ("verify", "mfa.submit")), action, ticket=ticket)
     title = ui.t("mfa.title")
     return _page(ui, title, _card(ui, title, inner, error), status=400 if error else 200)
 
 
-def _consent_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode) -> HTMLResponse:
+def _consent_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode | AuthRequest,
+                  action: str = "/devicelogin") -> HTMLResponse:
     app = sb.state.app(dc.client_id)
     assert app is not None
     scopes = parse_scopes(dc.scope, app, consented=set(app.delegated_scopes)).graph
@@ -186,7 +192,7 @@ def _consent_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode) -> HTMLRespo
     inner = _device_form(ui, "consent",
                          f"<p>{escape(ui.t('consent.needs', app=app.name))}</p><ul>{items}</ul>"
                          f"<p class=muted>{escape(ui.t('consent.note'))}</p>"
-                         + _buttons(ui, ("accept", "common.accept")), ticket=ticket)
+                         + _buttons(ui, ("accept", "common.accept")), action, ticket=ticket)
     title = ui.t("consent.title")
     return _page(ui, title, _card(ui, title, inner))
 
@@ -269,10 +275,105 @@ async def devicelogin_post(request: Request) -> Response:
 
 
 # -- authorize, error codes ------------------------------------------------------------------
+def _authorize_reply(ui: Ui, req: AuthRequest, params: dict[str, str]) -> Response:
+    """Send the result (code or error, and the state unchanged) to the redirect URI as response_mode says."""
+    if req.state is not None:
+        params = {**params, "state": req.state}
+    if req.response_mode == "form_post":
+        # A form the page submits by itself (a nonce'd script; without scripts the person presses the button).
+        nonce = secrets.token_urlsafe(16)
+        inner = (f'<form method="post" action="{escape(req.redirect_uri)}" id="reply">' + _hidden(**params)
+                 + f'<button class="primary" type="submit">{escape(ui.t("common.next"))}</button></form>'
+                 f'<script nonce="{nonce}">document.getElementById("reply").submit()</script>')
+        title = ui.t("done.signed_in.title") if "code" in params else ui.t("error.title")
+        page = _page(ui, title, _card(ui, title, inner))
+        page.headers["Content-Security-Policy"] = (f"default-src 'none'; style-src 'unsafe-inline'; "
+                                                   f"script-src 'nonce-{nonce}'; frame-ancestors 'none'")
+        return page
+    if req.response_mode == "fragment":
+        return RedirectResponse(req.redirect_uri + "#" + urlencode(params, quote_via=quote), status_code=302)
+    return _redirect_with(req.redirect_uri, params)
+
+
+def _authorize_error(ui: Ui, req: AuthRequest, e: AuthError) -> Response:
+    return _authorize_reply(ui, req, {"error": e.error, "error_description": str(e)})
+
+
+def _authorize_done(ui: Ui, sb: Sandbox, ticket: str, req: AuthRequest, user_id: str) -> Response:
+    sb.signin_tickets.pop(ticket, None)
+    return _authorize_reply(ui, req, {"code": issue_auth_code(sb, req, user_id)})
+
+
+def _authorize_after_auth(ui: Ui, sb: Sandbox, ticket: str, req: AuthRequest, user_id: str,
+                          action: str) -> Response:
+    app = sb.state.app(req.client_id)
+    assert app is not None
+    scopes = parse_scopes(req.scope, app, consented=set(app.delegated_scopes)).graph
+    if req.prompt == "consent" or needs_consent(sb, app, user_id, scopes):
+        sb.signin_tickets[ticket].update(stage="consent", user_id=user_id)
+        return _consent_form(ui, sb, ticket, req, action)
+    return _authorize_done(ui, sb, ticket, req, user_id)
+
+
 async def authorize(request: Request) -> Response:
-    # Listed in discovery because MSAL requires it; the sandbox's people sign in via device code.
-    # A browser lands here, so the refusal is a page (in the request's ui_locales), as Entra's is.
-    return _error_page(Ui.of(request), err_no_authorize())
+    """The authorization endpoint: code flow with PKCE, sign-in (and MFA, consent) pages, then the redirect.
+
+    Errors about the client or its redirect URI are a page (nothing to redirect to safely); the others go
+    back to the redirect URI with ``error`` and the ``state``, as Entra's do.
+    """
+    sb = sandbox_of(request)
+    form = {k: str(v) for k, v in (await request.form()).items()} if request.method == "POST" else {}
+    ui = Ui.of(request, form)
+    action = str(request.url.path)
+    if "ticket" in form:  # a step of the sign-in page
+        ticket = form["ticket"]
+        tk = sb.signin_tickets.get(ticket)
+        if tk is None or "authorize" not in tk or tk.get("stage") != form.get("step"):
+            return _error_page(ui, AuthError("invalid_request", 90015, "The sign-in session has expired or is not "
+                                             "valid; start the sign-in again."))
+        req: AuthRequest = tk["authorize"]
+        step = tk["stage"]
+        if form.get("action") == "cancel":
+            sb.signin_tickets.pop(ticket, None)
+            return _authorize_error(ui, req, AuthError("access_denied", 65004,
+                                                       "User declined to consent to access the app."))
+        app = sb.state.app(req.client_id)
+        if step == "signin":
+            try:
+                user = authenticate(sb, form.get("login", ""), form.get("passwd", ""), app, mfa_possible=True)
+            except AuthError as e:
+                return _signin_form(ui, sb, ticket, req, e.text(ui.lang), form.get("login", ""), action)
+            if user.mfa_required:
+                tk.update(stage="mfa", user_id=user.id)
+                return _mfa_form(ui, ticket, action=action)
+            return _authorize_after_auth(ui, sb, ticket, req, user.id, action)
+        if step == "mfa":
+            from . import SANDBOX_MFA_CODE
+
+            if form.get("mfa_code", "").strip() != SANDBOX_MFA_CODE:
+                wrong = AuthError("invalid_grant", 50074, "The verification code is not correct. Try again.")
+                return _mfa_form(ui, ticket, wrong.text(ui.lang), action)
+            return _authorize_after_auth(ui, sb, ticket, req, tk["user_id"], action)
+        if step == "consent" and form.get("action") == "accept" and app is not None:
+            scopes = parse_scopes(req.scope, app, consented=set(app.delegated_scopes)).graph
+            sb.state.grant_user_consent(tk["user_id"], app.client_id, scopes)
+            return _authorize_done(ui, sb, ticket, req, tk["user_id"])
+        return _error_page(ui, AuthError("invalid_request", 90015, "Unexpected sign-in step."))
+    params = {**dict(request.query_params), **form}
+    try:
+        _check_tenant(request)
+        app = authorization_client(sb, params)
+    except AuthError as e:
+        return _error_page(ui, e)
+    try:
+        req = authorization_request(app, params)
+    except AuthError as e:
+        mode = params.get("response_mode")
+        fallback = AuthRequest(app.client_id, params.get("redirect_uri", ""), "", params.get("state"),
+                               response_mode=mode if mode in ("query", "fragment", "form_post") else "query")
+        return _authorize_error(ui, fallback, e)
+    ticket = new_ticket(sb, stage="signin", authorize=req)
+    return _signin_form(ui, sb, ticket, req, login=req.login_hint, action=action)
 
 
 async def error_code_page(request: Request) -> Response:

@@ -1,0 +1,184 @@
+"""The sandbox's authorization endpoint: authorization code + PKCE, id_tokens an OIDC client verifies.
+
+Against the real sandbox subprocess; the sign-in page is filled in like a person does (tests.support Browser).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import ssl
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import jwt
+import msal
+import pytest
+
+from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
+from tests.support.sandbox import Browser, SandboxProc, _Forms
+
+pytestmark = pytest.mark.sandbox
+
+REDIRECT = "http://127.0.0.1:8765/callback"  # a loopback URI, as Entra allows any port for public clients
+SCOPE = "openid profile offline_access User.Read"
+STATE = "a b/ä&=?#"  # comes back exactly as sent
+
+
+@pytest.fixture(scope="module")
+def sp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
+    base = tmp_path_factory.mktemp("sandbox-authcode")
+    proc = SandboxProc(base / "state", base / "sandbox.log", https=True)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    b = Browser()
+    yield b
+    b.close()
+
+
+def _pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def _authorize_url(base: str, **params: str) -> str:
+    q = {"client_id": SANDBOX_CLIENT_ID, "response_type": "code", "redirect_uri": REDIRECT, "scope": SCOPE,
+         "state": STATE, **params}
+    return f"{base}/{SANDBOX_TENANT_ID}/oauth2/v2.0/authorize?{urlencode(q)}"
+
+
+def _query(location: str) -> dict[str, str]:
+    assert location.startswith(REDIRECT + "?"), location
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+def _posted(page: httpx.Response) -> dict[str, str]:
+    """The fields a form_post page sends to the redirect URI (a browser submits it by itself)."""
+    forms = _Forms()
+    forms.feed(page.text)
+    assert len(forms.forms) == 1 and forms.forms[0]["action"] == REDIRECT, page.text[:400]
+    return forms.forms[0]["fields"]
+
+
+def _login(browser: Browser, url: str) -> dict[str, str]:
+    page = browser.get(url)
+    assert page.status_code == 200, page.text[:400]
+    done = browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    assert done.status_code == 302, done.text[:400]
+    return _query(done.headers["location"])
+
+
+def _redeem(sp: SandboxProc, code: str, verifier: str, redirect: str = REDIRECT) -> httpx.Response:
+    return httpx.post(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/token", data={
+        "grant_type": "authorization_code", "client_id": SANDBOX_CLIENT_ID, "code": code,
+        "redirect_uri": redirect, "code_verifier": verifier, "scope": SCOPE})
+
+
+def _aadsts(r: httpx.Response, error: str, code: int) -> None:
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["error"] == error and body["error_codes"] == [code], body
+
+
+def test_pkce_login_gives_tokens_and_an_id_token_that_verifies(sp: SandboxProc, browser: Browser) -> None:
+    verifier, challenge = _pkce()
+    nonce = secrets.token_urlsafe(16)
+    back = _login(browser, _authorize_url(sp.url, code_challenge=challenge, code_challenge_method="S256",
+                                          nonce=nonce))
+    assert back["state"] == STATE and back["code"]
+    r = _redeem(sp, back["code"], verifier)
+    assert r.status_code == 200, r.text
+    tokens = r.json()
+    assert tokens["token_type"] == "Bearer" and tokens["refresh_token"] and tokens["id_token"]
+    me = httpx.get(f"{sp.url}/v1.0/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert me.status_code == 200 and me.json()["userPrincipalName"] == SANDBOX_DEFAULT_UPN
+    # A standard OIDC check: key from the JWKS named in discovery, issuer as discovery says.
+    doc = httpx.get(f"{sp.url}/{SANDBOX_TENANT_ID}/v2.0/.well-known/openid-configuration").json()
+    keys = httpx.get(doc["jwks_uri"]).json()
+    kid = jwt.get_unverified_header(tokens["id_token"])["kid"]
+    key = jwt.PyJWKSet.from_dict(keys)[kid]
+    claims = jwt.decode(tokens["id_token"], key.key, algorithms=["RS256"], audience=SANDBOX_CLIENT_ID,
+                        issuer=doc["issuer"], options={"require": ["exp", "iat", "nonce"]})
+    assert claims["nonce"] == nonce
+    assert claims["oid"] == me.json()["id"] and claims["tid"] == SANDBOX_TENANT_ID
+    assert claims["preferred_username"] == SANDBOX_DEFAULT_UPN and claims["name"] == me.json()["displayName"]
+
+
+def test_wrong_verifier_is_refused_and_a_code_works_once(sp: SandboxProc, browser: Browser) -> None:
+    verifier, challenge = _pkce()
+    back = _login(browser, _authorize_url(sp.url, code_challenge=challenge, code_challenge_method="S256"))
+    _aadsts(_redeem(sp, back["code"], _pkce()[0]), "invalid_grant", 50148)
+    _aadsts(_redeem(sp, back["code"], verifier, redirect="http://127.0.0.1:9999/other"), "invalid_grant", 500112)
+    assert _redeem(sp, back["code"], verifier).status_code == 200
+    _aadsts(_redeem(sp, back["code"], verifier), "invalid_grant", 54005)
+
+
+def test_bad_redirect_uri_and_unknown_client_are_pages_not_redirects(sp: SandboxProc, browser: Browser) -> None:
+    r = browser.get(_authorize_url(sp.url, redirect_uri="https://evil.example/cb"))
+    assert r.status_code == 400 and "location" not in r.headers
+    assert r.headers["content-type"].startswith("text/html") and "AADSTS50011" in r.text
+    r = browser.get(_authorize_url(sp.url, client_id="11111111-2222-3333-4444-555555555555"))
+    assert r.status_code == 400 and "location" not in r.headers
+    assert r.headers["content-type"].startswith("text/html") and "AADSTS700016" in r.text
+
+
+def test_prompt_none_without_a_session_redirects_with_login_required(sp: SandboxProc, browser: Browser) -> None:
+    r = browser.get(_authorize_url(sp.url, prompt="none"))
+    assert r.status_code == 302
+    back = _query(r.headers["location"])
+    assert back["error"] == "login_required" and back["state"] == STATE and "code" not in back
+
+
+def test_cancel_redirects_with_access_denied(sp: SandboxProc, browser: Browser) -> None:
+    page = browser.get(_authorize_url(sp.url))
+    r = browser.submit(page, button="cancel")
+    assert r.status_code == 302
+    back = _query(r.headers["location"])
+    assert back["error"] == "access_denied" and back["state"] == STATE
+
+
+def test_form_post_and_german_page(sp: SandboxProc, browser: Browser) -> None:
+    verifier, challenge = _pkce()
+    page = browser.get(_authorize_url(sp.url, response_mode="form_post", ui_locales="de-DE",
+                                      login_hint=SANDBOX_DEFAULT_UPN, code_challenge=challenge,
+                                      code_challenge_method="S256"))
+    assert page.status_code == 200 and page.headers["content-language"] == "de"
+    assert "Kennwort" in page.text and SANDBOX_DEFAULT_UPN in page.text  # login_hint prefills the name
+    posted = browser.submit(page, {"passwd": SANDBOX_PASSWORD}, button="signin")
+    assert posted.status_code == 200 and "location" not in posted.headers
+    fields = _posted(posted)  # the page posts code and state to the redirect URI
+    assert fields["state"] == STATE
+    assert _redeem(sp, fields["code"], verifier).status_code == 200
+
+
+def test_msal_auth_code_flow_over_https(sp: SandboxProc, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", sp.ca_file)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    app = msal.PublicClientApplication(SANDBOX_CLIENT_ID, authority=f"{sp.https_url}/{SANDBOX_TENANT_ID}",
+                                       instance_discovery=False)
+    flow = app.initiate_auth_code_flow(["User.Read"], redirect_uri=REDIRECT, login_hint=SANDBOX_DEFAULT_UPN,
+                                       response_mode="form_post")
+    browser = Browser(verify=ssl.create_default_context(cafile=sp.ca_file))
+    try:
+        page = browser.get(flow["auth_uri"])
+        assert page.status_code == 200, page.text[:400]
+        done = browser.submit(page, {"passwd": SANDBOX_PASSWORD}, button="signin")
+    finally:
+        browser.close()
+    assert done.status_code == 200, done.text[:400]
+    result: dict[str, Any] = app.acquire_token_by_auth_code_flow(flow, _posted(done))
+    assert "access_token" in result, result
+    assert result["id_token_claims"]["preferred_username"] == SANDBOX_DEFAULT_UPN
+    assert result["id_token_claims"]["aud"] == SANDBOX_CLIENT_ID
+    accounts = app.get_accounts()
+    assert [a["username"] for a in accounts] == [SANDBOX_DEFAULT_UPN]
+    again = app.acquire_token_silent(["User.Read"], account=accounts[0], force_refresh=True)
+    assert again and "access_token" in again, again
