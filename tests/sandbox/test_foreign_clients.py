@@ -16,6 +16,7 @@ What had to change from their default configuration (and nothing else):
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import warnings
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from msgraph.generated.models.aad_user_conversation_member import AadUserConvers
 from msgraph.generated.models.body_type import BodyType
 from msgraph.generated.models.chat import Chat
 from msgraph.generated.models.chat_message import ChatMessage
+from msgraph.generated.models.chat_message_attachment import ChatMessageAttachment
 from msgraph.generated.models.chat_type import ChatType
 from msgraph.generated.models.item_body import ItemBody
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
@@ -139,6 +141,22 @@ def test_msgraph_sdk_me_users_paging_and_404(https_sandbox: SandboxProc, trust_c
                 assert page.odata_next_link.startswith(f"{https_sandbox.https_url}/v1.0/users")
                 page = await client.users.with_url(page.odata_next_link).get()
             assert pages >= 2 and len(upns) == len(set(upns)) and SANDBOX_DEFAULT_UPN in upns
+            # $search needs ConsistencyLevel: eventual, on every page (as Graph does)
+            search = RequestConfiguration(
+                query_parameters=UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
+                    search='"displayName:a"', top=2, count=True))
+            search.headers.add("ConsistencyLevel", "eventual")
+            page = await client.users.get(request_configuration=search)
+            assert page is not None and page.odata_count is not None and page.odata_count > 2
+            count, found = page.odata_count, []
+            while page is not None:
+                assert page.value is not None and len(page.value) <= 2
+                found += [u.display_name or "" for u in page.value]
+                if not page.odata_next_link:
+                    break
+                page = await client.users.with_url(page.odata_next_link).get(request_configuration=search)
+            # every match once, over several pages; displayName:a matches words starting with "a"
+            assert len(found) == len(set(found)) == count, found
             with pytest.raises(ODataError) as err:
                 await client.users.by_user_id("nobody@contoso.example").get()
             assert err.value.response_status_code == 404
@@ -177,8 +195,19 @@ def test_msgraph_sdk_one_on_one_chat_twice_and_html_message(https_sandbox: Sandb
             back = await client.chats.by_chat_id(first.id).messages.by_chat_message_id(sent.id).get()
             assert back is not None and back.body is not None
             assert back.body.content_type == BodyType.Html and back.body.content == html
+            card = {"type": "AdaptiveCard", "version": "1.4", "body": [{"type": "TextBlock", "text": "Angebot"}]}
+            carded = await client.chats.by_chat_id(first.id).messages.post(ChatMessage(
+                body=ItemBody(content_type=BodyType.Html, content='<attachment id="card1"></attachment>'),
+                attachments=[ChatMessageAttachment(id="card1", content_type="application/vnd.microsoft.card.adaptive",
+                                                   content=json.dumps(card))]))
+            assert carded is not None and carded.id
+            back = await client.chats.by_chat_id(first.id).messages.by_chat_message_id(carded.id).get()
+            assert back is not None and back.attachments and len(back.attachments) == 1
+            [att] = back.attachments
+            assert att.id == "card1" and att.content_type == "application/vnd.microsoft.card.adaptive"
+            assert att.content is not None and json.loads(att.content) == card
             listed = await client.chats.by_chat_id(first.id).messages.get()
-            assert listed is not None and sent.id in [m.id for m in listed.value or []]
+            assert listed is not None and {sent.id, carded.id} <= {m.id for m in listed.value or []}
 
     asyncio.run(run())
 
