@@ -329,8 +329,8 @@ async def authorize(request: Request) -> Response:
         ticket = form["ticket"]
         tk = sb.signin_tickets.get(ticket)
         if tk is None or "authorize" not in tk or tk.get("stage") != form.get("step"):
-            return _error_page(ui, AuthError("invalid_request", 90015, "The sign-in session has expired or is not "
-                                             "valid; start the sign-in again."))
+            title = ui.t("error.title")
+            return _page(ui, title, _card(ui, ui.t("error.heading"), "", ui.t("authorize.error.session")), status=400)
         req: AuthRequest = tk["authorize"]
         step = tk["stage"]
         if form.get("action") == "cancel":
@@ -358,7 +358,8 @@ async def authorize(request: Request) -> Response:
             scopes = parse_scopes(req.scope, app, consented=set(app.delegated_scopes)).graph
             sb.state.grant_user_consent(tk["user_id"], app.client_id, scopes)
             return _authorize_done(ui, sb, ticket, req, tk["user_id"])
-        return _error_page(ui, AuthError("invalid_request", 90015, "Unexpected sign-in step."))
+        title = ui.t("error.title")
+        return _page(ui, title, _card(ui, ui.t("error.heading"), "", ui.t("authorize.error.session")), status=400)
     params = {**dict(request.query_params), **form}
     try:
         _check_tenant(request)

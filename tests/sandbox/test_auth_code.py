@@ -182,3 +182,34 @@ def test_msal_auth_code_flow_over_https(sp: SandboxProc, monkeypatch: pytest.Mon
     assert [a["username"] for a in accounts] == [SANDBOX_DEFAULT_UPN]
     again = app.acquire_token_silent(["User.Read"], account=accounts[0], force_refresh=True)
     assert again and "access_token" in again, again
+
+
+def test_mfa_and_consent_pages_on_the_way_to_the_code(sp: SandboxProc, browser: Browser) -> None:
+    from crmkit.sandbox import SANDBOX_MFA_CODE, SANDBOX_MFA_UPN, SANDBOX_UNCONSENTED_CLIENT_ID
+
+    verifier, challenge = _pkce()
+    page = browser.get(_authorize_url(sp.url, client_id=SANDBOX_UNCONSENTED_CLIENT_ID, code_challenge=challenge,
+                                      code_challenge_method="S256"))
+    mfa = browser.submit(page, {"login": SANDBOX_MFA_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    assert mfa.status_code == 200 and "mfa_code" in mfa.text
+    consent = browser.submit(mfa, {"mfa_code": SANDBOX_MFA_CODE}, button="verify")
+    assert consent.status_code == 200 and "User.Read" in consent.text  # the permissions asked for
+    done = browser.submit(consent, button="accept")
+    assert done.status_code == 302, done.text[:400]
+    back = _query(done.headers["location"])
+    r = httpx.post(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/token", data={
+        "grant_type": "authorization_code", "client_id": SANDBOX_UNCONSENTED_CLIENT_ID, "code": back["code"],
+        "redirect_uri": REDIRECT, "code_verifier": verifier, "scope": SCOPE})
+    assert r.status_code == 200, r.text
+    # the code belongs to its client: another one cannot redeem it
+    _aadsts(_redeem(sp, back["code"], verifier), "invalid_grant", 70000)
+
+
+def test_a_finished_sign_in_page_posted_again_is_a_page_in_the_persons_language(sp: SandboxProc,
+                                                                                browser: Browser) -> None:
+    page = browser.get(_authorize_url(sp.url, ui_locales="de"))
+    first = browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    assert first.status_code == 302
+    again = browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    assert again.status_code == 400 and "location" not in again.headers
+    assert again.headers["content-language"] == "de" and "Anmeldesitzung" in Browser.alert(again), again.text
