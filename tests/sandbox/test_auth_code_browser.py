@@ -52,10 +52,12 @@ def catcher() -> Iterator[tuple[str, list[dict[str, str]]]]:
     server.server_close()
 
 
-def _wait(got: list[dict[str, str]]) -> dict[str, str]:
+def _wait(page: Any, got: list[dict[str, str]]) -> dict[str, str]:
+    # Playwright's wait, not time.sleep: the page fixture routes every request through Python, and a
+    # sync-API route handler only runs while Playwright is being called.
     deadline = time.monotonic() + 15
     while not got and time.monotonic() < deadline:
-        time.sleep(0.05)
+        page.wait_for_timeout(50)
     assert got, "nothing reached the redirect URI"
     return got[0]
 
@@ -69,7 +71,7 @@ def test_browser_sign_in_delivers_the_code(sp: Any, page: Any, catcher: Any, mod
     page.fill("#login", SANDBOX_DEFAULT_UPN)
     page.fill("#passwd", SANDBOX_PASSWORD)
     page.click("button[value=signin]")
-    back = _wait(got)
+    back = _wait(page, got)
     assert back["state"] == STATE and back["code"]
     r = httpx.post(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/token", data={
         "grant_type": "authorization_code", "client_id": SANDBOX_CLIENT_ID, "code": back["code"],
