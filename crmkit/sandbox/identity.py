@@ -553,12 +553,8 @@ def authorize_redirect_ok(app: App, redirect_uri: str) -> bool:
 
 def authorization_client(sb: Sandbox, params: dict[str, str]) -> App:
     """The client and redirect URI of an authorize request; their errors are shown, never redirected."""
-    client_id = params.get("client_id", "")
-    if not client_id:
-        raise err_missing("client_id")
-    app = sb.state.app(client_id)
-    if app is None:
-        raise err_unknown_client(client_id)
+    app = _client(sb, params)
+    client_id = app.client_id
     redirect_uri = params.get("redirect_uri", "")
     if not authorize_redirect_ok(app, redirect_uri):
         raise AuthError("invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
