@@ -495,11 +495,6 @@ def campaigns_dashboard(crm: CRM | None = None) -> widgets.Widget:
     Without ``crm`` it opens the CRM named by the environment at request time (Voila preheat), and
     explains in both languages instead of raising when that fails.
     """
-    from .settings_app import open_dashboard_crm, open_error_box
+    from .settings_app import open_dashboard
 
-    if crm is None:
-        try:
-            crm = open_dashboard_crm()  # CRMKIT_USER, or ?user= against the sandbox, as on the other pages
-        except CrmkitError as exc:
-            return open_error_box(exc)
-    return CampaignsPage(crm)
+    return open_dashboard(CampaignsPage, crm, "campaigns")  # CRMKIT_USER, or ?user= against the sandbox

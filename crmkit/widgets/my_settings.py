@@ -91,12 +91,6 @@ class MySettingsApp(widgets.VBox):
 def my_settings_dashboard(crm: CRM | None = None) -> widgets.Widget:
     """The users' own settings page. Without ``crm`` it opens the dashboard's session (as the
     system settings do, ``?user=NAME`` in demos); if that fails it says why instead of raising."""
-    from .settings_app import open_dashboard_crm, open_error_box
+    from .settings_app import open_dashboard
 
-    if crm is None:
-        try:
-            crm = open_dashboard_crm()
-        except CrmkitError as exc:
-            log.warning("my settings dashboard: cannot open the CRM: %s", exc)
-            return open_error_box(exc)
-    return MySettingsApp(crm)
+    return open_dashboard(MySettingsApp, crm, "my settings")

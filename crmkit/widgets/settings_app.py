@@ -24,7 +24,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qs
 
 import ipywidgets as widgets
@@ -44,7 +44,10 @@ from .teams_settings import TeamsSettings
 if TYPE_CHECKING:
     from ..crm import CRM
 
-__all__ = ["SettingsApp", "dashboard_link", "open_dashboard_crm", "open_error_box", "query_user", "settings_dashboard"]
+__all__ = ["SettingsApp", "dashboard_link", "open_dashboard", "open_dashboard_crm", "open_error_box", "query_user",
+           "settings_dashboard"]
+
+W = TypeVar("W", bound=widgets.Widget)
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,18 @@ def open_dashboard_crm() -> CRM:
         crm.store.close()
         crm = crmkit.open(user=wanted)
     return crm
+
+
+def open_dashboard(build: Callable[[CRM], W], crm: CRM | None, page: str) -> W | widgets.HTML:
+    """``build(crm)``; without ``crm`` the session comes from :func:`open_dashboard_crm`, and a failure
+    returns :func:`open_error_box` instead of raising, because Voila hides tracebacks."""
+    if crm is None:
+        try:
+            crm = open_dashboard_crm()
+        except CrmkitError as exc:
+            log.warning("%s dashboard: cannot open the CRM: %s", page, exc)
+            return open_error_box(exc)
+    return build(crm)
 
 
 def open_error_box(exc: CrmkitError) -> widgets.HTML:
@@ -323,10 +338,4 @@ def settings_dashboard(crm: CRM | None = None) -> widgets.Widget:
     Voila's preheating); if that fails it returns a box saying why instead of raising, because
     Voila hides tracebacks.
     """
-    if crm is None:
-        try:
-            crm = open_dashboard_crm()
-        except CrmkitError as exc:
-            log.warning("settings dashboard: cannot open the CRM: %s", exc)
-            return open_error_box(exc)
-    return SettingsApp(crm)
+    return open_dashboard(SettingsApp, crm, "settings")

@@ -127,14 +127,11 @@ def add_teams_action(record_table: RecordTable, crm: CRM | None = None, *, debou
 def teams_address_dashboard(crm: CRM | None = None) -> Any:
     """The addresses dashboard with the Teams action; opens the session like the settings dashboard."""
     from .app import address_dashboard
-    from .settings_app import open_dashboard_crm, open_error_box
+    from .settings_app import open_dashboard
 
-    if crm is None:
-        try:
-            crm = open_dashboard_crm()
-        except CrmkitError as exc:
-            log.warning("addresses dashboard: cannot open the CRM: %s", exc)
-            return open_error_box(exc)
-    table = address_dashboard(crm)
-    add_teams_action(table, crm)  # type: ignore[arg-type]
-    return table
+    def build(crm: CRM) -> Any:
+        table = address_dashboard(crm)
+        add_teams_action(table, crm)
+        return table
+
+    return open_dashboard(build, crm, "addresses")
