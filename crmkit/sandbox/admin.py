@@ -184,6 +184,43 @@ async def consent(request: Request) -> Response:
     return JSONResponse({"client_id": client_id, "admin_consented": app.admin_consented})
 
 
+def _registrable_redirect_uri(uri: object) -> str:
+    """A redirect URI as Entra lets one be registered: absolute, no fragment, http only on loopback."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(uri, str) or not uri or len(uri) > 256 or any(c.isspace() for c in uri):
+        raise ValueError(f"not a redirect URI: {uri!r}")
+    parts = urlsplit(uri)
+    if not parts.scheme or not (parts.netloc or parts.scheme not in ("http", "https")) or "://" not in uri:
+        raise ValueError(f"not an absolute URI: {uri!r}")
+    if parts.fragment or "#" in uri:
+        raise ValueError(f"a redirect URI has no fragment: {uri!r}")
+    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        raise ValueError(f"http is allowed for loopback only, use https: {uri!r}")
+    return uri
+
+
+async def redirect_uris(request: Request) -> Response:
+    """GET/PUT ``{"redirect_uris": [...]}``: the redirect URIs registered for an app (PUT replaces them)."""
+    sb = sandbox_of(request)
+    client_id = request.path_params["client_id"]
+    app = sb.state.app(client_id)
+    if app is None:
+        return _bad(f"unknown client_id {client_id!r}", 404)
+    if request.method == "PUT":
+        try:
+            data = await _json(request)
+            uris = data.get("redirect_uris")
+            if not isinstance(uris, list) or len(uris) > 256:
+                raise ValueError("redirect_uris must be a list of at most 256 URIs")
+            sb.state.set_redirect_uris(client_id, [_registrable_redirect_uri(u) for u in uris])
+        except (ValueError, TypeError) as exc:
+            return _bad(str(exc))
+        app = sb.state.app(client_id)
+        assert app is not None
+    return JSONResponse({"client_id": client_id, "kind": app.kind, "redirect_uris": list(app.redirect_uris)})
+
+
 async def mint_token(request: Request) -> Response:
     """Mint an access token without a sign-in (benchmarks, expiry tests).
 
@@ -231,5 +268,6 @@ routes = [
     Route("/_sandbox/users", users, methods=["GET"]),
     Route("/_sandbox/users/{key}", remove_user, methods=["DELETE"]),
     Route("/_sandbox/consent", consent, methods=["PUT"]),
+    Route("/_sandbox/apps/{client_id}/redirect_uris", redirect_uris, methods=["GET", "PUT"]),
     Route("/_sandbox/token", mint_token, methods=["POST"]),
 ]

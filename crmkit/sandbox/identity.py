@@ -545,21 +545,49 @@ class AuthCode:
     redeemed: bool = False
 
 
-def authorize_redirect_ok(app: App, redirect_uri: str) -> bool:
-    """The apps have no registered web redirect URIs; public clients may use any loopback port (as Entra
-    allows for localhost) and MSAL's native client URI."""
-    return app.kind == "public" and admin_consent_redirect_ok(redirect_uri)
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def redirect_uri_registered(app: App, redirect_uri: str) -> bool:
+    """Whether ``redirect_uri`` is one the app registered: exactly, or for a public client a loopback URI
+    on any port (Entra ignores the port of ``http://localhost``/``http://127.0.0.1`` for them). A
+    registered loopback URI without a path covers every path (the sandbox's seeded registrations)."""
+    from urllib.parse import urlsplit
+
+    if redirect_uri in app.redirect_uris:
+        return True
+    if app.kind != "public":
+        return False
+    try:
+        parts = urlsplit(redirect_uri)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or parts.hostname not in _LOOPBACK_HOSTS or parts.fragment:
+        return False
+    for registered in app.redirect_uris:
+        r = urlsplit(registered)
+        if r.scheme != parts.scheme or r.hostname != parts.hostname:
+            continue
+        if r.path in ("", "/") and not r.query:
+            return True
+        if (r.path, r.query) == (parts.path, parts.query):
+            return True
+    return False
+
+
+def err_redirect_uri(app: App, redirect_uri: str) -> AuthError:
+    return AuthError("invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
+                     f"does not match the redirect URIs configured for the application '{app.client_id}'.",
+                     detail={"redirect_uri": redirect_uri, "client_id": app.client_id})
 
 
 def authorization_client(sb: Sandbox, params: dict[str, str]) -> App:
     """The client and redirect URI of an authorize request; their errors are shown, never redirected."""
     app = _client(sb, params)
-    client_id = app.client_id
     redirect_uri = params.get("redirect_uri", "")
-    if not authorize_redirect_ok(app, redirect_uri):
-        raise AuthError("invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
-                        f"does not match the redirect URIs configured for the application '{client_id}'.",
-                        detail={"redirect_uri": redirect_uri, "client_id": client_id})
+    if not redirect_uri_registered(app, redirect_uri):
+        raise err_redirect_uri(app, redirect_uri)
     return app
 
 
@@ -674,16 +702,6 @@ async def token(request: Request) -> Response:
                         f"The app requested an unsupported grant type '{grant_type}'.")
     except AuthError as e:
         return e.response(request)
-
-
-def admin_consent_redirect_ok(redirect_uri: str) -> bool:
-    """Loopback redirect URIs (any port, as Entra allows for localhost) and MSAL's native client URI."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(redirect_uri)
-    if parts.scheme in ("http", "https") and parts.hostname in ("localhost", "127.0.0.1"):
-        return True
-    return redirect_uri == "https://login.crmkit.localhost/common/oauth2/nativeclient"
 
 
 def new_ticket(sb: Sandbox, **data: Any) -> str:

@@ -23,7 +23,12 @@ from . import SANDBOX_CLIENT_ID, SANDBOX_DAEMON_CLIENT_ID, SANDBOX_DAEMON_SECRET
 from .clock import SandboxClock
 from .directory import SandboxUser, seed_users
 
-SCHEMA_VERSION = "1"
+# 2: apps.redirect_uris, browser_sessions. An older folder is brought up to date in place (_migrate).
+SCHEMA_VERSION = "2"
+NATIVE_CLIENT_URI = "https://login.crmkit.localhost/common/oauth2/nativeclient"
+# Registered loopback URIs without a path: any port (Entra's rule for public clients) and any path (the
+# sandbox's convenience, so crmkit's and a test's callbacks need no registration of their own).
+LOOPBACK_REDIRECT_URIS: tuple[str, ...] = ("http://localhost", "http://127.0.0.1")
 
 # Delegated Graph permissions the sandbox knows about.
 DELEGATED_SCOPES: tuple[str, ...] = (
@@ -38,11 +43,13 @@ CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS users (id VARCHAR PRIMARY KEY, upn VARCHAR, data VARCHAR);
 CREATE TABLE IF NOT EXISTS apps (
     client_id VARCHAR PRIMARY KEY, name VARCHAR, kind VARCHAR, secret_sha256 VARCHAR,
-    delegated_scopes VARCHAR, app_roles VARCHAR, admin_consented BOOLEAN);
+    delegated_scopes VARCHAR, app_roles VARCHAR, admin_consented BOOLEAN, redirect_uris VARCHAR);
 CREATE TABLE IF NOT EXISTS user_consents (user_id VARCHAR, client_id VARCHAR, scopes VARCHAR);
 CREATE TABLE IF NOT EXISTS refresh_tokens (
     token_sha256 VARCHAR, user_id VARCHAR, client_id VARCHAR, scopes VARCHAR,
     created DOUBLE, expires_at DOUBLE);
+CREATE TABLE IF NOT EXISTS browser_sessions (
+    id_sha256 VARCHAR PRIMARY KEY, user_id VARCHAR, created DOUBLE, expires_at DOUBLE);
 CREATE TABLE IF NOT EXISTS chats (
     id VARCHAR PRIMARY KEY, chat_type VARCHAR, topic VARCHAR, created DOUBLE, updated DOUBLE);
 CREATE TABLE IF NOT EXISTS chat_members (chat_id VARCHAR, user_id VARCHAR, roles VARCHAR, added DOUBLE);
@@ -64,12 +71,15 @@ class App:
     delegated_scopes: tuple[str, ...]
     app_roles: tuple[str, ...]
     admin_consented: bool
+    redirect_uris: tuple[str, ...] = ()
 
 
 def _seed_apps() -> list[App]:
+    public_uris = (*LOOPBACK_REDIRECT_URIS, NATIVE_CLIENT_URI)
     return [
-        App(SANDBOX_CLIENT_ID, "crmkit", "public", None, DELEGATED_SCOPES, (), True),
-        App(SANDBOX_UNCONSENTED_CLIENT_ID, "crmkit (unconsented)", "public", None, DELEGATED_SCOPES, (), False),
+        App(SANDBOX_CLIENT_ID, "crmkit", "public", None, DELEGATED_SCOPES, (), True, public_uris),
+        App(SANDBOX_UNCONSENTED_CLIENT_ID, "crmkit (unconsented)", "public", None, DELEGATED_SCOPES, (), False,
+            public_uris),
         App(
             SANDBOX_DAEMON_CLIENT_ID, "crmkit daemon", "confidential", sha256(SANDBOX_DAEMON_SECRET), (),
             APPLICATION_ROLES, True,
@@ -96,6 +106,8 @@ class SandboxState:
             row = self._con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._seed()
+            elif row[0] != SCHEMA_VERSION:
+                self._migrate(row[0])
             self._load_users()
             self._used_ms = {int(r[0]) for r in self._con.execute("SELECT created_ms FROM messages").fetchall()}
 
@@ -104,18 +116,41 @@ class SandboxState:
         con = self._con
         users = [(u.id, u.userPrincipalName.lower(), json.dumps(dataclasses.asdict(u))) for u in seed_users()]
         apps = [(a.client_id, a.name, a.kind, a.secret_sha256, json.dumps(a.delegated_scopes),
-                 json.dumps(a.app_roles), a.admin_consented) for a in _seed_apps()]
+                 json.dumps(a.app_roles), a.admin_consented, json.dumps(a.redirect_uris)) for a in _seed_apps()]
         # One transaction and multi-row VALUES: DuckDB commits are the expensive part.
         con.execute("BEGIN TRANSACTION")
         try:
-            for table in ("meta", "users", "apps", "user_consents", "refresh_tokens", "chats", "chat_members",
-                          "messages"):
+            for table in ("meta", "users", "apps", "user_consents", "refresh_tokens", "browser_sessions", "chats",
+                          "chat_members", "messages"):
                 con.execute(f"DELETE FROM {table}")
             con.execute("INSERT INTO users VALUES " + ",".join(["(?, ?, ?)"] * len(users)),
                         [v for row in users for v in row])
-            con.execute("INSERT INTO apps VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(apps)),
+            con.execute("INSERT INTO apps VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(apps)),
                         [v for row in apps for v in row])
             con.execute("INSERT INTO meta VALUES ('schema', ?)", [SCHEMA_VERSION])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+
+    def _migrate(self, version: str) -> None:
+        """Bring a state folder of an older schema up to date, keeping its data; one it cannot read
+        (a newer or unknown schema) is seeded afresh, as ``reset`` would."""
+        con = self._con
+        if version != "1":
+            for table in ("apps",):  # the one table whose columns changed; the rest is deleted by _seed
+                con.execute(f"DROP TABLE IF EXISTS {table}")
+            con.execute(_SCHEMA)
+            self._seed()
+            return
+        seeded = {a.client_id: a.redirect_uris for a in _seed_apps()}
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("ALTER TABLE apps ADD COLUMN IF NOT EXISTS redirect_uris VARCHAR DEFAULT '[]'")
+            for (client_id,) in con.execute("SELECT client_id FROM apps").fetchall():
+                con.execute("UPDATE apps SET redirect_uris = ? WHERE client_id = ?",
+                            [json.dumps(seeded.get(client_id, ())), client_id])
+            con.execute("UPDATE meta SET value = ? WHERE key = 'schema'", [SCHEMA_VERSION])
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -167,7 +202,17 @@ class SandboxState:
             row = self._con.execute("SELECT * FROM apps WHERE client_id = ?", [client_id]).fetchone()
         if row is None:
             return None
-        return App(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), tuple(json.loads(row[5])), row[6])
+        return App(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), tuple(json.loads(row[5])), row[6],
+                   tuple(json.loads(row[7] or "[]")))
+
+    def set_redirect_uris(self, client_id: str, uris: Iterable[str]) -> bool:
+        """Replace an app's registered redirect URIs; False for an unknown app."""
+        with self._lock:
+            found = self._con.execute("SELECT 1 FROM apps WHERE client_id = ?", [client_id]).fetchone()
+            if found:
+                self._con.execute("UPDATE apps SET redirect_uris = ? WHERE client_id = ?",
+                                  [json.dumps(list(uris)), client_id])
+        return bool(found)
 
     def set_admin_consent(self, client_id: str, granted: bool) -> bool:
         with self._lock:
@@ -222,6 +267,25 @@ class SandboxState:
                 n = self._con.execute("SELECT count(*) FROM refresh_tokens WHERE user_id = ?", [user_id]).fetchone()
                 self._con.execute("DELETE FROM refresh_tokens WHERE user_id = ?", [user_id])
         return int(n[0]) if n else 0
+
+    # -- browser sessions of the sign-in pages (keyed by the sha256 of the cookie's random id) -------------
+    def start_browser_session(self, session_id: str, user_id: str, lifetime_s: float) -> None:
+        now = time.time()
+        with self._lock:
+            self._con.execute("DELETE FROM browser_sessions WHERE expires_at < ?", [now])
+            self._con.execute("INSERT OR REPLACE INTO browser_sessions VALUES (?, ?, ?, ?)",
+                              [sha256(session_id), user_id, now, now + lifetime_s])
+
+    def browser_session(self, session_id: str) -> str | None:
+        """The user id a live browser session belongs to, else None."""
+        with self._lock:
+            row = self._con.execute("SELECT user_id, expires_at FROM browser_sessions WHERE id_sha256 = ?",
+                                    [sha256(session_id)]).fetchone()
+        return row[0] if row and row[1] > time.time() else None
+
+    def end_browser_session(self, session_id: str) -> None:
+        with self._lock:
+            self._con.execute("DELETE FROM browser_sessions WHERE id_sha256 = ?", [sha256(session_id)])
 
     # -- chats -------------------------------------------------------------------------------
     def create_chat(self, chat_id: str, chat_type: str, topic: str | None,

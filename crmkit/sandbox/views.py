@@ -32,16 +32,17 @@ from .identity import (
     AuthRequest,
     DeviceCode,
     _check_tenant,
-    admin_consent_redirect_ok,
     authenticate,
     authorization_client,
     authorization_request,
+    err_redirect_uri,
     err_unknown_client,
     find_user_code,
     issue_auth_code,
     needs_consent,
     new_ticket,
     parse_scopes,
+    redirect_uri_registered,
 )
 from .state import DELEGATED_SCOPES
 
@@ -407,10 +408,8 @@ async def admin_consent(request: Request) -> Response:
         if app is None:
             raise err_unknown_client(client_id)
         redirect_uri = q.get("redirect_uri", "")
-        if (v2 or redirect_uri) and not admin_consent_redirect_ok(redirect_uri):
-            raise AuthError("invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
-                            f"does not match the redirect URIs configured for the application '{client_id}'.",
-                            detail={"redirect_uri": redirect_uri, "client_id": client_id})
+        if (v2 or redirect_uri) and not redirect_uri_registered(app, redirect_uri):
+            raise err_redirect_uri(app, redirect_uri)
     except AuthError as e:
         return _error_page(ui, e)
     scope = q.get("scope", "") if v2 else " ".join(app.delegated_scopes)
