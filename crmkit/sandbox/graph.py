@@ -11,8 +11,11 @@ URL rules, as real Graph applies them to any client:
   ``...%23EXT%23...`` or ``19%3A...%40unq.gbl.spaces`` resolve; query names are decoded too
   (``%24top`` is ``$top``, as kiota-based SDKs send it).
 - Query options keep their ``$``: the docs make the prefix optional on beta but on v1.0 only for
-  a subset of APIs, so here an unprefixed ``top``/``select``/``filter`` is an unknown parameter
-  and ignored (always send the ``$``).
+  a subset of APIs.  The users APIs (``/users``, ``/users/{id}``, ``/me``) are not in it: Graph
+  answers ``/v1.0/users?select=...`` with 400 Request_BadRequest "Unrecognized query argument
+  specified: 'select'." (microsoft-graph-docs issue 3879), and so does the sandbox, for every
+  OData option name without its ``$``.  Elsewhere an unprefixed name is an unknown parameter and
+  ignored.  Always send the ``$``.
 - A version the sandbox does not serve (``/beta``, ``/v2.0``, ``/v1``; or none, ``/me`` on the
   Graph host) gets 400 BadRequest "Invalid version."; an unknown segment under v1.0 gets 400
   BadRequest "Resource not found for the segment '...'"; a missing entity 404
@@ -338,7 +341,18 @@ def _eventual(ctx: Ctx) -> bool:
     return ctx.headers.get("consistencylevel", "").strip().lower() == "eventual"
 
 
+# OData system query options; on the directory their names must carry the $ (see the docstring)
+_ODATA_OPTIONS = ("select", "expand", "filter", "orderby", "top", "skip", "skiptoken", "count", "search", "format")
+
+
+def _dollar_required(ctx: Ctx) -> None:
+    for name in ctx.query:
+        if name.lower() in _ODATA_OPTIONS:
+            raise GraphError(400, "Request_BadRequest", f"Unrecognized query argument specified: '{name}'.")
+
+
 async def list_users(ctx: Ctx) -> Result:
+    _dollar_required(ctx)
     c = require(ctx, ("User.ReadBasic.All", "User.Read.All", "Directory.Read.All"),
                 ("User.Read.All", "Directory.Read.All"), code="Authorization_RequestDenied")
     if c.user is not None and c.user.userType == "Guest":
@@ -380,6 +394,7 @@ async def list_users(ctx: Ctx) -> Result:
 
 
 async def get_me(ctx: Ctx) -> Result:
+    _dollar_required(ctx)
     user = require_delegated(ctx, "me")
     require(ctx, ("User.Read", "User.ReadWrite", "User.ReadBasic.All", "User.Read.All", "Directory.Read.All"),
             code="Authorization_RequestDenied")
@@ -389,6 +404,7 @@ async def get_me(ctx: Ctx) -> Result:
 
 
 async def get_user(ctx: Ctx) -> Result:
+    _dollar_required(ctx)
     c = ctx.caller
     assert c is not None
     key = ctx.params["user"]
@@ -439,7 +455,8 @@ def _members_json(ctx: Ctx, chat: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for m in ctx.sb.state.chat_members(chat["id"]):
         u = ctx.sb.state.user(m["user_id"])
-        mid = base64.b64encode(f"1#{chat['id']}#{m['user_id']}".encode()).decode()
+        # composed as Graph's documented member ids are: "0##0##{member's tenant}##{chat}##{user}"
+        mid = base64.b64encode(f"0##0##{SANDBOX_TENANT_ID}##{chat['id']}##{m['user_id']}".encode()).decode()
         out.append({
             "@odata.type": "#microsoft.graph.aadUserConversationMember",
             "id": mid,

@@ -4,7 +4,11 @@ Written for crmkit from the documented Microsoft Graph / identity platform examp
 and value types only; the tests never read the shared example files).  ``None`` in a type
 tuple means the key may be JSON null.  A nested dict is a nested shape.  ``ISO_Z`` marks a
 timestamp that must be ISO 8601 UTC with a ``Z`` (the documented examples include one with a
-malformed date; real Graph does not do that).
+malformed date; real Graph does not do that).  ``ListOf(x)`` is an array whose every item has
+shape or type ``x``; ``Maybe(shape)`` a nested object that may be JSON null; ``Matches(rx)`` a
+string of that form.  Where the documented examples of one endpoint differ (the chat-message list
+example's ``from.user`` lacks the ``@odata.type`` and ``tenantId`` that the single-message example
+carries), the shape asks for the union.
 """
 
 from __future__ import annotations
@@ -19,9 +23,34 @@ NULL = type(None)
 STR, INT, BOOL, LIST, DICT = str, int, bool, list, dict
 OPT_STR = (str, NULL)
 
+
+class ListOf:
+    """An array whose items each have this shape (dict) or JSON type."""
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+class Maybe:
+    """A nested object of this shape, or JSON null."""
+
+    def __init__(self, shape: dict[str, Any]) -> None:
+        self.shape = shape
+
+
+class Matches:
+    """A string matching this regular expression."""
+
+    def __init__(self, pattern: str) -> None:
+        self.rx = re.compile(pattern)
+
+
+# innerError.date: Graph writes it without fraction or zone ("2021-03-29T04:17:43")
+ERROR_DATE = Matches(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
+
 # GET /me, GET /users/{id}, and each item of GET /users (default property set)
 USER = {
-    "businessPhones": LIST, "displayName": STR, "givenName": OPT_STR, "jobTitle": OPT_STR, "mail": OPT_STR,
+    "businessPhones": ListOf(STR), "displayName": STR, "givenName": OPT_STR, "jobTitle": OPT_STR, "mail": OPT_STR,
     "mobilePhone": OPT_STR, "officeLocation": OPT_STR, "preferredLanguage": OPT_STR, "surname": OPT_STR,
     "userPrincipalName": STR, "id": STR,
 }
@@ -34,6 +63,9 @@ USER_BY_ID = {"@odata.context": STR, **USER_ITEM}
 SEARCH_USER = {"displayName": STR, "givenName": OPT_STR, "mail": OPT_STR, "userPrincipalName": STR}
 COLLECTION = {"@odata.context": STR, "value": LIST}
 COLLECTION_WITH_COUNT = {**COLLECTION, "@odata.count": INT}
+# GET /users (the documented list example) and the $search example (with @odata.count)
+USERS = {**COLLECTION, "value": ListOf(USER_ITEM)}
+SEARCH_USERS = {**COLLECTION_WITH_COUNT, "value": ListOf(SEARCH_USER)}
 
 # POST /chats (201)
 CHAT_CREATED = {
@@ -45,34 +77,53 @@ CHAT = {
     **CHAT_CREATED, "webUrl": STR, "tenantId": STR, "onlineMeetingInfo": (DICT, NULL),
     "viewpoint": {"isHidden": BOOL, "lastMessageReadDateTime": ISO_Z}, "isHiddenForAllMembers": BOOL,
 }
-# items of /me/chats (no @odata.context per item) with $expand=members
-CHAT_ITEM = {k: v for k, v in CHAT.items() if k != "@odata.context"} | {"members": LIST}
 # GET /chats/{id}/members items and expanded members
+MEMBER_TYPE = "#microsoft.graph.aadUserConversationMember"
 MEMBER = {
-    "@odata.type": STR, "id": STR, "roles": LIST, "displayName": OPT_STR, "visibleHistoryStartDateTime": STR,
-    "userId": STR, "email": OPT_STR, "tenantId": STR,
+    "@odata.type": STR, "id": STR, "roles": ListOf(STR), "displayName": OPT_STR,
+    "visibleHistoryStartDateTime": ISO_Z, "userId": STR, "email": OPT_STR, "tenantId": STR,
 }
+MEMBERS = {**COLLECTION_WITH_COUNT, "value": ListOf(MEMBER)}
+# GET /chats/{id}?$expand=members
+CHAT_EXPANDED = {**CHAT, "members": ListOf(MEMBER)}
+# items of /me/chats (no @odata.context per item), without and with $expand=members
+CHAT_LISTED = {k: v for k, v in CHAT.items() if k != "@odata.context"}
+CHAT_ITEM = CHAT_LISTED | {"members": ListOf(MEMBER)}
+CHATS = {**COLLECTION, "value": ListOf(CHAT_LISTED)}
 IDENTITY_USER = {"id": STR, "displayName": OPT_STR, "userIdentityType": STR}
-# POST /chats/{id}/messages (201) and GET .../messages/{id}
+# from.user of GET .../messages/{id}; the list and POST examples show a subset of it
+TEAMWORK_USER_TYPE = "#microsoft.graph.teamworkUserIdentity"
+TEAMWORK_USER = {"@odata.type": STR, **IDENTITY_USER, "tenantId": STR}
+IDENTITY_SET = {"application": (DICT, NULL), "device": (DICT, NULL), "conversation": (DICT, NULL),
+                "user": TEAMWORK_USER}
+ATTACHMENT = {"id": STR, "contentType": STR, "contentUrl": OPT_STR, "content": OPT_STR, "name": OPT_STR,
+              "thumbnailUrl": OPT_STR, "teamsAppId": OPT_STR}
+MENTION = {"id": INT, "mentionText": STR, "mentioned": {**IDENTITY_SET, "tag": (DICT, NULL)}}
+# POST /chats/{id}/messages (201), GET .../messages/{id} and the items of GET .../messages
 MESSAGE = {
     "id": STR, "replyToId": OPT_STR, "etag": STR, "messageType": STR, "createdDateTime": ISO_Z,
     "lastModifiedDateTime": ISO_Z, "lastEditedDateTime": (STR, NULL), "deletedDateTime": (STR, NULL),
     "subject": OPT_STR, "summary": OPT_STR, "chatId": STR, "importance": STR, "locale": STR,
     "webUrl": OPT_STR, "channelIdentity": (DICT, NULL), "policyViolation": (DICT, NULL),
     "eventDetail": (DICT, NULL),
-    "from": {"application": (DICT, NULL), "device": (DICT, NULL), "user": IDENTITY_USER},
+    "from": IDENTITY_SET,
     "body": {"contentType": STR, "content": STR},
-    "attachments": LIST, "mentions": LIST, "reactions": LIST, "messageHistory": LIST,
+    "attachments": ListOf(ATTACHMENT), "mentions": ListOf(MENTION), "reactions": LIST, "messageHistory": LIST,
 }
 MESSAGE_ENTITY = {"@odata.context": STR, **MESSAGE}
-ATTACHMENT = {"id": STR, "contentType": STR, "contentUrl": OPT_STR, "content": OPT_STR, "name": OPT_STR,
-              "thumbnailUrl": OPT_STR}
-MENTION = {"id": INT, "mentionText": STR, "mentioned": {"user": IDENTITY_USER}}
+MESSAGES = {**COLLECTION_WITH_COUNT, "value": ListOf(MESSAGE)}
+# A system event message of the list example (messageType unknownFutureValue, from null,
+# eventDetail a chatRenamedEventMessageDetail).  The sandbox writes no system messages today.
+EVENT_DETAIL_CHAT_RENAMED = {
+    "@odata.type": STR, "chatId": STR, "chatDisplayName": OPT_STR,
+    "initiator": {"application": (DICT, NULL), "device": (DICT, NULL), "user": IDENTITY_USER},
+}
+SYSTEM_MESSAGE = {**MESSAGE, "from": Maybe(IDENTITY_SET), "eventDetail": EVENT_DETAIL_CHAT_RENAMED}
 
 GRAPH_ERROR = {"error": {"code": STR, "message": STR,
-                         "innerError": {"date": STR, "request-id": STR, "client-request-id": STR}}}
-BATCH = {"responses": LIST}
+                         "innerError": {"date": ERROR_DATE, "request-id": STR, "client-request-id": STR}}}
 BATCH_ITEM = {"id": STR, "status": INT, "headers": DICT}
+BATCH = {"responses": ListOf(BATCH_ITEM)}
 
 # identity platform
 DISCOVERY = {
@@ -103,19 +154,30 @@ def shape_errors(obj: Any, shape: dict[str, Any], where: str = "$") -> list[str]
         if key not in obj:
             errors.append(f"{path}: missing")
             continue
-        value = obj[key]
-        if isinstance(want, dict):
-            errors += shape_errors(value, want, path)
-        elif want == ISO_Z:
-            if not (isinstance(value, str) and _ISO_RE.match(value)):
-                errors.append(f"{path}: {value!r} is not ISO 8601 with Z")
-        else:
-            types = want if isinstance(want, tuple) else (want,)
-            # bool is an int subclass in Python, but not in JSON
-            ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in types)
-            if not ok:
-                errors.append(f"{path}: {type(value).__name__} is not {'/'.join(t.__name__ for t in types)}")
+        errors += _value_errors(obj[key], want, path)
     return errors
+
+
+def _value_errors(value: Any, want: Any, path: str) -> list[str]:
+    if isinstance(want, dict):
+        return shape_errors(value, want, path)
+    if isinstance(want, Maybe):
+        return [] if value is None else shape_errors(value, want.shape, path)
+    if isinstance(want, ListOf):
+        if not isinstance(value, list):
+            return [f"{path}: {type(value).__name__} is not list"]
+        return [e for i, item in enumerate(value) for e in _value_errors(item, want.item, f"{path}[{i}]")]
+    if isinstance(want, Matches):
+        ok = isinstance(value, str) and want.rx.match(value)
+        return [] if ok else [f"{path}: {value!r} does not match {want.rx.pattern}"]
+    if want == ISO_Z:
+        ok = isinstance(value, str) and _ISO_RE.match(value)
+        return [] if ok else [f"{path}: {value!r} is not ISO 8601 with Z"]
+    types = want if isinstance(want, tuple) else (want,)
+    # bool is an int subclass in Python, but not in JSON
+    if any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in types):
+        return []
+    return [f"{path}: {type(value).__name__} is not {'/'.join(t.__name__ for t in types)}"]
 
 
 def assert_shape(obj: Any, shape: dict[str, Any]) -> None:
