@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,35 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 TIER_ORDER = {"notebooks": 1, "browser": 2, "secrets": 3}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests after the notebooks: Playwright's sync API keeps an event loop running on the
+def untiered(items: list[pytest.Item], tiers: set[str]) -> list[str]:
+    """Each test whose markers hold no tier or more than one, as "nodeid: why". A test's one tier is
+    the heaviest part it needs (core < widgets < sandbox < slow < notebooks < browser < secrets):
+    `make test` runs them all, and each `-m TIER` run selects every test exactly once."""
+    bad = []
+    for item in items:
+        found = sorted({m.name for m in item.iter_markers()} & tiers)
+        if len(found) != 1:
+            bad.append(f"{item.nodeid}: {'tiers ' + ', '.join(found) if found else 'no tier marker'}")
+    return bad
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: an untiered test must fail every run that collects it
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test carries exactly one tier marker (every marker registered in pyproject.toml is a
+    tier); collection fails naming each test that does not.
+
+    Then browser tests after the notebooks: Playwright's sync API keeps an event loop running on the
     main thread for the session, which code that calls asyncio.run must not meet. The secret scan
     of everything the run left behind comes last."""
+    with open(ROOT / "pyproject.toml", "rb") as f:  # not getini("markers"): it also lists pytest's own
+        registered = tomllib.load(f)["tool"]["pytest"]["ini_options"]["markers"]
+    tiers = {line.split(":", 1)[0].strip() for line in registered}
+    bad = untiered(items, tiers)
+    if bad:
+        raise pytest.UsageError(f"{len(bad)} test(s) need exactly one tier marker "
+                                f"(pytestmark = pytest.mark.<tier>; tiers: {', '.join(sorted(tiers))}):\n  "
+                                + "\n  ".join(bad))
+
     def rank(item: pytest.Item) -> int:
         return max((TIER_ORDER.get(m.name, 0) for m in item.iter_markers()), default=0)
 

@@ -31,6 +31,8 @@ from crmkit.errors import (
 )
 from crmkit.sandbox import LOGIN_HOST, SANDBOX_CLIENT_ID, SANDBOX_TENANT_ID
 
+pytestmark = pytest.mark.core
+
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT = "11111111-2222-3333-4444-555555555555"
 

@@ -10,7 +10,7 @@ from crmkit.sandbox import SANDBOX_ADMIN_UPN, SANDBOX_DEFAULT_UPN, SANDBOX_PASSW
 from crmkit.widgets.accounts import AccountsView
 from crmkit.widgets.campaign_account import AdminConsentPanel, CampaignAccountForm
 
-pytestmark = [pytest.mark.sandbox, pytest.mark.widgets]
+pytestmark = pytest.mark.sandbox  # widgets against a sandbox: the heavier part is the tier
 
 
 def test_accounts_view_add_flag_remove(m365: Microsoft365, browser) -> None:

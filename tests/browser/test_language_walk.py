@@ -31,7 +31,7 @@ from crmkit.voila_launch import DASHBOARDS, free_port, server_url, start_voila, 
 
 from .conftest import build_demo_db
 
-pytestmark = [pytest.mark.browser, pytest.mark.sandbox]
+pytestmark = pytest.mark.browser  # against a sandbox; browser is its one tier
 
 WIDGETS_UP = 120_000  # ms; kernel start + page execution on a busy 2-core box
 WORD = re.compile(r"[A-Za-zÄÖÜäöüß]{4,}")

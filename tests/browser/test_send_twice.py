@@ -21,7 +21,7 @@ from crmkit.voila_launch import dashboard_url
 
 from .conftest import SendSetup, voila_with_anna_signed_in
 
-pytestmark = [pytest.mark.browser, pytest.mark.sandbox]
+pytestmark = pytest.mark.browser  # against a sandbox; browser is its one tier
 
 WIDGETS_UP = 120_000  # ms; kernel start + page execution on a busy 2-core box
 COMPANY = "Doppelklick GmbH"

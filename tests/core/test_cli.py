@@ -13,8 +13,6 @@ import pytest
 
 import crmkit
 
-pytestmark = pytest.mark.core
-
 PYTHON = sys.executable
 
 
@@ -35,6 +33,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
         assert needle in lines[0]
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("command", [[], ["init"], ["demo-data"], ["sandbox"], ["demo"], ["worker"]])
 def test_help_everywhere(command: list[str]) -> None:
     result = crmkit_cli(*command, "--help")
@@ -44,6 +43,7 @@ def test_help_everywhere(command: list[str]) -> None:
     assert expected in result.stdout
 
 
+@pytest.mark.core
 def test_console_script_is_installed() -> None:
     script = Path(PYTHON).parent / "crmkit"
     if not script.exists():
@@ -52,6 +52,7 @@ def test_console_script_is_installed() -> None:
     assert result.returncode == 0 and "demo-data" in result.stdout
 
 
+@pytest.mark.core
 def test_init_creates_then_reports_up_to_date(db_path: Path) -> None:
     first = crmkit_cli("--db", str(db_path), "init")
     assert first.returncode == 0, first.stderr
@@ -61,6 +62,7 @@ def test_init_creates_then_reports_up_to_date(db_path: Path) -> None:
     assert crmkit.open(db_path).users()["name"].tolist() == ["admin"]
 
 
+@pytest.mark.core
 def test_init_honours_crmkit_db(tmp_path: Path) -> None:
     path = tmp_path / "from-env.duckdb"
     result = crmkit_cli("init", env={"CRMKIT_DB": str(path)})
@@ -68,6 +70,7 @@ def test_init_honours_crmkit_db(tmp_path: Path) -> None:
     assert path.exists()
 
 
+@pytest.mark.core
 def test_demo_data_fills_the_file_and_shows_progress(db_path: Path) -> None:
     result = crmkit_cli("--db", str(db_path), "demo-data", "--addresses", "200", "--seed", "4")
     assert result.returncode == 0, result.stderr
@@ -79,6 +82,7 @@ def test_demo_data_fills_the_file_and_shows_progress(db_path: Path) -> None:
     assert {"anna", "tom", "petra", "kai", "vera"} <= set(crm.users()["name"])
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("args, exit_code", [
     (["demo-data"], 2),                                 # --addresses missing
     (["demo-data", "--addresses", "many"], 2),
@@ -93,11 +97,13 @@ def test_bad_arguments_exit_2_with_usage(args: list[str], exit_code: int, tmp_pa
     assert not (tmp_path / "x.duckdb").exists()
 
 
+@pytest.mark.core
 def test_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
     result = crmkit_cli("--db", str(tmp_path / "missing" / "crm.duckdb"), "init")
     assert_one_line_error(result, "does not exist")
 
 
+@pytest.mark.core
 def test_corrupt_file_is_a_one_line_error_and_left_alone(db_path: Path) -> None:
     junk = b"not a database at all\n" * 100
     db_path.write_bytes(junk)
@@ -106,6 +112,7 @@ def test_corrupt_file_is_a_one_line_error_and_left_alone(db_path: Path) -> None:
     assert db_path.read_bytes() == junk
 
 
+@pytest.mark.core
 def test_unknown_user_and_missing_right_are_one_line_errors(db_path: Path) -> None:
     crmkit.open(db_path).add_user("vera", "Vera Engel", roles=["viewer"])
     unknown = crmkit_cli("--db", str(db_path), "--user", "zed", "demo-data", "--addresses", "10")
@@ -115,7 +122,6 @@ def test_unknown_user_and_missing_right_are_one_line_errors(db_path: Path) -> No
     assert crmkit.open(db_path).count_addresses() == 0
 
 
-@pytest.mark.sandbox
 @pytest.mark.slow
 def test_demo_starts_everything_prints_urls_and_stops_cleanly(tmp_path: Path) -> None:
     """`crmkit demo` on free ports: demo data, sandbox, Voila; the printed URLs answer; SIGTERM stops all."""

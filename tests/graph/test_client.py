@@ -21,6 +21,8 @@ from crmkit.graph import (
     search_expression,
 )
 
+pytestmark = pytest.mark.core  # MockTransport: no network
+
 BASE = "https://graph.test/v1.0"
 
 

@@ -16,6 +16,8 @@ import pytest
 
 from crmkit.graph import AsyncGraph, RateLimiter, RetryPolicy
 
+pytestmark = pytest.mark.core  # virtual clocks and MockTransport: no network
+
 
 class VirtualTime:
     """Virtual clock for asyncio: when every task is asleep, jump to the earliest wake-up."""

@@ -9,6 +9,8 @@ import pytest
 
 from crmkit.graph import RetryPolicy, parse_retry_after
 
+pytestmark = pytest.mark.core
+
 NOW = 1_700_000_000.0
 
 

@@ -16,7 +16,7 @@ import pytest
 from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
 from tests.sandbox.test_auth_code import SCOPE, STATE, _authorize_url, _pkce, sp  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.sandbox, pytest.mark.browser]
+pytestmark = pytest.mark.browser  # against a sandbox; browser is its one tier
 
 
 class _Catcher(BaseHTTPRequestHandler):

@@ -31,7 +31,7 @@ from crmkit.sandbox import (
     SANDBOX_UNCONSENTED_CLIENT_ID,
 )
 
-pytestmark = [pytest.mark.sandbox, pytest.mark.browser]
+pytestmark = pytest.mark.browser  # against a sandbox; browser is its one tier
 
 CATALOG = json.loads((Path(__file__).resolve().parents[2] / "crmkit" / "sandbox" / "static" /
                       "catalog.json").read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ import pytest
 
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 
-pytestmark = [pytest.mark.sandbox, pytest.mark.browser]
+pytestmark = pytest.mark.browser  # against a sandbox; browser is its one tier
 
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 BOB = "jonas.becker@contoso.example"

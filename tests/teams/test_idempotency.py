@@ -19,8 +19,6 @@ import crmkit
 from crmkit import errors
 from crmkit.auth import SignInRequired
 
-pytestmark = pytest.mark.sandbox
-
 
 def _batches(crm: crmkit.CRM) -> pd.DataFrame:
     return crm.store.df("SELECT id, user_name, idempotency_key FROM outbox_batches ORDER BY created_at")
@@ -30,6 +28,7 @@ def _per_chat(sandbox: SandboxAdmin) -> dict[str, int]:
     return {c["id"]: c["message_count"] for c in sandbox.get("chats")["value"] if c["message_count"]}
 
 
+@pytest.mark.sandbox
 def test_the_same_key_twice_delivers_once_and_returns_the_same_batch(sender: crmkit.CRM,
                                                                    sandbox: SandboxAdmin) -> None:
     to = colleagues(sandbox, 2)
@@ -45,6 +44,7 @@ def test_the_same_key_twice_delivers_once_and_returns_the_same_batch(sender: crm
     assert batches["id"].tolist() == first.attrs["batch_ids"]
 
 
+@pytest.mark.sandbox
 def test_the_same_key_with_other_content_returns_the_existing_batch(sender: crmkit.CRM,
                                                                     sandbox: SandboxAdmin) -> None:
     to = colleagues(sandbox, 2)
@@ -58,6 +58,7 @@ def test_the_same_key_with_other_content_returns_the_existing_batch(sender: crmk
     assert after == before, snapshot_diff(before, after)  # the repeat wrote nothing either
 
 
+@pytest.mark.sandbox
 def test_other_keys_and_no_key_send_again(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
     to = colleagues(sandbox, 1)
     sender.teams.send(1, to=to, subject="A", idempotency_key="k1")
@@ -68,6 +69,7 @@ def test_other_keys_and_no_key_send_again(sender: crmkit.CRM, sandbox: SandboxAd
     assert sorted(_batches(sender)["idempotency_key"].fillna("-")) == ["-", "-", "k1", "k2"]
 
 
+@pytest.mark.sandbox
 def test_a_key_belongs_to_its_crm_user(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
     """Another user's key finds nothing of theirs (no results of someone else's send leak)."""
     to = colleagues(sandbox, 1)
@@ -82,6 +84,7 @@ def test_a_key_belongs_to_its_crm_user(sender: crmkit.CRM, sandbox: SandboxAdmin
     assert sandbox.get("messages")["count"] == 1
 
 
+@pytest.mark.sandbox
 def test_two_sends_with_one_key_at_the_same_time_deliver_once(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
     to = colleagues(sandbox, 2)
     go = threading.Event()
@@ -107,6 +110,7 @@ def test_two_sends_with_one_key_at_the_same_time_deliver_once(sender: crmkit.CRM
     assert len(_batches(sender)) == 1
 
 
+@pytest.mark.sandbox
 def test_a_refused_send_leaves_its_key_unused(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
     to = colleagues(sandbox, 1)
     with pytest.raises(errors.ValidationError):
@@ -116,6 +120,7 @@ def test_a_refused_send_leaves_its_key_unused(sender: crmkit.CRM, sandbox: Sandb
     assert [m["subject"] for m in sandbox.get("messages")["value"]] == ["cobra CRM - Richtig"]
 
 
+@pytest.mark.sandbox
 @pytest.mark.parametrize("key", ["", "   ", 42, "k" * 201, "a\x00b", b"bytes"])
 def test_a_bad_key_is_refused_before_anything(sender: crmkit.CRM, sandbox: SandboxAdmin, key: Any) -> None:
     before = db_snapshot(sender.store)

@@ -21,8 +21,6 @@ from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.teams.outbox import utcnow
 from crmkit.teams.send import GraphChatGateway
 
-pytestmark = pytest.mark.sandbox
-
 HISTORY = 400  # messages already in the chat, older than the window: 8 pages of 50
 
 
@@ -61,6 +59,7 @@ def _find(g: GraphClient, chat: str, marker: str, since) -> str | None:
     return g.submit(GraphChatGateway(g).find_marker(chat, marker, _card(marker), since)).result(120)
 
 
+@pytest.mark.sandbox
 def test_a_read_back_after_many_messages_reads_one_page(sandbox: SandboxAdmin, graph: GraphClient) -> None:
     admin, g = sandbox, graph
     chat = _busy_chat(admin, g)
@@ -73,6 +72,7 @@ def test_a_read_back_after_many_messages_reads_one_page(sandbox: SandboxAdmin, g
     assert _list_pages(admin) - before == 2  # one page each, with 400 older messages in the chat
 
 
+@pytest.mark.sandbox
 @pytest.mark.parametrize("skew", [-600, 600])
 def test_a_skewed_server_clock_neither_hides_the_message_nor_widens_the_read(
     sandbox: SandboxAdmin, graph: GraphClient, skew: int,
@@ -92,6 +92,7 @@ def test_a_skewed_server_clock_neither_hides_the_message_nor_widens_the_read(
         admin.put("clock", {"offset_s": 0})
 
 
+@pytest.mark.sandbox
 def test_a_refused_read_back_page_is_retried_by_the_delivery_client(sandbox: SandboxAdmin, sender: crmkit.CRM) -> None:
     g = sender.teams._delivery_graph()  # the client delivery reads back with
     chat = g.get_or_create_chat(SANDBOX_DEFAULT_UPN, colleagues(sandbox, 1)[0])["id"]

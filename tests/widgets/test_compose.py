@@ -27,8 +27,6 @@ from crmkit.widgets.compose import ComposeDialog, ComposeModel
 from crmkit.widgets.record_table import RecordTable
 from crmkit.widgets.teams_action import add_teams_action
 
-pytestmark = pytest.mark.widgets
-
 EVIL = "<script>alert(1)</script>"
 
 
@@ -52,6 +50,7 @@ def crm(crm: CRM) -> CRM:
     return crm
 
 
+@pytest.mark.widgets
 def test_action_is_enabled_only_with_a_selection_and_opens_the_dialog(crm: CRM) -> None:
     activation.enable(crm)
     table = RecordTable(crm)
@@ -76,6 +75,7 @@ def test_action_is_enabled_only_with_a_selection_and_opens_the_dialog(crm: CRM) 
     assert action.dialog is None and action.host.layout.display == "none" and table.side.layout.display == "none"
 
 
+@pytest.mark.widgets
 def test_action_follows_the_table_language(crm: CRM) -> None:
     table = RecordTable(crm)
     action = add_teams_action(table, crm)
@@ -83,6 +83,7 @@ def test_action_follows_the_table_language(crm: CRM) -> None:
     assert action.button.description == "Send via Teams"
 
 
+@pytest.mark.widgets
 def test_integration_off_is_shown_friendly_and_nothing_opens(crm: CRM) -> None:
     table = RecordTable(crm)
     action = add_teams_action(table, crm)
@@ -93,6 +94,7 @@ def test_integration_off_is_shown_friendly_and_nothing_opens(crm: CRM) -> None:
     assert "ausgeschaltet" in action.error.value and action.host.children == (action.error,)  # a German session
 
 
+@pytest.mark.widgets
 def test_a_user_without_the_right_sees_the_cores_refusal(crm: CRM) -> None:
     activation.enable(crm)
     viewer = CRM(crm.store, "vera")
@@ -106,6 +108,7 @@ def test_a_user_without_the_right_sees_the_cores_refusal(crm: CRM) -> None:
     assert "Dafür fehlt Ihnen das Recht" in action.error.value
 
 
+@pytest.mark.widgets
 def test_prefix_and_purpose_come_from_the_core(crm: CRM) -> None:
     activation.enable(crm)
     crm.set_setting("teams.subject_prefix", "CRM: ")
@@ -119,6 +122,7 @@ def test_prefix_and_purpose_come_from_the_core(crm: CRM) -> None:
     assert dialog.model.options()["purpose"] == "Angebot"
 
 
+@pytest.mark.widgets
 def test_options_are_bound_to_the_model(crm: CRM) -> None:
     dialog = ComposeDialog(crm, [1])
     dialog.chat.value = "group"
@@ -152,6 +156,7 @@ class FakeDirectory:
         return pd.DataFrame(rows, columns=["id", "displayName", "userPrincipalName", "mail"]).head(limit)
 
 
+@pytest.mark.widgets
 def test_picker_debounces_typing_and_picks_several(crm: CRM, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeDirectory()
     monkeypatch.setattr(crm.teams, "directory", fake)
@@ -180,6 +185,7 @@ def test_picker_debounces_typing_and_picks_several(crm: CRM, monkeypatch: pytest
     wait_until(lambda: "Niemand" in dialog.no_match.value)
 
 
+@pytest.mark.widgets
 def test_stale_search_results_are_dropped(crm: CRM, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
     fake = FakeDirectory()
