@@ -45,8 +45,9 @@ class _Sandbox:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
         self._log = (workdir / "sandbox.log").open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crmkit.sandbox", "--port", "0", "--state", str(workdir / "sandbox-state"),
-             "--reset"], stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=ROOT, env=env,
+            [sys.executable, "-m", "crmkit.sandbox", "--port", "0", "--no-https",  # crmkit uses http; 8766 stays free
+             "--state", str(workdir / "sandbox-state"), "--reset"],
+            stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=ROOT, env=env,
         )
         lines: queue.Queue[str] = queue.Queue()
 

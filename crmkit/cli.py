@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--addresses", type=_count, default=1000, metavar="N",
                    help="demo addresses to create when the database is empty (default 1000)")
     p.add_argument("--sandbox-port", type=_count, default=8765, metavar="PORT", help="default 8765")
+    p.add_argument("--sandbox-https-port", type=_count, default=8766, metavar="PORT",
+                   help="the sandbox's https port, for other tools (default 8766)")
     p.add_argument("--voila-port", type=_count, default=8866, metavar="PORT", help="default 8866")
     p.add_argument("--lab-port", type=_count, default=8888, metavar="PORT", help="JupyterLab's port (default 8888)")
     p.set_defaults(func=_cmd_demo)
@@ -188,7 +190,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoSettings, run_demo
 
     return run_demo(DemoSettings(db=args.db, addresses=args.addresses, sandbox_port=args.sandbox_port,
-                                 voila_port=args.voila_port, lab_port=args.lab_port))
+                                 sandbox_https_port=args.sandbox_https_port, voila_port=args.voila_port,
+                                 lab_port=args.lab_port))
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:

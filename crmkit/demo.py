@@ -27,6 +27,7 @@ class DemoSettings:
     db: str | None = None
     addresses: int = 1000
     sandbox_port: int = 8765
+    sandbox_https_port: int = 8766  # the sandbox's https listener, for clients other than crmkit (0: a free one)
     voila_port: int = 8866
     lab_port: int = 8888
     lab_user: str = LAB_USER
@@ -65,7 +66,7 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
     server that exits, an error while starting the next one).
     """
     from .lab import start_lab
-    from .sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
+    from .sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
     from .sandbox.process import SandboxProcess, sandbox_is_up
     from .voila_launch import dashboard_url, server_url, start_voila, wait_until_up
 
@@ -92,11 +93,13 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
             sandbox_log = (state / "sandbox.log").open("a")
             cleanup.append(sandbox_log.close)
             try:
-                sandbox = SandboxProcess(state / "sandbox", port=settings.sandbox_port, log=sandbox_log)
+                sandbox = SandboxProcess(state / "sandbox", port=settings.sandbox_port,
+                                         https_port=settings.sandbox_https_port, log=sandbox_log)
             except RuntimeError as exc:
                 raise ConfigError(
-                    f"The sandbox tenant could not start on port {settings.sandbox_port} ({exc}; see "
-                    f"{state / 'sandbox.log'}). Free the port or choose another with --sandbox-port."
+                    f"The sandbox tenant could not start on ports {settings.sandbox_port} (http) and "
+                    f"{settings.sandbox_https_port} (https) ({exc}; see {state / 'sandbox.log'}). Free the ports "
+                    "or choose others with --sandbox-port and --sandbox-https-port."
                 ) from exc
             cleanup.append(sandbox.stop)
         env = {"CRMKIT_DB": db, "CRMKIT_USER": os.environ.get("CRMKIT_USER", "admin"),
@@ -141,6 +144,11 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
         print(f"  {'notebooks':<11} {lab.url}", file=out)
         print(f"  {'':<11} (JupyterLab; notebooks open as the CRM user {settings.lab_user})", file=out)
         print(f"  {'teams':<11} {sandbox_url}/teams   (what arrived, as recipients see it)", file=out)
+        if sandbox is not None and sandbox.https_url:
+            # for msal, azure-identity, msgraph-sdk … (README: "Use the sandbox from other tools")
+            print(f"  {'authority':<11} {sandbox.https_url}/{SANDBOX_TENANT_ID}   (the sandbox over https, for "
+                  "other tools)", file=out)
+            print(f"  {'CA file':<11} {sandbox.ca_file}   (trust it for the https URLs)", file=out)
         print(f"\nSign in to Teams (sandbox) as e.g. {SANDBOX_DEFAULT_UPN} with the demo password "
               f"{SANDBOX_PASSWORD!r} (a published sandbox value, not a secret).", file=out)
         print(f"Campaign worker running. Logs: {state}", file=out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,13 +14,17 @@ from .throttle import Limits
 
 def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default 8765)")
+    p.add_argument("--port", type=int, default=8765, help="plain-http port, the one crmkit's own transport uses; "
+                   "0 picks a free one (default 8765)")
     p.add_argument("--state", default=None, help="state directory (DuckDB file + signing key); default "
                    "$CRMKIT_SANDBOX_STATE or ~/.local/state/crmkit/sandbox")
-    p.add_argument("--https-port", type=int, default=None, metavar="PORT",
-                   help="also serve https on PORT (0 picks a free one) with a certificate from the state "
-                   "folder's own CA, for clients that need an https authority (msal, azure-identity); "
-                   "prints the CA file to trust")
+    tls = p.add_mutually_exclusive_group()
+    tls.add_argument("--https-port", type=int, default=8766, metavar="PORT",
+                     help="https port beside the http one (0 picks a free one; default 8766), with a certificate "
+                     "from the state folder's own CA, for clients that need an https authority (msal, "
+                     "azure-identity, msgraph-sdk); prints the CA file to trust")
+    tls.add_argument("--no-https", dest="https_port", action="store_const", const=None,
+                     help="serve plain http only")
     p.add_argument("--reset", action="store_true", help="start from a freshly seeded tenant")
     g = p.add_argument_group("throttling (Teams limits for posting chat messages)")
     g.add_argument("--chat-rps-per-app", type=float, default=20.0, help="per app per tenant (default 20)")
@@ -68,8 +73,14 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..errors import CrmkitError
+
     parser = configure_parser(argparse.ArgumentParser(prog="crmkit sandbox", description=__doc__))
-    return run_from_args(parser.parse_args(argv))
+    try:
+        return run_from_args(parser.parse_args(argv))
+    except CrmkitError as exc:  # e.g. a port in use: one line, as the crmkit CLI prints its errors
+        print(f"crmkit sandbox: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ from typing import IO
 
 import httpx
 
-__all__ = ["URL_PREFIX", "SandboxProcess", "sandbox_is_up"]
+__all__ = ["CA_PREFIX", "HTTPS_PREFIX", "URL_PREFIX", "SandboxProcess", "sandbox_is_up"]
 
 URL_PREFIX = "CRMKIT_SANDBOX_URL="  # the first line the sandbox prints
+HTTPS_PREFIX = "CRMKIT_SANDBOX_HTTPS_URL="  # then, with https, its https URL and the CA file to trust
+CA_PREFIX = "CRMKIT_SANDBOX_CA="
 
 
 def sandbox_is_up(url: str) -> bool:
@@ -32,6 +34,8 @@ class SandboxProcess:
     Args:
         state: the sandbox's state folder (its DuckDB file and signing key).
         port: 0 picks a free port.
+        https_port: the https listener's port; 0 (the default) picks a free one, so that sandboxes started
+            side by side (tests, a demo beside ``crmkit sandbox``) never compete for the CLI's 8766; None: no https.
         log: where the sandbox's log (stderr) goes.
         extra: more command-line flags (limits, faults, ``--device-code-interval`` …).
         env: the environment; ``CRMKIT_*`` variables of this process are not passed on.
@@ -42,12 +46,13 @@ class SandboxProcess:
     """
 
     def __init__(
-        self, state: Path, *, port: int = 0, log: IO[str] | None = None, extra: Sequence[str] = (),
-        env: Mapping[str, str] | None = None, startup_timeout: float = 60.0,
+        self, state: Path, *, port: int = 0, https_port: int | None = 0, log: IO[str] | None = None,
+        extra: Sequence[str] = (), env: Mapping[str, str] | None = None, startup_timeout: float = 60.0,
     ) -> None:
         clean = {k: v for k, v in (env or os.environ).items() if not k.startswith("CRMKIT_")}
+        tls = ["--no-https"] if https_port is None else ["--https-port", str(https_port)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crmkit.sandbox", "--port", str(port), "--state", str(state), *extra],
+            [sys.executable, "-m", "crmkit.sandbox", "--port", str(port), *tls, "--state", str(state), *extra],
             stdout=subprocess.PIPE, stderr=log if log is not None else subprocess.DEVNULL, text=True, env=clean,
             stdin=subprocess.DEVNULL,
         )
@@ -62,6 +67,20 @@ class SandboxProcess:
             self.stop()
             raise RuntimeError(f"the sandbox did not start: {first}")
         self.url = first[len(URL_PREFIX):]
+        self.banner = [first]  # the lines read so far; the rest come from printed()
+        # The https URL ("" without https) and the CA file its certificate chains to (what clients trust).
+        self.https_url = self.ca_file = ""
+        while https_port is not None and not (self.https_url and self.ca_file):
+            try:
+                line = self.lines.get(timeout=startup_timeout)
+            except queue.Empty:
+                self.stop()
+                raise RuntimeError("the sandbox printed no https URL / CA file; see its log") from None
+            self.banner.append(line)
+            if line.startswith(HTTPS_PREFIX):
+                self.https_url = line[len(HTTPS_PREFIX):]
+            elif line.startswith(CA_PREFIX):
+                self.ca_file = line[len(CA_PREFIX):]
         if not sandbox_is_up(self.url):
             self.stop()
             raise RuntimeError(f"the sandbox printed {self.url} but does not answer there")
@@ -72,7 +91,7 @@ class SandboxProcess:
             self.lines.put(line.rstrip("\n"))
 
     def printed(self) -> list[str]:
-        """The lines the sandbox printed after its URL (its other addresses)."""
+        """The lines the sandbox printed after :attr:`banner` (its other addresses)."""
         out = []
         while not self.lines.empty():
             out.append(self.lines.get_nowait())

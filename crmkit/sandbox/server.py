@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 import socket
@@ -14,15 +15,16 @@ from typing import Any, TextIO
 
 import uvicorn
 
+from ..errors import ConfigError
 from . import GRAPH_BASE, SANDBOX_AUTHORITY, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
 from .app import create_app
 from .core import IdentitySettings
 from .faults import FaultConfig
+from .process import CA_PREFIX, HTTPS_PREFIX, URL_PREFIX
 from .throttle import Limits
 
-URL_LINE_PREFIX = "CRMKIT_SANDBOX_URL="
-HTTPS_LINE_PREFIX = "CRMKIT_SANDBOX_HTTPS_URL="
-CA_LINE_PREFIX = "CRMKIT_SANDBOX_CA="
+URL_LINE_PREFIX, HTTPS_LINE_PREFIX, CA_LINE_PREFIX = URL_PREFIX, HTTPS_PREFIX, CA_PREFIX  # what the launcher reads
+DEFAULT_PORT, DEFAULT_HTTPS_PORT = 8765, 8766  # plain http for crmkit's transport, https for every other client
 
 
 def default_state_dir() -> Path:
@@ -42,13 +44,25 @@ def _check_loopback(host: str) -> None:
         raise ValueError(f"the sandbox only listens on loopback; refusing host {host!r}")
 
 
-def _bind(host: str, port: int) -> socket.socket:
+class PortInUse(ConfigError):
+    """A port the sandbox was told to listen on is taken (by another sandbox, a demo, anything)."""
+
+
+def _bind(host: str, port: int, *, what: str = "--port") -> socket.socket:
     _check_loopback(host)
     # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
     # says TCP, and without it every keep-alive response stalls ~40 ms on delayed ACKs.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1" if host == "localhost" else host, port))
+    try:
+        sock.bind(("127.0.0.1" if host == "localhost" else host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        hint = "--https-port (0 picks a free one) or turn https off with --no-https" if what == "--https-port" \
+            else "--port (0 picks a free one)"
+        raise PortInUse(f"port {port} on {host} is in use ({what}); choose another with {hint}") from exc
     sock.listen(512)
     sock.set_inheritable(True)
     return sock
@@ -157,6 +171,7 @@ def describe_https(url: str, ca: Path) -> str:
         f"{CA_LINE_PREFIX}{ca}",
         f"  HTTPS authority:      {url}/{SANDBOX_TENANT_ID}",
         f"  HTTPS Graph:          {url}/v1.0",
+        f"  HTTPS OIDC discovery: {url}/{SANDBOX_TENANT_ID}/v2.0/.well-known/openid-configuration",
         f"  CA file (trust it):   {ca}",
     ])
 
@@ -172,7 +187,7 @@ async def _serve_all(pairs: list[tuple[uvicorn.Server, socket.socket]]) -> None:
 
 def run(
     host: str = "127.0.0.1",
-    port: int = 8765,
+    port: int = DEFAULT_PORT,
     state_path: str | os.PathLike[str] | None = None,
     *,
     limits: Limits | None = None,
@@ -180,27 +195,35 @@ def run(
     settings: IdentitySettings | None = None,
     reset: bool = False,
     out: TextIO | None = None,
-    https_port: int | None = None,
+    https_port: int | None = DEFAULT_HTTPS_PORT,
 ) -> None:
     """Serve the sandbox in the foreground until SIGINT/SIGTERM; prints its URLs first.
 
     ``https_port``: also serve https there (0 picks a free port), with a certificate from the state
     folder's own CA (:mod:`crmkit.sandbox.tls`); None serves plain http only.
+
+    Raises:
+        PortInUse: ``port`` or ``https_port`` is taken (nothing is served then).
     """
     out = out or sys.stdout
     state = Path(state_path) if state_path else default_state_dir()
     sock = _bind(host, port)
+    try:
+        # bound before the app opens its state, so a taken port changes nothing
+        tls_sock = _bind(host, https_port, what="--https-port") if https_port is not None else None
+    except PortInUse:
+        sock.close()
+        raise
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     app = create_app(state, limits=limits, faults=faults, settings=settings)
     if reset:
         app.sandbox.reset()
     pairs = [(uvicorn.Server(_config(app)), sock)]
     lines = [describe(url, state)]
-    if https_port is not None:
+    if tls_sock is not None:
         from .tls import ensure_tls
 
         tls = ensure_tls(state)
-        tls_sock = _bind(host, https_port)
         pairs.append((uvicorn.Server(_config(app, ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key))), tls_sock))
         lines.append(describe_https(f"https://127.0.0.1:{tls_sock.getsockname()[1]}", tls.ca))
     print("\n".join(lines), file=out, flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -127,11 +128,11 @@ def test_demo_starts_everything_prints_urls_and_stops_cleanly(tmp_path: Path) ->
     """`crmkit demo` on free ports: demo data, sandbox, Voila; the printed URLs answer; SIGTERM stops all."""
     from crmkit.voila_launch import free_port
 
-    sandbox_port, voila_port = free_port(), free_port()
+    sandbox_port, voila_port, https_port = free_port(), free_port(), free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
     proc = subprocess.Popen(
         [PYTHON, "-m", "crmkit.cli", "--db", str(tmp_path / "crm.duckdb"), "demo", "--addresses", "200",
-         "--sandbox-port", str(sandbox_port), "--voila-port", str(voila_port)],
+         "--sandbox-port", str(sandbox_port), "--voila-port", str(voila_port), "--sandbox-https-port", str(https_port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean, cwd=tmp_path,
     )
     lines: list[str] = []
@@ -147,6 +148,14 @@ def test_demo_starts_everything_prints_urls_and_stops_cleanly(tmp_path: Path) ->
         assert f"http://127.0.0.1:{voila_port}/voila/render/addresses.ipynb" in urls, text
         assert f"http://127.0.0.1:{sandbox_port}/teams" in urls, text
         assert httpx.get(f"http://127.0.0.1:{sandbox_port}/teams", timeout=30).status_code == 200
+        # the sandbox's https authority for other clients, and the CA file to trust for it (in the demo's state)
+        from crmkit.sandbox import SANDBOX_TENANT_ID
+
+        authority, ca = f"https://127.0.0.1:{https_port}/{SANDBOX_TENANT_ID}", tmp_path / ".crmkit/sandbox/tls/ca.pem"
+        assert authority in text.split() and str(ca) in text.split(), text
+        discovery = httpx.get(f"{authority}/v2.0/.well-known/openid-configuration", timeout=30,
+                              verify=ssl.create_default_context(cafile=str(ca)))
+        assert discovery.json()["issuer"].startswith(authority), discovery.text
         page = httpx.get(f"http://127.0.0.1:{voila_port}/voila/render/addresses.ipynb", timeout=120)
         assert page.status_code == 200
     finally:

@@ -19,7 +19,6 @@ from crmkit.sandbox import (
     SANDBOX_DEFAULT_UPN,
     SANDBOX_PASSWORD,
 )
-from crmkit.sandbox.process import URL_PREFIX
 from crmkit.sandbox.process import SandboxProcess as LaunchedSandbox
 
 from . import forms
@@ -31,9 +30,8 @@ class SandboxProcess(LaunchedSandbox):
     def __init__(self, state: Path, log: Path, *extra: str) -> None:
         self._log_file = log.open("w")
         super().__init__(state, log=self._log_file, extra=extra)
-        self.banner = [f"{URL_PREFIX}{self.url}"]
-        # The rest of the banner follows immediately; its last line is the sign-in hint.
-        while not self.banner[-1].lstrip().startswith("Sign in as"):
+        # The rest of the banner follows immediately; the http part's last line is the sign-in hint.
+        while not any(line.lstrip().startswith("Sign in as") for line in self.banner):
             self.banner.append(self.lines.get(timeout=10))
 
     def stop(self, timeout: float = 10.0) -> None:

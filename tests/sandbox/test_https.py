@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +25,7 @@ from tests.support.sandbox import Browser, SandboxProc
 pytestmark = pytest.mark.sandbox
 
 SCOPES = ["User.Read"]
+CRMKIT = str(Path(sys.executable).with_name("crmkit"))  # the console script installed beside this Python
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +191,125 @@ def test_in_process_server_serves_https_beside_http(tmp_path: Path) -> None:
         ctx = ssl.create_default_context(cafile=str(server.ca_file))
         assert httpx.get(f"{server.https_url}/_sandbox/health", verify=ctx).status_code == 200
         assert httpx.get(f"{server.url}/_sandbox/health").status_code == 200
+
+
+# -- https by default: `crmkit sandbox` as a user starts it --------------------------------------------------
+
+
+def _crmkit_sandbox(*args: str, home: Path) -> subprocess.Popen[str]:
+    """``crmkit sandbox ARGS`` as a real process (the installed console script), HOME set to ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_") and k != "XDG_STATE_HOME"}
+    return subprocess.Popen([CRMKIT, "sandbox", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**env, "HOME": str(home)}, stdin=subprocess.DEVNULL)
+
+
+def _banner(proc: subprocess.Popen[str], last: str, timeout: float = 60) -> list[str]:
+    """Lines the process prints up to (and with) the first one starting with ``last`` (after indentation)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.strip().startswith(last):
+                found.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    assert found.wait(timeout), lines
+    return lines
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    """Stop the process; what it printed on stdout after the lines already read."""
+    proc.terminate()
+    try:
+        rest, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rest, _ = proc.communicate(timeout=15)
+    return rest or ""
+
+
+def test_https_is_on_by_default_on_8766_and_no_https_turns_it_off() -> None:
+    from crmkit.sandbox.__main__ import configure_parser
+
+    parse = configure_parser(argparse.ArgumentParser()).parse_args
+    assert parse([]).port == 8765 and parse([]).https_port == 8766
+    assert parse(["--https-port", "0"]).https_port == 0
+    assert parse(["--no-https"]).https_port is None
+
+
+def test_crmkit_sandbox_prints_https_urls_and_its_ca_and_discovery_verifies(tmp_path: Path) -> None:
+    # on free ports, with the default state folder under HOME: the CA path it prints is the one the README shows
+    proc = _crmkit_sandbox("--port", "0", "--https-port", "0", home=tmp_path)
+    try:
+        lines = _banner(proc, "CA file (trust it):")
+        printed = dict(line.split("=", 1) for line in lines if line.startswith("CRMKIT_SANDBOX_"))
+        https_url, ca = printed["CRMKIT_SANDBOX_HTTPS_URL"], printed["CRMKIT_SANDBOX_CA"]
+        assert https_url.startswith("https://127.0.0.1:") and https_url != "https://127.0.0.1:8766"
+        assert ca == str(tmp_path / ".local/state/crmkit/sandbox/tls/ca.pem")
+        pairs = (line.split(": ", 1) for line in lines if line.startswith(("  HTTPS ", "  CA file")))
+        shown = {k.strip(): v.strip() for k, v in pairs}
+        authority = f"{https_url}/{SANDBOX_TENANT_ID}"
+        assert shown["HTTPS authority"] == authority
+        assert shown["HTTPS Graph"] == f"{https_url}/v1.0"
+        assert shown["HTTPS OIDC discovery"] == f"{authority}/v2.0/.well-known/openid-configuration"
+        assert shown["CA file (trust it)"] == ca
+        doc = httpx.get(shown["HTTPS OIDC discovery"], verify=ssl.create_default_context(cafile=ca)).json()
+        assert doc["token_endpoint"] == f"{authority}/oauth2/v2.0/token"
+        assert doc["device_authorization_endpoint"] == f"{authority}/oauth2/v2.0/devicecode"
+    finally:
+        _stop(proc)
+
+
+def test_crmkit_sandbox_no_https_serves_plain_http_only(tmp_path: Path) -> None:
+    proc = _crmkit_sandbox("--port", "0", "--no-https", "--state", str(tmp_path / "state"), home=tmp_path)
+    try:
+        lines = _banner(proc, "Sign in as")
+        url = lines[0].removeprefix("CRMKIT_SANDBOX_URL=")
+        assert httpx.get(f"{url}/_sandbox/health").status_code == 200
+    finally:
+        lines += _stop(proc).splitlines()
+    assert not [line for line in lines if line.startswith(("CRMKIT_SANDBOX_HTTPS_URL=", "CRMKIT_SANDBOX_CA=",
+                                                           "  HTTPS", "  CA file"))], lines
+    assert not (tmp_path / "state" / "tls").exists()
+
+
+def test_https_port_in_use_is_a_clear_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _crmkit_sandbox("--port", "0", "--https-port", str(port), "--state", str(tmp_path / "s"),
+                               home=tmp_path)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            _stop(proc)
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"{port}" in err and "--https-port" in err and "--no-https" in err
+
+
+def test_the_launcher_serves_https_on_a_free_port_by_default(tmp_path: Path) -> None:
+    # what crmkit demo and the test fixtures start: never the fixed 8766, so parallel sandboxes do not collide
+    from crmkit.sandbox.process import SandboxProcess
+
+    procs = [SandboxProcess(tmp_path / f"s{i}") for i in range(2)]
+    try:
+        urls = {p.https_url for p in procs}
+        assert len(urls) == 2 and "https://127.0.0.1:8766" not in urls
+        for p in procs:
+            ctx = ssl.create_default_context(cafile=p.ca_file)
+            assert httpx.get(f"{p.https_url}/_sandbox/health", verify=ctx).status_code == 200
+        off = SandboxProcess(tmp_path / "off", https_port=None)
+        try:
+            assert off.https_url == "" and off.ca_file == ""
+        finally:
+            off.stop()
+    finally:
+        for p in procs:
+            p.stop()

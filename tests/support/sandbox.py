@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,31 +20,17 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "py
 
 
 class SandboxProc(SandboxProcess):
-    """The sandbox for a test session, logging to ``log``; ``extra`` adds CLI flags."""
+    """The sandbox for a test session, logging to ``log``; ``extra`` adds CLI flags.
+
+    ``https``: also an https listener on a free port (``https_url``, ``ca_file``; ``https_lines`` are the lines
+    printed up to the CA file's). Without it the sandbox serves plain http only, which is all crmkit uses.
+    """
 
     def __init__(self, state: Path, log: Path, extra: list[str] | None = None, *, https: bool = False) -> None:
         self.log = log
         self._log_file = log.open("w")
-        super().__init__(state, log=self._log_file, extra=[*(extra or ()), *(["--https-port", "0"] if https else [])])
-        # With https: the lines after the URL name the https listener and the CA file (server.describe_https).
-        self.https_url = self.ca_file = ""
-        self.https_lines: list[str] = []
-        if https:
-            from crmkit.sandbox.server import CA_LINE_PREFIX, HTTPS_LINE_PREFIX
-
-            while not (self.https_url and self.ca_file):
-                try:
-                    line = self.lines.get(timeout=30)
-                except queue.Empty:
-                    break
-                self.https_lines.append(line)
-                if line.startswith(HTTPS_LINE_PREFIX):
-                    self.https_url = line[len(HTTPS_LINE_PREFIX):]
-                elif line.startswith(CA_LINE_PREFIX):
-                    self.ca_file = line[len(CA_LINE_PREFIX):]
-            if not (self.https_url and self.ca_file):
-                self.stop()
-                raise RuntimeError("the sandbox printed no https URL / CA file")
+        super().__init__(state, log=self._log_file, extra=list(extra or ()), https_port=0 if https else None)
+        self.https_lines = self.banner[1:]
 
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
