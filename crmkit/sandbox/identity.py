@@ -299,8 +299,14 @@ def _require_public_or_secret(app: App, form: dict[str, str]) -> None:
             )
 
 
-def _user_token_response(sb: Sandbox, user: SandboxUser, app: App, scopes: ScopeRequest, *,
-                         nonce: str | None = None, issuer: str | None = None) -> JSONResponse:
+def discovery_issuer(request: Request) -> str:
+    """The issuer the tenant's discovery document names for the origin the client used; every id_token
+    carries it (an OIDC client compares the two)."""
+    return f"{public_origin(request)}/{SANDBOX_TENANT_ID}/v2.0"
+
+
+def _user_token_response(sb: Sandbox, user: SandboxUser, app: App, scopes: ScopeRequest, *, issuer: str,
+                         nonce: str | None = None) -> JSONResponse:
     s = sb.settings
     body: dict[str, Any] = {
         "token_type": "Bearer",
@@ -318,8 +324,7 @@ def _user_token_response(sb: Sandbox, user: SandboxUser, app: App, scopes: Scope
         body["refresh_token"] = rt
         body["refresh_token_expires_in"] = int(s.refresh_token_lifetime_s)
     if "openid" in scopes.oidc:
-        extra: dict[str, Any] = {"issuer": issuer} if issuer else {}
-        body["id_token"] = id_token(sb.key, user=user, client_id=app.client_id, nonce=nonce, **extra)
+        body["id_token"] = id_token(sb.key, user=user, client_id=app.client_id, nonce=nonce, issuer=issuer)
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
@@ -416,7 +421,7 @@ async def device_authorization(request: Request) -> Response:
     }, headers={"Cache-Control": "no-store"})
 
 
-def _grant_device_code(sb: Sandbox, app: App, form: dict[str, str]) -> JSONResponse:
+def _grant_device_code(sb: Sandbox, app: App, form: dict[str, str], issuer: str) -> JSONResponse:
     code = form.get("device_code")
     if not code:
         raise err_missing("device_code")
@@ -451,10 +456,10 @@ def _grant_device_code(sb: Sandbox, app: App, form: dict[str, str]) -> JSONRespo
     if needs_consent(sb, app, user.id, scopes.graph):
         raise err_consent(app)
     dc.status = "redeemed"
-    return _user_token_response(sb, user, app, scopes)
+    return _user_token_response(sb, user, app, scopes, issuer=issuer)
 
 
-def _grant_password(sb: Sandbox, app: App, form: dict[str, str], tenant: str) -> JSONResponse:
+def _grant_password(sb: Sandbox, app: App, form: dict[str, str], tenant: str, issuer: str) -> JSONResponse:
     if tenant.lower() == "common":
         raise AuthError("invalid_request", 90023,
                         "The password grant is not supported over the /common or /consumers endpoints. Please use "
@@ -466,10 +471,10 @@ def _grant_password(sb: Sandbox, app: App, form: dict[str, str], tenant: str) ->
     scopes = parse_scopes(form.get("scope", ""), app, consented=consented_scopes(sb, app, user.id))
     if needs_consent(sb, app, user.id, scopes.graph):
         raise err_consent(app)
-    return _user_token_response(sb, user, app, scopes)
+    return _user_token_response(sb, user, app, scopes, issuer=issuer)
 
 
-def _grant_refresh(sb: Sandbox, app: App, form: dict[str, str]) -> JSONResponse:
+def _grant_refresh(sb: Sandbox, app: App, form: dict[str, str], issuer: str) -> JSONResponse:
     token = form.get("refresh_token")
     if not token:
         raise err_missing("refresh_token")
@@ -490,7 +495,7 @@ def _grant_refresh(sb: Sandbox, app: App, form: dict[str, str]) -> JSONResponse:
     if needs_consent(sb, app, user.id, scopes.graph):
         raise err_consent(app)
     scopes.oidc.add("offline_access")  # a refresh always returns the next refresh token
-    return _user_token_response(sb, user, app, scopes)
+    return _user_token_response(sb, user, app, scopes, issuer=issuer)
 
 
 def _grant_client_credentials(sb: Sandbox, app: App, form: dict[str, str]) -> JSONResponse:
@@ -665,9 +670,7 @@ def _grant_auth_code(sb: Sandbox, app: App, form: dict[str, str], request: Reque
     scopes = parse_scopes(ac.request.scope, app, consented=consented_scopes(sb, app, user.id))
     if needs_consent(sb, app, user.id, scopes.graph):
         raise err_consent(app)
-    # The issuer as this origin's discovery document names it (an OIDC client compares the two).
-    issuer = f"{public_origin(request)}/{SANDBOX_TENANT_ID}/v2.0"
-    return _user_token_response(sb, user, app, scopes, nonce=ac.request.nonce, issuer=issuer)
+    return _user_token_response(sb, user, app, scopes, nonce=ac.request.nonce, issuer=discovery_issuer(request))
 
 
 async def token(request: Request) -> Response:
@@ -691,11 +694,11 @@ async def token(request: Request) -> Response:
             return _grant_client_credentials(sb, app, form)
         _require_public_or_secret(app, form)
         if grant_type == DEVICE_GRANT:
-            return _grant_device_code(sb, app, form)
+            return _grant_device_code(sb, app, form, discovery_issuer(request))
         if grant_type == "password":
-            return _grant_password(sb, app, form, tenant)
+            return _grant_password(sb, app, form, tenant, discovery_issuer(request))
         if grant_type == "refresh_token":
-            return _grant_refresh(sb, app, form)
+            return _grant_refresh(sb, app, form, discovery_issuer(request))
         if grant_type == "authorization_code":
             return _grant_auth_code(sb, app, form, request)
         raise AuthError("unsupported_grant_type", 70003,
