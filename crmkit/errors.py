@@ -1,6 +1,8 @@
 """The one error tree of crmkit.
 
-Every error crmkit raises on purpose is a ``CrmkitError``; each message says what to do next.
+Every error crmkit raises on purpose is a ``CrmkitError``; each message says what to do next. The tree
+holds every one of them, also those defined beside their feature (module in parentheses);
+tests/core/test_error_tree.py fails on a class missing here or drawn under the wrong parent.
 
     CrmkitError
     ├── ConfigError                 bad configuration or environment
@@ -14,15 +16,23 @@ Every error crmkit raises on purpose is a ``CrmkitError``; each message says wha
     ├── ValidationError             bad input (argument, SQL filter, form value)
     │   ├── UnsafeQuery             a SQL filter reaching beyond the address columns, or several statements
     │   ├── InvalidRecipient        a Teams recipient that is malformed, unknown, disabled (names them)
-    │   └── ControlCharacters       text with control (or, in a subject, bidi) characters; names the field
+    │   ├── ControlCharacters       text with control (or, in a subject, bidi) characters; names the field
+    │   ├── DuplicateTransfer       (privacy) a transfer-log row for this message, address and recipient exists
+    │   └── DisplayFormatError      (teams.display_format) an invalid display format; carries ``field``
+    │       ├── UnknownDisplayField a field the display-field catalog does not know
+    │       ├── DuplicateDisplayField
+    │       └── BadFormatPattern    a date, number or phone pattern that cannot format a value
     ├── AuthError                   Microsoft sign-in (carries AADSTS codes)
     │   ├── ConsentRequired         carries ``consent_url``
     │   ├── PersonalAccountRefused
     │   ├── MfaRequired
     │   ├── InvalidCredentials
-    │   └── SignInCancelled
+    │   ├── SignInCancelled
+    │   └── SignInRequired          (auth) no usable Microsoft 365 account; sign in by device code
     ├── GraphError                  Microsoft Graph (carries status, code, request_id)
-    │   └── GraphThrottled
+    │   ├── GraphThrottled          429 beyond the retry budget
+    │   ├── GraphUnauthorized       (graph) 401, or Teams' 403 for an expired token, after one refresh
+    │   └── GraphNotFound           (graph) 404, or a key Graph cannot read as a user
     └── TeamsError                  the Teams integration itself
         ├── IntegrationDisabled
         ├── ContactTypeCodeTaken
