@@ -20,6 +20,7 @@ from crmkit.sandbox import (
     SANDBOX_PASSWORD,
 )
 from crmkit.sandbox.process import SandboxProcess as LaunchedSandbox
+from tests.support.sandbox import SandboxProc
 
 from . import forms
 
@@ -44,6 +45,27 @@ class SandboxProcess(LaunchedSandbox):
 def start_sandbox(state: Path, log: Path, *extra: str) -> SandboxProcess:
     """Start ``python -m crmkit.sandbox --port 0`` and read its URL from the first stdout line."""
     return SandboxProcess(state, log, *extra)
+
+
+@pytest.fixture(scope="module")
+def https_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
+    """A sandbox of the module's own with its https listener (free ports), for clients that want an https
+    authority and a CA file (msal, azure-identity, msgraph-sdk); device codes polled every second."""
+    base = tmp_path_factory.mktemp("sandbox-https")
+    sp = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"], https=True)
+    yield sp
+    sp.stop()
+
+
+@pytest.fixture
+def trust_ca(https_sandbox: SandboxProc, monkeypatch: pytest.MonkeyPatch) -> str:
+    """requests (msal's and azure-identity's HTTP) trusts exactly the sandbox's CA; returns the CA file.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a Session's verify, so the documented way is
+    the variable. httpx is not touched here (a module that wants it sets SSL_CERT_FILE on top)."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", https_sandbox.ca_file)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    return https_sandbox.ca_file
 
 
 @pytest.fixture(scope="session")

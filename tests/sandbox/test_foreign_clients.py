@@ -19,7 +19,6 @@ import asyncio
 import json
 import ssl
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -60,20 +59,11 @@ pytestmark = [
 GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
 
 
-@pytest.fixture(scope="module")
-def https_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("sandbox-foreign")
-    sp = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"], https=True)
-    yield sp
-    sp.stop()
-
-
 @pytest.fixture
-def trust_ca(https_sandbox: SandboxProc, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", https_sandbox.ca_file)
-    monkeypatch.setenv("SSL_CERT_FILE", https_sandbox.ca_file)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    return https_sandbox.ca_file
+def trust_ca(trust_ca: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    # conftest's (requests: azure-identity), and SSL_CERT_FILE for msgraph-sdk's httpx
+    monkeypatch.setenv("SSL_CERT_FILE", trust_ca)
+    return trust_ca
 
 
 def _host(sp: SandboxProc) -> str:

@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,23 +25,6 @@ pytestmark = pytest.mark.sandbox
 
 SCOPES = ["User.Read"]
 CRMKIT = str(Path(sys.executable).with_name("crmkit"))  # the console script installed beside this Python
-
-
-@pytest.fixture(scope="module")
-def https_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("sandbox-https")
-    sp = SandboxProc(base / "state", base / "sandbox.log", ["--device-code-interval", "1"], https=True)
-    yield sp
-    sp.stop()
-
-
-@pytest.fixture
-def trust_ca(https_sandbox: SandboxProc, monkeypatch: pytest.MonkeyPatch) -> str:
-    # requests (msal's HTTP) lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a Session's verify, so the
-    # documented way is the variable: trust exactly the sandbox's CA.
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", https_sandbox.ca_file)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    return https_sandbox.ca_file
 
 
 def _ca(sp: SandboxProc) -> ssl.SSLContext:
@@ -298,8 +280,10 @@ def test_the_launcher_serves_https_on_a_free_port_by_default(tmp_path: Path) -> 
     # what crmkit demo and the test fixtures start: never the fixed 8766, so parallel sandboxes do not collide
     from crmkit.sandbox.process import SandboxProcess
 
-    procs = [SandboxProcess(tmp_path / f"s{i}") for i in range(2)]
+    procs: list[SandboxProcess] = []
     try:
+        procs += [SandboxProcess(tmp_path / "s0")]
+        procs += [SandboxProcess(tmp_path / "s1")]  # stopped below, even if this one cannot start
         urls = {p.https_url for p in procs}
         assert len(urls) == 2 and "https://127.0.0.1:8766" not in urls
         for p in procs:
