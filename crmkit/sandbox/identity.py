@@ -614,10 +614,16 @@ def authorization_request(app: App, params: dict[str, str]) -> AuthRequest:
     if req.code_challenge and method not in ("S256", "plain"):
         raise AuthError("invalid_request", 501491, f"Invalid code_challenge_method '{method}'.")
     parse_scopes(req.scope, app, consented=set(app.delegated_scopes))  # invalid scopes go back as errors
-    if req.prompt == "none":
-        # No browser session is kept by the sandbox: silent sign-in always needs the person.
-        raise AuthError("login_required", 50058, "A silent sign-in request was sent but no user is signed in.")
     return req
+
+
+def err_login_required() -> AuthError:
+    return AuthError("login_required", 50058, "A silent sign-in request was sent but no user is signed in.")
+
+
+def err_interaction_required(upn: str) -> AuthError:
+    return AuthError("interaction_required", 16000, f"The account '{upn}' asked for is not the one signed in; "
+                     "the user must select the account to use.", detail={"upn": upn})
 
 
 def issue_auth_code(sb: Sandbox, req: AuthRequest, user_id: str) -> str:

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from . import SANDBOX_TENANT_ID, SANDBOX_TENANT_NAME, card_markdown
 from .core import Sandbox, sandbox_of
+from .directory import SandboxUser
 from .i18n import Lang, has, request_lang, t
 from .identity import (
     AuthError,
@@ -35,6 +36,8 @@ from .identity import (
     authenticate,
     authorization_client,
     authorization_request,
+    err_interaction_required,
+    err_login_required,
     err_redirect_uri,
     err_unknown_client,
     find_user_code,
@@ -305,6 +308,45 @@ def _authorize_done(ui: Ui, sb: Sandbox, ticket: str, req: AuthRequest, user_id:
     return _authorize_reply(ui, req, {"code": issue_auth_code(sb, req, user_id)})
 
 
+# The sign-in page's browser session: the cookie holds only a random id, the server keeps the session under
+# the id's sha256 (state.browser_sessions). Entra names its cookie ESTSAUTH too.
+SESSION_COOKIE = "ESTSAUTH"
+SESSION_LIFETIME_S = 12 * 3600
+
+
+def _session_user(sb: Sandbox, request: Request) -> SandboxUser | None:
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    user_id = sb.state.browser_session(sid) if 16 <= len(sid) <= 128 else None
+    user = sb.state.user(user_id) if user_id else None
+    return user if user is not None and user.accountEnabled else None
+
+
+def _start_session(sb: Sandbox, request: Request, response: Response, user_id: str) -> Response:
+    """The person signed in with their password (and MFA): a new session replaces the browser's old one."""
+    old = request.cookies.get(SESSION_COOKIE)
+    if old:
+        sb.state.end_browser_session(old)
+    sid = secrets.token_urlsafe(32)
+    sb.state.start_browser_session(sid, user_id, SESSION_LIFETIME_S)
+    response.set_cookie(SESSION_COOKIE, sid, path="/", httponly=True, samesite="lax",
+                        secure=request.url.scheme == "https")
+    return response
+
+
+def _picker(ui: Ui, sb: Sandbox, ticket: str, req: AuthRequest, user: SandboxUser, action: str) -> HTMLResponse:
+    """``prompt=select_account`` with a session: the session's account, or another one."""
+    app = sb.state.app(req.client_id)
+    inner = _device_form(ui, "pick",
+                         f"<p>{escape(ui.t('picker.prompt', app=app.name if app else req.client_id))}</p>"
+                         '<button class="primary" type="submit" name="action" value="account">'
+                         f"{escape(user.displayName)}<br><span>{escape(user.userPrincipalName)} · "
+                         f"{escape(ui.t('picker.signed_in'))}</span></button>"
+                         f'<button type="submit" name="action" value="other">{escape(ui.t("picker.other"))}</button>',
+                         action, ticket=ticket)
+    title = ui.t("picker.title")
+    return _page(ui, title, _card(ui, title, inner))
+
+
 def _authorize_after_auth(ui: Ui, sb: Sandbox, ticket: str, req: AuthRequest, user_id: str,
                           action: str) -> Response:
     app = sb.state.app(req.client_id)
@@ -347,14 +389,21 @@ async def authorize(request: Request) -> Response:
             if user.mfa_required:
                 tk.update(stage="mfa", user_id=user.id)
                 return _mfa_form(ui, ticket, action=action)
-            return _authorize_after_auth(ui, sb, ticket, req, user.id, action)
+            return _start_session(sb, request, _authorize_after_auth(ui, sb, ticket, req, user.id, action), user.id)
         if step == "mfa":
             from . import SANDBOX_MFA_CODE
 
             if form.get("mfa_code", "").strip() != SANDBOX_MFA_CODE:
                 wrong = AuthError("invalid_grant", 50074, "The verification code is not correct. Try again.")
                 return _mfa_form(ui, ticket, wrong.text(ui.lang), action)
-            return _authorize_after_auth(ui, sb, ticket, req, tk["user_id"], action)
+            return _start_session(sb, request, _authorize_after_auth(ui, sb, ticket, req, tk["user_id"], action),
+                                  tk["user_id"])
+        if step == "pick":
+            session_user = _session_user(sb, request)
+            if form.get("action") == "account" and session_user is not None and session_user.id == tk["user_id"]:
+                return _authorize_after_auth(ui, sb, ticket, req, session_user.id, action)
+            tk.update(stage="signin")  # another account (or the session ended meanwhile): the password
+            return _signin_form(ui, sb, ticket, req, action=action)
         if step == "consent" and form.get("action") == "accept" and app is not None:
             scopes = parse_scopes(req.scope, app, consented=set(app.delegated_scopes)).graph
             sb.state.grant_user_consent(tk["user_id"], app.client_id, scopes)
@@ -374,8 +423,55 @@ async def authorize(request: Request) -> Response:
         fallback = AuthRequest(app.client_id, params.get("redirect_uri", ""), "", params.get("state"),
                                response_mode=mode if mode in ("query", "fragment", "form_post") else "query")
         return _authorize_error(ui, fallback, e)
+    user = _session_user(sb, request)
+    hint = req.login_hint.strip().lower()
+    same = user is not None and (not hint or hint == user.userPrincipalName.lower())
+    if req.prompt == "none":  # silent: a code from the session, or an error; never a page
+        if user is None:
+            return _authorize_error(ui, req, err_login_required())
+        if not same:
+            return _authorize_error(ui, req, err_interaction_required(req.login_hint))
+        if needs_consent(sb, app, user.id, parse_scopes(req.scope, app, consented=set(app.delegated_scopes)).graph):
+            return _authorize_error(ui, req, AuthError(
+                "consent_required", 65001, f"The user or administrator has not consented to use the application "
+                f"with ID '{app.client_id}' named '{app.name}'. Send an interactive authorization request for this "
+                "user and resource."))
+        return _authorize_reply(ui, req, {"code": issue_auth_code(sb, req, user.id)})
+    if req.prompt == "select_account" and user is not None:
+        return _picker(ui, sb, new_ticket(sb, stage="pick", authorize=req, user_id=user.id), req, user, action)
     ticket = new_ticket(sb, stage="signin", authorize=req)
+    if req.prompt != "login" and same and user is not None:  # the session stands for the password
+        return _authorize_after_auth(ui, sb, ticket, req, user.id, action)
     return _signin_form(ui, sb, ticket, req, login=req.login_hint, action=action)
+
+
+async def logout(request: Request) -> Response:
+    """The end-session endpoint discovery names: ends the browser session, then back to the app's registered
+    ``post_logout_redirect_uri`` (with ``state``) or a signed-out page."""
+    sb = sandbox_of(request)
+    form = {k: str(v) for k, v in (await request.form()).items()} if request.method == "POST" else {}
+    params = {**dict(request.query_params), **form}
+    ui = Ui.of(request, form)
+    target = params.get("post_logout_redirect_uri", "")
+    try:
+        _check_tenant(request)
+        if target:
+            app = sb.state.app(params.get("client_id", ""))
+            if app is None:
+                raise err_unknown_client(params.get("client_id", ""))
+            if not redirect_uri_registered(app, target):
+                raise err_redirect_uri(app, target)
+    except AuthError as e:
+        return _error_page(ui, e)
+    sid = request.cookies.get(SESSION_COOKIE)
+    if sid:
+        sb.state.end_browser_session(sid)
+    if target:
+        response: Response = _redirect_with(target, {"state": params["state"]} if "state" in params else {})
+    else:
+        response = _done(ui, ui.t("logout.title"), ui.t("logout.text"))
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+    return response
 
 
 async def error_code_page(request: Request) -> Response:
@@ -389,6 +485,8 @@ async def error_code_page(request: Request) -> Response:
 
 # -- admin consent ---------------------------------------------------------------------------
 def _redirect_with(uri: str, params: dict[str, str]) -> RedirectResponse:
+    if not params:
+        return RedirectResponse(uri, status_code=302)
     sep = "&" if "?" in uri else "?"
     return RedirectResponse(uri + sep + urlencode(params, quote_via=quote), status_code=302)
 
@@ -693,4 +791,5 @@ routes = [
     Route("/{tenant}/v2.0/adminconsent", admin_consent, methods=["GET", "POST"]),
     Route("/{tenant}/adminconsent", admin_consent, methods=["GET", "POST"]),
     Route("/{tenant}/oauth2/v2.0/authorize", authorize, methods=["GET", "POST"]),
+    Route("/{tenant}/oauth2/v2.0/logout", logout, methods=["GET", "POST"]),
 ]
