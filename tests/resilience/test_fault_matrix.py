@@ -1,5 +1,10 @@
 """Fault matrix: every Graph call crmkit makes x every fault kind, injected on the call's FIRST request only.
 
+Part 0 checks "every": the Graph calls are found by introspection (each public coroutine of ``AsyncGraph``
+but the generic ``request``/``json``, and each function elsewhere in crmkit that sends through ``.aio.json``
+or ``.aio.request`` itself); each must be exercised by a part-1 case, and each case checks that its run
+really went through the calls it names.
+
 Part 1 drives crmkit's Graph client (sandbox-minted token, default retry policy, 3 s HTTP timeout) and
 checks the documented rule: 429 is always retried (``Retry-After`` honoured); 503/504, a dropped
 connection and a timeout after commit are retried only where resending is safe (reads, the 1:1 chat
@@ -13,10 +18,15 @@ read) and checks that the message is in the sandbox exactly once, in one chat.
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib
+import inspect
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +34,7 @@ from support.sandbox import SandboxAdmin, SandboxProc, colleagues, fresh_tenant,
 
 import crmkit
 from crmkit.errors import GraphError
-from crmkit.graph import RateLimiter
+from crmkit.graph import AsyncGraph, GraphClient, RateLimiter
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.teams import activation
 from crmkit.teams.send import GraphChatGateway
@@ -110,6 +120,7 @@ class Call:
     run: Callable[[Any, dict[str, Any]], Any]
     check: Callable[[Any, dict[str, Any], Tenant], None]
     resend_safe: bool  # retried after a 503/504 or a transport failure (reads, the 1:1 chat, a $batch of reads)
+    exercises: tuple[str, ...]  # the Graph calls run goes through (names as in graph_calls(); checked by a spy)
     requests: int = 1  # requests the call makes without faults
 
 
@@ -160,42 +171,142 @@ def _check_post(result: Any, ctx: dict[str, Any], t: Tenant) -> None:
     assert result["body"]["content"] == ctx["content"]
 
 
+def _mail_of_a_colleague(g: Any, t: Tenant) -> dict[str, Any]:
+    user = g.get_user(t.people[1], select=["userPrincipalName", "mail"])
+    assert user.get("mail"), user
+    return {"upn": t.people[1], "mail": user["mail"]}
+
+
+def _send_one_of_many(g: Any, c: dict[str, Any]) -> Any:
+    [outcome] = g.send_many([(c["chat"], {"body": {"contentType": "html", "content": c["content"]}})])
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.message
+
+
+# -- part 0: every Graph call is in the matrix ----------------------------------------------------------
+
+FIND_MARKER = "crmkit.teams.send:GraphChatGateway.find_marker"
+GENERIC = {"request", "json", "aclose"}  # the transport every call goes through, and closing it
+SYNC_ONLY = {"submit", "call", "close"}  # GraphClient's own: they run a coroutine of AsyncGraph, or close
+
+
+def graph_calls() -> set[str]:
+    """Every Graph call crmkit makes, by introspection: ``AsyncGraph``'s public coroutine methods (and as
+    ``GraphClient.name`` a public method of the sync client that mirrors none of them), and as
+    ``module:Qualname`` each function outside crmkit/graph/ and the sandbox that sends a request through
+    ``….aio.json``/``….aio.request`` itself."""
+    calls = {name for name, _fn in inspect.getmembers(AsyncGraph, inspect.iscoroutinefunction)
+             if not name.startswith("_") and name not in GENERIC}
+    calls |= {f"GraphClient.{name}" for name, _fn in inspect.getmembers(GraphClient, inspect.isfunction)
+              if not name.startswith("_") and name not in SYNC_ONLY and name not in calls}
+    root = Path(crmkit.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("graph", "sandbox"):
+            continue
+        module = ".".join(("crmkit", *rel.with_suffix("").parts)).removesuffix(".__init__")
+
+        def visit(node: ast.AST, qual: tuple[str, ...], module: str = module) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                    visit(child, (*qual, child.name))
+                    continue
+                if (isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute)
+                        and child.func.attr in ("json", "request") and ast.unparse(child.func.value).endswith("aio")):
+                    calls.add(f"{module}:{'.'.join(qual)}")
+                visit(child, qual)
+
+        visit(ast.parse(path.read_text(encoding="utf-8")), ())
+    return calls
+
+
+def test_every_graph_call_is_in_the_fault_matrix() -> None:
+    found = graph_calls()
+    assert FIND_MARKER in found and {"me", "post_message", "batch"} <= found  # the introspection sees them
+    exercised = {name for call in CALLS.values() for name in call.exercises}
+    assert found - exercised == set(), f"Graph calls without a fault-matrix case: {sorted(found - exercised)}"
+    assert exercised - found == set(), f"cases name calls that do not exist: {sorted(exercised - found)}"
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...]) -> list[str]:
+    """Record which of ``names`` (as in graph_calls()) are entered; they stay working."""
+    seen: list[str] = []
+    for name in names:
+        owner: Any = AsyncGraph
+        attr = name
+        if ":" in name:
+            module, qual = name.split(":")
+            owner = importlib.import_module(module)
+            *outer, attr = qual.split(".")
+            for part in outer:
+                owner = getattr(owner, part)
+        original = getattr(owner, attr)
+
+        @functools.wraps(original)
+        async def entered(*a: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            seen.append(_name)
+            return await _original(*a, **kw)
+
+        monkeypatch.setattr(owner, attr, entered)
+    return seen
+
+
 CALLS: dict[str, Call] = {
     "search_users": Call(
         "GET", lambda c: "/v1.0/users", lambda g, t: {}, lambda g, c: g.search_users("", top=5),
-        lambda r, c, t: (len(r.users) == 5) or pytest.fail(f"{r}"), True),
+        lambda r, c, t: (len(r.users) == 5) or pytest.fail(f"{r}"), True, ("search_users",)),
     "get_user": Call(
         "GET", lambda c: "/v1.0/users/", lambda g, t: {"upn": t.people[1]}, lambda g, c: g.get_user(c["upn"]),
-        lambda r, c, t: (r["userPrincipalName"] == c["upn"]) or pytest.fail(f"{r}"), True),
+        lambda r, c, t: (r["userPrincipalName"] == c["upn"]) or pytest.fail(f"{r}"), True, ("get_user",)),
     "me": Call(
         "GET", lambda c: "/v1.0/me", lambda g, t: {}, lambda g, c: g.me(),
-        lambda r, c, t: (r["userPrincipalName"] == SANDBOX_DEFAULT_UPN) or pytest.fail(f"{r}"), True),
+        lambda r, c, t: (r["userPrincipalName"] == SANDBOX_DEFAULT_UPN) or pytest.fail(f"{r}"), True, ("me",)),
     "create_1on1_chat": Call(
         "POST", lambda c: "/v1.0/chats", lambda g, t: {"other": t.people[2]},
         lambda g, c: g.get_or_create_chat(SANDBOX_DEFAULT_UPN, c["other"]),
-        lambda r, c, t: None, True),
+        lambda r, c, t: None, True, ("get_or_create_chat",)),
     "create_group_chat": Call(
         "POST", lambda c: "/v1.0/chats", lambda g, t: {"members": [SANDBOX_DEFAULT_UPN, *t.people[:2]]},
         lambda g, c: g.create_group_chat(c["members"], topic="Fault matrix"),
-        lambda r, c, t: (r["chatType"] == "group") or pytest.fail(f"{r}"), False),
+        lambda r, c, t: (r["chatType"] == "group") or pytest.fail(f"{r}"), False, ("create_group_chat",)),
     "find_group_chat": Call(
         "GET", lambda c: "/v1.0/me/chats", _group, lambda g, c: g.find_group_chat(c["members"], topic=c["topic"]),
-        lambda r, c, t: (r is not None and r["id"] == c["chat"]) or pytest.fail(f"{r}"), True),
+        lambda r, c, t: (r is not None and r["id"] == c["chat"]) or pytest.fail(f"{r}"), True, ("find_group_chat",)),
     "post_message": Call(
         "POST", lambda c: f"/v1.0/chats/{c['chat']}/messages",
         lambda g, t: {**_chat(g, t), "content": f"fault matrix {uuid.uuid4()}"},
-        lambda g, c: g.send_message(c["chat"], c["content"]), _check_post, False),
+        lambda g, c: g.send_message(c["chat"], c["content"]), _check_post, False, ("send_message", "post_message")),
     "list_chat_messages": Call(
         "GET", lambda c: f"/v1.0/chats/{c['chat']}/messages", _posted, _find,
-        lambda r, c, t: (r == c["id"]) or pytest.fail(f"{r} != {c['id']}"), True),
+        lambda r, c, t: (r == c["id"]) or pytest.fail(f"{r} != {c['id']}"), True, (FIND_MARKER,)),
     "list_chat_messages_two_pages": Call(  # $orderby/$filter kept through nextLink and the retry
         "GET", lambda c: f"/v1.0/chats/{c['chat']}/messages", _posted_then_more, _find, _check_second_page, True,
-        requests=2),
+        (FIND_MARKER,), requests=2),
     "batch": Call(
         "POST", lambda c: "/v1.0/$batch", lambda g, t: {"upn": t.people[0]},
         lambda g, c: g.batch([{"method": "GET", "url": "/me"}, {"method": "GET", "url": f"/users/{c['upn']}"}]),
-        lambda r, c, t: ([x["status"] for x in r] == [200, 200]) or pytest.fail(f"{r}"), True),  # reads only
+        lambda r, c, t: ([x["status"] for x in r] == [200, 200]) or pytest.fail(f"{r}"), True,  # reads only
+        ("batch",)),
+    "find_user_by_mail": Call(
+        "GET", lambda c: "/v1.0/users", _mail_of_a_colleague, lambda g, c: g.find_user_by_mail(c["mail"]),
+        lambda r, c, t: (r is not None and r["userPrincipalName"] == c["upn"]) or pytest.fail(f"{r}"), True,
+        ("find_user_by_mail",)),
+    "iter_users": Call(  # three pages through nextLink; the fault hits the first
+        "GET", lambda c: "/v1.0/users", lambda g, t: {}, lambda g, c: g.iter_users("", top=5, limit=12),
+        lambda r, c, t: (len({u["id"] for u in r}) == 12) or pytest.fail(f"{r}"), True,
+        ("iter_users", "search_users"), requests=3),
+    "get_or_create_group_chat": Call(  # the look-up finds the chat made in setup: no second one
+        "GET", lambda c: "/v1.0/me/chats", _group,
+        lambda g, c: g.get_or_create_group_chat(c["members"], topic=c["topic"]),
+        lambda r, c, t: (r["id"] == c["chat"]) or pytest.fail(f"{r}"), True,
+        ("get_or_create_group_chat", "find_group_chat")),
+    "send_many": Call(  # one message: its outcome's error is what the caller sees
+        "POST", lambda c: f"/v1.0/chats/{c['chat']}/messages",
+        lambda g, t: {**_chat(g, t), "content": f"fault matrix many {uuid.uuid4()}"}, _send_one_of_many,
+        _check_post, False, ("send_many", "post_message")),
 }
+POSTS_A_MESSAGE = {"post_message", "send_many"}
 
 
 def client_retries(call: Call, fault: str) -> bool:
@@ -212,8 +323,10 @@ CLIENT_CASES = [(name, fault) for name, call in CALLS.items() for fault in FAULT
 
 
 @pytest.mark.parametrize(("name", "fault"), CLIENT_CASES, ids=[f"{n}-{f}" for n, f in CLIENT_CASES])
-def test_graph_client_under_a_fault_on_the_first_request(t: Tenant, name: str, fault: str) -> None:
+def test_graph_client_under_a_fault_on_the_first_request(t: Tenant, name: str, fault: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     call = CALLS[name]
+    seen = spy(monkeypatch, call.exercises)
     g = minted_graph(t.admin, timeout=CLIENT_TIMEOUT)
     try:
         ctx = call.setup(g, t)
@@ -222,6 +335,7 @@ def test_graph_client_under_a_fault_on_the_first_request(t: Tenant, name: str, f
             expected_chat = g.get_or_create_chat(SANDBOX_DEFAULT_UPN, ctx["other"])["id"]
         inject(t.admin, fault, call.path(ctx), call.method)
         before = g.stats.get("requests", 0)
+        seen.clear()  # the setup's calls do not count
         if client_retries(call, fault):
             result = call.run(g, ctx)
             call.check(result, ctx, t)
@@ -239,9 +353,10 @@ def test_graph_client_under_a_fault_on_the_first_request(t: Tenant, name: str, f
                 assert err.request_id in str(err)
             else:
                 assert err.status is None and "could not be reached" in str(err), err
-            if name == "post_message":  # stored only when the server committed before the fault
+            if name in POSTS_A_MESSAGE:  # stored only when the server committed before the fault
                 assert _stored(t, ctx["chat"], ctx["content"]) == (fault == "timeout_after_commit")
         assert faults_left(t.admin) == 0  # the fault really hit the call
+        assert set(seen) == set(call.exercises), seen  # the case runs through the calls it names
     finally:
         g.close()
 
