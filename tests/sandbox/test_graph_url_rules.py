@@ -96,6 +96,21 @@ def test_percent_encoded_chat_ids_resolve(sandbox, raw):
     assert listed.json()["value"][0]["chatId"] == cid
 
 
+def test_member_binds_with_an_encoded_upn_or_an_id_name_the_same_user(sandbox, raw):
+    bob = raw.get("/v1.0/users/jonas.becker%40contoso.example").json()
+    chats = set()
+    for ref in ("users('jonas.becker%40contoso.example')", f"users/{bob['id']}",
+                "users('jonas.becker@contoso.example')"):
+        r = raw.post("/v1.0/chats", json={"chatType": "oneOnOne", "members": [
+            {"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
+             "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{SANDBOX_DEFAULT_UPN}')"},
+            {"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
+             "user@odata.bind": f"https://graph.microsoft.com/v1.0/{ref}"}]})
+        assert r.status_code == 201, r.text
+        chats.add(r.json()["id"])
+    assert len(chats) == 1
+
+
 # -- $-prefixed query names ---------------------------------------------------------------------
 def test_dollar_query_names_also_arrive_percent_encoded(raw):
     # kiota-based SDKs write the names as %24top, %24select.
@@ -135,6 +150,16 @@ def test_unknown_versions_answer_in_graphs_error_shape(raw, path):
     # Real Graph's words for a version it does not know; the sandbox serves v1.0 only.
     err = graph_error(raw.get(path), 400, "BadRequest")
     assert err["message"] == "Invalid version."
+
+
+@pytest.mark.parametrize("path", ["/beta/me", "/v1.0/nosuch", "/v1.0/users/nobody%40contoso.example"])
+def test_error_inner_ids_echo_the_client_request_id_and_match_the_headers(raw, path):
+    crid = "0f0e0d0c-0b0a-4909-8807-060504030201"
+    r = raw.get(path, headers={"client-request-id": crid})
+    assert r.status_code in (400, 404), r.text
+    inner = r.json()["error"]["innerError"]
+    assert inner["client-request-id"] == crid == r.headers["client-request-id"]
+    assert inner["request-id"] == r.headers["request-id"]
 
 
 def test_a_path_without_version_on_the_graph_host_is_an_invalid_version(raw):
