@@ -20,6 +20,8 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     graph_answer = graph.unknown_version(request)
     if graph_answer is not None:
         return graph_answer
+    if "text/html" in request.headers.get("accept", ""):  # a browser: a page, never raw JSON
+        return views.not_found_page(request)
     return JSONResponse({"error": "not_found", "error_description": f"No sandbox endpoint at {request.url.path}"},
                         status_code=404)
 

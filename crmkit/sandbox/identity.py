@@ -131,7 +131,8 @@ def err_consent(app: App) -> AuthError:
 
 
 def err_missing(param: str) -> AuthError:
-    return AuthError("invalid_request", 900144, f"The request body must contain the following parameter: '{param}'.")
+    return AuthError("invalid_request", 900144, f"The request body must contain the following parameter: '{param}'.",
+                     detail={"param": param})
 
 
 def err_unknown_client(client_id: str) -> AuthError:

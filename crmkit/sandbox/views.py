@@ -38,6 +38,7 @@ from .identity import (
     authorization_request,
     err_interaction_required,
     err_login_required,
+    err_missing,
     err_redirect_uri,
     err_unknown_client,
     find_user_code,
@@ -414,6 +415,8 @@ async def authorize(request: Request) -> Response:
     try:
         _check_tenant(request)
         app = authorization_client(sb, params)
+        if not params.get("response_type"):  # not an OAuth request at all: nothing to send back
+            raise err_missing("response_type")
     except AuthError as e:
         return _error_page(ui, e)
     try:
@@ -474,6 +477,24 @@ async def logout(request: Request) -> Response:
     return response
 
 
+async def post_only(request: Request) -> Response:
+    """The token and device-code endpoints opened in a browser: Entra's AADSTS900561 page, not JSON."""
+    try:
+        _check_tenant(request)
+        e = AuthError("invalid_request", 900561, f"The endpoint only accepts POST requests. Received a "
+                      f"{request.method} request.", detail={"method": request.method})
+    except AuthError as bad_tenant:
+        e = bad_tenant
+    return _error_page(Ui.of(request), e, status=400)
+
+
+def not_found_page(request: Request) -> Response:
+    """A 404 for a browser (it asked for HTML): a page in the person's language instead of the JSON body."""
+    ui = Ui.of(request)
+    title = ui.t("notfound.title")
+    return _page(ui, title, _card(ui, title, f"<p>{escape(ui.t('notfound.text'))}</p>"), status=404)
+
+
 async def error_code_page(request: Request) -> Response:
     """The page behind an error response's ``error_uri`` (``/error?code=50126``)."""
     ui = Ui.of(request)
@@ -502,6 +523,8 @@ async def admin_consent(request: Request) -> Response:
             raise AuthError("invalid_request", 90130, "Admin consent cannot use the /common endpoint; use "
                             "/organizations or the tenant.")
         client_id = q.get("client_id", "")
+        if not client_id:
+            raise err_missing("client_id")
         app = sb.state.app(client_id)
         if app is None:
             raise err_unknown_client(client_id)
@@ -792,4 +815,6 @@ routes = [
     Route("/{tenant}/adminconsent", admin_consent, methods=["GET", "POST"]),
     Route("/{tenant}/oauth2/v2.0/authorize", authorize, methods=["GET", "POST"]),
     Route("/{tenant}/oauth2/v2.0/logout", logout, methods=["GET", "POST"]),
+    Route("/{tenant}/oauth2/v2.0/token", post_only, methods=["GET"]),
+    Route("/{tenant}/oauth2/v2.0/devicecode", post_only, methods=["GET"]),
 ]
