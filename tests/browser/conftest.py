@@ -15,10 +15,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from support.sandbox import SandboxAdmin, SandboxProc, colleagues, sign_in
+from support.sandbox import SandboxAdmin, SandboxProc, colleagues, sign_in_then_forget
 
 import crmkit
-from crmkit.auth import _cache, _msal
 from crmkit.crm import ADDRESS_COLUMNS, CRM, rebuild_search_index
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.voila_launch import free_port, server_url, start_voila, stop_voila, wait_until_up
@@ -113,12 +112,8 @@ def voila_with_anna_signed_in(base: Path, log_path: Path, seed: Callable[[crmkit
             crm = crmkit.open(db)
             seed(crm)
             crm.add_user("anna", "Anna Schmidt", roles=["sales"])
-            anna = CRM(crm.store, "anna")
-            sign_in(anna, SANDBOX_DEFAULT_UPN)  # the sandbox's device-code page, as a browser posts it
-            anna.teams.close()
-            crm.store.close()
-            _cache.forget_caches()
-            _msal._apps.clear()
+            # the sandbox's device-code page, as a browser posts it; closes anna's session and the shared store
+            sign_in_then_forget(CRM(crm.store, "anna"), SANDBOX_DEFAULT_UPN)
         users = {u["userPrincipalName"]: u for u in admin.get("users")["value"]}
         recipients = [users[upn] for upn in colleagues(admin, 2)]
         port = free_port()

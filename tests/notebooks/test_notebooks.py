@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.sandbox import SandboxProc, sign_in
+from support.sandbox import SandboxProc, sign_in_then_forget
 
 import crmkit
 from crmkit import privacy
-from crmkit.auth import _cache, _msal
 from crmkit.demo import prepare_database
 from crmkit.demo_data import DEMO_USERS
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
@@ -114,14 +113,7 @@ def signed_in(notebook_sandbox: NotebookSandbox, notebook_db: Path) -> Callable[
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("CRMKIT_SANDBOX_URL", notebook_sandbox.url)
             mp.setenv("CRMKIT_HOME", str(notebook_sandbox.home))
-            crm = crmkit.open(notebook_db, user)
-            try:
-                sign_in(crm, SANDBOX_DEFAULT_UPN)
-            finally:
-                crm.teams.close()
-                crm.store.close()
-                _cache.forget_caches()
-                _msal._apps.clear()
+            sign_in_then_forget(crmkit.open(notebook_db, user), SANDBOX_DEFAULT_UPN)
         done.add(user)
 
     return sign

@@ -163,6 +163,26 @@ def sign_in(crm: Any, upn: str, password: str = SANDBOX_PASSWORD) -> Any:
     return pending.wait()
 
 
+def forget_msal() -> None:
+    """Empty crmkit's process-wide msal apps and in-memory token caches (what is persisted stays)."""
+    from crmkit.auth import _cache, _msal
+
+    _cache.forget_caches()
+    _msal._apps.clear()
+
+
+def sign_in_then_forget(crm: Any, upn: str = SANDBOX_DEFAULT_UPN, password: str = SANDBOX_PASSWORD) -> Any:
+    """:func:`sign_in`, then close ``crm``'s Teams session and its store and :func:`forget_msal`: the sign-in is
+    left only in the persisted token cache under ``CRMKIT_HOME``, where the process that runs next (a kernel,
+    the README's Python) finds it, and the file is free for it."""
+    try:
+        return sign_in(crm, upn, password)
+    finally:
+        crm.teams.close()
+        crm.store.close()
+        forget_msal()
+
+
 def colleagues(admin: SandboxAdmin, n: int) -> list[str]:
     """``n`` ordinary, enabled members of the sandbox directory (not the default sender, not special users)."""
     special = ("anna.schmidt@", "admin@", "mfa.only@", "disabled.user@")
@@ -178,20 +198,16 @@ def fresh_tenant(proc: SandboxProc, monkeypatch: Any, tmp_path: Path, admin_clas
                  ) -> Iterator[Any]:
     """A reset sandbox for one test: CRMKIT_SANDBOX_URL points at it, CRMKIT_HOME is private, and
     crmkit's process-wide MSAL apps and token caches start empty (and are emptied again after)."""
-    from crmkit.auth import _cache, _msal
-
     admin = admin_class(proc.url)
     admin.reset()
     monkeypatch.setenv("CRMKIT_SANDBOX_URL", proc.url)
     monkeypatch.setenv("CRMKIT_HOME", str(tmp_path / "home"))
-    _cache.forget_caches()
-    _msal._apps.clear()
+    forget_msal()
     try:
         yield admin
     finally:
         admin.close()
-        _cache.forget_caches()
-        _msal._apps.clear()
+        forget_msal()
 
 
 @contextmanager
