@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.sandbox import PYTHON, SandboxAdmin, SandboxProc, sign_in
+from support.readme import OTHER_TOOLS, blocks, crmkit_python_blocks, sections
+from support.sandbox import PYTHON, SandboxAdmin, SandboxProc, sign_in_then_forget
 
 import crmkit
-from crmkit.auth import _cache, _msal
 from crmkit.demo import prepare_database
-from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_TENANT_ID
 
 pytestmark = pytest.mark.notebooks
 
@@ -32,7 +32,8 @@ README = ROOT / "README.md"
 
 
 def python_blocks(text: str) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```$", text, flags=re.S | re.M)
+    # not the "Use the sandbox from other tools" blocks: tests/sandbox/test_readme_other_tools.py runs those
+    return crmkit_python_blocks(text)
 
 
 def stated_user(code: str) -> str:
@@ -66,14 +67,7 @@ def readme_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadmeSet
                 mp.setenv(key, value)
             # the demo's database: demo users (anna, ben, tom, petra, kai, vera), Teams switched on
             prepare_database(str(folder / "crm.duckdb"), 200, io.StringIO())
-            crm = crmkit.open(folder / "crm.duckdb", user)
-            try:
-                sign_in(crm, SANDBOX_DEFAULT_UPN)
-            finally:
-                crm.teams.close()
-                crm.store.close()
-                _cache.forget_caches()
-                _msal._apps.clear()
+            sign_in_then_forget(crmkit.open(folder / "crm.duckdb", user), SANDBOX_DEFAULT_UPN)
         yield ReadmeSetup(folder, env, admin, user)
     finally:
         admin.close()
@@ -87,7 +81,12 @@ def _run(setup: ReadmeSetup, code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_readme_has_python_blocks() -> None:
-    assert python_blocks(README.read_text(encoding="utf-8"))
+    text = README.read_text(encoding="utf-8")
+    assert python_blocks(text)
+    # every ```python block is run by this test or by the other-tools one, none by both
+    theirs = blocks(sections(text)[OTHER_TOOLS], "python")
+    assert theirs and not set(theirs) & set(python_blocks(text))
+    assert len(python_blocks(text)) + len(theirs) == len(blocks(text, "python"))
 
 
 def test_readme_names_the_user_its_code_runs_as(readme_setup: ReadmeSetup) -> None:
@@ -121,3 +120,6 @@ def test_quick_start_says_what_make_demo_starts() -> None:
     for label in [*shown, "notebooks", "teams"]:
         assert re.search(rf"^  {label} +http://127\.0\.0\.1:", quick, flags=re.M), label
     assert "?user=" in quick and "Sandbox-Pass-1" in quick
+    # the sandbox's https listener for other tools (crmkit demo prints these two; tests/core/test_cli.py)
+    assert re.search(rf"^  authority +https://127\.0\.0\.1:8766/{SANDBOX_TENANT_ID} ", quick, flags=re.M)
+    assert re.search(r"^  CA file +\S+/\.crmkit/sandbox/tls/ca\.pem ", quick, flags=re.M)
