@@ -2,38 +2,202 @@
 
 Each migration is a list of statements run in one transaction with its record row, so a database
 is always at a whole migration. Add new migrations at the end; never edit an applied one.
+
+Migrations are history: each is fixed SQL written here, never built from today's code (this module
+imports nothing of crmkit's features), so a database created today and one upgraded from any older
+migration end with the same schema (tests/core/test_migrations_history.py). The built-in roles and
+their rights are seeded as the fixed list they had at migration 1; a role or right added to
+:mod:`crmkit.rights` later comes with a new migration that adds it to existing databases, e.g.
+``INSERT INTO role_rights SELECT 'admin', 'new.right' WHERE EXISTS (SELECT 1 FROM roles WHERE name =
+'admin') ON CONFLICT DO NOTHING``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .campaigns._schema import CAMPAIGNS_MIGRATION
 from .errors import NotACrmkitDatabase
-from .rights import BUILTIN_ROLES
-from .teams.outbox import OUTBOX_MIGRATION
 
 if TYPE_CHECKING:
     from .store import Store, Tx
 
 __all__ = ["MIGRATIONS", "migrate"]
 
-def _words_sql() -> str:
-    from .crm import words_sql
-
-    return words_sql()
-
 
 def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _seed_roles() -> list[str]:
+# The built-in roles as migration 1 seeded them: (role, German label, English label, rights).
+_ROLES_AT_1: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("admin", "Administrator", "Administrator", (
+        "teams.admin", "teams.send", "campaign.admin", "privacy.admin", "privacy.read_log", "system.admin")),
+    ("teams_admin", "Teams-Verwalter", "Teams administrator", ("teams.admin", "teams.send")),
+    ("privacy_officer", "Datenschutzbeauftragte(r)", "Privacy officer", ("privacy.admin", "privacy.read_log")),
+    ("campaign_manager", "Kampagnenverwalter", "Campaign manager", ("campaign.admin", "teams.send")),
+    ("sales", "Vertrieb", "Sales", ("teams.send",)),
+    ("viewer", "Nur lesen", "Read only", ()),
+)
+
+
+def _seed_roles(roles: tuple[tuple[str, str, str, tuple[str, ...]], ...]) -> list[str]:
     out = []
-    for role, (de, en, rights) in BUILTIN_ROLES.items():
+    for role, de, en, rights in roles:
         out.append(f"INSERT INTO roles VALUES ({_q(role)}, {_q(de)}, {_q(en)})")
         out += [f"INSERT INTO role_rights VALUES ({_q(role)}, {_q(r)})" for r in rights]
     return out
+
+
+# Migration 4: the durable outbox (crmkit/teams/outbox.py queries it).
+_OUTBOX_AT_4: list[str] = [
+    """CREATE TABLE outbox_batches (
+        id VARCHAR PRIMARY KEY,
+        created_at TIMESTAMP NOT NULL,
+        user_name VARCHAR NOT NULL,
+        account VARCHAR,
+        channel VARCHAR NOT NULL,
+        trigger VARCHAR NOT NULL,
+        purpose VARCHAR,
+        subject VARCHAR NOT NULL,
+        options JSON,
+        record_contact BOOLEAN NOT NULL,
+        source VARCHAR,
+        status VARCHAR NOT NULL)""",
+    """CREATE TABLE outbox (
+        id VARCHAR PRIMARY KEY,
+        batch_id VARCHAR NOT NULL,
+        seq INTEGER NOT NULL,
+        marker VARCHAR NOT NULL,
+        chat_kind VARCHAR NOT NULL,
+        members JSON NOT NULL,
+        topic VARCHAR,
+        chat_id VARCHAR,
+        recipients JSON NOT NULL,
+        address_ids JSON NOT NULL,
+        field_names JSON NOT NULL,
+        payload JSON NOT NULL,
+        contact_subject VARCHAR,
+        contact_notes VARCHAR,
+        status VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_attempt_at TIMESTAMP,
+        message_id VARCHAR,
+        error VARCHAR,
+        finished_at TIMESTAMP)""",
+    "ALTER TABLE contacts ADD COLUMN recipients VARCHAR",
+    "ALTER TABLE contacts ADD COLUMN message_id VARCHAR",
+    "ALTER TABLE contacts ADD COLUMN link VARCHAR",
+]
+
+# Migration 5: campaigns, reaction actions and their runs (crmkit/campaigns). All ``*_at`` columns of runs,
+# actions and the worker lease are naive UTC, so a worker on another machine (or in another time zone)
+# compares them correctly. Only small BIGINT indexes: every index is loaded on every ATTACH.
+_CAMPAIGNS_AT_5: list[str] = [
+    "CREATE SEQUENCE campaigns_seq",
+    """CREATE TABLE campaigns (
+        id BIGINT PRIMARY KEY DEFAULT nextval('campaigns_seq'),
+        name VARCHAR NOT NULL,
+        description VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        created_by VARCHAR NOT NULL,
+        modified_at TIMESTAMP NOT NULL,
+        modified_by VARCHAR NOT NULL)""",
+    "CREATE SEQUENCE campaign_activities_seq",
+    """CREATE TABLE campaign_activities (
+        id BIGINT PRIMARY KEY DEFAULT nextval('campaign_activities_seq'),
+        campaign_id BIGINT NOT NULL,
+        name VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        description VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        created_by VARCHAR NOT NULL)""",
+    """CREATE TABLE campaign_participants (
+        activity_id BIGINT NOT NULL,
+        address_id BIGINT NOT NULL,
+        added_at TIMESTAMP NOT NULL,
+        added_by VARCHAR NOT NULL,
+        PRIMARY KEY (activity_id, address_id))""",
+    "CREATE SEQUENCE campaign_reactions_seq",
+    """CREATE TABLE campaign_reactions (
+        id BIGINT PRIMARY KEY DEFAULT nextval('campaign_reactions_seq'),
+        activity_id BIGINT NOT NULL,
+        name VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        created_by VARCHAR NOT NULL)""",
+    "CREATE SEQUENCE campaign_actions_seq",
+    """CREATE TABLE campaign_actions (
+        id BIGINT PRIMARY KEY DEFAULT nextval('campaign_actions_seq'),
+        reaction_id BIGINT NOT NULL,
+        kind VARCHAR NOT NULL CHECK (kind IN ('teams_message')),
+        description VARCHAR NOT NULL,
+        active BOOLEAN NOT NULL,
+        recipients JSON NOT NULL,
+        subject VARCHAR NOT NULL,
+        message VARCHAR NOT NULL,
+        timing VARCHAR NOT NULL CHECK (timing IN ('immediately', 'delay', 'at')),
+        delay_seconds BIGINT,
+        run_at TIMESTAMP,
+        record_contact BOOLEAN NOT NULL,
+        include_record BOOLEAN NOT NULL,
+        record_format VARCHAR NOT NULL,
+        chat VARCHAR NOT NULL,
+        importance VARCHAR NOT NULL,
+        skip_blocked BOOLEAN NOT NULL,
+        purpose VARCHAR,
+        language VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        created_by VARCHAR NOT NULL,
+        modified_at TIMESTAMP NOT NULL,
+        modified_by VARCHAR NOT NULL)""",
+    # History: one row per reaction recorded for an address. (reaction, address) is unique, so
+    # recording the same reaction again is a no-op and cannot create runs twice.
+    "CREATE SEQUENCE campaign_recorded_seq",
+    """CREATE TABLE campaign_recorded_reactions (
+        id BIGINT PRIMARY KEY DEFAULT nextval('campaign_recorded_seq'),
+        activity_id BIGINT NOT NULL,
+        reaction_id BIGINT NOT NULL,
+        address_id BIGINT NOT NULL,
+        recorded_at TIMESTAMP NOT NULL,
+        recorded_by VARCHAR NOT NULL,
+        notes VARCHAR)""",
+    "CREATE UNIQUE INDEX campaign_recorded_key ON campaign_recorded_reactions (reaction_id, address_id)",
+    "CREATE SEQUENCE campaign_runs_seq",
+    """CREATE TABLE campaign_runs (
+        id BIGINT PRIMARY KEY DEFAULT nextval('campaign_runs_seq'),
+        action_id BIGINT NOT NULL,
+        recorded_reaction_id BIGINT NOT NULL,
+        address_id BIGINT NOT NULL,
+        status VARCHAR NOT NULL CHECK (status IN ('due', 'retry', 'running', 'done', 'failed', 'skipped')),
+        created_at TIMESTAMP NOT NULL,
+        due_at TIMESTAMP NOT NULL,
+        next_attempt_at TIMESTAMP,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        claimed_by VARCHAR,
+        claim_pid INTEGER,
+        claim_host VARCHAR,
+        claim_expires_at TIMESTAMP,
+        batch_id VARCHAR,
+        error VARCHAR,
+        finished_at TIMESTAMP)""",
+    "CREATE UNIQUE INDEX campaign_runs_key ON campaign_runs (action_id, recorded_reaction_id)",
+    """CREATE TABLE campaign_worker_lease (
+        name VARCHAR PRIMARY KEY,
+        holder VARCHAR NOT NULL,
+        pid INTEGER NOT NULL,
+        host VARCHAR NOT NULL,
+        acquired_at TIMESTAMP NOT NULL,
+        heartbeat_at TIMESTAMP NOT NULL,
+        expires_at TIMESTAMP NOT NULL)""",
+]
+
+# Migration 6: the search words of the addresses already there, as crmkit.crm.words_sql() made them then
+# (lower-case words of company, names, city, e-mail, each also without accents), in word order.
+_WORDS_AT_6 = (
+    "INSERT INTO address_words SELECT * FROM (SELECT DISTINCT w AS word, id AS address_id FROM ("
+    "  SELECT id, unnest(list_distinct(list_concat(ws, list_transform(ws, lambda x: strip_accents(x))))) AS w"
+    "  FROM (SELECT id, string_split_regex(lower(concat_ws(' ', company, first_name, last_name, city, email)), "
+    r"'[^\p{L}\p{N}]+') AS ws FROM addresses WHERE TRUE)) WHERE w <> '') ORDER BY word"
+)
 
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -110,7 +274,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             notes VARCHAR,
             user_name VARCHAR NOT NULL,
             source VARCHAR NOT NULL)""",
-        *_seed_roles(),
+        *_seed_roles(_ROLES_AT_1),
         "INSERT INTO users (name, display_name) VALUES ('admin', 'Administrator')",
         "INSERT INTO user_roles VALUES ('admin', 'admin')",
         """INSERT INTO contact_types (code, label) VALUES
@@ -208,11 +372,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX transfer_log_address ON transfer_log (address_id)",
         "CREATE INDEX transfer_log_dedupe ON transfer_log (dedupe_key)",
     ]),
-    (4, "teams send: durable outbox; contacts carry recipients and a message link", OUTBOX_MIGRATION),
-    (5, "campaigns: activities, participants, reactions, reaction actions, runs, worker lease", CAMPAIGNS_MIGRATION),
+    (4, "teams send: durable outbox; contacts carry recipients and a message link", _OUTBOX_AT_4),
+    (5, "campaigns: activities, participants, reactions, reaction actions, runs, worker lease", _CAMPAIGNS_AT_5),
     (6, "search: a sorted word index over company, names, city and e-mail", [
         "CREATE TABLE address_words (word VARCHAR NOT NULL, address_id BIGINT NOT NULL)",
-        f"INSERT INTO address_words SELECT * FROM ({_words_sql()}) ORDER BY word",
+        _WORDS_AT_6,
     ]),
     (7, "outbox: when a message was first claimed, which bounds the read-back of an unanswered post", [
         "ALTER TABLE outbox ADD COLUMN first_attempt_at TIMESTAMP",
@@ -225,6 +389,22 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (9, "sessions: the kind of process (dashboard, notebook, script), so only pages are asked to reopen", [
         # Rows from before stay NULL: of unknown kind, they are not listed (they purge within a week).
         "ALTER TABLE sessions ADD COLUMN kind VARCHAR",
+    ]),
+    # A consent link's state, so the redirect crmkit serves can tell whose request it answers. Only the
+    # sha256 of the state is kept: a copied database cannot answer an open request.
+    (10, "consent_requests: the admin-consent links handed out and how each was answered", [
+        """CREATE TABLE consent_requests (
+            state_hash VARCHAR PRIMARY KEY,
+            scope VARCHAR NOT NULL,
+            tenant_id VARCHAR NOT NULL,
+            client_id VARCHAR NOT NULL,
+            redirect_uri VARCHAR NOT NULL,
+            lang VARCHAR NOT NULL,
+            requested_by VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            expires_at TIMESTAMP NOT NULL,
+            answered_at TIMESTAMP,
+            outcome VARCHAR)""",
     ]),
 ]
 

@@ -11,6 +11,9 @@ A row in ``sending`` may or may not have reached Teams (the process died, the an
 Before posting it again the sender reads the chat back and looks for the row's marker (the
 adaptive-card attachment id, which crmkit chose): found means delivered, so it is never posted
 twice. Delivery state, transfer-log rows and contacts commit in one transaction.
+
+The tables ``outbox_batches`` and ``outbox`` are made by migrations 4, 7 and 8 (crmkit/migrations.py);
+this module only queries them.
 """
 
 from __future__ import annotations
@@ -264,44 +267,3 @@ def finish(store: Store, deliveries: Sequence[Delivery], *, write_side_effects: 
                 write_side_effects(tx, row, d)
 
     store.write(run)
-
-
-OUTBOX_MIGRATION: list[str] = [
-    """CREATE TABLE outbox_batches (
-        id VARCHAR PRIMARY KEY,
-        created_at TIMESTAMP NOT NULL,
-        user_name VARCHAR NOT NULL,
-        account VARCHAR,
-        channel VARCHAR NOT NULL,
-        trigger VARCHAR NOT NULL,
-        purpose VARCHAR,
-        subject VARCHAR NOT NULL,
-        options JSON,
-        record_contact BOOLEAN NOT NULL,
-        source VARCHAR,
-        status VARCHAR NOT NULL)""",
-    """CREATE TABLE outbox (
-        id VARCHAR PRIMARY KEY,
-        batch_id VARCHAR NOT NULL,
-        seq INTEGER NOT NULL,
-        marker VARCHAR NOT NULL,
-        chat_kind VARCHAR NOT NULL,
-        members JSON NOT NULL,
-        topic VARCHAR,
-        chat_id VARCHAR,
-        recipients JSON NOT NULL,
-        address_ids JSON NOT NULL,
-        field_names JSON NOT NULL,
-        payload JSON NOT NULL,
-        contact_subject VARCHAR,
-        contact_notes VARCHAR,
-        status VARCHAR NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_attempt_at TIMESTAMP,
-        message_id VARCHAR,
-        error VARCHAR,
-        finished_at TIMESTAMP)""",
-    "ALTER TABLE contacts ADD COLUMN recipients VARCHAR",
-    "ALTER TABLE contacts ADD COLUMN message_id VARCHAR",
-    "ALTER TABLE contacts ADD COLUMN link VARCHAR",
-]
