@@ -1,0 +1,38 @@
+"""The store and its migrations stand alone: opening a database imports no crmkit feature and no httpx.
+
+Run in a fresh interpreter, so modules other tests imported do not hide an import.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.core
+
+# crmkit (the package; its __init__ loads the session lazily), the store, its migrations and the
+# error tree (a leaf: it loads the catalog only when an error text is asked for).
+ALLOWED = {"crmkit", "crmkit.store", "crmkit.migrations", "crmkit.errors"}
+
+_PROBE = """
+import json, sys
+import crmkit.store
+s = crmkit.store.Store(":memory:")
+s.read(lambda tx: tx.rows("SELECT count(*) FROM roles"))
+f = crmkit.store.Store(sys.argv[1])
+f.write(lambda tx: tx.execute("INSERT INTO users (name, display_name) VALUES ('ben', 'Ben')"))
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_opening_a_store_imports_no_feature_module_and_no_httpx(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path / "crm.duckdb")], capture_output=True,
+                         text=True, timeout=120, check=True)
+    modules = set(json.loads(out.stdout))
+    crmkit_modules = {m for m in modules if m == "crmkit" or m.startswith("crmkit.")}
+    assert crmkit_modules - ALLOWED == set()
+    assert not {m for m in modules if m == "httpx" or m.startswith("httpx.")}
