@@ -10,6 +10,7 @@ Entra's ``error_description`` does; a page shows the same error in the person's 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -32,6 +33,11 @@ GRAPH_PREFIXES = (
     "00000003-0000-0000-c000-000000000000/",
 )
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+# The sandbox's other resource URLs: its Graph host on any port, and every loopback origin (the sandbox listens
+# on loopback only, so that is the host a client was given: kiota's Azure provider asks for
+# "<scheme>://<host:port>/.default" of its base URL).
+_OWN_RESOURCE = re.compile(r"https?://(?:graph\.crmkit\.localhost|localhost|127\.0\.0\.1|\[::1\])(?::\d{1,5})?/",
+                           re.IGNORECASE)
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _USER_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 # Tenant path segments this sandbox answers for.
@@ -185,12 +191,15 @@ def parse_scopes(raw: str, app: App, *, consented: set[str]) -> ScopeRequest:
             oidc.add(item)
             continue
         prefix = ""
+        own = _OWN_RESOURCE.match(item)
         for p in GRAPH_PREFIXES:
             if item.lower().startswith(p):
                 prefix, item = item[: len(p)], item[len(p):]
                 break
         else:
-            if "/" in item:
+            if own:
+                prefix, item = item[: own.end()], item[own.end():]
+            elif "/" in item:
                 raise AuthError(
                     "invalid_resource", 500011,
                     f"The resource principal named {item.rsplit('/', 1)[0]} was not found in the tenant named "
