@@ -188,3 +188,12 @@ def test_logout_ends_the_session(sp: SandboxProc, browser: Browser) -> None:
     bad = browser.get(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/logout?client_id={SANDBOX_CLIENT_ID}"
                       "&post_logout_redirect_uri=https://evil.example/")
     assert bad.status_code == 400 and "location" not in bad.headers and "AADSTS50011" in bad.text
+
+
+def test_prompt_consent_with_a_session_asks_for_consent_not_the_password(sp: SandboxProc, browser: Browser) -> None:
+    _sign_in(sp, browser)
+    page = browser.get(_authorize_url(sp.url, prompt="consent", ui_locales="de"))
+    assert page.status_code == 200 and 'name="passwd"' not in page.text and "User.Read" in page.text
+    done = browser.submit(page, button="accept")
+    assert done.status_code == 302
+    assert _redeem_user(sp, _query(done.headers["location"])["code"]) == SANDBOX_DEFAULT_UPN
