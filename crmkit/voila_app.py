@@ -17,6 +17,10 @@ over 1,000,000 addresses. Here:
 
 * :class:`CrmkitVoila` puts ``crmkit/voila_template/`` first on the template path: pages load nothing
   from a third-party host (stock lab templates link Font Awesome from a public CDN; Voila's bundle has it).
+* :class:`ConsentHandler` at ``/crmkit/consent`` is the redirect URI of the consent links the settings
+  dashboard hands out (organisation and per account): it records the answer through
+  :func:`crmkit.auth.consent.answer_consent` and shows a short page in the user's language. The server
+  tells its kernels that URI in ``CRMKIT_CONSENT_REDIRECT_URI`` (unless it is set already).
 
 ``voila_launch.voila_command`` runs this module instead of ``python -m voila``; everything else
 (``dashboards/voila.json``, the command-line flags) is Voila's.
@@ -25,6 +29,8 @@ over 1,000,000 addresses. Here:
 from __future__ import annotations
 
 import asyncio
+import html
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -33,14 +39,16 @@ from typing import Any
 import tornado.web
 from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-from jupyter_server.utils import ensure_async
+from jupyter_server.utils import ensure_async, url_path_join
 from traitlets import Float, Integer
 from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
 
-from .i18n import LANGUAGES, stored_language, t
+from .auth.consent import CONSENT_PATH
+from .i18n import DEFAULT_LANGUAGE, LANGUAGES, stored_language, t
 
-__all__ = ["TEMPLATE_DIR", "CrmkitVoila", "DashboardHandler", "PageKernelManager", "main"]
+__all__ = ["TEMPLATE_DIR", "ConsentHandler", "CrmkitVoila", "DashboardHandler", "PageKernelManager", "consent_page",
+           "main"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "voila_template"
 
@@ -171,6 +179,75 @@ class DashboardHandler(TornadoVoilaHandler):
         await super().get(path)
 
 
+class ConsentHandler(tornado.web.RequestHandler):
+    """The redirect URI of crmkit's consent links: the v2 admin-consent answer
+    (``admin_consent=True&tenant=…&state=…`` or ``error=…``) and the per-account authorize answer
+    (``code=…&state=…`` or ``error=…``).
+
+    Runs in the Voila server, not a kernel: the database work (and the code's redemption) runs in a thread.
+    The page says what happened and that the tab can be closed; it never shows the query (no code, no
+    state, no token) and is not cached.
+    """
+
+    async def get(self) -> None:
+        params = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        answer = await asyncio.get_running_loop().run_in_executor(None, _answer_consent, params)
+        # The request's language; else the dashboard's cookie (sent when the redirect URI's host is the page's)
+        # or the browser's first language.
+        cookie = self.get_cookie("crmkit_lang")
+        browser = self.request.headers.get("Accept-Language", "")[:2].lower()
+        lang = next((x for x in (answer.lang, cookie, browser) if x in LANGUAGES), DEFAULT_LANGUAGE)
+        self.set_status(200 if answer.recorded else 400)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Referrer-Policy", "no-referrer")  # the address carries a code and the state
+        self.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+        self.finish(consent_page(answer, lang))
+
+
+def _answer_consent(params: dict[str, str]) -> Any:
+    from .auth.consent import ConsentAnswer, answer_consent
+    from .store import Store
+
+    db = os.environ.get("CRMKIT_DB")
+    if not db or db == ":memory:":
+        return ConsentAnswer("unknown")
+    try:
+        store = Store(db)
+    except Exception:  # the page says it failed; the log has the reason
+        logging.getLogger("crmkit.voila").exception("consent redirect: the database could not be opened")
+        return ConsentAnswer("failed")
+    try:
+        return answer_consent(store, params)
+    except Exception:
+        logging.getLogger("crmkit.voila").exception("consent redirect: recording the answer failed")
+        return ConsentAnswer("failed")
+    finally:
+        store.close()
+
+
+def consent_page(answer: Any, lang: str) -> str:
+    """The small page the consent redirect shows: what happened, and that the tab can be closed."""
+    scope = answer.scope or ""
+    if scope.startswith("account:"):
+        what = t("consent.page.what.account", lang, account=scope.removeprefix("account:"))
+    else:
+        what = t("consent.page.what.organization", lang)
+    if answer.outcome in ("granted", "declined", "wrong_account"):
+        text = t(f"consent.page.{answer.outcome}", lang, what=what, account=answer.account or "")
+    else:
+        text = t(f"consent.refused.{answer.outcome}", lang)
+    ok = answer.outcome == "granted"
+    title = t("consent.page.title", lang)
+    return (f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+            '<body style="font-family:system-ui,sans-serif;margin:3em auto;max-width:40em;line-height:1.5">'
+            f"<h1>{html.escape(title)}</h1>"
+            f'<p class="crmkit-consent-outcome" data-outcome="{html.escape(answer.outcome)}" '
+            f'style="color:{"#107c10" if ok else "#a4000f"}"><b>{html.escape(text)}</b></p>'
+            f"<p>{html.escape(t('consent.page.close', lang))}</p></body></html>")
+
+
 class CrmkitVoila(Voila):
     """Voila serving dashboard pages through :class:`DashboardHandler`, with ``voila_template/`` first on
     the template search path: its files shadow the ``lab`` template's of the same name (no CDN links)."""
@@ -186,9 +263,19 @@ class CrmkitVoila(Voila):
                                        for lang in LANGUAGES}
         self.config.VoilaConfiguration.resources = resources
 
+    def initialize(self, argv: Any = None) -> None:
+        super().initialize(argv)
+        # The kernels (preheated ones too) inherit this process's environment when they start, after this:
+        # the settings dashboard builds its consent links with this redirect URI. localhost, not 127.0.0.1:
+        # Entra matches a registered http://localhost redirect URI on any port (docs/app-registration.md).
+        path = url_path_join(self.base_url, CONSENT_PATH.lstrip("/"))
+        os.environ.setdefault("CRMKIT_CONSENT_REDIRECT_URI", f"http://localhost:{self.port}{path}")
+
     def init_handlers(self) -> list[Any]:
-        return [(spec[0], DashboardHandler, *spec[2:]) if len(spec) > 1 and spec[1] is TornadoVoilaHandler else spec
-                for spec in super().init_handlers()]
+        consent = (url_path_join(self.base_url, CONSENT_PATH.lstrip("/")), ConsentHandler)
+        return [consent] + [
+            (spec[0], DashboardHandler, *spec[2:]) if len(spec) > 1 and spec[1] is TornadoVoilaHandler else spec
+            for spec in super().init_handlers()]
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ file cannot reveal the password.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import stat
 from pathlib import Path
@@ -53,6 +54,16 @@ class SecretBox:
     @staticmethod
     def key_id(key: bytes) -> str:
         return hashlib.sha256(key).hexdigest()[:12]
+
+    def mac(self, label: str, message: str) -> bytes:
+        """HMAC-SHA256 of ``message`` under the machine's key, separated per ``label``.
+
+        For values that must be derivable again later but never stored (a consent link's PKCE
+        verifier): whoever has the database but not the key file cannot derive them.
+        """
+        key = self._key(create=True)
+        assert key is not None
+        return hmac.new(key, f"{label}\n{message}".encode(), hashlib.sha256).digest()
 
     def encrypt(self, plaintext: str) -> tuple[str, str]:
         """``(ciphertext, key_id)``; the ciphertext is ASCII and safe to store."""

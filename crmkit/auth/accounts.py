@@ -31,17 +31,21 @@ from .consent import (
     ORGANIZATION,
     account_consent_url,
     admin_consent_url,
+    cancel_consent_request,
     classic_admin_consent_url,
+    consent_accounts,
+    consent_request_status,
     consent_states,
     record_consent,
     record_redirect,
+    start_consent_request,
 )
 
 if TYPE_CHECKING:
     from ..crm import CRM
     from ..store import Tx
     from .campaign import CampaignAccount
-    from .consent import ConsentResult
+    from .consent import ConsentRequest, ConsentResult
 
 __all__ = ["Accounts", "M365Account", "Microsoft365", "mark_used"]
 
@@ -122,6 +126,21 @@ class Microsoft365:
 
     def consent_states(self) -> pd.DataFrame:
         return consent_states(self.crm, self.config)
+
+    def start_consent(self, scope: str, *, redirect_uri: str | None = None) -> ConsentRequest:
+        """A consent link for ``organization`` or ``account:<user>`` whose answer crmkit records by itself
+        (needs ``teams.admin``; see :func:`crmkit.auth.consent.start_consent_request`)."""
+        return start_consent_request(self.crm, self.config, scope, redirect_uri=redirect_uri)
+
+    def consent_request_status(self, request: ConsentRequest) -> str:
+        return consent_request_status(self.crm, request)
+
+    def cancel_consent(self, request: ConsentRequest) -> None:
+        cancel_consent_request(self.crm, request)
+
+    def consent_accounts(self) -> pd.DataFrame:
+        """The accounts an admin may approve one by one, with their consent state (needs ``teams.admin``)."""
+        return consent_accounts(self.crm, self.config)
 
     def graph(self, account: str | M365Account | None = None, **kw: Any) -> GraphClient:
         """Graph as the session user's Teams account (see :meth:`Accounts.graph`)."""

@@ -1,5 +1,6 @@
 """System settings: the campaign sender account ("Kampagnen Account einrichten") with "Testen…",
-and the admin-consent panel.
+and the admin-consent panel (»Azure AD-Administratorzustimmung«: a checkbox per account and one for
+the whole organisation).
 
 Thin views over :class:`crmkit.auth.CampaignAccount` and the consent helpers. The password field
 is emptied as soon as it is saved and is never filled from stored data. Rights are checked in
@@ -9,11 +10,14 @@ the core; the view only disables what the user may not change.
 from __future__ import annotations
 
 import html
+import threading
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from ..auth import ADMIN_RIGHTS, DeviceSignIn, Microsoft365, TestResult
+from ..auth.consent import ORGANIZATION, ConsentRequest, consent_redirect_uri
+from ..errors import ValidationError
 from ..i18n import t
 from .accounts import SignInPanel
 from .common import ErrorBox
@@ -184,45 +188,201 @@ def _result_html(outcome: TestResult, lang: str) -> str:
     return body + "</p>"
 
 
+class _ConsentRow:
+    """One »Administratorzustimmung« checkbox: ticked = granted; ticking it hands out a consent link."""
+
+    def __init__(self, scope: str, label: str, css: str) -> None:
+        self.scope = scope
+        self.checkbox = widgets.Checkbox(description=label, indent=False, layout=widgets.Layout(width="auto"))
+        self.link = widgets.HTML()
+        self.status = widgets.HTML()
+        self.status.add_class("crmkit-consent-status")
+        self.request: ConsentRequest | None = None
+        self.box = widgets.HBox([self.checkbox, self.link, self.status])
+        self.box.add_class(css)
+
+
 class AdminConsentPanel(widgets.VBox):
-    """Consent links for the organisation or one account, the learned state, and the paste-back field."""
+    """»Azure AD-Administratorzustimmung«: a checkbox for the whole organisation and one per account.
+
+    Ticking a box makes a consent link (:meth:`Microsoft365.start_consent`) that opens the identity
+    platform's page in a new tab; its redirect lands on crmkit's Voila server, which records the answer.
+    While a link is open a background thread reads its request every ``poll_interval`` seconds and
+    updates the boxes by itself; it stops when every link is answered or expired, or the panel closes.
+    Where crmkit serves no redirect URI (a notebook outside Voila) the links use the native-client URI
+    and the ``paste`` field takes the address the browser shows afterwards.
+    """
+
+    poll_interval = 1.0
 
     def __init__(self, crm: CRM | None = None, *, m365: Microsoft365 | None = None, lang: str | None = None) -> None:
         self.m365 = _m365(crm, m365)
         self.lang = lang = lang or self.m365.crm.language
-        self.may_record = self.m365.crm.user.can("teams.admin")
+        user = self.m365.crm.user
+        self.may_record = user.can("teams.admin")
+        self.redirect_uri = consent_redirect_uri()
         self.title = widgets.HTML(f"<h3>{html.escape(t('consent.title', lang))}</h3>")
-        org = html.escape(self.m365.consent_url())
-        self.links = widgets.HTML(
-            f'<p><a href="{org}" target="_blank" rel="noopener">{html.escape(t("consent.org_link", lang))}</a></p>')
+        self.organization = _ConsentRow(ORGANIZATION, t("consent.org_checkbox", lang), "crmkit-consent-org")
+        self.accounts_title = widgets.HTML(f"<p><b>{html.escape(t('consent.accounts', lang))}</b></p>")
+        self.rows: dict[str, _ConsentRow] = {}
+        self.accounts_box = widgets.VBox()
         self.account = widgets.Text(description=t("consent.account_link", lang),
                                     placeholder=t("consent.account_example", lang),
-                                    style={"description_width": "initial"})
-        self.account_link = widgets.HTML()
-        self.account.observe(self._account_changed, "value")
+                                    style={"description_width": "initial"}, layout=widgets.Layout(width="32em"))
+        self.add_account = widgets.Button(description=t("consent.add_account", lang), icon="plus")
+        self.add_account.add_class("crmkit-consent-add-account")
+        self.add_account.on_click(lambda _b: self.add(self.account.value))
         self.states = widgets.HTML()
         self.paste = widgets.Text(description=t("consent.paste", lang), style={"description_width": "initial"},
                                   layout=widgets.Layout(width="90%"), disabled=not self.may_record)
         self.record = widgets.Button(description=t("common.apply", lang), disabled=not self.may_record)
-        disable_without((self.paste, self.record), self.m365.crm.user, ("teams.admin",), lang)
         self.record.on_click(lambda _b: self._record())
         self.hint = widgets.HTML(f'<p class="crmkit-muted">{html.escape(t("consent.paste_hint", lang))}</p>')
+        self.paste_box = widgets.VBox([self.hint, widgets.HBox([self.paste, self.record])])
+        if self.redirect_uri is not None:  # crmkit receives the answer itself: no address to paste
+            self.paste_box.layout.display = "none"
         self.error = ErrorBox()
-        super().__init__([self.title, self.links, widgets.HBox([self.account, self.account_link]), self.states,
-                          self.hint, widgets.HBox([self.paste, self.record]), self.error])
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._syncing = False
+        self._wire(self.organization)
+        disable_without((self.paste, self.record, self.account, self.add_account, self.organization.checkbox),
+                        user, ("teams.admin",), lang)
+        super().__init__([self.title, self.organization.box, self.accounts_title, self.accounts_box,
+                          widgets.HBox([self.account, self.add_account]), self.states, self.paste_box, self.error])
         self.add_class("crmkit-admin-consent")
+        if self.may_record:
+            for name in self.m365.consent_accounts()["account"]:
+                self._row(str(name))
         self.refresh()
 
-    def _account_changed(self, _change: dict[str, Any]) -> None:
-        name = self.account.value.strip()
-        if "@" not in name:
-            self.account_link.value = ""
-            return
-        link = html.escape(self.m365.account_consent_url(name))
-        self.account_link.value = f'<a href="{link}" target="_blank" rel="noopener">{html.escape(name)}</a>'
+    # -- rows ----------------------------------------------------------------------------------------
 
-    def refresh(self) -> None:
+    def _wire(self, row: _ConsentRow) -> None:
+        row.checkbox.observe(lambda change: self._ticked(row, change), "value")
+
+    def _row(self, account: str) -> _ConsentRow:
+        name = account.strip().lower()
+        if name not in self.rows:
+            row = _ConsentRow(f"account:{name}", name, "crmkit-consent-account")
+            self._wire(row)
+            disable_without((row.checkbox,), self.m365.crm.user, ("teams.admin",), self.lang)
+            self.rows[name] = row
+            self.accounts_box.children = tuple(r.box for _, r in sorted(self.rows.items()))
+        return self.rows[name]
+
+    def add(self, account: str) -> _ConsentRow | None:
+        """Add an account's checkbox (e.g. one whose sign-in asked for consent)."""
+        name = account.strip()
+        if "@" not in name or " " in name:
+            self.error.show(ValidationError(t("consent.account_example", self.lang)), self.lang)
+            return None
+        self.error.show(None, self.lang)
+        self.account.value = ""
+        row = self._row(name)
+        self.refresh()
+        return row
+
+    def _ticked(self, row: _ConsentRow, change: dict[str, Any]) -> None:
+        if self._syncing:
+            return
+        if change["new"]:
+            self.start(row)
+        elif row.request is not None:
+            request, row.request = row.request, None
+            try:
+                self.m365.cancel_consent(request)
+            except Exception as exc:
+                self.error.show(exc, self.lang)
+            row.link.value = row.status.value = ""
+
+    def start(self, row: _ConsentRow) -> ConsentRequest | None:
+        """Hand out a consent link for the row (the core checks ``teams.admin``) and watch its answer."""
+        self.error.show(None, self.lang)
+        try:
+            request = self.m365.start_consent(row.scope)
+        except Exception as exc:
+            self.error.show(exc, self.lang)
+            self._set(row.checkbox, False)
+            return None
+        row.request = request
+        link = html.escape(request.url)
+        row.link.value = (f'<a class="crmkit-consent-link" href="{link}" target="_blank" rel="noopener">'
+                          f"{html.escape(t('consent.open_link', self.lang))}</a>")
+        row.status.value = f'<span class="crmkit-muted">{html.escape(t("consent.pending", self.lang))}</span>'
+        self._watch()
+        return request
+
+    # -- watching the store ------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        with self._lock:
+            if self._watcher is not None and self._watcher.is_alive():
+                return
+            self._stop.clear()
+            self._watcher = threading.Thread(target=self._poll, name="crmkit-consent-watch", daemon=True)
+            self._watcher.start()
+
+    def _pending(self) -> list[_ConsentRow]:
+        return [r for r in (self.organization, *self.rows.values()) if r.request is not None]
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            if not self.check():
+                return
+
+    def check(self) -> bool:
+        """Read the open requests once; update the rows answered. True while some are still open."""
+        still_open = False
+        for row in self._pending():
+            request = row.request
+            assert request is not None
+            try:
+                status = self.m365.consent_request_status(request)
+            except Exception:  # the file is busy or gone for a moment: look again next time
+                still_open = True
+                continue
+            if status == "pending":
+                still_open = True
+                continue
+            row.request = None
+            row.link.value = ""
+            row.status.value = self._outcome_html(status)
+            self.refresh(keep_status=True)
+        return still_open
+
+    def _outcome_html(self, status: str) -> str:
+        key = {"granted": "consent.state.granted", "declined": "consent.state.declined",
+               "wrong_account": "consent.wrong_account"}.get(status, f"consent.refused.{status}")
+        style = _OK if status == "granted" else _BAD
+        return f'<span role="status" style="{style}">{html.escape(t(key, self.lang))}</span>'
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
+
+    # -- showing the state ---------------------------------------------------------------------------------
+
+    def _set(self, box: widgets.Checkbox, value: bool) -> None:
+        self._syncing = True
+        try:
+            box.value = value
+        finally:
+            self._syncing = False
+
+    def refresh(self, *, keep_status: bool = False) -> None:
         frame = self.m365.consent_states()
+        states = {str(r.scope): str(r.state) for r in frame.itertuples()}
+        for row in (self.organization, *self.rows.values()):
+            state = states.get(row.scope, "unknown")
+            if row.request is None:
+                self._set(row.checkbox, state == "granted")
+                if not keep_status or not row.status.value:
+                    row.status.value = ("" if state == "unknown" else
+                                        f'<span style="{_OK if state == "granted" else _BAD}">'
+                                        f"{html.escape(t(f'consent.state.{state}', self.lang))}</span>")
+            row.checkbox.disabled = not self.may_record or (state == "granted" and row.request is None)
         if frame.empty:
             self.states.value = (f"<p>{html.escape(t('consent.state', self.lang))}: "
                                  f"{html.escape(t('consent.state.unknown', self.lang))}</p>")
@@ -233,10 +393,14 @@ class AdminConsentPanel(widgets.VBox):
         self.states.value = f"<p>{html.escape(t('consent.state', self.lang))}:</p><ul>{rows}</ul>"
 
     def _record(self) -> None:
+        """The fallback: the address the browser showed after a consent page whose redirect crmkit cannot serve."""
         try:
             self.m365.record_consent_redirect(self.paste.value)
             self.paste.value = ""
             self.error.show(None, self.lang)
+            for row in self._pending():
+                row.request = None
+                row.link.value = ""
         except Exception as exc:
             self.error.show(exc, self.lang)
         self.refresh()

@@ -90,9 +90,16 @@ def test_campaign_form_is_read_only_without_rights(m365: Microsoft365, crm_file)
 
 def test_admin_consent_panel(m365: Microsoft365) -> None:
     panel = AdminConsentPanel(m365=m365, lang="en")
-    assert "/v2.0/adminconsent?client_id=" in panel.links.value and "unknown" in panel.states.value
+    assert "unknown" in panel.states.value and panel.organization.link.value == ""
+    panel.organization.checkbox.value = True  # ticking the box hands out the link (a request in the store)
+    assert "/v2.0/adminconsent?client_id=" in panel.organization.link.value
+    assert 'target="_blank"' in panel.organization.link.value
     panel.account.value = "anna@contoso.example"
-    assert "prompt=consent" in panel.account_link.value
+    panel.add_account.click()
+    panel.rows["anna@contoso.example"].checkbox.value = True
+    assert "prompt=consent" in panel.rows["anna@contoso.example"].link.value
+    # No redirect URI served outside Voila: the native-client URI, and the paste field as the fallback.
+    assert "nativeclient" in panel.organization.link.value and panel.paste_box.layout.display != "none"
     panel.paste.value = "https://login.crmkit.localhost/common/oauth2/nativeclient?admin_consent=True&tenant=t"
     panel.record.click()
     assert "granted" in panel.states.value and panel.paste.value == ""

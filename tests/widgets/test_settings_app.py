@@ -52,9 +52,10 @@ def test_admin_sees_every_tab_in_the_users_language(crm: CRM) -> None:
     assert "Systemweite Einstellungen" in app.title.value and "Administrator" in app.user_line.value
     assert 'href="my_settings.ipynb' in app.user_settings.value
     assert "Benutzerspezifische Einstellungen" in app.user_settings.value
-    assert crm.teams.m365.consent_url().split("?")[0] in app.consent.links.value  # type: ignore[union-attr]
-    app.consent.account.value = "eva@contoso.example"  # type: ignore[union-attr]
-    assert "eva@contoso.example" in app.consent.account_link.value  # type: ignore[union-attr]
+    app.consent.organization.checkbox.value = True  # type: ignore[union-attr]
+    assert crm.teams.m365.consent_url().split("?")[0] in app.consent.organization.link.value  # type: ignore[union-attr]
+    app.consent.add("eva@contoso.example")  # type: ignore[union-attr]
+    assert "eva@contoso.example" in app.consent.rows["eva@contoso.example"].box.children[0].description  # type: ignore[union-attr]
 
 
 def test_a_tab_is_built_when_first_shown(crm: CRM) -> None:
