@@ -1,6 +1,10 @@
 """Rights and the built-in roles that bundle them.
 
 Rights are checked in the core (``CRM.require``), never only in a view.
+
+Databases hold the roles as migrations seeded them (crmkit/migrations.py, fixed lists): a new right
+or a change to a built-in role here also needs a new migration that makes it in existing databases
+(tests/core/test_migrations_history.py fails until a fresh database matches this file).
 """
 
 from __future__ import annotations
