@@ -310,13 +310,19 @@ def _authorize_done(ui: Ui, sb: Sandbox, ticket: str, req: AuthRequest, user_id:
 
 
 # The sign-in page's browser session: the cookie holds only a random id, the server keeps the session under
-# the id's sha256 (state.browser_sessions). Entra names its cookie ESTSAUTH too.
+# the id's sha256 (state.browser_sessions). Entra names its cookie ESTSAUTH; cookies do not tell ports apart,
+# so the listener's port is part of the name and two sandboxes on 127.0.0.1 do not overwrite each other's.
 SESSION_COOKIE = "ESTSAUTH"
 SESSION_LIFETIME_S = 12 * 3600
 
 
+def session_cookie_name(request: Request) -> str:
+    server = request.scope.get("server") or ("", 0)
+    return f"{SESSION_COOKIE}_{server[1]}"
+
+
 def _session_user(sb: Sandbox, request: Request) -> SandboxUser | None:
-    sid = request.cookies.get(SESSION_COOKIE, "")
+    sid = request.cookies.get(session_cookie_name(request), "")
     user_id = sb.state.browser_session(sid) if 16 <= len(sid) <= 128 else None
     user = sb.state.user(user_id) if user_id else None
     return user if user is not None and user.accountEnabled else None
@@ -324,12 +330,12 @@ def _session_user(sb: Sandbox, request: Request) -> SandboxUser | None:
 
 def _start_session(sb: Sandbox, request: Request, response: Response, user_id: str) -> Response:
     """The person signed in with their password (and MFA): a new session replaces the browser's old one."""
-    old = request.cookies.get(SESSION_COOKIE)
+    old = request.cookies.get(session_cookie_name(request))
     if old:
         sb.state.end_browser_session(old)
     sid = secrets.token_urlsafe(32)
     sb.state.start_browser_session(sid, user_id, SESSION_LIFETIME_S)
-    response.set_cookie(SESSION_COOKIE, sid, path="/", httponly=True, samesite="lax",
+    response.set_cookie(session_cookie_name(request), sid, path="/", httponly=True, samesite="lax",
                         secure=request.url.scheme == "https")
     return response
 
@@ -466,14 +472,14 @@ async def logout(request: Request) -> Response:
                 raise err_redirect_uri(app, target)
     except AuthError as e:
         return _error_page(ui, e)
-    sid = request.cookies.get(SESSION_COOKIE)
+    sid = request.cookies.get(session_cookie_name(request))
     if sid:
         sb.state.end_browser_session(sid)
     if target:
         response: Response = _redirect_with(target, {"state": params["state"]} if "state" in params else {})
     else:
         response = _done(ui, ui.t("logout.title"), ui.t("logout.text"))
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+    response.delete_cookie(session_cookie_name(request), path="/", httponly=True, samesite="lax")
     return response
 
 

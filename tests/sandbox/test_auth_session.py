@@ -27,7 +27,10 @@ from tests.support.sandbox import Browser, SandboxProc
 
 pytestmark = pytest.mark.sandbox
 
-COOKIE = "ESTSAUTH"
+
+def _cookie(sp: SandboxProc) -> str:
+    """The session cookie's name: Entra's ESTSAUTH and the listener's port (cookies do not tell ports apart)."""
+    return f"ESTSAUTH_{urlsplit(sp.url).port}"
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,7 @@ def _redeem_user(sp: SandboxProc, code: str, verifier: str | None = None) -> str
 
 def test_the_session_cookie_is_httponly_lax_and_opaque(sp: SandboxProc, browser: Browser) -> None:
     done = _sign_in(sp, browser)
-    header = next(h for h in done.headers.get_list("set-cookie") if h.startswith(COOKIE + "="))
+    header = next(h for h in done.headers.get_list("set-cookie") if h.startswith(_cookie(sp) + "="))
     attrs = [a.strip().lower() for a in header.split(";")]
     assert "httponly" in attrs and "samesite=lax" in attrs and "path=/" in attrs
     value = header.split(";", 1)[0].split("=", 1)[1]
@@ -77,7 +80,7 @@ def test_the_session_cookie_is_httponly_lax_and_opaque(sp: SandboxProc, browser:
     # An unknown id is no session at all.
     other = Browser()
     try:
-        other.client.cookies.set(COOKIE, "x" * 43, domain="127.0.0.1")
+        other.client.cookies.set(_cookie(sp), "x" * 43, domain="127.0.0.1")
         r = other.get(_authorize_url(sp.url, prompt="none"))
         assert r.status_code == 302 and _query(r.headers["location"])["error"] == "login_required"
     finally:
