@@ -132,3 +132,20 @@ def test_a_state_folder_of_the_old_schema_keeps_its_data_and_gets_the_seeded_uri
         assert NATIVE in again.app(SANDBOX_CLIENT_ID).redirect_uris  # type: ignore[union-attr]
     finally:
         again.close()
+
+
+def test_a_state_folder_of_an_unknown_schema_is_seeded_afresh(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "sandbox.duckdb"))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("CREATE TABLE apps (client_id VARCHAR PRIMARY KEY, something_else VARCHAR)")
+    con.execute("INSERT INTO apps VALUES ('stray', 'x')")
+    con.execute("INSERT INTO meta VALUES ('schema', '99')")
+    con.close()
+    state = SandboxState(tmp_path)
+    try:
+        assert state.app("stray") is None
+        app = state.app(SANDBOX_CLIENT_ID)
+        assert app is not None and NATIVE in app.redirect_uris and app.admin_consented
+        assert state.users()  # the seeded directory
+    finally:
+        state.close()
