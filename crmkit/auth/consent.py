@@ -93,15 +93,18 @@ def admin_consent_url(
     """The v2 admin-consent link for the whole organisation.
 
     Scopes are resource-qualified (``https://graph.microsoft.com/Chat.Create``), space-separated;
-    the redirect URI must be registered on the app exactly as given.
+    the redirect URI must be registered on the app exactly as given. Without ``state`` the link
+    carries none (Microsoft's is optional): its answer is the admin's word, pasted back
+    (:func:`record_redirect`); a link with a state comes from :func:`start_consent_request`.
     """
     scope = " ".join(f"{config.graph_resource}/{s}" for s in (scopes or config.scopes))
     params = {
         "client_id": config.client_id,
         "scope": scope,
         "redirect_uri": redirect_uri or native_redirect_uri(config),
-        "state": state or secrets.token_urlsafe(12),
     }
+    if state is not None:
+        params["state"] = state
     return f"{config.browser_login_origin}/{config.tenant_id}/v2.0/adminconsent?{_q(params)}"
 
 

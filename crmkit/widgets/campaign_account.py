@@ -10,6 +10,7 @@ the core; the view only disables what the user may not change.
 from __future__ import annotations
 
 import html
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from ..crm import CRM
 
 __all__ = ["AdminConsentPanel", "CampaignAccountForm"]
+
+log = logging.getLogger("crmkit.widgets")
 
 _OK = "color:#107c10"
 _BAD = "color:#a4000f"
@@ -163,7 +166,14 @@ class CampaignAccountForm(widgets.VBox):
         except Exception as exc:
             self.error.show(exc, self.lang)
             return None
-        self.result.value = _result_html(outcome, self.lang)
+        consent_url = outcome.consent_url
+        if consent_url and self.m365.crm.user.can("teams.admin"):
+            # A link whose answer crmkit records itself (the consent tab shows it), not the bare one.
+            try:
+                consent_url = self.m365.start_consent(ORGANIZATION).url
+            except Exception:  # the bare link still lets the admin consent
+                log.warning("a consent link with a recorded state could not be made", exc_info=True)
+        self.result.value = _result_html(outcome, self.lang, consent_url)
         self.refresh()
         return outcome
 
@@ -177,12 +187,13 @@ class CampaignAccountForm(widgets.VBox):
         self.refresh()
 
 
-def _result_html(outcome: TestResult, lang: str) -> str:
+def _result_html(outcome: TestResult, lang: str, consent_url: str | None = None) -> str:
     headline = t(f"campaign.reason.{outcome.reason}", lang)
     style = _OK if outcome.ok else _BAD
     body = f'<p role="status" style="{style}"><b>{html.escape(headline)}</b><br>{html.escape(outcome.message)}'
-    if outcome.consent_url:
-        link = html.escape(outcome.consent_url)
+    consent_url = consent_url or outcome.consent_url
+    if consent_url:
+        link = html.escape(consent_url)
         body += (f'<br><a href="{link}" target="_blank" rel="noopener">'
                  f"{html.escape(t('consent.org_link', lang))}</a>")
     return body + "</p>"

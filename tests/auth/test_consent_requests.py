@@ -215,3 +215,27 @@ def test_without_the_machine_key_the_code_cannot_be_redeemed(
     (Path(config.home) / "secret.key").unlink()
     assert answer_consent(crm.store, query, config=config).outcome == "failed"
     assert _rows(crm, "consent_state") == []
+
+
+def test_the_campaign_tests_consent_link_is_one_crmkit_records(
+        sandbox: SandboxHandle, crm_file: crmkit.CRM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """»Testen…« refused for missing consent shows a consent link; for a Teams admin it is a recorded
+    request whose redirect comes back to crmkit, not the bare link with the native-client URI."""
+    from crmkit.sandbox import SANDBOX_UNCONSENTED_CLIENT_ID
+    from crmkit.widgets.campaign_account import CampaignAccountForm
+
+    monkeypatch.setenv("CRMKIT_CLIENT_ID", SANDBOX_UNCONSENTED_CLIENT_ID)
+    monkeypatch.setenv("CRMKIT_CONSENT_REDIRECT_URI", REDIRECT)
+    m365 = Microsoft365(crm_file)
+    try:
+        m365.campaign.set_password(SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD)
+        form = CampaignAccountForm(m365=m365, lang="en")
+        assert form.run_test().reason == "consent_required"
+        link = form.result.value.split('href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+        assert parse_qs(urlsplit(link).query)["redirect_uri"] == [REDIRECT]
+        answer = answer_consent(crm_file.store, _org_consent(link), config=m365.config)
+        assert answer.outcome == "granted"
+        assert m365.consent_states().set_index("scope")["state"][ORGANIZATION] == "granted"
+        assert m365.campaign.test().ok
+    finally:
+        m365.close()
