@@ -17,7 +17,7 @@ tests/core/test_error_tree.py fails on a class missing here or drawn under the w
     │   ├── UnsafeQuery             a SQL filter reaching beyond the address columns, or several statements
     │   ├── InvalidRecipient        a Teams recipient that is malformed, unknown, disabled (names them)
     │   ├── ControlCharacters       text with control (or, in a subject, bidi) characters; names the field
-    │   ├── DuplicateTransfer       (privacy) a transfer-log row for this message, address and recipient exists
+    │   ├── DuplicateTransfer       (privacy.log) a transfer-log row for this message, address and recipient exists
     │   └── DisplayFormatError      (teams.display_format) an invalid display format; carries ``field``
     │       ├── UnknownDisplayField a field the display-field catalog does not know
     │       ├── DuplicateDisplayField
