@@ -344,8 +344,8 @@ def consent_request_status(crm: CRM, request: ConsentRequest) -> str:
 @dataclass(frozen=True)
 class ConsentAnswer:
     """What a consent redirect did. ``outcome``: ``granted``, ``declined``, ``wrong_account`` (recorded:
-    the request is closed), or why nothing was written: ``unknown``, ``expired``, ``used``, ``wrong_user``,
-    ``no_rights``, ``changed`` (tenant or app changed since the link), ``invalid``, ``failed``."""
+    the request is closed), or why nothing was written: ``unknown``, ``expired``, ``used``, ``cancelled``,
+    ``wrong_user``, ``no_rights``, ``changed`` (tenant or app changed since the link), ``invalid``, ``failed``."""
 
     outcome: str
     scope: str | None = None
@@ -357,7 +357,7 @@ class ConsentAnswer:
         return self.outcome in ("granted", "declined", "wrong_account")
 
 
-_ANSWER_COLUMNS = "scope, tenant_id, client_id, redirect_uri, lang, requested_by, expires_at, answered_at"
+_ANSWER_COLUMNS = "scope, tenant_id, client_id, redirect_uri, lang, requested_by, expires_at, answered_at, outcome"
 
 
 def answer_consent(
@@ -384,10 +384,10 @@ def answer_consent(
                                          [key]))
     if not rows:
         return ConsentAnswer("unknown")
-    scope, tenant_id, client_id, redirect_uri, lang, requested_by, expires_at, answered_at = rows[0]
+    scope, tenant_id, client_id, redirect_uri, lang, requested_by, expires_at, answered_at, before = rows[0]
     refused = lambda outcome: ConsentAnswer(outcome, scope, lang)  # noqa: E731
     if answered_at is not None:
-        return refused("used")
+        return refused("cancelled" if before == "cancelled" else "used")
     if _now() > expires_at:
         return refused("expired")
     if user is not None and user != requested_by:

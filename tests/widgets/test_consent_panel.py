@@ -101,7 +101,7 @@ def test_unticking_cancels_the_link_and_closing_stops_the_watch(panel: AdminCons
     org.checkbox.value = False
     assert org.link.value == ""
     late = answer_consent(crm.store, {"admin_consent": "True", "state": state}, config=panel.m365.config)
-    assert late.outcome == "used" and panel.m365.consent_states().empty
+    assert late.outcome == "cancelled" and panel.m365.consent_states().empty
     org.checkbox.value = True
     watcher = panel._watcher
     assert watcher is not None and watcher.is_alive()
