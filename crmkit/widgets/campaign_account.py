@@ -9,6 +9,7 @@ the core; the view only disables what the user may not change.
 
 from __future__ import annotations
 
+import atexit
 import html
 import logging
 import threading
@@ -30,6 +31,21 @@ if TYPE_CHECKING:
 __all__ = ["AdminConsentPanel", "CampaignAccountForm"]
 
 log = logging.getLogger("crmkit.widgets")
+
+# The consent panels' watch threads, stopped (and waited for) when the interpreter exits: a daemon
+# thread killed in the middle of a DuckDB read aborts the process.
+_watchers: set[tuple[threading.Event, threading.Thread]] = set()
+_watchers_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_watchers() -> None:
+    with _watchers_lock:
+        running = list(_watchers)
+    for stop, _thread in running:
+        stop.set()
+    for _stop, thread in running:
+        thread.join(timeout=5)
 
 _OK = "color:#107c10"
 _BAD = "color:#a4000f"
@@ -333,15 +349,21 @@ class AdminConsentPanel(widgets.VBox):
                 return
             self._stop.clear()
             self._watcher = threading.Thread(target=self._poll, name="crmkit-consent-watch", daemon=True)
+            with _watchers_lock:
+                _watchers.add((self._stop, self._watcher))
             self._watcher.start()
 
     def _pending(self) -> list[_ConsentRow]:
         return [r for r in (self.organization, *self.rows.values()) if r.request is not None]
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.poll_interval):
-            if not self.check():
-                return
+        try:
+            while not self._stop.wait(self.poll_interval):
+                if not self.check():
+                    return
+        finally:
+            with _watchers_lock:
+                _watchers.discard((self._stop, threading.current_thread()))
 
     def check(self) -> bool:
         """Read the open requests once; update the rows answered. True while some are still open."""
@@ -398,10 +420,19 @@ class AdminConsentPanel(widgets.VBox):
             self.states.value = (f"<p>{html.escape(t('consent.state', self.lang))}: "
                                  f"{html.escape(t('consent.state.unknown', self.lang))}</p>")
             return
+        when = "%d.%m.%Y %H:%M" if self.lang == "de" else "%Y-%m-%d %H:%M"
         rows = "".join(
-            f"<li>{html.escape(str(r.scope))}: <b>{html.escape(t(f'consent.state.{r.state}', self.lang))}</b> "
-            f"({html.escape(str(r.learned_at))})</li>" for r in frame.itertuples())
+            f"<li>{html.escape(self._scope_name(str(r.scope)))}: "
+            f"<b>{html.escape(t(f'consent.state.{r.state}', self.lang))}</b> "
+            f"({html.escape(r.learned_at.strftime(when))}, {html.escape(str(r.learned_by))})</li>"
+            for r in frame.itertuples())
         self.states.value = f"<p>{html.escape(t('consent.state', self.lang))}:</p><ul>{rows}</ul>"
+
+    def _scope_name(self, scope: str) -> str:
+        if scope.startswith("account:"):
+            return scope.removeprefix("account:")
+        name = t("consent.page.what.organization", self.lang)
+        return name[:1].upper() + name[1:]
 
     def _record(self) -> None:
         """The fallback: the address the browser showed after a consent page whose redirect crmkit cannot serve."""
