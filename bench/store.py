@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 import crmkit
-from crmkit.crm import ADDRESS_COLUMNS
+from crmkit.addresses import ADDRESS_COLUMNS, address_filter
 
 from .common import Context, Result, p50, p95, say, timed
 
@@ -65,7 +65,7 @@ def _proposed_page(crm: crmkit.CRM, page: int, **filters: object) -> int:
     Deep OFFSETs then sort only ids instead of every column, and the count reuses the same pass.
     """
     search = filters.pop("search", None)
-    clause, values = crm._address_filter(None, (), search, filters)  # type: ignore[arg-type]
+    clause, values = address_filter(crm.store, None, (), search, filters)  # type: ignore[arg-type]
     cols = ", ".join(ADDRESS_COLUMNS)
     sql = (
         f"WITH hits AS MATERIALIZED (SELECT id FROM addresses{clause}), "

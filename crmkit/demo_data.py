@@ -740,7 +740,7 @@ def generate(
             if progress is not None:
                 progress(done, addresses)
     if addresses:
-        from .crm import rebuild_search_index
+        from .addresses import rebuild_search_index
 
         store.write(rebuild_search_index)  # once, in word order, instead of indexing chunk by chunk
     summary["seconds"] = round(time.perf_counter() - started, 3)

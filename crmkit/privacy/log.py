@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..addresses import check_id
 from ..errors import ValidationError
-from ._common import check_id
 from ._common import now as _now
 from .transfer_policy import check_channel
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..addresses import check_id
 from ..errors import ValidationError
-from ._common import check_id
 from .log import LOG_COLUMNS, OUTCOMES
 from .transfer_policy import check_channel
 

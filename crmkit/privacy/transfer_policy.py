@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..addresses import ADDRESS_FIELDS, check_id
 from ..errors import NotFound, TransferBlocked, ValidationError, catalog_error
 from ..i18n import t
 from ..text_rules import check_text
-from ._common import check_id
 from ._common import now as _now
 
 if TYPE_CHECKING:
@@ -99,8 +99,6 @@ def set_personal_fields(crm: CRM, fields: Iterable[str]) -> None:
         PermissionDenied: the user lacks ``privacy.admin``.
         ValidationError: a name is not an address column.
     """
-    from ..crm import ADDRESS_FIELDS
-
     crm.require("privacy.admin")
     chosen = list(dict.fromkeys(fields))
     unknown = [f for f in chosen if f not in ADDRESS_FIELDS]

@@ -17,7 +17,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .. import privacy
-from ..crm import ADDRESS_FIELDS
+from ..addresses import ADDRESS_FIELDS
 from ..errors import CrmkitError, ValidationError
 from ..i18n import field_label, format_count, format_date, format_datetime, parse_date, t
 from .common import ErrorBox

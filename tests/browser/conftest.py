@@ -18,7 +18,8 @@ import pytest
 from support.sandbox import SandboxAdmin, SandboxProc, colleagues, sign_in_then_forget
 
 import crmkit
-from crmkit.crm import ADDRESS_COLUMNS, CRM, rebuild_search_index
+from crmkit.addresses import ADDRESS_COLUMNS, rebuild_search_index
+from crmkit.crm import CRM
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.voila_launch import free_port, server_url, start_voila, stop_voila, wait_until_up
 

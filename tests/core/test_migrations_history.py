@@ -146,8 +146,8 @@ import crmkit.rights as rights
 rights.RIGHTS["contacts.export"] = ("Exportieren", "Export")
 rights.BUILTIN_ROLES["sales"] = ("Verkauf", "Selling", ("teams.send", "contacts.export"))
 rights.BUILTIN_ROLES["auditor"] = ("Prüfer", "Auditor", ("privacy.read_log",))
-import crmkit.crm as crm
-crm.SEARCHED_COLUMNS = ("company",)
+import crmkit.addresses as addresses
+addresses.SEARCHED_COLUMNS = ("company",)
 import crmkit.migrations
 importlib.reload(crmkit.migrations)  # as if crmkit had started with today's changed constants
 from crmkit.store import Store

@@ -260,7 +260,7 @@ def test_legitimate_filters_still_work(world: CRM, where: str, params: list[Any]
 
 
 def test_the_filter_columns_come_from_the_schema(world: CRM) -> None:
-    from crmkit.crm import ADDRESS_COLUMNS
+    from crmkit.addresses import ADDRESS_COLUMNS
     from crmkit.sql_filter import address_columns
 
     schema = world.store.read(lambda tx: [r[0] for r in tx.rows(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crmkit.crm import ADDRESS_COLUMNS
+from crmkit.addresses import ADDRESS_COLUMNS
 from crmkit.i18n import LANGUAGES, catalog, format_count, t
 from crmkit.sandbox.i18n import catalog as sandbox_catalog
 from crmkit.widgets.common import _TITLES
