@@ -106,3 +106,4 @@ def test_admin_consent_panel(m365: Microsoft365) -> None:
     panel.paste.value = "not a consent address"
     panel.record.click()
     assert "admin_consent" in panel.error.value
+    panel.close()

@@ -56,6 +56,7 @@ def test_admin_sees_every_tab_in_the_users_language(crm: CRM) -> None:
     assert crm.teams.m365.consent_url().split("?")[0] in app.consent.organization.link.value  # type: ignore[union-attr]
     app.consent.add("eva@contoso.example")  # type: ignore[union-attr]
     assert "eva@contoso.example" in app.consent.rows["eva@contoso.example"].box.children[0].description  # type: ignore[union-attr]
+    app.consent.close()  # type: ignore[union-attr]  # stops its watch of the link handed out
 
 
 def test_a_tab_is_built_when_first_shown(crm: CRM) -> None:
