@@ -26,8 +26,9 @@ from ..errors import AuthError, CrmkitError, GraphError, IntegrationDisabled
 from ..i18n import catalog, relocalize, t
 from ..processes import HOST, process_gone
 from ..teams.activation import switched_off
+from ..teams.options import CAMPAIGN_OPTIONS, DEFAULTS, SendOptions
 from ..teams.outbox import utcnow
-from ..teams.send import SendOptions, enqueue_plan
+from ..teams.send import enqueue_plan
 from ._template import render_message, render_subject, template_fields
 
 if TYPE_CHECKING:
@@ -111,10 +112,10 @@ def claim_due(crm: CRM, claimer: Claimer, *, limit: int = 20) -> list[int]:
     return crm.store.write(run)
 
 
-_CONTEXT_SQL = """
+_CONTEXT_SQL = f"""
 SELECT r.id, r.status, r.batch_id, r.claimed_by, r.attempts, r.address_id, rr.recorded_by,
-       a.recipients, a.subject, a.message, a.record_contact, a.include_record, a.record_format, a.chat,
-       a.importance, a.skip_blocked, a.purpose, a.language, a.description,
+       a.recipients, a.subject, a.message, {", ".join(f"a.{name}" for name in CAMPAIGN_OPTIONS)},
+       a.skip_blocked, a.description,
        c.name AS campaign, act.name AS activity, re.name AS reaction
 FROM campaign_runs r
 JOIN campaign_actions a ON a.id = r.action_id
@@ -217,15 +218,21 @@ def _values(crm: CRM, row: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _send_options(crm: CRM, row: dict[str, Any]) -> SendOptions:
+    """The action's stored send options: its columns carry the options' names."""
+    values = {name: row[name] for name in CAMPAIGN_OPTIONS}
+    for name in values:
+        if isinstance(DEFAULTS[name], bool):
+            values[name] = bool(values[name])
+    values["language"] = values["language"] or crm.language
+    return SendOptions(**values)
+
+
 def _plan_and_enqueue(crm: CRM, service: TeamsService, claimer: Claimer, row: dict[str, Any]) -> str | RunOutcome:
     if not crm.setting("teams.enabled"):
         raise switched_off()
     values = _values(crm, row)
-    options = SendOptions(
-        chat=row["chat"], record_format=row["record_format"], include_record=bool(row["include_record"]),
-        importance=row["importance"], record_contact=bool(row["record_contact"]), purpose=row["purpose"],
-        language=row["language"] or crm.language,
-    )
+    options = _send_options(crm, row)
     # Resolved again now: someone may have left the directory since the action was saved; the dicts carry
     # their names, so the run's error says who.
     recipients = json.loads(row["recipients"])

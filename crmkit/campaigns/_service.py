@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..errors import NotFound, ValidationError, catalog_error
-from ..i18n import t
+from ..i18n import LANGUAGES, t
 from ..teams import recipients
+from ..teams.options import CAMPAIGN_OPTIONS, CHOICES, DEFAULTS, check_choice
 from ..teams.outbox import utcnow
-from ..teams.send import CHAT_KINDS, FORMATS
 from ..text_rules import check_text
 from ._runner import Claimer, RunOutcome, claim_columns, claim_due, execute_run
 from ._schema import TIMINGS
@@ -36,17 +36,16 @@ if TYPE_CHECKING:
 __all__ = ["ACTION_DEFAULTS", "ACTIVITY_KINDS", "Campaigns", "RecordResult", "TeamsAction"]
 
 ACTIVITY_KINDS = ("mailing", "call", "email", "visit", "event", "other")
-IMPORTANCE = ("normal", "high", "urgent")
 MAX_RECIPIENTS = 50
 RIGHT = "campaign.admin"
 # The recording process keeps its claim this long; a worker on another machine takes over only after.
 SESSION_CLAIM_TTL = 900.0
 
-# Editable fields of a "Send message in Microsoft Teams" action and their defaults.
+# Editable fields of a "Send message in Microsoft Teams" action and their defaults; the send options and
+# their defaults come from crmkit.teams.options.
 ACTION_DEFAULTS: dict[str, Any] = {
     "recipients": [], "subject": "", "message": "", "timing": "immediately", "delay": None, "at": None,
-    "record_contact": False, "include_record": True, "record_format": "card", "chat": "one_on_one",
-    "importance": "normal", "skip_blocked": True, "purpose": None, "language": None, "active": True,
+    **{name: DEFAULTS[name] for name in CAMPAIGN_OPTIONS}, "skip_blocked": True, "active": True,
 }
 
 
@@ -174,21 +173,19 @@ def _clean_action(values: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(v["at"], datetime):
             raise ValidationError("An action at a date and time needs at= a datetime.")
         run_at = to_utc(v["at"]).replace(microsecond=0)
-    for name, allowed in (("chat", CHAT_KINDS), ("record_format", FORMATS), ("importance", IMPORTANCE),
-                          ("language", (None, "de", "en"))):
-        if v[name] not in allowed:
-            raise ValidationError(f"{name} must be one of {allowed}, not {v[name]!r}.")
-    for name in ("record_contact", "include_record", "skip_blocked", "active"):
+    for name in CAMPAIGN_OPTIONS:
+        if name in CHOICES:
+            check_choice(name, v[name])
+    check_choice("language", v["language"], (None, *LANGUAGES))
+    for name in (*(n for n in CAMPAIGN_OPTIONS if isinstance(DEFAULTS[n], bool)), "skip_blocked", "active"):
         if not isinstance(v[name], bool):
             raise ValidationError(f"{name} is True or False.")
     return {  # without the recipients: the caller resolves them in the directory (or keeps the stored ones)
         "description": description, "subject": subject, "message": message, "timing": timing,
         "delay_seconds": delay_seconds,
-        "run_at": run_at, "record_contact": v["record_contact"], "include_record": v["include_record"],
-        "record_format": v["record_format"], "chat": v["chat"], "importance": v["importance"],
-        "skip_blocked": v["skip_blocked"],
+        "run_at": run_at, **{name: v[name] for name in CAMPAIGN_OPTIONS},
         "purpose": _text(v["purpose"], "purpose", field="purpose", required=False, limit=500),
-        "language": v["language"], "active": v["active"],
+        "skip_blocked": v["skip_blocked"], "active": v["active"],
     }
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ..errors import MessageTooLarge, ValidationError, catalog_error
 from ..text_rules import check_text
+from .options import check_choice
 
 __all__ = [
     "ADAPTIVE_CARD",
@@ -32,7 +33,6 @@ __all__ = [
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 # Teams takes about 28 KB per post (text, links, mentions); keep a margin for what the service adds.
 MAX_MESSAGE_BYTES = 27 * 1024
-IMPORTANCE = ("normal", "high", "urgent")
 
 _ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "br", "p", "ul", "ol", "li", "a", "code", "pre", "blockquote"}
 _VOID = {"br"}
@@ -135,8 +135,7 @@ def build_message(
     attachment referenced by ``<attachment id>``. (The body used to start with the subject in bold
     as well, so Teams showed it twice.)
     """
-    if importance not in IMPORTANCE:
-        raise ValidationError(f"importance must be one of {IMPORTANCE}.")
+    check_choice("importance", importance)
     parts: list[str] = []
     if text and text.strip():
         parts.append(f"<p>{sanitize_html(text)}</p>")

@@ -40,6 +40,7 @@ from . import display_format, recipients
 from .activation import switched_off
 from .compose import build_message, check_message_text, check_size, prefixed_subject, split_rows
 from .delivery import Ambiguous, DeliveryEngine, Progress
+from .options import SendOptions
 from .outbox import (
     STAGED,
     OutboxMessage,
@@ -61,9 +62,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SendOptions", "SendPlan", "TeamsService", "enqueue_plan"]
 
-CHAT_KINDS = ("one_on_one", "group")
-MODES = ("per_record", "digest")
-FORMATS = ("card", "table")
 RESULT_COLUMNS = ["record", "recipient", "recipient_name", "status", "message_id", "error"]
 MAX_PASSES = 5
 PLAN_CHUNK = 1_000  # records planned, rendered and staged in the outbox at a time by send()
@@ -71,45 +69,6 @@ DELIVER_CHUNK = 1_000  # outbox rows loaded and handed to the delivery engine at
 READ_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_IDEMPOTENCY_KEY = 200  # characters; a compose's key is a uuid, a notebook's whatever the author chose
 USER_FIELDS = ["id", "displayName", "userPrincipalName", "mail", "accountEnabled", "userType"]
-
-
-@dataclass(frozen=True)
-class SendOptions:
-    """How records go out.
-
-    Attributes:
-        chat: ``one_on_one`` (a 1:1 chat per recipient) or ``group`` (one group chat for all).
-        mode: ``per_record`` (one message per record) or ``digest`` (one table per recipient, split
-            under Teams' size limit).
-        record_format: ``card`` (Adaptive Card) or ``table`` (HTML table) for per-record messages.
-        include_record: show the record's fields (the Teams display format) at all.
-        importance: ``normal``, ``high`` or ``urgent``.
-        record_contact: file the message as a contact (type TS) on each address.
-        purpose: why personal data leaves the CRM (required when the policy says so).
-        language: labels of the rendered record (default: the session's language).
-    """
-
-    chat: str = "one_on_one"
-    mode: str = "per_record"
-    record_format: str = "card"
-    include_record: bool = True
-    importance: str = "normal"
-    record_contact: bool = False
-    purpose: str | None = None
-    language: str | None = None
-
-    @classmethod
-    def of(cls, **options: Any) -> SendOptions:
-        """Options from keyword arguments; an unknown name is a :class:`ValidationError`, not a TypeError."""
-        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValidationError(f"Unknown send options {unknown}; known: {', '.join(cls.__dataclass_fields__)}.")
-        return cls(**options)
-
-    def __post_init__(self) -> None:
-        for name, allowed in (("chat", CHAT_KINDS), ("mode", MODES), ("record_format", FORMATS)):
-            if getattr(self, name) not in allowed:
-                raise ValidationError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}.")
 
 
 @dataclass

@@ -19,6 +19,7 @@ import ipywidgets as widgets
 from ..campaigns import PLACEHOLDERS
 from ..campaigns._template import CONTEXT_PLACEHOLDERS
 from ..i18n import field_label, format_datetime, parse_datetime, t
+from ..teams.options import CAMPAIGN_OPTIONS, CHOICES, label_key
 from .common import ErrorBox
 from .rights_hint import apply_right
 
@@ -154,17 +155,13 @@ class TeamsActionDialog(widgets.VBox):
         self.include_record = widgets.Checkbox(value=action.include_record if action else True,
                                                description=t("campaigns.include_record", lang), indent=False,
                                                layout=widgets.Layout(width="auto"))
-        self.record_format = widgets.Dropdown(
-            options=[(t(f"campaigns.record_format.{k}", lang), k) for k in ("card", "table")],
-            value=action.record_format if action else "card", description=t("campaigns.record_format", lang),
-            style=_LABEL)
-        self.chat = widgets.ToggleButtons(
-            options=[(t(f"campaigns.chat.{k}", lang), k) for k in ("one_on_one", "group")],
-            value=action.chat if action else "one_on_one", description=t("campaigns.chat", lang), style=_LABEL)
-        self.importance = widgets.Dropdown(
-            options=[(t(f"campaigns.importance.{k}", lang), k) for k in ("normal", "high", "urgent")],
-            value=action.importance if action else "normal", description=t("campaigns.importance", lang),
-            style=_LABEL)
+        # The choices of crmkit.teams.options, labelled from the catalog (chat as toggle buttons).
+        for name in (n for n in CAMPAIGN_OPTIONS if n in CHOICES):
+            control = widgets.ToggleButtons if name == "chat" else widgets.Dropdown
+            setattr(self, name, control(
+                options=[(t(label_key(name, "campaigns", v), lang), v) for v in CHOICES[name].values],
+                value=getattr(action, name) if action else CHOICES[name].default,
+                description=t(label_key(name, "campaigns"), lang), style=_LABEL))
         self.skip_blocked = widgets.Checkbox(value=action.skip_blocked if action else True,
                                              description=t("campaigns.skip_blocked", lang), indent=False)
         self.options_box = widgets.VBox([

@@ -48,7 +48,7 @@ from ..i18n import format_count, t
 from ..teams.compose import new_compose_key
 from ..teams.delivery import Progress
 from ..teams.display_format import card_to_html
-from ..teams.send import CHAT_KINDS, FORMATS, MODES
+from ..teams.options import CHOICES, COMPOSE_CHOICES, DEFAULTS, IMPORTANCE, label_key
 from .accounts import SignInPanel
 from .common import ErrorBox
 
@@ -59,7 +59,6 @@ __all__ = ["IMPORTANCE", "ComposeDialog", "ComposeModel"]
 
 log = logging.getLogger(__name__)
 
-IMPORTANCE: tuple[str, ...] = ("normal", "high", "urgent")
 SUGGESTIONS = 8  # people shown under the search box
 PREVIEW_LIMIT = 10  # messages rendered in the preview; the count names the rest
 RESULT_ROWS = 500
@@ -112,11 +111,11 @@ class ComposeModel(HasTraits):
     subject = Unicode("")
     message = Unicode("")
     record_contact = Bool(False)
-    chat = Unicode("one_on_one")
-    mode = Unicode("per_record")
-    record_format = Unicode("card")
-    include_record = Bool(True)
-    importance = Unicode("normal")
+    chat = Unicode(DEFAULTS["chat"])
+    mode = Unicode(DEFAULTS["mode"])
+    record_format = Unicode(DEFAULTS["record_format"])
+    include_record = Bool(DEFAULTS["include_record"])
+    importance = Unicode(DEFAULTS["importance"])
     purpose = Unicode("")
     state = Unicode("idle")
     progress = AnyTrait(None)
@@ -474,15 +473,12 @@ class ComposeDialog(widgets.VBox):
         self.record_contact.description = t("teams.record_contact", lang)
         self.record_contact.add_class("crmkit-compose-record-contact")
 
-        # send options
-        def choice(key: str, values: Sequence[str], value: str) -> widgets.Dropdown:
-            return _labelled(widgets.Dropdown(options=[(t(f"{key}.{v}", lang), v) for v in values], value=value),
-                             lang, key)
-
-        self.chat = choice("compose.chat", CHAT_KINDS, model.chat)
-        self.mode = choice("compose.mode", MODES, model.mode)
-        self.record_format = choice("compose.format", FORMATS, model.record_format)
-        self.importance = choice("compose.importance", IMPORTANCE, model.importance)
+        # send options: one dropdown per choice of crmkit.teams.options, labelled from the catalog
+        for name in COMPOSE_CHOICES:
+            values = CHOICES[name].values
+            dropdown = widgets.Dropdown(options=[(t(label_key(name, "compose", v), lang), v) for v in values],
+                                        value=getattr(model, name))
+            setattr(self, name, _labelled(dropdown, lang, label_key(name, "compose")))
         self.include_record = widgets.Checkbox(value=model.include_record, indent=False,
                                                description=t("compose.include_record", lang))
         self.purpose = widgets.Text(layout=widgets.Layout(width="560px"))
@@ -539,8 +535,7 @@ class ComposeDialog(widgets.VBox):
         self.add_class("crmkit-compose")
 
         # widgets → model
-        for name in ("subject", "message", "record_contact", "chat", "mode", "record_format", "importance",
-                     "include_record", "purpose"):
+        for name in ("subject", "message", "record_contact", *COMPOSE_CHOICES, "include_record", "purpose"):
             getattr(self, name).observe(lambda c, name=name: setattr(model, name, c["new"]), "value")
         self.preview_button.on_click(lambda _b: model.run_preview())
         self.send_button.on_click(lambda _b: model.send())
