@@ -381,8 +381,8 @@ class AdminConsentPanel(widgets.VBox):
                 continue
             row.request = None
             row.link.value = ""
-            row.status.value = self._outcome_html(status)
             self.refresh(keep_status=True)
+            row.status.value = self._outcome_html(status)  # last: the answer is shown once the box shows it
         return still_open
 
     def _outcome_html(self, status: str) -> str:
