@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import addresses as _addresses
+from . import contacts
 from .addresses import check_id
 from .errors import NotFound, PermissionDenied, UnknownUser, ValidationError, catalog_error
 from .i18n import t
@@ -351,13 +352,8 @@ class CRM:
             raise catalog_error(NotFound, "error.msg.no_address", id=address_id)
         if not tx.one("SELECT count(*) FROM contact_types WHERE code = ?", [type_code]):
             raise ValidationError(f"Unknown contact type {type_code!r}; see crm.contact_types().")
-        new_id = int(tx.one("SELECT coalesce(max(id), 0) + 1 FROM contacts"))
-        tx.execute(
-            "INSERT INTO contacts (id, address_id, happened_at, type_code, subject, notes, user_name, source) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [new_id, address_id, at or _now(), type_code, subject, notes, self.user.name, source],
-        )
-        return new_id
+        return contacts.insert(tx, address_id=address_id, type_code=type_code, subject=subject, notes=notes,
+                               user_name=self.user.name, source=source, happened_at=at or _now())
 
 
 # -- validation helpers ------------------------------------------------------------------------------

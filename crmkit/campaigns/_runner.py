@@ -28,13 +28,14 @@ from ..processes import HOST, process_gone
 from ..teams.activation import switched_off
 from ..teams.options import CAMPAIGN_OPTIONS, DEFAULTS, SendOptions
 from ..teams.outbox import utcnow
-from ..teams.send import enqueue_plan
+from ..teams.staging import enqueue_plan
 from ._template import render_message, render_subject, template_fields
 
 if TYPE_CHECKING:
     from ..crm import CRM
     from ..store import Tx
-    from ..teams.send import SendPlan, TeamsService
+    from ..teams.planning import SendPlan
+    from ..teams.send import TeamsService
 
 __all__ = ["Claimer", "RunOutcome", "claim_due", "execute_run", "retry_delay", "run_error_text"]
 

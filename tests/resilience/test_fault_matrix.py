@@ -37,7 +37,7 @@ from crmkit.errors import GraphError
 from crmkit.graph import AsyncGraph, GraphClient, RateLimiter
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.teams import activation
-from crmkit.teams.send import GraphChatGateway
+from crmkit.teams.gateway import GraphChatGateway
 
 pytestmark = pytest.mark.sandbox
 
@@ -186,7 +186,7 @@ def _send_one_of_many(g: Any, c: dict[str, Any]) -> Any:
 
 # -- part 0: every Graph call is in the matrix ----------------------------------------------------------
 
-FIND_MARKER = "crmkit.teams.send:GraphChatGateway.find_marker"
+FIND_MARKER = "crmkit.teams.gateway:GraphChatGateway.find_marker"
 GENERIC = {"request", "json", "aclose"}  # the transport every call goes through, and closing it
 SYNC_ONLY = {"submit", "call", "close"}  # GraphClient's own: they run a coroutine of AsyncGraph, or close
 

@@ -26,9 +26,9 @@ RECORDS = 2_500  # three planning chunks of 1,000
 CHILD = """
 import json, os, signal, sys
 import crmkit
-import crmkit.teams.send as send
+import crmkit.teams.staging as staging
 
-real, calls = send._stage_rows, []
+real, calls = staging._stage_rows, []
 
 def stage_then_die(tx, *args):
     calls.append(1)
@@ -36,7 +36,7 @@ def stage_then_die(tx, *args):
         os.kill(os.getpid(), signal.SIGKILL)  # two chunks staged and committed, the third never
     real(tx, *args)
 
-send._stage_rows = stage_then_die
+staging._stage_rows = stage_then_die
 crm = crmkit.open(sys.argv[1])
 crm.teams.send(list(range(1, int(sys.argv[2]) + 1)), to=json.loads(sys.argv[3]), subject="Half planned")
 """

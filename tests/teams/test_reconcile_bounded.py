@@ -18,8 +18,8 @@ from support.sandbox import SandboxAdmin, colleagues, minted_graph
 import crmkit
 from crmkit.graph import GraphClient, RateLimiter
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+from crmkit.teams.gateway import GraphChatGateway
 from crmkit.teams.outbox import utcnow
-from crmkit.teams.send import GraphChatGateway
 
 HISTORY = 400  # messages already in the chat, older than the window: 8 pages of 50
 
