@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from support.network import is_loopback_url
-from support.sandbox import SandboxProc
+from support.sandbox import Browser, SandboxAdmin, SandboxProc, fast_tenant, fresh_tenant
 
 import crmkit
 
@@ -79,6 +79,41 @@ def sandbox_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxPr
     yield sp
     _msal._close_shared()
     sp.stop()
+
+
+# The handles on that process, named by what is set up around them (each a support.sandbox.SandboxAdmin).
+@pytest.fixture
+def sandbox_admin(sandbox_proc: SandboxProc) -> Iterator[SandboxAdmin]:
+    """The session's sandbox, reset; nothing of crmkit's configuration points at it (the sandbox alone)."""
+    sb = SandboxAdmin(sandbox_proc.url)
+    sb.reset()
+    yield sb
+    sb.close()
+
+
+@pytest.fixture
+def crm_tenant(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
+    """The session's sandbox, reset, as crmkit's tenant for this test: CRMKIT_SANDBOX_URL, a private
+    CRMKIT_HOME, msal's process-wide caches empty (``support.sandbox.fresh_tenant``)."""
+    with fresh_tenant(sandbox_proc, monkeypatch, tmp_path) as sb:
+        yield sb
+
+
+@pytest.fixture
+def fast_crm_tenant(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+                    ) -> Iterator[SandboxAdmin]:
+    """:func:`crm_tenant` with Teams' limits raised on both sides (``support.sandbox.fast_tenant``), for tests
+    about exactly-once and bookkeeping rather than pacing."""
+    with fast_tenant(sandbox_proc, monkeypatch, tmp_path) as sb:
+        yield sb
+
+
+@pytest.fixture
+def form_browser() -> Iterator[Browser]:
+    """A form-posting HTTP browser for the sandbox's pages (``support.forms``); Chromium is ``browser``."""
+    b = Browser()
+    yield b
+    b.close()
 
 
 @pytest.fixture

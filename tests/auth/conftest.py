@@ -1,6 +1,7 @@
-"""Sandbox tier for crmkit.auth: one real sandbox subprocess per session, reset per test.
+"""Sandbox tier for crmkit.auth: the session's sandbox subprocess as crmkit's tenant (``crm_tenant``, reset per
+test, from tests/conftest.py).
 
-The browser side of the device-code flow is driven with plain HTTP form posts, exactly as a
+The browser side of the device-code flow is driven with plain HTTP form posts (``form_browser``), exactly as a
 browser submits the sandbox's sign-in page (same action, hidden fields, pressed button).
 """
 
@@ -10,32 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.sandbox import Browser, SandboxAdmin, SandboxProc, fresh_tenant
+from support.sandbox import SandboxAdmin
 
 import crmkit
 from crmkit.auth import Microsoft365
-
-
-class SandboxHandle(SandboxAdmin):
-    def device_calls(self) -> int:
-        return sum(n for k, n in self.counters().items() if "devicecode" in k)
-
-    def token_grants(self) -> int:
-        return sum(n for k, n in self.counters().items() if "oauth2/v2.0/token" in k)
-
-
-@pytest.fixture
-def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxHandle]:
-    """A reset sandbox; CRMKIT_SANDBOX_URL and a private CRMKIT_HOME for this test."""
-    with fresh_tenant(sandbox_proc, monkeypatch, tmp_path, SandboxHandle) as sb:
-        yield sb
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    b = Browser()
-    yield b
-    b.close()
 
 
 @pytest.fixture
@@ -49,7 +28,7 @@ def crm_file(tmp_path: Path) -> crmkit.CRM:
 
 
 @pytest.fixture
-def m365(sandbox: SandboxHandle, crm_file: crmkit.CRM) -> Iterator[Microsoft365]:
+def m365(crm_tenant: SandboxAdmin, crm_file: crmkit.CRM) -> Iterator[Microsoft365]:
     m = Microsoft365(crm_file)
     yield m
     m.close()

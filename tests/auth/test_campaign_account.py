@@ -8,9 +8,10 @@ from pathlib import Path
 
 import msal
 import pytest
+from support.sandbox import forget_msal
 
 import crmkit
-from crmkit.auth import Microsoft365, _cache, _msal
+from crmkit.auth import Microsoft365
 from crmkit.errors import PermissionDenied, ValidationError
 from crmkit.sandbox import (
     SANDBOX_ADMIN_UPN,
@@ -71,7 +72,7 @@ def test_test_reports_the_precise_reason(m365: Microsoft365, username: str, pass
 
 
 def test_missing_consent_carries_the_link_and_admin_consent_fixes_it(
-    sandbox, crm_file, browser, monkeypatch: pytest.MonkeyPatch,
+    crm_tenant, crm_file, form_browser, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CRMKIT_CLIENT_ID", SANDBOX_UNCONSENTED_CLIENT_ID)
     m365 = Microsoft365(crm_file)
@@ -84,9 +85,9 @@ def test_missing_consent_carries_the_link_and_admin_consent_fixes_it(
         states = m365.consent_states().set_index("scope")["state"]
         assert states["organization"] == "required"
         # The admin opens the link, signs in and accepts; the browser lands on the redirect URI.
-        page = browser.get(result.consent_url)
+        page = form_browser.get(result.consent_url)
         assert page.status_code == 200, page.text[:300]
-        done = browser.submit(page, {"login": SANDBOX_ADMIN_UPN, "passwd": SANDBOX_PASSWORD}, button="accept")
+        done = form_browser.sign_in(page, SANDBOX_ADMIN_UPN, button="accept")
         assert done.status_code == 302
         landed = done.headers["location"]
         consent = m365.record_consent_redirect(landed)
@@ -100,15 +101,14 @@ def test_missing_consent_carries_the_link_and_admin_consent_fixes_it(
 
 
 
-def test_signed_in_once_mode(m365: Microsoft365, browser, crm_file) -> None:
+def test_signed_in_once_mode(m365: Microsoft365, form_browser, crm_file) -> None:
     sign_in = m365.campaign.start_sign_in()
-    browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_ADMIN_UPN)
+    form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_ADMIN_UPN)
     info = sign_in.wait(30)
     assert (info.mode, info.username, info.has_password) == ("signed_in", SANDBOX_ADMIN_UPN, False)
     assert m365.campaign.test().ok
     # a new process: fresh cache objects and MSAL apps; the refresh token on disk is enough
-    _cache.forget_caches()
-    _msal._apps.clear()
+    forget_msal()
     again = Microsoft365(crmkit.open(crm_file.store.path, user="tina"))
     try:
         result = again.campaign.test()
@@ -119,18 +119,17 @@ def test_signed_in_once_mode(m365: Microsoft365, browser, crm_file) -> None:
         again.close()
 
 
-def test_replacing_or_clearing_needs_no_identity_platform(m365: Microsoft365, browser, crm_file,
+def test_replacing_or_clearing_needs_no_identity_platform(m365: Microsoft365, form_browser, crm_file,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     sign_in = m365.campaign.start_sign_in()
-    browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_ADMIN_UPN)
+    form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_ADMIN_UPN)
     sign_in.wait(30)
     cache = m365.campaign._cache()[0]
     kinds = msal.TokenCache.CredentialType
     assert list(cache.search(kinds.REFRESH_TOKEN)) and list(cache.search(kinds.ACCOUNT))
     # the identity platform is gone (a closed loopback port); a new process opens the CRM
     monkeypatch.setenv("CRMKIT_SANDBOX_URL", f"http://127.0.0.1:{free_port()}")
-    _cache.forget_caches()
-    _msal._apps.clear()
+    forget_msal()
     offline = Microsoft365(crmkit.open(crm_file.store.path, user="tina"))
     try:
         info = offline.campaign.set_password(SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD)

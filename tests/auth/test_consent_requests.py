@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from support.sandbox import SANDBOX_PASSWORD, Browser, colleagues
+from support.sandbox import Browser, SandboxAdmin, colleagues
 
 import crmkit
 from crmkit.auth import Microsoft365
@@ -27,9 +27,7 @@ from crmkit.auth.consent import (
     start_consent_request,
 )
 from crmkit.errors import PermissionDenied, ValidationError
-from crmkit.sandbox import SANDBOX_ADMIN_UPN, SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN
-
-from .conftest import SandboxHandle
+from crmkit.sandbox import SANDBOX_ADMIN_UPN, SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
 
 pytestmark = pytest.mark.sandbox
 
@@ -53,7 +51,7 @@ def _org_consent(url: str, upn: str = SANDBOX_ADMIN_UPN) -> dict[str, str]:
     try:
         page = browser.get(url)
         assert page.status_code == 200, page.text[:400]
-        return _query(browser.submit(page, {"login": upn, "passwd": SANDBOX_PASSWORD}, button="accept"))
+        return _query(browser.sign_in(page, upn, button="accept"))
     finally:
         browser.close()
 
@@ -64,7 +62,7 @@ def _account_consent(url: str, upn: str) -> dict[str, str]:
     try:
         page = browser.get(url)
         assert page.status_code == 200, page.text[:400]
-        consent = browser.submit(page, {"login": upn, "passwd": SANDBOX_PASSWORD}, button="signin")
+        consent = browser.sign_in(page, upn)
         assert consent.status_code == 200, consent.text[:400]
         return _query(browser.submit(consent, button="accept"))
     finally:
@@ -76,13 +74,13 @@ def _rows(crm: crmkit.CRM, table: str) -> list[tuple[object, ...]]:
 
 
 @pytest.fixture
-def unconsented(sandbox: SandboxHandle) -> SandboxHandle:
+def unconsented(crm_tenant: SandboxAdmin) -> SandboxAdmin:
     """The sandbox with crmkit's app not consented organisation-wide: the consent pages are real."""
-    sandbox.put("consent", {"client_id": SANDBOX_CLIENT_ID, "admin_consented": False})
-    return sandbox
+    crm_tenant.put("consent", {"client_id": SANDBOX_CLIENT_ID, "admin_consented": False})
+    return crm_tenant
 
 
-def test_the_state_is_kept_only_as_its_hash(m365: Microsoft365, unconsented: SandboxHandle) -> None:
+def test_the_state_is_kept_only_as_its_hash(m365: Microsoft365, unconsented: SandboxAdmin) -> None:
     crm = m365.crm
     request = start_consent_request(crm, m365.config, ORGANIZATION, redirect_uri=REDIRECT)
     state = _state(request.url)
@@ -96,7 +94,7 @@ def test_the_state_is_kept_only_as_its_hash(m365: Microsoft365, unconsented: San
 
 
 def test_organisation_consent_is_recorded_once_as_the_requesting_admin(
-        m365: Microsoft365, unconsented: SandboxHandle) -> None:
+        m365: Microsoft365, unconsented: SandboxAdmin) -> None:
     crm = m365.crm
     request = start_consent_request(crm, m365.config, ORGANIZATION, redirect_uri=REDIRECT, lang="en")
     query = _org_consent(request.url)
@@ -116,7 +114,7 @@ def test_organisation_consent_is_recorded_once_as_the_requesting_admin(
     assert (_rows(crm, "consent_state"), _rows(crm, "consent_requests"), _rows(crm, "audit")) == before
 
 
-def test_a_declined_consent_is_recorded_as_declined(m365: Microsoft365, unconsented: SandboxHandle) -> None:
+def test_a_declined_consent_is_recorded_as_declined(m365: Microsoft365, unconsented: SandboxAdmin) -> None:
     request = start_consent_request(m365.crm, m365.config, ORGANIZATION, redirect_uri=REDIRECT)
     browser = Browser()
     try:
@@ -129,7 +127,7 @@ def test_a_declined_consent_is_recorded_as_declined(m365: Microsoft365, unconsen
 
 
 def test_unknown_expired_and_another_users_answers_write_nothing(
-        m365: Microsoft365, unconsented: SandboxHandle) -> None:
+        m365: Microsoft365, unconsented: SandboxAdmin) -> None:
     crm, config = m365.crm, m365.config
     before = (_rows(crm, "consent_state"), _rows(crm, "audit"))
     # unknown or missing state
@@ -155,7 +153,7 @@ def test_unknown_expired_and_another_users_answers_write_nothing(
 
 
 def test_only_a_teams_admin_hands_out_links_and_a_demoted_admins_link_records_nothing(
-        m365: Microsoft365, unconsented: SandboxHandle) -> None:
+        m365: Microsoft365, unconsented: SandboxAdmin) -> None:
     crm, config = m365.crm, m365.config
     sara = crmkit.CRM(crm.store, "sara")
     with pytest.raises(PermissionDenied):
@@ -170,7 +168,7 @@ def test_only_a_teams_admin_hands_out_links_and_a_demoted_admins_link_records_no
 
 
 def test_one_accounts_consent_is_proven_by_the_id_token_and_no_token_is_kept(
-        m365: Microsoft365, unconsented: SandboxHandle, tmp_path: Path) -> None:
+        m365: Microsoft365, unconsented: SandboxAdmin, tmp_path: Path) -> None:
     crm, config = m365.crm, m365.config
     request = start_consent_request(crm, config, f"account:{SANDBOX_DEFAULT_UPN}", redirect_uri=REDIRECT)
     q = parse_qs(urlsplit(request.url).query)
@@ -194,7 +192,7 @@ def test_one_accounts_consent_is_proven_by_the_id_token_and_no_token_is_kept(
     assert answer_consent(crm.store, query, config=config).outcome == "used"
 
 
-def test_another_account_signing_in_records_no_consent(m365: Microsoft365, unconsented: SandboxHandle) -> None:
+def test_another_account_signing_in_records_no_consent(m365: Microsoft365, unconsented: SandboxAdmin) -> None:
     crm, config = m365.crm, m365.config
     other = colleagues(unconsented, 1)[0]
     request = start_consent_request(crm, config, f"account:{SANDBOX_DEFAULT_UPN}", redirect_uri=REDIRECT)
@@ -206,7 +204,7 @@ def test_another_account_signing_in_records_no_consent(m365: Microsoft365, uncon
 
 
 def test_without_the_machine_key_the_code_cannot_be_redeemed(
-        m365: Microsoft365, unconsented: SandboxHandle) -> None:
+        m365: Microsoft365, unconsented: SandboxAdmin) -> None:
     """The PKCE verifier is derived from the state with CRMKIT_HOME's key: a copied database alone
     (another machine's key) cannot turn a code into the account's tokens."""
     crm, config = m365.crm, m365.config
@@ -218,7 +216,7 @@ def test_without_the_machine_key_the_code_cannot_be_redeemed(
 
 
 def test_the_campaign_tests_consent_link_is_one_crmkit_records(
-        sandbox: SandboxHandle, crm_file: crmkit.CRM, monkeypatch: pytest.MonkeyPatch) -> None:
+        crm_tenant: SandboxAdmin, crm_file: crmkit.CRM, monkeypatch: pytest.MonkeyPatch) -> None:
     """»Testen…« refused for missing consent shows a consent link; for a Teams admin it is a recorded
     request whose redirect comes back to crmkit, not the bare link with the native-client URI."""
     from crmkit.sandbox import SANDBOX_UNCONSENTED_CLIENT_ID

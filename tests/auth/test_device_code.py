@@ -13,12 +13,12 @@ from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_MFA_CODE, SANDBOX_MFA_UP
 pytestmark = pytest.mark.sandbox
 
 
-def test_device_code_sign_in_adds_the_account_and_graph_works(m365: Microsoft365, browser, sandbox) -> None:
+def test_device_code_sign_in_adds_the_account_and_graph_works(m365: Microsoft365, form_browser, crm_tenant) -> None:
     sign_in = m365.accounts.start_sign_in(use_teams=True, use_smtp=True)
     assert sign_in.status == "waiting" and not sign_in.done
     assert sign_in.user_code in sign_in.message and sign_in.verification_uri.endswith("/devicelogin")
     assert "device_code" not in repr(sign_in)
-    page = browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
+    page = form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
     assert "signed in" in page.text
     account = sign_in.wait(30)
     assert sign_in.status == "signed_in"
@@ -32,19 +32,19 @@ def test_device_code_sign_in_adds_the_account_and_graph_works(m365: Microsoft365
     assert states.set_index("scope").loc[f"account:{SANDBOX_DEFAULT_UPN}", "state"] == "granted"
 
 
-def test_mfa_user_signs_in_by_device_code(m365: Microsoft365, browser) -> None:
+def test_mfa_user_signs_in_by_device_code(m365: Microsoft365, form_browser) -> None:
     sign_in = m365.accounts.start_sign_in()
-    page = browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_MFA_UPN)
-    page = browser.submit(page, {"mfa_code": SANDBOX_MFA_CODE}, button="verify")
+    page = form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_MFA_UPN)
+    page = form_browser.submit(page, {"mfa_code": SANDBOX_MFA_CODE}, button="verify")
     assert sign_in.wait(30).username == SANDBOX_MFA_UPN
 
 
-def test_personal_account_is_refused_clearly(m365: Microsoft365, browser) -> None:
+def test_personal_account_is_refused_clearly(m365: Microsoft365, form_browser) -> None:
     sign_in = m365.accounts.start_sign_in(timeout=20)
-    page = browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_PERSONAL_ACCOUNT)
-    assert "AADSTS50020" in browser.alert(page)
+    page = form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_PERSONAL_ACCOUNT)
+    assert "AADSTS50020" in form_browser.alert(page)
     # The page refuses; the user gives up and the app is cancelled, or picks "Cancel" on the page.
-    page = browser.submit(page, {"login": SANDBOX_PERSONAL_ACCOUNT, "passwd": "x"}, button="cancel")
+    page = form_browser.submit(page, {"login": SANDBOX_PERSONAL_ACCOUNT, "passwd": "x"}, button="cancel")
     with pytest.raises(SignInCancelled, match="declined"):
         sign_in.wait(30)
     assert m365.accounts.list() == []
@@ -83,14 +83,14 @@ def test_clean_time_out(m365: Microsoft365) -> None:
     assert m365.accounts.list() == []
 
 
-def test_first_teams_action_without_account_starts_sign_in(m365: Microsoft365, browser) -> None:
+def test_first_teams_action_without_account_starts_sign_in(m365: Microsoft365, form_browser) -> None:
     with pytest.raises(SignInRequired):
         m365.accounts.token()
     prompted = []
 
     def prompt(sign_in) -> None:  # what a widget or print would show, then the person signs in
         prompted.append(sign_in.message)
-        browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
+        form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
 
     account = m365.accounts.ensure_teams_account(prompt=prompt, timeout=30)
     assert account.username == SANDBOX_DEFAULT_UPN and len(prompted) == 1
@@ -98,9 +98,9 @@ def test_first_teams_action_without_account_starts_sign_in(m365: Microsoft365, b
     assert len(prompted) == 1
 
 
-def test_usage_flags_and_removal(m365: Microsoft365, browser) -> None:
+def test_usage_flags_and_removal(m365: Microsoft365, form_browser) -> None:
     sign_in = m365.accounts.start_sign_in(use_teams=False)
-    browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
+    form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
     account = sign_in.wait(30)
     assert m365.accounts.teams_account() is None
     account = m365.accounts.set_usage(account, use_teams=True, use_smtp=True)
@@ -114,11 +114,11 @@ def test_usage_flags_and_removal(m365: Microsoft365, browser) -> None:
     assert {"m365.account", "m365.account.usage"} <= set(log["key"])
 
 
-def test_accounts_belong_to_their_crm_user(m365: Microsoft365, browser, crm_file) -> None:
+def test_accounts_belong_to_their_crm_user(m365: Microsoft365, form_browser, crm_file) -> None:
     import crmkit
 
     sign_in = m365.accounts.start_sign_in()
-    browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
+    form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
     sign_in.wait(30)
     sara = Microsoft365(crmkit.open(crm_file.store.path, user="sara"))
     try:

@@ -38,7 +38,7 @@ print(json.dumps({"upn": me["userPrincipalName"], "accounts": [a.username for a 
 """
 
 
-def test_token_is_reused_silently_in_a_new_process(sandbox, browser, tmp_path: Path) -> None:
+def test_token_is_reused_silently_in_a_new_process(crm_tenant, form_browser, tmp_path: Path) -> None:
     db = tmp_path / "crm.duckdb"
     crmkit.open(db).store.close()
     env = {**os.environ, "CRMKIT_DB": str(db), "CRMKIT_USER": "admin"}
@@ -47,7 +47,7 @@ def test_token_is_reused_silently_in_a_new_process(sandbox, browser, tmp_path: P
     try:
         assert child.stdout is not None
         first = json.loads(child.stdout.readline())
-        browser.device_login(first["uri"], first["code"], SANDBOX_DEFAULT_UPN)
+        form_browser.device_login(first["uri"], first["code"], SANDBOX_DEFAULT_UPN)
         out, err = child.communicate(timeout=60)
     finally:
         if child.poll() is None:
@@ -56,13 +56,13 @@ def test_token_is_reused_silently_in_a_new_process(sandbox, browser, tmp_path: P
     assert child.returncode == 0, err
     assert json.loads(out.strip().splitlines()[-1]) == {"username": SANDBOX_DEFAULT_UPN}
 
-    device_calls, grants = sandbox.device_calls(), sandbox.token_grants()
+    device_calls, grants = crm_tenant.device_calls(), crm_tenant.token_grants()
     second = subprocess.run([sys.executable, "-c", SILENT], capture_output=True, text=True, env=env, cwd=ROOT,
                             timeout=60)
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout) == {"upn": SANDBOX_DEFAULT_UPN, "accounts": [SANDBOX_DEFAULT_UPN]}
-    assert sandbox.device_calls() == device_calls  # no new device-code sign-in
-    assert sandbox.token_grants() == grants  # the access token itself came from the cache
+    assert crm_tenant.device_calls() == device_calls  # no new device-code sign-in
+    assert crm_tenant.token_grants() == grants  # the access token itself came from the cache
 
     home = Path(os.environ["CRMKIT_HOME"])
     assert stat.S_IMODE(home.stat().st_mode) == 0o700

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.sandbox
 SECRET_FIELDS = ("access_token", "refresh_token", "id_token", "device_code")
 
 
-def test_secret_scan(sandbox, sandbox_proc, crm_file, browser, caplog: pytest.LogCaptureFixture,
+def test_secret_scan(crm_tenant, sandbox_proc, crm_file, form_browser, caplog: pytest.LogCaptureFixture,
                      capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     for name in ("", "httpx", "httpcore", "msal", "crmkit"):
         caplog.set_level(logging.DEBUG, logger=name)
@@ -36,14 +36,14 @@ def test_secret_scan(sandbox, sandbox_proc, crm_file, browser, caplog: pytest.Lo
                 return
             seen.update(str(body[k]) for k in SECRET_FIELDS if body.get(k))
 
-    http = make_http_client(sandbox.url)
+    http = make_http_client(crm_tenant.url)
     http.event_hooks["response"].append(harvest)
     m365 = Microsoft365(crm_file, http=http)
     try:
         # a user adds an account and works with Graph, printing what a notebook would display
         sign_in = m365.accounts.start_sign_in()
         print(sign_in, sign_in.message)
-        browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
+        form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
         account = sign_in.wait(30)
         print(account, m365, m365.accounts.list(), m365.accounts.frame())
         with m365.graph() as graph:
@@ -57,7 +57,7 @@ def test_secret_scan(sandbox, sandbox_proc, crm_file, browser, caplog: pytest.Lo
         info = m365.campaign.set_password(SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD)
         print(info, m365.campaign, m365.campaign.test(), m365.campaign.box)
         sign_in = m365.campaign.start_sign_in()
-        browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_ADMIN_UPN)
+        form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_ADMIN_UPN)
         print(sign_in.wait(30), m365.campaign.test())
         print(m365.consent_states(), crm_file.audit_log())
         logging.getLogger("crmkit").debug("state %r %r", m365.accounts.list(), m365.campaign.info())

@@ -13,7 +13,7 @@ from crmkit.widgets.campaign_account import AdminConsentPanel, CampaignAccountFo
 pytestmark = pytest.mark.sandbox  # widgets against a sandbox: the heavier part is the tier
 
 
-def test_accounts_view_add_flag_remove(m365: Microsoft365, browser) -> None:
+def test_accounts_view_add_flag_remove(m365: Microsoft365, form_browser) -> None:
     view = AccountsView(m365=m365, lang="de")
     assert "Noch kein Account" in view.table.value and view.edit.layout.display == "none"
     assert "Geschäfts- oder Schul-Accounts" in view.hint.value and "0600" not in view.hint.value
@@ -22,7 +22,7 @@ def test_accounts_view_add_flag_remove(m365: Microsoft365, browser) -> None:
     assert sign_in is not None and view.add.disabled
     assert sign_in.user_code in view.panel.prompt.value and sign_in.verification_uri in view.panel.prompt.value
     assert view.panel.layout.display is None
-    browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
+    form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_DEFAULT_UPN)
     sign_in.wait(30)
     assert SANDBOX_DEFAULT_UPN in view.table.value and "Angemeldet als" in view.panel.status.value
     assert not view.add.disabled and view.choice.value == m365.accounts.list()[0].home_account_id
@@ -67,10 +67,10 @@ def test_campaign_form_password_and_test(m365: Microsoft365, crm_file) -> None:
         carl.close()
 
 
-def test_campaign_form_sign_in_once(m365: Microsoft365, browser) -> None:
+def test_campaign_form_sign_in_once(m365: Microsoft365, form_browser) -> None:
     form = CampaignAccountForm(m365=m365, lang="en")
     sign_in = form.start_sign_in()
-    browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_ADMIN_UPN)
+    form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_ADMIN_UPN)
     sign_in.wait(30)
     assert SANDBOX_ADMIN_UPN in form.current.value and "Sign in once" in form.current.value
     assert form.run_test().ok and "Test succeeded" in form.result.value

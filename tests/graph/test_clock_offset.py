@@ -68,10 +68,10 @@ def test_only_recent_responses_count() -> None:
 
 @pytest.mark.sandbox
 @pytest.mark.parametrize("skew", [90, -600])
-def test_estimate_from_a_sandbox_with_a_skewed_clock(sandbox, skew: int) -> None:
-    sandbox.put("clock", {"offset_s": skew})
+def test_estimate_from_a_sandbox_with_a_skewed_clock(sandbox_admin, skew: int) -> None:
+    sandbox_admin.put("clock", {"offset_s": skew})
     try:
-        graph = sandbox.graph()
+        graph = sandbox_admin.graph_client()
         assert graph.aio.clock.bounds() is None  # nothing seen yet
         for _ in range(8):
             graph.me()
@@ -80,4 +80,4 @@ def test_estimate_from_a_sandbox_with_a_skewed_clock(sandbox, skew: int) -> None
         assert hi - lo <= 1.5
         assert graph.aio.clock.samples == 8
     finally:
-        sandbox.put("clock", {"offset_s": 0})
+        sandbox_admin.put("clock", {"offset_s": 0})

@@ -19,7 +19,8 @@ import msal
 import pytest
 
 from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
-from tests.support.sandbox import Browser, SandboxProc, _Forms
+from tests.support import forms
+from tests.support.sandbox import Browser, SandboxProc
 
 pytestmark = pytest.mark.sandbox
 
@@ -34,13 +35,6 @@ def sp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
     proc = SandboxProc(base / "state", base / "sandbox.log", https=True)
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    b = Browser()
-    yield b
-    b.close()
 
 
 def _pkce() -> tuple[str, str]:
@@ -62,16 +56,15 @@ def _query(location: str) -> dict[str, str]:
 
 def _posted(page: httpx.Response) -> dict[str, str]:
     """The fields a form_post page sends to the redirect URI (a browser submits it by itself)."""
-    forms = _Forms()
-    forms.feed(page.text)
-    assert len(forms.forms) == 1 and forms.forms[0]["action"] == REDIRECT, page.text[:400]
-    return forms.forms[0]["fields"]
+    parsed = forms.page_forms(page.text)
+    assert len(parsed.forms) == 1 and parsed.forms[0]["action"] == REDIRECT, page.text[:400]
+    return parsed.forms[0]["fields"]
 
 
-def _login(browser: Browser, url: str) -> dict[str, str]:
-    page = browser.get(url)
+def _login(form_browser: Browser, url: str) -> dict[str, str]:
+    page = form_browser.get(url)
     assert page.status_code == 200, page.text[:400]
-    done = browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    done = form_browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
     assert done.status_code == 302, done.text[:400]
     return _query(done.headers["location"])
 
@@ -88,10 +81,10 @@ def _aadsts(r: httpx.Response, error: str, code: int) -> None:
     assert body["error"] == error and body["error_codes"] == [code], body
 
 
-def test_pkce_login_gives_tokens_and_an_id_token_that_verifies(sp: SandboxProc, browser: Browser) -> None:
+def test_pkce_login_gives_tokens_and_an_id_token_that_verifies(sp: SandboxProc, form_browser: Browser) -> None:
     verifier, challenge = _pkce()
     nonce = secrets.token_urlsafe(16)
-    back = _login(browser, _authorize_url(sp.url, code_challenge=challenge, code_challenge_method="S256",
+    back = _login(form_browser, _authorize_url(sp.url, code_challenge=challenge, code_challenge_method="S256",
                                           nonce=nonce))
     assert back["state"] == STATE and back["code"]
     r = _redeem(sp, back["code"], verifier)
@@ -112,47 +105,47 @@ def test_pkce_login_gives_tokens_and_an_id_token_that_verifies(sp: SandboxProc, 
     assert claims["preferred_username"] == SANDBOX_DEFAULT_UPN and claims["name"] == me.json()["displayName"]
 
 
-def test_wrong_verifier_is_refused_and_a_code_works_once(sp: SandboxProc, browser: Browser) -> None:
+def test_wrong_verifier_is_refused_and_a_code_works_once(sp: SandboxProc, form_browser: Browser) -> None:
     verifier, challenge = _pkce()
-    back = _login(browser, _authorize_url(sp.url, code_challenge=challenge, code_challenge_method="S256"))
+    back = _login(form_browser, _authorize_url(sp.url, code_challenge=challenge, code_challenge_method="S256"))
     _aadsts(_redeem(sp, back["code"], _pkce()[0]), "invalid_grant", 50148)
     _aadsts(_redeem(sp, back["code"], verifier, redirect="http://127.0.0.1:9999/other"), "invalid_grant", 500112)
     assert _redeem(sp, back["code"], verifier).status_code == 200
     _aadsts(_redeem(sp, back["code"], verifier), "invalid_grant", 54005)
 
 
-def test_bad_redirect_uri_and_unknown_client_are_pages_not_redirects(sp: SandboxProc, browser: Browser) -> None:
-    r = browser.get(_authorize_url(sp.url, redirect_uri="https://evil.example/cb"))
+def test_bad_redirect_uri_and_unknown_client_are_pages_not_redirects(sp: SandboxProc, form_browser: Browser) -> None:
+    r = form_browser.get(_authorize_url(sp.url, redirect_uri="https://evil.example/cb"))
     assert r.status_code == 400 and "location" not in r.headers
     assert r.headers["content-type"].startswith("text/html") and "AADSTS50011" in r.text
-    r = browser.get(_authorize_url(sp.url, client_id="11111111-2222-3333-4444-555555555555"))
+    r = form_browser.get(_authorize_url(sp.url, client_id="11111111-2222-3333-4444-555555555555"))
     assert r.status_code == 400 and "location" not in r.headers
     assert r.headers["content-type"].startswith("text/html") and "AADSTS700016" in r.text
 
 
-def test_prompt_none_without_a_session_redirects_with_login_required(sp: SandboxProc, browser: Browser) -> None:
-    r = browser.get(_authorize_url(sp.url, prompt="none"))
+def test_prompt_none_without_a_session_redirects_with_login_required(sp: SandboxProc, form_browser: Browser) -> None:
+    r = form_browser.get(_authorize_url(sp.url, prompt="none"))
     assert r.status_code == 302
     back = _query(r.headers["location"])
     assert back["error"] == "login_required" and back["state"] == STATE and "code" not in back
 
 
-def test_cancel_redirects_with_access_denied(sp: SandboxProc, browser: Browser) -> None:
-    page = browser.get(_authorize_url(sp.url))
-    r = browser.submit(page, button="cancel")
+def test_cancel_redirects_with_access_denied(sp: SandboxProc, form_browser: Browser) -> None:
+    page = form_browser.get(_authorize_url(sp.url))
+    r = form_browser.submit(page, button="cancel")
     assert r.status_code == 302
     back = _query(r.headers["location"])
     assert back["error"] == "access_denied" and back["state"] == STATE
 
 
-def test_form_post_and_german_page(sp: SandboxProc, browser: Browser) -> None:
+def test_form_post_and_german_page(sp: SandboxProc, form_browser: Browser) -> None:
     verifier, challenge = _pkce()
-    page = browser.get(_authorize_url(sp.url, response_mode="form_post", ui_locales="de-DE",
+    page = form_browser.get(_authorize_url(sp.url, response_mode="form_post", ui_locales="de-DE",
                                       login_hint=SANDBOX_DEFAULT_UPN, code_challenge=challenge,
                                       code_challenge_method="S256"))
     assert page.status_code == 200 and page.headers["content-language"] == "de"
     assert "Kennwort" in page.text and SANDBOX_DEFAULT_UPN in page.text  # login_hint prefills the name
-    posted = browser.submit(page, {"passwd": SANDBOX_PASSWORD}, button="signin")
+    posted = form_browser.submit(page, {"passwd": SANDBOX_PASSWORD}, button="signin")
     assert posted.status_code == 200 and "location" not in posted.headers
     fields = _posted(posted)  # the page posts code and state to the redirect URI
     assert fields["state"] == STATE
@@ -184,17 +177,17 @@ def test_msal_auth_code_flow_over_https(sp: SandboxProc, monkeypatch: pytest.Mon
     assert again and "access_token" in again, again
 
 
-def test_mfa_and_consent_pages_on_the_way_to_the_code(sp: SandboxProc, browser: Browser) -> None:
+def test_mfa_and_consent_pages_on_the_way_to_the_code(sp: SandboxProc, form_browser: Browser) -> None:
     from crmkit.sandbox import SANDBOX_MFA_CODE, SANDBOX_MFA_UPN, SANDBOX_UNCONSENTED_CLIENT_ID
 
     verifier, challenge = _pkce()
-    page = browser.get(_authorize_url(sp.url, client_id=SANDBOX_UNCONSENTED_CLIENT_ID, code_challenge=challenge,
+    page = form_browser.get(_authorize_url(sp.url, client_id=SANDBOX_UNCONSENTED_CLIENT_ID, code_challenge=challenge,
                                       code_challenge_method="S256"))
-    mfa = browser.submit(page, {"login": SANDBOX_MFA_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    mfa = form_browser.submit(page, {"login": SANDBOX_MFA_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
     assert mfa.status_code == 200 and "mfa_code" in mfa.text
-    consent = browser.submit(mfa, {"mfa_code": SANDBOX_MFA_CODE}, button="verify")
+    consent = form_browser.submit(mfa, {"mfa_code": SANDBOX_MFA_CODE}, button="verify")
     assert consent.status_code == 200 and "User.Read" in consent.text  # the permissions asked for
-    done = browser.submit(consent, button="accept")
+    done = form_browser.submit(consent, button="accept")
     assert done.status_code == 302, done.text[:400]
     back = _query(done.headers["location"])
     r = httpx.post(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/token", data={
@@ -206,10 +199,10 @@ def test_mfa_and_consent_pages_on_the_way_to_the_code(sp: SandboxProc, browser: 
 
 
 def test_a_finished_sign_in_page_posted_again_is_a_page_in_the_persons_language(sp: SandboxProc,
-                                                                                browser: Browser) -> None:
-    page = browser.get(_authorize_url(sp.url, ui_locales="de"))
-    first = browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+                                                                                form_browser: Browser) -> None:
+    page = form_browser.get(_authorize_url(sp.url, ui_locales="de"))
+    first = form_browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
     assert first.status_code == 302
-    again = browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    again = form_browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
     assert again.status_code == 400 and "location" not in again.headers
     assert again.headers["content-language"] == "de" and "Anmeldesitzung" in Browser.alert(again), again.text

@@ -42,17 +42,16 @@ def sp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
 
 
 @pytest.fixture
-def browser(sp: SandboxProc) -> Iterator[Browser]:
+def form_browser(form_browser: Browser, sp: SandboxProc) -> Browser:
+    """The form-posting browser (tests/conftest.py), on this module's sandbox reset first."""
     httpx.post(f"{sp.url}/_sandbox/reset").raise_for_status()
-    b = Browser()
-    yield b
-    b.close()
+    return form_browser
 
 
-def _sign_in(sp: SandboxProc, browser: Browser, upn: str = SANDBOX_DEFAULT_UPN) -> httpx.Response:
-    page = browser.get(_authorize_url(sp.url))
+def _sign_in(sp: SandboxProc, form_browser: Browser, upn: str = SANDBOX_DEFAULT_UPN) -> httpx.Response:
+    page = form_browser.get(_authorize_url(sp.url))
     assert page.status_code == 200 and 'name="passwd"' in page.text
-    done = browser.submit(page, {"login": upn, "passwd": SANDBOX_PASSWORD}, button="signin")
+    done = form_browser.submit(page, {"login": upn, "passwd": SANDBOX_PASSWORD}, button="signin")
     assert done.status_code == 302 and "code" in _query(done.headers["location"]), done.text[:300]
     return done
 
@@ -68,8 +67,8 @@ def _redeem_user(sp: SandboxProc, code: str, verifier: str | None = None) -> str
     return me.json()["userPrincipalName"]
 
 
-def test_the_session_cookie_is_httponly_lax_and_opaque(sp: SandboxProc, browser: Browser) -> None:
-    done = _sign_in(sp, browser)
+def test_the_session_cookie_is_httponly_lax_and_opaque(sp: SandboxProc, form_browser: Browser) -> None:
+    done = _sign_in(sp, form_browser)
     header = next(h for h in done.headers.get_list("set-cookie") if h.startswith(_cookie(sp) + "="))
     attrs = [a.strip().lower() for a in header.split(";")]
     assert "httponly" in attrs and "samesite=lax" in attrs and "path=/" in attrs
@@ -107,96 +106,97 @@ def test_the_server_keeps_only_the_sha256_of_the_id(tmp_path: Path) -> None:
     assert rows and rows[0][0] == sha256("opaque-id-2") and "opaque-id-2" not in repr(rows)
 
 
-def test_prompt_none_with_a_session_returns_a_code_without_a_page(sp: SandboxProc, browser: Browser) -> None:
-    _sign_in(sp, browser)
+def test_prompt_none_with_a_session_returns_a_code_without_a_page(sp: SandboxProc, form_browser: Browser) -> None:
+    _sign_in(sp, form_browser)
     verifier, challenge = _pkce()
-    r = browser.get(_authorize_url(sp.url, prompt="none", code_challenge=challenge, code_challenge_method="S256"))
+    r = form_browser.get(_authorize_url(sp.url, prompt="none", code_challenge=challenge, code_challenge_method="S256"))
     assert r.status_code == 302, r.text[:300]
     back = _query(r.headers["location"])
     assert back["state"] == STATE and "error" not in back
     assert _redeem_user(sp, back["code"], verifier) == SANDBOX_DEFAULT_UPN
     # another account named by login_hint needs the person: interaction_required, by redirect
-    r = browser.get(_authorize_url(sp.url, prompt="none", login_hint=SANDBOX_ADMIN_UPN))
+    r = form_browser.get(_authorize_url(sp.url, prompt="none", login_hint=SANDBOX_ADMIN_UPN))
     assert r.status_code == 302
     back = _query(r.headers["location"])
     assert back["error"] == "interaction_required" and "code" not in back and back["state"] == STATE
     # an app the person has not consented to: consent_required, by redirect
-    r = browser.get(_authorize_url(sp.url, prompt="none", client_id=SANDBOX_UNCONSENTED_CLIENT_ID))
+    r = form_browser.get(_authorize_url(sp.url, prompt="none", client_id=SANDBOX_UNCONSENTED_CLIENT_ID))
     assert r.status_code == 302 and _query(r.headers["location"])["error"] == "consent_required"
 
 
-def test_no_prompt_with_a_session_skips_the_password(sp: SandboxProc, browser: Browser) -> None:
-    _sign_in(sp, browser)
-    r = browser.get(_authorize_url(sp.url))
+def test_no_prompt_with_a_session_skips_the_password(sp: SandboxProc, form_browser: Browser) -> None:
+    _sign_in(sp, form_browser)
+    r = form_browser.get(_authorize_url(sp.url))
     assert r.status_code == 302, r.text[:300]
     assert _redeem_user(sp, _query(r.headers["location"])["code"]) == SANDBOX_DEFAULT_UPN
     # ...but a login_hint naming someone else shows the sign-in form for them
-    r = browser.get(_authorize_url(sp.url, login_hint=SANDBOX_ADMIN_UPN))
+    r = form_browser.get(_authorize_url(sp.url, login_hint=SANDBOX_ADMIN_UPN))
     assert r.status_code == 200 and 'name="passwd"' in r.text and SANDBOX_ADMIN_UPN in r.text
 
 
-def test_prompt_login_asks_for_the_password_again(sp: SandboxProc, browser: Browser) -> None:
-    _sign_in(sp, browser)
-    page = browser.get(_authorize_url(sp.url, prompt="login"))
+def test_prompt_login_asks_for_the_password_again(sp: SandboxProc, form_browser: Browser) -> None:
+    _sign_in(sp, form_browser)
+    page = form_browser.get(_authorize_url(sp.url, prompt="login"))
     assert page.status_code == 200 and 'name="passwd"' in page.text
-    wrong = browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": "wrong"}, button="signin")
+    wrong = form_browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": "wrong"}, button="signin")
     assert wrong.status_code == 400 and "AADSTS50126" in Browser.alert(wrong)
-    done = browser.submit(wrong, {"login": SANDBOX_ADMIN_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    done = form_browser.submit(wrong, {"login": SANDBOX_ADMIN_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
     assert done.status_code == 302
     assert _redeem_user(sp, _query(done.headers["location"])["code"]) == SANDBOX_ADMIN_UPN
     # the new sign-in is the session now
-    r = browser.get(_authorize_url(sp.url, prompt="none"))
+    r = form_browser.get(_authorize_url(sp.url, prompt="none"))
     assert _redeem_user(sp, _query(r.headers["location"])["code"]) == SANDBOX_ADMIN_UPN
 
 
 @pytest.mark.parametrize(("ui_locales", "other"), [("en", "Use another account"), ("de", "Anderes Konto verwenden")])
-def test_prompt_select_account_shows_the_account_picker(sp: SandboxProc, browser: Browser, ui_locales: str,
+def test_prompt_select_account_shows_the_account_picker(sp: SandboxProc, form_browser: Browser, ui_locales: str,
                                                         other: str) -> None:
-    _sign_in(sp, browser)
-    picker = browser.get(_authorize_url(sp.url, prompt="select_account", ui_locales=ui_locales))
+    _sign_in(sp, form_browser)
+    picker = form_browser.get(_authorize_url(sp.url, prompt="select_account", ui_locales=ui_locales))
     assert picker.status_code == 200 and picker.headers["content-language"] == ui_locales
     assert SANDBOX_DEFAULT_UPN in picker.text and other in picker.text and 'name="passwd"' not in picker.text
-    chosen = browser.submit(picker, button="account")
+    chosen = form_browser.submit(picker, button="account")
     assert chosen.status_code == 302
     assert _redeem_user(sp, _query(chosen.headers["location"])["code"]) == SANDBOX_DEFAULT_UPN
-    picker = browser.get(_authorize_url(sp.url, prompt="select_account", ui_locales=ui_locales))
-    form = browser.submit(picker, button="other")
+    picker = form_browser.get(_authorize_url(sp.url, prompt="select_account", ui_locales=ui_locales))
+    form = form_browser.submit(picker, button="other")
     assert form.status_code == 200 and 'name="passwd"' in form.text
     assert form.headers["content-language"] == ui_locales
 
 
-def test_prompt_select_account_without_a_session_is_the_sign_in_form(sp: SandboxProc, browser: Browser) -> None:
-    page = browser.get(_authorize_url(sp.url, prompt="select_account"))
+def test_prompt_select_account_without_a_session_is_the_sign_in_form(sp: SandboxProc, form_browser: Browser) -> None:
+    page = form_browser.get(_authorize_url(sp.url, prompt="select_account"))
     assert page.status_code == 200 and 'name="passwd"' in page.text
 
 
-def test_logout_ends_the_session(sp: SandboxProc, browser: Browser) -> None:
-    _sign_in(sp, browser)
-    out = browser.get(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/logout?ui_locales=de")
+def test_logout_ends_the_session(sp: SandboxProc, form_browser: Browser) -> None:
+    _sign_in(sp, form_browser)
+    out = form_browser.get(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/logout?ui_locales=de")
     assert out.status_code == 200 and out.headers["content-type"].startswith("text/html")
     assert out.headers["content-language"] == "de"
-    r = browser.get(_authorize_url(sp.url, prompt="none"))
+    r = form_browser.get(_authorize_url(sp.url, prompt="none"))
     assert _query(r.headers["location"])["error"] == "login_required"
     # with a registered post-logout redirect URI it goes back there
-    _sign_in(sp, browser)
-    back = browser.get(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/logout?client_id={SANDBOX_CLIENT_ID}"
+    _sign_in(sp, form_browser)
+    back = form_browser.get(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/logout?client_id={SANDBOX_CLIENT_ID}"
                        f"&post_logout_redirect_uri=http://127.0.0.1:8765/signed-out&state=s1")
     assert back.status_code == 302
     loc = urlsplit(back.headers["location"])
     assert f"{loc.scheme}://{loc.netloc}{loc.path}" == "http://127.0.0.1:8765/signed-out"
     assert parse_qs(loc.query)["state"] == ["s1"]
-    r = browser.get(_authorize_url(sp.url, prompt="none"))
+    r = form_browser.get(_authorize_url(sp.url, prompt="none"))
     assert _query(r.headers["location"])["error"] == "login_required"
     # an unregistered one is not followed
-    bad = browser.get(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/logout?client_id={SANDBOX_CLIENT_ID}"
+    bad = form_browser.get(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/logout?client_id={SANDBOX_CLIENT_ID}"
                       "&post_logout_redirect_uri=https://evil.example/")
     assert bad.status_code == 400 and "location" not in bad.headers and "AADSTS50011" in bad.text
 
 
-def test_prompt_consent_with_a_session_asks_for_consent_not_the_password(sp: SandboxProc, browser: Browser) -> None:
-    _sign_in(sp, browser)
-    page = browser.get(_authorize_url(sp.url, prompt="consent", ui_locales="de"))
+def test_prompt_consent_with_a_session_asks_for_consent_not_the_password(sp: SandboxProc,
+                                                                          form_browser: Browser) -> None:
+    _sign_in(sp, form_browser)
+    page = form_browser.get(_authorize_url(sp.url, prompt="consent", ui_locales="de"))
     assert page.status_code == 200 and 'name="passwd"' not in page.text and "User.Read" in page.text
-    done = browser.submit(page, button="accept")
+    done = form_browser.submit(page, button="accept")
     assert done.status_code == 302
     assert _redeem_user(sp, _query(done.headers["location"])["code"]) == SANDBOX_DEFAULT_UPN

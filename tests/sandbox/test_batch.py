@@ -25,8 +25,8 @@ def _post(i: int, chat_id: str, **extra) -> dict:
             "headers": {"Content-Type": "application/json"}, "body": {"body": {"content": f"batch {i}"}}, **extra}
 
 
-def test_batch_shapes_and_mixed_items(sandbox):
-    g = sandbox.graph()
+def test_batch_shapes_and_mixed_items(sandbox_admin):
+    g = sandbox_admin.graph()
     chat_id = _chat(g)
     r = g.post("$batch", json={"requests": [
         {"id": "1", "method": "GET", "url": "/me"},
@@ -49,8 +49,8 @@ def test_batch_shapes_and_mixed_items(sandbox):
     assert_shape(items["4"]["body"], GRAPH_ERROR)
 
 
-def test_batch_limit_of_20(sandbox):
-    g = sandbox.graph()
+def test_batch_limit_of_20(sandbox_admin):
+    g = sandbox_admin.graph()
     reqs = [{"id": str(i), "method": "GET", "url": "/me"} for i in range(21)]
     r = g.post("$batch", json={"requests": reqs})
     assert r.status_code == 400
@@ -60,9 +60,9 @@ def test_batch_limit_of_20(sandbox):
     assert dup.status_code == 400
 
 
-def test_depends_on_failure_gives_424(sandbox):
-    sandbox.put("limits", {"enabled": False})
-    g = sandbox.graph()
+def test_depends_on_failure_gives_424(sandbox_admin):
+    sandbox_admin.put("limits", {"enabled": False})
+    g = sandbox_admin.graph()
     chat_id = _chat(g)
     r = g.post("$batch", json={"requests": [
         {"id": "1", "method": "GET", "url": "/users/ghost@contoso.example"},
@@ -74,12 +74,12 @@ def test_depends_on_failure_gives_424(sandbox):
     assert items["1"]["status"] == 404
     assert items["2"]["status"] == 424
     assert items["4"]["status"] == 201
-    msgs = sandbox.admin.get("/_sandbox/messages", params={"chat_id": chat_id}).json()
+    msgs = sandbox_admin.admin.get("/_sandbox/messages", params={"chat_id": chat_id}).json()
     assert [m["body"]["content"] for m in msgs["value"]] == ["batch 4"]
 
 
-def test_items_are_throttled_individually(sandbox):
-    g = sandbox.graph()
+def test_items_are_throttled_individually(sandbox_admin):
+    g = sandbox_admin.graph()
     chat_id = _chat(g)
     r = g.post("$batch", json={"requests": [_post(i, chat_id) for i in range(1, 6)]}).json()
     statuses = sorted(i["status"] for i in r["responses"])
@@ -89,10 +89,10 @@ def test_items_are_throttled_individually(sandbox):
             assert int(item["headers"]["Retry-After"]) >= 1
             assert item["body"]["error"]["code"] == "TooManyRequests"
     # Retry only the failed ids after Retry-After.
-    counters = sandbox.admin.get("/_sandbox/counters").json()
+    counters = sandbox_admin.admin.get("/_sandbox/counters").json()
     assert counters["BATCH POST /v1.0/chats/{chat}/messages 429"] == 4
 
 
-def test_batch_requires_token(sandbox):
-    r = sandbox.graph(token="").post("$batch", json={"requests": [{"id": "1", "method": "GET", "url": "/me"}]})
+def test_batch_requires_token(sandbox_admin):
+    r = sandbox_admin.graph(token="").post("$batch", json={"requests": [{"id": "1", "method": "GET", "url": "/me"}]})
     assert r.status_code == 401

@@ -84,8 +84,8 @@ def context_of(chat_id: str) -> str:
 
 
 # -- users ------------------------------------------------------------------------------------
-def test_users_list_matches_the_documented_example(sandbox):
-    g = sandbox.graph()
+def test_users_list_matches_the_documented_example(sandbox_admin):
+    g = sandbox_admin.graph()
     body = ok(g.get("users"))
     assert_shape(body, USERS)
     assert body["@odata.context"].endswith("/v1.0/$metadata#users")
@@ -98,14 +98,14 @@ def test_users_list_matches_the_documented_example(sandbox):
     assert_shape(nxt, USERS)
 
 
-def test_app_only_users_list_has_the_documented_shape(sandbox):
-    app = sandbox.graph(sandbox.token(app_only=True, client_id=SANDBOX_DAEMON_CLIENT_ID))
+def test_app_only_users_list_has_the_documented_shape(sandbox_admin):
+    app = sandbox_admin.graph(sandbox_admin.token(app_only=True, client_id=SANDBOX_DAEMON_CLIENT_ID))
     assert_shape(ok(app.get("users", params={"$top": "5"})), USERS)
 
 
-def test_the_documented_search_request_answers_the_documented_shape(sandbox):
+def test_the_documented_search_request_answers_the_documented_shape(sandbox_admin):
     # GET /users?$search="displayName:wa"&$orderby=displayName&$count=true, ConsistencyLevel: eventual
-    g = sandbox.graph(upn=SANDBOX_ADMIN_UPN)
+    g = sandbox_admin.graph(upn=SANDBOX_ADMIN_UPN)
     body = ok(g.get("users", params={"$search": '"displayName:a"', "$orderby": "displayName", "$count": "true"},
                     headers={"ConsistencyLevel": "eventual"}))
     assert_shape(body, SEARCH_USERS)
@@ -117,8 +117,8 @@ def test_the_documented_search_request_answers_the_documented_shape(sandbox):
 
 
 @pytest.mark.parametrize("key", ["upn", "id"])
-def test_a_user_by_upn_or_id_has_the_documented_shape(sandbox, key):
-    g = sandbox.graph()
+def test_a_user_by_upn_or_id_has_the_documented_shape(sandbox_admin, key):
+    g = sandbox_admin.graph()
     bob = ok(g.get(f"users/{BOB}"))
     body = ok(g.get("users/" + quote(BOB if key == "upn" else bob["id"], safe="")))
     assert_shape(body, USER_BY_ID)
@@ -126,32 +126,32 @@ def test_a_user_by_upn_or_id_has_the_documented_shape(sandbox, key):
     assert body["@odata.context"].endswith("/v1.0/$metadata#users/$entity")
 
 
-def test_me_has_the_documented_default_properties(sandbox):
-    body = ok(sandbox.graph().get("me"))
+def test_me_has_the_documented_default_properties(sandbox_admin):
+    body = ok(sandbox_admin.graph().get("me"))
     assert_shape(body, USER_ENTITY)
     assert body["@odata.context"].endswith("/v1.0/$metadata#users/$entity")
     assert body["userPrincipalName"] == SANDBOX_DEFAULT_UPN
 
 
 # -- chats ------------------------------------------------------------------------------------
-def test_creating_a_one_on_one_chat_answers_201_in_the_documented_shape(sandbox):
-    chat = one_on_one(sandbox.graph())
+def test_creating_a_one_on_one_chat_answers_201_in_the_documented_shape(sandbox_admin):
+    chat = one_on_one(sandbox_admin.graph())
     assert_shape(chat, CHAT_CREATED)
     assert chat["@odata.context"].endswith("/v1.0/$metadata#chats/$entity")
     assert chat["chatType"] == "oneOnOne" and chat["topic"] is None
     assert chat["id"].startswith("19:") and chat["id"].endswith("@unq.gbl.spaces")
 
 
-def test_creating_a_group_chat_answers_201_in_the_documented_shape(sandbox):
-    chat = group(sandbox.graph())
+def test_creating_a_group_chat_answers_201_in_the_documented_shape(sandbox_admin):
+    chat = group(sandbox_admin.graph())
     assert_shape(chat, CHAT_CREATED)
     assert chat["chatType"] == "group" and chat["topic"] == "Deal ACME"
     assert chat["id"].startswith("19:") and chat["id"].endswith("@thread.v2")
 
 
 @pytest.mark.parametrize("kind", ["oneOnOne", "group"])
-def test_a_chat_has_the_documented_shape_with_and_without_expanded_members(sandbox, kind):
-    g = sandbox.graph()
+def test_a_chat_has_the_documented_shape_with_and_without_expanded_members(sandbox_admin, kind):
+    g = sandbox_admin.graph()
     chat = one_on_one(g) if kind == "oneOnOne" else group(g)
     body = ok(g.get(f"chats/{chat['id']}"))
     assert_shape(body, CHAT)
@@ -165,8 +165,8 @@ def test_a_chat_has_the_documented_shape_with_and_without_expanded_members(sandb
 
 
 @pytest.mark.parametrize("path", ["me/chats", "chats"])
-def test_chat_lists_have_the_documented_shape_with_and_without_expanded_members(sandbox, path):
-    g = sandbox.graph()
+def test_chat_lists_have_the_documented_shape_with_and_without_expanded_members(sandbox_admin, path):
+    g = sandbox_admin.graph()
     one, grp = one_on_one(g), group(g)
     body = ok(g.get(path))
     assert_shape(body, CHATS)
@@ -180,8 +180,8 @@ def test_chat_lists_have_the_documented_shape_with_and_without_expanded_members(
         assert c["members"]
 
 
-def test_chat_members_have_the_documented_shape(sandbox):
-    g = sandbox.graph()
+def test_chat_members_have_the_documented_shape(sandbox_admin):
+    g = sandbox_admin.graph()
     chat = group(g)
     body = ok(g.get(f"chats/{chat['id']}/members"))
     assert_shape(body, MEMBERS)
@@ -208,8 +208,8 @@ def _check_message(msg: dict, chat_id: str) -> None:
 
 
 @pytest.mark.parametrize("content_type", ["text", "html"])
-def test_posting_and_reading_a_message_have_the_documented_shape(sandbox, content_type):
-    g = sandbox.graph()
+def test_posting_and_reading_a_message_have_the_documented_shape(sandbox_admin, content_type):
+    g = sandbox_admin.graph()
     chat = one_on_one(g)
     posted = ok(g.post(f"chats/{chat['id']}/messages",
                        json={"body": {"contentType": content_type, "content": "Hello World"}}), 201)
@@ -217,14 +217,14 @@ def test_posting_and_reading_a_message_have_the_documented_shape(sandbox, conten
     assert posted["@odata.context"].endswith(f"/v1.0/{context_of(chat['id'])}/messages/$entity")
     assert posted["body"] == {"contentType": content_type, "content": "Hello World"}
     _check_message(posted, chat["id"])
-    got = ok(sandbox.graph(upn=BOB).get(f"chats/{chat['id']}/messages/{posted['id']}"))
+    got = ok(sandbox_admin.graph(upn=BOB).get(f"chats/{chat['id']}/messages/{posted['id']}"))
     assert_shape(got, MESSAGE_ENTITY)
     assert got["@odata.context"] == posted["@odata.context"]
     assert {k: v for k, v in got.items()} == posted
 
 
-def test_a_card_and_a_mention_have_the_documented_attachment_and_mention_shapes(sandbox):
-    g = sandbox.graph()
+def test_a_card_and_a_mention_have_the_documented_attachment_and_mention_shapes(sandbox_admin):
+    g = sandbox_admin.graph()
     chat = group(g)
     bob = ok(g.get(f"users/{BOB}"))
     att = uuid.uuid4().hex
@@ -244,9 +244,9 @@ def test_a_card_and_a_mention_have_the_documented_attachment_and_mention_shapes(
 
 
 @pytest.mark.parametrize("order", [None, "lastModifiedDateTime desc", "createdDateTime desc"])
-def test_message_lists_with_top_and_orderby_have_the_documented_shape(sandbox, order):
-    sandbox.put("limits", {"enabled": False})
-    g = sandbox.graph()
+def test_message_lists_with_top_and_orderby_have_the_documented_shape(sandbox_admin, order):
+    sandbox_admin.put("limits", {"enabled": False})
+    g = sandbox_admin.graph()
     chat = one_on_one(g)
     ids = [ok(g.post(f"chats/{chat['id']}/messages", json={"body": {"content": f"m{i}"}}), 201)["id"]
            for i in range(3)]
@@ -267,9 +267,9 @@ def test_message_lists_with_top_and_orderby_have_the_documented_shape(sandbox, o
 
 
 # -- $batch -----------------------------------------------------------------------------------
-def test_batch_items_carry_each_endpoints_documented_shape(sandbox):
-    sandbox.put("limits", {"enabled": False})  # two posts within a second to one chat
-    g = sandbox.graph()
+def test_batch_items_carry_each_endpoints_documented_shape(sandbox_admin):
+    sandbox_admin.put("limits", {"enabled": False})  # two posts within a second to one chat
+    g = sandbox_admin.graph()
     chat = one_on_one(g)
     cid = quote(chat["id"], safe="")
     posted = ok(g.post(f"chats/{chat['id']}/messages", json={"body": {"content": "first"}}), 201)
@@ -295,13 +295,13 @@ def test_batch_items_carry_each_endpoints_documented_shape(sandbox):
 
 
 # -- errors -----------------------------------------------------------------------------------
-def _errors(sandbox) -> list[tuple[str, object, str, dict | None, int, str]]:
-    anna = sandbox.graph()
+def _errors(sandbox_admin) -> list[tuple[str, object, str, dict | None, int, str]]:
+    anna = sandbox_admin.graph()
     chat = one_on_one(anna)["id"]
-    nobody = sandbox.graph(token="")
-    outsider = sandbox.graph(upn=SANDBOX_ADMIN_UPN)
-    app = sandbox.graph(sandbox.token(app_only=True, client_id=SANDBOX_DAEMON_CLIENT_ID))
-    weak = sandbox.graph(sandbox.token(scopes=["User.Read"]))
+    nobody = sandbox_admin.graph(token="")
+    outsider = sandbox_admin.graph(upn=SANDBOX_ADMIN_UPN)
+    app = sandbox_admin.graph(sandbox_admin.token(app_only=True, client_id=SANDBOX_DAEMON_CLIENT_ID))
+    weak = sandbox_admin.graph(sandbox_admin.token(scopes=["User.Read"]))
     return [
         ("GET", nobody, "me", None, 401, "InvalidAuthenticationToken"),
         ("GET", anna, "users/nobody@contoso.example", None, 404, "Request_ResourceNotFound"),
@@ -322,10 +322,10 @@ def _errors(sandbox) -> list[tuple[str, object, str, dict | None, int, str]]:
     ]
 
 
-def test_every_error_has_graphs_documented_error_shape(sandbox):
+def test_every_error_has_graphs_documented_error_shape(sandbox_admin):
     crid = str(uuid.uuid4())
     failures = []
-    for method, client, path, body, status, code in _errors(sandbox):
+    for method, client, path, body, status, code in _errors(sandbox_admin):
         r = client.request(method, path, json=body, headers={"client-request-id": crid})
         where = f"{method} {path}"
         if r.status_code != status:

@@ -65,15 +65,15 @@ def assert_error(r, status: int, code: str | None = None) -> dict:
 
 
 # -- users -----------------------------------------------------------------------------------------
-def test_me(sandbox):
-    r = sandbox.graph().get("me")
+def test_me(sandbox_admin):
+    r = sandbox_admin.graph().get("me")
     assert r.status_code == 200
     assert_shape(r.json(), USER_ENTITY)
     assert r.json()["userPrincipalName"] == SANDBOX_DEFAULT_UPN
 
 
-def test_list_users_default_and_paging(sandbox):
-    g = sandbox.graph()
+def test_list_users_default_and_paging(sandbox_admin):
+    g = sandbox_admin.graph()
     first = g.get("users", params={"$top": "25"}).json()
     assert_shape(first, COLLECTION)
     assert len(first["value"]) == 25
@@ -90,15 +90,15 @@ def test_list_users_default_and_paging(sandbox):
     assert "@odata.count" not in first
 
 
-def test_top_limits(sandbox):
-    g = sandbox.graph()
+def test_top_limits(sandbox_admin):
+    g = sandbox_admin.graph()
     assert len(g.get("users", params={"$top": "999"}).json()["value"]) >= 54
     assert_error(g.get("users", params={"$top": "1000"}), 400)
     assert_error(g.get("users", params={"$top": "0"}), 400)
 
 
-def test_search_needs_consistency_level(sandbox):
-    g = sandbox.graph()
+def test_search_needs_consistency_level(sandbox_admin):
+    g = sandbox_admin.graph()
     params = {"$search": '"displayName:wa"', "$orderby": "displayName", "$count": "true",
               "$select": "displayName,givenName,mail,userPrincipalName"}
     err = assert_error(g.get("users", params=params), 400, "Request_UnsupportedQuery")
@@ -117,8 +117,8 @@ def test_search_needs_consistency_level(sandbox):
         assert any(tok.lower().startswith("wa") for tok in u["displayName"].replace("(", " ").split())
 
 
-def test_search_paging_keeps_count_on_first_page_only(sandbox):
-    g = sandbox.graph()
+def test_search_paging_keeps_count_on_first_page_only(sandbox_admin):
+    g = sandbox_admin.graph()
     hdr = {"ConsistencyLevel": "eventual"}
     first = g.get("users", params={"$search": '"mail:a"', "$count": "true", "$top": "2"}, headers=hdr).json()
     assert first["@odata.count"] > 2
@@ -128,8 +128,8 @@ def test_search_paging_keeps_count_on_first_page_only(sandbox):
     assert_error(g.get(first["@odata.nextLink"]), 400)
 
 
-def test_filter_startswith_and_select(sandbox):
-    g = sandbox.graph()
+def test_filter_startswith_and_select(sandbox_admin):
+    g = sandbox_admin.graph()
     r = g.get("users", params={"$filter": "startswith(displayName,'an')", "$select": "id,displayName,department"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -141,12 +141,12 @@ def test_filter_startswith_and_select(sandbox):
     assert_error(g.get("users", params={"$filter": "contains(displayName,'a')"}), 400)
 
 
-def test_count_without_consistency_level_refused(sandbox):
-    assert_error(sandbox.graph().get("users", params={"$count": "true"}), 400)
+def test_count_without_consistency_level_refused(sandbox_admin):
+    assert_error(sandbox_admin.graph().get("users", params={"$count": "true"}), 400)
 
 
-def test_get_user_by_id_and_upn(sandbox):
-    g = sandbox.graph()
+def test_get_user_by_id_and_upn(sandbox_admin):
+    g = sandbox_admin.graph()
     by_upn = g.get(f"users/{BOB}")
     assert by_upn.status_code == 200
     assert_shape(by_upn.json(), USER_ENTITY)
@@ -156,35 +156,35 @@ def test_get_user_by_id_and_upn(sandbox):
     assert_error(g.get("users/nobody@contoso.example"), 404, "Request_ResourceNotFound")
 
 
-def test_user_readbasic_only_exposes_basic_properties(sandbox):
-    g = sandbox.graph(sandbox.token(scopes=["User.ReadBasic.All"]))
+def test_user_readbasic_only_exposes_basic_properties(sandbox_admin):
+    g = sandbox_admin.graph(sandbox_admin.token(scopes=["User.ReadBasic.All"]))
     u = g.get(f"users/{BOB}").json()
     assert u["displayName"] and u["mail"]
     assert u["jobTitle"] is None and u["officeLocation"] is None
 
 
-def test_guest_cannot_list_users(sandbox):
-    g = sandbox.graph(upn=SANDBOX_GUEST_UPN)
+def test_guest_cannot_list_users(sandbox_admin):
+    g = sandbox_admin.graph(upn=SANDBOX_GUEST_UPN)
     assert_error(g.get("users"), 403, "Authorization_RequestDenied")
 
 
 # -- chats -----------------------------------------------------------------------------------------
-def test_one_on_one_chat_is_get_or_create(sandbox):
-    g = sandbox.graph()
+def test_one_on_one_chat_is_get_or_create(sandbox_admin):
+    g = sandbox_admin.graph()
     a = one_on_one(g)
     assert_shape(a, CHAT_CREATED)
     assert a["chatType"] == "oneOnOne" and a["id"].endswith("@unq.gbl.spaces")
     b = g.post("chats", json={"chatType": "oneOnOne", "members": [member(BOB), member(SANDBOX_DEFAULT_UPN)]})
     assert b.status_code == 201 and b.json()["id"] == a["id"]
     # The other member creating "their" chat gets the same one.
-    c = one_on_one(sandbox.graph(upn=BOB), other=SANDBOX_DEFAULT_UPN, me=BOB)
+    c = one_on_one(sandbox_admin.graph(upn=BOB), other=SANDBOX_DEFAULT_UPN, me=BOB)
     assert c["id"] == a["id"]
     got = g.get(f"chats/{a['id']}").json()
     assert_shape(got, CHAT)
 
 
-def test_group_chats_are_new_each_time(sandbox):
-    g = sandbox.graph()
+def test_group_chats_are_new_each_time(sandbox_admin):
+    g = sandbox_admin.graph()
     body = {"chatType": "group", "topic": "Deal ACME",
             "members": [member(SANDBOX_DEFAULT_UPN), member(BOB), member(SANDBOX_ADMIN_UPN)]}
     a, b = g.post("chats", json=body).json(), g.post("chats", json=body).json()
@@ -192,8 +192,8 @@ def test_group_chats_are_new_each_time(sandbox):
     assert a["topic"] == "Deal ACME"
 
 
-def test_create_chat_validation(sandbox):
-    g = sandbox.graph()
+def test_create_chat_validation(sandbox_admin):
+    g = sandbox_admin.graph()
     assert_error(g.post("chats", json={"chatType": "oneOnOne", "members": [member(BOB), member(SANDBOX_ADMIN_UPN)]}),
                  400)
     assert_error(g.post("chats", json={"chatType": "oneOnOne", "members": [member(SANDBOX_DEFAULT_UPN),
@@ -201,8 +201,8 @@ def test_create_chat_validation(sandbox):
     assert_error(g.post("chats", json={"chatType": "triple", "members": []}), 400)
 
 
-def test_my_chats_expand_members(sandbox):
-    g = sandbox.graph()
+def test_my_chats_expand_members(sandbox_admin):
+    g = sandbox_admin.graph()
     chat = one_on_one(g)
     r = g.get("me/chats", params={"$expand": "members"})
     assert r.status_code == 200
@@ -218,13 +218,13 @@ def test_my_chats_expand_members(sandbox):
     assert_shape(members, COLLECTION)
     assert_shape(members["value"][0], MEMBER)
     # Someone outside the chat does not see it.
-    other = sandbox.graph(upn=SANDBOX_ADMIN_UPN).get("me/chats").json()
+    other = sandbox_admin.graph(upn=SANDBOX_ADMIN_UPN).get("me/chats").json()
     assert all(c["id"] != chat["id"] for c in other["value"])
 
 
 # -- messages --------------------------------------------------------------------------------------
-def test_post_text_message_and_read_back(sandbox):
-    g = sandbox.graph()
+def test_post_text_message_and_read_back(sandbox_admin):
+    g = sandbox_admin.graph()
     chat = one_on_one(g)
     r = g.post(f"chats/{chat['id']}/messages", json={"body": {"content": "Hello world"}})
     assert r.status_code == 201, r.text
@@ -234,13 +234,13 @@ def test_post_text_message_and_read_back(sandbox):
     assert msg["from"]["user"]["userIdentityType"] == "aadUser"
     assert msg["chatId"] == chat["id"] and msg["importance"] == "normal"
     assert msg["id"] == msg["etag"] and msg["id"].isdigit()
-    got = sandbox.graph(upn=BOB).get(f"chats/{chat['id']}/messages/{msg['id']}").json()
+    got = sandbox_admin.graph(upn=BOB).get(f"chats/{chat['id']}/messages/{msg['id']}").json()
     assert_shape(got, MESSAGE_ENTITY)
     assert got["id"] == msg["id"]
 
 
-def test_html_subject_importance_card_and_mention(sandbox):
-    g = sandbox.graph()
+def test_html_subject_importance_card_and_mention(sandbox_admin):
+    g = sandbox_admin.graph()
     chat = one_on_one(g)
     bob = g.get(f"users/{BOB}").json()
     att_id = uuid.uuid4().hex
@@ -266,9 +266,9 @@ def test_html_subject_importance_card_and_mention(sandbox):
     assert json.loads(msg["attachments"][0]["content"])["type"] == "AdaptiveCard"
 
 
-def test_attachment_rules(sandbox):
-    sandbox.put("limits", {"enabled": False})  # throttling counts rejected posts too
-    g = sandbox.graph()
+def test_attachment_rules(sandbox_admin):
+    sandbox_admin.put("limits", {"enabled": False})  # throttling counts rejected posts too
+    g = sandbox_admin.graph()
     chat = one_on_one(g)
     url = f"chats/{chat['id']}/messages"
     att = {"id": "a1", "contentType": "application/vnd.microsoft.card.adaptive", "content": json.dumps(CARD)}
@@ -291,19 +291,19 @@ def test_attachment_rules(sandbox):
     assert_error(g.post(url, json={"subject": "no body"}), 400)
 
 
-def test_message_too_large(sandbox):
-    g = sandbox.graph()
+def test_message_too_large(sandbox_admin):
+    g = sandbox_admin.graph()
     chat = one_on_one(g)
     ok = g.post(f"chats/{chat['id']}/messages", json={"body": {"content": "x" * (27 * 1024)}})
     assert ok.status_code == 201
-    sandbox.put("limits", {"enabled": False})
+    sandbox_admin.put("limits", {"enabled": False})
     big = g.post(f"chats/{chat['id']}/messages", json={"body": {"content": "x" * (29 * 1024)}})
     assert_error(big, 413)
 
 
-def test_list_messages_newest_first_with_paging(sandbox):
-    sandbox.put("limits", {"enabled": False})
-    g = sandbox.graph()
+def test_list_messages_newest_first_with_paging(sandbox_admin):
+    sandbox_admin.put("limits", {"enabled": False})
+    g = sandbox_admin.graph()
     chat = one_on_one(g)
     ids = [g.post(f"chats/{chat['id']}/messages", json={"body": {"content": f"m{i}"}}).json()["id"]
            for i in range(5)]
@@ -321,37 +321,37 @@ def test_list_messages_newest_first_with_paging(sandbox):
     assert_error(g.get(f"chats/{chat['id']}/messages", params={"$top": "51"}), 400)
 
 
-def test_non_member_cannot_post_or_read(sandbox):
-    chat = one_on_one(sandbox.graph())
-    outsider = sandbox.graph(upn=SANDBOX_ADMIN_UPN)
+def test_non_member_cannot_post_or_read(sandbox_admin):
+    chat = one_on_one(sandbox_admin.graph())
+    outsider = sandbox_admin.graph(upn=SANDBOX_ADMIN_UPN)
     assert_error(outsider.post(f"chats/{chat['id']}/messages", json={"body": {"content": "hi"}}), 403)
     assert_error(outsider.get(f"chats/{chat['id']}/messages"), 404)
 
 
 # -- auth errors ---------------------------------------------------------------------------------------
-def test_401_without_token_and_with_expired_token(sandbox):
-    none = sandbox.graph(token="")
+def test_401_without_token_and_with_expired_token(sandbox_admin):
+    none = sandbox_admin.graph(token="")
     err = assert_error(none.get("me"), 401, "InvalidAuthenticationToken")
     assert err["message"] == "Access token is empty."
-    expired = sandbox.graph(sandbox.token(lifetime_s=-60))
+    expired = sandbox_admin.graph(sandbox_admin.token(lifetime_s=-60))
     r = expired.get("me")
     assert "expired" in assert_error(r, 401, "InvalidAuthenticationToken")["message"]
     assert "WWW-Authenticate" in r.headers
-    garbage = sandbox.graph(token="not.a.jwt")
+    garbage = sandbox_admin.graph(token="not.a.jwt")
     assert_error(garbage.get("me"), 401, "InvalidAuthenticationToken")
 
 
-def test_403_for_missing_scope(sandbox):
-    g = sandbox.graph(sandbox.token(scopes=["User.Read"]))
-    chat = one_on_one(sandbox.graph())
+def test_403_for_missing_scope(sandbox_admin):
+    g = sandbox_admin.graph(sandbox_admin.token(scopes=["User.Read"]))
+    chat = one_on_one(sandbox_admin.graph())
     err = assert_error(g.post(f"chats/{chat['id']}/messages", json={"body": {"content": "hi"}}), 403, "Forbidden")
     assert "ChatMessage.Send" in err["message"]
     assert_error(g.get("users"), 403, "Authorization_RequestDenied")
 
 
-def test_app_only_token_refused_for_posting(sandbox):
-    chat = one_on_one(sandbox.graph())
-    app = sandbox.graph(sandbox.token(app_only=True, client_id=SANDBOX_DAEMON_CLIENT_ID))
+def test_app_only_token_refused_for_posting(sandbox_admin):
+    chat = one_on_one(sandbox_admin.graph())
+    app = sandbox_admin.graph(sandbox_admin.token(app_only=True, client_id=SANDBOX_DAEMON_CLIENT_ID))
     err = assert_error(app.post(f"chats/{chat['id']}/messages", json={"body": {"content": "hi"}}), 401, "Unauthorized")
     assert err["message"] == APP_ONLY_POST_MESSAGE
     assert err["message"].startswith("Message POST is allowed in application-only context only for import purposes")
@@ -360,8 +360,8 @@ def test_app_only_token_refused_for_posting(sandbox):
     assert app.get("users", params={"$top": "1"}).status_code == 200
 
 
-def test_unknown_segment_and_request_ids(sandbox):
-    g = sandbox.graph()
+def test_unknown_segment_and_request_ids(sandbox_admin):
+    g = sandbox_admin.graph()
     r = g.get("nosuchthing", headers={"client-request-id": "11111111-2222-3333-4444-555555555555"})
     err = assert_error(r, 400, "BadRequest")
     assert err["innerError"]["client-request-id"] == "11111111-2222-3333-4444-555555555555"

@@ -19,10 +19,10 @@ pytestmark = pytest.mark.sandbox
 
 
 @pytest.fixture
-def raw(sandbox):
+def raw(sandbox_admin):
     """A plain httpx client on the sandbox's loopback URL with Anna's bearer token."""
-    with httpx.Client(base_url=sandbox.url, timeout=30,
-                      headers={"Authorization": f"Bearer {sandbox.token()}"}) as c:
+    with httpx.Client(base_url=sandbox_admin.url, timeout=30,
+                      headers={"Authorization": f"Bearer {sandbox_admin.token()}"}) as c:
         yield c
 
 
@@ -75,8 +75,8 @@ def test_percent_encoded_upns_resolve(raw):
         assert r.json()["userPrincipalName"] == upn
 
 
-def test_percent_encoded_chat_ids_resolve(sandbox, raw):
-    g = sandbox.graph()
+def test_percent_encoded_chat_ids_resolve(sandbox_admin, raw):
+    g = sandbox_admin.graph()
     bind = "https://graph.microsoft.com/v1.0/users('{}')"
     chat = g.post("chats", json={"chatType": "oneOnOne", "members": [
         {"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
@@ -96,7 +96,7 @@ def test_percent_encoded_chat_ids_resolve(sandbox, raw):
     assert listed.json()["value"][0]["chatId"] == cid
 
 
-def test_member_binds_with_an_encoded_upn_or_an_id_name_the_same_user(sandbox, raw):
+def test_member_binds_with_an_encoded_upn_or_an_id_name_the_same_user(sandbox_admin, raw):
     bob = raw.get("/v1.0/users/jonas.becker%40contoso.example").json()
     chats = set()
     for ref in ("users('jonas.becker%40contoso.example')", f"users/{bob['id']}",
@@ -187,16 +187,16 @@ def test_an_unknown_user_is_404_in_graphs_error_shape(raw):
 
 
 # -- nextLinks on the host the client used --------------------------------------------------------
-def test_next_link_keeps_the_host_header_with_its_port(sandbox, raw):
-    port = urlsplit(sandbox.url).port
+def test_next_link_keeps_the_host_header_with_its_port(sandbox_admin, raw):
+    port = urlsplit(sandbox_admin.url).port
     r = raw.get("/v1.0/users", params={"$top": "1"}, headers={"Host": f"localhost:{port}"})
     assert r.status_code == 200, r.text
     link = urlsplit(r.json()["@odata.nextLink"])
     assert (link.scheme, link.netloc, link.path) == ("http", f"localhost:{port}", "/v1.0/users")
 
 
-def test_forwarded_headers_naming_a_foreign_host_are_ignored(sandbox, raw):
-    port = urlsplit(sandbox.url).port
+def test_forwarded_headers_naming_a_foreign_host_are_ignored(sandbox_admin, raw):
+    port = urlsplit(sandbox_admin.url).port
     r = raw.get("/v1.0/users", params={"$top": "1"},
                 headers={"X-Forwarded-Host": "graph.evil.example", "X-Forwarded-Proto": "https"})
     assert r.status_code == 200, r.text
@@ -213,9 +213,9 @@ def test_forwarded_headers_naming_a_sandbox_host_are_honoured(raw):
     assert (link.scheme, link.netloc, link.path) == ("https", "graph.crmkit.localhost:8443", "/v1.0/users")
 
 
-def _chat_with_messages(sandbox, n: int) -> str:
-    sandbox.put("limits", {"enabled": False})
-    g = sandbox.graph()
+def _chat_with_messages(sandbox_admin, n: int) -> str:
+    sandbox_admin.put("limits", {"enabled": False})
+    g = sandbox_admin.graph()
     bind = "https://graph.microsoft.com/v1.0/users('{}')"
     chat = g.post("chats", json={"chatType": "oneOnOne", "members": [
         {"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
@@ -226,9 +226,9 @@ def _chat_with_messages(sandbox, n: int) -> str:
     return chat.json()["id"]
 
 
-def test_a_message_next_link_keeps_the_host_header_with_its_port(sandbox, raw):
-    cid = _chat_with_messages(sandbox, 3)
-    port = urlsplit(sandbox.url).port
+def test_a_message_next_link_keeps_the_host_header_with_its_port(sandbox_admin, raw):
+    cid = _chat_with_messages(sandbox_admin, 3)
+    port = urlsplit(sandbox_admin.url).port
     r = raw.get(f"/v1.0/chats/{quote(cid, safe='')}/messages", params={"$top": "1"},
                 headers={"Host": f"localhost:{port}"})
     assert r.status_code == 200, r.text
@@ -238,8 +238,8 @@ def test_a_message_next_link_keeps_the_host_header_with_its_port(sandbox, raw):
     assert parts.path == f"/v1.0/chats/{cid}/messages"
 
 
-def test_a_message_next_link_reached_through_an_encoded_chat_id_pages_the_whole_chat(sandbox, raw):
-    cid = _chat_with_messages(sandbox, 3)
+def test_a_message_next_link_reached_through_an_encoded_chat_id_pages_the_whole_chat(sandbox_admin, raw):
+    cid = _chat_with_messages(sandbox_admin, 3)
     r = raw.get(f"/v1.0/chats/{quote(cid, safe='')}/messages", params={"$top": "2"})
     assert r.status_code == 200, r.text
     got = [m["body"]["content"] for m in r.json()["value"]]

@@ -24,10 +24,10 @@ pytestmark = pytest.mark.sandbox
 LM, CR = "lastModifiedDateTime", "createdDateTime"
 
 
-def _chat_with(sandbox, n: int) -> tuple[object, str, list[dict]]:
+def _chat_with(sandbox_admin, n: int) -> tuple[object, str, list[dict]]:
     """A chat with ``n`` messages, oldest first, each in its own millisecond."""
-    sandbox.put("limits", {"enabled": False})
-    g = sandbox.graph()
+    sandbox_admin.put("limits", {"enabled": False})
+    g = sandbox_admin.graph()
     chat = one_on_one(g)
     msgs = []
     for i in range(n):
@@ -52,8 +52,8 @@ def _ids(g, url: str, **params: str) -> list[str]:
     return got
 
 
-def test_orderby_and_filter_only_as_documented(sandbox):
-    g, url, msgs = _chat_with(sandbox, 6)
+def test_orderby_and_filter_only_as_documented(sandbox_admin):
+    g, url, msgs = _chat_with(sandbox_admin, 6)
     stamps = [m[LM] for m in msgs]
     ids = [m["id"] for m in msgs]
     after_2 = f"{LM} gt {stamps[2]}"
@@ -76,8 +76,8 @@ def test_orderby_and_filter_only_as_documented(sandbox):
     (CR, "gt", "GreaterThan"), (CR, "le", "LessThanOrEqual"), (CR, "eq", "Equal"),
     (LM, "ge", "GreaterThanOrEqual"), (LM, "le", "LessThanOrEqual"), (LM, "ne", "NotEqual"),
 ])
-def test_unsupported_filter_operators_are_refused(sandbox, prop: str, op: str, kind: str):
-    g, url, msgs = _chat_with(sandbox, 1)
+def test_unsupported_filter_operators_are_refused(sandbox_admin, prop: str, op: str, kind: str):
+    g, url, msgs = _chat_with(sandbox_admin, 1)
     r = g.get(url, params={"$orderby": f"{prop} desc", "$filter": f"{prop} {op} {msgs[0][LM]}"})
     err = assert_error(r, 400, "BadRequest")
     assert f"'{prop}'" in err["message"] and f"'{kind}'" in err["message"], err
@@ -87,13 +87,13 @@ def test_unsupported_filter_operators_are_refused(sandbox, prop: str, op: str, k
     f"{LM} gt 'yesterday'", f"{LM} gt 2026-13-45T00:00:00Z", f"{LM} gt", "lastModifiedDateTime",
     f"{LM} gt 2026-01-01T00:00:00Z or {LM} lt 2026-01-02T00:00:00Z", "subject gt 2026-01-01T00:00:00Z",
 ])
-def test_malformed_filters_are_refused(sandbox, expr: str):
-    g, url, _ = _chat_with(sandbox, 1)
+def test_malformed_filters_are_refused(sandbox_admin, expr: str):
+    g, url, _ = _chat_with(sandbox_admin, 1)
     assert_error(g.get(url, params={"$orderby": f"{LM} desc", "$filter": expr}), 400, "BadRequest")
 
 
-def test_next_link_keeps_the_query_and_pages_through_the_filtered_set(sandbox):
-    g, url, msgs = _chat_with(sandbox, 9)
+def test_next_link_keeps_the_query_and_pages_through_the_filtered_set(sandbox_admin):
+    g, url, msgs = _chat_with(sandbox_admin, 9)
     since = msgs[3][LM]
     first = g.get(url, params={"$top": "2", "$orderby": f"{LM} desc", "$filter": f"{LM} gt {since}"}).json()
     q = parse_qs(urlsplit(first["@odata.nextLink"]).query)
@@ -104,35 +104,35 @@ def test_next_link_keeps_the_query_and_pages_through_the_filtered_set(sandbox):
     assert_error(g.get(url, params={"$top": "0"}), 400)
 
 
-def test_paging_neither_repeats_nor_skips_when_messages_arrive_between_pages(sandbox):
-    g, url, msgs = _chat_with(sandbox, 4)
+def test_paging_neither_repeats_nor_skips_when_messages_arrive_between_pages(sandbox_admin):
+    g, url, msgs = _chat_with(sandbox_admin, 4)
     first = g.get(url, params={"$top": "2"}).json()
     g.post(url, json={"body": {"content": "late"}})  # newer than everything already listed
     second = g.get(first["@odata.nextLink"]).json()
     assert [m["id"] for m in first["value"] + second["value"]] == [m["id"] for m in reversed(msgs)]
 
 
-def test_every_response_carries_a_date_header_from_the_sandbox_clock(sandbox):
-    g = sandbox.graph()
+def test_every_response_carries_a_date_header_from_the_sandbox_clock(sandbox_admin):
+    g = sandbox_admin.graph()
     before = time.time()
     r = g.get("me")
     after = time.time()
     date = email.utils.parsedate_to_datetime(r.headers["date"]).timestamp()
     assert int(before) - 1 <= date <= after  # whole seconds, never ahead
     assert len(r.headers.get_list("date")) == 1
-    shifted = sandbox.put("clock", {"offset_s": -3600})
+    shifted = sandbox_admin.put("clock", {"offset_s": -3600})
     assert shifted["offset_s"] == -3600
     try:
-        _, _, msgs = _chat_with(sandbox, 1)
+        _, _, msgs = _chat_with(sandbox_admin, 1)
         r = g.get("me")
         date = email.utils.parsedate_to_datetime(r.headers["date"]).timestamp()
         assert abs(date - (time.time() - 3600)) < 3, r.headers["date"]
         created = datetime.fromisoformat(msgs[0][CR].replace("Z", "+00:00"))
         assert abs((datetime.now(UTC) - created).total_seconds() - 3600) < 3
-        err = assert_error(sandbox.graph().get("chats/nope/messages"), 404)
+        err = assert_error(sandbox_admin.graph().get("chats/nope/messages"), 404)
         assert abs(datetime.fromisoformat(err["innerError"]["date"]).replace(tzinfo=UTC).timestamp()
                    - (time.time() - 3600)) < 3
     finally:
-        sandbox.put("clock", {"offset_s": 0})
-    sandbox.reset()
-    assert sandbox.admin.get("/_sandbox/clock").json()["offset_s"] == 0
+        sandbox_admin.put("clock", {"offset_s": 0})
+    sandbox_admin.reset()
+    assert sandbox_admin.admin.get("/_sandbox/clock").json()["offset_s"] == 0

@@ -134,13 +134,13 @@ def context_for(browser: Any) -> Iterator[Any]:
         ctx.close()
 
 
-def _device_pages(walk: Walk, sandbox: Any) -> None:
-    url = sandbox.url
+def _device_pages(walk: Walk, sandbox_admin: Any) -> None:
+    url = sandbox_admin.url
     walk.goto("start page", f"{url}/")
     walk.goto("code entry", f"{url}/devicelogin")
     walk.submit("wrong code", {"otc": "XXXXXXXXX"})
 
-    app = sandbox.msal_app()
+    app = sandbox_admin.msal_app()
     flow = app.initiate_device_flow(scopes=SCOPES)
     walk.goto("code entry (flow)", flow["verification_uri"])
     walk.submit("sign-in page", {"otc": flow["user_code"]})
@@ -165,22 +165,22 @@ def _device_pages(walk: Walk, sandbox: Any) -> None:
     walk.submit("mfa wrong code", {"mfa_code": "000000"}, button="verify")
     walk.submit("mfa signed in", {"mfa_code": SANDBOX_MFA_CODE}, button="verify")
 
-    consent = sandbox.msal_app(SANDBOX_UNCONSENTED_CLIENT_ID).initiate_device_flow(scopes=SCOPES)
+    consent = sandbox_admin.msal_app(SANDBOX_UNCONSENTED_CLIENT_ID).initiate_device_flow(scopes=SCOPES)
     walk.goto("code entry (consent)", consent["verification_uri"])
     walk.submit("sign-in page (consent)", {"otc": consent["user_code"]})
     walk.submit("user consent", {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
     walk.submit("consented", button="accept")
 
-    sandbox.put("config", {"device_code_lifetime_s": 1})
+    sandbox_admin.put("config", {"device_code_lifetime_s": 1})
     expired = app.initiate_device_flow(scopes=SCOPES)
     time.sleep(1.3)
     walk.goto("code entry (expired)", expired["verification_uri"])
     walk.submit("code expired", {"otc": expired["user_code"]})
 
 
-def _consent_and_error_pages(walk: Walk, sandbox: Any) -> None:
-    url = sandbox.url
-    sandbox.put("consent", {"client_id": SANDBOX_UNCONSENTED_CLIENT_ID, "admin_consented": False})
+def _consent_and_error_pages(walk: Walk, sandbox_admin: Any) -> None:
+    url = sandbox_admin.url
+    sandbox_admin.put("consent", {"client_id": SANDBOX_UNCONSENTED_CLIENT_ID, "admin_consented": False})
     consent = f"{url}/organizations/adminconsent?client_id={SANDBOX_UNCONSENTED_CLIENT_ID}"
     walk.goto("admin consent", consent)
     walk.submit("admin consent refused", {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD},
@@ -197,11 +197,11 @@ def _consent_and_error_pages(walk: Walk, sandbox: Any) -> None:
     walk.goto("error code page", f"{url}/error?code=50126")
 
 
-def _teams_pages(walk: Walk, sandbox: Any) -> None:
-    url = sandbox.url
+def _teams_pages(walk: Walk, sandbox_admin: Any) -> None:
+    url = sandbox_admin.url
     walk.goto("teams: no chats", f"{url}/teams?refresh=0")
-    sandbox.put("limits", {"enabled": False})  # Teams' per-chat posting limit is not under test here
-    g = sandbox.graph()
+    sandbox_admin.put("limits", {"enabled": False})  # Teams' per-chat posting limit is not under test here
+    g = sandbox_admin.graph()
 
     def chat(kind: str, upns: tuple[str, ...]) -> str:
         members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
@@ -229,33 +229,33 @@ def _teams_pages(walk: Walk, sandbox: Any) -> None:
 
 
 @pytest.mark.parametrize("lang", ["de", "en"])
-def test_every_sandbox_page_speaks_the_browsers_language(sandbox: Any, context_for: Any, lang: str) -> None:
+def test_every_sandbox_page_speaks_the_browsers_language(sandbox_admin: Any, context_for: Any, lang: str) -> None:
     walk = Walk(context_for(lang), lang)
-    _device_pages(walk, sandbox)
-    _consent_and_error_pages(walk, sandbox)
-    _teams_pages(walk, sandbox)
+    _device_pages(walk, sandbox_admin)
+    _consent_and_error_pages(walk, sandbox_admin)
+    _teams_pages(walk, sandbox_admin)
     assert len(walk.seen) >= 40
     assert not walk.problems(), "\n".join(walk.problems())
 
 
 @pytest.mark.parametrize(("browser_lang", "ui_locales"), [("en", "de-DE en"), ("de", "en-US")])
-def test_ui_locales_wins_over_the_browser_and_is_kept(sandbox: Any, context_for: Any, browser_lang: str,
+def test_ui_locales_wins_over_the_browser_and_is_kept(sandbox_admin: Any, context_for: Any, browser_lang: str,
                                                      ui_locales: str) -> None:
     lang = ui_locales[:2]
     walk = Walk(context_for(browser_lang), lang)
-    flow = sandbox.msal_app().initiate_device_flow(scopes=SCOPES)
+    flow = sandbox_admin.msal_app().initiate_device_flow(scopes=SCOPES)
     walk.goto("code entry", f"{flow['verification_uri']}?ui_locales={ui_locales.replace(' ', '+')}")
     walk.submit("sign-in page", {"otc": flow["user_code"]})
     walk.submit("bad password", {"login": SANDBOX_DEFAULT_UPN, "passwd": "wrong"}, button="signin")
     text = walk.submit("signed in", {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
     assert CATALOG["done.signed_in.title"][lang] in text
-    walk.goto("authorize", f"{sandbox.url}/organizations/oauth2/v2.0/authorize?client_id=x&ui_locales={lang}")
+    walk.goto("authorize", f"{sandbox_admin.url}/organizations/oauth2/v2.0/authorize?client_id=x&ui_locales={lang}")
     assert not walk.problems(), "\n".join(walk.problems())
 
 
-def test_device_code_message_follows_mkt(sandbox: Any) -> None:
+def test_device_code_message_follows_mkt(sandbox_admin: Any) -> None:
     # Entra localises the device-code response's message with ?mkt=xx-XX on the request.
-    app = sandbox.msal_app()
+    app = sandbox_admin.msal_app()
     german = app.initiate_device_flow(scopes=SCOPES, params={"mkt": "de-DE"})
     assert german["message"].startswith("Um sich anzumelden, öffnen Sie die Seite "), german["message"]
     assert german["user_code"] in german["message"]

@@ -13,12 +13,24 @@ from crmkit.http import MsalHttpAdapter, SandboxRoutingError, SandboxRoutingTran
 from crmkit.sandbox import GRAPH_BASE, SANDBOX_AUTHORITY, SANDBOX_DEFAULT_UPN
 from crmkit.sandbox.server import SandboxServer
 from crmkit.sandbox.views import render_message_body, sanitise_html
-
-from .conftest import Sandbox, start_sandbox
+from tests.support.sandbox import SandboxAdmin, SandboxProc
 
 pytestmark = pytest.mark.sandbox
 
 BOB = "jonas.becker@contoso.example"
+
+
+def start_sandbox(state, log) -> SandboxProc:
+    """A sandbox as `crmkit sandbox` starts one (its https listener too), with its whole banner read."""
+    return SandboxProc(state, log, https=True, full_banner=True)
+
+
+@pytest.fixture(scope="module")
+def cli_sandbox_proc(tmp_path_factory):
+    base = tmp_path_factory.mktemp("sandbox-cli")
+    proc = start_sandbox(base / "state", base / "sandbox.log")
+    yield proc
+    proc.stop()
 
 
 def _chat(g) -> str:
@@ -28,9 +40,9 @@ def _chat(g) -> str:
     return g.post("chats", json={"chatType": "oneOnOne", "members": members}).json()["id"]
 
 
-def test_banner_prints_identity_graph_and_teams_urls(sandbox_process):
-    text = "\n".join(sandbox_process.banner)
-    url = sandbox_process.url
+def test_banner_prints_identity_graph_and_teams_urls(cli_sandbox_proc):
+    text = "\n".join(cli_sandbox_proc.banner)
+    url = cli_sandbox_proc.url
     assert url.startswith("http://127.0.0.1:")
     assert SANDBOX_AUTHORITY in text and GRAPH_BASE in text
     assert f"{url}/teams" in text and f"{url}/devicelogin" in text and f"{url}/_sandbox" in text
@@ -42,7 +54,7 @@ def test_state_survives_restart(tmp_path):
     state = tmp_path / "state"
     first = start_sandbox(state, tmp_path / "1.log")
     try:
-        sb = Sandbox(first.url)
+        sb = SandboxAdmin(first.url)
         token = sb.token()
         g = sb.graph(token)
         chat_id = _chat(g)
@@ -61,7 +73,7 @@ def test_state_survives_restart(tmp_path):
 
     second = start_sandbox(state, tmp_path / "2.log")
     try:
-        sb = Sandbox(second.url)
+        sb = SandboxAdmin(second.url)
         assert (second.url != "" and first.url != second.url) or True
         g = sb.graph(token)  # the old token still validates: same signing key
         got = g.get(f"chats/{chat_id}/messages").json()["value"]
@@ -88,15 +100,15 @@ def test_in_process_server_context_manager(tmp_path):
         c.close()
 
 
-def test_routing_client_refuses_other_hosts_and_routes_sandbox_hosts(sandbox):
-    c = sandbox.http()
+def test_routing_client_refuses_other_hosts_and_routes_sandbox_hosts(sandbox_admin):
+    c = sandbox_admin.http()
     with pytest.raises(SandboxRoutingError, match=r"non-loopback host 'graph\.microsoft\.com'"):
         c.get("https://graph.microsoft.com/v1.0/me")
     r = c.get(f"{GRAPH_BASE}/users", params={"$top": "1"},
-              headers={"Authorization": f"Bearer {sandbox.token()}"})
+              headers={"Authorization": f"Bearer {sandbox_admin.token()}"})
     assert r.json()["@odata.nextLink"].startswith(f"{GRAPH_BASE}/users?")
     # Loopback URLs pass through unchanged (the admin API, the sign-in page).
-    assert c.get(f"{sandbox.url}/_sandbox/health").status_code == 200
+    assert c.get(f"{sandbox_admin.url}/_sandbox/health").status_code == 200
     with pytest.raises(ValueError):
         make_http_client("http://10.0.0.1:8080")
     plain = make_http_client()  # real Microsoft: no routing transport
@@ -121,9 +133,9 @@ def test_msal_adapter_drops_none_values():
     adapter.close()
 
 
-def test_teams_view_renders_and_escapes(sandbox):
-    sandbox.put("limits", {"enabled": False})
-    g = sandbox.graph()
+def test_teams_view_renders_and_escapes(sandbox_admin):
+    sandbox_admin.put("limits", {"enabled": False})
+    g = sandbox_admin.graph()
     chat_id = _chat(g)
     card = {"type": "AdaptiveCard", "version": "1.4", "body": [
         {"type": "TextBlock", "text": "ACME <GmbH>", "weight": "Bolder"},
@@ -135,7 +147,7 @@ def test_teams_view_renders_and_escapes(sandbox):
                                                         '</p><attachment id="c1"></attachment>'},
         "attachments": [{"id": "c1", "contentType": "application/vnd.microsoft.card.adaptive",
                          "content": json.dumps(card)}]})
-    page = httpx.get(f"{sandbox.url}/teams", params={"chat": chat_id, "as": BOB})
+    page = httpx.get(f"{sandbox_admin.url}/teams", params={"chat": chat_id, "as": BOB})
     assert page.status_code == 200
     html = page.text
     assert "Teams (sandbox)" in html and "viewing as Jonas Becker" in html

@@ -15,9 +15,9 @@ OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 BOB = "jonas.becker@contoso.example"
 
 
-def test_teams_view_shows_the_message(sandbox, page):
+def test_teams_view_shows_the_message(sandbox_admin, page):
 
-    g = sandbox.graph()
+    g = sandbox_admin.graph()
     members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
                 "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{u}')"}
                for u in (SANDBOX_DEFAULT_UPN, BOB)]
@@ -33,7 +33,7 @@ def test_teams_view_shows_the_message(sandbox, page):
     assert r.status_code == 201, r.text
 
     OUTPUT.mkdir(exist_ok=True)
-    page.goto(f"{sandbox.url}/teams?as={BOB}&refresh=0", wait_until="domcontentloaded")
+    page.goto(f"{sandbox_admin.url}/teams?as={BOB}&refresh=0", wait_until="domcontentloaded")
     msg = page.get_by_test_id("message").first
     msg.get_by_text("here is the record").wait_for(state="visible", timeout=15_000)
     assert page.get_by_test_id("adaptive-card").get_by_text("Stage: Negotiation").is_visible()

@@ -21,9 +21,9 @@ BOB = "jonas.becker@contoso.example"
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def test_teams_view_drops_controls_and_bidi_overrides(sandbox) -> None:  # type: ignore[no-untyped-def]
-    sandbox.put("limits", {"enabled": False})
-    g = sandbox.graph()
+def test_teams_view_drops_controls_and_bidi_overrides(sandbox_admin) -> None:  # type: ignore[no-untyped-def]
+    sandbox_admin.put("limits", {"enabled": False})
+    g = sandbox_admin.graph()
     members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
                 "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{u}')"}
                for u in (SANDBOX_DEFAULT_UPN, BOB)]
@@ -39,7 +39,7 @@ def test_teams_view_drops_controls_and_bidi_overrides(sandbox) -> None:  # type:
         "attachments": [{"id": "c1", "contentType": "application/vnd.microsoft.card.adaptive",
                          "content": json.dumps(card)}]})
     assert r.status_code == 201, r.text
-    page = httpx.get(f"{sandbox.url}/teams", params={"chat": chat_id, "as": BOB, "refresh": "0"})
+    page = httpx.get(f"{sandbox_admin.url}/teams", params={"chat": chat_id, "as": BOB, "refresh": "0"})
     assert page.status_code == 200
     html = page.text
     assert not UNSAFE.search(html), [f"U+{ord(c):04X}" for c in UNSAFE.findall(html)]

@@ -57,28 +57,28 @@ def visible_text(html: str) -> str:
     return " ".join(" ".join(p.parts).split())
 
 
-def _chat(sandbox: Any) -> tuple[httpx.Client, str]:
-    sandbox.put("limits", {"enabled": False})
-    g = sandbox.graph()
+def _chat(sandbox_admin: Any) -> tuple[httpx.Client, str]:
+    sandbox_admin.put("limits", {"enabled": False})
+    g = sandbox_admin.graph()
     members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
                 "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{u}')"}
                for u in (SANDBOX_DEFAULT_UPN, BOB)]
     return g, g.post("chats", json={"chatType": "oneOnOne", "members": members}).json()["id"]
 
 
-def _view(sandbox: Any, chat_id: str) -> str:
-    page = httpx.get(f"{sandbox.url}/teams", params={"chat": chat_id, "as": BOB, "refresh": "0"})
+def _view(sandbox_admin: Any, chat_id: str) -> str:
+    page = httpx.get(f"{sandbox_admin.url}/teams", params={"chat": chat_id, "as": BOB, "refresh": "0"})
     assert page.status_code == 200
     return page.text
 
 
-def test_crmkit_message_shows_values_as_typed_and_the_subject_once(sandbox: Any) -> None:
-    g, chat_id = _chat(sandbox)
+def test_crmkit_message_shows_values_as_typed_and_the_subject_once(sandbox_admin: Any) -> None:
+    g, chat_id = _chat(sandbox_admin)
     subject = prefixed_subject("Neuer Lead", "cobra CRM - ")
     payload = build_message(subject, "Bitte heute anrufen.", card=default_format().card(RECORD, "de"),
                             attachment_id="card1")
     assert g.post(f"chats/{chat_id}/messages", json=payload).status_code == 201
-    text = visible_text(_view(sandbox, chat_id))
+    text = visible_text(_view(sandbox_admin, chat_id))
     for shown in ("+49 30 1234567", "<GmbH> Müller & Söhne", "**Haupt**straße 1", "a_b_c@x.example",
                   "10115 Berlin", "Telefon"):
         assert shown in text, (shown, text)
@@ -88,8 +88,8 @@ def test_crmkit_message_shows_values_as_typed_and_the_subject_once(sandbox: Any)
     assert text.index("cobra CRM - Neuer Lead") < text.index("Bitte heute anrufen.")
 
 
-def test_card_markdown_is_formatted_and_inert(sandbox: Any) -> None:
-    g, chat_id = _chat(sandbox)
+def test_card_markdown_is_formatted_and_inert(sandbox_admin: Any) -> None:
+    g, chat_id = _chat(sandbox_admin)
     card = {"type": "AdaptiveCard", "version": "1.4", "body": [
         {"type": "TextBlock", "wrap": True,
          "text": "Dies ist **fett**, _kursiv_ und [ein Link](https://example.org/x?a=1&b=2)\n\n- eins\n- zwei"},
@@ -101,7 +101,7 @@ def test_card_markdown_is_formatted_and_inert(sandbox: Any) -> None:
         "attachments": [{"id": "c1", "contentType": "application/vnd.microsoft.card.adaptive",
                          "content": json.dumps(card)}]})
     assert r.status_code == 201, r.text
-    html = _view(sandbox, chat_id)
+    html = _view(sandbox_admin, chat_id)
     start = html.index('data-testid="adaptive-card"')
     shown = html[start:html.index("</main>")]
     assert "<strong>fett</strong>" in shown and "<em>kursiv</em>" in shown

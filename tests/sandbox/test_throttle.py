@@ -14,8 +14,8 @@ from .shapes import GRAPH_ERROR, assert_shape
 pytestmark = pytest.mark.sandbox
 
 
-def _chats(sandbox, g, n: int) -> list[str]:
-    others = [u["userPrincipalName"] for u in sandbox.admin.get("/_sandbox/users").json()["value"]
+def _chats(sandbox_admin, g, n: int) -> list[str]:
+    others = [u["userPrincipalName"] for u in sandbox_admin.admin.get("/_sandbox/users").json()["value"]
               if u["userPrincipalName"] != SANDBOX_DEFAULT_UPN][:n]
     assert len(others) == n
     ids = []
@@ -27,7 +27,7 @@ def _chats(sandbox, g, n: int) -> list[str]:
     return ids
 
 
-def _hammer(sandbox, token: str, chat_ids: list[str], seconds: float) -> tuple[int, list]:
+def _hammer(sandbox_admin, token: str, chat_ids: list[str], seconds: float) -> tuple[int, list]:
     """Post as fast as possible into each chat (one thread per chat) until the deadline."""
     accepted = 0
     throttled: list = []
@@ -35,7 +35,7 @@ def _hammer(sandbox, token: str, chat_ids: list[str], seconds: float) -> tuple[i
     start = threading.Event()
     deadline = [0.0]
 
-    g = sandbox.graph(token)  # one client, shared by all threads (httpx.Client is thread-safe)
+    g = sandbox_admin.graph(token)  # one client, shared by all threads (httpx.Client is thread-safe)
 
     def worker(chat_id: str) -> None:
         nonlocal accepted
@@ -66,9 +66,9 @@ def _hammer(sandbox, token: str, chat_ids: list[str], seconds: float) -> tuple[i
     return accepted, throttled
 
 
-def _server_times(sandbox) -> list[float]:
+def _server_times(sandbox_admin) -> list[float]:
     """Acceptance times as the sandbox recorded them (message ids are epoch milliseconds)."""
-    return sorted(int(m["id"]) / 1000 for m in sandbox.admin.get("/_sandbox/messages").json()["value"])
+    return sorted(int(m["id"]) / 1000 for m in sandbox_admin.admin.get("/_sandbox/messages").json()["value"])
 
 
 def _observed_rate(times: list[float], seconds: int) -> float:
@@ -94,12 +94,12 @@ def _check_429(r) -> None:
     assert int(r.headers["Retry-After"]) >= 1
 
 
-def test_one_chat_gets_one_post_per_second(sandbox):
-    token = sandbox.token()
-    (chat,) = _chats(sandbox, sandbox.graph(token), 1)
+def test_one_chat_gets_one_post_per_second(sandbox_admin):
+    token = sandbox_admin.token()
+    (chat,) = _chats(sandbox_admin, sandbox_admin.graph(token), 1)
     seconds = 4.0
-    accepted, throttled = _hammer(sandbox, token, [chat], seconds)
-    times = _server_times(sandbox)
+    accepted, throttled = _hammer(sandbox_admin, token, [chat], seconds)
+    times = _server_times(sandbox_admin)
     assert len(times) == accepted
     rate = _observed_rate(times, 3)
     assert abs(rate - 1.0) <= 0.1, (times, len(throttled))
@@ -110,12 +110,12 @@ def test_one_chat_gets_one_post_per_second(sandbox):
     _check_429(throttled[0])
 
 
-def test_app_gets_twenty_posts_per_second_across_chats(sandbox):
-    token = sandbox.token()
-    chats = _chats(sandbox, sandbox.graph(token), 40)
+def test_app_gets_twenty_posts_per_second_across_chats(sandbox_admin):
+    token = sandbox_admin.token()
+    chats = _chats(sandbox_admin, sandbox_admin.graph(token), 40)
     seconds = 3.0
-    accepted, throttled = _hammer(sandbox, token, chats, seconds)
-    times = _server_times(sandbox)
+    accepted, throttled = _hammer(sandbox_admin, token, chats, seconds)
+    times = _server_times(sandbox_admin)
     assert len(times) == accepted
     rate = _observed_rate(times, 2)
     assert abs(rate - 20.0) <= 2.0, (rate, accepted, len(throttled))
@@ -123,12 +123,12 @@ def test_app_gets_twenty_posts_per_second_across_chats(sandbox):
     _check_429(throttled[-1])
 
 
-def test_limits_are_configurable(sandbox):
-    assert sandbox.put("limits", {"chat_post_per_app_per_s": 10, "chat_post_per_chat_per_s": 5}) == {
+def test_limits_are_configurable(sandbox_admin):
+    assert sandbox_admin.put("limits", {"chat_post_per_app_per_s": 10, "chat_post_per_chat_per_s": 5}) == {
         "enabled": True, "chat_post_per_app_per_s": 10.0, "chat_post_per_chat_per_s": 5.0, "window_s": 1.0}
-    token = sandbox.token()
-    chats = _chats(sandbox, sandbox.graph(token), 4)
-    _hammer(sandbox, token, chats, 3.0)
-    times = _server_times(sandbox)
+    token = sandbox_admin.token()
+    chats = _chats(sandbox_admin, sandbox_admin.graph(token), 4)
+    _hammer(sandbox_admin, token, chats, 3.0)
+    times = _server_times(sandbox_admin)
     assert abs(_observed_rate(times, 2) - 10.0) <= 1.0, times
     assert _max_in_any_window(times) <= 11

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.sandbox
 BOB = "jonas.becker@contoso.example"
 
 
-def test_user_list_items_carry_every_documented_key_and_the_entity_type(sandbox):
-    r = sandbox.graph().get("users")
+def test_user_list_items_carry_every_documented_key_and_the_entity_type(sandbox_admin):
+    r = sandbox_admin.graph().get("users")
     assert r.status_code == 200, r.text
     body = r.json()
     assert_shape(body, COLLECTION)
@@ -40,8 +40,8 @@ def test_user_list_items_carry_every_documented_key_and_the_entity_type(sandbox)
         assert u["@odata.type"] == USER_TYPE
 
 
-def test_app_only_user_lists_carry_the_entity_type_too(sandbox):
-    app = sandbox.graph(sandbox.token(app_only=True, client_id=SANDBOX_DAEMON_CLIENT_ID))
+def test_app_only_user_lists_carry_the_entity_type_too(sandbox_admin):
+    app = sandbox_admin.graph(sandbox_admin.token(app_only=True, client_id=SANDBOX_DAEMON_CLIENT_ID))
     r = app.get("users", params={"$top": "3"})
     assert r.status_code == 200, r.text
     for u in r.json()["value"]:
@@ -50,8 +50,8 @@ def test_app_only_user_lists_carry_the_entity_type_too(sandbox):
 
 
 @pytest.mark.parametrize("key", ["upn", "id"])
-def test_a_user_by_upn_or_id_carries_every_documented_key_and_the_entity_type(sandbox, key):
-    g = sandbox.graph()
+def test_a_user_by_upn_or_id_carries_every_documented_key_and_the_entity_type(sandbox_admin, key):
+    g = sandbox_admin.graph()
     bob = g.get(f"users/{BOB}").json()
     ref = BOB if key == "upn" else bob["id"]
     r = g.get("users/" + quote(ref, safe=""))
@@ -62,8 +62,8 @@ def test_a_user_by_upn_or_id_carries_every_documented_key_and_the_entity_type(sa
     assert body["userPrincipalName"] == BOB
 
 
-def test_batched_user_gets_carry_the_entity_type(sandbox):
-    r = sandbox.graph().post("$batch", json={"requests": [
+def test_batched_user_gets_carry_the_entity_type(sandbox_admin):
+    r = sandbox_admin.graph().post("$batch", json={"requests": [
         {"id": "1", "method": "GET", "url": f"/users/{BOB}"}, {"id": "2", "method": "GET", "url": "/users?$top=2"}]})
     assert r.status_code == 200, r.text
     got = {item["id"]: item for item in r.json()["responses"]}
@@ -73,15 +73,15 @@ def test_batched_user_gets_carry_the_entity_type(sandbox):
         assert_shape(u, USER_ITEM)
 
 
-def test_me_carries_the_documented_default_properties(sandbox):
-    r = sandbox.graph().get("me")
+def test_me_carries_the_documented_default_properties(sandbox_admin):
+    r = sandbox_admin.graph().get("me")
     assert r.status_code == 200, r.text
     assert_shape(r.json(), USER_ENTITY)
     assert r.json()["userPrincipalName"] == SANDBOX_DEFAULT_UPN
 
 
-def test_selected_properties_come_back_alone_as_in_the_search_example(sandbox):
-    g = sandbox.graph(upn=SANDBOX_ADMIN_UPN)
+def test_selected_properties_come_back_alone_as_in_the_search_example(sandbox_admin):
+    g = sandbox_admin.graph(upn=SANDBOX_ADMIN_UPN)
     r = g.get("users", params={"$search": '"displayName:a"', "$orderby": "displayName", "$count": "true",
                                "$select": "displayName,givenName,mail,userPrincipalName"},
               headers={"ConsistencyLevel": "eventual"})

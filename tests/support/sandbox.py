@@ -1,19 +1,29 @@
-"""The sandbox tenant as tests use it: a real subprocess, its admin API, and a form-posting browser."""
+"""The sandbox tenant as tests use it: a real subprocess, one handle on it (:class:`SandboxAdmin`), and a
+form-posting browser. The fixtures built from them live in tests/conftest.py."""
 
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 import httpx
+import msal
 
-from crmkit.sandbox import GRAPH_BASE, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
+from crmkit.http import MsalHttpAdapter, make_http_client
+from crmkit.sandbox import (
+    GRAPH_BASE,
+    SANDBOX_AUTHORITY,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_DEFAULT_UPN,
+    SANDBOX_PASSWORD,
+)
 from crmkit.sandbox.process import SandboxProcess
+
+from . import forms
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
@@ -24,26 +34,44 @@ class SandboxProc(SandboxProcess):
 
     ``https``: also an https listener on a free port (``https_url``, ``ca_file``; ``https_lines`` are the lines
     printed up to the CA file's). Without it the sandbox serves plain http only, which is all crmkit uses.
+    ``full_banner``: read the rest of the banner too (up to its sign-in hint) into ``banner``.
     """
 
-    def __init__(self, state: Path, log: Path, extra: list[str] | None = None, *, https: bool = False) -> None:
+    def __init__(self, state: Path, log: Path, extra: list[str] | None = None, *, https: bool = False,
+                 full_banner: bool = False) -> None:
         self.log = log
         self._log_file = log.open("w")
         super().__init__(state, log=self._log_file, extra=list(extra or ()), https_port=0 if https else None)
         self.https_lines = self.banner[1:]
+        # The rest of the banner follows at once; its last line is the sign-in hint.
+        while full_banner and not any(line.lstrip().startswith("Sign in as") for line in self.banner):
+            self.banner.append(self.lines.get(timeout=10))
 
     def stop(self, timeout: float = 10.0) -> None:
-        super().stop(timeout)
-        self._log_file.close()
+        try:
+            super().stop(timeout)
+        finally:
+            self._log_file.close()
 
 
 class SandboxAdmin:
-    """The sandbox's admin API (reset, faults, limits, counters, delivered messages)."""
+    """The test-side handle on one sandbox: its admin API (reset, config, faults, limits, counters, delivered
+    messages), minted tokens, crmkit's routed HTTP and Graph clients, MSAL apps on it, and its device-code and
+    sign-in pages driven as a browser. Clients it hands out are closed with it."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.admin = httpx.Client(base_url=url, timeout=60)
+        # crmkit's routed client: it passes loopback URLs (the admin API) through and is cheap to build.
+        self.admin = make_http_client(url, timeout=60)
+        self.admin.base_url = httpx.URL(url)
+        self._clients: list[Any] = []  # httpx clients and GraphClients
 
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+        self.admin.close()
+
+    # -- the admin API ---------------------------------------------------------------------------
     def reset(self) -> None:
         self.admin.post("/_sandbox/reset").raise_for_status()
 
@@ -60,36 +88,77 @@ class SandboxAdmin:
     def counters(self) -> dict[str, int]:
         return self.get("counters")
 
-    def close(self) -> None:
-        self.admin.close()
+    def device_calls(self) -> int:
+        """Requests to the device-code endpoint so far."""
+        return sum(n for k, n in self.counters().items() if "devicecode" in k)
 
+    def token_grants(self) -> int:
+        """Requests to the token endpoint so far."""
+        return sum(n for k, n in self.counters().items() if "oauth2/v2.0/token" in k)
 
-class _Forms(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.forms: list[dict[str, Any]] = []
-        self.alerts: list[str] = []
-        self._alert = False
+    def token(self, upn: str = SANDBOX_DEFAULT_UPN, scopes: list[str] | None = None, **kw: Any) -> str:
+        """An access token minted by the admin API (no sign-in); ``kw``: lifetime_s …"""
+        return minted_token(self, upn, **kw) if scopes is None else minted_token(self, upn, scopes=scopes, **kw)
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.forms.append({"action": a.get("action", ""), "fields": {}, "buttons": []})
-        elif tag == "input" and self.forms and a.get("name"):
-            self.forms[-1]["fields"][a["name"]] = a.get("value", "")
-        elif tag == "button" and self.forms and a.get("name"):
-            self.forms[-1]["buttons"].append((a["name"], a.get("value", "")))
-        elif tag == "p" and a.get("role") == "alert":
-            self._alert = True
+    # -- clients ---------------------------------------------------------------------------------
+    def http(self, **kw: Any) -> httpx.Client:
+        """crmkit's routed httpx client for this sandbox (``kw``: timeout, headers)."""
+        c = make_http_client(self.url, **kw)
+        self._clients.append(c)
+        return c
 
-    def handle_data(self, data: str) -> None:
-        if self._alert:
-            self.alerts.append(data)
-            self._alert = False
+    def graph(self, token: str | None = None, upn: str = SANDBOX_DEFAULT_UPN, **kw: Any) -> httpx.Client:
+        """A routed httpx client on the Graph host with a bearer token (minted for ``upn`` unless given;
+        "" sends none)."""
+        c = self.http(**kw)
+        c.base_url = httpx.URL(GRAPH_BASE + "/")
+        tok = token if token is not None else self.token(upn)
+        if tok:
+            c.headers["Authorization"] = f"Bearer {tok}"
+        return c
+
+    def graph_client(self, upn: str = SANDBOX_DEFAULT_UPN, **kw: Any) -> Any:
+        """crmkit's :class:`~crmkit.graph.GraphClient` holding a minted token for ``upn`` (see :func:`minted_graph`)."""
+        client = minted_graph(self, upn, **kw)
+        self._clients.append(client)
+        return client
+
+    def msal_app(self, client_id: str = SANDBOX_CLIENT_ID, cache: msal.TokenCache | None = None,
+                 authority: str = SANDBOX_AUTHORITY) -> msal.PublicClientApplication:
+        return msal.PublicClientApplication(
+            client_id, authority=authority, instance_discovery=False,
+            http_client=MsalHttpAdapter(self.http()), token_cache=cache or msal.SerializableTokenCache(),
+        )
+
+    def ropc(self, app: msal.PublicClientApplication, username: str, password: str = SANDBOX_PASSWORD,
+             scopes: list[str] | None = None) -> dict[str, Any]:
+        # MSAL deprecates ROPC for public clients; the warning is expected here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This API has been deprecated for public client flows",
+                                    category=DeprecationWarning)
+            return app.acquire_token_by_username_password(username, password, scopes=scopes or ["User.Read"])
+
+    # -- the device-code and sign-in pages, driven like a browser (through the routed client) --------------
+    def open_device_login(self, verification_uri: str) -> tuple[httpx.Client, httpx.Response]:
+        browser = self.http(timeout=30)
+        browser.follow_redirects = True
+        page = browser.get(verification_uri)
+        page.raise_for_status()
+        return browser, page
+
+    def enter_code(self, verification_uri: str, user_code: str) -> tuple[httpx.Client, httpx.Response]:
+        browser, page = self.open_device_login(verification_uri)
+        return browser, forms.enter_code(browser, page, user_code)
+
+    def device_sign_in(self, flow: dict[str, Any], upn: str = SANDBOX_DEFAULT_UPN,
+                       password: str = SANDBOX_PASSWORD, button: str = "signin") -> httpx.Response:
+        browser, page = self.enter_code(flow["verification_uri"], flow["user_code"])
+        assert page.status_code == 200, page.text
+        return forms.sign_in(browser, page, upn, password, button)
 
 
 class Browser:
-    """Fills and submits the sandbox's pages exactly as a browser would (same action, fields, button)."""
+    """A plain httpx client that fills and submits the sandbox's pages as a browser would (:mod:`support.forms`)."""
 
     def __init__(self, verify: Any = True) -> None:
         # verify: the sandbox's CA file for its https pages (as a browser that trusts that CA)
@@ -100,30 +169,20 @@ class Browser:
 
     def submit(self, page: httpx.Response, fill: dict[str, str] | None = None,
                button: str | None = None) -> httpx.Response:
-        parsed = _Forms()
-        parsed.feed(page.text)
-        assert len(parsed.forms) == 1, page.text[:400]
-        form = parsed.forms[0]
-        data = dict(form["fields"])
-        for k, v in (fill or {}).items():
-            assert k in data, f"no input {k!r} on the page: {sorted(data)}"
-            data[k] = v
-        if button is not None:
-            name, value = next((n, v) for n, v in form["buttons"] if v == button)
-            data[name] = value
-        return self.client.post(urljoin(str(page.url), form["action"]), data=data)
+        return forms.submit(self.client, page, fill, button)
 
-    @staticmethod
-    def alert(page: httpx.Response) -> str:
-        parsed = _Forms()
-        parsed.feed(page.text)
-        return " ".join(parsed.alerts)
+    def sign_in(self, page: httpx.Response, upn: str, password: str = SANDBOX_PASSWORD,
+                button: str = "signin") -> httpx.Response:
+        """A sign-in or consent page: the account and password typed, ``button`` pressed (:func:`forms.sign_in`)."""
+        return forms.sign_in(self.client, page, upn, password, button)
+
+    alert = staticmethod(forms.alert)
 
     def device_login(self, verification_uri: str, user_code: str, upn: str, password: str = SANDBOX_PASSWORD,
                      *, button: str = "signin") -> httpx.Response:
-        page = self.submit(self.get(verification_uri), {"otc": user_code})
+        page = forms.enter_code(self.client, self.get(verification_uri), user_code)
         assert page.status_code == 200, page.text[:400]
-        return self.submit(page, {"login": upn, "passwd": password}, button=button)
+        return self.sign_in(page, upn, password, button)
 
     def close(self) -> None:
         self.client.close()
@@ -194,11 +253,10 @@ def colleagues(admin: SandboxAdmin, n: int) -> list[str]:
 
 
 @contextmanager
-def fresh_tenant(proc: SandboxProc, monkeypatch: Any, tmp_path: Path, admin_class: type[SandboxAdmin] = SandboxAdmin
-                 ) -> Iterator[Any]:
+def fresh_tenant(proc: SandboxProc, monkeypatch: Any, tmp_path: Path) -> Iterator[SandboxAdmin]:
     """A reset sandbox for one test: CRMKIT_SANDBOX_URL points at it, CRMKIT_HOME is private, and
     crmkit's process-wide MSAL apps and token caches start empty (and are emptied again after)."""
-    admin = admin_class(proc.url)
+    admin = SandboxAdmin(proc.url)
     admin.reset()
     monkeypatch.setenv("CRMKIT_SANDBOX_URL", proc.url)
     monkeypatch.setenv("CRMKIT_HOME", str(tmp_path / "home"))

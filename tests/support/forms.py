@@ -1,17 +1,22 @@
-"""Submit the sandbox's HTML forms the way a browser does: same action, hidden inputs, button value."""
+"""The sandbox's HTML forms (device code, sign-in, consent, form_post) submitted the way a browser does: the
+page's one form, its action, hidden inputs and the pressed button's value. The one place tests fill them;
+:class:`support.sandbox.Browser` and the sandbox handle's sign-in steps use it too."""
 
 from __future__ import annotations
 
 from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
+
+from crmkit.sandbox import SANDBOX_PASSWORD
 
 
 class _FormParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.forms: list[dict] = []
+        self.forms: list[dict[str, Any]] = []
         self.alerts: list[str] = []
         self._in_alert = False
 
@@ -39,6 +44,7 @@ class _FormParser(HTMLParser):
 
 
 def page_forms(html: str) -> _FormParser:
+    """The page's forms (action, method, fields with their values, inputs, buttons) and its alerts."""
     p = _FormParser()
     p.feed(html)
     return p
@@ -63,5 +69,18 @@ def submit(client: httpx.Client, response: httpx.Response, fill: dict[str, str] 
     return client.post(url, data=data)
 
 
+def enter_code(client: httpx.Client, page: httpx.Response, user_code: str) -> httpx.Response:
+    """The device-code page (/devicelogin): type the code and continue."""
+    return submit(client, page, {"otc": user_code})
+
+
+def sign_in(client: httpx.Client, page: httpx.Response, upn: str, password: str = SANDBOX_PASSWORD,
+            button: str = "signin") -> httpx.Response:
+    """A sign-in or consent page: type the account and password and press ``button`` (signin, cancel,
+    accept …)."""
+    return submit(client, page, {"login": upn, "passwd": password}, button=button)
+
+
 def alert(response: httpx.Response) -> str:
+    """The text of the page's alerts (role=alert), joined."""
     return " ".join(page_forms(response.text).alerts)
