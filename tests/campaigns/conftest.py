@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.sandbox import ROOT, SandboxAdmin, SandboxProc, colleagues, fast_tenant
+from support.sandbox import ROOT, SandboxAdmin, colleagues
 
 import crmkit
 from crmkit.auth import Microsoft365
@@ -19,12 +19,6 @@ from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
 from crmkit.teams import activation
 
 EVIL = "<script>alert('x')</script> AG"
-
-
-@pytest.fixture
-def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
-    with fast_tenant(sandbox_proc, monkeypatch, tmp_path) as sb:
-        yield sb
 
 
 @dataclass
@@ -48,7 +42,7 @@ class Setup:
 
 
 @pytest.fixture
-def setup(sandbox: SandboxAdmin, tmp_path: Path) -> Iterator[Setup]:
+def setup(fast_crm_tenant: SandboxAdmin, tmp_path: Path) -> Iterator[Setup]:
     """Integration on, three participant addresses, a campaign → activity → reaction; no account yet."""
     crm = crmkit.open(tmp_path / "crm.duckdb")
     activation.enable(crm)
@@ -60,7 +54,7 @@ def setup(sandbox: SandboxAdmin, tmp_path: Path) -> Iterator[Setup]:
     aid = camp.add_activity(cid, "Mailing März")
     camp.add_participants(aid, [1, 2, 3])
     rid = camp.add_reaction(aid, "Interesse")
-    yield Setup(crm, camp, aid, rid, colleagues(sandbox, 3))
+    yield Setup(crm, camp, aid, rid, colleagues(fast_crm_tenant, 3))
     camp.close()
 
 

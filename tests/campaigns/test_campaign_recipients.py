@@ -18,13 +18,13 @@ from .conftest import Setup
 pytestmark = pytest.mark.sandbox
 
 
-def user(sandbox: SandboxAdmin, upn: str) -> dict[str, Any]:
-    return next(u for u in sandbox.get("users")["value"] if u["userPrincipalName"] == upn)
+def user(fast_crm_tenant: SandboxAdmin, upn: str) -> dict[str, Any]:
+    return next(u for u in fast_crm_tenant.get("users")["value"] if u["userPrincipalName"] == upn)
 
 
-def chat_messages(sandbox: SandboxAdmin, person_id: str) -> list[dict[str, Any]]:
-    chats = [c for c in sandbox.get("chats")["value"] if person_id in c["members"]]
-    return [m for c in chats for m in sandbox.get("messages", chat_id=c["id"])["value"]]
+def chat_messages(fast_crm_tenant: SandboxAdmin, person_id: str) -> list[dict[str, Any]]:
+    chats = [c for c in fast_crm_tenant.get("chats")["value"] if person_id in c["members"]]
+    return [m for c in chats for m in fast_crm_tenant.get("messages", chat_id=c["id"])["value"]]
 
 
 BAD = {
@@ -40,7 +40,8 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_recipients_are_refused_when_the_action_is_saved(setup: Setup, sandbox: SandboxAdmin, case: str) -> None:
+def test_bad_recipients_are_refused_when_the_action_is_saved(
+        setup: Setup, fast_crm_tenant: SandboxAdmin, case: str) -> None:
     setup.set_campaign_account()
     saved = setup.action()
     bad = BAD[case]
@@ -57,22 +58,22 @@ def test_bad_recipients_are_refused_when_the_action_is_saved(setup: Setup, sandb
     assert after == before, snapshot_diff(before, after)
 
 
-def test_one_person_named_three_ways_is_saved_and_messaged_once(setup: Setup, sandbox: SandboxAdmin) -> None:
+def test_one_person_named_three_ways_is_saved_and_messaged_once(setup: Setup, fast_crm_tenant: SandboxAdmin) -> None:
     setup.set_campaign_account()
-    person = user(sandbox, setup.people[0])
+    person = user(fast_crm_tenant, setup.people[0])
     upn = person["userPrincipalName"]
     act = setup.camp.add_teams_action(setup.reaction, "Melden", recipients=[upn, upn.upper(), person["id"]])
     assert setup.camp.action(act).recipients == [{"id": person["id"], "name": person["displayName"], "upn": upn}]
     outcomes = setup.camp.record_reaction(setup.reaction, [1]).outcomes
     assert [o.status for o in outcomes] == ["done"], outcomes
-    assert len(chat_messages(sandbox, person["id"])) == 1 and sandbox.get("messages")["count"] == 1
+    assert len(chat_messages(fast_crm_tenant, person["id"])) == 1 and fast_crm_tenant.get("messages")["count"] == 1
 
 
-def test_the_action_dialog_saves_a_person_picked_twice_once(setup: Setup, sandbox: SandboxAdmin) -> None:
+def test_the_action_dialog_saves_a_person_picked_twice_once(setup: Setup, fast_crm_tenant: SandboxAdmin) -> None:
     from crmkit.widgets.campaign_action import TeamsActionDialog
 
     setup.set_campaign_account()
-    person = user(sandbox, setup.people[0])
+    person = user(fast_crm_tenant, setup.people[0])
     dialog = TeamsActionDialog(setup.camp, setup.reaction, description="Melden", lang="de")
     dialog.picker.query.value = person["displayName"]
     dialog.picker.results.value = (person["id"],)
@@ -84,12 +85,12 @@ def test_the_action_dialog_saves_a_person_picked_twice_once(setup: Setup, sandbo
 
 
 def test_a_recipient_removed_after_saving_fails_the_run_with_a_logged_reason(
-        setup: Setup, sandbox: SandboxAdmin, caplog: pytest.LogCaptureFixture) -> None:
+        setup: Setup, fast_crm_tenant: SandboxAdmin, caplog: pytest.LogCaptureFixture) -> None:
     setup.set_campaign_account()
-    stays, leaves = (user(sandbox, u) for u in setup.people[:2])
+    stays, leaves = (user(fast_crm_tenant, u) for u in setup.people[:2])
     act = setup.camp.add_teams_action(setup.reaction, "Melden",
                                       recipients=[stays["userPrincipalName"], leaves["userPrincipalName"]])
-    sandbox.admin.delete(f"/_sandbox/users/{leaves['userPrincipalName']}").raise_for_status()
+    fast_crm_tenant.admin.delete(f"/_sandbox/users/{leaves['userPrincipalName']}").raise_for_status()
     with caplog.at_level(logging.INFO, logger="crmkit.campaigns"):
         [outcome] = setup.camp.record_reaction(setup.reaction, [1]).outcomes
     assert outcome.status == "failed", outcome
@@ -98,6 +99,6 @@ def test_a_recipient_removed_after_saving_fails_the_run_with_a_logged_reason(
     assert run["status"] == "failed" and run["error"] == outcome.error
     logged = [r for r in caplog.records if r.levelno >= logging.WARNING and leaves["displayName"] in r.getMessage()]
     assert logged and not [r for r in caplog.records if r.exc_info], "a failed run is a warning, not a crash"
-    assert sandbox.get("messages")["count"] == 0  # nobody is sent half of the action
+    assert fast_crm_tenant.get("messages")["count"] == 0  # nobody is sent half of the action
     # the action can still be changed (here: switched off) without asking the directory about who left
     assert setup.camp.update_action(act, active=False).active is False

@@ -23,12 +23,12 @@ from .conftest import EVIL, Setup, start_worker
 pytestmark = pytest.mark.sandbox
 
 
-def campaign_sender_id(sandbox: SandboxAdmin) -> str:
-    return next(u["id"] for u in sandbox.get("users")["value"] if u["userPrincipalName"] == SANDBOX_DEFAULT_UPN)
+def campaign_sender_id(fast_crm_tenant: SandboxAdmin) -> str:
+    return next(u["id"] for u in fast_crm_tenant.get("users")["value"] if u["userPrincipalName"] == SANDBOX_DEFAULT_UPN)
 
 
-def messages(sandbox: SandboxAdmin) -> list[dict]:
-    return list(sandbox.get("messages")["value"])
+def messages(fast_crm_tenant: SandboxAdmin) -> list[dict]:
+    return list(fast_crm_tenant.get("messages")["value"])
 
 
 def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
@@ -39,16 +39,16 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:  
         time.sleep(0.2)
 
 
-def test_immediate_run_sends_from_the_campaign_account_once(setup: Setup, sandbox: SandboxAdmin) -> None:
+def test_immediate_run_sends_from_the_campaign_account_once(setup: Setup, fast_crm_tenant: SandboxAdmin) -> None:
     setup.set_campaign_account()
     act = setup.action(record_contact=True, subject="Interesse: {company}")
     result = setup.camp.record_reaction(setup.reaction, [1, 2])
     assert [o.status for o in result.outcomes] == ["done", "done"], result.outcomes
     again = setup.camp.record_reaction(setup.reaction, [1, 2])
     assert again.runs == [] and again.outcomes == []
-    delivered = messages(sandbox)
+    delivered = messages(fast_crm_tenant)
     assert len(delivered) == 2
-    assert {m["from"]["user"]["id"] for m in delivered} == {campaign_sender_id(sandbox)}
+    assert {m["from"]["user"]["id"] for m in delivered} == {campaign_sender_id(fast_crm_tenant)}
     evil = next(m for m in delivered if "AG" in m["subject"])
     assert "<script>" not in evil["body"]["content"] and "&lt;script&gt;" in evil["body"]["content"]
     assert evil["subject"] == f"cobra CRM - Interesse: {EVIL}"
@@ -61,7 +61,8 @@ def test_immediate_run_sends_from_the_campaign_account_once(setup: Setup, sandbo
     assert setup.crm.contacts(1)["type_code"].tolist() == ["TS"]
 
 
-def test_blocked_addresses_are_skipped_or_failed_as_the_option_says(setup: Setup, sandbox: SandboxAdmin) -> None:
+def test_blocked_addresses_are_skipped_or_failed_as_the_option_says(
+        setup: Setup, fast_crm_tenant: SandboxAdmin) -> None:
     setup.set_campaign_account()
     privacy.set_flag(setup.crm, 3, "no_campaign")
     skip = setup.action()
@@ -70,29 +71,29 @@ def test_blocked_addresses_are_skipped_or_failed_as_the_option_says(setup: Setup
     runs = setup.camp.runs().set_index("action_id")
     assert runs.loc[skip, "status"] == "skipped" and runs.loc[report, "status"] == "failed"
     assert "flag:no_campaign" in str(outcomes[int(runs.loc[report, "id"])].error)
-    assert messages(sandbox) == []
+    assert messages(fast_crm_tenant) == []
     assert privacy.transfer_log(setup.crm)["outcome"].tolist() == ["blocked", "blocked"]
 
 
 def test_delayed_action_whose_worker_starts_late_sends_exactly_once(
-    setup: Setup, sandbox: SandboxAdmin, tmp_path: Path,
+    setup: Setup, fast_crm_tenant: SandboxAdmin, tmp_path: Path,
 ) -> None:
     setup.set_campaign_account()
     setup.action(timing="delay", delay=1)
     assert setup.camp.record_reaction(setup.reaction, [1]).outcomes == []
     time.sleep(1.5)
-    assert messages(sandbox) == [] and setup.camp.runs()["status"].tolist() == ["due"]
+    assert messages(fast_crm_tenant) == [] and setup.camp.runs()["status"].tolist() == ["due"]
     for _ in range(2):  # the second worker finds nothing left to do
         worker = start_worker(Path(setup.crm.store.path), tmp_path / "worker.log", "--once")
         out, _ = worker.communicate(timeout=120)
         assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
     assert "runs: 1 done" in out or "runs: none" in out
-    assert len(messages(sandbox)) == 1
+    assert len(messages(fast_crm_tenant)) == 1
     assert setup.camp.runs()["status"].tolist() == ["done"]
 
 
 def test_two_workers_started_together_never_double_send(
-    setup: Setup, sandbox: SandboxAdmin, tmp_path: Path,
+    setup: Setup, fast_crm_tenant: SandboxAdmin, tmp_path: Path,
 ) -> None:
     setup.set_campaign_account()
     setup.action(timing="delay", delay=2)
@@ -108,7 +109,7 @@ def test_two_workers_started_together_never_double_send(
             w.send_signal(signal.SIGTERM)
         outs = [w.communicate(timeout=60)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], [log.read_text()[-2000:] for log in logs]
-    delivered = messages(sandbox)
+    delivered = messages(fast_crm_tenant)
     assert len(delivered) == 3
     assert len({a["id"] for m in delivered for a in m["attachments"]}) == 3
     assert any("stands by" in log.read_text() for log in logs), [log.read_text() for log in logs]
@@ -116,7 +117,7 @@ def test_two_workers_started_together_never_double_send(
     assert setup.crm.store.one("SELECT count(*) FROM campaign_worker_lease") == 0  # released on SIGTERM
 
 
-def test_worker_finishes_what_a_dead_recorder_enqueued(setup: Setup, sandbox: SandboxAdmin) -> None:
+def test_worker_finishes_what_a_dead_recorder_enqueued(setup: Setup, fast_crm_tenant: SandboxAdmin) -> None:
     """The recorder wrote the outbox batch and died before delivering: the worker delivers it, once."""
     setup.set_campaign_account()
     setup.action()
@@ -127,16 +128,16 @@ def test_worker_finishes_what_a_dead_recorder_enqueued(setup: Setup, sandbox: Sa
     record = ctx.astype(object).where(ctx.notna(), None).iloc[0].to_dict()
     batch = _plan_and_enqueue(setup.crm, setup.camp.teams, dead, record)
     assert isinstance(batch, str)
-    assert messages(sandbox) == []
+    assert messages(fast_crm_tenant) == []
     stats = run_worker(setup.crm.store.path, once=True)
     assert stats.active and dict(stats.outcomes) == {"done": 1}
-    assert len(messages(sandbox)) == 1
+    assert len(messages(fast_crm_tenant)) == 1
     assert setup.camp.runs()[["status", "batch_id"]].values.tolist() == [["done", batch]]
 
 
 @pytest.mark.parametrize("broken", ["missing", "wrong_password"])
 def test_account_trouble_fails_with_reason_and_is_retried_after_the_fix(
-    setup: Setup, sandbox: SandboxAdmin, monkeypatch: pytest.MonkeyPatch, broken: str,
+    setup: Setup, fast_crm_tenant: SandboxAdmin, monkeypatch: pytest.MonkeyPatch, broken: str,
 ) -> None:
     monkeypatch.setenv("CRMKIT_CAMPAIGN_RETRY_S", "1")
     setup.set_campaign_account()
@@ -157,7 +158,7 @@ def test_account_trouble_fails_with_reason_and_is_retried_after_the_fix(
         outcomes
     runs = setup.camp.runs()
     assert set(runs["status"]) == {"retry"} and runs["error"].str.contains(reason).all()
-    assert messages(sandbox) == []
+    assert messages(fast_crm_tenant) == []
     time.sleep(1.1)
     stats = run_worker(setup.crm.store.path, once=True)  # still broken: retried, fails again, nothing lost
     assert dict(stats.outcomes) == {"retry": 3}
@@ -166,12 +167,13 @@ def test_account_trouble_fails_with_reason_and_is_retried_after_the_fix(
     time.sleep(2.1)  # the second backoff doubles to 2 s
     stats = run_worker(setup.crm.store.path, once=True)
     assert dict(stats.outcomes) == {"done": 3}
-    assert len(messages(sandbox)) == 3
+    assert len(messages(fast_crm_tenant)) == 3
     assert len(setup.crm.contacts(type_code="TS")) == 3
     assert json.loads(setup.camp.runs()["status"].to_json(orient="values")) == ["done"] * 3
 
 
-def test_a_users_manual_send_never_delivers_a_pending_campaign_batch(setup: Setup, sandbox: SandboxAdmin) -> None:
+def test_a_users_manual_send_never_delivers_a_pending_campaign_batch(
+        setup: Setup, fast_crm_tenant: SandboxAdmin) -> None:
     """Resuming is per sender: the user's own resume must not post campaign messages as the user."""
     from support.sandbox import sign_in
 
@@ -187,7 +189,7 @@ def test_a_users_manual_send_never_delivers_a_pending_campaign_batch(setup: Setu
         setup.crm.teams.send(2, to=setup.people[1:2], subject="Von Hand")
     finally:
         setup.crm.teams.close()
-    assert [m["subject"] for m in messages(sandbox)] == ["cobra CRM - Von Hand"]
+    assert [m["subject"] for m in messages(fast_crm_tenant)] == ["cobra CRM - Von Hand"]
     assert dict(run_worker(setup.crm.store.path, once=True).outcomes) == {"done": 1}
-    campaign = [m for m in messages(sandbox) if m["subject"] != "cobra CRM - Von Hand"]
-    assert [m["from"]["user"]["id"] for m in campaign] == [campaign_sender_id(sandbox)]
+    campaign = [m for m in messages(fast_crm_tenant) if m["subject"] != "cobra CRM - Von Hand"]
+    assert [m["from"]["user"]["id"] for m in campaign] == [campaign_sender_id(fast_crm_tenant)]

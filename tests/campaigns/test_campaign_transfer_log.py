@@ -36,7 +36,7 @@ def _cells(view: TransferLogMonitor, column: str) -> list[str]:
 
 @pytest.mark.sandbox
 def test_worker_run_logs_the_recording_user_and_the_campaign_account(
-    setup: Setup, sandbox: SandboxAdmin, tmp_path: Path,
+    setup: Setup, fast_crm_tenant: SandboxAdmin, tmp_path: Path,
 ) -> None:
     setup.set_campaign_account()
     setup.crm.add_user("kai", "Kai Brandt", roles=["campaign_manager"])

@@ -8,11 +8,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.sandbox import ROOT, SandboxAdmin, SandboxProc, colleagues, fast_tenant
+from support.sandbox import ROOT, SandboxAdmin, colleagues
 from support.soak import scaled
 
 import crmkit
@@ -26,12 +25,6 @@ pytestmark = pytest.mark.slow  # against a sandbox; slow is its one tier
 ADDRESSES = scaled(30)  # x 2 actions (immediately, delay) = 60 runs (x CRMKIT_SOAK under bench --soak)
 RUNS = 2 * ADDRESSES
 KILL_AT = scaled(12)  # done runs when the first worker is killed
-
-
-@pytest.fixture
-def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
-    with fast_tenant(sandbox_proc, monkeypatch, tmp_path) as sb:
-        yield sb
 
 
 def _worker(db: Path, log: Path) -> subprocess.Popen[str]:
@@ -60,7 +53,7 @@ def _wait(proc: subprocess.Popen[str], db: Path, log: Path, until: int) -> int:
 
 
 def test_worker_killed_mid_campaign_then_resumed_runs_each_action_once(
-    sandbox: SandboxAdmin, tmp_path: Path,
+    fast_crm_tenant: SandboxAdmin, tmp_path: Path,
 ) -> None:
     db = tmp_path / "crm.duckdb"
     crm = crmkit.open(db)
@@ -75,7 +68,7 @@ def test_worker_killed_mid_campaign_then_resumed_runs_each_action_once(
     activity = camp.add_activity(camp.add_campaign("Herbst 2026"), "Anruf-Aktion")
     camp.add_participants(activity, ids)
     reaction = camp.add_reaction(activity, "Rückruf erbeten")
-    person = colleagues(sandbox, 1)
+    person = colleagues(fast_crm_tenant, 1)
     camp.add_teams_action(reaction, "Sofort melden", recipients=person, message="Bitte {company} anrufen.")
     camp.add_teams_action(reaction, "Später melden", recipients=person, timing="delay", delay=1)
     recorded = camp.record_reaction(reaction, ids, deliver=False)  # all 60 runs are left to the worker
@@ -113,7 +106,7 @@ def test_worker_killed_mid_campaign_then_resumed_runs_each_action_once(
     assert Counter(outbox["batch_id"]) == Counter(runs["batch_id"])  # one message per run
     assert outbox["status"].eq("sent").all()
 
-    delivered = sandbox.get("messages")["value"]
+    delivered = fast_crm_tenant.get("messages")["value"]
     markers = Counter(a["id"] for m in delivered for a in m["attachments"])
     assert len(delivered) == RUNS, f"{len(delivered)} messages delivered for {RUNS} runs"
     assert max(markers.values()) == 1, "a message was delivered twice"

@@ -1,4 +1,5 @@
-"""Send-path tier: a real sandbox subprocess, a file store, and a Teams account signed in by device code."""
+"""Send-path tier: the session's sandbox as crmkit's tenant (``crm_tenant``, tests/conftest.py), a file store, and
+a Teams account signed in by device code."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.sandbox import SandboxAdmin, SandboxProc, fresh_tenant, sign_in
+from support.sandbox import SandboxAdmin, sign_in
 
 import crmkit
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
@@ -14,13 +15,7 @@ from crmkit.teams import activation
 
 
 @pytest.fixture
-def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
-    with fresh_tenant(sandbox_proc, monkeypatch, tmp_path) as admin:
-        yield admin
-
-
-@pytest.fixture
-def sender(sandbox: SandboxAdmin, tmp_path: Path) -> Iterator[crmkit.CRM]:
+def sender(crm_tenant: SandboxAdmin, tmp_path: Path) -> Iterator[crmkit.CRM]:
     """The admin CRM user, integration on, signed in to Teams as Anna Schmidt, with a few addresses."""
     crm = crmkit.open(tmp_path / "crm.duckdb")
     activation.enable(crm)

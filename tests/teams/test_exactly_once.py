@@ -66,10 +66,10 @@ def _run_until(args: list[str], db: Path, kill_at: int | None, log: Path) -> Non
 
 
 def test_two_thousand_messages_exactly_once_through_kills_and_faults(
-    sandbox: SandboxAdmin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    crm_tenant: SandboxAdmin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Exactly-once, not speed: raise the limits on both sides so 2,000 messages take a minute, not ten.
-    sandbox.put("limits", {"chat_post_per_app_per_s": 400, "chat_post_per_chat_per_s": 100})
+    crm_tenant.put("limits", {"chat_post_per_app_per_s": 400, "chat_post_per_chat_per_s": 100})
     monkeypatch.setenv("CRMKIT_TEAMS_TENANT_RPS", "300")
     monkeypatch.setenv("CRMKIT_TEAMS_CHAT_RPS", "80")
     db = tmp_path / "crm.duckdb"
@@ -81,8 +81,8 @@ def test_two_thousand_messages_exactly_once_through_kills_and_faults(
         "SELECT row_number() OVER (), 'company', company, 'Berlin', 'DE', 'admin', now(), 'admin', now() FROM f")))
     sign_in(crm, SANDBOX_DEFAULT_UPN)
     crm.teams.close()
-    people = colleagues(sandbox, 5)
-    sandbox.put("faults", {"rate": 0.10, "statuses": [429, 500, 502, 503, 504], "drop_rate": 0.01,
+    people = colleagues(crm_tenant, 5)
+    crm_tenant.put("faults", {"rate": 0.10, "statuses": [429, 500, 502, 503, 504], "drop_rate": 0.01,
                            "timeout_after_commit_rate": 0.02, "hang_s": 30, "retry_after_s": 1, "seed": 7})
     monkeypatch.setenv("CRMKIT_GRAPH_TIMEOUT", "3")
     log = tmp_path / "sender.log"
@@ -93,10 +93,10 @@ def test_two_thousand_messages_exactly_once_through_kills_and_faults(
         _run_until(["resume"], db, kill_at=total * 3 // 5, log=log)
         _run_until(["resume"], db, kill_at=None, log=log)
     finally:
-        sandbox.put("faults", {"rate": 0.0, "drop_rate": 0.0, "timeout_after_commit_rate": 0.0})
-        sandbox.put("limits", {"chat_post_per_app_per_s": 20, "chat_post_per_chat_per_s": 1})
+        crm_tenant.put("faults", {"rate": 0.0, "drop_rate": 0.0, "timeout_after_commit_rate": 0.0})
+        crm_tenant.put("limits", {"chat_post_per_app_per_s": 20, "chat_post_per_chat_per_s": 1})
 
-    counters = sandbox.counters()
+    counters = crm_tenant.counters()
     assert any("timeout_after_commit" in k for k in counters), counters  # the ambiguous case really happened
     depth = {int(k.rsplit(" ", 1)[1]): n for k, n in counters.items() if k.startswith("chat messages listed: page ")}
     deepest = max(depth, default=0)
@@ -107,7 +107,7 @@ def test_two_thousand_messages_exactly_once_through_kills_and_faults(
     figure(test, "read_back_pages_histogram", dict(sorted(depth.items())))
     unfiltered = counters.get("chat messages listed: unfiltered", 0)
     figure(test, "read_backs_unfiltered", unfiltered)
-    delivered = [m for m in sandbox.get("messages")["value"] if m.get("subject") == f"cobra CRM - {SUBJECT}"]
+    delivered = [m for m in crm_tenant.get("messages")["value"] if m.get("subject") == f"cobra CRM - {SUBJECT}"]
     markers = Counter(a["id"] for m in delivered for a in m["attachments"])
     assert len(delivered) == total
     assert max(markers.values()) == 1, "a message was delivered twice"

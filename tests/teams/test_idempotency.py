@@ -24,21 +24,21 @@ def _batches(crm: crmkit.CRM) -> pd.DataFrame:
     return crm.store.df("SELECT id, user_name, idempotency_key FROM outbox_batches ORDER BY created_at")
 
 
-def _per_chat(sandbox: SandboxAdmin) -> dict[str, int]:
-    return {c["id"]: c["message_count"] for c in sandbox.get("chats")["value"] if c["message_count"]}
+def _per_chat(crm_tenant: SandboxAdmin) -> dict[str, int]:
+    return {c["id"]: c["message_count"] for c in crm_tenant.get("chats")["value"] if c["message_count"]}
 
 
 @pytest.mark.sandbox
 def test_the_same_key_twice_delivers_once_and_returns_the_same_batch(sender: crmkit.CRM,
-                                                                   sandbox: SandboxAdmin) -> None:
-    to = colleagues(sandbox, 2)
+                                                                   crm_tenant: SandboxAdmin) -> None:
+    to = colleagues(crm_tenant, 2)
     first = sender.teams.send([1, 3], to=to, subject="Einmal", idempotency_key="compose-1")
     assert first["status"].tolist() == ["sent"] * 4
     again = sender.teams.send([1, 3], to=to, subject="Einmal", idempotency_key="compose-1")
     pd.testing.assert_frame_equal(again, first)
     assert again.attrs["batch_ids"] == first.attrs["batch_ids"] and len(first.attrs["batch_ids"]) == 1
-    assert sandbox.get("messages")["count"] == 4
-    assert sorted(_per_chat(sandbox).values()) == [2, 2]  # one chat per colleague, each record once
+    assert crm_tenant.get("messages")["count"] == 4
+    assert sorted(_per_chat(crm_tenant).values()) == [2, 2]  # one chat per colleague, each record once
     batches = _batches(sender)
     assert batches["idempotency_key"].tolist() == ["compose-1"]
     assert batches["id"].tolist() == first.attrs["batch_ids"]
@@ -46,33 +46,33 @@ def test_the_same_key_twice_delivers_once_and_returns_the_same_batch(sender: crm
 
 @pytest.mark.sandbox
 def test_the_same_key_with_other_content_returns_the_existing_batch(sender: crmkit.CRM,
-                                                                    sandbox: SandboxAdmin) -> None:
-    to = colleagues(sandbox, 2)
+                                                                    crm_tenant: SandboxAdmin) -> None:
+    to = colleagues(crm_tenant, 2)
     first = sender.teams.send(1, to=to[:1], subject="Erste Fassung", idempotency_key="k")
     before = db_snapshot(sender.store)
     other = sender.teams.send([1, 2, 3], to=to, subject="Zweite Fassung", message="anders", idempotency_key="k")
     pd.testing.assert_frame_equal(other, first)
-    assert sandbox.get("messages")["count"] == 1
-    assert {m["subject"] for m in sandbox.get("messages")["value"]} == {"cobra CRM - Erste Fassung"}
+    assert crm_tenant.get("messages")["count"] == 1
+    assert {m["subject"] for m in crm_tenant.get("messages")["value"]} == {"cobra CRM - Erste Fassung"}
     after = db_snapshot(sender.store)
     assert after == before, snapshot_diff(before, after)  # the repeat wrote nothing either
 
 
 @pytest.mark.sandbox
-def test_other_keys_and_no_key_send_again(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
-    to = colleagues(sandbox, 1)
+def test_other_keys_and_no_key_send_again(sender: crmkit.CRM, crm_tenant: SandboxAdmin) -> None:
+    to = colleagues(crm_tenant, 1)
     sender.teams.send(1, to=to, subject="A", idempotency_key="k1")
     sender.teams.send(1, to=to, subject="A", idempotency_key="k2")
     sender.teams.send(1, to=to, subject="A")
     sender.teams.send(1, to=to, subject="A")
-    assert sandbox.get("messages")["count"] == 4
+    assert crm_tenant.get("messages")["count"] == 4
     assert sorted(_batches(sender)["idempotency_key"].fillna("-")) == ["-", "-", "k1", "k2"]
 
 
 @pytest.mark.sandbox
-def test_a_key_belongs_to_its_crm_user(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+def test_a_key_belongs_to_its_crm_user(sender: crmkit.CRM, crm_tenant: SandboxAdmin) -> None:
     """Another user's key finds nothing of theirs (no results of someone else's send leak)."""
-    to = colleagues(sandbox, 1)
+    to = colleagues(crm_tenant, 1)
     sender.teams.send(1, to=to, subject="Admin", idempotency_key="shared")
     sender.add_user("kai", "Kai Klein", roles=["sales"])
     kai = crmkit.open(sender.store.path, user="kai")
@@ -81,12 +81,12 @@ def test_a_key_belongs_to_its_crm_user(sender: crmkit.CRM, sandbox: SandboxAdmin
             kai.teams.send(1, to=to, subject="Kai", idempotency_key="shared")
     finally:
         kai.teams.close()
-    assert sandbox.get("messages")["count"] == 1
+    assert crm_tenant.get("messages")["count"] == 1
 
 
 @pytest.mark.sandbox
-def test_two_sends_with_one_key_at_the_same_time_deliver_once(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
-    to = colleagues(sandbox, 2)
+def test_two_sends_with_one_key_at_the_same_time_deliver_once(sender: crmkit.CRM, crm_tenant: SandboxAdmin) -> None:
+    to = colleagues(crm_tenant, 2)
     go = threading.Event()
     out: list[Any] = []
 
@@ -106,29 +106,29 @@ def test_two_sends_with_one_key_at_the_same_time_deliver_once(sender: crmkit.CRM
     assert all(isinstance(r, pd.DataFrame) for r in out), out
     pd.testing.assert_frame_equal(out[0], out[1])
     assert out[0]["status"].tolist() == ["sent"] * 4
-    assert sandbox.get("messages")["count"] == 4
+    assert crm_tenant.get("messages")["count"] == 4
     assert len(_batches(sender)) == 1
 
 
 @pytest.mark.sandbox
-def test_a_refused_send_leaves_its_key_unused(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
-    to = colleagues(sandbox, 1)
+def test_a_refused_send_leaves_its_key_unused(sender: crmkit.CRM, crm_tenant: SandboxAdmin) -> None:
+    to = colleagues(crm_tenant, 1)
     with pytest.raises(errors.ValidationError):
         sender.teams.send(1, to=[f"nobody@{to[0].split('@')[1]}"], subject="Tippfehler", idempotency_key="k")
     result = sender.teams.send(1, to=to, subject="Richtig", idempotency_key="k")  # the corrected form, same key
     assert result["status"].tolist() == ["sent"]
-    assert [m["subject"] for m in sandbox.get("messages")["value"]] == ["cobra CRM - Richtig"]
+    assert [m["subject"] for m in crm_tenant.get("messages")["value"]] == ["cobra CRM - Richtig"]
 
 
 @pytest.mark.sandbox
 @pytest.mark.parametrize("key", ["", "   ", 42, "k" * 201, "a\x00b", b"bytes"])
-def test_a_bad_key_is_refused_before_anything(sender: crmkit.CRM, sandbox: SandboxAdmin, key: Any) -> None:
+def test_a_bad_key_is_refused_before_anything(sender: crmkit.CRM, crm_tenant: SandboxAdmin, key: Any) -> None:
     before = db_snapshot(sender.store)
     with pytest.raises(errors.ValidationError, match="idempotency_key"):
-        sender.teams.send(1, to=colleagues(sandbox, 1), subject="x", idempotency_key=key)
+        sender.teams.send(1, to=colleagues(crm_tenant, 1), subject="x", idempotency_key=key)
     after = db_snapshot(sender.store)
     assert after == before, snapshot_diff(before, after)
-    assert sandbox.get("messages")["count"] == 0
+    assert crm_tenant.get("messages")["count"] == 0
 
 
 @pytest.mark.core

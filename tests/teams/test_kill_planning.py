@@ -42,11 +42,11 @@ crm.teams.send(list(range(1, int(sys.argv[2]) + 1)), to=json.loads(sys.argv[3]),
 """
 
 
-def _messages(sandbox: SandboxAdmin, subject: str) -> list[dict[str, object]]:
-    return [m for m in sandbox.get("messages")["value"] if m.get("subject") == f"cobra CRM - {subject}"]
+def _messages(crm_tenant: SandboxAdmin, subject: str) -> list[dict[str, object]]:
+    return [m for m in crm_tenant.get("messages")["value"] if m.get("subject") == f"cobra CRM - {subject}"]
 
 
-def test_planning_killed_mid_way_leaves_nothing_to_send(sender: crmkit.CRM, sandbox: SandboxAdmin,
+def test_planning_killed_mid_way_leaves_nothing_to_send(sender: crmkit.CRM, crm_tenant: SandboxAdmin,
                                                         tmp_path: Path) -> None:
     frame = pd.DataFrame({"company": [f"Firma {i:04d} GmbH" for i in range(RECORDS)]})
     sender.store.write(lambda tx: (tx.register("f", frame), tx.execute(
@@ -54,7 +54,7 @@ def test_planning_killed_mid_way_leaves_nothing_to_send(sender: crmkit.CRM, sand
         "SELECT 100 + row_number() OVER (), 'company', company, 'Berlin', 'DE', 'admin', now(), 'admin', now() "
         "FROM f")))
     first = int(sender.store.one("SELECT min(id) FROM addresses WHERE id > 100"))
-    people = colleagues(sandbox, 1)
+    people = colleagues(crm_tenant, 1)
     log = tmp_path / "planner.log"
     with log.open("w") as out:
         proc = subprocess.run([sys.executable, "-c", CHILD.replace("range(1, ", f"range({first}, "),
@@ -73,8 +73,8 @@ def test_planning_killed_mid_way_leaves_nothing_to_send(sender: crmkit.CRM, sand
     result = again.teams.send([1, 2], to=people, subject="After the crash")
     assert result["status"].eq("sent").all() and len(result) == 2
     again.teams.close()
-    assert _messages(sandbox, "Half planned") == []
-    assert len(_messages(sandbox, "After the crash")) == 2
+    assert _messages(crm_tenant, "Half planned") == []
+    assert len(_messages(crm_tenant, "After the crash")) == 2
     assert int(again.store.one("SELECT count(*) FROM outbox")) == 2
 
 

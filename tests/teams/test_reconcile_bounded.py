@@ -36,9 +36,9 @@ def _list_pages(admin: SandboxAdmin) -> int:
 
 
 @pytest.fixture
-def graph(sandbox: SandboxAdmin) -> GraphClient:
-    sandbox.put("limits", {"enabled": False})
-    g = minted_graph(sandbox, limiter=RateLimiter(2000, 2000))
+def graph(crm_tenant: SandboxAdmin) -> GraphClient:
+    crm_tenant.put("limits", {"enabled": False})
+    g = minted_graph(crm_tenant, limiter=RateLimiter(2000, 2000))
     yield g
     g.close()
 
@@ -60,8 +60,8 @@ def _find(g: GraphClient, chat: str, marker: str, since) -> str | None:
 
 
 @pytest.mark.sandbox
-def test_a_read_back_after_many_messages_reads_one_page(sandbox: SandboxAdmin, graph: GraphClient) -> None:
-    admin, g = sandbox, graph
+def test_a_read_back_after_many_messages_reads_one_page(crm_tenant: SandboxAdmin, graph: GraphClient) -> None:
+    admin, g = crm_tenant, graph
     chat = _busy_chat(admin, g)
     since = utcnow()
     posted = g.post_message(chat, _card(m := uuid.uuid4().hex))["id"]
@@ -75,9 +75,9 @@ def test_a_read_back_after_many_messages_reads_one_page(sandbox: SandboxAdmin, g
 @pytest.mark.sandbox
 @pytest.mark.parametrize("skew", [-600, 600])
 def test_a_skewed_server_clock_neither_hides_the_message_nor_widens_the_read(
-    sandbox: SandboxAdmin, graph: GraphClient, skew: int,
+    crm_tenant: SandboxAdmin, graph: GraphClient, skew: int,
 ) -> None:
-    admin, g = sandbox, graph
+    admin, g = crm_tenant, graph
     chat = _busy_chat(admin, g, skew)
     try:
         assert g.aio.clock.samples == 1  # the chat's creation: its Date told the client the server's clock
@@ -93,18 +93,19 @@ def test_a_skewed_server_clock_neither_hides_the_message_nor_widens_the_read(
 
 
 @pytest.mark.sandbox
-def test_a_refused_read_back_page_is_retried_by_the_delivery_client(sandbox: SandboxAdmin, sender: crmkit.CRM) -> None:
+def test_a_refused_read_back_page_is_retried_by_the_delivery_client(
+        crm_tenant: SandboxAdmin, sender: crmkit.CRM) -> None:
     g = sender.teams._delivery_graph()  # the client delivery reads back with
-    chat = g.get_or_create_chat(SANDBOX_DEFAULT_UPN, colleagues(sandbox, 1)[0])["id"]
+    chat = g.get_or_create_chat(SANDBOX_DEFAULT_UPN, colleagues(crm_tenant, 1)[0])["id"]
     since = utcnow()
     posted = g.post_message(chat, _card(m := uuid.uuid4().hex))["id"]
-    sandbox.put("faults", {"rate": 1.0, "statuses": [503], "retry_after_s": 1, "methods": ["GET"],
+    crm_tenant.put("faults", {"rate": 1.0, "statuses": [503], "retry_after_s": 1, "methods": ["GET"],
                            "paths": [f"/v1.0/chats/{chat}/messages"], "count": 1})
     try:  # a refusal of the read is no answer about the message: read again, do not give the attempt up
         assert _find(g, chat, m, since) == posted
-        assert sandbox.get("faults")["count"] == 0  # the fault did hit the read
+        assert crm_tenant.get("faults")["count"] == 0  # the fault did hit the read
     finally:
-        sandbox.put("faults", {})
+        crm_tenant.put("faults", {})
 
 
 @pytest.mark.core

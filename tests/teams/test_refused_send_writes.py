@@ -110,10 +110,10 @@ def _param(case: Any) -> Any:
 
 @pytest.mark.parametrize(("setup", "operation", "error"), [_param(c) for c in CASES])
 def test_a_refused_send_or_preview_changes_nothing(
-    sender: crmkit.CRM, sandbox: SandboxAdmin, setup: Callable[[crmkit.CRM], Callable[[], None]] | None,
+    sender: crmkit.CRM, crm_tenant: SandboxAdmin, setup: Callable[[crmkit.CRM], Callable[[], None]] | None,
     operation: Op, error: type[Exception],
 ) -> None:
-    to = colleagues(sandbox, 1)
+    to = colleagues(crm_tenant, 1)
     undo = setup(sender) if setup is not None else (lambda: None)
     sender.teams.close()  # the refusal below is this session's first use of Graph
     before = db_snapshot(sender.store)
@@ -125,10 +125,10 @@ def test_a_refused_send_or_preview_changes_nothing(
     finally:
         undo()
     assert after == before, snapshot_diff(before, after)
-    assert sandbox.get("messages")["count"] == 0
+    assert crm_tenant.get("messages")["count"] == 0
 
 
-def test_an_accepted_send_stamps_the_account_it_used(sender: crmkit.CRM, sandbox: SandboxAdmin) -> None:
+def test_an_accepted_send_stamps_the_account_it_used(sender: crmkit.CRM, crm_tenant: SandboxAdmin) -> None:
     """The stamp moved, it did not vanish: a send that goes out records when the account was used."""
     def stamp() -> Any:
         return sender.store.one("SELECT last_used_at FROM m365_accounts WHERE user_name = 'admin'")
@@ -137,6 +137,6 @@ def test_an_accepted_send_stamps_the_account_it_used(sender: crmkit.CRM, sandbox
     with pytest.raises(V):
         sender.teams.send(1, to=[NOBODY], subject="x")
     assert stamp() is None
-    result = sender.teams.send(1, to=colleagues(sandbox, 1), subject="Geht raus")
+    result = sender.teams.send(1, to=colleagues(crm_tenant, 1), subject="Geht raus")
     assert result["status"].tolist() == ["sent"]
     assert stamp() is not None
