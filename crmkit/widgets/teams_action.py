@@ -115,7 +115,7 @@ def add_teams_action(record_table: RecordTable, crm: CRM | None = None, *, debou
     Args:
         record_table: the table; the dialog opens beside it.
         crm: the session that sends (default: the table's).
-        debounce: the people picker's typing pause (see :class:`~crmkit.widgets.compose.ComposeModel`).
+        debounce: the people picker's typing pause (see :class:`~crmkit.widgets.compose_model.ComposeModel`).
     """
     action = TeamsAction(record_table, crm or record_table.model.crm, debounce=debounce)
     record_table.add_action(action.button, needs_selection=True, allowed=action.allowed)

@@ -488,7 +488,7 @@ class _Proxy:
 
 
 def _compose(w: World, **traits: Any) -> Any:
-    from crmkit.widgets.compose import ComposeModel
+    from crmkit.widgets.compose_model import ComposeModel
 
     model = ComposeModel(w.crm, [1], debounce=0)
     for k, v in traits.items():

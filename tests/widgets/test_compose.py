@@ -23,7 +23,8 @@ from crmkit.crm import CRM
 from crmkit.errors import IntegrationDisabled, PermissionDenied
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.teams import activation
-from crmkit.widgets.compose import ComposeDialog, ComposeModel
+from crmkit.widgets.compose import ComposeDialog
+from crmkit.widgets.compose_model import ComposeModel
 from crmkit.widgets.record_table import RecordTable
 from crmkit.widgets.teams_action import add_teams_action
 
