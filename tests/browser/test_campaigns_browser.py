@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.sandbox import SandboxAdmin, SandboxProc, colleagues
+from support.sandbox import SandboxAdmin, SandboxProc, colleagues, forget_msal
 
 import crmkit
-from crmkit.auth import Microsoft365, _cache, _msal
+from crmkit.auth import Microsoft365, _msal
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
 from crmkit.teams import activation
 from crmkit.voila_launch import free_port, server_url, start_voila, stop_voila, wait_until_up
@@ -52,8 +52,7 @@ def campaign_site(tmp_path: Path, output_dir: Path, monkeypatch: pytest.MonkeyPa
             stop_voila(proc)
             admin.close()
             _msal._close_shared()
-            _cache.forget_caches()
-            _msal._apps.clear()
+            forget_msal()
             sandbox_proc.stop()
 
 

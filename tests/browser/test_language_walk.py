@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.sandbox import SandboxAdmin, SandboxProc, colleagues
+from support.sandbox import SandboxAdmin, SandboxProc, colleagues, forget_msal
 
 import crmkit
 from crmkit import privacy
-from crmkit.auth import Microsoft365, _cache, _msal
+from crmkit.auth import Microsoft365, _msal
 from crmkit.campaigns import Campaigns
 from crmkit.i18n import LANGUAGES, catalog
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
@@ -199,8 +199,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator
                 " UNION ALL SELECT label FROM contact_types) WHERE v IS NOT NULL")["v"].tolist()  # the CRM's own
             logins = set(crm.store.df("SELECT name FROM users WHERE name <> display_name")["name"])
             crm.store.close()
-            _cache.forget_caches()
-            _msal._apps.clear()
+            forget_msal()
         port = free_port()
         with (output_dir / "voila-language-walk.log").open("wb") as log:
             proc = start_voila(port, {**env, "CRMKIT_DB": str(db), "CRMKIT_USER": "admin"}, log=log)
@@ -213,8 +212,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator
             stop_voila(proc)
         admin.close()
         _msal._close_shared()
-        _cache.forget_caches()
-        _msal._apps.clear()
+        forget_msal()
         sandbox_proc.stop()
 
 
