@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from traitlets import Any as AnyTrait
-from traitlets import Bool, HasTraits, List, Unicode, observe
+from traitlets import Bool, HasTraits, List, MetaHasTraits, Unicode, observe
 
 from .. import privacy
 from ..auth import DeviceSignIn, SignInRequired
 from ..errors import CrmkitError
 from ..teams.compose import new_compose_key
 from ..teams.delivery import Progress
-from ..teams.options import DEFAULTS
+from ..teams.options import COMPOSE_CHOICES, DEFAULTS
 
 if TYPE_CHECKING:
     from ..crm import CRM
@@ -53,7 +53,13 @@ def person_label(person: dict[str, Any]) -> str:
     return f"{name} ({upn})" if upn and upn != name else str(name)
 
 
-class ComposeModel(HasTraits):
+# One trait per choice of crmkit.teams.options the dialog offers, with its default: a new choice needs no
+# line here (the dialog makes its dropdown from the same list).
+_ChoiceTraits = MetaHasTraits("_ChoiceTraits", (HasTraits,),
+                              {name: Unicode(DEFAULTS[name]) for name in COMPOSE_CHOICES})
+
+
+class ComposeModel(_ChoiceTraits):  # type: ignore[misc, valid-type]
     """State and logic of the compose dialog.
 
     Args:
@@ -84,11 +90,7 @@ class ComposeModel(HasTraits):
     subject = Unicode("")
     message = Unicode("")
     record_contact = Bool(False)
-    chat = Unicode(DEFAULTS["chat"])
-    mode = Unicode(DEFAULTS["mode"])
-    record_format = Unicode(DEFAULTS["record_format"])
     include_record = Bool(DEFAULTS["include_record"])
-    importance = Unicode(DEFAULTS["importance"])
     purpose = Unicode("")
     state = Unicode("idle")
     progress = AnyTrait(None)
@@ -214,11 +216,8 @@ class ComposeModel(HasTraits):
 
     def options(self) -> dict[str, Any]:
         """The send options as keyword arguments of ``crm.teams.preview`` / ``send``."""
-        return {
-            "chat": self.chat, "mode": self.mode, "record_format": self.record_format,
-            "include_record": self.include_record, "importance": self.importance,
-            "purpose": self.purpose.strip() or None,
-        }
+        return {**{name: getattr(self, name) for name in COMPOSE_CHOICES}, "include_record": self.include_record,
+                "purpose": self.purpose.strip() or None}
 
     def _to(self) -> list[str]:
         return [str(p["id"]) for p in self.recipients]
