@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from support.sandbox import Browser, SandboxAdmin, SandboxProc, colleagues, fresh_tenant, sign_in
+from support.sandbox import Browser, SandboxAdmin, colleagues, sign_in
 
 import crmkit
 from crmkit import privacy
@@ -211,13 +211,7 @@ def test_stale_search_results_are_dropped(crm: CRM, monkeypatch: pytest.MonkeyPa
 # -- against the sandbox tenant ---------------------------------------------------------------------------
 
 @pytest.fixture
-def sandbox(sandbox_proc: SandboxProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxAdmin]:
-    with fresh_tenant(sandbox_proc, monkeypatch, tmp_path) as admin:
-        yield admin
-
-
-@pytest.fixture
-def store_crm(sandbox: SandboxAdmin, tmp_path: Path) -> Iterator[CRM]:
+def store_crm(crm_tenant: SandboxAdmin, tmp_path: Path) -> Iterator[CRM]:
     """A file CRM with the integration on, three addresses and a sales user ``anna`` (no Teams account yet)."""
     crm = crmkit.open(tmp_path / "crm.duckdb")
     activation.enable(crm)
@@ -230,9 +224,9 @@ def store_crm(sandbox: SandboxAdmin, tmp_path: Path) -> Iterator[CRM]:
     crm.teams.close()
 
 
-def people(sandbox: SandboxAdmin, n: int) -> list[dict[str, Any]]:
-    upns = colleagues(sandbox, n)
-    users = {u["userPrincipalName"]: u for u in sandbox.get("users")["value"]}
+def people(crm_tenant: SandboxAdmin, n: int) -> list[dict[str, Any]]:
+    upns = colleagues(crm_tenant, n)
+    users = {u["userPrincipalName"]: u for u in crm_tenant.get("users")["value"]}
     return [users[u] for u in upns]
 
 
@@ -246,9 +240,9 @@ def pick(dialog: ComposeDialog, person: dict[str, Any]) -> None:
 
 
 @pytest.mark.sandbox
-def test_send_one_record_to_two_people_with_contact(store_crm: CRM, sandbox: SandboxAdmin) -> None:
+def test_send_one_record_to_two_people_with_contact(store_crm: CRM, crm_tenant: SandboxAdmin) -> None:
     sign_in(store_crm, SANDBOX_DEFAULT_UPN)
-    two = people(sandbox, 2)
+    two = people(crm_tenant, 2)
     dialog = ComposeDialog(store_crm, [1], debounce=0)
     for person in two:
         pick(dialog, person)
@@ -262,7 +256,7 @@ def test_send_one_record_to_two_people_with_contact(store_crm: CRM, sandbox: San
     assert shown.count("crmkit-compose-message-preview") == 2
     assert "<strong>cobra CRM - Neuer Lead</strong>" in shown and "<script>" not in shown
     assert "Müller &amp; Söhne GmbH" in shown and "company" in shown
-    assert sandbox.get("messages")["count"] == 0  # a preview sends nothing
+    assert crm_tenant.get("messages")["count"] == 0  # a preview sends nothing
 
     dialog.send_button.click()
     dialog.model.wait(60)
@@ -270,7 +264,7 @@ def test_send_one_record_to_two_people_with_contact(store_crm: CRM, sandbox: San
     assert (dialog.progress.value, dialog.progress.max) == (2, 2)
     assert "2 gesendet" in dialog.status.value
     assert dialog.results.value.count('data-status="sent"') == 2
-    delivered = sandbox.get("messages")["value"]
+    delivered = crm_tenant.get("messages")["value"]
     assert len(delivered) == 2 and {m["subject"] for m in delivered} == {"cobra CRM - Neuer Lead"}
     assert all("Müller & Söhne GmbH" in json.dumps(json.loads(m["attachments"][0]["content"]), ensure_ascii=False)
                for m in delivered)
@@ -282,9 +276,9 @@ def test_send_one_record_to_two_people_with_contact(store_crm: CRM, sandbox: San
 
 @pytest.mark.sandbox
 def test_pressing_send_twice_delivers_once_and_a_new_message_needs_its_button(
-        store_crm: CRM, sandbox: SandboxAdmin) -> None:
+        store_crm: CRM, crm_tenant: SandboxAdmin) -> None:
     sign_in(store_crm, SANDBOX_DEFAULT_UPN)
-    two = people(sandbox, 2)
+    two = people(crm_tenant, 2)
     dialog = ComposeDialog(store_crm, [1, 3], debounce=0)
     for person in two:
         pick(dialog, person)
@@ -299,9 +293,9 @@ def test_pressing_send_twice_delivers_once_and_a_new_message_needs_its_button(
     dialog.send_button.click()  # pressed again once the result is shown
     dialog.model.wait(60)
     assert dialog.model.state == "done", dialog.model.error
-    delivered = sandbox.get("messages")["value"]
+    delivered = crm_tenant.get("messages")["value"]
     assert len(delivered) == 4  # two records to two people, once each
-    assert sorted(c["message_count"] for c in sandbox.get("chats")["value"] if c["message_count"]) == [2, 2]
+    assert sorted(c["message_count"] for c in crm_tenant.get("chats")["value"] if c["message_count"]) == [2, 2]
     assert "4 gesendet" in dialog.status.value and dialog.results.value.count('data-status="sent"') == 4
     assert dialog.preview.value == ""  # the preview of what was sent is stale now
     assert dialog.send_button.disabled and dialog.preview_button.disabled and dialog.subject.disabled
@@ -319,11 +313,11 @@ def test_pressing_send_twice_delivers_once_and_a_new_message_needs_its_button(
     dialog.send_button.click()
     model.wait(60)
     assert model.state == "done" and model.counts() == {"sent": 2}
-    assert sandbox.get("messages")["count"] == 6
+    assert crm_tenant.get("messages")["count"] == 6
 
 
 @pytest.mark.sandbox
-def test_typed_errors_show_friendly_and_send_nothing(store_crm: CRM, sandbox: SandboxAdmin) -> None:
+def test_typed_errors_show_friendly_and_send_nothing(store_crm: CRM, crm_tenant: SandboxAdmin) -> None:
     sign_in(store_crm, SANDBOX_DEFAULT_UPN)
     dialog = ComposeDialog(store_crm, [1], debounce=0)
     dialog.send_button.click()  # no subject, nobody picked
@@ -334,21 +328,21 @@ def test_typed_errors_show_friendly_and_send_nothing(store_crm: CRM, sandbox: Sa
     dialog.model.wait(30)
     assert "mindestens einen Empfänger" in dialog.error.value and "Die Eingabe ist ungültig" in dialog.error.value
     privacy.set_flag(store_crm, 1, "no_transfer")
-    pick(dialog, people(sandbox, 1)[0])
+    pick(dialog, people(crm_tenant, 1)[0])
     dialog.preview_button.click()
     assert "Adresse 1 wird nicht gesendet" in dialog.preview.value
     dialog.send_button.click()
     dialog.model.wait(30)
     assert dialog.model.counts() == {"blocked": 1}
-    assert sandbox.get("messages")["count"] == 0
+    assert crm_tenant.get("messages")["count"] == 0
 
 
 @pytest.mark.sandbox
 def test_first_use_without_account_signs_in_by_device_code_then_continues(
-        store_crm: CRM, sandbox: SandboxAdmin) -> None:
+        store_crm: CRM, crm_tenant: SandboxAdmin) -> None:
     anna = CRM(store_crm.store, "anna")
     dialog = ComposeDialog(anna, [1, 3], debounce=0)
-    person = people(sandbox, 1)[0]
+    person = people(crm_tenant, 1)[0]
     dialog.search.value = person["displayName"][:4]
     model = dialog.model
     assert model.state == "signing_in" and model.sign_in is not None
@@ -372,7 +366,7 @@ def test_first_use_without_account_signs_in_by_device_code_then_continues(
 
 
 @pytest.mark.sandbox
-def test_sign_in_can_be_cancelled(store_crm: CRM, sandbox: SandboxAdmin) -> None:
+def test_sign_in_can_be_cancelled(store_crm: CRM, crm_tenant: SandboxAdmin) -> None:
     anna = CRM(store_crm.store, "anna")
     dialog = ComposeDialog(anna, [1], debounce=0)
     dialog.subject.value = "Vorschau"
@@ -385,16 +379,16 @@ def test_sign_in_can_be_cancelled(store_crm: CRM, sandbox: SandboxAdmin) -> None
 
 
 @pytest.mark.sandbox
-def test_cancel_stops_a_running_send(store_crm: CRM, sandbox: SandboxAdmin, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cancel_stops_a_running_send(store_crm: CRM, crm_tenant: SandboxAdmin, monkeypatch: pytest.MonkeyPatch) -> None:
     # More messages than the delivery engine keeps in flight (12), paced fast enough to stay short:
     # cancel stops the ones not yet started; the ones under way finish and stay logged.
-    sandbox.put("limits", {"chat_post_per_app_per_s": 100, "chat_post_per_chat_per_s": 20})
+    crm_tenant.put("limits", {"chat_post_per_app_per_s": 100, "chat_post_per_chat_per_s": 20})
     monkeypatch.setenv("CRMKIT_TEAMS_CHAT_RPS", "8")
     try:
         ids = [store_crm.add_address(company=f"Firma {i}", city="Köln", country="DE") for i in range(40)]
         sign_in(store_crm, SANDBOX_DEFAULT_UPN)
         dialog = ComposeDialog(store_crm, ids, debounce=0)
-        pick(dialog, people(sandbox, 1)[0])
+        pick(dialog, people(crm_tenant, 1)[0])
         dialog.subject.value = "Viele"
         started = threading.Event()
         dialog.model.observe(lambda c: started.set() if c["new"] and c["new"].done >= 1 else None, "progress")
@@ -404,35 +398,36 @@ def test_cancel_stops_a_running_send(store_crm: CRM, sandbox: SandboxAdmin, monk
         dialog.cancel_button.click()
         dialog.model.wait(60)
     finally:
-        sandbox.put("limits", {"chat_post_per_app_per_s": 20, "chat_post_per_chat_per_s": 1})
+        crm_tenant.put("limits", {"chat_post_per_app_per_s": 20, "chat_post_per_chat_per_s": 1})
     assert dialog.model.state == "cancelled"
     counts = dialog.model.counts()
     assert 1 <= counts.get("sent", 0) < 40 and counts.get("cancelled", 0) >= 1, counts
-    assert sandbox.get("messages")["count"] == counts["sent"]
+    assert crm_tenant.get("messages")["count"] == counts["sent"]
     assert "Abgebrochen" in dialog.status.value
     assert 0 < dialog.progress.value < dialog.progress.max == 40
     log = privacy.transfer_log(store_crm, limit=100)
     assert set(log["outcome"]) == {"sent"} and len(log) == counts["sent"]
 
 
-def directory_user(sandbox: SandboxAdmin, upn: str) -> dict[str, Any]:
-    return next(u for u in sandbox.get("users")["value"] if u["userPrincipalName"] == upn)
+def directory_user(crm_tenant: SandboxAdmin, upn: str) -> dict[str, Any]:
+    return next(u for u in crm_tenant.get("users")["value"] if u["userPrincipalName"] == upn)
 
 
-def chat_messages(sandbox: SandboxAdmin, person_id: str) -> list[dict[str, Any]]:
-    chats = [c for c in sandbox.get("chats")["value"] if person_id in c["members"]]
-    return [m for c in chats for m in sandbox.get("messages", chat_id=c["id"])["value"]]
+def chat_messages(crm_tenant: SandboxAdmin, person_id: str) -> list[dict[str, Any]]:
+    chats = [c for c in crm_tenant.get("chats")["value"] if person_id in c["members"]]
+    return [m for c in chats for m in crm_tenant.get("messages", chat_id=c["id"])["value"]]
 
 
 @pytest.mark.sandbox
 @pytest.mark.parametrize("case", ["upn-and-upper", "upn-and-id", "mail-and-upn", "picked-and-upn-row"])
-def test_one_person_named_twice_is_chosen_and_messaged_once(store_crm: CRM, sandbox: SandboxAdmin, case: str) -> None:
+def test_one_person_named_twice_is_chosen_and_messaged_once(
+        store_crm: CRM, crm_tenant: SandboxAdmin, case: str) -> None:
     """Typed into the search box and added (or picked, then added again as a row naming them by UPN)."""
     from crmkit.sandbox import SANDBOX_GUEST_UPN
 
     sign_in(store_crm, SANDBOX_DEFAULT_UPN)
     dialog = ComposeDialog(store_crm, [1], debounce=0)
-    person = directory_user(sandbox, SANDBOX_GUEST_UPN if case == "mail-and-upn" else colleagues(sandbox, 1)[0])
+    person = directory_user(crm_tenant, SANDBOX_GUEST_UPN if case == "mail-and-upn" else colleagues(crm_tenant, 1)[0])
     upn = person["userPrincipalName"]
     if case == "picked-and-upn-row":
         pick(dialog, person)
@@ -448,14 +443,14 @@ def test_one_person_named_twice_is_chosen_and_messaged_once(store_crm: CRM, sand
     dialog.send_button.click()
     dialog.model.wait(60)
     assert dialog.model.state == "done", dialog.model.error
-    assert len(chat_messages(sandbox, person["id"])) == 1 and sandbox.get("messages")["count"] == 1
+    assert len(chat_messages(crm_tenant, person["id"])) == 1 and crm_tenant.get("messages")["count"] == 1
     assert [p["id"] for p in dialog.model.recipients] == [person["id"]]
     chips = [c for c in dialog.chosen.children if "crmkit-compose-chip" in c._dom_classes]
     assert [c.description for c in chips] == [person["displayName"]]
 
 
 @pytest.mark.sandbox
-def test_a_typed_recipient_that_cannot_be_one_is_refused_by_name(store_crm: CRM, sandbox: SandboxAdmin) -> None:
+def test_a_typed_recipient_that_cannot_be_one_is_refused_by_name(store_crm: CRM, crm_tenant: SandboxAdmin) -> None:
     from support.dbstate import db_snapshot, snapshot_diff
 
     from crmkit.errors import InvalidRecipient
@@ -472,6 +467,6 @@ def test_a_typed_recipient_that_cannot_be_one_is_refused_by_name(store_crm: CRM,
         assert len(dialog.error.value) < 800 and dialog.search.value == text  # cut; the text stays to fix
         assert dialog.model.recipients == []
     assert "nicht im Verzeichnis" in dialog.error.value  # the last one is well-formed but unknown
-    assert sandbox.get("messages")["count"] == 0
+    assert crm_tenant.get("messages")["count"] == 0
     after = db_snapshot(store_crm.store)
     assert after == before, snapshot_diff(before, after)
