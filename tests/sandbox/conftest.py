@@ -1,5 +1,6 @@
 """Sandbox tier: the session's sandbox subprocess and its handle come from tests/conftest.py (``sandbox_proc``,
-``sandbox_admin``: reset per test); here the modules' own https sandbox and the CA requests trusts."""
+``sandbox_admin``: reset per test); here the sandboxes a test module has for itself (``sp``, ``https_sandbox``) and
+the CA requests trusts."""
 
 from __future__ import annotations
 
@@ -29,3 +30,13 @@ def trust_ca(https_sandbox: SandboxProc, monkeypatch: pytest.MonkeyPatch) -> str
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", https_sandbox.ca_file)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     return https_sandbox.ca_file
+
+
+@pytest.fixture(scope="module")
+def sp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
+    """A sandbox process of the test module's own (one per module that asks), http and https listeners on free
+    ports: for sign-in sessions, cookies and redirects that no other module's tests may touch."""
+    base = tmp_path_factory.mktemp("sandbox-module")
+    proc = SandboxProc(base / "state", base / "sandbox.log", https=True)
+    yield proc
+    proc.stop()

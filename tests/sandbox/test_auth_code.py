@@ -9,7 +9,6 @@ import base64
 import hashlib
 import secrets
 import ssl
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.sandbox
 REDIRECT = "http://127.0.0.1:8765/callback"  # a loopback URI, as Entra allows any port for public clients
 SCOPE = "openid profile offline_access User.Read"
 STATE = "a b/ä&=?#"  # comes back exactly as sent
-
-
-@pytest.fixture(scope="module")
-def sp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("sandbox-authcode")
-    proc = SandboxProc(base / "state", base / "sandbox.log", https=True)
-    yield proc
-    proc.stop()
 
 
 def _pkce() -> tuple[str, str]:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
-from tests.sandbox.test_auth_code import SCOPE, STATE, _authorize_url, _pkce, sp  # noqa: F401 (fixture)
+from tests.sandbox.test_auth_code import SCOPE, STATE, _authorize_url, _pkce
 
 pytestmark = pytest.mark.browser  # against a sandbox; browser is its one tier
 
@@ -63,7 +63,7 @@ def _wait(page: Any, got: list[dict[str, str]]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("mode", ["query", "form_post"])
-def test_browser_sign_in_delivers_the_code(sp: Any, page: Any, catcher: Any, mode: str) -> None:  # noqa: F811
+def test_browser_sign_in_delivers_the_code(sp: Any, page: Any, catcher: Any, mode: str) -> None:
     redirect, got = catcher
     verifier, challenge = _pkce()
     page.goto(_authorize_url(sp.url, redirect_uri=redirect, response_mode=mode, code_challenge=challenge,

@@ -5,7 +5,6 @@ A foreign resource stays AADSTS500011."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,14 +21,6 @@ from crmkit.sandbox import (
 from tests.support.sandbox import SandboxProc
 
 pytestmark = pytest.mark.sandbox
-
-
-@pytest.fixture(scope="module")
-def sp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("sandbox-default-scope")
-    proc = SandboxProc(base / "state", base / "sandbox.log", https=True)
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(params=["http", "https"])

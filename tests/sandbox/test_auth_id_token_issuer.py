@@ -19,14 +19,6 @@ pytestmark = pytest.mark.sandbox
 SCOPE = "openid profile offline_access User.Read"
 
 
-@pytest.fixture(scope="module")
-def sp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("sandbox-idtoken")
-    proc = SandboxProc(base / "state", base / "sandbox.log", https=True)
-    yield proc
-    proc.stop()
-
-
 @pytest.fixture(params=["http", "https"])
 def origin(request: pytest.FixtureRequest, sp: SandboxProc) -> Iterator[tuple[str, Any]]:
     if request.param == "http":

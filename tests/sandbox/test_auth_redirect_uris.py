@@ -25,14 +25,6 @@ pytestmark = pytest.mark.sandbox
 NATIVE = "https://login.crmkit.localhost/common/oauth2/nativeclient"
 
 
-@pytest.fixture(scope="module")
-def sp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("sandbox-redirects")
-    proc = SandboxProc(base / "state", base / "sandbox.log")
-    yield proc
-    proc.stop()
-
-
 @pytest.fixture
 def admin(sp: SandboxProc) -> Iterator[httpx.Client]:
     c = httpx.Client(base_url=sp.url, timeout=30)

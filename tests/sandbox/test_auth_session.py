@@ -7,7 +7,6 @@ prompt skips the password, ``select_account`` offers the account or another one,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,14 +30,6 @@ pytestmark = pytest.mark.sandbox
 def _cookie(sp: SandboxProc) -> str:
     """The session cookie's name: Entra's ESTSAUTH and the listener's port (cookies do not tell ports apart)."""
     return f"ESTSAUTH_{urlsplit(sp.url).port}"
-
-
-@pytest.fixture(scope="module")
-def sp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("sandbox-session")
-    proc = SandboxProc(base / "state", base / "sandbox.log")
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ loopback, RFC 8252).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,14 +24,6 @@ from tests.support.sandbox import SandboxProc
 pytestmark = pytest.mark.browser
 
 SCOPE = "openid profile offline_access User.Read"
-
-
-@pytest.fixture(scope="module")
-def sp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("sandbox-oidc")
-    proc = SandboxProc(base / "state", base / "sandbox.log")
-    yield proc
-    proc.stop()
 
 
 # authlib 1.9 marks its jose module (for joserfc) and its httpx integration deprecated; both still work and are

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import httpx
@@ -79,14 +78,6 @@ CASES: list[tuple[str, str, str, dict[str, str], int | str | None]] = [
 # Words of the person's language on the page (the heading of an error page or of the page shown).
 _LANG_WORDS = {"de": re.compile(r"Anmeld|Code|Fehler|Seite|Sandbox-Mandant"),
                "en": re.compile(r"Sign|sign|code|Error|page|sandbox tenant")}
-
-
-@pytest.fixture(scope="module")
-def sp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProc]:
-    base = tmp_path_factory.mktemp("sandbox-nojson")
-    proc = SandboxProc(base / "state", base / "sandbox.log")
-    yield proc
-    proc.stop()
 
 
 @pytest.mark.parametrize("how", ["ui_locales", "accept-language"])
