@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+from tests.support.sandbox import one_on_one_chat
 
 from .shapes import BATCH, BATCH_ITEM, GRAPH_ERROR, MESSAGE, USER, assert_shape
 
 pytestmark = pytest.mark.sandbox
 
 BOB = "jonas.becker@contoso.example"
-
-
-def _chat(g) -> str:
-    members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
-                "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{u}')"}
-               for u in (SANDBOX_DEFAULT_UPN, BOB)]
-    return g.post("chats", json={"chatType": "oneOnOne", "members": members}).json()["id"]
 
 
 def _post(i: int, chat_id: str, **extra) -> dict:
@@ -27,7 +20,7 @@ def _post(i: int, chat_id: str, **extra) -> dict:
 
 def test_batch_shapes_and_mixed_items(sandbox_admin):
     g = sandbox_admin.graph()
-    chat_id = _chat(g)
+    chat_id = one_on_one_chat(g, BOB)
     r = g.post("$batch", json={"requests": [
         {"id": "1", "method": "GET", "url": "/me"},
         {"id": "2", "method": "GET", "url": "users?$top=2&$select=displayName"},
@@ -63,7 +56,7 @@ def test_batch_limit_of_20(sandbox_admin):
 def test_depends_on_failure_gives_424(sandbox_admin):
     sandbox_admin.put("limits", {"enabled": False})
     g = sandbox_admin.graph()
-    chat_id = _chat(g)
+    chat_id = one_on_one_chat(g, BOB)
     r = g.post("$batch", json={"requests": [
         {"id": "1", "method": "GET", "url": "/users/ghost@contoso.example"},
         {**_post(2, chat_id), "dependsOn": ["1"]},
@@ -80,7 +73,7 @@ def test_depends_on_failure_gives_424(sandbox_admin):
 
 def test_items_are_throttled_individually(sandbox_admin):
     g = sandbox_admin.graph()
-    chat_id = _chat(g)
+    chat_id = one_on_one_chat(g, BOB)
     r = g.post("$batch", json={"requests": [_post(i, chat_id) for i in range(1, 6)]}).json()
     statuses = sorted(i["status"] for i in r["responses"])
     assert statuses == [201, 429, 429, 429, 429]  # 1 request/s per chat

@@ -8,20 +8,13 @@ import time
 import httpx
 import pytest
 
-from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+from tests.support.sandbox import one_on_one_chat
 
 from .shapes import GRAPH_ERROR, assert_shape
 
 pytestmark = pytest.mark.sandbox
 
 BOB = "jonas.becker@contoso.example"
-
-
-def _chat(g) -> str:
-    members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
-                "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{u}')"}
-               for u in (SANDBOX_DEFAULT_UPN, BOB)]
-    return g.post("chats", json={"chatType": "oneOnOne", "members": members}).json()["id"]
 
 
 def test_injected_status_has_graph_shape_and_spares_admin_api(sandbox_admin):
@@ -88,7 +81,7 @@ def test_dropped_connection(sandbox_admin):
 
 def test_timeout_after_commit_stores_the_message_but_never_answers(sandbox_admin):
     g = sandbox_admin.graph(timeout=1.5)
-    chat_id = _chat(g)
+    chat_id = one_on_one_chat(g, BOB)
     sandbox_admin.put("faults", {"timeout_after_commit_rate": 1.0})
     assert g.get("me").status_code == 200  # reads are not affected
     with pytest.raises(httpx.ReadTimeout):

@@ -13,7 +13,7 @@ from crmkit.http import MsalHttpAdapter, SandboxRoutingError, SandboxRoutingTran
 from crmkit.sandbox import GRAPH_BASE, SANDBOX_AUTHORITY, SANDBOX_DEFAULT_UPN
 from crmkit.sandbox.server import SandboxServer
 from crmkit.sandbox.views import render_message_body, sanitise_html
-from tests.support.sandbox import SandboxAdmin, SandboxProc
+from tests.support.sandbox import SandboxAdmin, SandboxProc, one_on_one_chat
 
 pytestmark = pytest.mark.sandbox
 
@@ -33,13 +33,6 @@ def cli_sandbox_proc(tmp_path_factory):
     proc.stop()
 
 
-def _chat(g) -> str:
-    members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
-                "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{u}')"}
-               for u in (SANDBOX_DEFAULT_UPN, BOB)]
-    return g.post("chats", json={"chatType": "oneOnOne", "members": members}).json()["id"]
-
-
 def test_banner_prints_identity_graph_and_teams_urls(cli_sandbox_proc):
     text = "\n".join(cli_sandbox_proc.banner)
     url = cli_sandbox_proc.url
@@ -57,7 +50,7 @@ def test_state_survives_restart(tmp_path):
         sb = SandboxAdmin(first.url)
         token = sb.token()
         g = sb.graph(token)
-        chat_id = _chat(g)
+        chat_id = one_on_one_chat(g, BOB)
         msg = g.post(f"chats/{chat_id}/messages", json={"body": {"content": "persist me"}}).json()
         cache = msal.SerializableTokenCache()
         app = msal.PublicClientApplication("5e1c7a0d-3b2f-4d8e-9c6a-7f0b1e2d3c4a", authority=SANDBOX_AUTHORITY,
@@ -136,7 +129,7 @@ def test_msal_adapter_drops_none_values():
 def test_teams_view_renders_and_escapes(sandbox_admin):
     sandbox_admin.put("limits", {"enabled": False})
     g = sandbox_admin.graph()
-    chat_id = _chat(g)
+    chat_id = one_on_one_chat(g, BOB)
     card = {"type": "AdaptiveCard", "version": "1.4", "body": [
         {"type": "TextBlock", "text": "ACME <GmbH>", "weight": "Bolder"},
         {"type": "FactSet", "facts": [{"title": "Stage", "value": "Negotiation"}]}],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+from tests.support.sandbox import one_on_one_chat
 
 pytestmark = pytest.mark.browser  # against a sandbox; browser is its one tier
 
@@ -18,10 +18,7 @@ BOB = "jonas.becker@contoso.example"
 def test_teams_view_shows_the_message(sandbox_admin, page):
 
     g = sandbox_admin.graph()
-    members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
-                "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{u}')"}
-               for u in (SANDBOX_DEFAULT_UPN, BOB)]
-    chat_id = g.post("chats", json={"chatType": "oneOnOne", "members": members}).json()["id"]
+    chat_id = one_on_one_chat(g, BOB)
     card = {"type": "AdaptiveCard", "version": "1.4",
             "body": [{"type": "TextBlock", "text": "ACME GmbH – Stage: Negotiation", "weight": "Bolder"}]}
     r = g.post(f"chats/{chat_id}/messages", json={

@@ -13,7 +13,7 @@ import re
 import httpx
 import pytest
 
-from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+from tests.support.sandbox import one_on_one_chat
 
 pytestmark = pytest.mark.sandbox
 
@@ -24,10 +24,7 @@ UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 def test_teams_view_drops_controls_and_bidi_overrides(sandbox_admin) -> None:  # type: ignore[no-untyped-def]
     sandbox_admin.put("limits", {"enabled": False})
     g = sandbox_admin.graph()
-    members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
-                "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{u}')"}
-               for u in (SANDBOX_DEFAULT_UPN, BOB)]
-    chat_id = g.post("chats", json={"chatType": "oneOnOne", "members": members}).json()["id"]
+    chat_id = one_on_one_chat(g, BOB)
     card = {"type": "AdaptiveCard", "version": "1.4", "body": [
         {"type": "TextBlock", "text": "Evil\u202eAG gpj.exe", "weight": "Bolder"},
         {"type": "FactSet", "facts": [{"title": "Vor\x1bname", "value": "\x00\x07ctrl"},

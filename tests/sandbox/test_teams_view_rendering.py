@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.teams.compose import build_message, prefixed_subject
 from crmkit.teams.display_format import default_format
+from tests.support.sandbox import one_on_one_chat
 
 pytestmark = pytest.mark.sandbox
 
@@ -60,10 +60,7 @@ def visible_text(html: str) -> str:
 def _chat(sandbox_admin: Any) -> tuple[httpx.Client, str]:
     sandbox_admin.put("limits", {"enabled": False})
     g = sandbox_admin.graph()
-    members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
-                "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{u}')"}
-               for u in (SANDBOX_DEFAULT_UPN, BOB)]
-    return g, g.post("chats", json={"chatType": "oneOnOne", "members": members}).json()["id"]
+    return g, one_on_one_chat(g, BOB)
 
 
 def _view(sandbox_admin: Any, chat_id: str) -> str:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+from tests.support.sandbox import one_on_one_chat
 
 from .shapes import GRAPH_ERROR, assert_shape
 
@@ -20,10 +21,7 @@ def _chats(sandbox_admin, g, n: int) -> list[str]:
     assert len(others) == n
     ids = []
     for upn in others:
-        members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
-                    "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{u}')"}
-                   for u in (SANDBOX_DEFAULT_UPN, upn)]
-        ids.append(g.post("chats", json={"chatType": "oneOnOne", "members": members}).json()["id"])
+        ids.append(one_on_one_chat(g, upn))
     return ids
 
 

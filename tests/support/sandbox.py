@@ -242,6 +242,14 @@ def sign_in_then_forget(crm: Any, upn: str = SANDBOX_DEFAULT_UPN, password: str 
         forget_msal()
 
 
+def one_on_one_chat(g: httpx.Client, other: str, me: str = SANDBOX_DEFAULT_UPN) -> str:
+    """``POST /chats`` (oneOnOne, both owners) through a raw Graph client (:meth:`SandboxAdmin.graph`); the chat id."""
+    members = [{"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
+                "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{u}')"}
+               for u in (me, other)]
+    return g.post("chats", json={"chatType": "oneOnOne", "members": members}).json()["id"]
+
+
 def colleagues(admin: SandboxAdmin, n: int) -> list[str]:
     """``n`` ordinary, enabled members of the sandbox directory (not the default sender, not special users)."""
     special = ("anna.schmidt@", "admin@", "mfa.only@", "disabled.user@")
