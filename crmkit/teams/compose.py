@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from ..errors import MessageTooLarge, ValidationError, catalog_error
 from ..text_rules import check_text
-from .options import check_choice
+from .options import CHOICES, DEFAULTS, PAYLOAD_OPTIONS, check_choice
 
 __all__ = [
     "ADAPTIVE_CARD",
@@ -126,7 +126,7 @@ def prefixed_subject(subject: str, prefix: str) -> str:
 
 def build_message(
     subject: str, text: str, *, record_html: str = "", card: dict[str, Any] | None = None,
-    attachment_id: str | None = None, importance: str = "normal",
+    attachment_id: str | None = None, **options: Any,
 ) -> dict[str, Any]:
     """A Graph ``chatMessage`` request body.
 
@@ -134,14 +134,23 @@ def build_message(
     the sanitised text, then the record: an HTML table (``record_html``) and/or an Adaptive Card
     attachment referenced by ``<attachment id>``. (The body used to start with the subject in bold
     as well, so Teams showed it twice.)
+
+    ``options`` are the send options the body carries as they are (:data:`~crmkit.teams.options.PAYLOAD_OPTIONS`,
+    e.g. ``importance="high"``; a missing one takes its default), each checked.
     """
-    check_choice("importance", importance)
+    unknown = sorted(set(options) - set(PAYLOAD_OPTIONS))
+    if unknown:
+        raise TypeError(f"build_message() got unexpected keyword arguments {unknown}")
+    carried = {name: options.get(name, DEFAULTS[name]) for name in PAYLOAD_OPTIONS}
+    for name, value in carried.items():
+        if name in CHOICES:
+            check_choice(name, value)
     parts: list[str] = []
     if text and text.strip():
         parts.append(f"<p>{sanitize_html(text)}</p>")
     if record_html:
         parts.append(record_html)
-    payload: dict[str, Any] = {"subject": subject, "importance": importance}
+    payload: dict[str, Any] = {"subject": subject, **carried}
     if card is not None:
         if not attachment_id:
             raise ValueError("a card needs the attachment id that marks it in the body")

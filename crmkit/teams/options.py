@@ -27,6 +27,7 @@ __all__ = [
     "FORMATS",
     "IMPORTANCE",
     "MODES",
+    "PAYLOAD_OPTIONS",
     "Choice",
     "SendOptions",
     "check_choice",
@@ -68,6 +69,9 @@ IMPORTANCE = CHOICES["importance"].values
 
 # The choices the compose dialog offers as dropdowns, in its order.
 COMPOSE_CHOICES: tuple[str, ...] = tuple(n for n, c in CHOICES.items() if "compose" in c.labels)
+# The send options Graph's chatMessage body carries as they are (``{"importance": "high"}``): the payload
+# builder takes them as keyword arguments, planning hands them over from SendOptions.payload().
+PAYLOAD_OPTIONS: tuple[str, ...] = ("importance",)
 # The send options a campaign action stores (one column each in campaign_actions) and hands to SendOptions.
 CAMPAIGN_OPTIONS: tuple[str, ...] = (
     "record_contact", "include_record", "record_format", "chat", "importance", "purpose", "language",
@@ -127,6 +131,10 @@ class SendOptions:
     def __post_init__(self) -> None:
         for name in CHOICES:
             check_choice(name, getattr(self, name))
+
+    def payload(self) -> dict[str, Any]:
+        """The options the message body carries as they are (:data:`PAYLOAD_OPTIONS`)."""
+        return {name: getattr(self, name) for name in PAYLOAD_OPTIONS}
 
 
 # Every option's default, by name (what a form starts with).

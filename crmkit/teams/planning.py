@@ -138,7 +138,7 @@ def record_message(subject: str, text: str, record: dict[str, Any], fmt: Any, la
         else:
             table = fmt.html_table(record, lang)
     payload = build_message(subject, text, record_html=table or "", card=card,
-                            attachment_id=marker if card is not None else None, importance=options.importance)
+                            attachment_id=marker if card is not None else None, **options.payload())
     check_size(payload)
     return OutboxMessage(
         payload=payload, marker=marker, chat_kind=kind, members=members, recipients=lane,
@@ -155,7 +155,7 @@ def digest_messages(subject: str, text: str, records: list[dict[str, Any]], fmt:
 
     def build(chunk: list[str]) -> dict[str, Any]:
         table = f'<table class="crmkit-digest">{header}{"".join(chunk)}</table>'
-        return build_message(subject, text, record_html=table, importance=options.importance)
+        return build_message(subject, text, record_html=table, **options.payload())
 
     out: list[OutboxMessage] = []
     start = 0

@@ -40,6 +40,7 @@ def test_defaults_and_the_old_import_path() -> None:
                                 "include_record": True, "importance": "normal", "record_contact": False,
                                 "purpose": None, "language": None}
     assert all(options.DEFAULTS[n] == c.default for n, c in options.CHOICES.items())
+    assert options.SendOptions(importance="high").payload() == {"importance": "high"}  # what the body carries
 
 
 def test_the_campaign_action_refuses_a_bad_option_and_writes_nothing() -> None:
