@@ -26,7 +26,7 @@ NATIVE = "https://login.crmkit.localhost/common/oauth2/nativeclient"
 
 
 @pytest.fixture
-def admin(sp: SandboxProc) -> Iterator[httpx.Client]:
+def admin_api(sp: SandboxProc) -> Iterator[httpx.Client]:
     c = httpx.Client(base_url=sp.url, timeout=30)
     c.post("/_sandbox/reset").raise_for_status()
     yield c
@@ -53,8 +53,8 @@ def _refused(r: httpx.Response, lang: str = "en") -> None:
 
 
 def test_the_seeded_public_client_keeps_loopback_and_the_native_client_uri(sp: SandboxProc,
-                                                                          admin: httpx.Client) -> None:
-    got = admin.get(f"/_sandbox/apps/{SANDBOX_CLIENT_ID}/redirect_uris")
+                                                                          admin_api: httpx.Client) -> None:
+    got = admin_api.get(f"/_sandbox/apps/{SANDBOX_CLIENT_ID}/redirect_uris")
     assert got.status_code == 200, got.text
     assert set(got.json()["redirect_uris"]) >= {"http://localhost", "http://127.0.0.1", NATIVE}
     for uri in ("http://127.0.0.1:8765/callback", "http://localhost:41234", "http://127.0.0.1:50123/crmkit/consent"):
@@ -65,9 +65,9 @@ def test_the_seeded_public_client_keeps_loopback_and_the_native_client_uri(sp: S
     _refused(_consent(sp, "https://app.example/cb"))
 
 
-def test_a_registered_uri_matches_exactly_and_loopback_only_by_port(sp: SandboxProc, admin: httpx.Client) -> None:
+def test_a_registered_uri_matches_exactly_and_loopback_only_by_port(sp: SandboxProc, admin_api: httpx.Client) -> None:
     uris = ["https://app.example/signin-oidc", "http://127.0.0.1/cb"]
-    put = admin.put(f"/_sandbox/apps/{SANDBOX_CLIENT_ID}/redirect_uris", json={"redirect_uris": uris})
+    put = admin_api.put(f"/_sandbox/apps/{SANDBOX_CLIENT_ID}/redirect_uris", json={"redirect_uris": uris})
     assert put.status_code == 200 and put.json()["redirect_uris"] == uris, put.text
     assert _authorize(sp, "https://app.example/signin-oidc").status_code == 200
     assert _consent(sp, "https://app.example/signin-oidc").status_code == 200
@@ -82,19 +82,19 @@ def test_a_registered_uri_matches_exactly_and_loopback_only_by_port(sp: SandboxP
     _refused(de, "de")
 
 
-def test_the_admin_endpoint_refuses_what_entra_would_not_register(admin: httpx.Client) -> None:
+def test_the_admin_endpoint_refuses_what_entra_would_not_register(admin_api: httpx.Client) -> None:
     url = f"/_sandbox/apps/{SANDBOX_CLIENT_ID}/redirect_uris"
     for body in ({"redirect_uris": "http://127.0.0.1"}, {"redirect_uris": ["http://app.example/cb"]},
                  {"redirect_uris": ["not a uri"]}, {"redirect_uris": ["https://app.example/cb#frag"]}, {}):
-        assert admin.put(url, json=body).status_code == 400, body
-    assert admin.put("/_sandbox/apps/nosuch/redirect_uris", json={"redirect_uris": []}).status_code == 404
+        assert admin_api.put(url, json=body).status_code == 400, body
+    assert admin_api.put("/_sandbox/apps/nosuch/redirect_uris", json={"redirect_uris": []}).status_code == 404
     # A confidential client has no loopback exception: its URIs match exactly.
-    daemon = admin.put(f"/_sandbox/apps/{SANDBOX_DAEMON_CLIENT_ID}/redirect_uris",
-                       json={"redirect_uris": ["https://daemon.example/cb"]})
+    daemon = admin_api.put(f"/_sandbox/apps/{SANDBOX_DAEMON_CLIENT_ID}/redirect_uris",
+                           json={"redirect_uris": ["https://daemon.example/cb"]})
     assert daemon.status_code == 200
     # reset restores the seeded registration
-    admin.post("/_sandbox/reset").raise_for_status()
-    assert NATIVE in admin.get(url).json()["redirect_uris"]
+    admin_api.post("/_sandbox/reset").raise_for_status()
+    assert NATIVE in admin_api.get(url).json()["redirect_uris"]
 
 
 def test_a_state_folder_of_the_old_schema_keeps_its_data_and_gets_the_seeded_uris(tmp_path: Path) -> None:
