@@ -1,4 +1,11 @@
-"""Shared fixtures. Tier markers are registered in pyproject.toml; each tier runs alone with -m."""
+"""Shared fixtures. Tier markers are registered in pyproject.toml; each tier runs alone with -m.
+
+The sandbox, named by what a fixture returns (helpers in tests/support/sandbox.py, forms in tests/support/forms.py):
+``sandbox_proc`` the session's sandbox subprocess (support.sandbox.SandboxProc); on it, reset for each test, the one
+handle class support.sandbox.SandboxAdmin as ``sandbox_admin`` (the sandbox alone), ``crm_tenant`` (crmkit pointed
+at it: CRMKIT_SANDBOX_URL, a private CRMKIT_HOME, msal's caches empty) and ``fast_crm_tenant`` (Teams' limits
+raised too); ``form_browser`` posts the sandbox's HTML forms over HTTP, ``browser``/``page`` are Chromium's.
+"""
 
 from __future__ import annotations
 
