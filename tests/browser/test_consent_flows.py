@@ -17,12 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from support import forms
 from support.sandbox import SandboxAdmin, SandboxProc
 
 import crmkit
 from crmkit.auth.consent import ORGANIZATION, start_consent_request
 from crmkit.config import TeamsConfig
-from crmkit.sandbox import SANDBOX_ADMIN_UPN, SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
+from crmkit.sandbox import SANDBOX_ADMIN_UPN, SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN
 from crmkit.voila_launch import dashboard_url, free_port, server_url, start_voila, stop_voila, wait_until_up
 
 pytestmark = pytest.mark.browser
@@ -114,9 +115,7 @@ def test_organisation_consent_from_the_dashboard(page: Any, site: dict[str, Any]
     tab = _follow_link(page, org)
     # The sandbox's admin-consent page: the tenant's global admin signs in and accepts.
     assert "/v2.0/adminconsent?" in tab.url
-    tab.locator("#login").fill(SANDBOX_ADMIN_UPN)
-    tab.locator("#passwd").fill(SANDBOX_PASSWORD)
-    tab.locator("button[value=accept]").click()
+    forms.fill_sign_in(tab, SANDBOX_ADMIN_UPN, button="accept")
     _lands_on_crmkit(tab, site, output_dir, "org")
     # Back on the dashboard, nothing clicked: the panel shows the new state by itself.
     expect(org.locator(".crmkit-consent-status")).to_contain_text(words["granted"], timeout=BY_ITSELF)
@@ -133,8 +132,7 @@ def test_organisation_consent_from_the_dashboard(page: Any, site: dict[str, Any]
     tab = _follow_link(page, row)
     assert "/oauth2/v2.0/authorize?" in tab.url and "prompt=consent" in tab.url
     expect(tab.locator("#login")).to_have_value(SANDBOX_DEFAULT_UPN)  # login_hint
-    tab.locator("#passwd").fill(SANDBOX_PASSWORD)
-    tab.locator("button[value=signin]").click()
+    forms.fill_sign_in(tab, None)
     tab.locator("button[value=accept]").click()  # the consent page prompt=consent forces
     _lands_on_crmkit(tab, site, output_dir, "account")
     expect(row.locator(".crmkit-consent-status")).to_contain_text(words["granted"], timeout=BY_ITSELF)

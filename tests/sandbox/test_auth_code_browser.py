@@ -13,8 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
+from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_TENANT_ID
 from tests.sandbox.test_auth_code import SCOPE, STATE, _authorize_url, _pkce
+from tests.support import forms
 
 pytestmark = pytest.mark.browser  # against a sandbox; browser is its one tier
 
@@ -68,9 +69,7 @@ def test_browser_sign_in_delivers_the_code(sp: Any, page: Any, catcher: Any, mod
     verifier, challenge = _pkce()
     page.goto(_authorize_url(sp.url, redirect_uri=redirect, response_mode=mode, code_challenge=challenge,
                              code_challenge_method="S256"), wait_until="domcontentloaded")
-    page.fill("#login", SANDBOX_DEFAULT_UPN)
-    page.fill("#passwd", SANDBOX_PASSWORD)
-    page.click("button[value=signin]")
+    forms.fill_sign_in(page, SANDBOX_DEFAULT_UPN)
     back = _wait(page, got)
     assert back["state"] == STATE and back["code"]
     r = httpx.post(f"{sp.url}/{SANDBOX_TENANT_ID}/oauth2/v2.0/token", data={

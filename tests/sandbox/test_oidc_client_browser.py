@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
+from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_TENANT_ID
 from tests.sandbox.test_auth_code_browser import _wait, catcher  # noqa: F401 (fixture)
+from tests.support import forms
 from tests.support.sandbox import SandboxProc
 
 pytestmark = pytest.mark.browser
@@ -49,9 +50,7 @@ def test_authlib_logs_in_in_chromium_and_verifies_the_id_token(sp: SandboxProc, 
 
         page.goto(url, wait_until="domcontentloaded")
         assert page.locator("html").get_attribute("lang") == lang
-        page.fill("#login", SANDBOX_DEFAULT_UPN)
-        page.fill("#passwd", SANDBOX_PASSWORD)
-        page.click("button[value=signin]")
+        forms.fill_sign_in(page, SANDBOX_DEFAULT_UPN)
         back = _wait(page, got)
         assert back["state"] == state and back["code"]
 

@@ -1,6 +1,7 @@
 """The sandbox's HTML forms (device code, sign-in, consent, form_post) submitted the way a browser does: the
-page's one form, its action, hidden inputs and the pressed button's value. The one place tests fill them;
-:class:`support.sandbox.Browser` and the sandbox handle's sign-in steps use it too."""
+page's one form, its action, hidden inputs and the pressed button's value. The one place tests fill them:
+:class:`support.sandbox.Browser` and the sandbox handle's sign-in steps use it, and :func:`fill_sign_in` types the
+same sign-in into Chromium for the browser tests."""
 
 from __future__ import annotations
 
@@ -79,6 +80,15 @@ def sign_in(client: httpx.Client, page: httpx.Response, upn: str, password: str 
     """A sign-in or consent page: type the account and password and press ``button`` (signin, cancel,
     accept …)."""
     return submit(client, page, {"login": upn, "passwd": password}, button=button)
+
+
+def fill_sign_in(page: Any, upn: str | None, password: str = SANDBOX_PASSWORD, button: str = "signin") -> None:
+    """The same sign-in or consent page in Chromium (a Playwright page or tab): the account typed (``None``: leave
+    what the page holds, e.g. a login_hint), the password typed, ``button`` clicked."""
+    if upn is not None:
+        page.locator("#login").fill(upn)
+    page.locator("#passwd").fill(password)
+    page.locator(f"button[value={button}]").click()
 
 
 def alert(response: httpx.Response) -> str:
