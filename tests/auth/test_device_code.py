@@ -44,7 +44,7 @@ def test_personal_account_is_refused_clearly(m365: Microsoft365, form_browser) -
     page = form_browser.device_login(sign_in.verification_uri, sign_in.user_code, SANDBOX_PERSONAL_ACCOUNT)
     assert "AADSTS50020" in form_browser.alert(page)
     # The page refuses; the user gives up and the app is cancelled, or picks "Cancel" on the page.
-    page = form_browser.submit(page, {"login": SANDBOX_PERSONAL_ACCOUNT, "passwd": "x"}, button="cancel")
+    page = form_browser.sign_in(page, SANDBOX_PERSONAL_ACCOUNT, "x", button="cancel")
     with pytest.raises(SignInCancelled, match="declined"):
         sign_in.wait(30)
     assert m365.accounts.list() == []

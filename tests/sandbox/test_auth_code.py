@@ -55,7 +55,7 @@ def _posted(page: httpx.Response) -> dict[str, str]:
 def _login(form_browser: Browser, url: str) -> dict[str, str]:
     page = form_browser.get(url)
     assert page.status_code == 200, page.text[:400]
-    done = form_browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    done = form_browser.sign_in(page, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, button="signin")
     assert done.status_code == 302, done.text[:400]
     return _query(done.headers["location"])
 
@@ -136,7 +136,7 @@ def test_form_post_and_german_page(sp: SandboxProc, form_browser: Browser) -> No
                                       code_challenge_method="S256"))
     assert page.status_code == 200 and page.headers["content-language"] == "de"
     assert "Kennwort" in page.text and SANDBOX_DEFAULT_UPN in page.text  # login_hint prefills the name
-    posted = form_browser.submit(page, {"passwd": SANDBOX_PASSWORD}, button="signin")
+    posted = form_browser.sign_in(page, None, SANDBOX_PASSWORD, button="signin")
     assert posted.status_code == 200 and "location" not in posted.headers
     fields = _posted(posted)  # the page posts code and state to the redirect URI
     assert fields["state"] == STATE
@@ -154,7 +154,7 @@ def test_msal_auth_code_flow_over_https(sp: SandboxProc, monkeypatch: pytest.Mon
     try:
         page = browser.get(flow["auth_uri"])
         assert page.status_code == 200, page.text[:400]
-        done = browser.submit(page, {"passwd": SANDBOX_PASSWORD}, button="signin")
+        done = browser.sign_in(page, None, SANDBOX_PASSWORD, button="signin")
     finally:
         browser.close()
     assert done.status_code == 200, done.text[:400]
@@ -174,7 +174,7 @@ def test_mfa_and_consent_pages_on_the_way_to_the_code(sp: SandboxProc, form_brow
     verifier, challenge = _pkce()
     page = form_browser.get(_authorize_url(sp.url, client_id=SANDBOX_UNCONSENTED_CLIENT_ID, code_challenge=challenge,
                                       code_challenge_method="S256"))
-    mfa = form_browser.submit(page, {"login": SANDBOX_MFA_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    mfa = form_browser.sign_in(page, SANDBOX_MFA_UPN, SANDBOX_PASSWORD, button="signin")
     assert mfa.status_code == 200 and "mfa_code" in mfa.text
     consent = form_browser.submit(mfa, {"mfa_code": SANDBOX_MFA_CODE}, button="verify")
     assert consent.status_code == 200 and "User.Read" in consent.text  # the permissions asked for
@@ -192,8 +192,8 @@ def test_mfa_and_consent_pages_on_the_way_to_the_code(sp: SandboxProc, form_brow
 def test_a_finished_sign_in_page_posted_again_is_a_page_in_the_persons_language(sp: SandboxProc,
                                                                                 form_browser: Browser) -> None:
     page = form_browser.get(_authorize_url(sp.url, ui_locales="de"))
-    first = form_browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    first = form_browser.sign_in(page, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, button="signin")
     assert first.status_code == 302
-    again = form_browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    again = form_browser.sign_in(page, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, button="signin")
     assert again.status_code == 400 and "location" not in again.headers
     assert again.headers["content-language"] == "de" and "Anmeldesitzung" in Browser.alert(again), again.text

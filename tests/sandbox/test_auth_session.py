@@ -42,7 +42,7 @@ def form_browser(form_browser: Browser, sp: SandboxProc) -> Browser:
 def _sign_in(sp: SandboxProc, form_browser: Browser, upn: str = SANDBOX_DEFAULT_UPN) -> httpx.Response:
     page = form_browser.get(_authorize_url(sp.url))
     assert page.status_code == 200 and 'name="passwd"' in page.text
-    done = form_browser.submit(page, {"login": upn, "passwd": SANDBOX_PASSWORD}, button="signin")
+    done = form_browser.sign_in(page, upn, SANDBOX_PASSWORD, button="signin")
     assert done.status_code == 302 and "code" in _query(done.headers["location"]), done.text[:300]
     return done
 
@@ -129,9 +129,9 @@ def test_prompt_login_asks_for_the_password_again(sp: SandboxProc, form_browser:
     _sign_in(sp, form_browser)
     page = form_browser.get(_authorize_url(sp.url, prompt="login"))
     assert page.status_code == 200 and 'name="passwd"' in page.text
-    wrong = form_browser.submit(page, {"login": SANDBOX_DEFAULT_UPN, "passwd": "wrong"}, button="signin")
+    wrong = form_browser.sign_in(page, SANDBOX_DEFAULT_UPN, "wrong", button="signin")
     assert wrong.status_code == 400 and "AADSTS50126" in Browser.alert(wrong)
-    done = form_browser.submit(wrong, {"login": SANDBOX_ADMIN_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    done = form_browser.sign_in(wrong, SANDBOX_ADMIN_UPN, SANDBOX_PASSWORD, button="signin")
     assert done.status_code == 302
     assert _redeem_user(sp, _query(done.headers["location"])["code"]) == SANDBOX_ADMIN_UPN
     # the new sign-in is the session now

@@ -244,9 +244,9 @@ def test_wrong_password_on_sign_in_page_then_success(sandbox_admin):
     app = sandbox_admin.msal_app()
     flow = app.initiate_device_flow(scopes=SCOPES)
     browser, page = sandbox_admin.enter_code(flow["verification_uri"], flow["user_code"])
-    bad = forms.submit(browser, page, {"login": SANDBOX_DEFAULT_UPN, "passwd": "nope"}, button="signin")
+    bad = forms.sign_in(browser, page, SANDBOX_DEFAULT_UPN, "nope", button="signin")
     assert "AADSTS50126" in forms.alert(bad)
-    ok = forms.submit(browser, bad, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD}, button="signin")
+    ok = forms.sign_in(browser, bad, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, button="signin")
     assert "You have signed in" in ok.text
     result = app.acquire_token_by_device_flow(flow)
     assert "access_token" in result, result
@@ -304,11 +304,9 @@ def test_admin_consent_redirects_with_parameters(sandbox_admin, path):
     page = browser.get(f"{sandbox_admin.url}/organizations/{path}", params=params)
     assert page.status_code == 200
     # A non-admin cannot grant it.
-    refused = forms.submit(browser, page, {"login": SANDBOX_DEFAULT_UPN, "passwd": SANDBOX_PASSWORD},
-                           button="accept")
+    refused = forms.sign_in(browser, page, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, button="accept")
     assert "AADSTS90094" in forms.alert(refused)
-    granted = forms.submit(browser, refused, {"login": SANDBOX_ADMIN_UPN, "passwd": SANDBOX_PASSWORD},
-                           button="accept")
+    granted = forms.sign_in(browser, refused, SANDBOX_ADMIN_UPN, SANDBOX_PASSWORD, button="accept")
     assert granted.status_code == 302
     loc = urlsplit(granted.headers["location"])
     q = parse_qs(loc.query)

@@ -75,11 +75,12 @@ def enter_code(client: httpx.Client, page: httpx.Response, user_code: str) -> ht
     return submit(client, page, {"otc": user_code})
 
 
-def sign_in(client: httpx.Client, page: httpx.Response, upn: str, password: str = SANDBOX_PASSWORD,
+def sign_in(client: httpx.Client, page: httpx.Response, upn: str | None, password: str = SANDBOX_PASSWORD,
             button: str = "signin") -> httpx.Response:
-    """A sign-in or consent page: type the account and password and press ``button`` (signin, cancel,
-    accept …)."""
-    return submit(client, page, {"login": upn, "passwd": password}, button=button)
+    """A sign-in or consent page: type the account (``None``: keep what the page holds, e.g. a login_hint) and
+    password and press ``button`` (signin, cancel, accept …)."""
+    fill = {"passwd": password} if upn is None else {"login": upn, "passwd": password}
+    return submit(client, page, fill, button=button)
 
 
 def fill_sign_in(page: Any, upn: str | None, password: str = SANDBOX_PASSWORD, button: str = "signin") -> None:

@@ -171,7 +171,7 @@ class Browser:
                button: str | None = None) -> httpx.Response:
         return forms.submit(self.client, page, fill, button)
 
-    def sign_in(self, page: httpx.Response, upn: str, password: str = SANDBOX_PASSWORD,
+    def sign_in(self, page: httpx.Response, upn: str | None, password: str = SANDBOX_PASSWORD,
                 button: str = "signin") -> httpx.Response:
         """A sign-in or consent page: the account and password typed, ``button`` pressed (:func:`forms.sign_in`)."""
         return forms.sign_in(self.client, page, upn, password, button)
