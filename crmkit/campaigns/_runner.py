@@ -26,7 +26,7 @@ from ..errors import AuthError, CrmkitError, GraphError, IntegrationDisabled
 from ..i18n import catalog, relocalize, t
 from ..processes import HOST, process_gone
 from ..teams.activation import switched_off
-from ..teams.options import CAMPAIGN_OPTIONS, DEFAULTS, SendOptions
+from ..teams.options import CAMPAIGN_OPTIONS, SendOptions, campaign_columns
 from ..teams.outbox import utcnow
 from ..teams.staging import enqueue_plan
 from ._template import render_message, render_subject, template_fields
@@ -221,10 +221,7 @@ def _values(crm: CRM, row: dict[str, Any]) -> dict[str, Any]:
 
 def _send_options(crm: CRM, row: dict[str, Any]) -> SendOptions:
     """The action's stored send options: its columns carry the options' names."""
-    values = {name: row[name] for name in CAMPAIGN_OPTIONS}
-    for name in values:
-        if isinstance(DEFAULTS[name], bool):
-            values[name] = bool(values[name])
+    values = campaign_columns(row)
     values["language"] = values["language"] or crm.language
     return SendOptions(**values)
 

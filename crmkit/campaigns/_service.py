@@ -20,7 +20,7 @@ import pandas as pd
 from ..errors import NotFound, ValidationError, catalog_error
 from ..i18n import LANGUAGES, t
 from ..teams import recipients
-from ..teams.options import CAMPAIGN_OPTIONS, CHOICES, DEFAULTS, check_choice
+from ..teams.options import CAMPAIGN_OPTIONS, CHOICES, DEFAULTS, campaign_columns, check_choice
 from ..teams.outbox import utcnow
 from ..text_rules import check_text
 from ._runner import Claimer, RunOutcome, claim_columns, claim_due, execute_run
@@ -29,7 +29,7 @@ from ._template import check_template
 
 if TYPE_CHECKING:
     from ..auth import CampaignAccountInfo
-    from ..crm import CRM
+    from ..session import Session
     from ..store import Tx
     from ..teams.send import TeamsService
 
@@ -195,9 +195,7 @@ def _action(row: dict[str, Any]) -> TeamsAction:
         recipients=json.loads(row["recipients"]), subject=row["subject"], message=row["message"],
         timing=row["timing"],
         delay=None if row["delay_seconds"] is None else timedelta(seconds=int(row["delay_seconds"])),
-        at=row["run_at"], record_contact=bool(row["record_contact"]), include_record=bool(row["include_record"]),
-        record_format=row["record_format"], chat=row["chat"], importance=row["importance"],
-        skip_blocked=bool(row["skip_blocked"]), purpose=row["purpose"], language=row["language"],
+        at=row["run_at"], **campaign_columns(row), skip_blocked=bool(row["skip_blocked"]),
         active=bool(row["active"]),
     )
 
@@ -214,7 +212,7 @@ class Campaigns:
         teams: the Teams service that sends as the campaign account (built on first use).
     """
 
-    def __init__(self, crm: CRM, *, teams: TeamsService | None = None) -> None:
+    def __init__(self, crm: Session, *, teams: TeamsService | None = None) -> None:
         self.crm = crm
         self._teams = teams
         self._lock = threading.Lock()
@@ -278,7 +276,7 @@ class Campaigns:
             new_id = int(tx.one(
                 "INSERT INTO campaigns (name, description, created_at, created_by, modified_at, modified_by) "
                 "VALUES (?, ?, ?, ?, ?, ?) RETURNING id", [name_, desc, now, user, now, user]))
-            self.crm._audit(tx, "campaigns", f"campaign:{new_id}", None, {"name": name_})
+            self.crm.audit(tx, "campaigns", f"campaign:{new_id}", None, {"name": name_})
             return new_id
 
         return self.crm.store.write(run)
@@ -295,7 +293,7 @@ class Campaigns:
                 raise catalog_error(NotFound, "error.msg.no_campaign", id=campaign_id)
             tx.execute("UPDATE campaigns SET name = ?, description = ?, modified_at = ?, modified_by = ? WHERE id = ?",
                        [name_, desc, _now(), self.crm.user.name, campaign_id])
-            self.crm._audit(tx, "campaigns", f"campaign:{campaign_id}", {"name": old}, {"name": name_})
+            self.crm.audit(tx, "campaigns", f"campaign:{campaign_id}", {"name": old}, {"name": name_})
 
         self.crm.store.write(run)
 
@@ -322,7 +320,7 @@ class Campaigns:
             new_id = int(tx.one(
                 "INSERT INTO campaign_activities (campaign_id, name, kind, description, created_at, created_by) "
                 "VALUES (?, ?, ?, ?, ?, ?) RETURNING id", [campaign_id, name_, kind, desc, _now(), self.crm.user.name]))
-            self.crm._audit(tx, "campaigns", f"activity:{new_id}", None, {"campaign": campaign_id, "name": name_})
+            self.crm.audit(tx, "campaigns", f"activity:{new_id}", None, {"campaign": campaign_id, "name": name_})
             return new_id
 
         return self.crm.store.write(run)
@@ -382,7 +380,7 @@ class Campaigns:
             new_id = int(tx.one(
                 "INSERT INTO campaign_reactions (activity_id, name, created_at, created_by) VALUES (?, ?, ?, ?) "
                 "RETURNING id", [activity_id, name_, _now(), self.crm.user.name]))
-            self.crm._audit(tx, "campaigns", f"reaction:{new_id}", None, {"activity": activity_id, "name": name_})
+            self.crm.audit(tx, "campaigns", f"reaction:{new_id}", None, {"activity": activity_id, "name": name_})
             return new_id
 
         return self.crm.store.write(run)
@@ -432,7 +430,7 @@ class Campaigns:
             values = [reaction_id, "teams_message", *cols.values(), now, user, now, user]
             new_id = int(tx.one(f"INSERT INTO campaign_actions ({', '.join(names)}) VALUES "
                                 f"({', '.join('?' * len(names))}) RETURNING id", values))
-            self.crm._audit(tx, "campaigns", f"action:{new_id}", None, _audit_view(cols))
+            self.crm.audit(tx, "campaigns", f"action:{new_id}", None, _audit_view(cols))
             return new_id
 
         return self.crm.store.write(run)
@@ -455,7 +453,7 @@ class Campaigns:
             sets = ", ".join(f"{k} = ?" for k in cols)
             tx.execute(f"UPDATE campaign_actions SET {sets}, modified_at = ?, modified_by = ? WHERE id = ?",
                        [*cols.values(), _now(), self.crm.user.name, current.id])
-            self.crm._audit(tx, "campaigns", f"action:{current.id}",
+            self.crm.audit(tx, "campaigns", f"action:{current.id}",
                             _audit_view({**_clean_action(values), "recipients": stored}), _audit_view(cols))
 
         self.crm.store.write(run)
@@ -597,7 +595,7 @@ class Campaigns:
                 "AND o.status IN ('sent', 'pending', 'sending'))", ids)
             tx.execute("UPDATE campaign_runs SET status = 'retry', next_attempt_at = ?, finished_at = NULL, error = "
                        f"NULL WHERE status = 'failed' AND id IN ({marks})", [utcnow(), *ids])
-            self.crm._audit(tx, "campaigns", "runs.retry", None, ids)
+            self.crm.audit(tx, "campaigns", "runs.retry", None, ids)
             return n
 
         return self.crm.store.write(run)

@@ -13,6 +13,7 @@ Imports nothing of crmkit's features: the store, migrations and widgets can all 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "PAYLOAD_OPTIONS",
     "Choice",
     "SendOptions",
+    "campaign_columns",
     "check_choice",
     "label_key",
 ]
@@ -76,6 +78,11 @@ PAYLOAD_OPTIONS: tuple[str, ...] = ("importance",)
 CAMPAIGN_OPTIONS: tuple[str, ...] = (
     "record_contact", "include_record", "record_format", "chat", "importance", "purpose", "language",
 )
+
+
+def campaign_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The send options a campaign action stored (its columns carry the options' names), flags as bools."""
+    return {name: bool(row[name]) if isinstance(DEFAULTS[name], bool) else row[name] for name in CAMPAIGN_OPTIONS}
 
 
 def label_key(name: str, view: str, value: str | None = None) -> str:

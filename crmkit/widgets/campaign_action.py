@@ -18,7 +18,8 @@ import ipywidgets as widgets
 
 from ..campaigns import PLACEHOLDERS
 from ..campaigns._template import CONTEXT_PLACEHOLDERS
-from ..i18n import field_label, format_datetime, parse_datetime, t
+from ..i18n import field_label, format_datetime, t
+from ..i18n.dates import parse_datetime
 from ..teams.options import CAMPAIGN_OPTIONS, CHOICES, label_key
 from .common import ErrorBox
 from .rights_hint import apply_right
@@ -156,7 +157,8 @@ class TeamsActionDialog(widgets.VBox):
                                                description=t("campaigns.include_record", lang), indent=False,
                                                layout=widgets.Layout(width="auto"))
         # The choices of crmkit.teams.options, labelled from the catalog (chat as toggle buttons).
-        for name in (n for n in CAMPAIGN_OPTIONS if n in CHOICES):
+        self._choices = [n for n in CAMPAIGN_OPTIONS if n in CHOICES]
+        for name in self._choices:
             control = widgets.ToggleButtons if name == "chat" else widgets.Dropdown
             setattr(self, name, control(
                 options=[(t(label_key(name, "campaigns", v), lang), v) for v in CHOICES[name].values],
@@ -167,7 +169,9 @@ class TeamsActionDialog(widgets.VBox):
         self.options_box = widgets.VBox([
             widgets.HTML(f"<b>{html.escape(t('campaigns.send_options', lang))}</b>"),
             widgets.HBox([self.timing, self.delay, self.at]), self.record_contact,
-            widgets.HBox([self.include_record, self.record_format]), self.chat, self.importance, self.skip_blocked,
+            # "include the record" beside the first choice (the layout), then the others (chat, importance)
+            widgets.HBox([self.include_record, getattr(self, self._choices[0])]),
+            *(getattr(self, name) for name in self._choices[1:]), self.skip_blocked,
         ])
         self.options_box.add_class("crmkit-action-options")
         self.ok = widgets.Button(description=t("campaigns.ok", lang), button_style="primary", icon="check")
@@ -214,8 +218,7 @@ class TeamsActionDialog(widgets.VBox):
             "delay": timedelta(minutes=self.delay.value) if self.timing.value == "delay" else None,
             "at": at.astimezone() if isinstance(at, datetime) and self.timing.value == "at" else None,
             "record_contact": self.record_contact.value, "include_record": self.include_record.value,
-            "record_format": self.record_format.value, "chat": self.chat.value, "importance": self.importance.value,
-            "skip_blocked": self.skip_blocked.value,
+            **{name: getattr(self, name).value for name in self._choices}, "skip_blocked": self.skip_blocked.value,
         }
 
     def save(self) -> int | None:

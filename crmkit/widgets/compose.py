@@ -142,10 +142,11 @@ class ComposeDialog(widgets.VBox):
         purpose_note = widgets.HTML(f"<small>{_h(t('compose.purpose_required', lang))}</small>")
         self.purpose_box = purpose_box = widgets.VBox([self.purpose, purpose_note],
                                    layout=widgets.Layout(display=None if model.purpose_required else "none"))
+        # chat and mode on the first row; the other choices and "include the record" on the second
+        choices = [getattr(self, name) for name in COMPOSE_CHOICES]
         self.options = widgets.Accordion(children=[widgets.VBox([
-            widgets.HBox([self.chat, self.mode], layout=widgets.Layout(flex_flow="row wrap")),
-            widgets.HBox([self.record_format, self.importance, self.include_record],
-                          layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HBox(choices[:2], layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HBox([*choices[2:], self.include_record], layout=widgets.Layout(flex_flow="row wrap")),
         ])], titles=(t("teams.send_options", lang),))
         self.options.add_class("crmkit-compose-options")
 
