@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .crm import CRM
+    from .session import Session
 
 __all__ = [
     "DEFAULT_AUTHORITY_HOST",
@@ -122,7 +122,7 @@ class TeamsConfig:
         return f"{where}; app {self.client_id}; identity {self.authority_host}; Graph {self.graph_url}"
 
     @classmethod
-    def resolve(cls, crm: CRM | None = None, *, env: Mapping[str, str] | None = None,
+    def resolve(cls, crm: Session | None = None, *, env: Mapping[str, str] | None = None,
                 home: Path | None = None) -> TeamsConfig:
         """The configuration from system settings, then the environment, else the sandbox.
 

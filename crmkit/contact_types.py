@@ -22,7 +22,7 @@ from .i18n import t
 from .text_rules import check_text
 
 if TYPE_CHECKING:
-    from .crm import CRM
+    from .session import Session
     from .store import Tx
 
 __all__ = [
@@ -44,12 +44,12 @@ MAX_LABEL = 60
 _CODE = re.compile(r"[^\s]+")
 
 
-def may_edit(crm: CRM) -> bool:
+def may_edit(crm: Session) -> bool:
     """Whether the session user may rename contact types and change their codes."""
     return any(crm.user.can(right) for right in EDIT_RIGHTS)
 
 
-def require_edit(crm: CRM) -> None:
+def require_edit(crm: Session) -> None:
     """Raise :class:`PermissionDenied` unless the user holds one of :data:`EDIT_RIGHTS`."""
     if may_edit(crm):
         return
@@ -78,7 +78,7 @@ def check_label(label: object) -> str:
     return label
 
 
-def contact_types(crm: CRM) -> pd.DataFrame:
+def contact_types(crm: Session) -> pd.DataFrame:
     """Every contact type with how many contacts it files: columns code, label, contacts (any user may read)."""
     return crm.store.df(
         "SELECT t.code, t.label, count(c.id) AS contacts FROM contact_types t "
@@ -93,7 +93,7 @@ def _label_of(tx: Tx, code: str) -> str:
     return str(label)
 
 
-def rename(crm: CRM, code: str, label: str) -> bool:
+def rename(crm: Session, code: str, label: str) -> bool:
     """Give contact type ``code`` the label ``label``; True when it changed.
 
     Raises:
@@ -110,13 +110,13 @@ def rename(crm: CRM, code: str, label: str) -> bool:
         if old == label:
             return False
         tx.execute("UPDATE contact_types SET label = ? WHERE code = ?", [label, key])
-        crm._audit(tx, "contact_types", f"{key}.label", old, label)
+        crm.audit(tx, "contact_types", f"{key}.label", old, label)
         return True
 
     return crm.store.write(run)
 
 
-def change_code(crm: CRM, code: str, new_code: str) -> bool:
+def change_code(crm: Session, code: str, new_code: str) -> bool:
     """Give contact type ``code`` the short code ``new_code``; its contacts follow. True when it changed.
 
     Raises:
@@ -141,7 +141,7 @@ def change_code(crm: CRM, code: str, new_code: str) -> bool:
         tx.execute("DELETE FROM contact_types WHERE code = ?", [old_code])
         tx.execute("INSERT INTO contact_types (code, label, created_at) VALUES (?, ?, ?)", [new_code, label, created])
         tx.execute("UPDATE contacts SET type_code = ? WHERE type_code = ?", [new_code, old_code])
-        crm._audit(tx, "contact_types", old_code, old_code, new_code)
+        crm.audit(tx, "contact_types", old_code, old_code, new_code)
         return True
 
     return crm.store.write(run)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +17,8 @@ import pandas as pd
 from . import addresses as _addresses
 from . import contacts
 from .addresses import check_id
-from .errors import NotFound, PermissionDenied, UnknownUser, ValidationError, catalog_error
-from .i18n import t
-from .rights import RIGHTS
+from .errors import NotFound, ValidationError, catalog_error
+from .session import Session, User, load_user, now, spec
 from .settings import SETTINGS, USER_SETTINGS, Setting
 from .store import Store, Tracer, Tx
 from .text_rules import check_text
@@ -32,47 +30,20 @@ if TYPE_CHECKING:
 __all__ = ["CRM", "User", "open"]
 
 
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    display_name: str
-    rights: frozenset[str] = field(default_factory=frozenset)
-    roles: tuple[str, ...] = ()
-
-    def can(self, right: str) -> bool:
-        return right in self.rights
+# Kept importable from here (crmkit.User, and callers of the private name) while they live in session.py.
+_now = now
+_load_user = load_user
 
 
-def _now() -> datetime:
-    return datetime.now().replace(microsecond=0)
+class CRM(Session):
+    """A user's session on a crmkit store. Create it with :func:`crmkit.open`.
 
-
-def _load_user(tx: Tx, name: str) -> User:
-    row = tx.rows("SELECT name, display_name, active FROM users WHERE name = ?", [name])
-    if not row or not row[0][2]:
-        known = [r[0] for r in tx.rows("SELECT name FROM users WHERE active ORDER BY name LIMIT 8")]
-        raise UnknownUser(
-            f"No active CRM user {name!r}. Known users: {', '.join(known)}. "
-            "Pass user=... to crmkit.open(), set CRMKIT_USER, or ask an admin to add you."
-        )
-    roles = tuple(r[0] for r in tx.rows("SELECT role FROM user_roles WHERE user_name = ? ORDER BY role", [name]))
-    rights = frozenset(
-        r[0] for r in tx.rows(
-            'SELECT DISTINCT rr."right" FROM user_roles ur JOIN role_rights rr ON rr.role = ur.role '
-            "WHERE ur.user_name = ?", [name],
-        )
-    )
-    return User(name=row[0][0], display_name=row[0][1], rights=rights, roles=roles)
-
-
-class CRM:
-    """A user's session on a crmkit store. Create it with :func:`crmkit.open`."""
+    The narrow part (store, user and rights, language, settings, audit, clock) is
+    :class:`crmkit.session.Session`, which the services take; this class composes the services on it.
+    """
 
     def __init__(self, store: Store, user: str) -> None:
-        self.store = store
-        self.user = store.read(lambda tx: _load_user(tx, user))
-        self.opened_at = _now()
+        super().__init__(store, user)
         self._teams: TeamsService | None = None
         self._campaigns: Campaigns | None = None
         from .teams.sessions import register_session
@@ -100,18 +71,6 @@ class CRM:
 
             self._teams = TeamsService(self)
         return self._teams
-
-    # -- rights ------------------------------------------------------------------------------------
-
-    def require(self, right: str) -> None:
-        """Raise :class:`PermissionDenied` unless the session user holds ``right``."""
-        if right not in RIGHTS:
-            raise ValueError(f"unknown right {right!r}")
-        if not self.user.can(right):
-            de, en = RIGHTS[right]
-            params = {"user": self.user.name, "right": right, "label_de": de, "label_en": en}
-            raise PermissionDenied(t("error.msg.permission", "en", **params), right=right,
-                                   user=self.user.name).localized("error.msg.permission", **params)
 
     # -- users and roles -----------------------------------------------------------------------------
 
@@ -147,7 +106,7 @@ class CRM:
             tx.execute("INSERT INTO users (name, display_name, email) VALUES (?, ?, ?)", [name, display_name, email])
             for role in roles:
                 tx.execute("INSERT INTO user_roles VALUES (?, ?)", [name, role])
-            self._audit(tx, "users", name, None, {"display_name": display_name, "roles": list(roles)})
+            self.audit(tx, "users", name, None, {"display_name": display_name, "roles": list(roles)})
 
         self.store.write(run)
 
@@ -164,17 +123,11 @@ class CRM:
             tx.execute("DELETE FROM user_roles WHERE user_name = ?", [name])
             for role in roles:
                 tx.execute("INSERT INTO user_roles VALUES (?, ?)", [name, role])
-            self._audit(tx, "users", f"{name}.roles", old, sorted(roles))
+            self.audit(tx, "users", f"{name}.roles", old, sorted(roles))
 
         self.store.write(run)
 
     # -- settings ------------------------------------------------------------------------------------
-
-    def setting(self, name: str) -> Any:
-        """A system-wide setting's current value (its default when never set)."""
-        spec = _spec(SETTINGS, name)
-        raw = self.store.one("SELECT value FROM system_settings WHERE key = ?", [name])
-        return spec.default if raw is None else json.loads(raw)
 
     def settings(self) -> pd.DataFrame:
         stored = dict(self.store.read(lambda tx: tx.rows("SELECT key, value FROM system_settings")))
@@ -194,24 +147,7 @@ class CRM:
 
             activation.set_enabled(self, value)
             return
-        self.store.write(lambda tx: self._set_setting(tx, name, value))
-
-    def _set_setting(self, tx: Tx, name: str, value: Any) -> None:
-        """Write a setting inside a caller's transaction (rights already checked)."""
-        raw = tx.one("SELECT value FROM system_settings WHERE key = ?", [name])
-        old = SETTINGS[name].default if raw is None else json.loads(raw)
-        tx.execute(
-            "INSERT OR REPLACE INTO system_settings VALUES (?, ?, ?, ?)",
-            [name, json.dumps(value), _now(), self.user.name],
-        )
-        self._audit(tx, "system", name, old, value)
-
-    def user_setting(self, name: str) -> Any:
-        spec = _spec(USER_SETTINGS, name)
-        raw = self.store.one(
-            "SELECT value FROM user_settings WHERE user_name = ? AND key = ?", [self.user.name, name]
-        )
-        return spec.default if raw is None else json.loads(raw)
+        self.store.write(lambda tx: self.write_setting(tx, name, value))
 
     def set_user_setting(self, name: str, value: Any) -> None:
         """Change one of the session user's own settings; audited."""
@@ -225,26 +161,15 @@ class CRM:
                 "INSERT OR REPLACE INTO user_settings VALUES (?, ?, ?, ?)",
                 [self.user.name, name, json.dumps(value), _now()],
             )
-            self._audit(tx, f"user:{self.user.name}", name, old, value)
+            self.audit(tx, f"user:{self.user.name}", name, old, value)
 
         self.store.write(run)
-
-    @property
-    def language(self) -> str:
-        """The UI language: the user's own setting, else the system default."""
-        return self.user_setting("language") or self.setting("ui.default_language")
 
     def audit_log(self, *, scope: str | None = None, limit: int = 500) -> pd.DataFrame:
         """The audit trail of settings and rights changes (needs ``system.admin``)."""
         self.require("system.admin")
         where, params = ("WHERE scope = ?", [scope]) if scope else ("", [])
         return self.store.df(f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?", [*params, int(limit)])
-
-    def _audit(self, tx: Tx, scope: str, key: str, old: Any, new: Any) -> None:
-        tx.execute(
-            "INSERT INTO audit (changed_at, user_name, scope, key, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?)",
-            [_now(), self.user.name, scope, key, json.dumps(old, default=str), json.dumps(new, default=str)],
-        )
 
     # -- contact types -------------------------------------------------------------------------------
 
@@ -264,7 +189,7 @@ class CRM:
             if other is not None:
                 raise ValidationError(f"The short code {code!r} is used by the contact type {other!r}.")
             tx.execute("INSERT INTO contact_types (code, label) VALUES (?, ?)", [code, label])
-            self._audit(tx, "contact_types", code, None, label)
+            self.audit(tx, "contact_types", code, None, label)
 
         self.store.write(run)
 
@@ -358,10 +283,7 @@ class CRM:
 
 # -- validation helpers ------------------------------------------------------------------------------
 
-def _spec(table: Mapping[str, Setting], name: str) -> Setting:
-    if name not in table:
-        raise ValidationError(f"Unknown setting {name!r}; known: {', '.join(sorted(table))}.")
-    return table[name]
+_spec = spec
 
 
 def _check_value(spec: Setting, value: Any) -> None:

@@ -670,11 +670,11 @@ def generate(
         ValidationError: a bad count or seed.
         StoreError: the database cannot be written.
     """
-    from .crm import CRM
+    from .session import Session
     from .store import Store
 
     started = time.perf_counter()
-    if isinstance(crm_or_store, CRM):
+    if isinstance(crm_or_store, Session):  # a CRM is a Session
         crm_or_store.require("system.admin")
         store, actor = crm_or_store.store, crm_or_store.user.name
     elif isinstance(crm_or_store, Store):

@@ -12,8 +12,10 @@ settings.
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import ssl
+import threading
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +31,7 @@ __all__ = [
     "SandboxRoutingTransport",
     "make_async_http_client",
     "make_http_client",
+    "shared_http",
 ]
 
 SANDBOX_HOST_SUFFIX = ".crmkit.localhost"
@@ -205,3 +208,25 @@ class MsalHttpAdapter:
 
     def close(self) -> None:
         self.client.close()
+
+
+# One client per sandbox target (None: real Microsoft) per process, shared by MSAL's apps and the
+# consent code redemption; here, beside the seam, so both reach it without importing each other.
+_shared: dict[str | None, httpx.Client] = {}
+_shared_lock = threading.Lock()
+
+
+@atexit.register
+def _close_shared() -> None:
+    for client in list(_shared.values()):
+        client.close()
+    _shared.clear()
+
+
+def shared_http(sandbox_url: str | None) -> httpx.Client:
+    """The process-wide client MSAL uses for this target (so its apps can be reused per process)."""
+    with _shared_lock:
+        client = _shared.get(sandbox_url)
+        if client is None or client.is_closed:
+            client = _shared[sandbox_url] = make_http_client(sandbox_url)
+        return client

@@ -221,6 +221,17 @@ class Store:
         with self._attached(read_only=True) as con:
             return fn(Tx(con, self.tracer))
 
+    @contextmanager
+    def lock_wait(self, seconds: float) -> Iterator[None]:
+        """Within the block, writes wait at most ``seconds`` for a lock (other threads wait for the block)."""
+        with self._mutex:  # the shortened wait applies to this block's writes only
+            saved = self.lock_timeout
+            self.lock_timeout = min(saved, seconds)
+            try:
+                yield
+            finally:
+                self.lock_timeout = saved
+
     def write(self, fn: Callable[[Tx], T], *, retries: int = 20) -> T:
         """Run ``fn`` in one transaction: all of it commits, or nothing does.
 

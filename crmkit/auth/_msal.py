@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -15,7 +14,8 @@ import msal
 
 from ..config import TeamsConfig
 from ..errors import AuthError, SignInCancelled
-from ..http import MsalHttpAdapter, make_http_client
+from ..http import MsalHttpAdapter, shared_http
+from ..http import _close_shared as _close_shared  # tests drop the shared clients through here
 from ._errors import auth_error, is_personal_account
 from .consent import admin_consent_url
 
@@ -25,23 +25,6 @@ log = logging.getLogger("crmkit.auth")
 
 _apps: dict[tuple[Any, ...], msal.PublicClientApplication] = {}
 _apps_lock = threading.Lock()
-_http: dict[str | None, httpx.Client] = {}
-
-
-@atexit.register
-def _close_shared() -> None:
-    for client in list(_http.values()):
-        client.close()
-    _http.clear()
-
-
-def shared_http(sandbox_url: str | None) -> httpx.Client:
-    """The process-wide client MSAL uses for this target (so its apps can be reused per process)."""
-    with _apps_lock:
-        client = _http.get(sandbox_url)
-        if client is None or client.is_closed:
-            client = _http[sandbox_url] = make_http_client(sandbox_url)
-        return client
 
 
 # crmkit's UI languages as the market codes Entra takes for the device-code message.

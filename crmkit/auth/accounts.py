@@ -42,7 +42,7 @@ from .consent import (
 )
 
 if TYPE_CHECKING:
-    from ..crm import CRM
+    from ..session import Session
     from ..store import Tx
     from .campaign import CampaignAccount
     from .consent import ConsentRequest, ConsentResult
@@ -68,7 +68,7 @@ class Microsoft365:
     """
 
     def __init__(
-        self, crm: CRM, *, config: TeamsConfig | None = None, http: httpx.Client | None = None,
+        self, crm: Session, *, config: TeamsConfig | None = None, http: httpx.Client | None = None,
         async_http: Callable[[], httpx.AsyncClient] | None = None, encrypted_cache: bool = True,
     ) -> None:
         self.crm = crm
@@ -280,7 +280,7 @@ class Accounts:
             )
             record_consent(tx, config, scope=f"account:{username}", state="granted", by=self._user,
                            details="learned from a successful sign-in")
-            crm._audit(tx, f"user:{self._user}", "m365.account", None,
+            crm.audit(tx, f"user:{self._user}", "m365.account", None,
                        {"username": username, "use_teams": use_teams, "use_smtp": use_smtp})
 
         crm.store.write(run)
@@ -317,7 +317,7 @@ class Accounts:
         def run(tx: Tx) -> None:
             tx.execute("UPDATE m365_accounts SET use_teams = ?, use_smtp = ? WHERE user_name = ? AND "
                        "home_account_id = ?", [new_teams, new_smtp, self._user, acct.home_account_id])
-            self.m365.crm._audit(tx, f"user:{self._user}", "m365.account.usage",
+            self.m365.crm.audit(tx, f"user:{self._user}", "m365.account.usage",
                                  {"username": acct.username, "use_teams": acct.use_teams, "use_smtp": acct.use_smtp},
                                  {"username": acct.username, "use_teams": new_teams, "use_smtp": new_smtp})
 
@@ -331,7 +331,7 @@ class Accounts:
         def run(tx: Tx) -> None:
             tx.execute("DELETE FROM m365_accounts WHERE user_name = ? AND home_account_id = ?",
                        [self._user, acct.home_account_id])
-            self.m365.crm._audit(tx, f"user:{self._user}", "m365.account", {"username": acct.username}, None)
+            self.m365.crm.audit(tx, f"user:{self._user}", "m365.account", {"username": acct.username}, None)
 
         self.m365.crm.store.write(run)
         app = self._app()

@@ -186,7 +186,7 @@ class CampaignAccount:
 
         def run(tx: Tx) -> None:
             tx.execute("DELETE FROM campaign_account")
-            crm._audit(tx, "teams", "campaign_account", _public(old), None)
+            crm.audit(tx, "teams", "campaign_account", _public(old), None)
 
         crm.store.write(run)
         self._forget_cached_accounts()
@@ -218,7 +218,7 @@ class CampaignAccount:
                 [mode, username, home_account_id, display_name, ciphertext, key_id, _now(), crm.user.name],
             )
             # The audit shows that a password was set, never the password or its ciphertext.
-            crm._audit(tx, "teams", "campaign_account", _public(old),
+            crm.audit(tx, "teams", "campaign_account", _public(old),
                        {"mode": mode, "username": username, "password": "(set)" if ciphertext else None})
 
         crm.store.write(run)

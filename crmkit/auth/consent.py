@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import httpx
 
     from ..config import TeamsConfig
-    from ..crm import CRM
+    from ..session import Session
     from ..store import Store, Tx
 
 log = logging.getLogger("crmkit.auth")
@@ -192,7 +192,7 @@ def record_consent(
     )
 
 
-def record_redirect(crm: CRM, config: TeamsConfig, url: str) -> ConsentResult:
+def record_redirect(crm: Session, config: TeamsConfig, url: str) -> ConsentResult:
     """Record consent from the pasted redirect address (needs ``teams.admin``).
 
     An address with a ``state`` goes through :func:`answer_consent` as the handler's would, and must
@@ -212,13 +212,13 @@ def record_redirect(crm: CRM, config: TeamsConfig, url: str) -> ConsentResult:
 
     def run(tx: Tx) -> None:
         record_consent(tx, config, scope=ORGANIZATION, state=state, by=crm.user.name, details=details)
-        crm._audit(tx, "teams", "consent.organization", None, state)
+        crm.audit(tx, "teams", "consent.organization", None, state)
 
     crm.store.write(run)
     return result
 
 
-def consent_states(crm: CRM, config: TeamsConfig) -> pd.DataFrame:
+def consent_states(crm: Session, config: TeamsConfig) -> pd.DataFrame:
     """The consent state learned per scope for this tenant and app."""
     return crm.store.df(
         "SELECT scope, state, learned_at, learned_by, details FROM consent_state "
@@ -291,7 +291,7 @@ class ConsentRequest:
 
 
 def start_consent_request(
-    crm: CRM, config: TeamsConfig, scope: str, *, redirect_uri: str | None = None, lang: str | None = None,
+    crm: Session, config: TeamsConfig, scope: str, *, redirect_uri: str | None = None, lang: str | None = None,
     ttl: timedelta = REQUEST_TTL,
 ) -> ConsentRequest:
     """Make a consent link for ``scope`` (``organization`` or ``account:<user>``) and record its state.
@@ -322,14 +322,14 @@ def start_consent_request(
     return request
 
 
-def cancel_consent_request(crm: CRM, request: ConsentRequest) -> None:
+def cancel_consent_request(crm: Session, request: ConsentRequest) -> None:
     """Close an unanswered request (the admin unticked its box): its link no longer records anything."""
     crm.store.execute(
         "UPDATE consent_requests SET answered_at = ?, outcome = 'cancelled' WHERE state_hash = ? "
         "AND answered_at IS NULL AND requested_by = ?", [_now(), request.state_hash, crm.user.name])
 
 
-def consent_request_status(crm: CRM, request: ConsentRequest) -> str:
+def consent_request_status(crm: Session, request: ConsentRequest) -> str:
     """``pending``, ``expired``, or how it was answered (``granted``, ``declined``, ``wrong_account``, …)."""
     row = crm.store.read(lambda tx: tx.rows(
         "SELECT outcome, answered_at, expires_at FROM consent_requests WHERE state_hash = ?", [request.state_hash]))
@@ -373,8 +373,9 @@ def answer_consent(
     Nothing is written for a refused answer; the tokens of a redeemed code are never kept.
     """
     from ..config import TeamsConfig
-    from ..crm import CRM, _load_user
     from ..errors import UnknownUser
+    from ..session import Session, load_user
+    from ..teams.sessions import register_session
 
     state = params.get("state") or ""
     if not state:
@@ -393,12 +394,13 @@ def answer_consent(
     if user is not None and user != requested_by:
         return refused("wrong_user")
     try:  # read first: a refused answer opens no session (a CRM session records itself)
-        asker = store.read(lambda tx: _load_user(tx, requested_by))
+        asker = store.read(lambda tx: load_user(tx, requested_by))
     except UnknownUser:
         return refused("no_rights")
     if not asker.can("teams.admin"):
         return refused("no_rights")
-    crm = CRM(store, requested_by)
+    crm = Session(store, requested_by)
+    register_session(crm)  # as a CRM session opened here always did
     config = config or TeamsConfig.resolve(crm)
     if (config.tenant_id, config.client_id) != (tenant_id, client_id):
         return refused("changed")
@@ -431,14 +433,14 @@ def answer_consent(
         tx.execute("UPDATE consent_requests SET answered_at = ?, outcome = ? WHERE state_hash = ?",
                    [_now(), outcome, key])
         if outcome == "wrong_account":
-            crm._audit(tx, "teams", f"consent.{scope}", None, {"refused": "wrong_account", "account": account})
+            crm.audit(tx, "teams", f"consent.{scope}", None, {"refused": "wrong_account", "account": account})
             return True
         state_name: Literal["granted", "declined"] = "granted" if outcome == "granted" else "declined"
         record_consent(tx, config, scope=scope, state=state_name, by=requested_by, details=json.dumps(details))
         if scope != ORGANIZATION:
             tx.execute("UPDATE m365_accounts SET consent_state = ? WHERE lower(username) = ?",
                        [state_name, scope.removeprefix("account:")])
-        crm._audit(tx, "teams", f"consent.{scope}", None, state_name)
+        crm.audit(tx, "teams", f"consent.{scope}", None, state_name)
         return True
 
     if not store.write(run):
@@ -452,8 +454,7 @@ def _redeemed_account(config: TeamsConfig, state: str, code: str, redirect_uri: 
     ``preferred_username``, lower-cased; the tokens go with the throwaway cache."""
     import msal
 
-    from ..http import MsalHttpAdapter
-    from ._msal import shared_http
+    from ..http import MsalHttpAdapter, shared_http
 
     verifier, _challenge, nonce = _pkce(config, state)
     app = msal.PublicClientApplication(
@@ -478,7 +479,7 @@ def _redeemed_account(config: TeamsConfig, state: str, code: str, redirect_uri: 
         result.clear()  # keep nothing: the access and refresh tokens are not crmkit's to hold here
 
 
-def consent_accounts(crm: CRM, config: TeamsConfig) -> pd.DataFrame:
+def consent_accounts(crm: Session, config: TeamsConfig) -> pd.DataFrame:
     """Every account the admin may consent for, one by one: those CRM users added and those with a
     learned consent state. Columns ``account``, ``state`` (``unknown`` when nothing is known), ``learned_at``.
     Needs ``teams.admin`` (it lists other users' accounts)."""

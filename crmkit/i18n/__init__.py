@@ -29,7 +29,7 @@ from importlib import resources
 from typing import Any
 
 __all__ = ["DATE_FORMATS", "DEFAULT_LANGUAGE", "LANGUAGES", "catalog", "field_label", "format_count",
-           "format_date", "format_datetime", "parse_date", "parse_datetime", "relocalize", "stored_language", "t"]
+           "format_date", "format_datetime", "relocalize", "stored_language", "t"]
 
 LANGUAGES: tuple[str, ...] = ("de", "en")
 DEFAULT_LANGUAGE = "de"
@@ -160,42 +160,3 @@ def stored_language(path: str | None, user: str | None, url_user: str | None = N
         if value in LANGUAGES:
             return str(value)
     return DEFAULT_LANGUAGE
-
-
-def parse_date(text: str, lang: str | None = None) -> Any:
-    """A date typed by a user: the language's format first (31.12.2026 / 2026-12-31), then the other one;
-    ``None`` for an empty field.
-
-    Raises:
-        ValidationError: not a date in either format (the message names the expected one).
-    """
-    moment = _parse(text, lang, "")
-    return None if moment is None else moment.date()
-
-
-def parse_datetime(text: str, lang: str | None = None) -> Any:
-    """A date and time typed by a user (31.12.2026 14:30 / 2026-12-31 14:30) as a naive datetime, or None.
-
-    Raises:
-        ValidationError: not a date and time in either language's format.
-    """
-    return _parse(text, lang, " %H:%M")
-
-
-def _parse(text: str, lang: str | None, time: str) -> Any:
-    from datetime import datetime
-
-    from ..errors import ValidationError, catalog_error
-
-    text = " ".join((text or "").split())
-    if not text:
-        return None
-    lang = lang if lang in DATE_FORMATS else DEFAULT_LANGUAGE
-    for pattern in (DATE_FORMATS[lang], *(p for code, p in DATE_FORMATS.items() if code != lang)):
-        try:
-            return datetime.strptime(text, pattern + time)
-        except ValueError:
-            continue
-    raise catalog_error(ValidationError, "error.msg.bad_date", value=repr(text),
-                        example_de="31.12.2026" + (" 14:30" if time else ""),
-                        example_en="2026-12-31" + (" 14:30" if time else ""))

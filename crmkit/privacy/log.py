@@ -26,7 +26,7 @@ from ._common import now as _now
 from .transfer_policy import check_channel
 
 if TYPE_CHECKING:
-    from ..crm import CRM
+    from ..session import Session
     from ..store import Tx
 
 __all__ = [
@@ -77,7 +77,7 @@ class TransferRecord:
 _RECORD_NAMES = tuple(f.name for f in dataclass_fields(TransferRecord))
 
 
-def new_record(crm: CRM, **values: Any) -> TransferRecord:
+def new_record(crm: Session, **values: Any) -> TransferRecord:
     """A :class:`TransferRecord` with ``user_name`` taken from the session."""
     return TransferRecord(user_name=crm.user.name, **values)
 

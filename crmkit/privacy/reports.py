@@ -22,7 +22,7 @@ from .transfer_policy import check_channel
 if TYPE_CHECKING:
     import os
 
-    from ..crm import CRM
+    from ..session import Session
 
 __all__ = [
     "access_report",
@@ -88,7 +88,7 @@ def _as_datetime(value: date | datetime) -> datetime:
 
 
 def transfer_log(
-    crm: CRM, *, address_id: int | None = None, recipient_id: str | None = None,
+    crm: Session, *, address_id: int | None = None, recipient_id: str | None = None,
     recipient_name: str | None = None, channel: str | None = None, outcome: str | None = None,
     user: str | None = None, message_key: str | None = None, since: date | datetime | None = None,
     until: date | datetime | None = None, recipient: str | None = None, limit: int | None = 10_000,
@@ -121,7 +121,7 @@ def transfer_log(
     return frame
 
 
-def access_report(crm: CRM, address_id: int) -> pd.DataFrame:
+def access_report(crm: Session, address_id: int) -> pd.DataFrame:
     """Every transfer of one address, newest first: the Art. 15 GDPR access request (needs ``privacy.read_log``).
 
     Raises:
@@ -130,7 +130,7 @@ def access_report(crm: CRM, address_id: int) -> pd.DataFrame:
     return transfer_log(crm, address_id=address_id, limit=None)
 
 
-def recipient_report(crm: CRM, recipient_id: str) -> pd.DataFrame:
+def recipient_report(crm: Session, recipient_id: str) -> pd.DataFrame:
     """Every transfer to one recipient, newest first: whom to notify under Art. 19 GDPR (needs ``privacy.read_log``).
 
     Raises:
@@ -140,7 +140,7 @@ def recipient_report(crm: CRM, recipient_id: str) -> pd.DataFrame:
 
 
 def transfer_counts(
-    crm: CRM, *, bucket: str = "day", since: date | datetime | None = None, until: date | datetime | None = None,
+    crm: Session, *, bucket: str = "day", since: date | datetime | None = None, until: date | datetime | None = None,
     **filters: Any,
 ) -> pd.DataFrame:
     """Transfers per time bucket and channel (columns: bucket, channel, n), for the monitor's chart.
@@ -164,7 +164,7 @@ def transfer_counts(
 
 
 def export_transfer_log(
-    crm: CRM, path: str | os.PathLike[str], fmt: str | None = None, **filters: Any,
+    crm: Session, path: str | os.PathLike[str], fmt: str | None = None, **filters: Any,
 ) -> int:
     """Write the (filtered) transfer log to CSV or Excel; return the number of rows. Audited.
 
@@ -196,7 +196,7 @@ def export_transfer_log(
         safe.to_csv(target, index=False, quoting=csv.QUOTE_NONNUMERIC, date_format="%Y-%m-%d %H:%M:%S")
     else:
         _write_xlsx(frame, target)
-    crm.store.write(lambda tx: crm._audit(
+    crm.store.write(lambda tx: crm.audit(
         tx, "privacy", "transfer_log.export", None,
         {"rows": len(frame), "format": fmt, "path": str(target), "filters": {k: str(v) for k, v in filters.items()}},
     ))

@@ -14,6 +14,7 @@ from ._common import now as _now
 
 if TYPE_CHECKING:
     from ..crm import CRM
+    from ..session import Session
     from ..store import Tx
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
 ]
 
 
-def retention_days(crm: CRM) -> int:
+def retention_days(crm: Session) -> int:
     """Days a transfer-log row is kept (the system setting ``privacy.retention_days``)."""
     return int(crm.setting("privacy.retention_days"))
 
@@ -42,7 +43,7 @@ def set_retention_days(crm: CRM, days: int) -> None:
     crm.set_setting("privacy.retention_days", days)
 
 
-def purge_transfer_log(crm: CRM) -> int:
+def purge_transfer_log(crm: Session) -> int:
     """Delete rows older than ``privacy.retention_days`` (needs ``privacy.admin``); audited with the count.
 
     The only way rows leave the log. Returns the number deleted.
@@ -61,14 +62,14 @@ def purge_transfer_log(crm: CRM) -> int:
         count = int(tx.one("SELECT count(*) FROM transfer_log WHERE logged_at < ?", [cutoff]))
         if count:
             tx.execute("DELETE FROM transfer_log WHERE logged_at < ?", [cutoff])
-        crm._audit(tx, "privacy", "transfer_log.purge", None,
+        crm.audit(tx, "privacy", "transfer_log.purge", None,
                    {"deleted": count, "older_than": cutoff.isoformat(), "retention_days": days})
         return count
 
     return crm.store.write(run)
 
 
-def compact_transfer_log(crm: CRM) -> int:
+def compact_transfer_log(crm: Session) -> int:
     """Rewrite the transfer log in address order (needs ``privacy.admin``); return its row count. Audited.
 
     The log grows in time order, so one address's rows are scattered over the file and an access
@@ -109,7 +110,7 @@ def compact_transfer_log(crm: CRM) -> int:
         for sql in index_sqls:
             tx.execute(sql)
         count = int(tx.rows("SELECT count(*) FROM transfer_log")[0][0])
-        crm._audit(tx, "privacy", "transfer_log.compact", None, {"rows": count})
+        crm.audit(tx, "privacy", "transfer_log.compact", None, {"rows": count})
         return count
 
     return crm.store.write(run)

@@ -23,7 +23,7 @@ from ..text_rules import check_text
 from ._common import now as _now
 
 if TYPE_CHECKING:
-    from ..crm import CRM
+    from ..session import Session
     from ..store import Tx
 
 __all__ = [
@@ -76,7 +76,7 @@ def _get(tx: Tx, key: str, default: Any) -> Any:
     return default if raw is None else json.loads(raw)
 
 
-def _put(crm: CRM, tx: Tx, key: str, value: Any, default: Any) -> None:
+def _put(crm: Session, tx: Tx, key: str, value: Any, default: Any) -> None:
     old = _get(tx, key, default)
     if old == value:
         return
@@ -84,15 +84,15 @@ def _put(crm: CRM, tx: Tx, key: str, value: Any, default: Any) -> None:
         "INSERT OR REPLACE INTO privacy_settings VALUES (?, ?, ?, ?)",
         [key, json.dumps(value), _now(), crm.user.name],
     )
-    crm._audit(tx, "privacy", key, old, value)
+    crm.audit(tx, "privacy", key, old, value)
 
 
-def personal_fields(crm: CRM) -> tuple[str, ...]:
+def personal_fields(crm: Session) -> tuple[str, ...]:
     """The address columns that hold personal data (default :data:`DEFAULT_PERSONAL_FIELDS`)."""
     return tuple(crm.store.read(lambda tx: _get(tx, "personal_fields", list(DEFAULT_PERSONAL_FIELDS))))
 
 
-def set_personal_fields(crm: CRM, fields: Iterable[str]) -> None:
+def set_personal_fields(crm: Session, fields: Iterable[str]) -> None:
     """Say which address columns are personal (needs ``privacy.admin``); audited.
 
     Raises:
@@ -108,7 +108,7 @@ def set_personal_fields(crm: CRM, fields: Iterable[str]) -> None:
     crm.store.write(lambda tx: _put(crm, tx, "personal_fields", ordered, list(DEFAULT_PERSONAL_FIELDS)))
 
 
-def policy(crm: CRM, channel: str) -> str:
+def policy(crm: Session, channel: str) -> str:
     """The action for ``channel``: ``allow``, ``log``, ``log_purpose`` or ``block``.
 
     Raises:
@@ -118,12 +118,12 @@ def policy(crm: CRM, channel: str) -> str:
     return str(crm.store.read(lambda tx: _get(tx, f"policy.{channel}", DEFAULT_POLICY[channel])))
 
 
-def policies(crm: CRM) -> dict[str, str]:
+def policies(crm: Session) -> dict[str, str]:
     """The action of every channel."""
     return crm.store.read(lambda tx: {c: str(_get(tx, f"policy.{c}", DEFAULT_POLICY[c])) for c in CHANNELS})
 
 
-def set_policy(crm: CRM, channel: str, action: str) -> None:
+def set_policy(crm: Session, channel: str, action: str) -> None:
     """Set the action for one channel (needs ``privacy.admin``); audited.
 
     Raises:
@@ -144,7 +144,7 @@ def _check_flag(flag: str) -> None:
         raise ValidationError(f"Unknown block flag {flag!r}; known: {', '.join(FLAGS)}.")
 
 
-def set_flag(crm: CRM, address_id: int, flag: str = "no_transfer") -> bool:
+def set_flag(crm: Session, address_id: int, flag: str = "no_transfer") -> bool:
     """Put a block flag on an address (needs ``privacy.admin``); audited. True if it was not set.
 
     Raises:
@@ -162,13 +162,13 @@ def set_flag(crm: CRM, address_id: int, flag: str = "no_transfer") -> bool:
         if tx.one("SELECT count(*) FROM address_flags WHERE address_id = ? AND flag = ?", [address_id, flag]):
             return False
         tx.execute("INSERT INTO address_flags VALUES (?, ?, ?, ?)", [address_id, flag, crm.user.name, _now()])
-        crm._audit(tx, "address_flags", f"{address_id}.{flag}", False, True)
+        crm.audit(tx, "address_flags", f"{address_id}.{flag}", False, True)
         return True
 
     return crm.store.write(run)
 
 
-def clear_flag(crm: CRM, address_id: int, flag: str = "no_transfer") -> bool:
+def clear_flag(crm: Session, address_id: int, flag: str = "no_transfer") -> bool:
     """Remove a block flag (needs ``privacy.admin``); audited. True if it was set.
 
     Raises:
@@ -183,13 +183,13 @@ def clear_flag(crm: CRM, address_id: int, flag: str = "no_transfer") -> bool:
         if not tx.one("SELECT count(*) FROM address_flags WHERE address_id = ? AND flag = ?", [address_id, flag]):
             return False
         tx.execute("DELETE FROM address_flags WHERE address_id = ? AND flag = ?", [address_id, flag])
-        crm._audit(tx, "address_flags", f"{address_id}.{flag}", True, False)
+        crm.audit(tx, "address_flags", f"{address_id}.{flag}", True, False)
         return True
 
     return crm.store.write(run)
 
 
-def address_flags(crm: CRM, address_id: int | None = None) -> pd.DataFrame:
+def address_flags(crm: Session, address_id: int | None = None) -> pd.DataFrame:
     """Block flags (address_id, flag, set_by, set_at), of one address or all. Needs no right."""
     if address_id is None:
         return crm.store.df("SELECT * FROM address_flags ORDER BY address_id, flag")
@@ -252,7 +252,7 @@ def _personal_columns(names: Iterable[str], personal: set[str]) -> bool:
 
 
 def check_transfer(
-    crm: CRM, channel: str, address_ids: Iterable[int], purpose: str | None = None, *,
+    crm: Session, channel: str, address_ids: Iterable[int], purpose: str | None = None, *,
     fields: Sequence[str] | None = None,
 ) -> TransferDecision:
     """Decide a transfer before it happens. Needs no right (the sender checks its own).

@@ -24,7 +24,7 @@ from .sessions import (
 )
 
 if TYPE_CHECKING:
-    from ..crm import CRM
+    from ..session import Session
     from ..store import Tx
 
 __all__ = [
@@ -45,12 +45,12 @@ TEAMS_CONTACT_TYPE_LABEL = "Teams"
 SETTING = "teams.enabled"
 
 
-def is_enabled(crm: CRM) -> bool:
+def is_enabled(crm: Session) -> bool:
     """Whether the integration is switched on system-wide right now."""
     return bool(crm.setting(SETTING))
 
 
-def enable(crm: CRM) -> bool:
+def enable(crm: Session) -> bool:
     """Switch the integration on; create the contact type "Teams" (TS) if missing.
 
     Returns True when something changed, False when it was on already with its contact type.
@@ -63,7 +63,7 @@ def enable(crm: CRM) -> bool:
     return set_enabled(crm, True)
 
 
-def disable(crm: CRM) -> bool:
+def disable(crm: Session) -> bool:
     """Switch the integration off. The contact type TS stays (contacts filed under it keep it).
 
     Returns True when the setting changed.
@@ -74,7 +74,7 @@ def disable(crm: CRM) -> bool:
     return set_enabled(crm, False)
 
 
-def set_enabled(crm: CRM, enabled: bool) -> bool:
+def set_enabled(crm: Session, enabled: bool) -> bool:
     """Switch the integration on or off (see :func:`enable`, :func:`disable`); True if anything changed.
 
     Raises:
@@ -92,21 +92,21 @@ def set_enabled(crm: CRM, enabled: bool) -> bool:
         if enabled:
             changed = _ensure_contact_type(crm, tx)
         if current != enabled:
-            crm._set_setting(tx, SETTING, enabled)  # audited, in this transaction
+            crm.write_setting(tx, SETTING, enabled)  # audited, in this transaction
             changed = True
         return changed
 
     return crm.store.write(run)
 
 
-def _ensure_contact_type(crm: CRM, tx: Tx) -> bool:
+def _ensure_contact_type(crm: Session, tx: Tx) -> bool:
     label = tx.one("SELECT label FROM contact_types WHERE code = ?", [TEAMS_CONTACT_TYPE_CODE])
     if label is None:
         tx.execute(
             "INSERT INTO contact_types (code, label) VALUES (?, ?)",
             [TEAMS_CONTACT_TYPE_CODE, TEAMS_CONTACT_TYPE_LABEL],
         )
-        crm._audit(tx, "contact_types", TEAMS_CONTACT_TYPE_CODE, None, TEAMS_CONTACT_TYPE_LABEL)
+        crm.audit(tx, "contact_types", TEAMS_CONTACT_TYPE_CODE, None, TEAMS_CONTACT_TYPE_LABEL)
         return True
     if str(label).strip().casefold() == TEAMS_CONTACT_TYPE_LABEL.casefold():
         return False  # created by an earlier activation (or by hand): accept it
@@ -121,7 +121,7 @@ def _ensure_contact_type(crm: CRM, tx: Tx) -> bool:
     raise exc
 
 
-def require_enabled(crm: CRM) -> None:
+def require_enabled(crm: Session) -> None:
     """The sender's gate: raise unless this session may use Teams now.
 
     Raises:

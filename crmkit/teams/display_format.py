@@ -42,6 +42,7 @@ from ..text_rules import check_text, inert
 
 if TYPE_CHECKING:
     from ..crm import CRM
+    from ..session import Session
     from ..store import Tx
 
 __all__ = [
@@ -466,7 +467,7 @@ def record_title(record: Mapping[str, Any]) -> str:
 
 # -- the stored format -------------------------------------------------------------------------------
 
-def load_format(crm: CRM) -> DisplayFormat:
+def load_format(crm: Session) -> DisplayFormat:
     """The stored Teams display format, or :func:`default_format` when none was saved. Needs no right."""
     return crm.store.read(_load)
 
@@ -476,7 +477,7 @@ def _load(tx: Tx) -> DisplayFormat:
     return default_format() if raw is None else DisplayFormat.from_dict(json.loads(raw))
 
 
-def save_format(crm: CRM, fmt: DisplayFormat) -> None:
+def save_format(crm: Session, fmt: DisplayFormat) -> None:
     """Store ``fmt`` as the Teams display format (needs ``teams.admin``); audited with old and new.
 
     Raises:
@@ -498,12 +499,12 @@ def save_format(crm: CRM, fmt: DisplayFormat) -> None:
             "INSERT OR REPLACE INTO display_formats VALUES (?, ?, ?, ?)",
             [AREA, json.dumps(new), datetime.now().replace(microsecond=0), crm.user.name],
         )
-        crm._audit(tx, "display_format", AREA, old, new)
+        crm.audit(tx, "display_format", AREA, old, new)
 
     crm.store.write(run)
 
 
-def reset_format(crm: CRM) -> None:
+def reset_format(crm: Session) -> None:
     """Store the default format (needs ``teams.admin``); audited."""
     save_format(crm, default_format())
 

@@ -32,7 +32,7 @@ from ..i18n import t
 from ..processes import HOST, pid_alive
 
 if TYPE_CHECKING:
-    from ..crm import CRM
+    from ..session import Session
     from ..store import Tx
 
 __all__ = [
@@ -94,7 +94,7 @@ def _enabled(tx: Tx) -> bool:
     return bool(json.loads(raw)) if raw is not None else False
 
 
-def register_session(crm: CRM) -> int | None:
+def register_session(crm: Session) -> int | None:
     """Record ``crm`` as an open session; return its id, or None when it could not be recorded.
 
     Sets ``crm.session_id`` and ``crm.teams_enabled_at_open`` (the setting as this session saw it
@@ -116,32 +116,26 @@ def register_session(crm: CRM) -> int | None:
 
     store = crm.store
     try:
-        # Hold the store's mutex so the shortened lock wait applies to this write only.
-        with store._mutex:
-            saved = store.lock_timeout
-            store.lock_timeout = min(saved, REGISTER_LOCK_TIMEOUT)
-            try:
-                session_id, enabled = store.write(run, retries=3)
-            finally:
-                store.lock_timeout = saved
+        with store.lock_wait(REGISTER_LOCK_TIMEOUT):  # a shortened lock wait for this write only
+            session_id, enabled = store.write(run, retries=3)
     except (StoreError, duckdb.Error) as exc:
         log.warning("crmkit: session not registered (%s); the Teams reopen notice is unavailable.", exc)
-        crm.session_id = None  # type: ignore[attr-defined]
-        crm.teams_enabled_at_open = None  # type: ignore[attr-defined]
+        crm.session_id = None
+        crm.teams_enabled_at_open = None
         return None
-    crm.session_id = session_id  # type: ignore[attr-defined]
-    crm.teams_enabled_at_open = enabled  # type: ignore[attr-defined]
+    crm.session_id = session_id
+    crm.teams_enabled_at_open = enabled
     return session_id
 
 
-def teams_enabled_at_open(crm: CRM) -> bool | None:
+def teams_enabled_at_open(crm: Session) -> bool | None:
     """``teams.enabled`` as this session saw it when it opened; None when it was not registered."""
-    return getattr(crm, "teams_enabled_at_open", None)
+    return crm.teams_enabled_at_open
 
 
-def touch_session(crm: CRM) -> None:
+def touch_session(crm: Session) -> None:
     """Mark the session as alive now (a view may call this now and then). Never raises."""
-    session_id = getattr(crm, "session_id", None)
+    session_id = crm.session_id
     if session_id is None:
         return
     try:
@@ -150,19 +144,19 @@ def touch_session(crm: CRM) -> None:
         log.warning("crmkit: session %s not touched (%s).", session_id, exc)
 
 
-def close_session(crm: CRM) -> None:
+def close_session(crm: Session) -> None:
     """Remove the session from the registry (on a clean close). Never raises."""
-    session_id = getattr(crm, "session_id", None)
+    session_id = crm.session_id
     if session_id is None:
         return
     try:
         crm.store.write(lambda tx: tx.execute("DELETE FROM sessions WHERE id = ?", [session_id]))
     except (StoreError, duckdb.Error) as exc:
         log.warning("crmkit: session %s not closed in the registry (%s).", session_id, exc)
-    crm.session_id = None  # type: ignore[attr-defined]
+    crm.session_id = None
 
 
-def reopen_notice(crm: CRM, lang: str | None = None, *, enabled: bool | None = None) -> str | None:
+def reopen_notice(crm: Session, lang: str | None = None, *, enabled: bool | None = None) -> str | None:
     """A "reopen to apply" text when ``teams.enabled`` changed since this session opened, else None.
 
     ``enabled``: the setting's current value when the caller has just read it (one read, not two).
@@ -178,7 +172,7 @@ def reopen_notice(crm: CRM, lang: str | None = None, *, enabled: bool | None = N
     return t("teams.reopen_enabled", lang) if now else t("teams.reopen_disabled", lang)
 
 
-def open_sessions_needing_reopen(crm: CRM, *, stale_after: timedelta = STALE_AFTER) -> pd.DataFrame:
+def open_sessions_needing_reopen(crm: Session, *, stale_after: timedelta = STALE_AFTER) -> pd.DataFrame:
     """Live dashboard and notebook sessions that saw another ``teams.enabled`` (needs ``teams.admin``).
 
     Listed are sessions of a kind in :data:`REOPEN_KINDS` (scripts such as the demo launcher or the

@@ -19,7 +19,8 @@ import pandas as pd
 from .. import privacy
 from ..addresses import ADDRESS_FIELDS
 from ..errors import CrmkitError, ValidationError
-from ..i18n import field_label, format_count, format_date, format_datetime, parse_date, t
+from ..i18n import field_label, format_count, format_date, format_datetime, t
+from ..i18n.dates import parse_date
 from .common import ErrorBox
 from .rights_hint import disable_without
 

@@ -124,7 +124,8 @@ def test_dates_in_each_language_and_typed_back() -> None:
     from datetime import date, datetime
 
     from crmkit.errors import ValidationError
-    from crmkit.i18n import format_date, format_datetime, parse_date, parse_datetime
+    from crmkit.i18n import format_date, format_datetime
+    from crmkit.i18n.dates import parse_date, parse_datetime
 
     moment = datetime(2026, 3, 4, 9, 5, 7)
     assert (format_date(moment, "de"), format_date(moment, "en")) == ("04.03.2026", "2026-03-04")
