@@ -2,10 +2,13 @@
 
 Every error crmkit raises on purpose is a ``CrmkitError``; each message says what to do next. The tree
 holds every one of them, also those defined beside their feature (module in parentheses);
-tests/core/test_error_tree.py fails on a class missing here or drawn under the wrong parent.
+tests/core/test_error_tree.py fails on a class missing here or drawn under the wrong parent. The sandbox's
+answers to its clients (sandbox.graph.GraphErrorResponse, sandbox.identity.IdentityErrorResponse) are the
+server's, not crmkit's errors: they stay outside the tree, and no sandbox class takes a name used here.
 
     CrmkitError
     ├── ConfigError                 bad configuration or environment
+    │   └── PortInUse               (sandbox.server) a port `crmkit sandbox` was told to listen on is taken
     ├── StoreError                  the DuckDB record store
     │   ├── DatabaseLocked          another process kept the file locked too long
     │   ├── NotACrmkitDatabase      corrupt, foreign or newer-than-us file

@@ -92,7 +92,7 @@ class Ctx:
         try:
             return json.loads(self.body or b"null")
         except ValueError as exc:
-            raise GraphError(400, "BadRequest", f"Unable to read JSON request payload: {exc}") from exc
+            raise GraphErrorResponse(400, "BadRequest", f"Unable to read JSON request payload: {exc}") from exc
 
     @property
     def base(self) -> str:
@@ -106,7 +106,12 @@ class Result:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class GraphError(Exception):
+class GraphErrorResponse(Exception):
+    """A Graph error the sandbox answers with (status, ``error.code``, message, headers), raised by its handlers.
+
+    The server's answer, not crmkit's client-side ``crmkit.errors.GraphError`` it turns into; hence the name.
+    """
+
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
@@ -123,30 +128,32 @@ def _www_authenticate() -> dict[str, str]:
 def authenticate(ctx: Ctx) -> Caller:
     auth = ctx.headers.get("authorization", "")
     if not auth:
-        raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", _www_authenticate())
+        raise GraphErrorResponse(401, "InvalidAuthenticationToken", "Access token is empty.", _www_authenticate())
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", _www_authenticate())
+        raise GraphErrorResponse(401, "InvalidAuthenticationToken", "Access token is empty.", _www_authenticate())
     try:
         claims = ctx.sb.key.verify(token.strip())
     except jwt.ExpiredSignatureError as exc:
-        raise GraphError(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.",
-                         _www_authenticate()) from exc
+        raise GraphErrorResponse(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.",
+                                 _www_authenticate()) from exc
     except jwt.InvalidAudienceError as exc:
-        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.",
-                         _www_authenticate()) from exc
+        raise GraphErrorResponse(401, "InvalidAuthenticationToken",
+                                 "Access token validation failure. Invalid audience.",
+                                 _www_authenticate()) from exc
     except jwt.InvalidTokenError as exc:
-        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.",
-                         _www_authenticate()) from exc
+        raise GraphErrorResponse(401, "InvalidAuthenticationToken", "Access token validation failure.",
+                                 _www_authenticate()) from exc
     if claims.get("tid") != SANDBOX_TENANT_ID:
-        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid tenant.",
-                         _www_authenticate())
+        raise GraphErrorResponse(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid tenant.",
+                                 _www_authenticate())
     user = None
     if claims.get("idtyp") != "app":
         user = ctx.sb.state.user(claims.get("oid", ""))
         if user is None or not user.accountEnabled:
-            raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. User not found "
-                             "or disabled.", _www_authenticate())
+            raise GraphErrorResponse(401, "InvalidAuthenticationToken",
+                                     "Access token validation failure. User not found "
+                                     "or disabled.", _www_authenticate())
     return Caller(claims, user, claims.get("appid", ""), frozenset(claims.get("scp", "").split()),
                   frozenset(claims.get("roles", [])))
 
@@ -159,18 +166,19 @@ def require(ctx: Ctx, delegated: tuple[str, ...], application: tuple[str, ...] =
     wanted = application if c.app_only else delegated
     if not set(wanted) & set(have):
         if code == "Authorization_RequestDenied":
-            raise GraphError(403, code, "Insufficient privileges to complete the operation.")
+            raise GraphErrorResponse(403, code, "Insufficient privileges to complete the operation.")
         kind = "application permissions" if c.app_only else "scope permissions"
-        raise GraphError(403, code, f"Missing {kind} on the request. API requires one of "
-                         f"'{', '.join(wanted) or '(none: not supported in this context)'}'. "
-                         f"{'Roles' if c.app_only else 'Scopes'} on the request '{' '.join(sorted(have))}'")
+        raise GraphErrorResponse(403, code, f"Missing {kind} on the request. API requires one of "
+                                 f"'{', '.join(wanted) or '(none: not supported in this context)'}'. "
+                                 f"{'Roles' if c.app_only else 'Scopes'} on the request '{' '.join(sorted(have))}'")
     return c
 
 
 def require_delegated(ctx: Ctx, what: str) -> SandboxUser:
     assert ctx.caller is not None
     if ctx.caller.app_only:
-        raise GraphError(400, "BadRequest", f"/{what} request is only valid with delegated authentication flow.")
+        raise GraphErrorResponse(400, "BadRequest",
+                                 f"/{what} request is only valid with delegated authentication flow.")
     assert ctx.caller.user is not None
     return ctx.caller.user
 
@@ -185,8 +193,8 @@ def _top(ctx: Ctx, default: int, maximum: int) -> int:
     except ValueError:
         top = -1
     if not 1 <= top <= maximum:
-        raise GraphError(400, "Request_UnsupportedQuery" if maximum == 999 else "BadRequest",
-                         f"Invalid page size specified: '{raw}'. Must be between 1 and {maximum} inclusive.")
+        raise GraphErrorResponse(400, "Request_UnsupportedQuery" if maximum == 999 else "BadRequest",
+                                 f"Invalid page size specified: '{raw}'. Must be between 1 and {maximum} inclusive.")
     return top
 
 
@@ -198,8 +206,9 @@ def _offset(ctx: Ctx) -> int:
         data = json.loads(base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)))
         return int(data["o"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise GraphError(400, "Request_BadRequest", "The specified page token value has expired and can no longer "
-                         "be included in your request.") from exc
+        raise GraphErrorResponse(400, "Request_BadRequest",
+                                 "The specified page token value has expired and can no longer "
+                                 "be included in your request.") from exc
 
 
 def _next_link(ctx: Ctx, offset: int = 0, *, token: dict[str, Any] | None = None) -> str:
@@ -225,8 +234,8 @@ def _select(ctx: Ctx) -> list[str] | None:
     for name in (s.strip() for s in raw.split(",") if s.strip()):
         prop = _PROPS_LOWER.get(name.lower())
         if prop is None:
-            raise GraphError(400, "Request_BadRequest",
-                             f"Could not find a property named '{name}' on type 'microsoft.graph.user'.")
+            raise GraphErrorResponse(400, "Request_BadRequest",
+                                     f"Could not find a property named '{name}' on type 'microsoft.graph.user'.")
         out.append(prop)
     return out
 
@@ -257,11 +266,12 @@ def _tokens(text: str) -> list[str]:
 def _search_clause(user: SandboxUser, clause: str) -> bool:
     prop, sep, text = clause.partition(":")
     if not sep:
-        raise GraphError(400, "Request_UnsupportedQuery", f"Syntax error: invalid $search clause '\"{clause}\"'; "
-                         "use \"property:value\".")
+        raise GraphErrorResponse(400, "Request_UnsupportedQuery",
+                                 f"Syntax error: invalid $search clause '\"{clause}\"'; "
+                                 "use \"property:value\".")
     real = _PROPS_LOWER.get(prop.strip().lower())
     if real is None or real in ("businessPhones", "accountEnabled"):
-        raise GraphError(400, "Request_UnsupportedQuery", f"Property '{prop}' is not supported for $search.")
+        raise GraphErrorResponse(400, "Request_UnsupportedQuery", f"Property '{prop}' is not supported for $search.")
     value = getattr(user, real) or ""
     text = text.strip().lower()
     if real == "displayName":  # tokenised prefix search, as Entra does for displayName
@@ -273,8 +283,8 @@ def _search_clause(user: SandboxUser, clause: str) -> bool:
 def _search(users: list[SandboxUser], expr: str) -> list[SandboxUser]:
     expr = expr.strip()
     if not (expr.startswith('"') and expr.endswith('"')):
-        raise GraphError(400, "Request_UnsupportedQuery", "Syntax error: $search clauses must be enclosed in "
-                         "double quotes, e.g. $search=\"displayName:wa\".")
+        raise GraphErrorResponse(400, "Request_UnsupportedQuery", "Syntax error: $search clauses must be enclosed in "
+                                 "double quotes, e.g. $search=\"displayName:wa\".")
     parts = re.split(r'"\s+(AND|OR)\s+"', expr[1:-1])
     # parts: clause, op, clause, op, ...; AND binds tighter than OR.
     groups: list[list[str]] = [[parts[0]]]
@@ -298,15 +308,15 @@ def _filter_clause(clause: str) -> Callable[[SandboxUser], bool]:
         prop, val = m.group(1), m.group(2).replace("''", "'").lower()
         real = _PROPS_LOWER.get(prop.lower())
         if real is None or real in ("businessPhones", "accountEnabled"):
-            raise GraphError(400, "Request_UnsupportedQuery", f"Unsupported or invalid query filter clause "
-                             f"specified for property '{prop}' of resource 'User'.")
+            raise GraphErrorResponse(400, "Request_UnsupportedQuery", f"Unsupported or invalid query filter clause "
+                                     f"specified for property '{prop}' of resource 'User'.")
         return lambda u: str(getattr(u, real) or "").lower().startswith(val)
     if m := _EQ.match(clause):
         prop, op = m.group(1), m.group(2).lower()
         real = _PROPS_LOWER.get(prop.lower())
         if real is None or real == "businessPhones":
-            raise GraphError(400, "Request_UnsupportedQuery", f"Unsupported or invalid query filter clause "
-                             f"specified for property '{prop}' of resource 'User'.")
+            raise GraphErrorResponse(400, "Request_UnsupportedQuery", f"Unsupported or invalid query filter clause "
+                                     f"specified for property '{prop}' of resource 'User'.")
         lit = m.group(4)
         want: Any = (m.group(3) or "").replace("''", "'").lower() if lit is None else (
             None if lit.lower() == "null" else lit.lower() == "true")
@@ -319,11 +329,12 @@ def _filter_clause(clause: str) -> Callable[[SandboxUser], bool]:
     if m := _IN.match(clause):
         real = _PROPS_LOWER.get(m.group(1).lower())
         if real is None or real == "businessPhones":
-            raise GraphError(400, "Request_UnsupportedQuery", "Unsupported query.")
+            raise GraphErrorResponse(400, "Request_UnsupportedQuery", "Unsupported query.")
         values = {v.replace("''", "'").lower() for v in re.findall(r"'((?:[^']|'')*)'", m.group(2))}
         return lambda u: str(getattr(u, real) or "").lower() in values
-    raise GraphError(400, "Request_UnsupportedQuery", f"Invalid filter clause: '{clause}'. The sandbox supports "
-                     "startswith(), eq, ne and in, joined by and/or.")
+    raise GraphErrorResponse(400, "Request_UnsupportedQuery",
+                             f"Invalid filter clause: '{clause}'. The sandbox supports "
+                             "startswith(), eq, ne and in, joined by and/or.")
 
 
 def _filter(users: list[SandboxUser], expr: str) -> list[SandboxUser]:
@@ -348,7 +359,7 @@ _ODATA_OPTIONS = ("select", "expand", "filter", "orderby", "top", "skip", "skipt
 def _dollar_required(ctx: Ctx) -> None:
     for name in ctx.query:
         if name.lower() in _ODATA_OPTIONS:
-            raise GraphError(400, "Request_BadRequest", f"Unrecognized query argument specified: '{name}'.")
+            raise GraphErrorResponse(400, "Request_BadRequest", f"Unrecognized query argument specified: '{name}'.")
 
 
 async def list_users(ctx: Ctx) -> Result:
@@ -356,17 +367,18 @@ async def list_users(ctx: Ctx) -> Result:
     c = require(ctx, ("User.ReadBasic.All", "User.Read.All", "Directory.Read.All"),
                 ("User.Read.All", "Directory.Read.All"), code="Authorization_RequestDenied")
     if c.user is not None and c.user.userType == "Guest":
-        raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+        raise GraphErrorResponse(403, "Authorization_RequestDenied",
+                                 "Insufficient privileges to complete the operation.")
     basic = not c.app_only and not ({"User.Read.All", "Directory.Read.All"} & c.scopes)
     q = ctx.query
     eventual = _eventual(ctx)
     if "$search" in q and not eventual:
-        raise GraphError(400, "Request_UnsupportedQuery", "Request with $search query parameter only works "
-                         "through MSGraph with a special request header: 'ConsistencyLevel: eventual'")
+        raise GraphErrorResponse(400, "Request_UnsupportedQuery", "Request with $search query parameter only works "
+                                 "through MSGraph with a special request header: 'ConsistencyLevel: eventual'")
     if q.get("$count", "").lower() == "true" and not eventual:
-        raise GraphError(400, "Request_BadRequest", "$count is not currently supported.")
+        raise GraphErrorResponse(400, "Request_BadRequest", "$count is not currently supported.")
     if "$skip" in q:
-        raise GraphError(400, "Request_BadRequest", "'$skip' is not supported by the service.")
+        raise GraphErrorResponse(400, "Request_BadRequest", "'$skip' is not supported by the service.")
     props = _select(ctx)
     top = _top(ctx, 100, 999)
     users = sorted(ctx.sb.state.users(), key=lambda u: u.id)
@@ -376,11 +388,11 @@ async def list_users(ctx: Ctx) -> Result:
         users = _filter(users, q["$filter"])
     if "$orderby" in q:
         if ("$search" in q or "$filter" in q) and not eventual:
-            raise GraphError(400, "Request_UnsupportedQuery", "Sorting not supported for current query.")
+            raise GraphErrorResponse(400, "Request_UnsupportedQuery", "Sorting not supported for current query.")
         field_name, _, direction = q["$orderby"].strip().partition(" ")
         real = _PROPS_LOWER.get(field_name.lower())
         if real not in ("displayName", "userPrincipalName", "mail", "givenName", "surname"):
-            raise GraphError(400, "Request_UnsupportedQuery", f"Order by '{field_name}' is not supported.")
+            raise GraphErrorResponse(400, "Request_UnsupportedQuery", f"Order by '{field_name}' is not supported.")
         users.sort(key=lambda u: (str(getattr(u, real) or "").lower(), u.id), reverse=direction.lower() == "desc")
     offset = _offset(ctx)
     page = users[offset:offset + top]
@@ -417,8 +429,9 @@ async def get_user(ctx: Ctx) -> Result:
         require(ctx, ("User.ReadBasic.All", "User.Read.All", "Directory.Read.All"),
                 ("User.Read.All", "Directory.Read.All"), code="Authorization_RequestDenied")
     if user is None:
-        raise GraphError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist or one of its queried "
-                         "reference-property objects are not present.")
+        raise GraphErrorResponse(404, "Request_ResourceNotFound",
+                                 f"Resource '{key}' does not exist or one of its queried "
+                                 "reference-property objects are not present.")
     basic = not self_lookup and not c.app_only and not ({"User.Read.All", "Directory.Read.All"} & c.scopes)
     props = _select(ctx)
     return Result(200, {"@odata.context": _context_url(ctx, "users", props) + "/$entity", **_typed(props),
@@ -474,43 +487,45 @@ async def create_chat(ctx: Ctx) -> Result:
     c = require(ctx, ("Chat.Create", "Chat.ReadWrite"), ("Chat.Create",))
     data = ctx.json()
     if not isinstance(data, dict):
-        raise GraphError(400, "BadRequest", "The request body must be a chat object.")
+        raise GraphErrorResponse(400, "BadRequest", "The request body must be a chat object.")
     chat_type = data.get("chatType")
     if chat_type not in ("oneOnOne", "group"):
-        raise GraphError(400, "BadRequest", f"Invalid value '{chat_type}' for property 'chatType'; use 'oneOnOne' "
-                         "or 'group'.")
+        raise GraphErrorResponse(400, "BadRequest",
+                                 f"Invalid value '{chat_type}' for property 'chatType'; use 'oneOnOne' "
+                                 "or 'group'.")
     members_in = data.get("members")
     if not isinstance(members_in, list) or not members_in:
-        raise GraphError(400, "BadRequest", "The chat must have a 'members' list that includes the caller.")
+        raise GraphErrorResponse(400, "BadRequest", "The chat must have a 'members' list that includes the caller.")
     members: dict[str, list[str]] = {}
     for m in members_in:
         if not isinstance(m, dict) or m.get("@odata.type") != "#microsoft.graph.aadUserConversationMember":
-            raise GraphError(400, "BadRequest", "Each member must be a #microsoft.graph.aadUserConversationMember.")
+            raise GraphErrorResponse(400, "BadRequest",
+                                     "Each member must be a #microsoft.graph.aadUserConversationMember.")
         roles = m.get("roles")
         if not isinstance(roles, list) or not roles or not set(roles) <= {"owner", "guest"}:
-            raise GraphError(400, "BadRequest", "Each member needs roles 'owner' or 'guest'.")
+            raise GraphErrorResponse(400, "BadRequest", "Each member needs roles 'owner' or 'guest'.")
         bind = m.get("user@odata.bind") or ""
         bm = _BIND_RE.search(bind)
         if not bm:
-            raise GraphError(400, "BadRequest", f"Invalid 'user@odata.bind' value '{bind}'.")
+            raise GraphErrorResponse(400, "BadRequest", f"Invalid 'user@odata.bind' value '{bind}'.")
         key = unquote(bm.group(1) or bm.group(2))
         user = ctx.sb.state.user(key)
         if user is None:
-            raise GraphError(404, "NotFound", f"Could not find the member user '{key}' in the tenant.")
+            raise GraphErrorResponse(404, "NotFound", f"Could not find the member user '{key}' in the tenant.")
         members[user.id] = roles
     if c.user is not None and c.user.id not in members:
-        raise GraphError(400, "BadRequest", "The list of members must include the caller.")
+        raise GraphErrorResponse(400, "BadRequest", "The list of members must include the caller.")
     topic = data.get("topic")
     if chat_type == "oneOnOne":
         if len(members) != 2:
-            raise GraphError(400, "BadRequest", "A oneOnOne chat must have exactly two distinct members.")
+            raise GraphErrorResponse(400, "BadRequest", "A oneOnOne chat must have exactly two distinct members.")
         if topic:
-            raise GraphError(400, "BadRequest", "A topic can only be set on group chats.")
+            raise GraphErrorResponse(400, "BadRequest", "A topic can only be set on group chats.")
         a, b = sorted(members)
         chat_id = f"19:{a}_{b}@unq.gbl.spaces"  # one per pair: POST /chats returns the existing one
     else:
         if len(members) < 2:
-            raise GraphError(400, "BadRequest", "A group chat needs at least two members.")
+            raise GraphErrorResponse(400, "BadRequest", "A group chat needs at least two members.")
         chat_id = f"19:{uuid.uuid4().hex}@thread.v2"
     chat = ctx.sb.state.create_chat(chat_id, chat_type, topic, list(members.items()))
     return Result(201, _chat_json(ctx, chat))
@@ -522,13 +537,13 @@ async def list_chats(ctx: Ctx) -> Result:
     q = ctx.query
     expand = q.get("$expand", "")
     if expand and expand.strip().lower() != "members":
-        raise GraphError(400, "BadRequest", f"Query option '$expand={expand}' is not supported; only "
-                         "'$expand=members'.")
+        raise GraphErrorResponse(400, "BadRequest", f"Query option '$expand={expand}' is not supported; only "
+                                 "'$expand=members'.")
     chats = ctx.sb.state.chats(user.id)
     if flt := q.get("$filter"):
         m = re.fullmatch(r"\s*(chatType|topic)\s+eq\s+'([^']*)'\s*", flt)
         if not m:
-            raise GraphError(400, "BadRequest", f"Unsupported $filter '{flt}' on chats.")
+            raise GraphErrorResponse(400, "BadRequest", f"Unsupported $filter '{flt}' on chats.")
         col = "chat_type" if m.group(1) == "chatType" else "topic"
         chats = [ch for ch in chats if (ch[col] or "") == m.group(2)]
     top = _top(ctx, 50, 50)
@@ -546,7 +561,7 @@ def _member_chat(ctx: Ctx, read_scopes: tuple[str, ...]) -> dict[str, Any]:
     c = require(ctx, read_scopes, ("Chat.Read.All",))
     chat = ctx.sb.state.chat(ctx.params["chat"])
     if chat is None or (c.user is not None and not ctx.sb.state.is_member(chat["id"], c.user.id)):
-        raise GraphError(404, "NotFound", "Chat not found or the caller is not a member of it.")
+        raise GraphErrorResponse(404, "NotFound", "Chat not found or the caller is not a member of it.")
     return chat
 
 
@@ -566,84 +581,91 @@ async def list_members(ctx: Ctx) -> Result:
 # -- messages ----------------------------------------------------------------------------
 def _validate_message(ctx: Ctx, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise GraphError(400, "BadRequest", "The request body must be a chatMessage object.")
+        raise GraphErrorResponse(400, "BadRequest", "The request body must be a chatMessage object.")
     body = data.get("body")
     if not isinstance(body, dict) or not isinstance(body.get("content"), str):
-        raise GraphError(400, "BadRequest", "Missing body content.")
+        raise GraphErrorResponse(400, "BadRequest", "Missing body content.")
     content_type = body.get("contentType", "text") or "text"
     if content_type not in ("text", "html"):
-        raise GraphError(400, "BadRequest", f"Invalid contentType '{content_type}'; use 'text' or 'html'.")
+        raise GraphErrorResponse(400, "BadRequest", f"Invalid contentType '{content_type}'; use 'text' or 'html'.")
     importance = data.get("importance", "normal") or "normal"
     if importance not in ("normal", "high", "urgent"):
-        raise GraphError(400, "BadRequest", f"Invalid importance '{importance}'; use normal, high or urgent.")
+        raise GraphErrorResponse(400, "BadRequest", f"Invalid importance '{importance}'; use normal, high or urgent.")
     if data.get("hostedContents"):
-        raise GraphError(400, "BadRequest", "hostedContents are not supported by the sandbox tenant.")
+        raise GraphErrorResponse(400, "BadRequest", "hostedContents are not supported by the sandbox tenant.")
     subject = data.get("subject")
     if subject is not None and not isinstance(subject, str):
-        raise GraphError(400, "BadRequest", "subject must be a string.")
+        raise GraphErrorResponse(400, "BadRequest", "subject must be a string.")
     content = body["content"]
     attachments_in = data.get("attachments") or []
     mentions_in = data.get("mentions") or []
     if not isinstance(attachments_in, list) or not isinstance(mentions_in, list):
-        raise GraphError(400, "BadRequest", "attachments and mentions must be arrays.")
+        raise GraphErrorResponse(400, "BadRequest", "attachments and mentions must be arrays.")
     size = len(content.encode()) + sum(len(str(a.get("content") or "").encode()) for a in attachments_in
                                        if isinstance(a, dict))
     size += len(json.dumps(mentions_in).encode()) if mentions_in else 0
     if size > MAX_MESSAGE_BYTES:
-        raise GraphError(413, "RequestEntityTooLarge", f"Request Entity too large: the message is {size} bytes; "
-                         f"chat messages are limited to about {MAX_MESSAGE_BYTES // 1024} KB.")
+        raise GraphErrorResponse(413, "RequestEntityTooLarge",
+                                 f"Request Entity too large: the message is {size} bytes; "
+                                 f"chat messages are limited to about {MAX_MESSAGE_BYTES // 1024} KB.")
     referenced = ATTACHMENT_RE.findall(content)
     attachments = []
     ids = []
     for a in attachments_in:
         if not isinstance(a, dict) or not a.get("id"):
-            raise GraphError(400, "BadRequest", "Each attachment needs an 'id'.")
+            raise GraphErrorResponse(400, "BadRequest", "Each attachment needs an 'id'.")
         aid = str(a["id"])
         ids.append(aid)
         ctype = a.get("contentType")
         if ctype == CARD_TYPE:
             card = a.get("content")
             if not isinstance(card, str):
-                raise GraphError(400, "BadRequest", f"Attachment '{aid}': the adaptive card 'content' must be a "
-                                 "JSON-encoded string, not an object.")
+                raise GraphErrorResponse(400, "BadRequest",
+                                         f"Attachment '{aid}': the adaptive card 'content' must be a "
+                                         "JSON-encoded string, not an object.")
             try:
                 parsed = json.loads(card)
             except ValueError as exc:
-                raise GraphError(400, "BadRequest", f"Attachment '{aid}': 'content' is not valid JSON.") from exc
+                raise GraphErrorResponse(400, "BadRequest",
+                                         f"Attachment '{aid}': 'content' is not valid JSON.") from exc
             if not isinstance(parsed, dict) or parsed.get("type") != "AdaptiveCard":
-                raise GraphError(400, "BadRequest", f"Attachment '{aid}': 'content' is not an AdaptiveCard.")
+                raise GraphErrorResponse(400, "BadRequest", f"Attachment '{aid}': 'content' is not an AdaptiveCard.")
         elif ctype == "reference":
             if not a.get("contentUrl"):
-                raise GraphError(400, "BadRequest", f"Attachment '{aid}': a reference attachment needs contentUrl.")
+                raise GraphErrorResponse(400, "BadRequest",
+                                         f"Attachment '{aid}': a reference attachment needs contentUrl.")
         else:
-            raise GraphError(400, "BadRequest", f"Attachment '{aid}': unsupported contentType '{ctype}'.")
+            raise GraphErrorResponse(400, "BadRequest", f"Attachment '{aid}': unsupported contentType '{ctype}'.")
         attachments.append({"id": aid, "contentType": ctype, "contentUrl": a.get("contentUrl"),
                             "content": a.get("content"), "name": a.get("name"),
                             "thumbnailUrl": a.get("thumbnailUrl"), "teamsAppId": a.get("teamsAppId")})
     if len(set(ids)) != len(ids):
-        raise GraphError(400, "BadRequest", "Attachment ids must be unique within a message.")
+        raise GraphErrorResponse(400, "BadRequest", "Attachment ids must be unique within a message.")
     missing = [i for i in ids if i not in referenced]
     unknown = [i for i in referenced if i not in ids]
     if missing:
-        raise GraphError(400, "BadRequest", f"Attachment with id '{missing[0]}' is not referenced in the message "
-                         "body; add <attachment id=\"" + missing[0] + "\"></attachment> to body.content.")
+        raise GraphErrorResponse(400, "BadRequest",
+                                 f"Attachment with id '{missing[0]}' is not referenced in the message "
+                                 "body; add <attachment id=\"" + missing[0] + "\"></attachment> to body.content.")
     if unknown:
-        raise GraphError(400, "BadRequest", f"The message body references attachment id '{unknown[0]}', which is "
-                         "not in 'attachments'.")
+        raise GraphErrorResponse(400, "BadRequest",
+                                 f"The message body references attachment id '{unknown[0]}', which is "
+                                 "not in 'attachments'.")
     mentions = []
     at_ids = [int(x) for x in AT_RE.findall(content)]
     for m in mentions_in:
         if not isinstance(m, dict) or not isinstance(m.get("id"), int):
-            raise GraphError(400, "BadRequest", "Each mention needs an integer 'id'.")
+            raise GraphErrorResponse(400, "BadRequest", "Each mention needs an integer 'id'.")
         if content_type != "html":
-            raise GraphError(400, "BadRequest", "Messages with mentions must use contentType 'html'.")
+            raise GraphErrorResponse(400, "BadRequest", "Messages with mentions must use contentType 'html'.")
         if m["id"] not in at_ids:
-            raise GraphError(400, "BadRequest", f"Mention id {m['id']} has no matching <at id=\"{m['id']}\"> tag in "
-                             "the body.")
+            raise GraphErrorResponse(400, "BadRequest",
+                                     f"Mention id {m['id']} has no matching <at id=\"{m['id']}\"> tag in "
+                                     "the body.")
         mu = ((m.get("mentioned") or {}).get("user") or {})
         target = ctx.sb.state.user(str(mu.get("id", "")))
         if target is None:
-            raise GraphError(400, "BadRequest", f"Mention id {m['id']}: mentioned user not found.")
+            raise GraphErrorResponse(400, "BadRequest", f"Mention id {m['id']}: mentioned user not found.")
         mentions.append({"id": m["id"], "mentionText": m.get("mentionText") or target.displayName,
                          "mentioned": {"application": None, "device": None, "conversation": None, "tag": None,
                                        "user": {"@odata.type": "#microsoft.graph.teamworkUserIdentity",
@@ -657,7 +679,7 @@ async def post_message(ctx: Ctx) -> Result:
     c = ctx.caller
     assert c is not None
     if c.app_only:
-        raise GraphError(401, "Unauthorized", APP_ONLY_POST_MESSAGE)
+        raise GraphErrorResponse(401, "Unauthorized", APP_ONLY_POST_MESSAGE)
     require(ctx, ("ChatMessage.Send", "Chat.ReadWrite", "Group.ReadWrite.All"))
     user = c.user
     assert user is not None
@@ -665,13 +687,13 @@ async def post_message(ctx: Ctx) -> Result:
     # Throttling comes first, as at Microsoft: a throttled request costs no lookups.
     wait = ctx.sb.throttle.check_chat_post(c.app_id, SANDBOX_TENANT_ID, chat_id)
     if wait is not None:
-        raise GraphError(429, "TooManyRequests", "Too many requests.", {"Retry-After": str(wait)})
+        raise GraphErrorResponse(429, "TooManyRequests", "Too many requests.", {"Retry-After": str(wait)})
     chat = ctx.sb.state.chat(chat_id)
     if chat is None:
-        raise GraphError(404, "NotFound", f"Chat '{chat_id}' not found.")
+        raise GraphErrorResponse(404, "NotFound", f"Chat '{chat_id}' not found.")
     msg = _validate_message(ctx, ctx.json())
     if not ctx.sb.state.is_member(chat_id, user.id):
-        raise GraphError(403, "Forbidden", "The caller is not a member of this chat and cannot post to it.")
+        raise GraphErrorResponse(403, "Forbidden", "The caller is not a member of this chat and cannot post to it.")
     ms = ctx.sb.state.next_message_ms()
     stamp = iso_z(ms / 1000)
     message = {
@@ -711,11 +733,11 @@ def _message_order(ctx: Ctx) -> str | None:
     parts = raw.split()
     prop = _MSG_TIME_PROPS.get(parts[0].lower()) if parts else None
     if prop is None or len(parts) > 2 or (len(parts) == 2 and parts[1].lower() not in ("asc", "desc")):
-        raise GraphError(400, "BadRequest", f"$orderby '{raw}' is not supported; order by lastModifiedDateTime "
-                         "or createdDateTime, descending.")
+        raise GraphErrorResponse(400, "BadRequest", f"$orderby '{raw}' is not supported; order by lastModifiedDateTime "
+                                 "or createdDateTime, descending.")
     if len(parts) == 1 or parts[1].lower() != "desc":  # OData's default direction is ascending
-        raise GraphError(400, "BadRequest", f"$orderby '{raw}': ascending order is not supported; use "
-                         f"'{prop} desc'.")
+        raise GraphErrorResponse(400, "BadRequest", f"$orderby '{raw}': ascending order is not supported; use "
+                                 f"'{prop} desc'.")
     return prop
 
 
@@ -729,30 +751,32 @@ def _message_filter(ctx: Ctx, order: str | None) -> tuple[float | None, float | 
     if raw is None:
         return None, None
     if re.search(r"\s+or\s+", raw, re.I) or not raw.strip():
-        raise GraphError(400, "BadRequest", "Invalid $filter query.")
+        raise GraphErrorResponse(400, "BadRequest", "Invalid $filter query.")
     clauses = []
     for part in re.split(r"\s+and\s+", raw.strip(), flags=re.I):
         m = _RANGE_CLAUSE.match(part.strip())
         prop = _MSG_TIME_PROPS.get(m.group(1).lower()) if m else None
         if m is None or prop is None:
-            raise GraphError(400, "BadRequest", f"Invalid filter clause: '{part.strip()}'.")
+            raise GraphErrorResponse(400, "BadRequest", f"Invalid filter clause: '{part.strip()}'.")
         clauses.append((prop, m.group(2).lower(), m.group(3)))
     props = {c[0] for c in clauses}
     if order not in props:
         return None, None  # documented: ignored unless $orderby is on the same property
     if len(props) > 1:
-        raise GraphError(400, "BadRequest", "Invalid $filter query: it must filter the $orderby's property only.")
+        raise GraphErrorResponse(400, "BadRequest",
+                                 "Invalid $filter query: it must filter the $orderby's property only.")
     after = before = None
     for prop, op, literal in clauses:
         if op not in _MSG_FILTER_OPS[prop]:
-            raise GraphError(400, "BadRequest", f"The entity property '{prop}' and operationKind "
-                             f"'{_OPERATION_KINDS[op]}' is not allowed in $filter query.")
+            raise GraphErrorResponse(400, "BadRequest", f"The entity property '{prop}' and operationKind "
+                                     f"'{_OPERATION_KINDS[op]}' is not allowed in $filter query.")
         if not _DATETIME_LITERAL.match(literal):
-            raise GraphError(400, "BadRequest", f"Invalid $filter query: '{literal}' is not a DateTimeOffset.")
+            raise GraphErrorResponse(400, "BadRequest", f"Invalid $filter query: '{literal}' is not a DateTimeOffset.")
         try:
             ms = dt.datetime.fromisoformat(_iso_for_python(literal)).timestamp() * 1000
         except ValueError as exc:
-            raise GraphError(400, "BadRequest", f"Invalid $filter query: '{literal}' is not a DateTimeOffset.") from exc
+            raise GraphErrorResponse(400, "BadRequest",
+                                     f"Invalid $filter query: '{literal}' is not a DateTimeOffset.") from exc
         if op == "gt":
             after = ms if after is None else max(after, ms)
         else:
@@ -778,8 +802,8 @@ def _page_key(ctx: Ctx) -> tuple[tuple[int, str] | None, int]:
         data = json.loads(base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)))
         return (int(data["k"][0]), str(data["k"][1])), int(data["p"])
     except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise GraphError(400, "BadRequest", "The specified page token value has expired and can no longer "
-                         "be included in your request.") from exc
+        raise GraphErrorResponse(400, "BadRequest", "The specified page token value has expired and can no longer "
+                                 "be included in your request.") from exc
 
 
 async def list_messages(ctx: Ctx) -> Result:
@@ -811,7 +835,7 @@ async def get_message(ctx: Ctx) -> Result:
     chat = _member_chat(ctx, ("ChatMessage.Read", "Chat.Read", "Chat.ReadWrite"))
     m = ctx.sb.state.message(chat["id"], ctx.params["message"])
     if m is None:
-        raise GraphError(404, "NotFound", "Message not found.")
+        raise GraphErrorResponse(404, "NotFound", "Message not found.")
     ctx_url = f"{ctx.base}/$metadata#chats('{quote(chat['id'], safe='')}')/messages/$entity"
     return Result(200, {"@odata.context": ctx_url, **m})
 
@@ -842,7 +866,7 @@ _route("GET", f"/chats/{_SEG}/messages", ["chat"], list_messages)
 _route("GET", f"/chats/{_SEG}/messages/{_SEG}", ["chat", "message"], get_message)
 
 
-def _match(method: str, path: str) -> tuple[Handler, dict[str, str], str] | GraphError:
+def _match(method: str, path: str) -> tuple[Handler, dict[str, str], str] | GraphErrorResponse:
     path = path.rstrip("/") or "/"
     allowed = False
     for m, rx, names, handler, template in _ROUTES:
@@ -852,8 +876,8 @@ def _match(method: str, path: str) -> tuple[Handler, dict[str, str], str] | Grap
                 return handler, dict(zip(names, hit.groups(), strict=True)), template
             allowed = True
     if allowed:
-        return GraphError(405, "BadRequest", f"The HTTP method '{method}' is not supported for this resource.")
-    return GraphError(400, "BadRequest", f"Resource not found for the segment '{_unresolved_segment(path)}'.")
+        return GraphErrorResponse(405, "BadRequest", f"The HTTP method '{method}' is not supported for this resource.")
+    return GraphErrorResponse(400, "BadRequest", f"Resource not found for the segment '{_unresolved_segment(path)}'.")
 
 
 def _unresolved_segment(path: str) -> str:
@@ -872,14 +896,14 @@ def _unresolved_segment(path: str) -> str:
 async def dispatch(ctx: Ctx) -> tuple[Result, str]:
     """Run one Graph request (top-level or batch item); returns the result and route template."""
     found = _match(ctx.method, ctx.path)
-    if isinstance(found, GraphError):
+    if isinstance(found, GraphErrorResponse):
         return found.result(ctx), "/v1.0/{unknown}"
     handler, params, template = found
     ctx.params = params
     try:
         ctx.caller = authenticate(ctx)
         return await handler(ctx), template
-    except GraphError as e:
+    except GraphErrorResponse as e:
         return e.result(ctx), template
 
 
@@ -888,23 +912,23 @@ async def batch(ctx: Ctx) -> Result:
     data = ctx.json()
     reqs = data.get("requests") if isinstance(data, dict) else None
     if not isinstance(reqs, list) or not reqs:
-        raise GraphError(400, "BadRequest", "Invalid batch payload: 'requests' must be a non-empty array.")
+        raise GraphErrorResponse(400, "BadRequest", "Invalid batch payload: 'requests' must be a non-empty array.")
     if len(reqs) > MAX_BATCH:
-        raise GraphError(400, "BadRequest", f"The number of batch requests ({len(reqs)}) exceeds the limit of "
-                         f"{MAX_BATCH}.")
+        raise GraphErrorResponse(400, "BadRequest", f"The number of batch requests ({len(reqs)}) exceeds the limit of "
+                                 f"{MAX_BATCH}.")
     ids = [str(r.get("id")) if isinstance(r, dict) else "" for r in reqs]
     if "" in ids or "None" in ids or len(set(ids)) != len(ids):
-        raise GraphError(400, "BadRequest", "Every batch request needs an id that is unique within the batch.")
+        raise GraphErrorResponse(400, "BadRequest", "Every batch request needs an id that is unique within the batch.")
     for r in reqs:
         if not isinstance(r.get("method"), str) or not isinstance(r.get("url"), str):
-            raise GraphError(400, "BadRequest", f"Batch request '{r.get('id')}' needs 'method' and 'url'.")
+            raise GraphErrorResponse(400, "BadRequest", f"Batch request '{r.get('id')}' needs 'method' and 'url'.")
         deps = r.get("dependsOn") or []
         if not isinstance(deps, list) or any(str(d) not in ids for d in deps):
-            raise GraphError(400, "BadRequest", f"Batch request '{r.get('id')}' depends on an unknown id.")
+            raise GraphErrorResponse(400, "BadRequest", f"Batch request '{r.get('id')}' depends on an unknown id.")
         hdrs = {str(k).lower(): str(v) for k, v in (r.get("headers") or {}).items()}
         if "body" in r and r["body"] is not None and "content-type" not in hdrs:
-            raise GraphError(400, "BadRequest", f"Batch request '{r.get('id')}' has a body but no Content-Type "
-                             "header.")
+            raise GraphErrorResponse(400, "BadRequest", f"Batch request '{r.get('id')}' has a body but no Content-Type "
+                                     "header.")
     by_id = {str(r["id"]): r for r in reqs}
     results: dict[str, dict[str, Any]] = {}
 
@@ -912,7 +936,7 @@ async def batch(ctx: Ctx) -> Result:
         if rid in results:
             return results[rid]
         if rid in stack:
-            raise GraphError(400, "BadRequest", "Batch dependencies form a cycle.")
+            raise GraphErrorResponse(400, "BadRequest", "Batch dependencies form a cycle.")
         r = by_id[rid]
         for dep in (str(d) for d in r.get("dependsOn") or []):
             dep_result = await run(dep, (*stack, rid))
@@ -947,7 +971,8 @@ async def _run_item(outer: Ctx, r: dict[str, Any]) -> dict[str, Any]:
     ctx = Ctx(outer.sb, outer.scope, method, unquote(path), dict(parse_qsl(qs, keep_blank_values=True)),
               headers, raw, outer.origin, outer.browser)
     if ctx.path == "/$batch":
-        result, template = GraphError(400, "BadRequest", "Nested batches are not supported.").result(ctx), "/$batch"
+        result, template = GraphErrorResponse(400, "BadRequest",
+                                              "Nested batches are not supported.").result(ctx), "/$batch"
     else:
         result, template = await dispatch(ctx)
     outer.sb.counters.add(f"BATCH {method} {template} {result.status}")
@@ -994,12 +1019,12 @@ async def graph_endpoint(request: Request) -> Response:
     if path == "/$batch":
         template = "/v1.0/$batch"
         if request.method != "POST":
-            result = GraphError(405, "BadRequest", "Use POST for $batch.").result(ctx)
+            result = GraphErrorResponse(405, "BadRequest", "Use POST for $batch.").result(ctx)
         else:
             try:
                 ctx.caller = authenticate(ctx)  # envelope needs a token too
                 result = await batch(ctx)
-            except GraphError as e:
+            except GraphErrorResponse as e:
                 result = e.result(ctx)
     else:
         result, template = await dispatch(ctx)

@@ -4,7 +4,7 @@ Error responses follow Entra's shape (``error``, ``error_description`` starting 
 AADSTS code, ``error_codes``, ``timestamp``, ``trace_id``, ``correlation_id``) so that MSAL
 hands them to crmkit exactly as it would from Microsoft. Protocol responses stay English, as
 Entra's ``error_description`` does; a page shows the same error in the person's language
-(:meth:`AuthError.text`). The device-code ``message`` follows ``mkt`` (``?mkt=de-DE``), as Entra's does.
+(:meth:`IdentityErrorResponse.text`). The device-code ``message`` follows ``mkt`` (``?mkt=de-DE``), as Entra's does.
 """
 
 from __future__ import annotations
@@ -45,8 +45,11 @@ _TENANT_ALIASES = {SANDBOX_TENANT_ID, SANDBOX_DOMAIN, "organizations", "common"}
 
 
 @dataclass
-class AuthError(Exception):
-    """An Entra-style OAuth error (``error`` + AADSTS code)."""
+class IdentityErrorResponse(Exception):
+    """An Entra-style OAuth error (``error`` + AADSTS code) the sandbox answers with, as JSON or on a page.
+
+    The server's answer, not crmkit's client-side ``crmkit.errors.AuthError`` family; hence the name.
+    """
 
     error: str
     code: int
@@ -89,12 +92,13 @@ class AuthError(Exception):
 
 
 # -- errors, written once so the token endpoint and the sign-in page agree -----------------
-def err_bad_password() -> AuthError:
-    return AuthError("invalid_grant", 50126, "Error validating credentials due to invalid username or password.")
+def err_bad_password() -> IdentityErrorResponse:
+    return IdentityErrorResponse("invalid_grant", 50126,
+                                 "Error validating credentials due to invalid username or password.")
 
 
-def err_mfa_required() -> AuthError:
-    return AuthError(
+def err_mfa_required() -> IdentityErrorResponse:
+    return IdentityErrorResponse(
         "invalid_grant", 50076,
         "Due to a configuration change made by your administrator, or because you moved to a new location, "
         f"you must use multi-factor authentication to access '{GRAPH_APP_ID}'.",
@@ -102,12 +106,12 @@ def err_mfa_required() -> AuthError:
     )
 
 
-def err_disabled() -> AuthError:
-    return AuthError("invalid_grant", 50057, "The user account is disabled.")
+def err_disabled() -> IdentityErrorResponse:
+    return IdentityErrorResponse("invalid_grant", 50057, "The user account is disabled.")
 
 
-def err_unknown_user(upn: str) -> AuthError:
-    return AuthError(
+def err_unknown_user(upn: str) -> IdentityErrorResponse:
+    return IdentityErrorResponse(
         "invalid_grant", 50034,
         f"The user account {upn} does not exist in the {SANDBOX_DOMAIN} directory. To sign into this "
         "application, the account must be added to the directory.",
@@ -115,9 +119,9 @@ def err_unknown_user(upn: str) -> AuthError:
     )
 
 
-def err_personal_account(upn: str, app: App | None) -> AuthError:
+def err_personal_account(upn: str, app: App | None) -> IdentityErrorResponse:
     app_part = f"'{app.client_id}'({app.name})" if app else "the application"
-    return AuthError(
+    return IdentityErrorResponse(
         "invalid_grant", 50020,
         f"User account '{upn}' from identity provider 'live.com' does not exist in tenant "
         f"'{SANDBOX_TENANT_NAME}' and cannot access the application {app_part} in that tenant. The account "
@@ -127,8 +131,8 @@ def err_personal_account(upn: str, app: App | None) -> AuthError:
     )
 
 
-def err_consent(app: App) -> AuthError:
-    return AuthError(
+def err_consent(app: App) -> IdentityErrorResponse:
+    return IdentityErrorResponse(
         "invalid_grant", 65001,
         f"The user or administrator has not consented to use the application with ID '{app.client_id}' "
         f"named '{app.name}'. Send an interactive authorization request for this user and resource.",
@@ -136,13 +140,14 @@ def err_consent(app: App) -> AuthError:
     )
 
 
-def err_missing(param: str) -> AuthError:
-    return AuthError("invalid_request", 900144, f"The request body must contain the following parameter: '{param}'.",
-                     detail={"param": param})
+def err_missing(param: str) -> IdentityErrorResponse:
+    return IdentityErrorResponse("invalid_request", 900144,
+                                 f"The request body must contain the following parameter: '{param}'.",
+                                 detail={"param": param})
 
 
-def err_unknown_client(client_id: str) -> AuthError:
-    return AuthError(
+def err_unknown_client(client_id: str) -> IdentityErrorResponse:
+    return IdentityErrorResponse(
         "unauthorized_client", 700016,
         f"Application with identifier '{client_id}' was not found in the directory '{SANDBOX_TENANT_NAME}'. "
         "This can happen if the application has not been installed by the administrator of the tenant or "
@@ -158,7 +163,7 @@ def _is_personal_domain(upn: str) -> bool:
 
 
 def authenticate(sb: Sandbox, upn: str, password: str, app: App | None, *, mfa_possible: bool) -> SandboxUser:
-    """Check a username/password; raises AuthError with the AADSTS code Microsoft would use."""
+    """Check a username/password; raises IdentityErrorResponse with the AADSTS code Microsoft would use."""
     user = sb.state.user(upn.strip()) if upn else None
     if user is None:
         if upn and _is_personal_domain(upn):
@@ -200,7 +205,7 @@ def parse_scopes(raw: str, app: App, *, consented: set[str]) -> ScopeRequest:
             if own:
                 prefix, item = item[: own.end()], item[own.end():]
             elif "/" in item:
-                raise AuthError(
+                raise IdentityErrorResponse(
                     "invalid_resource", 500011,
                     f"The resource principal named {item.rsplit('/', 1)[0]} was not found in the tenant named "
                     f"{SANDBOX_TENANT_NAME}.",
@@ -212,7 +217,7 @@ def parse_scopes(raw: str, app: App, *, consented: set[str]) -> ScopeRequest:
             continue
         known = {s.lower(): s for s in DELEGATED_SCOPES}
         if item.lower() not in known:
-            raise AuthError(
+            raise IdentityErrorResponse(
                 "invalid_scope", 70011,
                 f"The provided value for the input parameter 'scope' is not valid. The scope '{prefix}{item}' "
                 "does not exist.",
@@ -266,7 +271,7 @@ def _purge_device_codes(sb: Sandbox) -> None:
 def _check_tenant(request: Request) -> str:
     tenant = request.path_params["tenant"]
     if tenant.lower() not in {t.lower() for t in _TENANT_ALIASES}:
-        raise AuthError(
+        raise IdentityErrorResponse(
             "invalid_tenant", 90002,
             f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing "
             "into the correct cloud. Check with your subscription administrator, this may happen if there are "
@@ -295,13 +300,13 @@ def _require_public_or_secret(app: App, form: dict[str, str]) -> None:
     if app.kind == "confidential":
         secret = form.get("client_secret")
         if not secret:
-            raise AuthError(
+            raise IdentityErrorResponse(
                 "invalid_client", 7000218,
                 "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
                 status=401,
             )
         if not hmac.compare_digest(sha256(secret), app.secret_sha256 or ""):
-            raise AuthError(
+            raise IdentityErrorResponse(
                 "invalid_client", 7000215,
                 "Invalid client secret provided. Ensure the secret being sent in the request is the client "
                 f"secret value, not the client secret ID, for a secret added to app '{app.client_id}'.",
@@ -342,7 +347,7 @@ def _user_token_response(sb: Sandbox, user: SandboxUser, app: App, scopes: Scope
 async def openid_configuration(request: Request) -> Response:
     try:
         tenant = _check_tenant(request)
-    except AuthError as e:
+    except IdentityErrorResponse as e:
         return e.response(request)
     base = f"{public_origin(request)}/{tenant}"
     tid = SANDBOX_TENANT_ID if tenant.lower() not in ("organizations", "common") else "{tenantid}"
@@ -378,7 +383,7 @@ async def openid_configuration(request: Request) -> Response:
 async def jwks(request: Request) -> Response:
     try:
         _check_tenant(request)
-    except AuthError as e:
+    except IdentityErrorResponse as e:
         return e.response(request)
     return JSONResponse({"keys": [sandbox_of(request).key.jwk]})
 
@@ -402,14 +407,14 @@ async def device_authorization(request: Request) -> Response:
         form = await _form(request)
         app = _client(sb, form)
         if app.kind != "public":
-            raise AuthError(
+            raise IdentityErrorResponse(
                 "invalid_client", 7000218,
                 "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
                 status=401,
             )
         scope = form.get("scope", "")
         parse_scopes(scope, app, consented=set(app.delegated_scopes))  # validate early, like Entra
-    except AuthError as e:
+    except IdentityErrorResponse as e:
         return e.response(request)
     _purge_device_codes(sb)
     user_code = "".join(secrets.choice(_USER_CODE_ALPHABET) for _ in range(9))
@@ -437,26 +442,29 @@ def _grant_device_code(sb: Sandbox, app: App, form: dict[str, str], issuer: str)
         raise err_missing("device_code")
     dc: DeviceCode | None = sb.device_codes.get(code)
     if dc is None or dc.client_id != app.client_id:
-        raise AuthError("bad_verification_code", 70000,
-                        "The provided value for the input parameter 'device_code' is not valid.")
+        raise IdentityErrorResponse("bad_verification_code", 70000,
+                                    "The provided value for the input parameter 'device_code' is not valid.")
     now = time.time()
     if dc.status == "redeemed":
-        raise AuthError("invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, please retry "
-                        "with a new valid code or use an existing refresh token.")
+        raise IdentityErrorResponse("invalid_grant", 54005,
+                                    "OAuth2 Authorization code was already redeemed, please retry "
+                                    "with a new valid code or use an existing refresh token.")
     if now > dc.expires_at:
-        raise AuthError("expired_token", 70020,
-                        "The provided value for the input parameter 'device_code' is not valid. This device code "
-                        "has expired.")
+        raise IdentityErrorResponse(
+            "expired_token", 70020,
+            "The provided value for the input parameter 'device_code' is not valid. This device code "
+            "has expired.")
     if dc.status == "declined":
-        raise AuthError("authorization_declined", 70000,
-                        "The user has declined the authorization request on the sign-in page.")
+        raise IdentityErrorResponse("authorization_declined", 70000,
+                                    "The user has declined the authorization request on the sign-in page.")
     previous, dc.last_poll = dc.last_poll, now
     if dc.status == "pending":
         if previous is not None and now - previous < dc.interval * sb.settings.slow_down_factor:
-            raise AuthError("slow_down", 70016,
-                            "OAuth 2.0 device flow error. Polling too frequently; add 5 seconds to the interval.")
-        raise AuthError("authorization_pending", 70016,
-                        "OAuth 2.0 device flow error. Authorization is pending. Continue polling.")
+            raise IdentityErrorResponse(
+                "slow_down", 70016,
+                "OAuth 2.0 device flow error. Polling too frequently; add 5 seconds to the interval.")
+        raise IdentityErrorResponse("authorization_pending", 70016,
+                                    "OAuth 2.0 device flow error. Authorization is pending. Continue polling.")
     # approved
     user = sb.state.user(dc.user_id or "")
     assert user is not None
@@ -471,9 +479,10 @@ def _grant_device_code(sb: Sandbox, app: App, form: dict[str, str], issuer: str)
 
 def _grant_password(sb: Sandbox, app: App, form: dict[str, str], tenant: str, issuer: str) -> JSONResponse:
     if tenant.lower() == "common":
-        raise AuthError("invalid_request", 90023,
-                        "The password grant is not supported over the /common or /consumers endpoints. Please use "
-                        "the /organizations or tenant-specific endpoint.")
+        raise IdentityErrorResponse(
+            "invalid_request", 90023,
+            "The password grant is not supported over the /common or /consumers endpoints. Please use "
+            "the /organizations or tenant-specific endpoint.")
     for p in ("username", "password"):
         if p not in form:
             raise err_missing(p)
@@ -490,12 +499,14 @@ def _grant_refresh(sb: Sandbox, app: App, form: dict[str, str], issuer: str) -> 
         raise err_missing("refresh_token")
     grant = sb.state.take_refresh_token(token)  # single use: rotation
     if grant is None or grant["client_id"] != app.client_id:
-        raise AuthError("invalid_grant", 70000,
-                        "Provided grant is invalid or malformed. The refresh token was already used or revoked.")
+        raise IdentityErrorResponse(
+            "invalid_grant", 70000,
+            "Provided grant is invalid or malformed. The refresh token was already used or revoked.")
     if time.time() > grant["expires_at"]:
-        raise AuthError("invalid_grant", 700082,
-                        "The refresh token has expired due to inactivity. The token was issued on an earlier date "
-                        "and was inactive for the configured lifetime.")
+        raise IdentityErrorResponse(
+            "invalid_grant", 700082,
+            "The refresh token has expired due to inactivity. The token was issued on an earlier date "
+            "and was inactive for the configured lifetime.")
     user = sb.state.user(grant["user_id"])
     if user is None:
         raise err_unknown_user(grant["user_id"])
@@ -510,18 +521,20 @@ def _grant_refresh(sb: Sandbox, app: App, form: dict[str, str], issuer: str) -> 
 
 def _grant_client_credentials(sb: Sandbox, app: App, form: dict[str, str]) -> JSONResponse:
     if app.kind != "confidential":
-        raise AuthError("invalid_client", 7000218,
-                        "The request body must contain the following parameter: 'client_assertion' or "
-                        "'client_secret'.", status=401)
+        raise IdentityErrorResponse("invalid_client", 7000218,
+                                    "The request body must contain the following parameter: 'client_assertion' or "
+                                    "'client_secret'.", status=401)
     _require_public_or_secret(app, form)
     scope = form.get("scope", "")
     if not scope.endswith("/.default") or len(scope.split()) != 1:
-        raise AuthError("invalid_scope", 1002012,
-                        f"The provided value for scope {scope} is not valid. Client credential flows must have a "
-                        "scope value with /.default suffixed to the resource identifier (application ID URI).")
+        raise IdentityErrorResponse(
+            "invalid_scope", 1002012,
+            f"The provided value for scope {scope} is not valid. Client credential flows must have a "
+            "scope value with /.default suffixed to the resource identifier (application ID URI).")
     if not app.admin_consented:
-        raise AuthError("invalid_grant", 65001, f"The user or administrator has not consented to use the "
-                        f"application with ID '{app.client_id}' named '{app.name}'.", suberror="consent_required")
+        raise IdentityErrorResponse(
+            "invalid_grant", 65001, f"The user or administrator has not consented to use the "
+            f"application with ID '{app.client_id}' named '{app.name}'.", suberror="consent_required")
     lifetime = sb.settings.access_token_lifetime_s
     return JSONResponse({
         "token_type": "Bearer",
@@ -591,10 +604,11 @@ def redirect_uri_registered(app: App, redirect_uri: str) -> bool:
     return False
 
 
-def err_redirect_uri(app: App, redirect_uri: str) -> AuthError:
-    return AuthError("invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
-                     f"does not match the redirect URIs configured for the application '{app.client_id}'.",
-                     detail={"redirect_uri": redirect_uri, "client_id": app.client_id})
+def err_redirect_uri(app: App, redirect_uri: str) -> IdentityErrorResponse:
+    return IdentityErrorResponse("invalid_request", 50011,
+                                 f"The redirect URI '{redirect_uri}' specified in the request "
+                                 f"does not match the redirect URIs configured for the application '{app.client_id}'.",
+                                 detail={"redirect_uri": redirect_uri, "client_id": app.client_id})
 
 
 def authorization_client(sb: Sandbox, params: dict[str, str]) -> App:
@@ -617,23 +631,25 @@ def authorization_request(app: App, params: dict[str, str]) -> AuthRequest:
                       mode if mode in ("query", "fragment", "form_post") else "query",
                       params.get("prompt", ""), params.get("login_hint", ""))
     if mode != req.response_mode:
-        raise AuthError("invalid_request", 900144, f"The response_mode '{mode}' is not supported.")
+        raise IdentityErrorResponse("invalid_request", 900144, f"The response_mode '{mode}' is not supported.")
     if params.get("response_type") != "code":
-        raise AuthError("unsupported_response_type", 700054,
-                        f"response_type '{params.get('response_type', '')}' is not enabled for the application.")
+        raise IdentityErrorResponse(
+            "unsupported_response_type", 700054,
+            f"response_type '{params.get('response_type', '')}' is not enabled for the application.")
     if req.code_challenge and method not in ("S256", "plain"):
-        raise AuthError("invalid_request", 501491, f"Invalid code_challenge_method '{method}'.")
+        raise IdentityErrorResponse("invalid_request", 501491, f"Invalid code_challenge_method '{method}'.")
     parse_scopes(req.scope, app, consented=set(app.delegated_scopes))  # invalid scopes go back as errors
     return req
 
 
-def err_login_required() -> AuthError:
-    return AuthError("login_required", 50058, "A silent sign-in request was sent but no user is signed in.")
+def err_login_required() -> IdentityErrorResponse:
+    return IdentityErrorResponse("login_required", 50058, "A silent sign-in request was sent but no user is signed in.")
 
 
-def err_interaction_required(upn: str) -> AuthError:
-    return AuthError("interaction_required", 16000, f"The account '{upn}' asked for is not the one signed in; "
-                     "the user must select the account to use.", detail={"upn": upn})
+def err_interaction_required(upn: str) -> IdentityErrorResponse:
+    return IdentityErrorResponse("interaction_required", 16000,
+                                 f"The account '{upn}' asked for is not the one signed in; "
+                                 "the user must select the account to use.", detail={"upn": upn})
 
 
 def issue_auth_code(sb: Sandbox, req: AuthRequest, user_id: str) -> str:
@@ -664,19 +680,24 @@ def _grant_auth_code(sb: Sandbox, app: App, form: dict[str, str], request: Reque
         raise err_missing("code")
     ac: AuthCode | None = sb.auth_codes.get(code)
     if ac is None or ac.request.client_id != app.client_id:
-        raise AuthError("invalid_grant", 70000, "Provided grant is invalid or malformed.")
+        raise IdentityErrorResponse("invalid_grant", 70000, "Provided grant is invalid or malformed.")
     if ac.redeemed:
-        raise AuthError("invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, please retry "
-                        "with a new valid code or use an existing refresh token.")
+        raise IdentityErrorResponse("invalid_grant", 54005,
+                                    "OAuth2 Authorization code was already redeemed, please retry "
+                                    "with a new valid code or use an existing refresh token.")
     if time.time() > ac.expires_at:
-        raise AuthError("invalid_grant", 70008, "The provided authorization code or refresh token has expired "
-                        "due to inactivity. Send a new interactive authorization request for this user and resource.")
+        raise IdentityErrorResponse(
+            "invalid_grant", 70008,
+            "The provided authorization code or refresh token has expired "
+            "due to inactivity. Send a new interactive authorization request for this user and resource.")
     if form.get("redirect_uri", "") != ac.request.redirect_uri:
-        raise AuthError("invalid_grant", 500112, "The reply address does not match the reply address provided "
-                        "when requesting the authorization code.")
+        raise IdentityErrorResponse("invalid_grant", 500112,
+                                    "The reply address does not match the reply address provided "
+                                    "when requesting the authorization code.")
     if not _pkce_ok(ac, form.get("code_verifier", "")):
-        raise AuthError("invalid_grant", 50148, "The code_verifier does not match the code_challenge supplied in "
-                        "the authorization request for PKCE.")
+        raise IdentityErrorResponse("invalid_grant", 50148,
+                                    "The code_verifier does not match the code_challenge supplied in "
+                                    "the authorization request for PKCE.")
     ac.redeemed = True
     user = sb.state.user(ac.user_id)
     if user is None:
@@ -717,9 +738,9 @@ async def token(request: Request) -> Response:
             return _grant_refresh(sb, app, form, discovery_issuer(request))
         if grant_type == "authorization_code":
             return _grant_auth_code(sb, app, form, request)
-        raise AuthError("unsupported_grant_type", 70003,
-                        f"The app requested an unsupported grant type '{grant_type}'.")
-    except AuthError as e:
+        raise IdentityErrorResponse("unsupported_grant_type", 70003,
+                                    f"The app requested an unsupported grant type '{grant_type}'.")
+    except IdentityErrorResponse as e:
         return e.response(request)
 
 

@@ -29,9 +29,9 @@ from .core import Sandbox, sandbox_of
 from .directory import SandboxUser
 from .i18n import Lang, has, request_lang, t
 from .identity import (
-    AuthError,
     AuthRequest,
     DeviceCode,
+    IdentityErrorResponse,
     _check_tenant,
     authenticate,
     authorization_client,
@@ -141,7 +141,7 @@ def _buttons(ui: Ui, primary: tuple[str, str] | None, cancel: bool = True) -> st
     return out
 
 
-def _error_page(ui: Ui, error: AuthError, status: int = 400) -> HTMLResponse:
+def _error_page(ui: Ui, error: IdentityErrorResponse, status: int = 400) -> HTMLResponse:
     """Entra's "we're having trouble signing you in" page, for errors a redirect cannot carry."""
     return _page(ui, ui.t("error.title"), _card(ui, ui.t("error.heading"), "", error.text(ui.lang)), status=status)
 
@@ -258,7 +258,7 @@ async def devicelogin_post(request: Request) -> Response:
     if step == "signin":
         try:
             user = authenticate(sb, form.get("login", ""), form.get("passwd", ""), app, mfa_possible=True)
-        except AuthError as e:
+        except IdentityErrorResponse as e:
             return _signin_form(ui, sb, ticket, dc, e.text(ui.lang), form.get("login", ""))
         if user.mfa_required:
             tk.update(stage="mfa", user_id=user.id)
@@ -268,7 +268,7 @@ async def devicelogin_post(request: Request) -> Response:
         from . import SANDBOX_MFA_CODE
 
         if form.get("mfa_code", "").strip() != SANDBOX_MFA_CODE:
-            wrong = AuthError("invalid_grant", 50074, "The verification code is not correct. Try again.")
+            wrong = IdentityErrorResponse("invalid_grant", 50074, "The verification code is not correct. Try again.")
             return _mfa_form(ui, ticket, wrong.text(ui.lang))
         return _after_auth(ui, sb, ticket, dc, tk["user_id"])
     if step == "consent" and form.get("action") == "accept" and app is not None:
@@ -300,7 +300,7 @@ def _authorize_reply(ui: Ui, req: AuthRequest, params: dict[str, str]) -> Respon
     return _redirect_with(req.redirect_uri, params)
 
 
-def _authorize_error(ui: Ui, req: AuthRequest, e: AuthError) -> Response:
+def _authorize_error(ui: Ui, req: AuthRequest, e: IdentityErrorResponse) -> Response:
     return _authorize_reply(ui, req, {"error": e.error, "error_description": str(e)})
 
 
@@ -385,13 +385,13 @@ async def authorize(request: Request) -> Response:
         step = tk["stage"]
         if form.get("action") == "cancel":
             sb.signin_tickets.pop(ticket, None)
-            return _authorize_error(ui, req, AuthError("access_denied", 65004,
-                                                       "User declined to consent to access the app."))
+            return _authorize_error(ui, req, IdentityErrorResponse("access_denied", 65004,
+                                                                   "User declined to consent to access the app."))
         app = sb.state.app(req.client_id)
         if step == "signin":
             try:
                 user = authenticate(sb, form.get("login", ""), form.get("passwd", ""), app, mfa_possible=True)
-            except AuthError as e:
+            except IdentityErrorResponse as e:
                 return _signin_form(ui, sb, ticket, req, e.text(ui.lang), form.get("login", ""), action)
             if user.mfa_required:
                 tk.update(stage="mfa", user_id=user.id)
@@ -401,7 +401,8 @@ async def authorize(request: Request) -> Response:
             from . import SANDBOX_MFA_CODE
 
             if form.get("mfa_code", "").strip() != SANDBOX_MFA_CODE:
-                wrong = AuthError("invalid_grant", 50074, "The verification code is not correct. Try again.")
+                wrong = IdentityErrorResponse("invalid_grant", 50074,
+                                              "The verification code is not correct. Try again.")
                 return _mfa_form(ui, ticket, wrong.text(ui.lang), action)
             return _start_session(sb, request, _authorize_after_auth(ui, sb, ticket, req, tk["user_id"], action),
                                   tk["user_id"])
@@ -423,11 +424,11 @@ async def authorize(request: Request) -> Response:
         app = authorization_client(sb, params)
         if not params.get("response_type"):  # not an OAuth request at all: nothing to send back
             raise err_missing("response_type")
-    except AuthError as e:
+    except IdentityErrorResponse as e:
         return _error_page(ui, e)
     try:
         req = authorization_request(app, params)
-    except AuthError as e:
+    except IdentityErrorResponse as e:
         mode = params.get("response_mode")
         fallback = AuthRequest(app.client_id, params.get("redirect_uri", ""), "", params.get("state"),
                                response_mode=mode if mode in ("query", "fragment", "form_post") else "query")
@@ -441,7 +442,7 @@ async def authorize(request: Request) -> Response:
         if not same:
             return _authorize_error(ui, req, err_interaction_required(req.login_hint))
         if needs_consent(sb, app, user.id, parse_scopes(req.scope, app, consented=set(app.delegated_scopes)).graph):
-            return _authorize_error(ui, req, AuthError(
+            return _authorize_error(ui, req, IdentityErrorResponse(
                 "consent_required", 65001, f"The user or administrator has not consented to use the application "
                 f"with ID '{app.client_id}' named '{app.name}'. Send an interactive authorization request for this "
                 "user and resource."))
@@ -470,7 +471,7 @@ async def logout(request: Request) -> Response:
                 raise err_unknown_client(params.get("client_id", ""))
             if not redirect_uri_registered(app, target):
                 raise err_redirect_uri(app, target)
-    except AuthError as e:
+    except IdentityErrorResponse as e:
         return _error_page(ui, e)
     sid = request.cookies.get(session_cookie_name(request))
     if sid:
@@ -487,9 +488,9 @@ async def post_only(request: Request) -> Response:
     """The token and device-code endpoints opened in a browser: Entra's AADSTS900561 page, not JSON."""
     try:
         _check_tenant(request)
-        e = AuthError("invalid_request", 900561, f"The endpoint only accepts POST requests. Received a "
-                      f"{request.method} request.", detail={"method": request.method})
-    except AuthError as bad_tenant:
+        e = IdentityErrorResponse("invalid_request", 900561, f"The endpoint only accepts POST requests. Received a "
+                                  f"{request.method} request.", detail={"method": request.method})
+    except IdentityErrorResponse as bad_tenant:
         e = bad_tenant
     return _error_page(Ui.of(request), e, status=400)
 
@@ -526,8 +527,8 @@ async def admin_consent(request: Request) -> Response:
     try:
         tenant = _check_tenant(request)
         if tenant.lower() == "common":
-            raise AuthError("invalid_request", 90130, "Admin consent cannot use the /common endpoint; use "
-                            "/organizations or the tenant.")
+            raise IdentityErrorResponse("invalid_request", 90130, "Admin consent cannot use the /common endpoint; use "
+                                        "/organizations or the tenant.")
         client_id = q.get("client_id", "")
         if not client_id:
             raise err_missing("client_id")
@@ -537,7 +538,7 @@ async def admin_consent(request: Request) -> Response:
         redirect_uri = q.get("redirect_uri", "")
         if (v2 or redirect_uri) and not redirect_uri_registered(app, redirect_uri):
             raise err_redirect_uri(app, redirect_uri)
-    except AuthError as e:
+    except IdentityErrorResponse as e:
         return _error_page(ui, e)
     scope = q.get("scope", "") if v2 else " ".join(app.delegated_scopes)
     state = q.get("state")
@@ -556,9 +557,10 @@ async def admin_consent(request: Request) -> Response:
         try:
             user = authenticate(sb, form.get("login", ""), form.get("passwd", ""), app, mfa_possible=True)
             if not user.can_admin_consent:
-                raise AuthError("access_denied", 90094, "The grant requires admin permission. Sign in with a "
-                                "Global Administrator or Privileged Role Administrator account.")
-        except AuthError as e:
+                raise IdentityErrorResponse("access_denied", 90094,
+                                            "The grant requires admin permission. Sign in with a "
+                                            "Global Administrator or Privileged Role Administrator account.")
+        except IdentityErrorResponse as e:
             error = e.text(ui.lang)
         else:
             sb.state.set_admin_consent(app.client_id, True)

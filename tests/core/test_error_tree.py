@@ -1,15 +1,19 @@
 """One error tree: every CrmkitError subclass under crmkit/ is drawn in crmkit/errors.py's docstring, under
 its real parent, and no two share a name (the tree names classes by name alone).
 
-The sandbox (crmkit.sandbox) is the server, not crmkit's client, and is left out: its modules are not
-imported here, and a class defined there is not checked even when another module imports it.
+The sandbox (crmkit.sandbox) is the server, not crmkit's client. Its own errors are the server's answers
+(plain Exceptions, outside the tree), and none of its classes may share a name with an exception class of
+crmkit's client: a traceback or an ``except GraphError`` must never leave a reader guessing which side
+raised it. A CrmkitError the sandbox raises to its users (a port in use) is drawn in the tree like any other.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
 import re
+from pathlib import Path
 
 import pytest
 
@@ -44,25 +48,44 @@ def drawn_tree() -> dict[str, str | None]:
     return tree
 
 
-def crmkit_error_classes() -> list[type[CrmkitError]]:
-    """Every CrmkitError subclass defined in crmkit (all its modules imported, the sandbox's not)."""
-    packages = [crmkit]
-    while packages:  # not pkgutil.walk_packages: it imports every package it walks, the sandbox's too
-        package = packages.pop()
-        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
-            if info.name != SERVER:
-                module = importlib.import_module(info.name)
-                if info.ispkg:
-                    packages.append(module)
-    found: list[type[CrmkitError]] = []
-    todo: list[type[CrmkitError]] = [CrmkitError]
+def import_every_module() -> None:
+    """Import every module of crmkit, the sandbox's too, so every class they define exists."""
+    for info in pkgutil.walk_packages(crmkit.__path__, "crmkit."):
+        importlib.import_module(info.name)
+
+
+def in_sandbox(module: str) -> bool:
+    return module == SERVER or module.startswith(SERVER + ".")
+
+
+def subclasses(root: type[BaseException]) -> set[type[BaseException]]:
+    """``root`` and every class derived from it (loaded so far) that is defined in crmkit."""
+    found: set[type[BaseException]] = set()
+    todo = [root]
     while todo:
         cls = todo.pop()
-        found.append(cls)
-        todo.extend(cls.__subclasses__())
-    mine = {c for c in found if c.__module__.split(".")[0] == "crmkit"
-            and c.__module__ != SERVER and not c.__module__.startswith(SERVER + ".")}
+        if cls.__module__.split(".")[0] == "crmkit":
+            found.add(cls)
+        todo.extend(c for c in cls.__subclasses__() if c not in found)
+    return found
+
+
+def crmkit_error_classes() -> list[type[CrmkitError]]:
+    """Every CrmkitError subclass defined in crmkit, the sandbox included (all their modules imported)."""
+    import_every_module()
+    mine: set[type[CrmkitError]] = {c for c in subclasses(CrmkitError) if issubclass(c, CrmkitError)}
     return sorted(mine, key=lambda c: (c.__module__, c.__qualname__))
+
+
+def sandbox_class_names() -> dict[str, list[str]]:
+    """``{name: [file:line, ...]}`` of every class statement under crmkit/sandbox, nested ones too (from the source)."""
+    root = Path(crmkit.__file__).parent / "sandbox"
+    names: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                names.setdefault(node.name, []).append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    return names
 
 
 def parent(cls: type[CrmkitError]) -> str | None:
@@ -93,3 +116,14 @@ def test_every_error_class_is_drawn_under_its_parent() -> None:
     assert not misplaced, misplaced
     stale = sorted(set(tree) - set(names))
     assert not stale, f"drawn in the tree but no such error class in crmkit: {stale}"
+
+
+def test_no_sandbox_class_is_named_like_a_client_exception() -> None:
+    import_every_module()
+    client = {c.__name__: f"{c.__module__}.{c.__qualname__}" for c in subclasses(BaseException)
+              if not in_sandbox(c.__module__)}
+    assert "GraphError" in client and "AuthError" in client  # the walk found crmkit's client errors
+    sandbox = sandbox_class_names()
+    assert "Sandbox" in sandbox  # the walk read the sandbox's source
+    clashes = {name: (client[name], where) for name, where in sandbox.items() if name in client}
+    assert not clashes, f"sandbox classes named like crmkit's client exceptions (client, sandbox): {clashes}"
