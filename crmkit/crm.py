@@ -18,6 +18,7 @@ from . import addresses as _addresses
 from . import contacts
 from .addresses import check_id
 from .errors import NotFound, ValidationError, catalog_error
+from .rights import role_label
 from .session import Session, User, load_user, now, spec
 from .settings import SETTINGS, USER_SETTINGS, Setting
 from .store import Store, Tracer, Tx
@@ -82,10 +83,14 @@ class CRM(Session):
         )
 
     def roles(self) -> pd.DataFrame:
-        return self.store.df(
+        """The roles with their rights; labels from the catalog (the stored label of a role it does not know)."""
+        df = self.store.df(
             'SELECT r.name, r.label_de, r.label_en, string_agg(rr."right", \', \' ORDER BY rr."right") AS rights '
             "FROM roles r LEFT JOIN role_rights rr ON rr.role = r.name GROUP BY ALL ORDER BY r.name"
         )
+        for lang in ("de", "en"):
+            df[f"label_{lang}"] = [role_label(n, lang, s) for n, s in zip(df["name"], df[f"label_{lang}"], strict=True)]
+        return df
 
     def add_user(self, name: str, display_name: str, *, roles: Sequence[str] = (), email: str | None = None) -> None:
         """Create a CRM user (needs ``system.admin``)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import PermissionDenied, UnknownUser, ValidationError
 from .i18n import t
-from .rights import RIGHTS
+from .rights import RIGHTS, right_label
 from .settings import SETTINGS, USER_SETTINGS, Setting
 from .store import Store, Tracer, Tx
 
@@ -93,7 +93,7 @@ class Session:
         if right not in RIGHTS:
             raise ValueError(f"unknown right {right!r}")
         if not self.user.can(right):
-            de, en = RIGHTS[right]
+            de, en = right_label(right, "de"), right_label(right, "en")
             params = {"user": self.user.name, "right": right, "label_de": de, "label_en": en}
             raise PermissionDenied(t("error.msg.permission", "en", **params), right=right,
                                    user=self.user.name).localized("error.msg.permission", **params)

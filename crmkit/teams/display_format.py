@@ -109,7 +109,7 @@ def _field_error(cls: type[DisplayFormatError], key: str, field: str, **params: 
     """A ``cls`` error about ``field`` from the catalog (``error.msg.display_<key>``), naming the field by
     its label in each language: English in ``str()``, the user's language in ``text()``."""
     spec = DISPLAY_FIELDS.get(field)
-    names = {"field_de": spec.label_de if spec else field, "field_en": spec.label_en if spec else field}
+    names = {"field_de": spec.label("de") if spec else field, "field_en": spec.label("en") if spec else field}
     full = f"error.msg.display_{key}"
     return cls(t(full, "en", **names, **params), field=field).localized(full, **names, **params)
 
@@ -118,43 +118,43 @@ def _field_error(cls: type[DisplayFormatError], key: str, field: str, **params: 
 
 @dataclass(frozen=True)
 class DisplayField:
-    """A field a display format can show: one address column, or a composite of several."""
+    """A field a display format can show: one address column, or a composite of several.
+
+    Its label is the catalog's ``address.<key>`` (the same text the record table shows)."""
 
     key: str
     columns: tuple[str, ...]
-    label_de: str
-    label_en: str
     kinds: tuple[str, ...] = ("text",)
     separator: str = " "
 
     def label(self, lang: str) -> str:
-        return self.label_de if lang == "de" else self.label_en
+        return t(f"address.{self.key}", lang)
 
 
-def _column(key: str, de: str, en: str, kinds: tuple[str, ...] = ("text",)) -> DisplayField:
-    return DisplayField(key, (key,), de, en, kinds)
+def _column(key: str, kinds: tuple[str, ...] = ("text",)) -> DisplayField:
+    return DisplayField(key, (key,), kinds)
 
 
 DISPLAY_FIELDS: dict[str, DisplayField] = {f.key: f for f in [
-    _column("id", "Nr.", "No.", ("text", "number")),
-    _column("kind", "Art", "Kind"),
-    _column("company", "Firma", "Company"),
-    DisplayField("name", ("salutation", "title", "first_name", "last_name"), "Name", "Name"),
-    _column("salutation", "Anrede", "Salutation"),
-    _column("title", "Titel", "Title"),
-    _column("first_name", "Vorname", "First name"),
-    _column("last_name", "Name", "Last name"),
-    _column("department", "Abteilung", "Department"),
-    _column("street", "Straße", "Street"),
-    DisplayField("postal_city", ("postal_code", "city"), "PLZ / Ort", "Postcode / city"),
-    _column("postal_code", "PLZ", "Postcode"),
-    _column("city", "Ort", "City"),
-    _column("country", "Land", "Country"),
-    _column("phone", "Telefon", "Phone", ("text", "phone")),
-    _column("email", "E-Mail", "E-mail"),
-    _column("owner", "Betreuer", "Owner"),
-    _column("created_at", "Angelegt am", "Created", ("date", "text")),
-    _column("modified_at", "Geändert am", "Modified", ("date", "text")),
+    _column("id", ("text", "number")),
+    _column("kind"),
+    _column("company"),
+    DisplayField("name", ("salutation", "title", "first_name", "last_name")),
+    _column("salutation"),
+    _column("title"),
+    _column("first_name"),
+    _column("last_name"),
+    _column("department"),
+    _column("street"),
+    DisplayField("postal_city", ("postal_code", "city")),
+    _column("postal_code"),
+    _column("city"),
+    _column("country"),
+    _column("phone", ("text", "phone")),
+    _column("email"),
+    _column("owner"),
+    _column("created_at", ("date", "text")),
+    _column("modified_at", ("date", "text")),
 ]}
 
 
@@ -198,7 +198,7 @@ class FieldFormat:
             UnknownDisplayField: ``key`` is not in :data:`DISPLAY_FIELDS`.
         """
         spec = _catalog_field(key)
-        base = cls(field=key, label_de=spec.label_de, label_en=spec.label_en, kind=spec.kinds[0])
+        base = cls(field=key, label_de=spec.label("de"), label_en=spec.label("en"), kind=spec.kinds[0])
         return replace(base, **changes)
 
     def label(self, lang: str) -> str:
@@ -439,7 +439,7 @@ class DisplayFormat:
             if not isinstance(item, Mapping) or "field" not in item or set(item) - names:
                 raise DisplayFormatError(f"Not a field format: {item!r}.")
             spec = DISPLAY_FIELDS.get(item["field"])
-            defaults = {"label_de": spec.label_de, "label_en": spec.label_en} if spec else {
+            defaults = {"label_de": spec.label("de"), "label_en": spec.label("en")} if spec else {
                 "label_de": item["field"], "label_en": item["field"]}
             fields.append(FieldFormat(**{**defaults, **item}))
         return cls(tuple(fields))
@@ -685,6 +685,4 @@ def _format_phone(text: str, pattern: str | None) -> str:
 
 def field_label(key: str, lang: str) -> str:
     """The catalog label of a display field in ``lang``."""
-    spec = _catalog_field(key)
-    translated = t(f"address.{key}", lang)
-    return translated if translated != f"address.{key}" else spec.label(lang)
+    return _catalog_field(key).label(lang)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..i18n import t
-from ..rights import RIGHTS
+from ..rights import RIGHTS, right_label
 
 if TYPE_CHECKING:
     import ipywidgets as widgets
@@ -29,8 +29,7 @@ def missing_right_text(user: User, rights: Iterable[str], lang: str) -> str | No
         raise ValueError(f"unknown right(s) {unknown!r}")
     if any(user.can(r) for r in rights):
         return None
-    index = 0 if lang == "de" else 1
-    labels = [RIGHTS[r][index] for r in rights]
+    labels = [right_label(r, lang) for r in rights]
     if len(labels) == 1:
         return t("rights.missing", lang, label=labels[0], right=rights[0])
     return t("rights.missing_any", lang, rights=", ".join(labels))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from crmkit.i18n import t
-from crmkit.rights import RIGHTS
+from crmkit.rights import right_label
 from crmkit.voila_launch import dashboard_url
 
 from .test_compose_in_view import WIDGETS_UP, dashboards_site
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.browser
 
 def reason(right: str, lang: str) -> str:
     """The missing right, named by its label in ``lang`` and its key (the catalog's wording)."""
-    text = t("rights.missing", lang, label=RIGHTS[right][0 if lang == "de" else 1], right=right)
-    assert right in text and RIGHTS[right][0 if lang == "de" else 1] in text
+    text = t("rights.missing", lang, label=right_label(right, lang), right=right)
+    assert right in text and right_label(right, lang) in text
     return text
 
 

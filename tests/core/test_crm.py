@@ -48,7 +48,7 @@ def test_database_comes_from_environment(db_path: Path, monkeypatch: pytest.Monk
 def test_every_role_holds_exactly_its_rights(crm: crmkit.CRM, role: str) -> None:
     crm.add_user("u", "U", roles=[role])
     user = crmkit.CRM(crm.store, "u").user
-    assert user.rights == set(BUILTIN_ROLES[role][2])
+    assert user.rights == set(BUILTIN_ROLES[role])
     for right in RIGHTS:
         session = crmkit.CRM(crm.store, "u")
         if right in user.rights:

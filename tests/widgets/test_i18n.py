@@ -102,8 +102,8 @@ def test_fallbacks_and_placeholders() -> None:
 
 # Words that are the same in German and English on purpose (product names, loan words, each
 # language's own name in the switch). Anything else with one text for both languages is untranslated.
-SAME_IN_BOTH = {"Account", "Chat", "Deutsch", "English", "Format", "Microsoft Teams", "Name", "Normal", "OK",
-                "SMTP", "Status", "Teams", "Text"}
+SAME_IN_BOTH = {"Account", "Administrator", "Chat", "Deutsch", "English", "Format", "Microsoft Teams", "Name",
+                "Normal", "OK", "SMTP", "Status", "Teams", "Text"}
 
 
 def test_german_and_english_differ_but_for_known_words() -> None:
