@@ -1,8 +1,10 @@
 """The one HTTP seam of crmkit.
 
-Every request crmkit makes (Graph calls and MSAL's identity traffic) goes through an
-``httpx.Client`` built by :func:`make_http_client`.  Against real Microsoft it is a plain
-client.  Against the sandbox tenant it carries a :class:`SandboxRoutingTransport`, which
+Every request crmkit makes to Microsoft (Graph calls and MSAL's identity traffic) goes through
+an httpx client built here (:func:`make_http_client`, :func:`make_async_http_client` for Graph); only
+the launchers' readiness probes of their own loopback servers (sandbox/process.py, voila_launch.py) do not.
+Against real Microsoft it is a plain client.
+Against the sandbox tenant it carries a :class:`SandboxRoutingTransport`, which
 sends the sandbox's public https hosts (``login.crmkit.localhost``, ``graph.crmkit.localhost``)
 to the sandbox's plain-http listener on 127.0.0.1.  MSAL insists on https authorities and
 drops the port when it looks up the user realm, so routing by host name (rather than TLS on

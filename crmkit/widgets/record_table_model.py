@@ -2,7 +2,8 @@
 
 The model reads exactly one page per interaction through :meth:`crmkit.CRM.address_page` (one
 attach of the store, released before the call returns), so a table over a million addresses
-costs the same as one over fifty, and no DuckDB file stays open while the user thinks.
+costs the same as one over fifty, and no DuckDB file stays open while the user thinks. Its one query
+of its own runs once when it starts: the distinct cities and countries the filters offer.
 
 Errors never escape an interaction: a core error lands in :attr:`RecordTableModel.error` (typed,
 so the view can word it per language), anything unexpected is logged and lands there too.
