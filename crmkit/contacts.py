@@ -4,6 +4,14 @@
 delivery, in the delivery transaction) both insert through :func:`insert`; the caller checks its
 own input first (``crm.add_contact``: the address and contact type exist, the texts are clean).
 
+The rights check: a contact logged by hand needs :data:`WRITE_RIGHT` (``records.write``), checked in
+:func:`require_manual` - the one check site, which ``crm.add_contact`` calls before anything else.
+:func:`insert` itself checks no right, on purpose: the TS contact of a Teams send is the send's own
+record of what was delivered (like its transfer-log rows), covered by ``teams.send``, which the send
+checks when it is staged. It is written later, on delivery, possibly by the outbox worker or a
+campaign run in another process; refusing it there would leave a posted message without its record.
+(Every built-in role with ``teams.send`` also holds ``records.write``.)
+
 Imports nothing of crmkit's features.
 """
 
@@ -13,9 +21,22 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .session import Session
     from .store import Tx
 
-__all__ = ["add_recipients", "insert"]
+__all__ = ["WRITE_RIGHT", "add_recipients", "insert", "require_manual"]
+
+# Adding and changing addresses and logging contacts by hand (»Adressen und Kontakte bearbeiten«).
+WRITE_RIGHT = "records.write"
+
+
+def require_manual(session: Session) -> None:
+    """Refuse (PermissionDenied naming ``records.write``) unless the session user may log contacts by hand.
+
+    Called before any input check or write, so a refused user learns nothing about the records and
+    nothing is written.
+    """
+    session.require(WRITE_RIGHT)
 
 
 def insert(

@@ -237,12 +237,15 @@ class CRM(Session):
         """One address as a dict; :class:`NotFound` when there is none."""
         return _addresses.address(self.store, address_id)
 
+    # crmkit.addresses takes a store and a user name, no session; the right is checked here, before it.
     def add_address(self, **fields: Any) -> int:
-        """Create an address as the session user; returns its id."""
+        """Create an address as the session user (needs ``records.write``); returns its id."""
+        self.require(contacts.WRITE_RIGHT)
         return _addresses.add_address(self.store, self.user.name, **fields)
 
     def update_address(self, address_id: int, **fields: Any) -> None:
-        """Change fields of an address; records who (the session user) and when."""
+        """Change fields of an address (needs ``records.write``); records who (the session user) and when."""
+        self.require(contacts.WRITE_RIGHT)
         _addresses.update_address(self.store, self.user.name, address_id, **fields)
 
     # -- contacts ------------------------------------------------------------------------------------
@@ -266,7 +269,8 @@ class CRM(Session):
         self, address_id: int, type_code: str, subject: str, *, notes: str | None = None,
         source: str = "manual", at: datetime | None = None,
     ) -> int:
-        """Log an interaction on an address; returns the contact id."""
+        """Log an interaction on an address (needs ``records.write``); returns the contact id."""
+        contacts.require_manual(self)  # the one rights check of manual contacts (crmkit.contacts)
         address_id = check_id(address_id)
         if not isinstance(subject, str) or not subject.strip():
             raise ValidationError("A contact needs a subject.")

@@ -406,6 +406,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             answered_at TIMESTAMP,
             outcome VARCHAR)""",
     ]),
+    # Only roles a database still has get the right (a removed built-in role is not created again);
+    # viewer (read only) and privacy_officer do not get it.
+    (11, "rights: records.write (edit addresses and contacts) for admin, teams_admin, campaign_manager, sales", [
+        f"INSERT INTO role_rights SELECT {_q(role)}, 'records.write' WHERE EXISTS "
+        f"(SELECT 1 FROM roles WHERE name = {_q(role)}) ON CONFLICT DO NOTHING"
+        for role in ("admin", "teams_admin", "campaign_manager", "sales")
+    ]),
 ]
 
 

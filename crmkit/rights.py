@@ -26,16 +26,17 @@ RIGHTS: tuple[str, ...] = (
     "privacy.admin",
     "privacy.read_log",
     "system.admin",
+    "records.write",  # add and change addresses, log contacts by hand (a Teams send files its own TS contact)
 )
 
 # role: the rights it holds
 BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
     "admin": RIGHTS,
-    "teams_admin": ("teams.admin", "teams.send"),
+    "teams_admin": ("teams.admin", "teams.send", "records.write"),
     "privacy_officer": ("privacy.admin", "privacy.read_log"),
-    "campaign_manager": ("campaign.admin", "teams.send"),
-    "sales": ("teams.send",),
-    "viewer": (),
+    "campaign_manager": ("campaign.admin", "teams.send", "records.write"),
+    "sales": ("teams.send", "records.write"),
+    "viewer": (),  # »Nur lesen«: reads only
 }
 
 

@@ -73,6 +73,8 @@ def record_outcome(tx: Tx, row: Any, delivery: Any) -> None:
 
 def _file_contact(tx: Tx, address_id: int, row: Any, names: str, delivery: Any, link: str) -> None:
     """One TS contact per address and send; later recipients of the same send are added to it."""
+    # No records.write check here: this contact is the send's own record, covered by teams.send (checked
+    # when the send was staged); see crmkit.contacts for why delivery must not be refused at this point.
     source = f"teams:{row.batch_id}"
     if contacts.add_recipients(tx, address_id, source, names):
         return

@@ -69,7 +69,8 @@ class MySettingsApp(widgets.VBox):
         self.accounts_box.children = (self.accounts,)
         old.close()
         # Administrators find the system matters one click away; others have nothing to do there.
-        admin = any(self.crm.user.can(r) for r in RIGHTS if r != "teams.send")
+        # (sending and editing records are everyday rights, not system matters)
+        admin = any(self.crm.user.can(r) for r in RIGHTS if r not in ("teams.send", "records.write"))
         self.system_link.value = "" if not admin else (
             f'<p class="crmkit-muted">{dashboard_link("settings.ipynb", t("settings.system", lang), self.crm)}</p>')
 

@@ -35,7 +35,7 @@ def test_unknown_user_is_typed_and_names_known_users(db_path: Path) -> None:
 def test_user_comes_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     crmkit.open(db_path).add_user("anna", "Anna", roles=["sales"])
     monkeypatch.setenv("CRMKIT_USER", "anna")
-    assert crmkit.open(db_path).user.rights == {"teams.send"}
+    assert crmkit.open(db_path).user.rights == {"teams.send", "records.write"}
 
 
 def test_database_comes_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

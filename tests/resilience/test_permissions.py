@@ -62,6 +62,11 @@ OPERATIONS: list[tuple[str, tuple[str, ...], Callable[[Ctx], Any], bool]] = [
     ("set_roles", ("system.admin",), lambda c: c.crm.set_roles("target", ["sales", "viewer"]), False),
     ("audit_log", ("system.admin",), lambda c: c.crm.audit_log(), False),
     ("add_contact_type", ("system.admin",), lambda c: c.crm.add_contact_type("ZZ", "Zz"), False),
+    ("add_address", ("records.write",), lambda c: c.crm.add_address(company=f"Neu {c.crm.user.name}"), False),
+    ("update_address", ("records.write",), lambda c: c.crm.update_address(1, city="Köln"), False),
+    ("add_contact", ("records.write",), lambda c: c.crm.add_contact(1, "TEL", "Anruf"), False),
+    # rights before input: a bad contact from a user without the right is refused, not checked
+    ("add_contact, unknown type", ("records.write",), lambda c: c.crm.add_contact(1, "ZZZ", "Anruf"), True),
     ("change_contact_type_code", ("system.admin",), lambda c: c.crm.change_contact_type_code("XQ", "XR"), False),
     ("contact types change code", ("system.admin", "teams.admin"),
      lambda c: contact_types.change_code(c.crm, "BE", "BES"), False),
