@@ -190,8 +190,9 @@ _CAMPAIGNS_AT_5: list[str] = [
         expires_at TIMESTAMP NOT NULL)""",
 ]
 
-# Migration 6: the search words of the addresses already there, as crmkit.crm.words_sql() made them then
-# (lower-case words of company, names, city, e-mail, each also without accents), in word order.
+# Migration 6: the search words of the addresses already there, as words_sql() (then in crmkit.crm, today
+# in crmkit.addresses) made them (lower-case words of company, names, city, e-mail, each also without accents),
+# in word order.
 _WORDS_AT_6 = (
     "INSERT INTO address_words SELECT * FROM (SELECT DISTINCT w AS word, id AS address_id FROM ("
     "  SELECT id, unnest(list_distinct(list_concat(ws, list_transform(ws, lambda x: strip_accents(x))))) AS w"
@@ -320,7 +321,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             last_test_detail VARCHAR)""",
     ]),
     # Teams governance: open sessions (reopen notice), the Teams display format, the personal-data
-    # policy, address block flags and the append-only transfer log (see crmkit/privacy.py).
+    # policy, address block flags and the append-only transfer log (see crmkit/privacy/).
     (3, "teams governance: sessions, display format, privacy policy, address flags, transfer log", [
         "CREATE SEQUENCE sessions_seq",
         """CREATE TABLE sessions (
