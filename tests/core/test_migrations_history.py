@@ -201,6 +201,8 @@ RELEASED = {
     7: "48c09aa1f9efe1e1aca96ded7b07e42198c25d58db72db1a63c1e39a6717c327",
     8: "5462798e356e53fb847c9907db8d27e20813654baf2fc158fc4bd39769434bf4",
     9: "61aa9452ec36db20ad40423baa52ca870330cdf8afb30de804fb5f30fb81057e",
+    10: "5aac512e71d38d7dbd8d19e6b15d14b714267b477c16bafc339e265cd986346d",
+    11: "f5991f35a2c286d9fa3e27b9047582302181e5c29436844a06b8fb2c55e00d63",
 }
 
 
@@ -211,6 +213,8 @@ def _digest(statements: list[str]) -> str:
 def test_released_migrations_are_unchanged() -> None:
     by_id = {mid: statements for mid, _, statements in MIGRATIONS}
     assert {mid: _digest(by_id[mid]) for mid in RELEASED} == RELEASED
+    # at most the newest migration may be unreleased (work in progress on a branch)
+    assert set(by_id) - set(RELEASED) <= {max(by_id)}
 
 
 def test_migration_ids_are_increasing_and_unique() -> None:
