@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from support.migrations import database_at_level
 
 from crmkit.migrations import MIGRATIONS
 from crmkit.rights import BUILTIN_ROLES, RIGHTS
@@ -77,16 +78,8 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[Any,
 
 
 def _make_at_level(path: Path, k: int) -> None:
-    """A database as crmkit left it when migration k was the newest: 1..k applied, as migrate() does."""
-    con = duckdb.connect(str(path))
-    con.execute("BEGIN TRANSACTION")
-    con.execute("CREATE TABLE _crmkit_migrations (id INTEGER PRIMARY KEY, name VARCHAR, "
-                "applied_at TIMESTAMP DEFAULT current_timestamp)")
-    for mid, name, statements in MIGRATIONS[:k]:
-        for sql in statements:
-            con.execute(sql)
-        con.execute("INSERT INTO _crmkit_migrations (id, name) VALUES (?, ?)", [mid, name])
-    con.execute("COMMIT")
+    """A database as crmkit left it when migration k was the newest, with the data a user had by then."""
+    con = database_at_level(path, k)
     # Data a user had by then: a user with a role, an address (with an umlaut: the search index of
     # migration 6 must find it folded), a contact, and from migration 5 on a campaign.
     con.execute("INSERT INTO users (name, display_name) VALUES ('ben', 'Ben Berger')")

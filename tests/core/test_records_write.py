@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 from support.dbstate import db_snapshot, snapshot_diff
+from support.migrations import database_at_level
 
 import crmkit
 from crmkit import errors
@@ -83,13 +84,7 @@ def test_an_existing_database_gets_the_right_for_its_roles(tmp_path: Path) -> No
     missing) gains the right for the built-in roles it has, and viewer stays without it."""
     level = next(i for i, m in enumerate(MIGRATIONS) if "records.write" in " ".join(m[2]))
     path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE _crmkit_migrations (id INTEGER PRIMARY KEY, name VARCHAR, "
-                "applied_at TIMESTAMP DEFAULT current_timestamp)")
-    for mid, mname, statements in MIGRATIONS[:level]:
-        for sql in statements:
-            con.execute(sql)
-        con.execute("INSERT INTO _crmkit_migrations (id, name) VALUES (?, ?)", [mid, mname])
+    con = database_at_level(path, level)
     assert con.execute("SELECT count(*) FROM role_rights WHERE \"right\" = 'records.write'").fetchone() == (0,)
     # an administrator had removed the role campaign_manager: it is not created again
     con.execute("DELETE FROM role_rights WHERE role = 'campaign_manager'")
