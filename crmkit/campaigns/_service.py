@@ -129,6 +129,18 @@ def _id(value: Any, what: str = "id") -> int:
     return int(value.__index__())
 
 
+def _opt_id(value: Any, what: str = "id") -> int | None:
+    """An optional id filter: None stays None (no filter), anything else must be an id."""
+    return None if value is None else _id(value, what)
+
+
+def _where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """The `` WHERE a = ? AND …`` of the (condition, value) filters that are given (value not None), and
+    their parameters in order: one builder for the optional filters of the history and run lists."""
+    given = [(cond, value) for cond, value in filters if value is not None]
+    return (" WHERE " + " AND ".join(c for c, _ in given) if given else ""), [v for _, v in given]
+
+
 def _recipient_list(value: Any) -> list[Any]:
     """The recipients as given, each well-formed (checked before the directory is asked)."""
     if value is None:
@@ -533,14 +545,8 @@ class Campaigns:
 
     def history(self, *, activity_id: int | None = None, address_id: int | None = None) -> pd.DataFrame:
         """Recorded reactions, newest first (the reaction history per participant)."""
-        parts, params = [], []
-        if activity_id is not None:
-            parts.append("rr.activity_id = ?")
-            params.append(_id(activity_id, "activity id"))
-        if address_id is not None:
-            parts.append("rr.address_id = ?")
-            params.append(_id(address_id, "address id"))
-        where = " WHERE " + " AND ".join(parts) if parts else ""
+        where, params = _where(("rr.activity_id = ?", _opt_id(activity_id, "activity id")),
+                               ("rr.address_id = ?", _opt_id(address_id, "address id")))
         return self.crm.store.df(
             "SELECT rr.id, rr.recorded_at, rr.recorded_by, rr.address_id, rr.activity_id, rr.reaction_id, "
             f"re.name AS reaction, rr.notes FROM campaign_recorded_reactions rr JOIN campaign_reactions re "
@@ -551,17 +557,9 @@ class Campaigns:
     def runs(self, *, action_id: int | None = None, activity_id: int | None = None, status: str | None = None,
              limit: int = 1000) -> pd.DataFrame:
         """Action runs with status and error, newest first (times in UTC)."""
-        parts, params = [], []
-        if action_id is not None:
-            parts.append("r.action_id = ?")
-            params.append(_id(action_id, "action id"))
-        if activity_id is not None:
-            parts.append("rr.activity_id = ?")
-            params.append(_id(activity_id, "activity id"))
-        if status is not None:
-            parts.append("r.status = ?")
-            params.append(status)
-        where = " WHERE " + " AND ".join(parts) if parts else ""
+        where, params = _where(("r.action_id = ?", _opt_id(action_id, "action id")),
+                               ("rr.activity_id = ?", _opt_id(activity_id, "activity id")),
+                               ("r.status = ?", status))
         return self.crm.store.df(
             "SELECT r.id, r.action_id, a.description AS action, r.address_id, re.name AS reaction, r.status, "
             "r.due_at, r.attempts, r.next_attempt_at, r.finished_at, r.error, r.batch_id FROM campaign_runs r "
