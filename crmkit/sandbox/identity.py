@@ -286,7 +286,8 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: str(v) for k, v in form.items()}
 
 
-def _client(sb: Sandbox, form: dict[str, str]) -> App:
+def request_client(sb: Sandbox, form: dict[str, str]) -> App:
+    """The registered app named by a request's ``client_id`` (token, device-code, authorize, admin consent)."""
     client_id = form.get("client_id", "")
     if not client_id:
         raise err_missing("client_id")
@@ -405,7 +406,7 @@ async def device_authorization(request: Request) -> Response:
     try:
         _check_tenant(request)
         form = await _form(request)
-        app = _client(sb, form)
+        app = request_client(sb, form)
         if app.kind != "public":
             raise IdentityErrorResponse(
                 "invalid_client", 7000218,
@@ -613,7 +614,7 @@ def err_redirect_uri(app: App, redirect_uri: str) -> IdentityErrorResponse:
 
 def authorization_client(sb: Sandbox, params: dict[str, str]) -> App:
     """The client and redirect URI of an authorize request; their errors are shown, never redirected."""
-    app = _client(sb, params)
+    app = request_client(sb, params)
     redirect_uri = params.get("redirect_uri", "")
     if not redirect_uri_registered(app, redirect_uri):
         raise err_redirect_uri(app, redirect_uri)
@@ -726,7 +727,7 @@ async def token(request: Request) -> Response:
         grant_type = form.get("grant_type")
         if not grant_type:
             raise err_missing("grant_type")
-        app = _client(sb, form)
+        app = request_client(sb, form)
         if grant_type == "client_credentials":
             return _grant_client_credentials(sb, app, form)
         _require_public_or_secret(app, form)

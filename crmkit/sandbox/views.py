@@ -47,6 +47,7 @@ from .identity import (
     new_ticket,
     parse_scopes,
     redirect_uri_registered,
+    request_client,
 )
 from .state import DELEGATED_SCOPES
 
@@ -529,12 +530,7 @@ async def admin_consent(request: Request) -> Response:
         if tenant.lower() == "common":
             raise IdentityErrorResponse("invalid_request", 90130, "Admin consent cannot use the /common endpoint; use "
                                         "/organizations or the tenant.")
-        client_id = q.get("client_id", "")
-        if not client_id:
-            raise err_missing("client_id")
-        app = sb.state.app(client_id)
-        if app is None:
-            raise err_unknown_client(client_id)
+        app = request_client(sb, dict(q))
         redirect_uri = q.get("redirect_uri", "")
         if (v2 or redirect_uri) and not redirect_uri_registered(app, redirect_uri):
             raise err_redirect_uri(app, redirect_uri)
