@@ -143,6 +143,14 @@ class ReactionActions(widgets.VBox):
         self.refresh()
 
 
+def _picked(choice: widgets.Dropdown, pick_key: str, lang: str) -> Any:
+    """The id selected in ``choice``; none selected is a ValidationError asking to pick one (``pick_key``) first,
+    before anything is written (the one guard of the editor's add/open buttons)."""
+    if choice.value is None:
+        raise ValidationError(t(pick_key, lang))
+    return choice.value
+
+
 class CampaignEditor(widgets.VBox):
     """»Kampagnen einrichten«: campaigns, activity details with participants, reaction details and their actions."""
 
@@ -250,31 +258,26 @@ class CampaignEditor(widgets.VBox):
         self._load_campaigns(select=new_id)
 
     def _new_activity(self) -> None:
-        if self.campaign.value is None:
-            raise ValidationError(t("campaigns.pick_campaign", self.lang))
-        new_id = self.campaigns.add_activity(self.campaign.value, self.activity_name.value)
+        new_id = self.campaigns.add_activity(_picked(self.campaign, "campaigns.pick_campaign", self.lang),
+                                             self.activity_name.value)
         self.activity_name.value = ""
         self._load_activities(select=new_id)
 
     def _add_participants(self) -> None:
-        if self.activity.value is None:
-            raise ValidationError(t("campaigns.pick_activity", self.lang))
-        self.campaigns.add_participants(self.activity.value, _ids(self.participant_ids.value))
+        self.campaigns.add_participants(_picked(self.activity, "campaigns.pick_activity", self.lang),
+                                        _ids(self.participant_ids.value))
         self.participant_ids.value = ""
         self._load_reactions(select=self.reaction.value)
 
     def _new_reaction(self) -> None:
-        if self.activity.value is None:
-            raise ValidationError(t("campaigns.pick_activity", self.lang))
-        new_id = self.campaigns.add_reaction(self.activity.value, self.reaction_name.value)
+        new_id = self.campaigns.add_reaction(_picked(self.activity, "campaigns.pick_activity", self.lang),
+                                             self.reaction_name.value)
         self.reaction_name.value = ""
         self._load_reactions(select=new_id)
 
     def open_actions(self) -> ReactionActions:
         """»Vorgänge der Reaktion…« for the selected reaction."""
-        if self.reaction.value is None:
-            raise ValidationError(t("campaigns.pick_reaction", self.lang))
-        panel = ReactionActions(self.campaigns, self.reaction.value, self.lang)
+        panel = ReactionActions(self.campaigns, _picked(self.reaction, "campaigns.pick_reaction", self.lang), self.lang)
         self.actions_area.children = [panel]
         return panel
 
