@@ -128,6 +128,12 @@ def _card(ui: Ui, title: str, inner: str, error: str | None = None) -> str:
             f"<h1>{escape(title)}</h1>{err}{inner}</div>")
 
 
+def _form_page(ui: Ui, title_key: str, inner: str, error: str | None = None) -> HTMLResponse:
+    """A sign-in step's page: its card titled like the page, 400 when it shows an error (the step again)."""
+    title = ui.t(title_key)
+    return _page(ui, title, _card(ui, title, inner, error), status=400 if error else 200)
+
+
 def _hidden(**fields: str) -> str:
     return "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in fields.items())
 
@@ -160,8 +166,7 @@ def _code_form(ui: Ui, error: str | None = None) -> HTMLResponse:
                          f'<label for="otc">{escape(ui.t("code.label"))}</label>'
                          '<input type="text" id="otc" name="otc" autocomplete="off" autofocus>'
                          f'<button class="primary" type="submit">{escape(ui.t("common.next"))}</button>')
-    title = ui.t("code.title")
-    return _page(ui, title, _card(ui, title, inner, error), status=400 if error else 200)
+    return _form_page(ui, "code.title", inner, error)
 
 
 def _signin_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode | AuthRequest, error: str | None = None,
@@ -175,8 +180,7 @@ def _signin_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode | AuthRequest,
                          f'<label for="passwd">{escape(ui.t("common.password"))}</label>'
                          '<input type="password" id="passwd" name="passwd" autocomplete="current-password">'
                          + _buttons(ui, ("signin", "signin.submit")), action, ticket=ticket)
-    title = ui.t("signin.title")
-    return _page(ui, title, _card(ui, title, inner, error), status=400 if error else 200)
+    return _form_page(ui, "signin.title", inner, error)
 
 
 def _mfa_form(ui: Ui, ticket: str, error: str | None = None, action: str = "/devicelogin") -> HTMLResponse:
@@ -185,8 +189,7 @@ def _mfa_form(ui: Ui, ticket: str, error: str | None = None, action: str = "/dev
                          f'<label for="mfa_code">{escape(ui.t("mfa.label"))}</label>'
                          '<input type="text" id="mfa_code" name="mfa_code" autocomplete="one-time-code">'
                          + _buttons(ui, ("verify", "mfa.submit")), action, ticket=ticket)
-    title = ui.t("mfa.title")
-    return _page(ui, title, _card(ui, title, inner, error), status=400 if error else 200)
+    return _form_page(ui, "mfa.title", inner, error)
 
 
 def _consent_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode | AuthRequest,
@@ -199,8 +202,7 @@ def _consent_form(ui: Ui, sb: Sandbox, ticket: str, dc: DeviceCode | AuthRequest
                          f"<p>{escape(ui.t('consent.needs', app=app.name))}</p><ul>{items}</ul>"
                          f"<p class=muted>{escape(ui.t('consent.note'))}</p>"
                          + _buttons(ui, ("accept", "common.accept")), action, ticket=ticket)
-    title = ui.t("consent.title")
-    return _page(ui, title, _card(ui, title, inner))
+    return _form_page(ui, "consent.title", inner)
 
 
 def _done(ui: Ui, title: str, text: str) -> HTMLResponse:
@@ -351,8 +353,7 @@ def _picker(ui: Ui, sb: Sandbox, ticket: str, req: AuthRequest, user: SandboxUse
                          f"{escape(ui.t('picker.signed_in'))}</span></button>"
                          f'<button type="submit" name="action" value="other">{escape(ui.t("picker.other"))}</button>',
                          action, ticket=ticket)
-    title = ui.t("picker.title")
-    return _page(ui, title, _card(ui, title, inner))
+    return _form_page(ui, "picker.title", inner)
 
 
 def _authorize_after_auth(ui: Ui, sb: Sandbox, ticket: str, req: AuthRequest, user_id: str,
