@@ -23,7 +23,7 @@ from ..errors import CrmkitError, ValidationError
 from ..i18n import format_datetime, t
 from .campaign_action import TeamsActionDialog
 from .common import ErrorBox, error_html
-from .rights_hint import missing_right
+from .rights_hint import disable_without
 
 if TYPE_CHECKING:
     from ..campaigns import Campaigns
@@ -48,14 +48,9 @@ def _set_options(dropdown: widgets.Dropdown, options: list[tuple[str, int]], sel
     dropdown.value = keep if keep in values else (values[0] if values else None)
 
 
-def _say_why(crm: CRM, lang: str, controls: list[widgets.DOMWidget]) -> None:
-    """Without ``campaign.admin`` the editing controls are disabled; their tooltip names the missing right
-    (the core refuses the calls anyway)."""
-    reason = missing_right(crm, "campaign.admin", lang)
-    if reason is not None:
-        for control in controls:
-            control.disabled = True
-            control.tooltip = reason
+# Without it the editing controls are disabled, their tooltip naming the right (rights_hint.disable_without,
+# the one helper for that); the core refuses the calls anyway.
+_EDIT_RIGHT = "campaign.admin"
 
 
 def _ids(text: str) -> list[int]:
@@ -75,13 +70,12 @@ class ReactionActions(widgets.VBox):
         self.campaigns = campaigns
         self.reaction_id = reaction_id
         self.lang = lang
-        self.may_edit = campaigns.crm.user.can("campaign.admin")
         self.title = widgets.HTML(f"<h4>{html.escape(t('campaigns.reaction_actions', lang).rstrip('…'))}</h4>")
         self.table = widgets.HTML()
         self.table.add_class("crmkit-actions-table")
-        self.new = widgets.Button(description=t("campaigns.new", lang), icon="plus", disabled=not self.may_edit)
+        self.new = widgets.Button(description=t("campaigns.new", lang), icon="plus")
         self.new.add_class("crmkit-action-new")
-        _say_why(campaigns.crm, lang, [self.new])
+        self.may_edit = disable_without([self.new], campaigns.crm.user, [_EDIT_RIGHT], lang)
         self.kind = widgets.Dropdown(options=[(t("campaigns.action_type.teams_message", lang), "teams_message")],
                                      description=t("campaigns.action_type", lang), style=_LABEL)
         self.kind.add_class("crmkit-action-kind")
@@ -157,7 +151,6 @@ class CampaignEditor(widgets.VBox):
     def __init__(self, campaigns: Campaigns, lang: str | None = None) -> None:
         self.campaigns = campaigns
         self.lang = lang = lang or campaigns.crm.language
-        self.may_edit = campaigns.crm.user.can("campaign.admin")
         self.campaign = widgets.Dropdown(description=t("campaigns.campaign", lang), style=_LABEL)
         self.campaign.add_class("crmkit-campaign-select")
         self.campaign_name = widgets.Text(placeholder=t("campaigns.name", lang))
@@ -187,12 +180,9 @@ class CampaignEditor(widgets.VBox):
         self.actions_button.add_class("crmkit-reaction-actions-open")
         self.actions_area = widgets.VBox()
         self.error = ErrorBox()
-        for w in (self.campaign_name, self.campaign_new, self.activity_name, self.activity_new,
-                  self.participant_ids, self.participants_add, self.reaction_name, self.reaction_new):
-            w.disabled = not self.may_edit
-        _say_why(campaigns.crm, lang, [self.campaign_name, self.campaign_new, self.activity_name, self.activity_new,
-                                       self.participant_ids, self.participants_add, self.reaction_name,
-                                       self.reaction_new])
+        self.may_edit = disable_without(
+            [self.campaign_name, self.campaign_new, self.activity_name, self.activity_new, self.participant_ids,
+             self.participants_add, self.reaction_name, self.reaction_new], campaigns.crm.user, [_EDIT_RIGHT], lang)
         self.campaign_new.on_click(lambda _b: self._act(self._new_campaign))
         self.activity_new.on_click(lambda _b: self._act(self._new_activity))
         self.participants_add.on_click(lambda _b: self._act(self._add_participants))
