@@ -9,7 +9,8 @@ from support.dbstate import offline_campaigns
 
 import crmkit
 from crmkit.campaigns import Campaigns
-from crmkit.errors import PermissionDenied
+from crmkit.errors import PermissionDenied, ValidationError
+from crmkit.i18n import t
 from crmkit.widgets.campaign_action import TeamsActionDialog
 from crmkit.widgets.campaigns import CampaignEditor, ReactionActions, campaigns_dashboard
 
@@ -74,3 +75,19 @@ def test_a_campaign_manager_has_them_enabled(camp: Campaigns) -> None:
     assert not panel.new.disabled and not panel.new.tooltip
     dialog = TeamsActionDialog(kai, editor.reaction.value, description="T", lang="de")
     assert not dialog.ok.disabled
+
+
+@pytest.mark.parametrize("lang", ["de", "en"])
+def test_the_editor_asks_to_pick_first_and_writes_nothing(crm: crmkit.CRM, lang: str) -> None:
+    """With nothing selected, the add/open buttons refuse with the catalog's "pick … first" before any write."""
+    crm.set_user_setting("language", lang)
+    editor = CampaignEditor(offline_campaigns(crm), lang)
+    steps = [(editor._new_activity, "campaigns.pick_campaign"), (editor._add_participants, "campaigns.pick_activity"),
+             (editor._new_reaction, "campaigns.pick_activity"), (editor.open_actions, "campaigns.pick_reaction")]
+    for step, key in steps:
+        with pytest.raises(ValidationError) as refused:
+            step()
+        assert str(refused.value) == t(key, lang)
+    counts = crm.store.read(lambda tx: [tx.one(f"SELECT count(*) FROM {table}") for table in
+                                        ("campaign_activities", "campaign_participants", "campaign_reactions")])
+    assert counts == [0, 0, 0]
