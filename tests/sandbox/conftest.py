@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import requests
+from requests.adapters import HTTPAdapter
 
 from tests.support.sandbox import SandboxProc
 
@@ -30,6 +32,30 @@ def trust_ca(https_sandbox: SandboxProc, monkeypatch: pytest.MonkeyPatch) -> str
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", https_sandbox.ca_file)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     return https_sandbox.ca_file
+
+
+class _UserRealmOnPort(HTTPAdapter):
+    """msal (also inside azure-identity) builds its user-realm URL from the authority's host without its port
+    (https://127.0.0.1/common/userrealm/...); this sends that one request to the sandbox's port."""
+
+    def __init__(self, port: str) -> None:
+        super().__init__()
+        self.port = port
+
+    def send(self, request: requests.PreparedRequest, **kw):  # type: ignore[no-untyped-def, override]
+        if request.url and request.url.startswith("https://127.0.0.1/common/userrealm/"):
+            request.url = request.url.replace("https://127.0.0.1/", f"https://127.0.0.1:{self.port}/", 1)
+        return super().send(request, **kw)
+
+
+@pytest.fixture
+def user_realm_session(https_sandbox: SandboxProc) -> Iterator[requests.Session]:
+    """A requests session carrying the user-realm port fix, for msal's and azure-identity's username/password
+    flows against the https sandbox (without it they fail with "port=443 ... Connection refused")."""
+    session = requests.Session()
+    session.mount("https://127.0.0.1/", _UserRealmOnPort(https_sandbox.https_url.rsplit(":", 1)[1]))
+    yield session
+    session.close()
 
 
 @pytest.fixture(scope="module")

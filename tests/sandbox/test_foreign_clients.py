@@ -40,7 +40,6 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_request_adapter import options as SDK_OPTIONS  # its /users/me-token-to-replace -> /me rule
 from msgraph_core import GraphClientFactory
 from msgraph_core.authentication import AzureIdentityAuthenticationProvider
-from requests.adapters import HTTPAdapter
 
 from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
 from tests.support.sandbox import Browser, SandboxProc
@@ -202,27 +201,13 @@ def test_msgraph_sdk_one_on_one_chat_twice_and_html_message(https_sandbox: Sandb
     asyncio.run(run())
 
 
-class _UserRealmOnPort(HTTPAdapter):
-    """msal (inside azure-identity) builds its user-realm URL from the authority's host without its port
-    (https://127.0.0.1/common/userrealm/...; the same msal bug test_https works around); this sends that one
-    request to the sandbox's port."""
-
-    def __init__(self, port: str) -> None:
-        super().__init__()
-        self.port = port
-
-    def send(self, request: requests.PreparedRequest, **kw):  # type: ignore[no-untyped-def, override]
-        if request.url and request.url.startswith("https://127.0.0.1/common/userrealm/"):
-            request.url = request.url.replace("https://127.0.0.1/", f"https://127.0.0.1:{self.port}/", 1)
-        return super().send(request, **kw)
-
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # azure-identity deprecates username/password itself
-def test_azure_identity_username_password_gets_a_graph_token(https_sandbox: SandboxProc, trust_ca: str) -> None:
+def test_azure_identity_username_password_gets_a_graph_token(https_sandbox: SandboxProc, trust_ca: str,
+                                                             user_realm_session: requests.Session) -> None:
     # Beyond the URL and CA: azure-core's requests transport on a session carrying the user-realm port fix.
     # Without it get_token fails with "HTTPSConnection(host='127.0.0.1', port=443) ... Connection refused".
-    session = requests.Session()
-    session.mount("https://127.0.0.1/", _UserRealmOnPort(https_sandbox.https_url.rsplit(":", 1)[1]))
+    session = user_realm_session
     credential = UsernamePasswordCredential(SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD,
                                             tenant_id=SANDBOX_TENANT_ID, authority=_host(https_sandbox),
                                             disable_instance_discovery=True,

@@ -16,7 +16,6 @@ import httpx
 import msal
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
 from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
 from tests.support.sandbox import Browser, SandboxProc
@@ -99,24 +98,11 @@ def test_msal_device_code_sign_in_and_refresh_over_https(https_sandbox: SandboxP
     assert _me(https_sandbox, refreshed["access_token"])["userPrincipalName"] == SANDBOX_DEFAULT_UPN
 
 
-class _UserRealmOnPort(HTTPAdapter):
-    """msal 1.x builds its user-realm URL from the authority's host without its port
-    (https://127.0.0.1/common/userrealm/...); this sends that one request to the sandbox's port."""
-
-    def __init__(self, port: str) -> None:
-        super().__init__()
-        self.port = port
-
-    def send(self, request: requests.PreparedRequest, **kw):  # type: ignore[no-untyped-def, override]
-        if request.url and request.url.startswith("https://127.0.0.1/common/userrealm/"):
-            request.url = request.url.replace("https://127.0.0.1/", f"https://127.0.0.1:{self.port}/", 1)
-        return super().send(request, **kw)
-
 
 @pytest.mark.filterwarnings("ignore:This API has been deprecated for public client flows:DeprecationWarning")
-def test_msal_username_password_and_refresh_over_https(https_sandbox: SandboxProc, trust_ca: str) -> None:
-    session = requests.Session()
-    session.mount("https://127.0.0.1/", _UserRealmOnPort(https_sandbox.https_url.rsplit(":", 1)[1]))
+def test_msal_username_password_and_refresh_over_https(https_sandbox: SandboxProc, trust_ca: str,
+                                                       user_realm_session: requests.Session) -> None:
+    session = user_realm_session
     app = msal.PublicClientApplication(SANDBOX_CLIENT_ID, authority=_authority(https_sandbox),
                                        instance_discovery=False, http_client=session)
     result = app.acquire_token_by_username_password(SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD, scopes=SCOPES)
