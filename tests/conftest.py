@@ -5,6 +5,8 @@ The sandbox, named by what a fixture returns (helpers in tests/support/sandbox.p
 handle class support.sandbox.SandboxAdmin as ``sandbox_admin`` (the sandbox alone), ``crm_tenant`` (crmkit pointed
 at it: CRMKIT_SANDBOX_URL, a private CRMKIT_HOME, msal's caches empty) and ``fast_crm_tenant`` (Teams' limits
 raised too); ``form_browser`` posts the sandbox's HTML forms over HTTP, ``browser``/``page`` are Chromium's.
+PostgreSQL (tests/support/postgres.py): ``pg_cluster`` the session's throwaway server (support.postgres.PgCluster;
+templates via its template_for), ``pg_database_url`` the URL of a fresh empty database on it, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 from support.network import is_loopback_url
+from support.postgres import PgCluster, find_or_install_postgres, fresh_database_url
 from support.sandbox import Browser, SandboxAdmin, SandboxProc, fast_tenant, fresh_tenant
 
 import crmkit
@@ -35,7 +38,7 @@ TIER_ORDER = {"notebooks": 1, "browser": 2, "secrets": 3}
 
 def untiered(items: list[pytest.Item], tiers: set[str]) -> list[str]:
     """Each test whose markers hold no tier or more than one, as "nodeid: why". A test's one tier is
-    the heaviest part it needs (core < widgets < sandbox < slow < notebooks < browser < secrets):
+    the heaviest part it needs (core < widgets < sandbox, postgres < slow < notebooks < browser < secrets):
     `make test` runs them all, and each `-m TIER` run selects every test exactly once."""
     bad = []
     for item in items:
@@ -204,3 +207,29 @@ def page(browser: object) -> Iterator[object]:
     if external:
         listed = "\n  ".join(dict.fromkeys(external))
         pytest.fail(f"the page requested hosts other than loopback (aborted):\n  {listed}")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """The session's throwaway PostgreSQL 15 server (support.postgres.PgCluster; one per xdist worker, as roles
+    are cluster-wide). Missing and not installable: skip, but fail under CI=true, like ``chromium``."""
+    found = find_or_install_postgres()
+    if isinstance(found, str):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true needs the postgres tier to run: {found}")
+        pytest.skip(found)
+    cluster = PgCluster(found)
+    try:  # stopped and removed on any way out of the session, Ctrl-C included
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_database_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """The URL of a fresh, empty database (a name used nowhere before) on ``pg_cluster``, dropped afterwards
+    with whatever is still connected. A clone of a migrated template: ``support.postgres.fresh_database_url(
+    pg_cluster, pg_cluster.template_for(key, build))``."""
+    with fresh_database_url(pg_cluster) as url:
+        yield url
