@@ -9,10 +9,12 @@ server's, not crmkit's errors: they stay outside the tree, and no sandbox class 
     CrmkitError
     ├── ConfigError                 bad configuration or environment
     │   └── PortInUse               (sandbox.server) a port `crmkit sandbox` was told to listen on is taken
-    ├── StoreError                  the DuckDB record store
+    ├── StoreError                  the record store (DuckDB file or PostgreSQL database)
     │   ├── DatabaseLocked          another process kept the file locked too long
-    │   ├── NotACrmkitDatabase      corrupt, foreign or newer-than-us file
-    │   └── DatabasePathError       the path cannot hold a database
+    │   ├── NotACrmkitDatabase      corrupt, foreign or newer-than-us file or database
+    │   ├── DatabasePathError       the path cannot hold a database
+    │   ├── DatabaseUnavailable     the PostgreSQL server cannot be reached (down, wrong host or port)
+    │   └── DatabaseLoginRefused    the PostgreSQL server refused the login (role, password, database)
     ├── NotFound                    a record, user, setting … does not exist
     │   └── UnknownUser
     ├── PermissionDenied            the session's user lacks a right
@@ -55,7 +57,9 @@ __all__ = [
     "ControlCharacters",
     "CrmkitError",
     "DatabaseLocked",
+    "DatabaseLoginRefused",
     "DatabasePathError",
+    "DatabaseUnavailable",
     "GraphError",
     "GraphThrottled",
     "IntegrationDisabled",
@@ -130,6 +134,14 @@ class NotACrmkitDatabase(StoreError):
 
 class DatabasePathError(StoreError):
     """The path cannot hold a database (missing folder, a directory, no permission)."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The PostgreSQL server did not answer: it is down, or the URL names the wrong host or port."""
+
+
+class DatabaseLoginRefused(StoreError):
+    """The PostgreSQL server answered but refused the login: role, password or database name."""
 
 
 class NotFound(CrmkitError):

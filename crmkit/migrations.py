@@ -417,6 +417,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 ]
 
 
+# The statements PostgreSQL runs instead, by (migration, statement index); None: nothing to run. The rest
+# of every migration runs as written (crmkit.store.postgres translates parameters and the JSON type).
+POSTGRES_INSTEAD: dict[tuple[int, int], str | None] = {
+    # Migration 6 filled the word index from the addresses of the day with DuckDB's list functions. A
+    # PostgreSQL database is new at today's schema (no crmkit before this one ran on PostgreSQL), so at
+    # migration 6 it holds no address to index; addresses.py keeps the index from then on.
+    (6, 1): None,
+}
+
+
+def statements_for(dialect: str, mid: int, statements: list[str]) -> list[str]:
+    """The statements of migration ``mid`` as ``dialect`` runs them."""
+    if dialect != "postgresql":
+        return statements
+    out = []
+    for i, sql in enumerate(statements):
+        instead = POSTGRES_INSTEAD.get((mid, i), sql)
+        if instead is not None:
+            out.append(instead)
+    return out
+
+
 def _applied(tx: Tx) -> set[int]:
     return {row[0] for row in tx.rows("SELECT id FROM _crmkit_migrations")}
 
@@ -424,7 +446,8 @@ def _applied(tx: Tx) -> set[int]:
 def _tables(tx: Tx) -> set[str]:
     return {
         row[0] for row in tx.rows(
-            "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()"
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_schema = current_schema()"
         )
     }
 
@@ -437,7 +460,7 @@ def migrate(store: Store) -> list[int]:
         if "_crmkit_migrations" not in tables:
             if tables:
                 raise NotACrmkitDatabase(
-                    f"{store.path} is a DuckDB database of something else (tables: "
+                    f"{store.path} is a {_KIND[store.dialect]} database of something else (tables: "
                     f"{', '.join(sorted(tables)[:5])}). crmkit left it unchanged; "
                     "use `crmkit init --db NEW_PATH` for a crmkit database."
                 )
@@ -456,21 +479,21 @@ def migrate(store: Store) -> list[int]:
         for mid, name, statements in MIGRATIONS:
             if mid in done:
                 continue
-            for sql in statements:
+            for sql in statements_for(tx.dialect, mid, statements):
                 tx.execute(sql)
             tx.execute("INSERT INTO _crmkit_migrations (id, name) VALUES (?, ?)", [mid, name])
             applied.append(mid)
         return applied
 
     # Reading first keeps an up-to-date database untouched (and openable beside readers).
-    if not store.memory:
-        from pathlib import Path
-
-        if Path(store.path).exists():
-            pending = store.read(lambda tx: _pending_or_foreign(tx, store))
-            if not pending:
-                return []
+    if not store.memory and store.exists():
+        pending = store.read(lambda tx: _pending_or_foreign(tx, store))
+        if not pending:
+            return []
     return store.write(run)
+
+
+_KIND = {"duckdb": "DuckDB", "postgresql": "PostgreSQL"}
 
 
 def _pending_or_foreign(tx: Tx, store: Store) -> bool:

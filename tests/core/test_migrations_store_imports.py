@@ -14,9 +14,11 @@ import pytest
 
 pytestmark = pytest.mark.core
 
-# crmkit (the package; its __init__ loads the session lazily), the store, its migrations and the
+# crmkit (the package; its __init__ loads the session lazily), the store with its DuckDB backend (not the
+# PostgreSQL one: psycopg loads only for a postgresql:// URL), its migrations and the
 # error tree (a leaf: it loads the catalog only when an error text is asked for).
-ALLOWED = {"crmkit", "crmkit.store", "crmkit.migrations", "crmkit.errors"}
+ALLOWED = {"crmkit", "crmkit.store", "crmkit.store.tx", "crmkit.store.duckdb_backend", "crmkit.migrations",
+           "crmkit.errors"}
 
 _PROBE = """
 import json, sys
@@ -36,3 +38,4 @@ def test_opening_a_store_imports_no_feature_module_and_no_httpx(tmp_path: Path) 
     crmkit_modules = {m for m in modules if m == "crmkit" or m.startswith("crmkit.")}
     assert crmkit_modules - ALLOWED == set()
     assert not {m for m in modules if m == "httpx" or m.startswith("httpx.")}
+    assert not {m for m in modules if m == "psycopg" or m.startswith("psycopg.")}
