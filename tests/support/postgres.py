@@ -279,4 +279,7 @@ def fresh_database_url(cluster: PgCluster, template: str | None = None) -> Itera
     try:
         yield cluster.url(name)
     finally:
+        from crmkit.store.postgres import close_pools
+
+        close_pools(cluster.url(name))  # crmkit's pool for it first: a dropped database's pool would reconnect
         cluster.drop_database(name)
