@@ -79,14 +79,15 @@ class CRM(Session):
         return self.store.df(
             "SELECT u.name, u.display_name, u.email, u.active, string_agg(ur.role, ', ' ORDER BY ur.role) "
             "AS roles FROM users u LEFT JOIN user_roles ur ON ur.user_name = u.name "
-            "GROUP BY ALL ORDER BY u.name"
+            "GROUP BY u.name, u.display_name, u.email, u.active ORDER BY u.name"
         )
 
     def roles(self) -> pd.DataFrame:
         """The roles with their rights; labels from the catalog (the stored label of a role it does not know)."""
         df = self.store.df(
             'SELECT r.name, r.label_de, r.label_en, string_agg(rr."right", \', \' ORDER BY rr."right") AS rights '
-            "FROM roles r LEFT JOIN role_rights rr ON rr.role = r.name GROUP BY ALL ORDER BY r.name"
+            "FROM roles r LEFT JOIN role_rights rr ON rr.role = r.name "
+            "GROUP BY r.name, r.label_de, r.label_en ORDER BY r.name"
         )
         for lang in ("de", "en"):
             df[f"label_{lang}"] = [role_label(n, lang, s) for n, s in zip(df["name"], df[f"label_{lang}"], strict=True)]
@@ -163,7 +164,8 @@ class CRM(Session):
             raw = tx.one("SELECT value FROM user_settings WHERE user_name = ? AND key = ?", [self.user.name, name])
             old = spec.default if raw is None else json.loads(raw)
             tx.execute(
-                "INSERT OR REPLACE INTO user_settings VALUES (?, ?, ?, ?)",
+                "INSERT INTO user_settings VALUES (?, ?, ?, ?) ON CONFLICT (user_name, key) "
+                "DO UPDATE SET value = excluded.value, changed_at = excluded.changed_at",
                 [self.user.name, name, json.dumps(value), _now()],
             )
             self.audit(tx, f"user:{self.user.name}", name, old, value)

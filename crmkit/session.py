@@ -129,7 +129,8 @@ class Session:
         raw = tx.one("SELECT value FROM system_settings WHERE key = ?", [name])
         old = SETTINGS[name].default if raw is None else json.loads(raw)
         tx.execute(
-            "INSERT OR REPLACE INTO system_settings VALUES (?, ?, ?, ?)",
+            "INSERT INTO system_settings VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+        "value = excluded.value, changed_at = excluded.changed_at, changed_by = excluded.changed_by",
             [name, json.dumps(value), now(), self.user.name],
         )
         self.audit(tx, "system", name, old, value)

@@ -275,7 +275,8 @@ class Campaigns:
     def campaigns(self) -> pd.DataFrame:
         return self.crm.store.df(
             "SELECT c.id, c.name, c.description, count(a.id) AS activities, c.modified_at FROM campaigns c "
-            "LEFT JOIN campaign_activities a ON a.campaign_id = c.id GROUP BY ALL ORDER BY c.id")
+            "LEFT JOIN campaign_activities a ON a.campaign_id = c.id "
+            "GROUP BY c.id, c.name, c.description, c.modified_at ORDER BY c.id")
 
     def add_campaign(self, name: str, description: str | None = None) -> int:
         """Create a campaign (needs ``campaign.admin``); returns its id."""

@@ -159,7 +159,7 @@ def transfer_counts(
         filters.get("recipient"),
     )
     sql = (f"SELECT date_trunc('{bucket}', logged_at)::DATE AS bucket, channel, count(*) AS n FROM transfer_log"
-           f"{where} GROUP BY ALL ORDER BY bucket, channel")
+           f"{where} GROUP BY 1, 2 ORDER BY bucket, channel")
     return crm.store.read(lambda tx: tx.df(sql, values))
 
 

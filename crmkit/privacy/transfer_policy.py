@@ -81,7 +81,8 @@ def _put(crm: Session, tx: Tx, key: str, value: Any, default: Any) -> None:
     if old == value:
         return
     tx.execute(
-        "INSERT OR REPLACE INTO privacy_settings VALUES (?, ?, ?, ?)",
+        "INSERT INTO privacy_settings VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+        "value = excluded.value, changed_at = excluded.changed_at, changed_by = excluded.changed_by",
         [key, json.dumps(value), _now(), crm.user.name],
     )
     crm.audit(tx, "privacy", key, old, value)

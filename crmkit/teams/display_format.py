@@ -496,7 +496,8 @@ def save_format(crm: Session, fmt: DisplayFormat) -> None:
         if old == new:
             return
         tx.execute(
-            "INSERT OR REPLACE INTO display_formats VALUES (?, ?, ?, ?)",
+            "INSERT INTO display_formats VALUES (?, ?, ?, ?) ON CONFLICT (area) DO UPDATE SET "
+            "spec = excluded.spec, changed_at = excluded.changed_at, changed_by = excluded.changed_by",
             [AREA, json.dumps(new), datetime.now().replace(microsecond=0), crm.user.name],
         )
         crm.audit(tx, "display_format", AREA, old, new)
