@@ -201,6 +201,10 @@ _WORDS_AT_6 = (
 )
 
 
+# Migration 12, statements both databases run (PostgreSQL's own follow in POSTGRES_ONLY[12]).
+_TEAM_AT_12: list[str] = []
+
+
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "core: users, rights, settings, audit, addresses, contacts", [
         """CREATE TABLE roles (
@@ -414,6 +418,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         f"(SELECT 1 FROM roles WHERE name = {_q(role)}) ON CONFLICT DO NOTHING"
         for role in ("admin", "teams_admin", "campaign_manager", "sales")
     ]),
+    # Work in progress this session (issue 15), released with it: what several processes sharing one
+    # PostgreSQL database need; the statements PostgreSQL alone runs are POSTGRES_ONLY[12].
+    (12, "team server: indexes and extensions for PostgreSQL", _TEAM_AT_12),
 ]
 
 
@@ -427,6 +434,24 @@ POSTGRES_INSTEAD: dict[tuple[int, int], str | None] = {
 }
 
 
+# What PostgreSQL runs after a migration's own statements. DuckDB loads every index on every attach of
+# the file, so it keeps only small ones (migrations 3 and 5); a server keeps its indexes in memory, and
+# the record table, the search and the access report use these.
+POSTGRES_ONLY: dict[int, list[str]] = {
+    12: [
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",  # trusted (contrib): the database owner may create it
+        "CREATE INDEX addresses_city_name ON addresses (city, last_name, id)",
+        "CREATE INDEX addresses_name ON addresses (last_name, first_name, id)",
+        "CREATE INDEX address_words_word ON address_words (word text_pattern_ops)",
+        "CREATE INDEX address_words_address ON address_words (address_id)",
+        "CREATE INDEX contacts_address ON contacts (address_id, happened_at)",
+        "CREATE INDEX transfer_log_logged ON transfer_log (logged_at)",
+        "CREATE INDEX outbox_batch ON outbox (batch_id, seq)",
+        "CREATE INDEX outbox_status ON outbox (status)",
+    ],
+}
+
+
 def statements_for(dialect: str, mid: int, statements: list[str]) -> list[str]:
     """The statements of migration ``mid`` as ``dialect`` runs them."""
     if dialect != "postgresql":
@@ -436,7 +461,7 @@ def statements_for(dialect: str, mid: int, statements: list[str]) -> list[str]:
         instead = POSTGRES_INSTEAD.get((mid, i), sql)
         if instead is not None:
             out.append(instead)
-    return out
+    return out + POSTGRES_ONLY.get(mid, [])
 
 
 def _applied(tx: Tx) -> set[int]:
