@@ -26,6 +26,15 @@ if TYPE_CHECKING:
 __all__ = ["activate", "enqueue_plan", "stage", "unstage"]
 
 
+def _duplicate_key_errors(store: Store) -> tuple[type[BaseException], ...]:
+    """What the store's database raises for a row a unique index refuses (psycopg is loaded on PostgreSQL only)."""
+    if store.dialect == "postgresql":
+        import psycopg.errors
+
+        return (psycopg.errors.UniqueViolation,)
+    return (duckdb.ConstraintException,)
+
+
 def enqueue_plan(tx: Tx, plan: SendPlan, *, user: str, account: str | None, source: str | None = None,
                  idempotency_key: str | None = None) -> str:
     """Write a planned send to the outbox inside the caller's transaction; returns the batch id.
@@ -121,8 +130,9 @@ def activate(store: Store, staging: str, summary: SendPlan, staged: int, *, user
 
         try:
             return store.write(run)
-        except duckdb.ConstraintException:
-            # The unique index on (user, key): a writer that checked at the same moment won.
+        except _duplicate_key_errors(store):
+            # The unique index on (user, key): a writer that checked at the same moment won. store.write
+            # rolled the failed transaction back (PostgreSQL runs nothing more in it); read in a new one.
             existing = None if idempotency_key is None else store.read(
                 lambda tx: keyed_batch(tx, user, idempotency_key))
             if existing is None:

@@ -131,23 +131,67 @@ def test_a_bad_key_is_refused_before_anything(sender: crmkit.CRM, crm_tenant: Sa
     assert crm_tenant.get("messages")["count"] == 0
 
 
-@pytest.mark.core
-def test_the_store_refuses_a_second_batch_under_one_key(crm: crmkit.CRM) -> None:
-    """The unique index is what makes two writers racing with one key safe."""
+def _duplicate_key_error(backend: str) -> type[Exception]:
+    """What each database raises for a second row under a unique index."""
+    if backend == "postgresql":
+        import psycopg.errors
+
+        return psycopg.errors.UniqueViolation
+    return duckdb.ConstraintException
+
+
+def _keyed(tx: Any, user: str = "admin", key: str | None = "k") -> str:
     from crmkit.teams.outbox import create_batch
 
-    def make(tx: Any) -> str:
-        return create_batch(tx, user="admin", account=None, channel="teams_manual", trigger="manual", purpose=None,
-                            subject="x", options={}, record_contact=False, idempotency_key="k")
+    return create_batch(tx, user=user, account=None, channel="teams_manual", trigger="manual", purpose=None,
+                        subject="x", options={}, record_contact=False, idempotency_key=key)
 
-    crm.store.write(make)
-    with pytest.raises(duckdb.ConstraintException, match=r"(?i)duplicate key"):
-        crm.store.write(make)
-    crm.store.write(lambda tx: create_batch(tx, user="kai", account=None, channel="teams_manual", trigger="manual",
-                                            purpose=None, subject="x", options={}, record_contact=False,
-                                            idempotency_key="k"))
+
+@pytest.mark.core
+def test_the_store_refuses_a_second_batch_under_one_key(crm: crmkit.CRM, backend: str) -> None:
+    """The unique index is what makes two writers racing with one key safe."""
+    crm.store.write(_keyed)
+    with pytest.raises(_duplicate_key_error(backend), match=r"(?i)duplicate key"):
+        crm.store.write(_keyed)
+    crm.store.write(lambda tx: _keyed(tx, user="kai"))
     for _ in range(2):  # no key: as many batches as wanted
-        crm.store.write(lambda tx: create_batch(tx, user="admin", account=None, channel="teams_manual",
-                                                trigger="manual", purpose=None, subject="x", options={},
-                                                record_contact=False))
+        crm.store.write(lambda tx: _keyed(tx, key=None))
     assert crm.store.one("SELECT count(*) FROM outbox_batches") == 4
+
+
+@pytest.mark.core
+def test_a_batch_made_under_the_key_meanwhile_is_returned_and_the_staged_rows_go(
+        crm: crmkit.CRM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the unique index decides: another writer made the key's batch after this one's check saw
+    none, so the insert hits the index. ``activate`` returns that batch (made here: False) and deletes its
+    staged rows, on DuckDB (ConstraintException) and on PostgreSQL (UniqueViolation, after the failed
+    transaction was rolled back)."""
+    from crmkit.teams import staging
+    from crmkit.teams.options import SendOptions
+    from crmkit.teams.outbox import STAGED, OutboxMessage, add_messages, staging_id
+    from crmkit.teams.planning import SendPlan
+
+    theirs = crm.store.write(_keyed)  # the other writer's batch under "k"
+    mine = staging_id()
+    message = OutboxMessage(payload={"body": {"content": "x"}}, marker="m", chat_kind="oneOnOne", members=["a", "b"],
+                            recipients=[{"id": "b", "name": "B"}], address_ids=[1], field_names={"1": ["company"]})
+    crm.store.write(lambda tx: (add_messages(tx, mine, [message]),
+                                tx.execute("UPDATE outbox SET status = ? WHERE batch_id = ?", [STAGED, mine])))
+    summary = SendPlan(subject="x", text="", options=SendOptions(), channel="teams_manual", trigger="manual", me={},
+                       recipients=[{"id": "b", "name": "B"}], messages=[], blocked={}, log=False, purpose=None)
+    real = staging.keyed_batch
+    checks: list[str | None] = []
+
+    def saw_nothing_yet(tx: Any, user: str, key: str) -> str | None:  # the check inside the write ran too early
+        found = real(tx, user, key)
+        checks.append(found)
+        return None if len(checks) == 1 else found
+
+    monkeypatch.setattr(staging, "keyed_batch", saw_nothing_yet)
+    used: list[str | None] = []
+    batch_id, made = staging.activate(crm.store, mine, summary, 1, user="admin", account=lambda: None,
+                                      mark_used=lambda tx, account: used.append(account), idempotency_key="k")
+    assert (batch_id, made) == (theirs, False)
+    assert checks == [theirs, theirs]  # the in-write check, then the read after the refused insert
+    assert crm.store.one("SELECT count(*) FROM outbox") == 0  # the staged row went
+    assert crm.store.df("SELECT id FROM outbox_batches")["id"].tolist() == [theirs]
