@@ -85,6 +85,17 @@ def session_kind() -> str:
     return "notebook"
 
 
+def _store_errors(crm: Session) -> tuple[type[BaseException], ...]:
+    """The errors the registry logs instead of raising: crmkit's store errors and the database's own (a
+    refused grant, a server gone between statements, a conflict retried too often). psycopg is loaded on
+    PostgreSQL only."""
+    if crm.store.dialect == "postgresql":
+        import psycopg
+
+        return (StoreError, duckdb.Error, psycopg.Error)
+    return (StoreError, duckdb.Error)
+
+
 def _now() -> datetime:
     return datetime.now().replace(microsecond=0)
 
@@ -118,7 +129,7 @@ def register_session(crm: Session) -> int | None:
     try:
         with store.lock_wait(REGISTER_LOCK_TIMEOUT):  # a shortened lock wait for this write only
             session_id, enabled = store.write(run, retries=3)
-    except (StoreError, duckdb.Error) as exc:
+    except _store_errors(crm) as exc:
         log.warning("crmkit: session not registered (%s); the Teams reopen notice is unavailable.", exc)
         crm.session_id = None
         crm.teams_enabled_at_open = None
@@ -140,7 +151,7 @@ def touch_session(crm: Session) -> None:
         return
     try:
         crm.store.write(lambda tx: tx.execute("UPDATE sessions SET last_seen = ? WHERE id = ?", [_now(), session_id]))
-    except (StoreError, duckdb.Error) as exc:
+    except _store_errors(crm) as exc:
         log.warning("crmkit: session %s not touched (%s).", session_id, exc)
 
 
@@ -151,7 +162,7 @@ def close_session(crm: Session) -> None:
         return
     try:
         crm.store.write(lambda tx: tx.execute("DELETE FROM sessions WHERE id = ?", [session_id]))
-    except (StoreError, duckdb.Error) as exc:
+    except _store_errors(crm) as exc:
         log.warning("crmkit: session %s not closed in the registry (%s).", session_id, exc)
     crm.session_id = None
 

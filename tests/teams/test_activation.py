@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -203,11 +202,11 @@ def test_a_dead_kernel_whose_pid_went_to_a_newer_process_is_not_listed(admin: CR
     # A process started now, under a session opened an hour ago: the kernel died and its pid was reused.
     newer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        admin.store.execute("UPDATE sessions SET pid = ?, opened_at = opened_at - INTERVAL 1 HOUR WHERE id = ?",
+        admin.store.execute("UPDATE sessions SET pid = ?, opened_at = opened_at - INTERVAL '1 hour' WHERE id = ?",
                             [newer.pid, ghost.session_id])  # type: ignore[attr-defined]
         live = as_user(admin, "sam")
         admin.store.execute("UPDATE sessions SET pid = ? WHERE id = ?", [newer.pid, live.session_id])  # type: ignore[attr-defined]
-        admin.store.execute("UPDATE sessions SET opened_at = opened_at + INTERVAL 2 SECOND WHERE id = ?",
+        admin.store.execute("UPDATE sessions SET opened_at = opened_at + INTERVAL '2 seconds' WHERE id = ?",
                             [live.session_id])  # type: ignore[attr-defined]
         activation.enable(admin)
         ids = set(activation.open_sessions_needing_reopen(admin)["id"])
@@ -231,14 +230,22 @@ def test_register_session_never_fails_an_open(admin: CRM, monkeypatch: pytest.Mo
     assert admin.store.lock_timeout == 60.0  # the shortened wait was restored
 
 
-def test_register_session_on_a_file_is_one_short_write(db_path: Path) -> None:
-    crm = crmkit.open(db_path)
-    seen: list[str] = []
-    crm.store.tracer = lambda sql, params: seen.append(sql)
+def test_register_session_on_a_shared_store_is_one_short_write(db_location: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    crm = crmkit.open(db_location)
+    backend, writes = crm.store.backend, []
+    real = backend.transaction
+
+    def counted(*, read_only: bool, tracer: object) -> object:  # every operation is one backend transaction
+        writes.append(read_only is False)
+        return real(read_only=read_only, tracer=tracer)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backend, "transaction", counted)
     session_id = sessions.register_session(crm)  # opening registered once already; this is a second row
     assert session_id is not None
-    assert sum(s.startswith("BEGIN") for s in seen) == 1
-    other = crmkit.open(db_path)  # registers on open
+    assert writes == [True]  # one write transaction, no read before it
+    monkeypatch.undo()
+    other = crmkit.open(db_location)  # registers on open
     assert other.session_id == session_id + 1  # type: ignore[attr-defined]
     frame = other.store.df("SELECT * FROM sessions ORDER BY id")
     assert isinstance(frame, pd.DataFrame) and len(frame) == 3
