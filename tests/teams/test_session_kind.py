@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from jupyter_client.manager import start_new_kernel
@@ -16,10 +15,10 @@ import crmkit
 pytestmark = pytest.mark.core
 
 
-def _kernel_opens(db: Path, env: dict[str, str]) -> None:
+def _kernel_opens(db: str, env: dict[str, str]) -> None:
     km, kc = start_new_kernel(kernel_name="python3", env=env)
     try:
-        reply = kc.execute_interactive(f"import crmkit; crm = crmkit.open({str(db)!r}); crm.store.close()",
+        reply = kc.execute_interactive(f"import crmkit; crm = crmkit.open({db!r}); crm.store.close()",
                                        timeout=60)
         assert reply["content"]["status"] == "ok", reply["content"]
     finally:
@@ -27,12 +26,13 @@ def _kernel_opens(db: Path, env: dict[str, str]) -> None:
         km.shutdown_kernel(now=True)
 
 
-def test_kernels_record_notebook_or_dashboard_and_python_records_script(db_path: Path) -> None:
+def test_kernels_record_notebook_or_dashboard_and_python_records_script(db_location: str) -> None:
+    db_path = db_location  # the kernels and the script open the same CRM by name (a file, or a PostgreSQL URL)
     crmkit.open(db_path).store.close()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CRMKIT_", "VOILA_"))}
     _kernel_opens(db_path, base)
     _kernel_opens(db_path, {**base, "VOILA_PREHEAT": "False", "SERVER_SOFTWARE": "voila/0.5"})
-    subprocess.run([sys.executable, "-c", f"import crmkit; crmkit.open({str(db_path)!r}).store.close()"],
+    subprocess.run([sys.executable, "-c", f"import crmkit; crmkit.open({db_path!r}).store.close()"],
                    check=True, env=base, timeout=60)
     crm = crmkit.open(db_path)
     kinds = crm.store.read(lambda tx: [r[0] for r in tx.rows("SELECT kind FROM sessions ORDER BY id")])
