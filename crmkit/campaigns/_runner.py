@@ -33,11 +33,11 @@ from ._template import render_message, render_subject, template_fields
 
 if TYPE_CHECKING:
     from ..crm import CRM
-    from ..store import Tx
+    from ..store import Store, Tx
     from ..teams.planning import SendPlan
     from ..teams.send import TeamsService
 
-__all__ = ["Claimer", "RunOutcome", "claim_due", "execute_run", "retry_delay", "run_error_text"]
+__all__ = ["Claimer", "RunOutcome", "claim_due", "claim_runs", "execute_run", "retry_delay", "run_error_text"]
 
 log = logging.getLogger("crmkit.campaigns")
 
@@ -87,30 +87,61 @@ def claim_columns(claimer: Claimer) -> tuple[str, list[Any]]:
 
 def claim_due(crm: CRM, claimer: Claimer, *, limit: int = 20) -> list[int]:
     """Claim runs that are due, due again after a failure, or abandoned by a dead or expired claim."""
+    return claim_runs(crm.store, claimer, limit=limit)
+
+
+# Runs due (again) now, oldest first.
+_READY_SQL = ("SELECT id FROM campaign_runs WHERE status IN ('due', 'retry') AND coalesce(next_attempt_at, due_at) "
+              "<= ? ORDER BY coalesce(next_attempt_at, due_at), id LIMIT ?")
+# Live-looking claims of other processes on this machine, whose process Claimer.gone() can check.
+_LOCAL_HOLDERS_SQL = ("SELECT DISTINCT claimed_by, claim_host, claim_pid FROM campaign_runs WHERE status = 'running' "
+                      "AND claimed_by IS DISTINCT FROM ? AND claim_host = ? AND claim_expires_at >= ?")
+# Runs abandoned by another claimer: its claim expired, or (filled in) its process is gone.
+_ABANDONED_SQL = ("SELECT id FROM campaign_runs WHERE status = 'running' AND claimed_by IS DISTINCT FROM ? "
+                  "AND (claim_expires_at IS NULL OR claim_expires_at < ?{dead}) ORDER BY id LIMIT ?")
+
+
+def claim_runs(store: Store, claimer: Claimer, *, limit: int = 20) -> list[int]:
+    """Claim up to ``limit`` runs for ``claimer`` and mark them running; returns their ids (due runs first).
+
+    Claimed are runs due now (``due``, or ``retry`` whose next attempt is due) and runs another claimer
+    abandoned (its claim expired, or its process on this machine is gone). A claimed run has
+    ``status = 'running'``, ``attempts`` one higher, and ``claimed_by``/``claim_pid``/``claim_host`` naming
+    the claimer until ``claim_expires_at`` (now + ``claimer.ttl``); the claimer then carries it out
+    (:func:`execute_run`), which ends the claim. On PostgreSQL any number of processes on any number of
+    machines may call this at once: the rows are locked (``FOR UPDATE SKIP LOCKED``) in the claiming
+    transaction, so each run goes to exactly one caller and no caller waits for another's rows. On DuckDB
+    one process writes at a time (the worker lease keeps one worker active).
+    """
     # A read first: an idle worker polling must not take the file's write lock every round.
-    waiting = crm.store.one(
+    waiting = store.one(
         "SELECT count(*) FROM campaign_runs WHERE (status IN ('due', 'retry') AND coalesce(next_attempt_at, due_at) "
         "<= ?) OR (status = 'running' AND claimed_by IS DISTINCT FROM ?)", [utcnow(), claimer.holder])
-    if not waiting:
+    if not waiting or limit <= 0:
         return []
 
     def run(tx: Tx) -> list[int]:
+        lock = ""
+        if tx.dialect == "postgresql":
+            # Several claimers at once: READ COMMITTED re-checks a row another claimer has just committed
+            # against the WHERE (REPEATABLE READ would fail and retry the whole claim), and SKIP LOCKED passes
+            # over the rows another claim transaction holds, so each claimer gets rows of its own at once.
+            tx.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            lock = " FOR UPDATE SKIP LOCKED"
         now = utcnow()
-        ready = [r[0] for r in tx.rows(
-            "SELECT id FROM campaign_runs WHERE status IN ('due', 'retry') AND coalesce(next_attempt_at, due_at) <= ? "
-            "ORDER BY coalesce(next_attempt_at, due_at), id LIMIT ?", [now, limit])]
-        abandoned = [r[0] for r in tx.rows(
-            "SELECT id, claim_host, claim_pid, claim_expires_at FROM campaign_runs WHERE status = 'running' "
-            "AND claimed_by IS DISTINCT FROM ? ORDER BY id", [claimer.holder])
-            if r[3] is None or r[3] < now or claimer.gone(r[1], r[2])]
-        ids = (ready + abandoned)[:limit]
+        ids = [r[0] for r in tx.rows(_READY_SQL + lock, [now, limit])]
+        if len(ids) < limit:
+            dead = [r[0] for r in tx.rows(_LOCAL_HOLDERS_SQL, [claimer.holder, claimer.host, now])
+                    if claimer.gone(r[1], r[2])]
+            sql = _ABANDONED_SQL.format(dead=f" OR claimed_by IN ({', '.join('?' * len(dead))})" if dead else "")
+            ids += [r[0] for r in tx.rows(sql + lock, [claimer.holder, now, *dead, limit - len(ids)])]
         if not ids:
             return []
         sets, params = claim_columns(claimer)
         tx.execute(f"UPDATE campaign_runs SET {sets} WHERE id IN ({', '.join('?' * len(ids))})", [*params, *ids])
         return ids
 
-    return crm.store.write(run)
+    return store.write(run)
 
 
 _CONTEXT_SQL = f"""
