@@ -448,6 +448,13 @@ POSTGRES_ONLY: dict[int, list[str]] = {
         "CREATE INDEX transfer_log_logged ON transfer_log (logged_at)",
         "CREATE INDEX outbox_batch ON outbox (batch_id, seq)",
         "CREATE INDEX outbox_status ON outbox (status)",
+        # privacy.access_report walks it backwards (no sort); compact_transfer_log CLUSTERs by it.
+        "CREATE INDEX transfer_log_address_time ON transfer_log (address_id, logged_at, id)",
+        # Senders run side by side on a server: log_transfers' duplicate check cannot see a concurrent
+        # sender's rows, this index can (its INSERT ... ON CONFLICT DO NOTHING then fails to serialize and
+        # Store.write retries). NULLS NOT DISTINCT: a missing recipient counts as one value, as in the check.
+        "CREATE UNIQUE INDEX transfer_log_unique ON transfer_log (message_key, address_id, recipient_id) "
+        "NULLS NOT DISTINCT WHERE message_key IS NOT NULL",
     ],
 }
 

@@ -115,6 +115,13 @@ def _clean_record(row: TransferRecord | Mapping[str, Any], now: datetime) -> dic
 
 
 _INSERT_COLUMNS = (*(c for c in LOG_COLUMNS if c != "id"), "dedupe_key")
+# PostgreSQL only: senders run side by side there, and a concurrent sender's rows are outside this
+# transaction's snapshot, so the check below cannot see them. Its unique index can (POSTGRES_ONLY[12]):
+# such a conflict makes the INSERT fail to serialize at REPEATABLE READ, Store.write retries, and the
+# retry's check sees the row. A visible duplicate never reaches the INSERT, so nothing is dropped
+# silently; DO NOTHING needs no right but INSERT (a sender's role may only append). DuckDB has one
+# writer at a time and no such index: the check suffices there.
+_PG_RACE_GUARD = " ON CONFLICT (message_key, address_id, recipient_id) WHERE message_key IS NOT NULL DO NOTHING"
 _names = itertools.count()
 _DEDUPE_CHUNK = 500
 
@@ -196,8 +203,10 @@ def log_transfers(
     if len(clean) <= BULK_ROWS:
         cols = ", ".join(_INSERT_COLUMNS)
         marks = ", ".join("?" * len(_INSERT_COLUMNS))
+        guard = _PG_RACE_GUARD if tx.dialect == "postgresql" else ""
         for row in clean:
-            tx.execute(f"INSERT INTO transfer_log ({cols}) VALUES ({marks})", [row[c] for c in _INSERT_COLUMNS])
+            tx.execute(f"INSERT INTO transfer_log ({cols}) VALUES ({marks}){guard}",
+                       [row[c] for c in _INSERT_COLUMNS])
         return len(clean)
     return _bulk_insert(tx, clean)
 
@@ -218,7 +227,9 @@ def _bulk_insert(tx: Tx, clean: list[dict[str, Any]]) -> int:
     tx.register(name, frame)
     try:
         select = ", ".join(
-            "CASE WHEN fields = '' THEN []::VARCHAR[] ELSE string_split(fields, ',') END" if c == "fields"
+            # SQL both databases read (DuckDB's []/string_split are not PostgreSQL's; string_to_array is both's).
+            "CASE WHEN fields = '' THEN CAST(ARRAY[] AS VARCHAR[]) ELSE string_to_array(fields, ',') END"
+            if c == "fields"
             else f"CAST({c} AS TIMESTAMP)" if c == "logged_at"
             else f"CAST({c} AS BIGINT)" if c in ("address_id", "dedupe_key")
             else f"CAST({c} AS VARCHAR)"
@@ -226,6 +237,7 @@ def _bulk_insert(tx: Tx, clean: list[dict[str, Any]]) -> int:
         )
         result = tx.execute(
             f"INSERT INTO transfer_log ({', '.join(_INSERT_COLUMNS)}) SELECT {select} FROM {name}"
+            + (_PG_RACE_GUARD if tx.dialect == "postgresql" else "")
         ).fetchall()
         return int(result[0][0])
     finally:

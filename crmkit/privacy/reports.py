@@ -158,8 +158,9 @@ def transfer_counts(
         filters.get("channel"), filters.get("outcome"), filters.get("user"), None, since, until,
         filters.get("recipient"),
     )
-    sql = (f"SELECT date_trunc('{bucket}', logged_at)::DATE AS bucket, channel, count(*) AS n FROM transfer_log"
-           f"{where} GROUP BY 1, 2 ORDER BY bucket, channel")
+    # A TIMESTAMP bucket (midnight), not a DATE: PostgreSQL's DATE comes back as Python dates, DuckDB's as datetime64.
+    sql = (f"SELECT CAST(date_trunc('{bucket}', logged_at) AS TIMESTAMP) AS bucket, channel, count(*) AS n "
+           f"FROM transfer_log{where} GROUP BY 1, 2 ORDER BY bucket, channel")
     return crm.store.read(lambda tx: tx.df(sql, values))
 
 

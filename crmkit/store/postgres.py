@@ -157,6 +157,10 @@ class PgTx(Tx):
     def unregister(self, name: str) -> None:
         if name in self._registered:
             self._registered.discard(name)
+            if self._pg.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                # A failed statement aborted the transaction; its rollback drops the table. A DROP now would
+                # raise InFailedSqlTransaction over that error (a serialization failure would not be retried).
+                return
             with self._pg.cursor() as cur:
                 cur.execute(pgsql.SQL("DROP TABLE IF EXISTS {}").format(pgsql.Identifier(name)))
 
