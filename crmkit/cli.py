@@ -5,6 +5,7 @@
     crmkit sandbox …      the local Microsoft sandbox tenant
     crmkit demo           the demo: sandbox, demo data, Voila dashboards, JupyterLab
     crmkit [--db PATH] [--user NAME] worker [--interval S] [--once]   the campaign-action worker
+    crmkit migrate-store SOURCE TARGET   copy a CRM into an empty database (DuckDB file <-> PostgreSQL URL)
 
 Every crmkit error ends as one line on stderr and exit code 2; so do bad arguments (argparse).
 """
@@ -100,6 +101,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds between rounds (default 5)")
     p.add_argument("--once", action="store_true", help="run what is due now, then exit")
     p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("migrate-store", help="copy a CRM into an empty database (DuckDB file <-> PostgreSQL)",
+                       description="Copy every table of the crmkit database SOURCE (the logs and an unfinished "
+                                   "outbox included) into TARGET, which must hold no data yet; verified per table "
+                                   "by row count and checksum, in one transaction of TARGET. Each is a DuckDB "
+                                   "file path or a postgresql:// URL; both are brought to this crmkit's schema "
+                                   "first. Prints each table on stderr, then a summary.")
+    p.add_argument("source", metavar="SOURCE", help="the CRM to copy (left unchanged apart from migrations)")
+    p.add_argument("target", metavar="TARGET", help="an empty database: a new DuckDB file, or an empty "
+                   "PostgreSQL database owned by the URL's role")
+    p.set_defaults(func=_cmd_migrate_store)
     return parser
 
 
@@ -224,6 +236,21 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     outcomes = ", ".join(f"{n} {status}" for status, n in sorted(stats.outcomes.items())) or "none"
     role = "active" if stats.active else "standby (another worker held the lease)"
     print(f"crmkit worker: stopped; was {role}; runs: {outcomes}.")
+    return EXIT_OK
+
+
+def _cmd_migrate_store(args: argparse.Namespace) -> int:
+    """crmkit.store.copy.migrate_store with a line per table on stderr; messages show URLs without password."""
+    from .store.copy import migrate_store
+
+    def progress(table: str, done: int, total: int) -> None:
+        if done >= total:  # one line per table, when it is copied
+            print(f"  {table:<28} {done:>12,} rows", file=sys.stderr, flush=True)
+
+    report = migrate_store(args.source, args.target, progress=progress)
+    print(f"Copied {report.source} to {report.target}: {len(report.tables)} tables, {report.rows:,} rows, "
+          f"{'verified' if report.verified else 'NOT verified'} (row counts and checksums), "
+          f"in {report.seconds:.1f} s.")
     return EXIT_OK
 
 

@@ -14,7 +14,8 @@ server's, not crmkit's errors: they stay outside the tree, and no sandbox class 
     │   ├── NotACrmkitDatabase      corrupt, foreign or newer-than-us file or database
     │   ├── DatabasePathError       the path cannot hold a database
     │   ├── DatabaseUnavailable     the PostgreSQL server cannot be reached (down, wrong host or port)
-    │   └── DatabaseLoginRefused    the PostgreSQL server refused the login (role, password, database)
+    │   ├── DatabaseLoginRefused    the PostgreSQL server refused the login (role, password, database)
+    │   └── StoreNotEmpty           the target of `crmkit migrate-store` holds data
     ├── NotFound                    a record, user, setting … does not exist
     │   └── UnknownUser
     ├── PermissionDenied            the session's user lacks a right
@@ -73,6 +74,7 @@ __all__ = [
     "PersonalAccountRefused",
     "SignInCancelled",
     "StoreError",
+    "StoreNotEmpty",
     "TeamsError",
     "TransferBlocked",
     "UnknownUser",
@@ -142,6 +144,10 @@ class DatabaseUnavailable(StoreError):
 
 class DatabaseLoginRefused(StoreError):
     """The PostgreSQL server answered but refused the login: role, password or database name."""
+
+
+class StoreNotEmpty(StoreError):
+    """The target of ``crmkit migrate-store`` holds data (rows beyond what a new database is seeded with)."""
 
 
 class NotFound(CrmkitError):

@@ -1,0 +1,269 @@
+"""Moving a CRM between stores: ``crmkit migrate-store`` / :func:`crmkit.store.copy.migrate_store`.
+
+A CRM with demo data, users, settings, a transfer log (``fields`` arrays, microsecond timestamps), contacts,
+an outbox with unfinished rows and campaigns goes DuckDB → PostgreSQL → DuckDB and comes back table by table
+the same; a target holding data is refused and left as it was; a copy that does not verify rolls back; the
+CLI never prints the password of a URL. The tests that need the server carry the postgres tier.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import crmkit
+from crmkit import demo_data
+from crmkit.errors import StoreError, StoreNotEmpty
+from crmkit.privacy import TransferRecord, log_transfers
+from crmkit.store import Store, Tx
+from crmkit.store import copy as store_copy
+from crmkit.store.copy import migrate_store, table_checksums
+from crmkit.teams import outbox
+
+PYTHON = sys.executable
+ODD_JSON = '{"b" :  [1, 2.50],\n "a": "ä – 😀", "c": null}'  # spacing, key order, non-ASCII: kept byte for byte
+
+
+def build_crm(location: str | Path) -> None:
+    """A CRM with a bit of everything crmkit stores, written through crmkit's own functions."""
+    crm = crmkit.open(location)
+    demo_data.generate(crm, 300, seed=7)  # addresses, sub-addresses, contacts, the demo users
+    crm.add_user("zoë", "Zoë Ünal", roles=["sales"], email=None)
+    crm.set_setting("teams.subject_prefix", "CRM – ")
+    crm.set_user_setting("language", "en")
+    first = crm.add_address(kind="person", first_name="Jürgen", last_name="Øster", company="",
+                            street=None, city="Zürich", email="j@example.test")
+    crm.add_contact(first, "TEL", "Rückruf", notes="Zeile 1\nZeile 2\t“zitiert”")
+    with_micros = datetime(2026, 3, 4, 5, 6, 7, 123456)
+    records = [
+        TransferRecord(user_name="admin", channel="teams_manual", address_id=first, fields=["first_name", "city"],
+                       outcome="sent", recipient_id="r-1", recipient_name="Lea Hoffmann", purpose="Rückruf",
+                       message_id="m-1", message_key="k-1", logged_at=with_micros),
+        TransferRecord(user_name="admin", channel="file_export", address_id=first, fields=[], outcome="blocked",
+                       detail="", logged_at=with_micros),
+    ]
+
+    def write(tx: Tx) -> None:
+        log_transfers(tx, records)
+        batch = outbox.create_batch(tx, user="admin", account="anna.schmidt@contoso.example", channel="teams",
+                                    trigger="manual", purpose="Rückruf", subject="Leads ✓",
+                                    options={"importance": "normal", "chat": "oneOnOne"}, record_contact=True,
+                                    idempotency_key="copy-test")
+        outbox.add_messages(tx, batch, [
+            outbox.OutboxMessage(payload={"text": f"Adresse {i} – ü"}, marker=f"mk-{i}", chat_kind="oneOnOne",
+                                 members=["u-1", "u-2"], recipients=[{"id": "u-2", "name": "Lea"}],
+                                 address_ids=[first], field_names={str(first): ["first_name"]})
+            for i in range(3)
+        ])
+        # a document exactly as some other writer left it (crmkit's own json.dumps would normalise it)
+        tx.execute("INSERT INTO display_formats VALUES ('copy.test', ?, ?, 'admin')", [ODD_JSON, with_micros])
+
+    crm.store.write(write)
+    ids = crm.store.read(lambda tx: [r[0] for r in tx.rows("SELECT id FROM outbox ORDER BY seq")])
+    outbox.claim(crm.store, ids[:1])  # one row in flight (sending), two pending
+    campaign = crm.campaigns.add_campaign("Frühjahr", "Messe – Stand 4")
+    activity = crm.campaigns.add_activity(campaign, "Einladung")
+    crm.campaigns.add_participants(activity, [first, 1, 2])
+    reaction = crm.campaigns.add_reaction(activity, "Zusage")
+    crm.campaigns.record_reaction(reaction, [first], notes="per Telefon")
+    crm.store.close()
+
+
+def rows_by_table(location: str | Path) -> dict[str, list[str]]:
+    """Every table's rows as sorted reprs of the values the driver returns (independent of copy.py's checksum)."""
+    store = Store(str(location))
+
+    def run(tx: Tx) -> dict[str, list[str]]:
+        names = [r[0] for r in tx.rows(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+            "AND table_schema = current_schema() AND table_type = 'BASE TABLE'")]
+        out = {}
+        for name in names:
+            cols = [r[0] for r in tx.rows(
+                "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+                "AND table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position", [name])]
+            out[name] = sorted(repr(r) for r in tx.rows(f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} '
+                                                           f'FROM "{name}"'))
+        return out
+
+    try:
+        return store.read(run)
+    finally:
+        store.close()
+
+
+ID_TABLES = ("addresses", "audit", "transfer_log", "campaigns")  # ids from max(id)+1 or from a sequence
+
+
+def ids_of(location: str) -> dict[str, list[int]]:
+    store = Store(location)
+    try:
+        return {t: store.read(lambda tx, t=t: [r[0] for r in tx.rows(f"SELECT id FROM {t}")]) for t in ID_TABLES}
+    finally:
+        store.close()
+
+
+def add_after_copy(location: str) -> None:
+    """A new row in each of ID_TABLES: none may take the id of a copied one."""
+    crm = crmkit.open(location)
+    try:
+        address = crm.add_address(kind="person", last_name="Neu", city="Wien")
+        crm.set_setting("teams.subject_prefix", "Neu – ")  # an audit row (audit_seq)
+        crm.campaigns.add_campaign("Nach dem Umzug")  # campaigns_seq
+        crm.store.write(lambda tx: log_transfers(tx, [TransferRecord(
+            user_name="admin", channel="file_export", address_id=address, fields=["city"], outcome="sent")]))
+    finally:
+        crm.store.close()
+
+
+@pytest.mark.postgres
+def test_round_trip_duckdb_postgres_duckdb_is_lossless(tmp_path: Path, pg_database_url: str) -> None:
+    first, back = tmp_path / "first.duckdb", tmp_path / "back.duckdb"
+    build_crm(first)
+    original = rows_by_table(first)
+    assert len(original["addresses"]) > 300 and len(original["outbox"]) == 3
+
+    there = migrate_store(str(first), pg_database_url)
+    assert there.verified and there.rows == sum(len(v) for v in original.values())
+    on_pg = rows_by_table(pg_database_url)
+    assert on_pg == original  # the same Python values from psycopg as from DuckDB, every table
+
+    home = migrate_store(pg_database_url, str(back))
+    assert home.verified
+    assert rows_by_table(back) == original
+    assert table_checksums(str(back)) == table_checksums(str(first)) == table_checksums(pg_database_url)
+    assert {t.name: (t.rows, t.checksum) for t in home.tables} == table_checksums(str(first))
+
+    # the types that could bend on the way: arrays, microseconds, empty text vs NULL, JSON text, the outbox
+    store = Store(str(back))
+    try:
+        log = store.df("SELECT fields, logged_at, detail FROM transfer_log WHERE address_id = "
+                       "(SELECT max(address_id) FROM transfer_log) ORDER BY id")
+        assert [list(f) for f in log["fields"]] == [["first_name", "city"], []]
+        assert log["logged_at"][0] == datetime(2026, 3, 4, 5, 6, 7, 123456)
+        assert log["detail"].isna()[0] and log["detail"][1] == ""
+        assert store.one("SELECT spec FROM display_formats WHERE area = 'copy.test'") == ODD_JSON
+        assert store.one("SELECT company FROM addresses WHERE last_name = 'Øster'") == ""
+        assert store.one("SELECT street FROM addresses WHERE last_name = 'Øster'") is None
+        outbox_states = store.read(lambda tx: sorted(r[0] for r in tx.rows("SELECT status FROM outbox")))
+        assert outbox_states == ["pending", "pending", "sending"]
+    finally:
+        store.close()
+
+    # ids after the copy continue past the copied ones, on both
+    for location in (pg_database_url, str(back)):
+        old = ids_of(location)
+        add_after_copy(location)
+        new = ids_of(location)
+        for table, ids in new.items():
+            assert len(set(ids)) == len(ids), f"{table}: a new id collided with a copied one"
+            added = set(ids) - set(old[table])
+            assert added and min(added) > max(old[table]), table
+
+
+@pytest.mark.postgres
+def test_a_target_with_data_is_refused_and_left_unchanged(tmp_path: Path, pg_database_url: str) -> None:
+    source = tmp_path / "source.duckdb"
+    build_crm(source)
+    crm = crmkit.open(pg_database_url)
+    crm.add_address(kind="person", last_name="Schon da")
+    crm.set_setting("teams.subject_prefix", "Eigene – ")  # a seeded table untouched, an audit row added
+    crm.store.close()
+    before = rows_by_table(pg_database_url)
+    with pytest.raises(StoreNotEmpty) as caught:
+        migrate_store(str(source), pg_database_url)
+    text = str(caught.value)
+    assert "addresses" in text and "audit" in text and "system_settings" in text and "roles" not in text
+    assert "enthält schon Daten" in caught.value.text("de")
+    assert rows_by_table(pg_database_url) == before
+    # a seeded row changed is data too (a renamed role), even with every count as in a new database
+    fresh = tmp_path / "fresh.duckdb"
+    store = Store(str(fresh))
+    store.execute("UPDATE roles SET label_en = 'Sellers' WHERE name = 'sales'")
+    store.close()
+    with pytest.raises(StoreNotEmpty, match="roles"):
+        migrate_store(str(source), str(fresh))
+
+
+def drop_last(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return rows[:-1]
+
+
+def bend_one(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The same number of rows, one text value of the last changed by one character."""
+    last = list(rows[-1])
+    i = next(i for i, v in enumerate(last) if isinstance(v, str) and v)
+    last[i] = last[i][:-1] + chr(ord(last[i][-1]) ^ 1)
+    return [*rows[:-1], tuple(last)]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("bend", "why"), [(drop_last, "2 rows sent, 1 rows back"),
+                                           (bend_one, "2 rows sent, 2 rows back, checksums differ")])
+def test_a_copy_that_does_not_verify_rolls_back(tmp_path: Path, pg_database_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                bend: Any, why: str) -> None:
+    source = tmp_path / "source.duckdb"
+    build_crm(source)
+    empty = table_checksums(pg_database_url)
+    real = store_copy._writer
+
+    def lossy(tx: Tx, table: str, columns: Any) -> Any:
+        write = real(tx, table, columns)
+        return (lambda rows: write(bend(rows))) if table == "transfer_log" else write
+
+    monkeypatch.setattr(store_copy, "_writer", lossy)
+    with pytest.raises(StoreError, match=f"transfer_log: {why}") as caught:
+        migrate_store(str(source), pg_database_url)
+    assert not isinstance(caught.value, StoreNotEmpty)
+    assert table_checksums(pg_database_url) == empty  # nothing of the copy committed
+    monkeypatch.setattr(store_copy, "_writer", real)
+    assert migrate_store(str(source), pg_database_url).verified  # and the target is still empty
+
+
+@pytest.mark.core
+def test_duckdb_to_duckdb_and_the_refusals(tmp_path: Path) -> None:
+    source, target = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    build_crm(source)
+    report = migrate_store(str(source), str(target))
+    assert report.verified and rows_by_table(target) == rows_by_table(source)
+    with pytest.raises(StoreNotEmpty):
+        migrate_store(str(source), str(target))
+    with pytest.raises(StoreError, match="same database"):
+        migrate_store(str(source), str(source))
+
+
+def crmkit_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
+    return subprocess.run([PYTHON, "-m", "crmkit.cli", *args], capture_output=True, text=True, timeout=300,
+                          env=clean, check=False)
+
+
+@pytest.mark.postgres
+def test_cli_copies_shows_tables_and_never_the_password(tmp_path: Path, pg_database_url: str) -> None:
+    source = tmp_path / "source.duckdb"
+    build_crm(source)
+    secret = "s3cret"
+    with_password = pg_database_url.replace("postgresql://postgres@", f"postgresql://postgres:{secret}@")
+    assert secret in with_password
+    done = crmkit_cli("migrate-store", str(source), with_password)
+    assert done.returncode == 0, done.stderr
+    assert secret not in done.stdout + done.stderr
+    summary = done.stdout.strip().splitlines()
+    assert len(summary) == 1 and "verified" in summary[0] and pg_database_url in summary[0]
+    tables = table_checksums(str(source))
+    for name, (rows, _) in tables.items():
+        assert any(line.split()[:2] == [name, f"{rows:,}"] for line in done.stderr.splitlines()), name
+    assert f"{len(tables)} tables, {sum(r for r, _ in tables.values()):,} rows" in summary[0]
+    assert table_checksums(pg_database_url) == tables
+
+    again = crmkit_cli("migrate-store", str(source), with_password)
+    assert again.returncode == 2 and again.stdout == ""
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crmkit: error: ") and "already holds data" in lines[0]
+    assert secret not in again.stderr
