@@ -329,6 +329,12 @@ def open(path: str | os.PathLike[str] | None = None, user: str | None = None, *,
     Raises:
         DatabasePathError, NotACrmkitDatabase: the path cannot hold or is not a crmkit database.
         UnknownUser: no active user of that name.
+        PermissionDenied: on PostgreSQL, the login is a CRM user's role and ``user`` names another.
     """
     store = Store(path, tracer=tracer)
-    return CRM(store, user or os.environ.get("CRMKIT_USER") or "admin")
+    name = user or os.environ.get("CRMKIT_USER")
+    if store.dialect == "postgresql":  # a CRM user's database role is that user's session (crmkit.store.pg_roles)
+        from .store.pg_roles import crm_user_of_login
+
+        name = crm_user_of_login(store, name)
+    return CRM(store, name or "admin")

@@ -1,0 +1,406 @@
+"""crmkit's rights held by PostgreSQL itself (crmkit.store.pg_roles): each built-in role's database login, tried
+with raw psycopg — what the role may do works, what it may not raises InsufficientPrivilege (or, for rows
+row-level security hides, changes nothing) and leaves the database as it was.
+
+The test cluster trusts every loopback login (``-A trust``), so these tests prove privileges, not passwords;
+test_password_is_a_scram_verifier switches this database's crmkit logins to SCRAM in pg_hba.conf for itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.errors
+import pytest
+from conftest import _migrated_template
+from support.postgres import PgCluster, fresh_database_url
+
+import crmkit
+from crmkit.errors import PermissionDenied
+from crmkit.store import Store
+from crmkit.store.pg_roles import (
+    drop_database_roles,
+    enter_filter_role,
+    group_role,
+    rotate_password,
+    scram_verifier,
+    sync_database_roles,
+    unclassified_tables,
+    user_role,
+)
+
+pytestmark = pytest.mark.postgres
+
+# one CRM user per built-in role (crmkit/rights.py)
+USERS = {"admin": "admin", "tina": "teams_admin", "pia": "privacy_officer", "carl": "campaign_manager",
+         "sam": "sales", "vera": "viewer"}
+T0 = datetime(2026, 11, 1, 12, 0, 0)
+Denied = psycopg.errors.InsufficientPrivilege
+
+
+@dataclass
+class Db:
+    cluster: PgCluster
+    url: str  # as the owner (the cluster's superuser)
+    name: str
+    store: Store
+    address_id: int
+
+    def role_url(self, user: str) -> str:
+        return self.url.replace("postgres@", f"{user_role(self.name, user)}@", 1)
+
+    def connect(self, user: str) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.role_url(user), connect_timeout=10)
+
+    def owner(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+
+def _seed(url: str) -> None:
+    """Rows every test looks at, written as the owner."""
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO system_settings VALUES ('teams.enabled', 'true', %s, 'admin'), "
+                     "('privacy.retention_days', '730', %s, 'admin')", (T0, T0))
+        for user in ("sam", "tina"):
+            conn.execute("INSERT INTO m365_accounts (user_name, home_account_id, username, added_at) "
+                         "VALUES (%s, %s, %s, %s)", (user, f"hid-{user}", f"{user}@contoso.example", T0))
+        conn.execute("INSERT INTO campaign_account (id, mode, username, password_ciphertext, set_at, set_by) "
+                     "VALUES (1, 'password', 'campaign@contoso.example', 'gAAAA-cipher', %s, 'admin')", (T0,))
+        conn.execute("INSERT INTO transfer_log (logged_at, user_name, channel, trigger, address_id, fields, outcome, "
+                     "message_key, dedupe_key) VALUES (%s, 'tina', 'teams_manual', 'manual', 1, ARRAY['email'], "
+                     "'sent', 'k1', 11)", (T0,))
+        conn.execute("INSERT INTO outbox_batches (id, created_at, user_name, channel, trigger, subject, "
+                     "record_contact, status) VALUES ('b-tina', %s, 'tina', 'teams_manual', 'manual', 's', false, "
+                     "'open')", (T0,))
+        conn.execute("INSERT INTO outbox (id, batch_id, seq, marker, chat_kind, members, recipients, address_ids, "
+                     "field_names, payload, status) VALUES ('m-tina', 'b-tina', 0, 'mk', 'oneOnOne', '[]', '[]', "
+                     "'[1]', '{}', '{\"text\": \"hi\"}', 'pending')")
+
+
+@pytest.fixture(scope="module")
+def db(pg_cluster: PgCluster) -> Iterator[Db]:
+    with fresh_database_url(pg_cluster, _migrated_template(pg_cluster)) as url:
+        crm = crmkit.open(url)
+        for name, role in USERS.items():
+            if name != "admin":
+                crm.add_user(name, name.title(), roles=[role])
+        address_id = crm.add_address(kind="person", first_name="Anna", last_name="Muster", city="Köln",
+                                     email="anna@example.com")
+        _seed(url)
+        store = crm.store
+        sync_database_roles(store)
+        try:
+            yield Db(pg_cluster, url, url.rsplit("/", 1)[1], store, address_id)
+        finally:
+            drop_database_roles(store)
+
+
+def denied(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...] = ()) -> None:
+    """``sql`` is refused with InsufficientPrivilege (its transaction rolled back)."""
+    with pytest.raises(Denied):
+        conn.execute(sql, params)
+    conn.rollback()
+
+
+def rows(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...] = ()) -> int:
+    """Run ``sql`` (it must be allowed) and roll back: its row count, or the number of rows read."""
+    cur = conn.execute(sql, params)
+    n = len(cur.fetchall()) if cur.description else cur.rowcount
+    conn.rollback()
+    return n
+
+
+def _snapshot(db: Db) -> tuple[Any, ...]:
+    """The rows the refused statements aimed at, to prove nothing changed."""
+    return tuple(db.owner(sql) for sql in (
+        "SELECT key, value FROM system_settings ORDER BY key",
+        "SELECT name, display_name FROM users ORDER BY name",
+        "SELECT user_name, role FROM user_roles ORDER BY user_name, role",
+        "SELECT user_name, username, consent_state FROM m365_accounts ORDER BY user_name",
+        "SELECT username, password_ciphertext FROM campaign_account",
+        "SELECT id, user_name, outcome, detail FROM transfer_log ORDER BY id",
+        "SELECT id, status, payload FROM outbox ORDER BY id",
+        "SELECT id, company, city FROM addresses ORDER BY id",
+        "SELECT count(*) FROM audit",
+    ))
+
+
+@pytest.fixture
+def unchanged(db: Db) -> Iterator[None]:
+    before = _snapshot(db)
+    yield
+    assert _snapshot(db) == before
+
+
+def test_every_table_has_a_place_in_the_grants(db: Db) -> None:
+    tables = [r[0] for r in db.owner("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    assert len(tables) > 20
+    assert unclassified_tables(tables) == []
+
+
+def test_viewer_reads_addresses_and_touches_no_setting_account_or_transfer_log(db: Db, unchanged: None) -> None:
+    with db.connect("vera") as conn:
+        assert rows(conn, "SELECT company, first_name, email FROM addresses") == 1
+        assert rows(conn, "SELECT * FROM contacts") == 0
+        # crmkit reads the system settings in every session (language, Teams switch): read, never write
+        assert rows(conn, "SELECT key, value FROM system_settings") == 2
+        denied(conn, "UPDATE system_settings SET value = 'false' WHERE key = 'teams.enabled'")
+        denied(conn, "INSERT INTO system_settings VALUES ('ui.default_language', '\"en\"', now(), 'vera')")
+        denied(conn, "DELETE FROM system_settings")
+        for table in ("m365_accounts", "campaign_account", "transfer_log", "audit", "consent_requests"):
+            denied(conn, f"SELECT * FROM {table}")
+        denied(conn, "SELECT password_ciphertext FROM campaign_account")
+        denied(conn, "UPDATE m365_accounts SET consent_state = 'granted'")
+        denied(conn, "UPDATE transfer_log SET outcome = 'failed'")
+        denied(conn, "DELETE FROM transfer_log")
+        denied(conn, "INSERT INTO transfer_log (logged_at, user_name, channel, trigger, address_id, fields, outcome) "
+                     "VALUES (now(), 'vera', 'teams_manual', 'manual', 1, ARRAY['email'], 'sent')")
+        denied(conn, "INSERT INTO outbox_batches (id, created_at, user_name, channel, trigger, subject, "
+                     "record_contact, status) VALUES ('b-vera', now(), 'vera', 'teams_manual', 'manual', 's', "
+                     "false, 'open')")
+        denied(conn, "UPDATE outbox SET status = 'cancelled'")
+        denied(conn, "UPDATE addresses SET city = 'Bonn'")
+        denied(conn, "INSERT INTO users (name, display_name) VALUES ('mallory', 'M')")
+        denied(conn, "INSERT INTO user_roles VALUES ('vera', 'admin')")
+        denied(conn, "CREATE TABLE public.mine (x int)")
+        denied(conn, "CREATE TEMP TABLE mine (x int)")
+        # her own settings and session rows, in her own name only
+        assert rows(conn, "INSERT INTO user_settings VALUES ('vera', 'language', '\"en\"', now())") == 1
+        denied(conn, "INSERT INTO user_settings VALUES ('admin', 'language', '\"en\"', now())")
+        denied(conn, "INSERT INTO audit (changed_at, user_name, scope, key) VALUES (now(), 'admin', 's', 'k')")
+        assert rows(conn, "INSERT INTO audit (changed_at, user_name, scope, key) VALUES (now(), 'vera', 's', 'k')") == 1
+
+
+def test_sales_appends_to_outbox_and_transfer_log_but_never_rewrites_them(db: Db, unchanged: None) -> None:
+    with db.connect("sam") as conn:
+        conn.execute("INSERT INTO outbox_batches (id, created_at, user_name, channel, trigger, subject, "
+                     "record_contact, status) VALUES ('b-sam', now(), 'sam', 'teams_manual', 'manual', 's', false, "
+                     "'open')")
+        conn.execute("INSERT INTO outbox (id, batch_id, seq, marker, chat_kind, members, recipients, address_ids, "
+                     "field_names, payload, status) VALUES ('m-sam', 'b-sam', 0, 'mk2', 'oneOnOne', '[]', '[]', "
+                     "'[1]', '{}', '{}', 'pending')")
+        # delivery state of his own message: allowed; its content: never
+        assert conn.execute("UPDATE outbox SET status = 'sent', message_id = 'x', finished_at = now() "
+                            "WHERE id = 'm-sam'").rowcount == 1
+        with pytest.raises(Denied):
+            conn.execute("UPDATE outbox SET payload = '{\"text\": \"other\"}' WHERE id = 'm-sam'")
+        conn.rollback()
+        with pytest.raises(Denied):
+            conn.execute("UPDATE outbox SET recipients = '[\"someone\"]'")
+        conn.rollback()
+        # another user's batch is out of his reach (row-level security: no row matches)
+        assert rows(conn, "UPDATE outbox SET status = 'cancelled' WHERE id = 'm-tina'") == 0
+        assert rows(conn, "DELETE FROM outbox WHERE id = 'm-tina'") == 0
+        denied(conn, "INSERT INTO outbox_batches (id, created_at, user_name, channel, trigger, subject, "
+                     "record_contact, status) VALUES ('b-x', now(), 'tina', 'teams_manual', 'manual', 's', false, "
+                     "'open')")
+        # the transfer log: append in his own name, read back only the duplicate check's columns
+        insert = ("INSERT INTO transfer_log (logged_at, user_name, channel, trigger, address_id, fields, outcome, "
+                  "message_key, dedupe_key) VALUES (now(), %s, 'teams_manual', 'manual', 1, ARRAY['email'], 'sent', "
+                  "'k2', 22)")
+        assert rows(conn, insert, ("sam",)) == 1
+        denied(conn, insert, ("admin",))
+        assert rows(conn, "SELECT dedupe_key, message_key, address_id, recipient_id FROM transfer_log") == 1
+        denied(conn, "SELECT user_name, purpose FROM transfer_log")
+        denied(conn, "UPDATE transfer_log SET outcome = 'failed'")
+        denied(conn, "DELETE FROM transfer_log")
+        denied(conn, "TRUNCATE transfer_log")
+        # bulk inserts go through a temp table (PgTx.register)
+        assert rows(conn, "CREATE TEMP TABLE bulk (x int)") == -1
+        # records.write: addresses; but no settings, users, campaign account, other people's accounts
+        assert rows(conn, "UPDATE addresses SET city = 'Bonn'") == 1
+        assert rows(conn, "SELECT user_name FROM m365_accounts") == 1  # his own only
+        denied(conn, "SELECT * FROM campaign_account")
+        denied(conn, "UPDATE system_settings SET value = 'false'")
+        denied(conn, "INSERT INTO users (name, display_name) VALUES ('mallory', 'M')")
+        denied(conn, "DELETE FROM addresses")
+
+
+def test_only_admin_changes_users_roles_and_every_setting(db: Db) -> None:
+    with db.connect("admin") as conn:
+        assert rows(conn, "UPDATE system_settings SET value = 'false' WHERE key = 'teams.enabled'") == 1
+        assert rows(conn, "UPDATE system_settings SET value = '365' WHERE key = 'privacy.retention_days'") == 1
+        assert rows(conn, "INSERT INTO users (name, display_name) VALUES ('neu', 'Neu')") == 1
+        assert rows(conn, "INSERT INTO user_roles VALUES ('vera', 'admin')") == 1
+        assert rows(conn, "SELECT * FROM audit") >= 0
+        assert rows(conn, "SELECT * FROM campaign_account") == 1
+        assert rows(conn, "DELETE FROM transfer_log WHERE logged_at < now()") == 1  # the retention purge
+        # append-only holds for admins too
+        denied(conn, "UPDATE transfer_log SET outcome = 'failed'")
+        # owner-only: the schema
+        denied(conn, "ALTER TABLE users ADD COLUMN x int")
+        denied(conn, "DROP TABLE audit")
+    for user in ("tina", "pia", "carl", "sam", "vera"):
+        with db.connect(user) as conn:
+            denied(conn, "INSERT INTO users (name, display_name) VALUES ('neu', 'Neu')")
+            denied(conn, "UPDATE users SET display_name = 'x'")
+            denied(conn, "DELETE FROM user_roles")
+            denied(conn, "INSERT INTO role_rights VALUES ('viewer', 'system.admin')")
+            denied(conn, "INSERT INTO system_settings VALUES ('ui.default_language', '\"en\"', now(), 'x')")
+
+
+def test_teams_admin_changes_teams_settings_only(db: Db, unchanged: None) -> None:
+    with db.connect("tina") as conn:
+        assert rows(conn, "UPDATE system_settings SET value = 'false' WHERE key = 'teams.enabled'") == 1
+        assert rows(conn, "INSERT INTO system_settings VALUES ('teams.client_id', '\"c\"', now(), 'tina')") == 1
+        assert rows(conn, "UPDATE system_settings SET value = '1' WHERE key = 'privacy.retention_days'") == 0
+        denied(conn, "INSERT INTO system_settings VALUES ('ui.default_language', '\"en\"', now(), 'tina')")
+        assert rows(conn, "UPDATE m365_accounts SET consent_state = 'granted'") == 2  # consent of every account
+        assert rows(conn, "SELECT * FROM campaign_account") == 1
+        assert rows(conn, "INSERT INTO display_formats VALUES ('teams', '{}', now(), 'tina')") == 1
+        denied(conn, "SELECT user_name, purpose FROM transfer_log")
+        denied(conn, "UPDATE transfer_log SET outcome = 'failed'")
+        denied(conn, "DELETE FROM transfer_log")
+        denied(conn, "INSERT INTO privacy_settings VALUES ('mode', '\"log\"', now(), 'tina')")
+
+
+def test_privacy_officer_reads_and_purges_the_log_but_sends_nothing(db: Db, unchanged: None) -> None:
+    with db.connect("pia") as conn:
+        assert rows(conn, "SELECT user_name, purpose, fields FROM transfer_log") == 1
+        assert rows(conn, "DELETE FROM transfer_log WHERE logged_at < now()") == 1
+        denied(conn, "UPDATE transfer_log SET outcome = 'failed'")
+        assert rows(conn, "UPDATE system_settings SET value = '365' WHERE key = 'privacy.retention_days'") == 1
+        assert rows(conn, "UPDATE system_settings SET value = 'false' WHERE key = 'teams.enabled'") == 0
+        assert rows(conn, "INSERT INTO address_flags VALUES (1, 'no_teams', 'pia', now())") == 1
+        assert rows(conn, "INSERT INTO privacy_settings VALUES ('mode', '\"log\"', now(), 'pia')") == 1
+        denied(conn, "INSERT INTO outbox_batches (id, created_at, user_name, channel, trigger, subject, "
+                     "record_contact, status) VALUES ('b-pia', now(), 'pia', 'teams_manual', 'manual', 's', false, "
+                     "'open')")
+        denied(conn, "INSERT INTO transfer_log (logged_at, user_name, channel, trigger, address_id, fields, outcome) "
+                     "VALUES (now(), 'tina', 'teams_manual', 'manual', 1, ARRAY['email'], 'sent')")
+        denied(conn, "UPDATE addresses SET city = 'Bonn'")  # privacy_officer has no records.write
+        denied(conn, "SELECT * FROM m365_accounts")
+        denied(conn, "SELECT * FROM campaign_account")
+
+
+def test_campaign_manager_edits_campaigns_and_its_sender_not_settings_or_log(db: Db, unchanged: None) -> None:
+    with db.connect("carl") as conn:
+        assert rows(conn, "INSERT INTO campaigns (name, created_at, created_by, modified_at, modified_by) "
+                          "VALUES ('Herbst', now(), 'carl', now(), 'carl')") == 1
+        assert rows(conn, "SELECT password_ciphertext FROM campaign_account") == 1
+        assert rows(conn, "INSERT INTO campaign_worker_lease VALUES ('w', 'h', 1, 'host', now(), now(), now())") == 1
+        assert rows(conn, "UPDATE system_settings SET value = 'false' WHERE key = 'teams.enabled'") == 0
+        denied(conn, "SELECT user_name, purpose FROM transfer_log")
+        denied(conn, "UPDATE transfer_log SET outcome = 'failed'")
+        denied(conn, "DELETE FROM transfer_log")
+        denied(conn, "INSERT INTO users (name, display_name) VALUES ('neu', 'Neu')")
+        assert rows(conn, "SELECT * FROM m365_accounts") == 0  # he sends (teams.send): his own accounts, none here
+        assert rows(conn, "UPDATE m365_accounts SET consent_state = 'granted'") == 0
+        denied(conn, "INSERT INTO address_flags VALUES (1, 'no_teams', 'carl', now())")
+
+
+def test_filter_role_reads_the_address_columns_and_nothing_else(db: Db) -> None:
+    filter_role = group_role(db.name, "filter")
+    with db.connect("vera") as conn:
+        conn.execute(f'SET LOCAL ROLE "{filter_role}"')
+        assert len(conn.execute("SELECT * FROM addresses").fetchall()) == 1
+        conn.rollback()
+        for table in ("contacts", "users", "system_settings", "user_settings", "address_words", "outbox",
+                      "sessions", "audit"):
+            conn.execute(f'SET LOCAL ROLE "{filter_role}"')
+            denied(conn, f"SELECT * FROM {table}")
+        conn.execute(f'SET LOCAL ROLE "{filter_role}"')
+        denied(conn, "UPDATE addresses SET city = 'x'")
+    # what crmkit's query path calls: on a store opened as the viewer's login
+    store = Store(db.role_url("vera"))
+
+    def read(tx: Any) -> tuple[bool, str, int]:
+        entered = enter_filter_role(tx)
+        return entered, str(tx.one("SELECT current_user")), int(tx.one("SELECT count(*) FROM addresses"))
+
+    assert store.read(read) == (True, filter_role, 1)
+
+    def forbidden(tx: Any) -> None:
+        enter_filter_role(tx)
+        tx.one("SELECT count(*) FROM users")
+
+    with pytest.raises(Denied):
+        store.read(forbidden)
+    assert store.read(lambda tx: tx.one("SELECT current_user")) == user_role(db.name, "vera")  # reset with the tx
+
+
+def test_crmkit_opens_a_login_as_its_own_user_only(db: Db) -> None:
+    crm = crmkit.open(db.role_url("vera"))
+    assert crm.user.name == "vera"
+    assert len(crm.addresses()) == 1
+    assert crm.setting("teams.enabled") is True
+    with pytest.raises(PermissionDenied):
+        crmkit.open(db.role_url("vera"), user="admin")
+    sam = crmkit.open(db.role_url("sam"), user="sam")
+    sam.update_address(db.address_id, city="Bonn")
+    assert sam.address(db.address_id)["city"] == "Bonn"
+    db.owner("UPDATE addresses SET city = 'Köln'")
+
+
+def test_sync_follows_the_users_table(db: Db) -> None:
+    crm = crmkit.open(db.url)
+    crm.add_user("kai", "Kai", roles=["viewer"])
+    report = sync_database_roles(db.store)
+    kai = user_role(db.name, "kai")
+    assert report.created == [kai]
+    assert (kai, group_role(db.name, "base")) in report.granted
+    crm.set_roles("kai", ["sales"])
+    report = sync_database_roles(db.store)
+    assert report.granted == [(kai, group_role(db.name, "records.write")), (kai, group_role(db.name, "teams.send"))]
+    with db.connect("kai") as conn:
+        assert rows(conn, "UPDATE addresses SET city = city") == 1
+    db.owner("UPDATE users SET active = false WHERE name = 'kai'")
+    report = sync_database_roles(db.store)
+    assert report.dropped == [kai]
+    assert not db.owner("SELECT 1 FROM pg_roles WHERE rolname = %s", (kai,))
+    again = sync_database_roles(db.store)  # idempotent: nothing left to change
+    assert (again.created, again.dropped, again.granted, again.revoked) == ([], [], [], [])
+
+
+def test_password_is_a_scram_verifier_and_appears_nowhere(db: Db, tmp_path: Path) -> None:
+    login = rotate_password(db.store, "vera", home=tmp_path / "home")
+    assert login.password is None and login.passfile is not None
+    assert oct(login.passfile.stat().st_mode & 0o777) == "0o600"
+    password = login.passfile.read_text().strip().rsplit(":", 1)[1]
+    assert len(password) >= 40
+    stored = db.owner("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (login.role,))[0][0]
+    assert stored.startswith("SCRAM-SHA-256$4096:")
+    assert password not in stored
+    salt = __import__("base64").b64decode(stored.split("$")[1].split(":")[1])
+    assert scram_verifier(password, salt=salt) == stored  # the verifier computed here is what the server keeps
+    # the password is in no table of the database and in no server log line
+    text = json.dumps([db.owner(f'SELECT * FROM "{t}"') for (t,) in
+                       db.owner("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")], default=str)
+    assert password not in text
+    assert password not in db.cluster.log_tail(100_000)
+    assert repr(password) not in repr(login)
+    # a real password login: this database's crmkit logins (members of its base role) use SCRAM, not trust
+    hba = db.cluster.data / "pg_hba.conf"
+    saved = hba.read_text()
+    try:
+        hba.write_text(f"host all +{group_role(db.name, 'base')} 127.0.0.1/32 scram-sha-256\n{saved}")
+        db.owner("SELECT pg_reload_conf()")
+        with psycopg.connect(login.url, connect_timeout=10) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (login.role,)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(db.role_url("vera") + "?password=wrong", connect_timeout=10).close()
+    finally:
+        hba.write_text(saved)
+        if os.geteuid() == 0:
+            shutil.chown(hba, "postgres", "postgres")
+        db.owner("SELECT pg_reload_conf()")
+    assert password not in db.cluster.log_tail(100_000)
+
+
+def test_a_duckdb_store_has_no_database_roles(tmp_path: Path) -> None:
+    store = Store(tmp_path / "crm.duckdb")
+    with pytest.raises(crmkit.errors.StoreError, match="PostgreSQL only"):
+        sync_database_roles(store)
+    assert store.read(lambda tx: enter_filter_role(tx)) is False
+
+
