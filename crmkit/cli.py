@@ -6,6 +6,7 @@
     crmkit demo           the demo: sandbox, demo data, Voila dashboards, JupyterLab
     crmkit [--db PATH] [--user NAME] worker [--interval S] [--once]   the campaign-action worker
     crmkit migrate-store SOURCE TARGET   copy a CRM into an empty database (DuckDB file <-> PostgreSQL URL)
+    crmkit --db postgresql://OWNER@HOST/DB db-roles [--rotate USER --home DIR]   database logins per CRM user
 
 Every crmkit error ends as one line on stderr and exit code 2; so do bad arguments (argparse).
 """
@@ -112,6 +113,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="TARGET", help="an empty database: a new DuckDB file, or an empty "
                    "PostgreSQL database owned by the URL's role")
     p.set_defaults(func=_cmd_migrate_store)
+    p = sub.add_parser("db-roles", help="PostgreSQL: a database login per CRM user, granted what its rights allow",
+                       description="Make the database's roles mirror the CRM users: a login role per active user in "
+                                   "the group roles of its rights, table and row grants to match (crmkit.store."
+                                   "pg_roles). Run as the database owner; safe to run again (after an upgrade too).")
+    p.add_argument("--rotate", metavar="USER", action="append", default=[],
+                   help="give USER's login a new random password (repeatable); needs --home")
+    p.add_argument("--home", metavar="DIR", type=Path, default=None,
+                   help="that person's CRMKIT_HOME: the password goes to DIR/pgpass (0600), never to the screen")
+    p.set_defaults(func=_cmd_db_roles)
     return parser
 
 
@@ -280,6 +290,32 @@ class ProgressBar:
         if self.tty and self._drawn:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _cmd_db_roles(args: argparse.Namespace) -> int:
+    from .store import Store
+    from .store.pg_roles import rotate_password, sync_database_roles
+
+    if args.rotate and args.home is None:  # a password is never printed: it needs a file to go to
+        print("crmkit: error: --rotate needs --home DIR (the person's CRMKIT_HOME) for the password file.",
+              file=sys.stderr)
+        return EXIT_ERROR
+    store = Store(args.db or default_path())
+    try:
+        report = sync_database_roles(store)
+        print(f"{store.path}: {len(report.users)} login role(s); created {len(report.created)}, dropped "
+              f"{len(report.dropped)}, {len(report.granted)} membership(s) granted, {len(report.revoked)} revoked.")
+        for user, role in sorted(report.users.items()):
+            print(f"  {user}: {role}")
+        if report.unclassified:
+            print(f"crmkit: warning: no crmkit role may use the table(s) {', '.join(report.unclassified)} "
+                  "(unknown to this crmkit).", file=sys.stderr)
+        for user in args.rotate:
+            login = rotate_password(store, user, home=args.home)
+            print(f"New password for {user} in {login.passfile}; connect with {login.url}")
+    finally:
+        store.close()
+    return EXIT_OK
 
 
 def _shell(path: str) -> str:

@@ -404,3 +404,89 @@ def test_a_duckdb_store_has_no_database_roles(tmp_path: Path) -> None:
     assert store.read(lambda tx: enter_filter_role(tx)) is False
 
 
+
+
+@pytest.fixture
+def api_db(pg_cluster: PgCluster) -> Iterator[Db]:
+    """A database of its own (the API calls below change it), its roles synced."""
+    with fresh_database_url(pg_cluster, _migrated_template(pg_cluster)) as url:
+        crm = crmkit.open(url)
+        for name, role in USERS.items():
+            if name != "admin":
+                crm.add_user(name, name.title(), roles=[role])
+        address_id = crm.add_address(kind="company", company="Muster GmbH", city="Köln")
+        sync_database_roles(crm.store)
+        try:
+            yield Db(pg_cluster, url, url.rsplit("/", 1)[1], crm.store, address_id)
+        finally:
+            drop_database_roles(crm.store)
+
+
+def test_crmkit_api_works_under_each_login_within_its_rights(api_db: Db) -> None:
+    """The grants are not only tight but enough: each role's everyday operations through crmkit's API, connected
+    as that user's login, succeed (a missing grant would raise InsufficientPrivilege here)."""
+    from crmkit import privacy
+    from crmkit.teams import display_format
+    from crmkit.teams.sessions import open_sessions_needing_reopen
+
+    db = api_db
+    login = {user: crmkit.open(db.role_url(user)) for user in USERS}
+    assert {u: c.user.name for u, c in login.items()} == {u: u for u in USERS}
+    assert all(c.session_id is not None for c in login.values())  # each registered its session row
+
+    vera = login["vera"]
+    vera.set_user_setting("language", "en")
+    assert vera.language == "en"
+    assert (len(vera.addresses()), len(vera.users()), len(vera.roles())) == (1, 6, 6)
+    assert len(vera.contact_types()) == 5 and len(vera.campaigns.campaigns()) == 0
+    with pytest.raises(PermissionDenied):  # crmkit refuses first; the database would too
+        vera.set_setting("teams.subject_prefix", "x")
+
+    sam = login["sam"]
+    new_id = sam.add_address(kind="person", first_name="Ben", last_name="Berg", city="Bonn")
+    sam.update_address(new_id, city="Köln")
+    sam.add_contact(new_id, "TEL", "Anruf")
+    assert len(sam.addresses(search="berg")) == 1
+
+    tina = login["tina"]
+    tina.set_setting("teams.subject_prefix", "CRM - ")
+    tina.set_setting("teams.enabled", True)  # also creates the contact type TS
+    display_format.save_format(tina, display_format.default_format())
+    assert "TS" in set(tina.contact_types()["code"])
+    assert open_sessions_needing_reopen(tina) is not None
+
+    pia = login["pia"]
+    privacy.set_policy(pia, "teams_manual", "log_purpose")
+    privacy.set_flag(pia, db.address_id)
+    privacy.set_retention_days(pia, 365)
+    assert len(privacy.access_report(pia, db.address_id)) == 0
+    assert privacy.purge_transfer_log(pia) == 0
+
+    carl = login["carl"]
+    campaign = carl.campaigns.add_campaign("Herbst")
+    activity = carl.campaigns.add_activity(campaign, "Mailing")
+    carl.campaigns.add_participants(activity, [db.address_id])
+    carl.campaigns.add_reaction(activity, "Zusage")
+
+    admin = login["admin"]
+    admin.add_user("kai", "Kai", roles=["viewer"])
+    admin.set_roles("kai", ["sales"])
+    admin.set_setting("ui.default_language", "en")
+    assert len(admin.audit_log()) > 0
+
+
+def test_cli_db_roles_syncs_and_rotates_without_printing_the_password(api_db: Db, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from crmkit.cli import main
+
+    db = api_db
+    db.owner("INSERT INTO users (name, display_name) VALUES ('kai', 'Kai')")
+    assert main(["--db", db.url, "db-roles", "--rotate", "kai", "--home", str(tmp_path / "kai")]) == 0
+    out = capsys.readouterr()
+    kai = user_role(db.name, "kai")
+    assert f"kai: {kai}" in out.out and "created 1," in out.out
+    password = (tmp_path / "kai" / "pgpass").read_text().strip().rsplit(":", 1)[1]
+    assert password not in out.out + out.err
+    assert db.owner("SELECT rolpassword LIKE 'SCRAM-SHA-256$%%' FROM pg_authid WHERE rolname = %s", (kai,)) == [(True,)]
+    assert main(["--db", db.url, "db-roles", "--rotate", "kai"]) == 2  # no --home: nowhere to put it
+    assert "needs --home" in capsys.readouterr().err
