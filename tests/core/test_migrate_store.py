@@ -9,6 +9,7 @@ CLI never prints the password of a URL. The tests that need the server carry the
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -267,3 +268,83 @@ def test_cli_copies_shows_tables_and_never_the_password(tmp_path: Path, pg_datab
     lines = again.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("crmkit: error: ") and "already holds data" in lines[0]
     assert secret not in again.stderr
+
+
+# -- the README's section, run as written ----------------------------------------------------------------
+
+README_SECTION = "Run crmkit on PostgreSQL"
+SHOWN_SERVER = "db.example.org:5432"  # the server the README's lines name; the test's cluster stands in
+
+
+def _line_pattern(line: str, host: str) -> re.Pattern[str]:
+    """A line of the README's printed output as a pattern: any numbers, paths and column widths."""
+    line = line.replace("/home/you/crm.duckdb", "\0PATH\0").replace(SHOWN_SERVER, "\0HOST\0")
+    parts = re.split(r"(\0PATH\0|\0HOST\0|\d[\d,.]*\d|\d| +)", line)
+    out = []
+    for part in parts:
+        if part == "\0PATH\0":
+            out.append(r"/\S*/crm\.duckdb")
+        elif part == "\0HOST\0":
+            out.append(re.escape(host))
+        elif re.fullmatch(r"\d[\d,.]*\d|\d", part or "x"):
+            out.append(r"\d[\d,.]*")
+        elif part and part.strip() == "":
+            out.append(" +")
+        else:
+            out.append(re.escape(part))
+    return re.compile("".join(out))
+
+
+@pytest.mark.postgres
+def test_readme_postgresql_section_runs_as_written(tmp_path: Path, pg_cluster: Any) -> None:
+    from psycopg import sql as pgsql
+    from support.readme import README, blocks, sections
+
+    from crmkit.store.postgres import close_pools
+
+    section = sections(README.read_text(encoding="utf-8"))[README_SECTION]
+    admin, setup, move = blocks(section, "bash")
+    (printed,) = blocks(section, "text")
+    host = f"127.0.0.1:{pg_cluster.port}"
+    url = f"postgresql://crm@{host}/crm"
+    assert f"export CRMKIT_DB={url.replace(host, SHOWN_SERVER)}\n" in setup
+    # the README's ~/.pgpass line, with a password (the test cluster trusts any; libpq must still read it)
+    pgpass = re.search(r"a line `([^`]+)`, mode 0600", section)
+    assert pgpass, "the README shows the ~/.pgpass line"
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    (home / ".pgpass").write_text(pgpass.group(1).replace(SHOWN_SERVER, host).replace("PASSWORD", "pw-1") + "\n")
+    (home / ".pgpass").chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRMKIT_", "PG"))}
+    env |= {"HOME": str(home), "PATH": f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}",
+            # the server's administrator of the first block: libpq's variables, as `postgres` on the server
+            "PGHOST": "127.0.0.1", "PGPORT": str(pg_cluster.port), "PGUSER": "postgres"}
+    made = subprocess.run([PYTHON, "-m", "crmkit.cli", "--db", "crm.duckdb", "demo-data", "--addresses", "1000",
+                           "--quiet"], cwd=work, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert made.returncode == 0, made.stderr
+
+    def drop() -> None:
+        close_pools(url)
+        pg_cluster.drop_database("crm")
+        pg_cluster._execute(pgsql.SQL("DROP ROLE IF EXISTS crm"))
+
+    drop()  # roles are cluster-wide: nothing of an earlier run may stand in
+    try:
+        script = "set -euo pipefail\n" + "\n".join(b.replace(SHOWN_SERVER, host) for b in (admin, setup, move))
+        done = subprocess.run(["bash", "-c", script], cwd=work, env=env, input="pw-1\npw-1\n", text=True,
+                              capture_output=True, timeout=600, check=False, start_new_session=True)  # no tty:
+        assert done.returncode == 0, done.stdout + done.stderr  # createuser reads the password from stdin
+        assert "pw-1" not in done.stdout + done.stderr
+        output = (done.stderr + done.stdout).splitlines()
+        for line in printed.splitlines():
+            if line.strip() != "…":
+                pattern = _line_pattern(line, host)
+                assert any(pattern.fullmatch(o) for o in output), f"README shows {line!r}; printed:\n{output}"
+        first = table_checksums(str(work / "crm.duckdb"))
+        assert table_checksums(url) == first == table_checksums(str(work / "crm-copy.duckdb"))
+        assert first["addresses"][0] == 1000
+        owner = pg_cluster._execute(pgsql.SQL("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'crm'"))
+        assert owner == [("crm",)]
+    finally:
+        drop()
