@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import StoreError, StoreNotEmpty, catalog_error
+from ..errors import CrmkitError, DatabasePathError, StoreError, StoreNotEmpty, catalog_error
 from . import Store, is_postgres_url
 from .tx import Tx
 
@@ -243,6 +243,23 @@ def _tables_with_data(tx: Tx, columns: dict[str, list[tuple[str, str, str | None
     return found
 
 
+def _copy_table(stx: Tx, ttx: Tx, table: str, columns: Sequence[tuple[str, str, str | None]],
+                progress: Progress | None) -> _Checksum:
+    """Append the source's rows of ``table`` to the target's, chunk by chunk; their count and checksum."""
+    names = [c[0] for c in columns]
+    total = stx.one(f"SELECT count(*) FROM {_ident(table)}") or 0
+    write = _writer(ttx, table, columns)
+    summed = _Checksum()
+    for rows in _chunks(stx, table, names):
+        write(rows)
+        summed.add(rows)
+        if progress is not None:
+            progress(table, summed.rows, max(total, summed.rows))
+    if progress is not None and not summed.rows:
+        progress(table, 0, 0)
+    return summed
+
+
 def _same_location(source: str, target: str) -> bool:
     if is_postgres_url(source) or is_postgres_url(target):
         return source == target
@@ -292,12 +309,16 @@ def migrate_store(source: str, target: str, *, progress: Progress | None = None)
 
     Raises:
         StoreNotEmpty: the target holds data (its tables with rows are named); nothing was changed.
+        DatabasePathError: there is no DuckDB file at ``source`` (opening it would create an empty one).
         StoreError: the two are the same database, their schemas differ, or the copy did not verify (the
             target's transaction was rolled back); and every error of opening a Store.
     """
     started = time.perf_counter()
     if _same_location(source, target):
         raise catalog_error(StoreError, "error.msg.store_same", target=_display(target))
+    if not is_postgres_url(source) and (source == ":memory:" or not Path(source).expanduser().exists()):
+        raise DatabasePathError(f"There is no database at {source}; give the path of the DuckDB file to copy "
+                                "(opening a missing file would create an empty one).")
     created = not is_postgres_url(target) and target != ":memory:" and not Path(target).expanduser().exists()
     src = Store(source)
     dst: Store | None = None
@@ -327,18 +348,16 @@ def migrate_store(source: str, target: str, *, progress: Progress | None = None)
                         ttx.execute(f"DELETE FROM {_ident(table)}")
                 copied: dict[str, _Checksum] = {}
                 for table in sorted(columns):
-                    names = [c[0] for c in columns[table]]
-                    total = stx.one(f"SELECT count(*) FROM {_ident(table)}") or 0
-                    write = _writer(ttx, table, target_columns[table])
-                    summed = _Checksum()
-                    for rows in _chunks(stx, table, names):
-                        write(rows)
-                        summed.add(rows)
-                        if progress is not None:
-                            progress(table, summed.rows, max(total, summed.rows))
-                    if progress is not None and not summed.rows:
-                        progress(table, 0, 0)
-                    copied[table] = summed
+                    try:
+                        copied[table] = _copy_table(stx, ttx, table, target_columns[table], progress)
+                    except CrmkitError:
+                        raise
+                    except Exception as exc:  # the database's own error (a value the target refuses): name the table
+                        if targets.backend.is_conflict(exc):
+                            raise  # Store.write retries a serialization failure from the start
+                        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                        raise StoreError(f"Copying table {table} into {targets.path} failed ({first}); "
+                                         f"{targets.path} was left unchanged.") from exc
                 mismatched = []
                 for table in sorted(columns):  # read back inside the target's transaction
                     back = _checksum(ttx, table, [c[0] for c in columns[table]])

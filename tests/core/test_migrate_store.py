@@ -20,7 +20,7 @@ import pytest
 
 import crmkit
 from crmkit import demo_data
-from crmkit.errors import StoreError, StoreNotEmpty
+from crmkit.errors import DatabasePathError, StoreError, StoreNotEmpty
 from crmkit.privacy import TransferRecord, log_transfers
 from crmkit.store import Store, Tx
 from crmkit.store import copy as store_copy
@@ -237,6 +237,29 @@ def test_duckdb_to_duckdb_and_the_refusals(tmp_path: Path) -> None:
         migrate_store(str(source), str(target))
     with pytest.raises(StoreError, match="same database"):
         migrate_store(str(source), str(source))
+
+
+@pytest.mark.core
+def test_a_missing_source_file_is_refused_not_created(tmp_path: Path) -> None:
+    missing, target = tmp_path / "typo.duckdb", tmp_path / "target.duckdb"
+    with pytest.raises(DatabasePathError, match="no database at"):
+        migrate_store(str(missing), str(target))
+    assert not missing.exists() and not target.exists()
+
+
+@pytest.mark.postgres
+def test_a_value_the_target_refuses_names_the_table_and_leaves_no_file(tmp_path: Path, pg_database_url: str) -> None:
+    """PostgreSQL keeps JSON columns as TEXT; a document that is no JSON (written by some other tool) cannot
+    go into DuckDB's JSON type: a typed error naming the table, and the new target file is removed again."""
+    crm = crmkit.open(pg_database_url)
+    crm.add_address(kind="person", last_name="Da")
+    crm.store.execute("INSERT INTO display_formats VALUES ('broken', '{not json', ?, 'admin')",
+                      [datetime(2026, 1, 1)])
+    crm.store.close()
+    target = tmp_path / "target.duckdb"
+    with pytest.raises(StoreError, match=r"Copying table display_formats into .*target\.duckdb failed"):
+        migrate_store(pg_database_url, str(target))
+    assert not target.exists() and not Path(f"{target}.wal").exists()
 
 
 def crmkit_cli(*args: str) -> subprocess.CompletedProcess[str]:
