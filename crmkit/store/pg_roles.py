@@ -16,8 +16,9 @@ shortened gets 8 hex digits of its sha256, so no two names meet):
   exactly the tables and columns that right's operations write (:data:`RIGHT_GRANTS`). Built per right,
   not per built-in role, so a role an admin made in the roles table works too: a user is a member of the
   group of every right they hold (admin: all of them).
-- ``P_filter`` (NOLOGIN): SELECT on ``addresses`` only (the columns a filter may name are that table's,
-  crmkit.sql_filter.address_columns). An analyst's SQL filter runs under it
+- ``P_filter`` (NOLOGIN): SELECT on ``addresses`` (the columns a filter may name are that table's,
+  crmkit.sql_filter.address_columns) and on ``address_words`` (the search words, made of those columns, which
+  the record table's query joins beside the filter), nothing else. An analyst's SQL filter runs under it
   (:func:`enter_filter_role`, ``SET LOCAL ROLE`` inside the read-only transaction); every user role is a
   member (through ``P_base``), so the switch needs nothing else.
 - ``P_u_<user>`` (LOGIN), one per active CRM user, member of ``P_base`` and of its rights' groups, holding
@@ -404,8 +405,11 @@ def _grant_all(tx: Tx, database: str, groups: Mapping[str, str], tables: set[str
         for table, text in grants.items():
             if table in tables:
                 tx.execute(f"GRANT {_privileges(tx, table, text)} ON {_q(table)} TO {_q(groups[key])}")
-    if "addresses" in tables:  # the columns an analyst's filter may name are the table's (sql_filter.address_columns)
-        tx.execute(f"GRANT SELECT ON addresses TO {_q(groups['filter'])}")
+    # The columns an analyst's filter may name are the table's (sql_filter.address_columns); the search words,
+    # which the record table's query joins beside the filter, are made of those columns.
+    for table in ("addresses", "address_words"):
+        if table in tables:
+            tx.execute(f"GRANT SELECT ON {_q(table)} TO {_q(groups['filter'])}")
 
 
 def _function(tx: Tx, logins: Mapping[str, str]) -> None:
@@ -570,12 +574,15 @@ def crm_user_of_login(store: Store, requested: str | None) -> str | None:
 
 
 def filter_role(tx: Tx) -> str | None:
-    """The filter role of this database when the session may switch to it (a member), else None."""
+    """The filter role of this database when the session may switch to it (a member), else None. One round
+    trip: the database's name and the filter roles the login may switch to, matched here."""
     if tx.dialect != "postgresql":
         return None
-    name = group_role(str(tx.one("SELECT current_database()")), "filter")
-    found = tx.one("SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = ?", [name])
-    return name if found else None
+    row = tx.rows(
+        "SELECT current_database(), (SELECT array_agg(rolname) FROM pg_roles WHERE starts_with(rolname, 'crmkit_') "
+        "AND right(rolname, 7) = '_filter' AND pg_has_role(current_user, oid, 'MEMBER'))")[0]
+    name = group_role(str(row[0]), "filter")
+    return name if name in (row[1] or ()) else None
 
 
 def enter_filter_role(tx: Tx) -> bool:
