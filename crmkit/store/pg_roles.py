@@ -129,6 +129,9 @@ RIGHT_GRANTS: dict[str, dict[str, str]] = {
         "outbox_batches": "INSERT", "outbox": f"INSERT, UPDATE ({_DELIVERY}), DELETE",
         "transfer_log": f"INSERT, {_DEDUPE}", "contacts": "INSERT, UPDATE (recipients)",
         "m365_accounts": "SELECT, INSERT, UPDATE, DELETE",  # own accounts
+        # what a sign-in learns from Microsoft about consent (crmkit.auth.consent.record_consent: delete + insert);
+        # a wrong row changes only the consent hint an admin is shown
+        "consent_state": "INSERT, DELETE",
         "teams_pacing": _PACING,
     },
     "teams.admin": {

@@ -36,6 +36,7 @@ from crmkit.store.pg_roles import (
     unclassified_tables,
     user_role,
 )
+from crmkit.store.postgres import close_pools
 
 pytestmark = pytest.mark.postgres
 
@@ -97,6 +98,13 @@ def _seed(url: str) -> None:
                      "'[1]', '{}', '{\"text\": \"hi\"}', 'pending')")
 
 
+def _close(db: Db, users: tuple[str, ...] = (*USERS, "kai")) -> None:
+    """crmkit's pools of the logins first (they would reconnect to a dropped database), then the roles."""
+    for user in users:
+        close_pools(db.role_url(user))
+    drop_database_roles(db.store)
+
+
 @pytest.fixture(scope="module")
 def db(pg_cluster: PgCluster) -> Iterator[Db]:
     with fresh_database_url(pg_cluster, _migrated_template(pg_cluster)) as url:
@@ -108,10 +116,11 @@ def db(pg_cluster: PgCluster) -> Iterator[Db]:
         address_id = 1
         store = crm.store
         sync_database_roles(store)
+        db = Db(pg_cluster, url, url.rsplit("/", 1)[1], store, address_id)
         try:
-            yield Db(pg_cluster, url, url.rsplit("/", 1)[1], store, address_id)
+            yield db
         finally:
-            drop_database_roles(store)
+            _close(db)
 
 
 def denied(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...] = ()) -> None:
@@ -430,10 +439,11 @@ def api_db(pg_cluster: PgCluster) -> Iterator[Db]:
         _address(url)
         address_id = 1
         sync_database_roles(crm.store)
+        db = Db(pg_cluster, url, url.rsplit("/", 1)[1], crm.store, address_id)
         try:
-            yield Db(pg_cluster, url, url.rsplit("/", 1)[1], crm.store, address_id)
+            yield db
         finally:
-            drop_database_roles(crm.store)
+            _close(db)
 
 
 def test_crmkit_api_works_under_each_login_within_its_rights(api_db: Db) -> None:
@@ -503,3 +513,37 @@ def test_cli_db_roles_syncs_and_rotates_without_printing_the_password(api_db: Db
     assert db.owner("SELECT rolpassword LIKE 'SCRAM-SHA-256$%%' FROM pg_authid WHERE rolname = %s", (kai,)) == [(True,)]
     assert main(["--db", db.url, "db-roles", "--rotate", "kai"]) == 2  # no --home: nowhere to put it
     assert "needs --home" in capsys.readouterr().err
+
+
+def test_a_sales_login_sends_through_teams_within_its_grants(pg_cluster: PgCluster, crm_tenant: Any) -> None:
+    """A whole Teams send (outbox, delivery, transfer log, contact, Microsoft account) as the sales user's own
+    database login: the grants are enough for crmkit's send path, and the log stays out of reach."""
+    from support.sandbox import colleagues, sign_in
+
+    from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+    from crmkit.teams import activation
+
+    with fresh_database_url(pg_cluster, _migrated_template(pg_cluster)) as url:
+        owner = crmkit.open(url)
+        activation.enable(owner)
+        owner.add_user("sam", "Sam", roles=["sales"])
+        _address(url)
+        sync_database_roles(owner.store)
+        db = Db(pg_cluster, url, url.rsplit("/", 1)[1], owner.store, 1)
+        sam = crmkit.open(db.role_url("sam"))
+        try:
+            sign_in(sam, SANDBOX_DEFAULT_UPN)
+            result = sam.teams.send(1, to=colleagues(crm_tenant, 1), subject="Lead", record_contact=True)
+            assert result["status"].tolist() == ["sent"]
+            assert db.owner("SELECT user_name, outcome FROM transfer_log") == [("sam", "sent")]
+            assert db.owner("SELECT status FROM outbox") == [("sent",)]
+            assert db.owner("SELECT user_name, type_code FROM contacts") == [("sam", "TS")]
+            assert db.owner("SELECT user_name FROM m365_accounts") == [("sam",)]
+            with db.connect("sam") as conn:
+                denied(conn, "UPDATE transfer_log SET outcome = 'failed'")
+                denied(conn, "DELETE FROM transfer_log")
+                denied(conn, "UPDATE outbox SET payload = '{}'")
+            assert db.owner("SELECT outcome FROM transfer_log") == [("sent",)]
+        finally:
+            sam.teams.close()
+            _close(db, ("sam",))
