@@ -28,7 +28,8 @@ import pandas as pd
 from .common import Context, Result
 
 # module names inside bench/
-BENCHES = ["store", "graph_send", "dashboard", "dashboard_load", "privacy_log", "send_memory", "table_paging"]
+BENCHES = ["store", "graph_send", "dashboard", "dashboard_load", "privacy_log", "privacy_log_pg", "send_memory",
+           "table_paging"]
 SOAK = "soak"  # run only with --soak (it takes long, and is a pass/fail run rather than figures)
 
 RESULTS = Path(__file__).resolve().parent / "results"
