@@ -60,8 +60,10 @@ Append-only, and what grants cannot say:
 Not covered: which addresses or contacts a ``records.write`` user may change (crmkit has no per-row rule
 either); outbox rows of another user's *staged* (not yet activated) send can be deleted by any sender (the
 send then fails whole, nothing goes out); a table's owner and superusers bypass all of this (run crmkit
-as a user's role, never as the owner, in a team); table-owner-only commands (PostgreSQL's CLUSTER, which the
-transfer-log compaction uses) need the owner.
+as a user's role, never as the owner, in a team); table-owner-only commands need the owner — but for the
+one crmkit runs as a user, the transfer-log compaction (PostgreSQL's CLUSTER), sync makes a SECURITY DEFINER
+function of the owner's that only ``privacy.admin`` may execute (:func:`compact_transfer_log`;
+:data:`OWNER_FUNCTIONS`): an admin operation through a function only admins hold.
 
 Connecting as a user: ``crmkit.open("postgresql://crmkit_crm_u_anna@host/crm?passfile=/home/anna/.crmkit/pgpass")``
 (or ``PGPASSFILE``); libpq reads the password from the file. :func:`crm_user_of_login` (called by
@@ -90,7 +92,7 @@ if TYPE_CHECKING:
     from . import Store, Tx
 
 __all__ = [
-    "BASE", "OUTBOX_CONTENT", "RIGHT_GRANTS", "SyncReport", "UserLogin", "crm_user_of_login",
+    "BASE", "OUTBOX_CONTENT", "RIGHT_GRANTS", "SyncReport", "UserLogin", "compact_transfer_log", "crm_user_of_login",
     "drop_database_roles", "enter_filter_role", "filter_role", "group_role", "role_prefix", "rotate_password",
     "scram_verifier", "sync_database_roles", "unclassified_tables", "user_role",
 ]
@@ -385,6 +387,7 @@ def sync_database_roles(store: Store) -> SyncReport:
 
         _grant_all(tx, database, groups, tables)
         _function(tx, wanted_logins)
+        _owner_functions(tx, groups)
         _policies(tx, groups, tables)
         return report
 
@@ -421,6 +424,44 @@ def _function(tx: Tx, logins: Mapping[str, str]) -> None:
     body = f"SELECT CASE CAST(current_user AS text) {cases} ELSE NULL END" if cases else "SELECT CAST(NULL AS text)"
     tx.execute("CREATE OR REPLACE FUNCTION crmkit_user() RETURNS text LANGUAGE sql STABLE "
                f"SET search_path = pg_catalog AS {_lit(body)}")
+
+
+# Operations PostgreSQL allows a table's owner only, run for a right's group by a SECURITY DEFINER function (the
+# owner's): name -> (the right, the index it needs, the body). Nobody else may EXECUTE it (not PUBLIC).
+COMPACT_INDEX = "transfer_log_address_time"  # migration 12 (crmkit.privacy.retention clusters by it)
+OWNER_FUNCTIONS: dict[str, tuple[str, str, str]] = {
+    "crmkit_compact_transfer_log": (
+        "privacy.admin", COMPACT_INDEX,
+        "BEGIN CLUSTER {schema}.transfer_log USING " + COMPACT_INDEX + "; "
+        "RETURN (SELECT count(*) FROM {schema}.transfer_log); END",
+    ),
+}
+
+
+def _owner_functions(tx: Tx, groups: Mapping[str, str]) -> None:
+    schema = _q(str(tx.one("SELECT current_schema()")))
+    indexes = {r[0] for r in tx.rows("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
+    for name, (right, index, body) in OWNER_FUNCTIONS.items():
+        if index not in indexes:  # a database before that index: the operation needs the owner itself
+            tx.execute(f"DROP FUNCTION IF EXISTS {name}()")
+            continue
+        tx.execute(f"CREATE OR REPLACE FUNCTION {name}() RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER "
+                   f"SET search_path = pg_catalog, pg_temp AS {_lit(body.format(schema=schema))}")
+        tx.execute(f"REVOKE ALL ON FUNCTION {name}() FROM PUBLIC")
+        tx.execute(f"GRANT EXECUTE ON FUNCTION {name}() TO {_q(groups[right])}")
+
+
+def compact_transfer_log(tx: Tx) -> int | None:
+    """Rewrite the transfer log in address order (PostgreSQL's CLUSTER, the owner's command) through the owner's
+    function, as a ``privacy.admin`` login may; its row count. None when the database has no such function
+    (roles never synced): then only the owner can, with CLUSTER itself.
+
+    Raises:
+        psycopg.errors.InsufficientPrivilege: the login holds no ``privacy.admin``.
+    """
+    if tx.dialect != "postgresql" or tx.one("SELECT to_regprocedure('crmkit_compact_transfer_log()') IS NULL"):
+        return None
+    return int(tx.one("SELECT crmkit_compact_transfer_log()"))
 
 
 def _policies(tx: Tx, groups: Mapping[str, str], tables: set[str]) -> None:

@@ -27,6 +27,7 @@ import crmkit
 from crmkit.errors import PermissionDenied
 from crmkit.store import Store
 from crmkit.store.pg_roles import (
+    compact_transfer_log,
     drop_database_roles,
     enter_filter_role,
     group_role,
@@ -299,6 +300,19 @@ def test_privacy_officer_reads_and_purges_the_log_but_sends_nothing(db: Db, unch
         denied(conn, "UPDATE addresses SET city = 'Bonn'")  # privacy_officer has no records.write
         denied(conn, "SELECT * FROM m365_accounts")
         denied(conn, "SELECT * FROM campaign_account")
+
+
+def test_transfer_log_compaction_runs_through_the_owners_function_for_privacy_admins_only(db: Db) -> None:
+    with db.connect("pia") as conn:
+        denied(conn, "CLUSTER transfer_log USING transfer_log_address_time")  # the owner's command
+        assert conn.execute("SELECT crmkit_compact_transfer_log()").fetchone() == (1,)
+        conn.commit()
+    for user in ("sam", "tina", "carl", "vera"):
+        with db.connect(user) as conn:
+            denied(conn, "SELECT crmkit_compact_transfer_log()")
+    pia = Store(db.role_url("pia"))
+    assert pia.write(compact_transfer_log) == 1
+    assert db.owner("SELECT user_name, outcome FROM transfer_log") == [("tina", "sent")]
 
 
 def test_campaign_manager_edits_campaigns_and_its_sender_not_settings_or_log(db: Db, unchanged: None) -> None:
