@@ -125,7 +125,11 @@ _PACING = "SELECT, INSERT, UPDATE"  # Teams' limits shared by every delivering p
 RIGHT_GRANTS: dict[str, dict[str, str]] = {
     "records.write": {
         "addresses": "INSERT, UPDATE", "address_words": "INSERT, DELETE", "contacts": "INSERT, UPDATE",
-        "campaign_recorded_reactions": "INSERT", "campaign_runs": "INSERT",
+        # Recording a reaction (crmkit.campaigns.record_reaction) runs its immediate actions in the recorder's
+        # process from the campaign account: the run's claim and state, and the account's row. Its password is
+        # ciphertext whose key is a file on the machine that set it (crmkit.auth._secrets), not in the database.
+        "campaign_recorded_reactions": "INSERT", "campaign_runs": "INSERT, UPDATE",
+        "campaign_account": "SELECT, UPDATE (home_account_id, display_name)",
     },
     "teams.send": {
         "outbox_batches": "INSERT", "outbox": f"INSERT, UPDATE ({_DELIVERY}), DELETE",

@@ -239,7 +239,10 @@ def test_sales_appends_to_outbox_and_transfer_log_but_never_rewrites_them(db: Db
         # records.write: addresses; but no settings, users, campaign account, other people's accounts
         assert rows(conn, "UPDATE addresses SET city = 'Bonn'") == 1
         assert rows(conn, "SELECT user_name FROM m365_accounts") == 1  # his own only
-        denied(conn, "SELECT * FROM campaign_account")
+        # the campaign account: read (a reaction he records runs its actions from it) but never set
+        assert rows(conn, "SELECT username FROM campaign_account") == 1
+        denied(conn, "UPDATE campaign_account SET username = 'me@contoso.example'")
+        denied(conn, "DELETE FROM campaign_account")
         denied(conn, "UPDATE system_settings SET value = 'false'")
         denied(conn, "INSERT INTO users (name, display_name) VALUES ('mallory', 'M')")
         denied(conn, "DELETE FROM addresses")
@@ -561,3 +564,53 @@ def test_a_sales_login_sends_through_teams_within_its_grants(pg_cluster: PgClust
         finally:
             sam.teams.close()
             _close(db, ("sam",))
+
+
+def test_campaign_reaction_runs_under_the_recorders_login(pg_cluster: PgCluster, fast_crm_tenant: Any) -> None:
+    """Recording a reaction whose action runs at once sends from the campaign account in the recorder's own
+    process: as the campaign manager's login and as the sales login it goes out, logged in the recorder's name."""
+    from support.sandbox import colleagues
+
+    from crmkit.auth import Microsoft365
+    from crmkit.campaigns import Campaigns
+    from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
+    from crmkit.teams import activation
+
+    with fresh_database_url(pg_cluster, _migrated_template(pg_cluster)) as url:
+        owner = crmkit.open(url)
+        activation.enable(owner)
+        for name in ("carl", "sam"):
+            owner.add_user(name, name.title(), roles=[USERS[name]])
+        _address(url)
+        db = Db(pg_cluster, url, url.rsplit("/", 1)[1], owner.store, 1)
+        db.owner("INSERT INTO addresses (id, kind, first_name, last_name, email, created_by, created_at, modified_by, "
+                 "modified_at) VALUES (2, 'person', 'Eva', 'Keller', 'eva@example.com', 'admin', %s, 'admin', %s)",
+                 (T0, T0))  # personal data: its transfer is logged
+        m365 = Microsoft365(owner)
+        m365.campaign.set_password(SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD)
+        m365.close()
+        sync_database_roles(owner.store)
+        carl = Campaigns(crmkit.open(db.role_url("carl")))
+        sam = Campaigns(crmkit.open(db.role_url("sam")))
+        try:
+            campaign = carl.add_campaign("Frühjahr")
+            activity = carl.add_activity(campaign, "Mailing")
+            carl.add_participants(activity, [1, 2])
+            reaction = carl.add_reaction(activity, "Interesse")
+            carl.add_teams_action(reaction, "Vertrieb informieren", recipients=colleagues(fast_crm_tenant, 1),
+                                  message="Bitte {company} anrufen.")
+            done = carl.record_reaction(reaction, [1])
+            assert [o.status for o in done.outcomes] == ["done"], done.outcomes
+            assert db.owner("SELECT user_name, channel, outcome FROM transfer_log") == [
+                ("carl", "teams_campaign", "sent")]
+            # recording is records work: the sales login's reaction goes out too, logged in his name
+            later = sam.record_reaction(reaction, [2])
+            assert [o.status for o in later.outcomes] == ["done"], later.outcomes
+            assert db.owner("SELECT user_name FROM transfer_log ORDER BY id") == [("carl",), ("sam",)]
+            with db.connect("sam") as conn:
+                denied(conn, "UPDATE campaign_actions SET message = 'x'")  # the campaign is carl's to edit
+                denied(conn, "INSERT INTO campaign_participants VALUES (1, 1, now(), 'sam')")
+        finally:
+            carl.close()
+            sam.close()
+            _close(db, ("carl", "sam"))
