@@ -112,3 +112,27 @@ def test_a_sender_needs_no_update_or_delete_right_to_log(pg_url: str, pg_cluster
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_privacy_officers_own_login_compacts_the_log(pg_url: str) -> None:
+    """With per-user logins (crmkit.store.pg_roles) CLUSTER is the table owner's: compact_transfer_log runs it
+    through the owner's function, which privacy.admin's login may execute."""
+    from crmkit.store.pg_roles import drop_database_roles, sync_database_roles, user_role
+
+    crm = crmkit.open(pg_url)
+    crm.add_user("pia", "Pia Privacy", roles=["privacy_officer"])
+    a, b = (crm.add_address(company="Firma", last_name=name) for name in ("B", "A"))
+    crm.store.write(lambda tx: privacy.log_transfers(tx, [_record(b, "r1"), _record(a, "r2"), _record(b, "r3")]))
+    sync_database_roles(crm.store)
+    pia_url = pg_url.replace("postgres@", f"{user_role(pg_url.rsplit('/', 1)[1], 'pia')}@", 1)
+    try:
+        pia = crmkit.open(pia_url)
+        assert pia.user.name == "pia"
+        assert privacy.compact_transfer_log(pia) == 3
+        physical = crm.store.df("SELECT address_id FROM transfer_log")["address_id"].tolist()
+        assert physical == sorted(physical) == [a, b, b]
+        audit = crm.audit_log(scope="privacy")
+        assert audit[audit.key == "transfer_log.compact"]["user_name"].tolist() == ["pia"]
+    finally:
+        close_pools(pia_url)
+        drop_database_roles(crm.store)
