@@ -159,11 +159,18 @@ def address_filter(
         # looked up in the sorted word index: a range scan instead of ILIKE over every row. An inner
         # join on the (small) set of hits is ~8x faster in DuckDB than `id IN (subquery)`.
         terms = list(dict.fromkeys(search_terms(search)))
-        if terms:
+        if terms and store.dialect == "postgresql":
+            # A prefix LIKE is what PostgreSQL's text_pattern_ops index (migration 12) serves, whatever the
+            # database's collation; a range compares by that collation, where 'mü' < x < 'mv' is no prefix
+            # test. The terms are letters and digits only (search_terms), so hold no LIKE wildcard.
+            hits = " INTERSECT ".join("SELECT address_id FROM address_words WHERE word LIKE ?" for _ in terms)
+            join_values = [f"{term}%" for term in terms]
+        elif terms:
             hits = " INTERSECT ".join(
                 "SELECT address_id FROM address_words WHERE word >= ? AND word < ?" for _ in terms)
-            join = f" JOIN ({hits}) AS _hits ON addresses.id = _hits.address_id"
             join_values = [v for term in terms for v in (term, _prefix_end(term))]
+        if terms:
+            join = f" JOIN ({hits}) AS _hits ON addresses.id = _hits.address_id"
     if where is not None:
         sql_filter.check(where, sql_filter.address_columns(store))  # address columns only
         if not isinstance(params, (list, tuple)):
@@ -245,22 +252,41 @@ def update_address(store: Store, user_name: str, /, address_id: int, **fields: A
 
 SEARCHED_COLUMNS = ("company", "first_name", "last_name", "city", "email")
 _WORD_SPLIT = r"[^\p{L}\p{N}]+"  # RE2: any run of characters that are not letters or digits
+# PostgreSQL's regex classes follow the database's character type: a UTF-8 locale (C.UTF-8, de_DE.UTF-8)
+# counts ü or ß as letters, as RE2's \p{L} does.
+_PG_WORD_SPLIT = "[^[:alnum:]]+"
+# DuckDB's strip_accents decomposes and drops the combining marks; PostgreSQL (no extension needed; unaccent
+# would also turn ß into ss and ø into o, which DuckDB keeps): NFD, drop the combining-mark blocks, NFC.
+_PG_MARKS = r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
 
 
-def words_sql(where: str = "TRUE") -> str:
+def words_sql(where: str = "TRUE", dialect: str = "duckdb", table: str = "addresses") -> str:
     """SELECT (word, address_id) for the addresses matching ``where``: lower-case words, each also
-    without accents, so "muller" finds "Müller"."""
+    without accents, so "muller" finds "Müller". The same words on both databases, in each one's functions.
+
+    ``table``: where the address rows are (a bulk load's staging table; default the addresses)."""
+    text = f"lower(concat_ws(' ', {', '.join(SEARCHED_COLUMNS)}))"
+    if dialect == "postgresql":
+        stripped = f"normalize(regexp_replace(normalize(s.w, NFD), '{_PG_MARKS}', '', 'g'), NFC)"
+        return (
+            "SELECT DISTINCT v.w AS word, a.id AS address_id "
+            f"FROM (SELECT id, {text} AS t FROM {table} WHERE {where}) AS a "
+            f"CROSS JOIN LATERAL regexp_split_to_table(a.t, '{_PG_WORD_SPLIT}') AS s(w) "
+            # the accent-free spelling only of words that have a non-ASCII letter (byte length > length)
+            f"CROSS JOIN LATERAL (SELECT s.w UNION ALL SELECT {stripped} "
+            "WHERE octet_length(s.w) <> length(s.w)) AS v(w) WHERE v.w <> ''"
+        )
     return (
         "SELECT DISTINCT w AS word, id AS address_id FROM ("
         "  SELECT id, unnest(list_distinct(list_concat(ws, list_transform(ws, lambda x: strip_accents(x))))) AS w"
-        f"  FROM (SELECT id, string_split_regex(lower(concat_ws(' ', {', '.join(SEARCHED_COLUMNS)})), "
-        f"'{_WORD_SPLIT}') AS ws FROM addresses WHERE {where})) WHERE w <> ''"
+        f"  FROM (SELECT id, string_split_regex({text}, "
+        f"'{_WORD_SPLIT}') AS ws FROM {table} WHERE {where})) WHERE w <> ''"
     )
 
 
 def index_addresses(tx: Tx, where: str, params: Sequence[Any] = ()) -> None:
     """Add the search words of the addresses matching ``where`` (inside the caller's transaction)."""
-    tx.execute(f"INSERT INTO address_words {words_sql(where)}", params)
+    tx.execute(f"INSERT INTO address_words {words_sql(where, tx.dialect)}", params)
 
 
 def rebuild_search_index(tx: Tx) -> None:
@@ -269,7 +295,7 @@ def rebuild_search_index(tx: Tx) -> None:
     Bulk loads call this once at the end instead of indexing row by row.
     """
     tx.execute("DELETE FROM address_words")
-    tx.execute(f"INSERT INTO address_words SELECT * FROM ({words_sql()}) ORDER BY word")
+    tx.execute(f"INSERT INTO address_words SELECT * FROM ({words_sql(dialect=tx.dialect)}) AS w ORDER BY word")
 
 
 def search_terms(text: str) -> list[str]:

@@ -104,8 +104,8 @@ def address_columns(store: Store) -> tuple[str, ...]:
     cached = _columns.get(store)
     if cached is None:
         cached = tuple(store.read(lambda tx: [r[0] for r in tx.rows(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
-            "AND schema_name = 'main' AND table_name = ? ORDER BY column_index", [TABLE])]))
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position", [TABLE])]))
         _columns[store] = cached
     return cached
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
@@ -39,10 +41,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import DatabaseLocked, DatabaseLoginRefused, DatabaseUnavailable, StoreError, catalog_error
 from .tx import Tracer, Tx
 
+if TYPE_CHECKING:
+    import duckdb
+
 __all__ = ["PgTx", "PostgresBackend", "close_pools", "display_url", "translate"]
 
 CONNECT_TIMEOUT = 10  # seconds for one connection attempt; a server that is down answers at once
 POOL_MAX = 8  # connections per database and process; a Voila kernel or a worker needs one or two
+_COPY_PIECE = 1 << 20  # bytes per COPY write in copy_frame
 
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\?|\$[A-Za-z_]\w*|%|\bJSON\b", re.IGNORECASE)
 
@@ -153,6 +159,36 @@ class PgTx(Tx):
                 for row in clean.itertuples(index=False, name=None):
                     copy.write_row(row)
         self._registered.add(name)
+
+    def copy_frame(self, table: str, frame: pd.DataFrame | duckdb.DuckDBPyRelation) -> int:
+        """Append ``frame`` (its columns name ``table``'s) to ``table`` by COPY; returns the rows written.
+
+        The bulk path of demo data and imports: DuckDB writes the rows as CSV (a DataFrame is read through
+        a private in-memory DuckDB; a DuckDB relation, e.g. demo data's generated rows, is written as it is),
+        fed to COPY in 1 MB pieces. A CSV writer fed to COPY was ~4x faster than ``write_row`` here
+        (STACK-NOTES-2, P). DuckDB quotes an empty string (``""``) and leaves NULL empty, which is what
+        PostgreSQL's CSV COPY reads back as '' and NULL.
+        """
+        import duckdb
+
+        local = None
+        if isinstance(frame, pd.DataFrame):
+            local = duckdb.connect(":memory:")
+            frame = local.from_df(frame)
+        try:
+            columns = pgsql.SQL(", ").join(pgsql.Identifier(str(c)) for c in frame.columns)
+            query = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(pgsql.Identifier(table), columns)
+            with tempfile.TemporaryDirectory(prefix="crmkit-copy-") as folder:
+                path = os.path.join(folder, "rows.csv")
+                frame.write_csv(path, header=False)
+                with self._pg.cursor() as cur, open(path, "rb") as rows:
+                    with cur.copy(query) as copy:
+                        while piece := rows.read(_COPY_PIECE):
+                            copy.write(piece)
+                    return max(cur.rowcount, 0)
+        finally:
+            if local is not None:
+                local.close()
 
     def unregister(self, name: str) -> None:
         if name in self._registered:
