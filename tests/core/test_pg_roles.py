@@ -191,6 +191,9 @@ def test_viewer_reads_addresses_and_touches_no_setting_account_or_transfer_log(d
         denied(conn, "UPDATE addresses SET city = 'Bonn'")
         denied(conn, "INSERT INTO users (name, display_name) VALUES ('mallory', 'M')")
         denied(conn, "INSERT INTO user_roles VALUES ('vera', 'admin')")
+        denied(conn, f'SET ROLE "{group_role(db.name, "system.admin")}"')  # a group she is not in
+        denied(conn, f'GRANT "{group_role(db.name, "system.admin")}" TO "{user_role(db.name, "vera")}"')
+        denied(conn, "ALTER ROLE CURRENT_USER CREATEROLE")
         denied(conn, "CREATE TABLE public.mine (x int)")
         denied(conn, "CREATE TEMP TABLE mine (x int)")
         # her own settings and session rows, in her own name only
@@ -379,6 +382,29 @@ def test_crmkit_opens_a_login_as_its_own_user_only(db: Db) -> None:
     with pytest.raises(PermissionDenied):
         crmkit.open(db.role_url("vera"), user="admin")
     assert crmkit.open(db.role_url("sam"), user="sam").user.rights >= {"teams.send", "records.write"}
+
+
+def test_role_names_are_per_database_and_never_meet() -> None:
+    assert user_role("crm", "anna") == "crmkit_crm_u_anna"
+    assert group_role("crm", "teams.send") == "crmkit_crm_r_teams_send"
+    assert user_role("crm", "Anna") != user_role("crm", "anna")  # changed by the clean-up: a hash is added
+    assert user_role("crm", "a-b") != user_role("crm", "a_b")
+    assert user_role("crm", "anna") != user_role("crm2", "anna")
+    long = user_role("a" * 80, "b" * 80)
+    assert len(long.encode()) <= 63 and long != user_role("a" * 80, "b" * 79 + "c")
+
+
+def test_a_login_of_one_crm_database_cannot_enter_another(db: Db) -> None:
+    """Roles are the cluster's; each database lets only its own crmkit roles connect."""
+    with fresh_database_url(db.cluster, _migrated_template(db.cluster)) as other:
+        store = Store(other)
+        sync_database_roles(store)
+        try:
+            with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+                psycopg.connect(other.replace("postgres@", f"{user_role(db.name, 'admin')}@", 1),
+                                connect_timeout=10).close()
+        finally:
+            drop_database_roles(store)
 
 
 def test_sync_follows_the_users_table(db: Db) -> None:
