@@ -469,20 +469,29 @@ def compact_transfer_log(tx: Tx) -> int | None:
 
 
 def _policies(tx: Tx, groups: Mapping[str, str], tables: set[str]) -> None:
-    policies = [p for p in (*POLICIES, *_settings_policies()) if p[0] in tables]
-    for table in sorted({p[0] for p in policies}):
-        for (name,) in tx.rows("SELECT policyname FROM pg_policies WHERE schemaname = current_schema() "
-                               "AND tablename = ? AND starts_with(policyname, 'crmkit_')", [table]):
-            tx.execute(f"DROP POLICY {_q(name)} ON {_q(table)}")
-        tx.execute(f"ALTER TABLE {_q(table)} ENABLE ROW LEVEL SECURITY")  # the owner is not subject to it
-    for n, (table, key, command, using, check) in enumerate(policies):
-        sql = f"CREATE POLICY {_q(f'crmkit_{n}_{key}_{command}'.lower())} ON {_q(table)} FOR {command} " \
-              f"TO {_q(groups[key])}"
+    """Each policy is named after a hash of its definition, so a sync that changes nothing touches none (CREATE
+    and DROP POLICY lock their table exclusively, waiting for every transaction on it)."""
+    wanted: dict[tuple[str, str], str] = {}
+    for table, key, command, using, check in (*POLICIES, *_settings_policies()):
+        if table not in tables:
+            continue
+        sql = f"FOR {command} TO {_q(groups[key])}"
         if using is not None:
             sql += f" USING ({using})"
         if check is not None:
             sql += f" WITH CHECK ({check})"
-        tx.execute(sql)
+        digest = hashlib.sha256(f"{table} {sql}".encode()).hexdigest()[:12]
+        wanted[(table, f"crmkit_{digest}")] = sql
+    have = {(t, n) for t, n in tx.rows("SELECT tablename, policyname FROM pg_policies WHERE schemaname = "
+                                       "current_schema() AND starts_with(policyname, 'crmkit_')")}
+    for table, name in sorted(have - set(wanted)):
+        tx.execute(f"DROP POLICY {_q(name)} ON {_q(table)}")
+    for table, name in sorted(set(wanted) - have):
+        tx.execute(f"CREATE POLICY {_q(name)} ON {_q(table)} {wanted[(table, name)]}")
+    for (table,) in tx.rows("SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+                            "AND relkind = 'r' AND NOT relrowsecurity"):
+        if table in {t for t, _ in wanted}:
+            tx.execute(f"ALTER TABLE {_q(table)} ENABLE ROW LEVEL SECURITY")  # the owner is not subject to it
 
 
 def drop_database_roles(store: Store) -> list[str]:
