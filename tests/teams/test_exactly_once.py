@@ -40,13 +40,13 @@ else:
 """
 
 
-def _sent(db: Path) -> int:
+def _sent(db: str) -> int:
     return int(crmkit.open(db).store.one("SELECT count(*) FROM outbox WHERE status = 'sent'"))
 
 
-def _run_until(args: list[str], db: Path, kill_at: int | None, log: Path) -> None:
+def _run_until(args: list[str], db: str, kill_at: int | None, log: Path) -> None:
     with log.open("a") as out:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(db), *args], cwd=ROOT, stdout=out, stderr=out)
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, db, *args], cwd=ROOT, stdout=out, stderr=out)
         try:
             deadline = time.monotonic() + scaled(600)
             while proc.poll() is None and time.monotonic() < deadline:
@@ -66,13 +66,13 @@ def _run_until(args: list[str], db: Path, kill_at: int | None, log: Path) -> Non
 
 
 def test_two_thousand_messages_exactly_once_through_kills_and_faults(
-    crm_tenant: SandboxAdmin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    crm_tenant: SandboxAdmin, db_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Exactly-once, not speed: raise the limits on both sides so 2,000 messages take a minute, not ten.
     crm_tenant.put("limits", {"chat_post_per_app_per_s": 400, "chat_post_per_chat_per_s": 100})
     monkeypatch.setenv("CRMKIT_TEAMS_TENANT_RPS", "300")
     monkeypatch.setenv("CRMKIT_TEAMS_CHAT_RPS", "80")
-    db = tmp_path / "crm.duckdb"
+    db = db_location  # a DuckDB file or a PostgreSQL database: the killed and resumed senders open it by name
     crm = crmkit.open(db)
     activation.enable(crm)
     frame = pd.DataFrame({"company": [f"Firma {i:04d} GmbH" for i in range(RECORDS)]})
