@@ -26,12 +26,14 @@ shortened gets 8 hex digits of its sha256, so no two names meet):
   verifier computed here (the plain password is never in a statement, so never in a server log), and
   written to a 0600 libpq passfile in the person's ``CRMKIT_HOME`` or returned once; never in a CRM table.
 
-:func:`sync_database_roles` (run by the database owner — the role that ran the migrations — with
-CREATEROLE, e.g. ``crmkit --db postgresql://owner@host/crm db-roles``) makes the database mirror the users
-table: creates missing roles, grants and revokes memberships, drops the roles of removed or inactive users,
-re-grants every table (revoke all, then grant: idempotent, and a grant crmkit no longer wants goes) and
-re-creates its row-level policies, all in one transaction. It revokes PUBLIC's CONNECT and TEMPORARY on the
-database and CREATE on the schema; TEMPORARY goes to the groups whose writes use ``Tx.register`` (a temp
+:func:`sync_database_roles` (run by the database owner — the role that ran the migrations — with CREATEROLE,
+e.g. ``crmkit --db postgresql://owner@host/crm db-roles``) makes the database mirror the users table: creates
+missing roles, grants and revokes memberships, drops the roles of removed or inactive users, re-grants every
+table (revoke all, then grant: idempotent, and a grant crmkit no longer wants goes) and brings its row-level
+policies up to date, all in one transaction. A policy is named after a hash of its definition, so a sync that
+changes nothing creates or drops none and waits for no open transaction (CREATE POLICY locks its table
+exclusively); run one that does change something at a quiet moment. It revokes PUBLIC's CONNECT and TEMPORARY on
+the database and CREATE on the schema; TEMPORARY goes to the groups whose writes use ``Tx.register`` (a temp
 table filled by COPY: senders, the admins of Teams, campaigns, privacy and the system). Run it again after a
 crmkit upgrade: a table a new migration made has no grant until then (:func:`unclassified_tables` names the
 tables no list here knows; sync reports them too).
@@ -56,14 +58,27 @@ Append-only, and what grants cannot say:
   write any.
 - ``system_settings``: each right may write only the keys whose ``Setting.right`` it is
   (crmkit.settings), ``system.admin`` all.
+- Recording a campaign reaction is ``records.write`` work, and crmkit runs its immediate actions in the
+  recorder's process from the campaign account: so ``records.write`` may claim and finish campaign runs and
+  read the campaign account's row (its password is ciphertext; the key is a file on the machine that set it,
+  crmkit.auth._secrets), never set it. A sign-in records what it learned about consent (``consent_state``).
+- Decisions against the letter of "a viewer touches no settings or accounts": every session reads
+  ``system_settings`` (crmkit cannot open without them), none but the right's admins writes them; a viewer
+  has no access at all to ``m365_accounts`` (a viewer never sends), so the accounts section of a viewer's
+  own settings page shows its error box on PostgreSQL.
 
-Not covered: which addresses or contacts a ``records.write`` user may change (crmkit has no per-row rule
+Not covered: a viewer recording a campaign reaction (crmkit's API lets anyone; the database refuses it
+without ``records.write``); which addresses or contacts a ``records.write`` user may change (crmkit has no per-row rule
 either); outbox rows of another user's *staged* (not yet activated) send can be deleted by any sender (the
 send then fails whole, nothing goes out); a table's owner and superusers bypass all of this (run crmkit
 as a user's role, never as the owner, in a team); table-owner-only commands need the owner — but for the
 one crmkit runs as a user, the transfer-log compaction (PostgreSQL's CLUSTER), sync makes a SECURITY DEFINER
 function of the owner's that only ``privacy.admin`` may execute (:func:`compact_transfer_log`;
 :data:`OWNER_FUNCTIONS`): an admin operation through a function only admins hold.
+
+Workers: a ``crmkit worker`` that delivers other people's queued sends or campaign runs acts as a CRM user
+holding ``teams.admin`` or ``campaign.admin`` (its login may write any user's outbox, log and contact rows);
+one acting for its own user's sends needs that user's rights only.
 
 Connecting as a user: ``crmkit.open("postgresql://crmkit_crm_u_anna@host/crm?passfile=/home/anna/.crmkit/pgpass")``
 (or ``PGPASSFILE``); libpq reads the password from the file. :func:`crm_user_of_login` (called by
