@@ -136,9 +136,19 @@ _DELIVERY = "{outbox_delivery}"  # placeholder: the outbox's columns but OUTBOX_
 _DEDUPE = "SELECT (dedupe_key, message_key, address_id, recipient_id)"
 _PACING = "SELECT, INSERT, UPDATE"  # Teams' limits shared by every delivering process (crmkit/teams/pacing.py)
 
+# What delivering a send needs: its batch and rows, their delivery state, the log and Teams' shared pacing.
+_SENDING: dict[str, str] = {
+    "outbox_batches": "INSERT", "outbox": f"INSERT, UPDATE ({_DELIVERY}), DELETE",
+    "transfer_log": f"INSERT, {_DEDUPE}", "contacts": "INSERT, UPDATE (recipients)", "teams_pacing": _PACING,
+}
+# The rights whose sessions deliver their own sends: teams.send (by hand), records.write (the campaign runs of a
+# reaction it records).
+_SENDERS = ("teams.send", "records.write")
+
 # What each right adds, by table (crmkit/rights.py; the services that check the right write these).
 RIGHT_GRANTS: dict[str, dict[str, str]] = {
     "records.write": {
+        **_SENDING,
         "addresses": "INSERT, UPDATE", "address_words": "INSERT, DELETE", "contacts": "INSERT, UPDATE",
         # Recording a reaction (crmkit.campaigns.record_reaction) runs its immediate actions in the recorder's
         # process from the campaign account: the run's claim and state, and the account's row. Its password is
@@ -147,13 +157,11 @@ RIGHT_GRANTS: dict[str, dict[str, str]] = {
         "campaign_account": "SELECT, UPDATE (home_account_id, display_name)",
     },
     "teams.send": {
-        "outbox_batches": "INSERT", "outbox": f"INSERT, UPDATE ({_DELIVERY}), DELETE",
-        "transfer_log": f"INSERT, {_DEDUPE}", "contacts": "INSERT, UPDATE (recipients)",
+        **_SENDING,
         "m365_accounts": "SELECT, INSERT, UPDATE, DELETE",  # own accounts
         # what a sign-in learns from Microsoft about consent (crmkit.auth.consent.record_consent: delete + insert);
         # a wrong row changes only the consent hint an admin is shown
         "consent_state": "INSERT, DELETE",
-        "teams_pacing": _PACING,
     },
     "teams.admin": {
         "system_settings": "INSERT, UPDATE", "display_formats": "INSERT, UPDATE, DELETE",
@@ -191,7 +199,7 @@ RIGHT_GRANTS: dict[str, dict[str, str]] = {
 # Tables only the owner touches (crmkit runs nothing on them as a user): listed so none is unclassified.
 OWNER_ONLY = ("_crmkit_migrations",)
 
-_TEMP_RIGHTS = ("teams.send", "teams.admin", "campaign.admin", "privacy.admin", "system.admin")
+_TEMP_RIGHTS = (*_SENDERS, "teams.admin", "campaign.admin", "privacy.admin", "system.admin")
 
 _OWN = "user_name = crmkit_user()"
 _MINE_OR_STAGED = ("(batch_id LIKE 'staging:%' OR batch_id IN "
@@ -212,21 +220,19 @@ POLICIES: tuple[tuple[str, str, str, str | None, str | None], ...] = (
     ("m365_accounts", "teams.send", "ALL", _OWN, _OWN),
     ("m365_accounts", "teams.admin", "ALL", "true", "true"),
     ("contacts", "base", "SELECT", "true", None),
-    ("contacts", "records.write", "INSERT", None, _OWN),
-    ("contacts", "records.write", "UPDATE", "true", "true"),
-    ("contacts", "teams.send", "INSERT", None, _OWN),
-    ("contacts", "teams.send", "UPDATE", "true", "true"),
+    *(("contacts", r, "INSERT", None, _OWN) for r in _SENDERS),
+    *(("contacts", r, "UPDATE", "true", "true") for r in _SENDERS),
     *(("contacts", w, "ALL", "true", "true") for w in (*_WORKERS, "system.admin")),
     ("outbox_batches", "base", "SELECT", "true", None),
-    ("outbox_batches", "teams.send", "INSERT", None, _OWN),
+    *(("outbox_batches", r, "INSERT", None, _OWN) for r in _SENDERS),
     *(("outbox_batches", w, "ALL", "true", "true") for w in _WORKERS),
     ("outbox", "base", "SELECT", "true", None),
-    ("outbox", "teams.send", "INSERT", None, _MINE_OR_STAGED),
-    ("outbox", "teams.send", "UPDATE", _MINE_OR_STAGED, _MINE_OR_STAGED),
-    ("outbox", "teams.send", "DELETE", "status = 'staged'", None),
+    *(("outbox", r, "INSERT", None, _MINE_OR_STAGED) for r in _SENDERS),
+    *(("outbox", r, "UPDATE", _MINE_OR_STAGED, _MINE_OR_STAGED) for r in _SENDERS),
+    *(("outbox", r, "DELETE", "status = 'staged'", None) for r in _SENDERS),
     *(("outbox", w, "ALL", "true", "true") for w in _WORKERS),
-    ("transfer_log", "teams.send", "SELECT", "true", None),  # the four dedupe columns (grant)
-    ("transfer_log", "teams.send", "INSERT", None, _OWN),
+    *(("transfer_log", r, "SELECT", "true", None) for r in _SENDERS),  # the four dedupe columns (grant)
+    *(("transfer_log", r, "INSERT", None, _OWN) for r in _SENDERS),
     *(("transfer_log", w, "SELECT", "true", None) for w in _WORKERS),
     *(("transfer_log", w, "INSERT", None, "true") for w in _WORKERS),
     ("transfer_log", "privacy.read_log", "SELECT", "true", None),

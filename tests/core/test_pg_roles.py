@@ -620,21 +620,28 @@ def test_campaign_reaction_runs_under_the_recorders_login(pg_cluster: PgCluster,
         activation.enable(owner)
         for name in ("carl", "sam"):
             owner.add_user(name, name.title(), roles=[USERS[name]])
+        # a role an admin made: records.write alone (no teams.send)
+        with psycopg.connect(url) as conn:
+            conn.execute("INSERT INTO roles VALUES ('recorder', 'Erfasser', 'Recorder')")
+            conn.execute("INSERT INTO role_rights VALUES ('recorder', 'records.write')")
+        owner.add_user("rita", "Rita", roles=["recorder"])
         _address(url)
         db = Db(pg_cluster, url, url.rsplit("/", 1)[1], owner.store, 1)
-        db.owner("INSERT INTO addresses (id, kind, first_name, last_name, email, created_by, created_at, modified_by, "
-                 "modified_at) VALUES (2, 'person', 'Eva', 'Keller', 'eva@example.com', 'admin', %s, 'admin', %s)",
-                 (T0, T0))  # personal data: its transfer is logged
+        for i, (first, last) in ((2, ("Eva", "Keller")), (3, ("Ria", "Roth"))):  # personal data: transfers logged
+            db.owner("INSERT INTO addresses (id, kind, first_name, last_name, email, created_by, created_at, "
+                     "modified_by, modified_at) VALUES (%s, 'person', %s, %s, 'x@example.com', 'admin', %s, 'admin', "
+                     "%s)", (i, first, last, T0, T0))
         m365 = Microsoft365(owner)
         m365.campaign.set_password(SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD)
         m365.close()
         sync_database_roles(owner.store)
         carl = Campaigns(crmkit.open(db.role_url("carl")))
         sam = Campaigns(crmkit.open(db.role_url("sam")))
+        rita = Campaigns(crmkit.open(db.role_url("rita")))
         try:
             campaign = carl.add_campaign("Frühjahr")
             activity = carl.add_activity(campaign, "Mailing")
-            carl.add_participants(activity, [1, 2])
+            carl.add_participants(activity, [1, 2, 3])
             reaction = carl.add_reaction(activity, "Interesse")
             carl.add_teams_action(reaction, "Vertrieb informieren", recipients=colleagues(fast_crm_tenant, 1),
                                   message="Bitte {company} anrufen.")
@@ -649,7 +656,13 @@ def test_campaign_reaction_runs_under_the_recorders_login(pg_cluster: PgCluster,
             with db.connect("sam") as conn:
                 denied(conn, "UPDATE campaign_actions SET message = 'x'")  # the campaign is carl's to edit
                 denied(conn, "INSERT INTO campaign_participants VALUES (1, 1, now(), 'sam')")
+            # a user whose only right is records.write: her reaction goes out too (crmkit's API lets her)
+            assert [o.status for o in rita.record_reaction(reaction, [3]).outcomes] == ["done"]
+            assert db.owner("SELECT user_name FROM transfer_log ORDER BY id")[-1] == ("rita",)
+            with db.connect("rita") as conn:
+                denied(conn, "SELECT * FROM m365_accounts")  # no teams.send: no Microsoft account of her own
+                denied(conn, "UPDATE transfer_log SET outcome = 'failed'")
         finally:
-            carl.close()
-            sam.close()
-            _close(db, ("carl", "sam"))
+            for camp in (carl, sam, rita):
+                camp.close()
+            _close(db, ("carl", "sam", "rita"))
