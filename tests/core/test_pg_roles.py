@@ -473,6 +473,11 @@ def test_password_is_a_scram_verifier_and_appears_nowhere(db: Db, tmp_path: Path
             shutil.chown(hba, "postgres", "postgres")
         db.owner("SELECT pg_reload_conf()")
     assert password not in db.cluster.log_tail(100_000)
+    # rotated again, without a folder: handed back once, hidden from repr, and the old verifier is gone
+    again = rotate_password(db.store, "vera")
+    assert again.password and again.password != password and again.password not in repr(again)
+    assert again.passfile is None and "password" not in again.url
+    assert db.owner("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (login.role,))[0][0] != stored
 
 
 def test_a_duckdb_store_has_no_database_roles(tmp_path: Path) -> None:
