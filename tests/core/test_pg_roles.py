@@ -528,9 +528,12 @@ def test_crmkit_api_works_under_each_login_within_its_rights(api_db: Db) -> None
         vera.set_setting("teams.subject_prefix", "x")
 
     sam = login["sam"]
-    sam.add_contact(db.address_id, "TEL", "Anruf")
-    assert len(sam.contacts(db.address_id)) == 1
-    assert len(sam.addresses(search="muster")) == 1
+    new_id = sam.add_address(kind="person", first_name="Ben", last_name="Berg", city="Bonn")  # + its search words
+    sam.update_address(new_id, city="Köln")
+    sam.add_contact(new_id, "TEL", "Anruf")
+    assert len(sam.contacts(new_id)) == 1
+    assert sam.addresses(search="berg")["city"].tolist() == ["Köln"]
+    assert len(vera.addresses(search="muster")) == 1
 
     tina = login["tina"]
     tina.set_setting("teams.subject_prefix", "CRM - ")
