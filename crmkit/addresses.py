@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 
 from . import sql_filter
@@ -172,10 +171,11 @@ def address_filter(
         if terms:
             join = f" JOIN ({hits}) AS _hits ON addresses.id = _hits.address_id"
     if where is not None:
-        sql_filter.check(where, sql_filter.address_columns(store))  # address columns only
+        # address columns only; on PostgreSQL the text it runs there (a few DuckDB names renamed)
+        runs = sql_filter.check(where, sql_filter.address_columns(store), store.dialect)
         if not isinstance(params, (list, tuple)):
             raise catalog_error(ValidationError, "error.msg.filter_params")
-        parts.append(f"({where})")
+        parts.append(f"({runs})")
         values.extend(params)
     if join and len(terms) == 1:
         join = join.replace("SELECT address_id", "SELECT DISTINCT address_id")  # INTERSECT is distinct
@@ -183,10 +183,13 @@ def address_filter(
 
 
 def run_filter(tx: Tx, sql: str, values: list[Any], *, scalar: bool = False) -> Any:
-    """Run a query built on :func:`address_filter` (a frame, or one value); DuckDB's errors become typed ones."""
+    """Run a query built on :func:`address_filter` (a frame, or one value); the database's errors become typed
+    ones. On PostgreSQL it runs under ``statement_timeout`` (:data:`crmkit.sql_filter.STATEMENT_TIMEOUT_SECONDS`)."""
     try:
+        if tx.dialect == "postgresql":  # DuckDB has no statement timeout
+            tx.execute(f"SET LOCAL statement_timeout = {int(sql_filter.STATEMENT_TIMEOUT_SECONDS * 1000)}")
         return tx.one(sql, values) if scalar else tx.df(sql, values)
-    except duckdb.Error as exc:
+    except Exception as exc:
         # Binder, catalog, conversion … errors of a checked filter (wrong argument types, a value that
         # does not cast, a missing parameter) are bad input; a write the read-only attach stopped is unsafe.
         typed = sql_filter.run_error(exc)

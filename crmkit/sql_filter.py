@@ -20,11 +20,21 @@ Everything else is refused with a typed error naming it: subqueries of any kind 
 function (aggregates, window functions, ``getenv``, ``read_csv``, macros), several statements, and a
 filter that closes a parenthesis it did not open (``city = 'x') OR (1=1`` would otherwise escape the
 other conditions it is AND-ed with). Reads still attach the file read-only (defence in depth).
+
+On PostgreSQL the filter is checked the same way, on DuckDB's parse tree, and then runs there in the
+read-only transaction with ``SET LOCAL statement_timeout`` (:data:`STATEMENT_TIMEOUT_SECONDS`). A few
+DuckDB functions PostgreSQL knows under another name are renamed before it runs (:data:`PG_RENAMES`:
+``year(x)`` → ``date_part('year', x)``, ``lcase`` → ``lower`` …); the DuckDB-only rest is refused there with
+the way to write it for PostgreSQL (:data:`PG_REFUSED`), and so are COLLATE, TRY_CAST, GLOB, ``//``, ``$n``
+and ``INTERVAL 3 DAY`` (PostgreSQL spells it ``INTERVAL '3 days'``). What PostgreSQL itself refuses while
+running (an unknown type, a value that does not cast) is a ValidationError as on DuckDB (:func:`run_error`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import threading
 import weakref
 from collections.abc import Iterable
@@ -38,8 +48,8 @@ from .errors import CrmkitError, UnsafeQuery, ValidationError, catalog_error
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["CAST_TYPES", "CLOCK_NAMES", "COLLATIONS", "FUNCTIONS", "OPERATORS", "address_columns", "check",
-           "run_error"]
+__all__ = ["CAST_TYPES", "CLOCK_NAMES", "COLLATIONS", "FUNCTIONS", "OPERATORS", "PG_REFUSED", "PG_RENAMES",
+           "STATEMENT_TIMEOUT_SECONDS", "address_columns", "check", "run_error"]
 
 TABLE = "addresses"
 
@@ -72,6 +82,33 @@ CAST_TYPES: frozenset[str] = frozenset({
     "UINTEGER", "UBIGINT", "FLOAT", "REAL", "DOUBLE", "DECIMAL", "NUMERIC", "VARCHAR", "TEXT", "STRING", "CHAR",
     "BPCHAR", "DATE", "TIME", "TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE", "INTERVAL",
 })
+
+# PostgreSQL: how long one filtered query may run before it is cancelled (a ValidationError saying so).
+STATEMENT_TIMEOUT_SECONDS = 5
+
+# PostgreSQL: allowed DuckDB functions it has under another name, as the text a call's "name(" becomes there
+# (the arguments stay as written; every replacement is itself a plain scalar function).
+PG_RENAMES: dict[str, str] = {
+    "lcase": "lower(", "ucase": "upper(", "ifnull": "coalesce(", "instr": "strpos(", "prefix": "starts_with(",
+    "datepart": "date_part(", "datetrunc": "date_trunc(", "year": "date_part('year', ",
+    "month": "date_part('month', ", "day": "date_part('day', ", "quarter": "date_part('quarter', ",
+    "week": "date_part('week', ", "isodow": "date_part('isodow', ", "dayofweek": "date_part('dow', ",
+    "today": "(current_date",  # today() -> (current_date)
+}
+
+# PostgreSQL: allowed DuckDB functions (and operators) it does not have, with what to write there instead.
+PG_REFUSED: dict[str, str] = {
+    "contains": "strpos(text, part) > 0", "ends_with": "text LIKE '%' || part", "suffix": "text LIKE '%' || part",
+    "strip_accents": "ILIKE, or the address search (it ignores accents)",
+    "regexp_matches": "text ~ 'pattern'", "regexp_full_match": "text ~ '^pattern$'",
+    "strftime": "date_part('year', created_at) = 2026", "date_diff": "created_at >= now() - INTERVAL '30 days'",
+    "datediff": "created_at >= now() - INTERVAL '30 days'",
+    **{f"to_{unit}": "INTERVAL '3 days'" for unit in ("years", "months", "weeks", "days", "hours", "minutes",
+                                                      "seconds")},
+    "//": "floor(a / b)", "~~~": "LIKE with % and _",
+}
+_PG_TOKEN_CALLS = frozenset(PG_RENAMES) | {"regexp_matches"}  # decided from the text: an operator form is fine
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # Bare names the parser reads as column references but DuckDB binds to the clock.
 CLOCK_NAMES: frozenset[str] = frozenset({"current_date", "current_timestamp", "current_time", "localtimestamp"})
@@ -110,13 +147,15 @@ def address_columns(store: Store) -> tuple[str, ...]:
     return cached
 
 
-def check(where: Any, columns: Iterable[str]) -> None:
-    """Refuse ``where`` unless it is one expression over ``columns`` built only from allowed parts.
+def check(where: Any, columns: Iterable[str], dialect: str = "duckdb") -> str:
+    """Refuse ``where`` unless it is one expression over ``columns`` built only from allowed parts; return the
+    text to run on ``dialect`` (``where`` itself on DuckDB; on PostgreSQL with :data:`PG_RENAMES` applied).
 
     Raises:
         ValidationError: empty, not text, or not a WHERE expression (does not parse, unknown column).
         UnsafeQuery: a construct outside the allow-list, several statements, or an escape from the
-            filter's parentheses. The message names what was refused; nothing was run.
+            filter's parentheses; on PostgreSQL also a DuckDB-only part (:data:`PG_REFUSED`). The message
+            names what was refused; nothing was run.
     """
     if not isinstance(where, str) or not where.strip():
         raise catalog_error(ValidationError, "error.msg.filter_empty")
@@ -132,9 +171,100 @@ def check(where: Any, columns: Iterable[str]) -> None:
     try:
         expression = _one_expression(wrapped, where)
         _Walker(tuple(columns)).walk(expression)
+        if dialect == "postgresql":
+            _refuse_duckdb_only(expression)
     except RecursionError as exc:  # DuckDB allows 1,000 levels; Python's own limit may come first
         raise catalog_error(ValidationError, "error.msg.filter_parse",
                             detail="the expression is nested too deeply") from exc
+    return _for_postgres(where) if dialect == "postgresql" else where
+
+
+def _pg_refusal(what: str, instead: str) -> UnsafeQuery:
+    return catalog_error(UnsafeQuery, "error.msg.filter_postgres", what=what, instead=instead)
+
+
+def _refuse_duckdb_only(expression: dict[str, Any]) -> None:
+    """PostgreSQL: refuse the parts of a checked filter that only DuckDB runs (parse-tree view)."""
+    for node in _find_classes(expression, {"FUNCTION", "COLLATE", "CAST"}):
+        kind = node.get("class")
+        if kind == "COLLATE":
+            raise _pg_refusal(f"COLLATE {node.get('collation')}", "lower(city) = lower(?), or ILIKE")
+        if kind == "CAST":
+            if node.get("try_cast"):
+                raise _pg_refusal("TRY_CAST", "CAST(… AS …)")
+            continue
+        name = str(node.get("function_name", "")).lower()
+        # regexp_matches is also what DuckDB makes of the ~ operator, which PostgreSQL has: the text decides
+        if name in PG_REFUSED and name not in _PG_TOKEN_CALLS:
+            raise _pg_refusal(name, PG_REFUSED[name])
+
+
+def _calls(where: str) -> list[tuple[int, int, str]]:
+    """(start of name, end of its "(", lower-case name) of every unquoted ``name(`` in ``where``'s tokens."""
+    try:
+        tokens = _tokenize(where)
+    except duckdb.Error:  # check() tokenized it already; not reached
+        return []
+    found = []
+    kinds = (duckdb.token_type.identifier, duckdb.token_type.keyword)
+    for (start, kind), (after, _) in itertools.pairwise(tokens):
+        match = _IDENTIFIER.match(where, start)
+        if kind in kinds and match and where[after] == "(":
+            found.append((start, after + 1, match.group(0).lower()))
+    return found
+
+
+def _for_postgres(where: str) -> str:
+    """The checked filter as PostgreSQL runs it: the renamed calls, refusing ``$n`` and regexp_matches(…)."""
+    edits: list[tuple[int, int, str]] = []
+    for start, kind in _tokenize(where):
+        if kind != duckdb.token_type.string_const and where.startswith("$", start):
+            raise _pg_refusal("$1, $2 … parameters", "? placeholders")
+        if kind == duckdb.token_type.identifier and where.startswith('"', start):
+            # DuckDB's names are case-insensitive even quoted ("Country" is country), PostgreSQL's quoted
+            # ones are not: lower-case them, as the check compared them
+            end = where.index('"', start + 1)
+            while where.startswith('"', end + 1):  # "" inside a quoted name
+                end = where.index('"', end + 2)
+            edits.append((start, end + 1, where[start:end + 1].lower()))
+    for start, end, name in _calls(where):
+        if name == "regexp_matches":
+            raise _pg_refusal(name, PG_REFUSED[name])
+        if name in PG_RENAMES:
+            edits.append((start, end, PG_RENAMES[name]))
+    out, last = [], 0
+    for start, end, text in sorted(edits):
+        out += [where[last:start], text]
+        last = end
+    return "".join([*out, where[last:]])
+
+
+def _tokenize(where: str) -> list[tuple[int, Any]]:
+    """duckdb.tokenize with character offsets: DuckDB counts UTF-8 bytes, so after an "ü" every offset
+    would point one character too far."""
+    tokens = duckdb.tokenize(where)
+    if where.isascii():
+        return list(tokens)
+    chars, at = {}, 0
+    for i, ch in enumerate(where):
+        chars[at] = i
+        at += len(ch.encode("utf-8"))
+    chars[at] = len(where)
+    return [(chars[start], kind) for start, kind in tokens]
+
+
+def _find_classes(node: Any, classes: set[str]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("class") in classes:
+                found.append(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
 
 
 def _one_expression(wrapped: str, where: str) -> dict[str, Any]:
@@ -157,13 +287,36 @@ def _template() -> dict[str, Any]:
     return node
 
 
-def run_error(exc: duckdb.Error) -> CrmkitError | None:
-    """The typed error for what DuckDB raised while binding or running a filter query, or None."""
+def run_error(exc: BaseException) -> CrmkitError | None:
+    """The typed error for what DuckDB or PostgreSQL raised while binding or running a filter query, or None."""
+    if not isinstance(exc, duckdb.Error):
+        return _pg_run_error(exc)
     if "read-only" in str(exc).lower():
         return catalog_error(UnsafeQuery, "error.msg.filter_read_only")
     if isinstance(exc, (duckdb.BinderException, duckdb.ParserException, duckdb.InvalidInputException,
                         duckdb.ConversionException, duckdb.CatalogException, duckdb.OutOfRangeException,
                         duckdb.TypeMismatchException, duckdb.NotImplementedException)):
+        return catalog_error(ValidationError, "error.msg.filter_cannot_run", detail=_detail(exc))
+    return None
+
+
+def _pg_run_error(exc: BaseException) -> CrmkitError | None:
+    """PostgreSQL's side of :func:`run_error` (psycopg is loaded only when it raised)."""
+    if type(exc).__module__.split(".")[0] != "psycopg":
+        return None
+    import psycopg
+    import psycopg.errors
+
+    if isinstance(exc, psycopg.errors.QueryCanceled):  # statement_timeout
+        return catalog_error(ValidationError, "error.msg.filter_timeout", seconds=STATEMENT_TIMEOUT_SECONDS)
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return catalog_error(UnsafeQuery, "error.msg.filter_read_only")
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):  # the database role may not read it
+        return catalog_error(UnsafeQuery, "error.msg.filter_cannot_run", detail=_detail(exc))
+    state = getattr(exc, "sqlstate", None) or ""
+    # 22: a value that does not cast or fit; 42: an unknown function, type or operator for these arguments;
+    # 0A: not supported (a set-returning function in WHERE); no state: psycopg's own check of the parameters.
+    if state[:2] in ("22", "42", "0A") or (not state and isinstance(exc, psycopg.ProgrammingError)):
         return catalog_error(ValidationError, "error.msg.filter_cannot_run", detail=_detail(exc))
     return None
 
@@ -214,7 +367,7 @@ def _check_parentheses(where: str) -> None:
     do not count. (The parse-tree comparison in :func:`check` is the second, independent guard.)
     """
     try:
-        tokens = duckdb.tokenize(where)
+        tokens = _tokenize(where)
     except duckdb.Error as exc:
         raise catalog_error(ValidationError, "error.msg.filter_parse", detail=_detail(exc)) from exc
     # The operator tokens' text (a token runs to the next one's start); brackets are operator tokens.

@@ -12,12 +12,13 @@ VOLATILE_TABLES = frozenset({"sessions"})
 
 
 def db_snapshot(store: Any, *, skip: frozenset[str] = VOLATILE_TABLES) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table of the store, sorted, keyed by table name."""
+    """Every row of every table of the store, sorted, keyed by table name (DuckDB or PostgreSQL)."""
     def run(tx: Any) -> dict[str, list[tuple[Any, ...]]]:
         names = [r[0] for r in tx.rows(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = 'main' ORDER BY table_name")]
-        return {n: tx.rows(f'SELECT * FROM "{n}" ORDER BY ALL') for n in names if n not in skip}
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+            "AND table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name")]
+        # sorted here: ORDER BY ALL is DuckDB's only
+        return {n: sorted(tx.rows(f'SELECT * FROM "{n}"'), key=repr) for n in names if n not in skip}
 
     return store.read(run)
 
