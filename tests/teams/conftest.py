@@ -1,10 +1,10 @@
-"""Send-path tier: the session's sandbox as crmkit's tenant (``crm_tenant``, tests/conftest.py), a file store, and
-a Teams account signed in by device code."""
+"""Send-path tier: the session's sandbox as crmkit's tenant (``crm_tenant``, tests/conftest.py), a store that
+other processes can open too (``db_location``: a DuckDB file or a PostgreSQL database), and a Teams account
+signed in by device code."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from support.sandbox import SandboxAdmin, sign_in
@@ -15,9 +15,9 @@ from crmkit.teams import activation
 
 
 @pytest.fixture
-def sender(crm_tenant: SandboxAdmin, tmp_path: Path) -> Iterator[crmkit.CRM]:
+def sender(crm_tenant: SandboxAdmin, db_location: str) -> Iterator[crmkit.CRM]:
     """The admin CRM user, integration on, signed in to Teams as Anna Schmidt, with a few addresses."""
-    crm = crmkit.open(tmp_path / "crm.duckdb")
+    crm = crmkit.open(db_location)
     activation.enable(crm)
     crm.add_address(company="Müller & Söhne GmbH", street="Hauptstr. 1", postal_code="10115", city="Berlin",
                     country="DE", phone="+49 30 1234567", email="info@mueller.example")

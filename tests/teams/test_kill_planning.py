@@ -47,7 +47,7 @@ def _messages(crm_tenant: SandboxAdmin, subject: str) -> list[dict[str, object]]
 
 
 def test_planning_killed_mid_way_leaves_nothing_to_send(sender: crmkit.CRM, crm_tenant: SandboxAdmin,
-                                                        tmp_path: Path) -> None:
+                                                        db_location: str, tmp_path: Path) -> None:
     frame = pd.DataFrame({"company": [f"Firma {i:04d} GmbH" for i in range(RECORDS)]})
     sender.store.write(lambda tx: (tx.register("f", frame), tx.execute(
         "INSERT INTO addresses (id, kind, company, city, country, created_by, created_at, modified_by, modified_at) "
@@ -58,16 +58,16 @@ def test_planning_killed_mid_way_leaves_nothing_to_send(sender: crmkit.CRM, crm_
     log = tmp_path / "planner.log"
     with log.open("w") as out:
         proc = subprocess.run([sys.executable, "-c", CHILD.replace("range(1, ", f"range({first}, "),
-                               str(sender.store.path), str(first + RECORDS - 1), json.dumps(people)],
+                               db_location, str(first + RECORDS - 1), json.dumps(people)],
                               cwd=ROOT, stdout=out, stderr=out, timeout=600)
     assert proc.returncode == -9, log.read_text()[-3000:]
 
-    store = crmkit.open(sender.store.path).store
+    store = crmkit.open(db_location).store
     left = store.df("SELECT batch_id, status FROM outbox")
     assert len(left) == 2_000 and left["status"].eq(STAGED).all()  # two chunks, inert
     assert int(store.one("SELECT count(*) FROM outbox_batches")) == 0
 
-    again = crmkit.open(sender.store.path)
+    again = crmkit.open(db_location)
     assert again.teams.resume().empty  # nothing of the dead send is delivered …
     assert int(again.store.one("SELECT count(*) FROM outbox")) == 0  # … and its rows are gone
     result = again.teams.send([1, 2], to=people, subject="After the crash")
