@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import CrmkitError
-from .store import DEFAULT_DB, default_path
+from .store import DEFAULT_DB, default_path, is_postgres_url
 
 __all__ = ["main"]
 
@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Environment: CRMKIT_DB (database path), CRMKIT_USER (CRM user name).",
     )
     parser.add_argument("--db", metavar="PATH", default=None,
-                        help=f"the DuckDB database file (default: $CRMKIT_DB, else ./{DEFAULT_DB})")
+                        help=f"the DuckDB database file or a postgresql:// URL (default: $CRMKIT_DB, else "
+                             f"./{DEFAULT_DB})")
     parser.add_argument("--user", metavar="NAME", default=None,
                         help="the CRM user to act as (default: $CRMKIT_USER, else admin)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -132,18 +133,21 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from .store import Store
 
     path = args.db or default_path()
-    existed = Path(path).exists()
-    before = _applied_migrations(path) if existed else set()
-    store = Store(path)
+    existed = Path(path).exists() if not is_postgres_url(path) else None
+    store = Store(path)  # migrates; store.applied_migrations: what this run applied
     try:
         after = {r[0] for r in store.read(lambda tx: tx.rows("SELECT id FROM _crmkit_migrations"))}
         users = store.one("SELECT count(*) FROM users")
         addresses = store.one("SELECT count(*) FROM addresses")
     finally:
         store.close()
-    new = [f"{mid} ({name})" for mid, name, _ in MIGRATIONS if mid in after - before]
+    applied = set(store.applied_migrations)
+    if existed is None:  # a PostgreSQL database exists before crmkit runs: new to crmkit when it had no schema
+        existed = 1 not in applied
+    new = [f"{mid} ({name})" for mid, name, _ in MIGRATIONS if mid in applied]
     if not existed:
-        print(f"Created {store.path}; applied schema migration(s) {', '.join(new)}.")
+        made = "Created" if store.dialect == "duckdb" else "Set up crmkit's schema in"
+        print(f"{made} {store.path}; applied schema migration(s) {', '.join(new)}.")
     elif new:
         print(f"Updated {store.path}; applied schema migration(s) {', '.join(new)}.")
     else:
@@ -151,22 +155,6 @@ def _cmd_init(args: argparse.Namespace) -> int:
     print(f"{users} user(s), {addresses:,} address(es). Next: crmkit --db {_shell(store.path)} demo-data "
           "--addresses 1000")
     return EXIT_OK
-
-
-def _applied_migrations(path: str) -> set[int]:
-    """The migrations a file had before ``init`` touched it; empty when it cannot tell (Store then explains)."""
-    import duckdb
-
-    try:
-        con = duckdb.connect(path, read_only=True)
-    except duckdb.Error:
-        return set()
-    try:
-        return {r[0] for r in con.execute("SELECT id FROM _crmkit_migrations").fetchall()}
-    except duckdb.Error:
-        return set()
-    finally:
-        con.close()
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:

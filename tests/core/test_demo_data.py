@@ -195,17 +195,18 @@ def test_bad_counts_are_refused(crm: crmkit.CRM, bad: object) -> None:
     assert crm.count_addresses() == 0
 
 
-def test_needs_system_admin_and_changes_nothing(db_path) -> None:  # type: ignore[no-untyped-def]
-    admin = crmkit.open(db_path)
+def test_needs_system_admin_and_changes_nothing(db_location: str) -> None:
+    admin = crmkit.open(db_location)
     admin.add_user("vera", "Vera Engel", roles=["viewer"])
     generate(admin, 50, seed=1)
 
     def snapshot() -> dict[str, pd.DataFrame]:
-        return {t: admin.store.df(f"SELECT * FROM {t} ORDER BY ALL") for t in (
-            "addresses", "contacts", "users", "user_roles", "audit")}
+        order = {"addresses": "id", "contacts": "id", "users": "name", "user_roles": "user_name, role",
+                 "audit": "id", "address_words": "word, address_id"}
+        return {t: admin.store.df(f"SELECT * FROM {t} ORDER BY {o}") for t, o in order.items()}
 
     before = snapshot()
-    vera = crmkit.open(db_path, "vera")
+    vera = crmkit.open(db_location, "vera")
     with pytest.raises(crmkit.PermissionDenied, match=re.escape("system.admin")) as info:
         generate(vera, 100)
     assert info.value.right == "system.admin" and info.value.user == "vera"
