@@ -43,8 +43,7 @@ def test_defaults_and_the_old_import_path() -> None:
     assert options.SendOptions(importance="high").payload() == {"importance": "high"}  # what the body carries
 
 
-def test_the_campaign_action_refuses_a_bad_option_and_writes_nothing() -> None:
-    crm = crmkit.open(":memory:")
+def test_the_campaign_action_refuses_a_bad_option_and_writes_nothing(crm: crmkit.CRM) -> None:
     crm.add_address(company="Müller GmbH")
     activation.enable(crm)
     camp = offline_campaigns(crm)
@@ -57,7 +56,8 @@ def test_the_campaign_action_refuses_a_bad_option_and_writes_nothing() -> None:
     assert snapshot_diff(before, db_snapshot(crm.store)) == []
 
 
-def test_a_reordered_choice_reaches_send_options_and_the_campaign_check(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reordered_choice_reaches_send_options_and_the_campaign_check(crm: crmkit.CRM,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # Nobody keeps a copy of the values: change them in the options module and every check follows.
     labels = options.CHOICES["importance"].labels
     monkeypatch.setitem(options.CHOICES, "importance", options.Choice("importance", ("normal", "urgent"), "normal",
@@ -66,7 +66,6 @@ def test_a_reordered_choice_reaches_send_options_and_the_campaign_check(monkeypa
         options.SendOptions(importance="high")
     with pytest.raises(ValidationError):
         build_message("S", "t", importance="high")
-    crm = crmkit.open(":memory:")
     activation.enable(crm)
     camp = offline_campaigns(crm)
     reaction = camp.add_reaction(camp.add_activity(camp.add_campaign("C"), "A"), "R")
