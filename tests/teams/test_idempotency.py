@@ -70,12 +70,12 @@ def test_other_keys_and_no_key_send_again(sender: crmkit.CRM, crm_tenant: Sandbo
 
 
 @pytest.mark.sandbox
-def test_a_key_belongs_to_its_crm_user(sender: crmkit.CRM, crm_tenant: SandboxAdmin) -> None:
+def test_a_key_belongs_to_its_crm_user(sender: crmkit.CRM, crm_tenant: SandboxAdmin, db_location: str) -> None:
     """Another user's key finds nothing of theirs (no results of someone else's send leak)."""
     to = colleagues(crm_tenant, 1)
     sender.teams.send(1, to=to, subject="Admin", idempotency_key="shared")
     sender.add_user("kai", "Kai Klein", roles=["sales"])
-    kai = crmkit.open(sender.store.path, user="kai")
+    kai = crmkit.open(db_location, user="kai")
     try:
         with pytest.raises(SignInRequired):  # kai's own send: he has no Teams account yet
             kai.teams.send(1, to=to, subject="Kai", idempotency_key="shared")
