@@ -1,4 +1,5 @@
-"""Campaign tier: a real sandbox subprocess, a file store, and a campaign set up up to its reaction."""
+"""Campaign tier: a real sandbox subprocess, a database (a DuckDB file or a PostgreSQL database, see
+``db_location``), and a campaign set up up to its reaction."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ EVIL = "<script>alert('x')</script> AG"
 
 @dataclass
 class Setup:
+    db: str  # where the CRM lives (db_location): what a worker process or a second session opens
     crm: crmkit.CRM
     camp: Campaigns
     activity: int
@@ -42,9 +44,9 @@ class Setup:
 
 
 @pytest.fixture
-def setup(fast_crm_tenant: SandboxAdmin, tmp_path: Path) -> Iterator[Setup]:
+def setup(fast_crm_tenant: SandboxAdmin, db_location: str) -> Iterator[Setup]:
     """Integration on, three participant addresses, a campaign → activity → reaction; no account yet."""
-    crm = crmkit.open(tmp_path / "crm.duckdb")
+    crm = crmkit.open(db_location)
     activation.enable(crm)
     crm.add_address(company="Müller & Söhne GmbH", city="Berlin", email="info@mueller.example")
     crm.add_address(company=EVIL, city="Wien")
@@ -54,14 +56,14 @@ def setup(fast_crm_tenant: SandboxAdmin, tmp_path: Path) -> Iterator[Setup]:
     aid = camp.add_activity(cid, "Mailing März")
     camp.add_participants(aid, [1, 2, 3])
     rid = camp.add_reaction(aid, "Interesse")
-    yield Setup(crm, camp, aid, rid, colleagues(fast_crm_tenant, 3))
+    yield Setup(db_location, crm, camp, aid, rid, colleagues(fast_crm_tenant, 3))
     camp.close()
 
 
-def start_worker(db: Path, log: Path, *args: str) -> subprocess.Popen[str]:
+def start_worker(db: str, log: Path, *args: str) -> subprocess.Popen[str]:
     """``crmkit worker`` as its own process, with this test's sandbox and CRMKIT_HOME."""
     with log.open("a") as err:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "crmkit.cli", "--db", str(db), "worker", *args], cwd=ROOT, text=True,
+            [sys.executable, "-m", "crmkit.cli", "--db", db, "worker", *args], cwd=ROOT, text=True,
             stdout=subprocess.PIPE, stderr=err, env=dict(os.environ),
         )

@@ -84,7 +84,7 @@ def test_delayed_action_whose_worker_starts_late_sends_exactly_once(
     time.sleep(1.5)
     assert messages(fast_crm_tenant) == [] and setup.camp.runs()["status"].tolist() == ["due"]
     for _ in range(2):  # the second worker finds nothing left to do
-        worker = start_worker(Path(setup.crm.store.path), tmp_path / "worker.log", "--once")
+        worker = start_worker(setup.db, tmp_path / "worker.log", "--once")
         out, _ = worker.communicate(timeout=120)
         assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
     assert "runs: 1 done" in out or "runs: none" in out
@@ -93,14 +93,13 @@ def test_delayed_action_whose_worker_starts_late_sends_exactly_once(
 
 
 def test_two_workers_started_together_never_double_send(
-    setup: Setup, fast_crm_tenant: SandboxAdmin, tmp_path: Path,
+    setup: Setup, fast_crm_tenant: SandboxAdmin, tmp_path: Path, backend: str,
 ) -> None:
     setup.set_campaign_account()
     setup.action(timing="delay", delay=2)
     setup.camp.record_reaction(setup.reaction, [1, 2, 3])
-    db = Path(setup.crm.store.path)
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
-    workers = [start_worker(db, log, "--interval", "0.2") for log in logs]
+    workers = [start_worker(setup.db, log, "--interval", "0.2") for log in logs]
     try:
         wait_for(lambda: set(setup.camp.runs()["status"]) == {"done"}, timeout=90, what="three runs done")
         time.sleep(1)  # give a double send the chance to show
@@ -112,8 +111,9 @@ def test_two_workers_started_together_never_double_send(
     delivered = messages(fast_crm_tenant)
     assert len(delivered) == 3
     assert len({a["id"] for m in delivered for a in m["attachments"]}) == 3
-    assert any("stands by" in log.read_text() for log in logs), [log.read_text() for log in logs]
-    assert sum("runs: 3 done" in out for out in outs) == 1, outs
+    if backend == "duckdb":  # one active worker; on PostgreSQL both work, claiming runs with row locks
+        assert any("stands by" in log.read_text() for log in logs), [log.read_text() for log in logs]
+        assert sum("runs: 3 done" in out for out in outs) == 1, outs
     assert setup.crm.store.one("SELECT count(*) FROM campaign_worker_lease") == 0  # released on SIGTERM
 
 
@@ -129,7 +129,7 @@ def test_worker_finishes_what_a_dead_recorder_enqueued(setup: Setup, fast_crm_te
     batch = _plan_and_enqueue(setup.crm, setup.camp.teams, dead, record)
     assert isinstance(batch, str)
     assert messages(fast_crm_tenant) == []
-    stats = run_worker(setup.crm.store.path, once=True)
+    stats = run_worker(setup.db, once=True)
     assert stats.active and dict(stats.outcomes) == {"done": 1}
     assert len(messages(fast_crm_tenant)) == 1
     assert setup.camp.runs()[["status", "batch_id"]].values.tolist() == [["done", batch]]
@@ -160,12 +160,12 @@ def test_account_trouble_fails_with_reason_and_is_retried_after_the_fix(
     assert set(runs["status"]) == {"retry"} and runs["error"].str.contains(reason).all()
     assert messages(fast_crm_tenant) == []
     time.sleep(1.1)
-    stats = run_worker(setup.crm.store.path, once=True)  # still broken: retried, fails again, nothing lost
+    stats = run_worker(setup.db, once=True)  # still broken: retried, fails again, nothing lost
     assert dict(stats.outcomes) == {"retry": 3}
     assert setup.camp.runs()["attempts"].tolist() == [2, 2, 2]
     setup.set_campaign_account()
     time.sleep(2.1)  # the second backoff doubles to 2 s
-    stats = run_worker(setup.crm.store.path, once=True)
+    stats = run_worker(setup.db, once=True)
     assert dict(stats.outcomes) == {"done": 3}
     assert len(messages(fast_crm_tenant)) == 3
     assert len(setup.crm.contacts(type_code="TS")) == 3
@@ -190,6 +190,6 @@ def test_a_users_manual_send_never_delivers_a_pending_campaign_batch(
     finally:
         setup.crm.teams.close()
     assert [m["subject"] for m in messages(fast_crm_tenant)] == ["cobra CRM - Von Hand"]
-    assert dict(run_worker(setup.crm.store.path, once=True).outcomes) == {"done": 1}
+    assert dict(run_worker(setup.db, once=True).outcomes) == {"done": 1}
     campaign = [m for m in messages(fast_crm_tenant) if m["subject"] != "cobra CRM - Von Hand"]
     assert [m["from"]["user"]["id"] for m in campaign] == [campaign_sender_id(fast_crm_tenant)]

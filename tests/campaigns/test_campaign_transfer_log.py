@@ -41,14 +41,14 @@ def test_worker_run_logs_the_recording_user_and_the_campaign_account(
     setup.set_campaign_account()
     setup.crm.add_user("kai", "Kai Brandt", roles=["campaign_manager"])
     setup.action(timing="delay", delay=1)  # no purpose: the policy only logs
-    kai = crmkit.open(setup.crm.store.path, "kai")
+    kai = crmkit.open(setup.db, "kai")
     kai_campaigns = Campaigns(kai)
     try:
         assert kai_campaigns.record_reaction(setup.reaction, [1]).outcomes == []
     finally:
         kai_campaigns.close()
     time.sleep(1.2)
-    worker = start_worker(Path(setup.crm.store.path), tmp_path / "worker.log", "--once", "--user", "admin")
+    worker = start_worker(setup.db, tmp_path / "worker.log", "--once", "--user", "admin")
     out, _ = worker.communicate(timeout=120)
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
     assert "runs: 1 done" in out, out
@@ -70,8 +70,7 @@ def test_worker_run_logs_the_recording_user_and_the_campaign_account(
 
 
 @pytest.mark.widgets
-def test_log_view_shows_empty_purpose_empty_and_translated_triggers(tmp_path: Path) -> None:
-    crm = crmkit.open(tmp_path / "crm.duckdb")
+def test_log_view_shows_empty_purpose_empty_and_translated_triggers(crm: crmkit.CRM) -> None:
     for company in ("A GmbH", "B AG", "C KG"):
         crm.add_address(company=company)
     base = {"channel": "teams_manual", "fields": ["company"], "outcome": "sent", "recipient_id": "u-1",
