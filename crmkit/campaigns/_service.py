@@ -491,9 +491,8 @@ class Campaigns:
         if not ids:
             raise catalog_error(ValidationError, "error.msg.pick_address")
         notes = _text(notes, "notes", field="notes", required=False, limit=2000, lines=True)
-        result = RecordResult()
-
-        def run(tx: Tx) -> list[int]:
+        def run(tx: Tx) -> tuple[list[int], RecordResult]:
+            result = RecordResult()  # afresh in each attempt: a write retried after a conflict starts over
             activity_id = tx.one("SELECT activity_id FROM campaign_reactions WHERE id = ?", [reaction_id])
             if activity_id is None:
                 raise catalog_error(NotFound, "error.msg.no_reaction", id=reaction_id)
@@ -517,10 +516,20 @@ class Campaigns:
                     result.recorded[address_id] = int(earlier[address_id])
                     result.already.append(address_id)
                     continue
-                recorded_id = int(tx.one(
+                # Another session may record the same reaction at the same moment: with ON CONFLICT its commit
+                # is a write conflict here (PostgreSQL's serialization failure), retried, and the retry finds
+                # the row among the earlier ones; a plain INSERT would fail with a unique violation instead.
+                recorded = tx.one(
                     "INSERT INTO campaign_recorded_reactions (activity_id, reaction_id, address_id, recorded_at, "
-                    "recorded_by, notes) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                    [activity_id, reaction_id, address_id, now, self.crm.user.name, notes]))
+                    "recorded_by, notes) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                    [activity_id, reaction_id, address_id, now, self.crm.user.name, notes])
+                if recorded is None:  # recorded since our read and visible to us: as if found earlier
+                    result.recorded[address_id] = int(tx.one(
+                        "SELECT id FROM campaign_recorded_reactions WHERE reaction_id = ? AND address_id = ?",
+                        [reaction_id, address_id]))
+                    result.already.append(address_id)
+                    continue
+                recorded_id = int(recorded)
                 result.recorded[address_id] = recorded_id
                 result.new.append(address_id)
                 for action_id, timing, delay_seconds, run_at in actions:
@@ -537,9 +546,9 @@ class Campaigns:
                         # Claimed in the same transaction, so the worker leaves it to us while we live.
                         tx.execute(f"UPDATE campaign_runs SET {claim_sql} WHERE id = ?", [*claim_params, run_id])
                         mine.append(int(run_id))
-            return mine
+            return mine, result
 
-        mine = self.crm.store.write(run)
+        mine, result = self.crm.store.write(run)
         for run_id in mine:
             result.outcomes.append(execute_run(self.crm, self.teams, self.claimer, run_id))
         return result
