@@ -11,7 +11,7 @@
 >>> camp.record_reaction(rid, [1, 2, 3])   # immediate actions go out now, delayed ones via `crmkit worker`
 """
 
-from ._runner import Claimer, RunOutcome, retry_delay
+from ._runner import Claimer, RunOutcome, claim_runs, retry_delay
 from ._schema import RUN_STATES, TIMINGS
 from ._service import ACTION_DEFAULTS, ACTIVITY_KINDS, Campaigns, RecordResult, TeamsAction
 from ._template import PLACEHOLDERS, check_template, render_message, render_subject, template_fields
@@ -28,6 +28,7 @@ __all__ = [
     "RunOutcome",
     "TeamsAction",
     "check_template",
+    "claim_runs",
     "render_message",
     "render_subject",
     "retry_delay",
