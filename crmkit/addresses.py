@@ -112,6 +112,8 @@ def address_page(
     cols = ", ".join(_check_columns(columns or ADDRESS_COLUMNS))
     order = _check_order(order_by)
     keys = ", ".join(dict.fromkeys([str(order_by).split()[0], "id"]))
+    if store.dialect == "postgresql":
+        return store.read(lambda tx: _pg_page(tx, clause, values, cols, order, size, page * size))
     # Filter once into (sort key, id), page over that narrow set, then fetch only the page's rows:
     # sorting every column of every match made deep pages cost ~1 s at 1M addresses.
     sql = (
@@ -129,6 +131,19 @@ def address_page(
         return frame.drop(columns="_total").reset_index(drop=True), int(frame["_total"].iloc[0])
 
     return store.read(run)
+
+
+def _pg_page(tx: Tx, clause: str, values: list[Any], cols: str, order: str, size: int,
+             offset: int) -> tuple[pd.DataFrame, int]:
+    """PostgreSQL's page: the page's ids in sort order first (an index-only scan of the record table's indexes,
+    migration 12: (city, id), (city, last_name, id), the primary key; the search's words by prefix), then only
+    those rows; the total in a second statement of the same snapshot. Materialising every match as DuckDB's
+    page query does made PostgreSQL scan and sort them all (180 ms for 1,000,000 addresses, 3 ms this way)."""
+    sql = (f"SELECT {cols} FROM addresses WHERE id IN (SELECT addresses.id FROM addresses{clause} "
+           f"ORDER BY {order} LIMIT {size} OFFSET {offset}) ORDER BY {order}")
+    frame = run_filter(tx, sql, values)
+    total = run_filter(tx, f"SELECT count(*) FROM addresses{clause}", values, scalar=True)
+    return frame.reset_index(drop=True), int(total)
 
 
 def address_filter(
@@ -187,7 +202,9 @@ def run_filter(tx: Tx, sql: str, values: list[Any], *, scalar: bool = False) -> 
     ones. On PostgreSQL it runs under ``statement_timeout`` (:data:`crmkit.sql_filter.STATEMENT_TIMEOUT_SECONDS`)."""
     try:
         if tx.dialect == "postgresql":  # DuckDB has no statement timeout
-            tx.execute(f"SET LOCAL statement_timeout = {int(sql_filter.STATEMENT_TIMEOUT_SECONDS * 1000)}")
+            # and no JIT: compiling a page query cost PostgreSQL more (20-80 ms) than running it
+            tx.execute("SELECT set_config('statement_timeout', ?, true), set_config('jit', 'off', true)",
+                       [str(int(sql_filter.STATEMENT_TIMEOUT_SECONDS * 1000))])
         return tx.one(sql, values) if scalar else tx.df(sql, values)
     except Exception as exc:
         # Binder, catalog, conversion … errors of a checked filter (wrong argument types, a value that

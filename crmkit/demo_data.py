@@ -768,7 +768,12 @@ def _copy_words(tx: Tx, render: duckdb.DuckDBPyConnection, replace: bool) -> Non
         tx.execute(f'DROP INDEX "{name}"')
     if replace:
         tx.execute("DELETE FROM address_words")
-    tx.copy_frame("address_words", render.sql(f"SELECT word, address_id FROM {_WORDS}"))  # type: ignore[attr-defined]
+    # In word order (DuckDB sorts bytes, as the text_pattern_ops index does), so a prefix's rows sit together: the
+    # search "berlin gmbh" at 1,000,000 addresses read 68,000 heap pages in address order, 1,400 in word order.
+    tx.copy_frame("address_words", render.sql(  # type: ignore[attr-defined]
+        f"SELECT word, address_id FROM {_WORDS} ORDER BY word, address_id"))
+    tx.execute("ANALYZE addresses")  # the planner's row estimates right after a bulk load (no owner: a warning)
+    tx.execute("ANALYZE address_words")
     for _, definition in indexes:
         tx.execute(definition)
 
