@@ -128,6 +128,8 @@ def stored_language(path: str | None, user: str | None, url_user: str | None = N
     global _page_engine
     if not path or path == ":memory:":
         return DEFAULT_LANGUAGE
+    if str(path).startswith(("postgresql://", "postgres://")):
+        return _stored_language_pg(str(path), user, url_user)
     import duckdb
 
     with _page_lock:
@@ -155,8 +157,33 @@ def stored_language(path: str | None, user: str | None, url_user: str | None = N
                 _page_engine.execute("DETACH crmkit_page")
         except (duckdb.Error, OSError):
             return DEFAULT_LANGUAGE
-    for raw in (own[0] if own else None, default):
+    return _language_of(own[0] if own else None, default)
+
+
+def _language_of(own: str | None, default: str | None) -> str:
+    for raw in (own, default):
         value = json.loads(raw) if raw else None
         if value in LANGUAGES:
             return str(value)
     return DEFAULT_LANGUAGE
+
+
+_PG_PAGE_TIMEOUT = 3  # seconds to connect for a loading text; a server that does not answer gets the default
+
+
+def _stored_language_pg(url: str, user: str | None, url_user: str | None) -> str:
+    """:func:`stored_language` on a PostgreSQL database: one short read-only connection (no pool, no migration)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=_PG_PAGE_TIMEOUT, application_name="crmkit-page") as con:
+            con.read_only = True
+            tenant, default = con.execute(
+                "SELECT (SELECT value FROM system_settings WHERE key = 'teams.tenant_id'), "
+                "(SELECT value FROM system_settings WHERE key = 'ui.default_language')").fetchone() or (None, None)
+            name = url_user if url_user and tenant in (None, "null", '""') else user or "admin"
+            own = con.execute("SELECT value FROM user_settings WHERE user_name = %s AND key = 'language'",
+                              [name]).fetchone()
+    except (psycopg.Error, OSError):
+        return DEFAULT_LANGUAGE
+    return _language_of(own[0] if own else None, default)

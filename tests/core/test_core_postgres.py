@@ -161,3 +161,38 @@ def test_what_postgresql_refuses_while_running_is_a_validation_error(
         crm.addresses(where=where, params=params)
     assert info.value.key == "error.msg.filter_cannot_run" and needle in str(info.value), str(info.value)
     assert "kann nicht ausgeführt werden" in info.value.text("de")
+
+
+def test_the_loading_text_language_is_read_from_a_postgresql_database(pg_database_url: str) -> None:
+    from crmkit.i18n import stored_language
+
+    crm = crmkit.open(pg_database_url)
+    crm.add_user("ben", "Ben Wagner", roles=["sales"])
+    crm.set_user_setting("language", "en")
+    assert stored_language(pg_database_url, "admin") == "en"
+    assert stored_language(pg_database_url, "admin", url_user="ben") == "de"  # ben has none: the system default
+    crm.set_setting("ui.default_language", "en")
+    assert stored_language(pg_database_url, "ben") == "en"
+    down = f"postgresql://crm:{PASSWORD}@127.0.0.1:{_unused_loopback_port()}/crm"
+    assert stored_language(down, "admin") == "de"  # any trouble: the default
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"city": "Berlin"}, {"city": "Berlin", "order_by": "last_name"}, {"order_by": "city desc"},
+    {"search": "gmbh"}, {"search": "müller", "order_by": "company"}, {"country": "AT", "where": "kind = ?",
+                                                                    "params": ["person"]},
+    {}, {"order_by": "postal_code"},
+], ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "all")
+def test_record_table_pages_are_duckdbs(pg_database_url: str, kwargs: dict[str, object]) -> None:
+    """PostgreSQL's page query (ids by index first, then the rows) gives DuckDB's pages and totals."""
+    pg, duck = crmkit.open(pg_database_url), crmkit.open(":memory:")
+    for crm in (pg, duck):
+        demo_data.generate(crm, 2000, seed=9)
+    size = 7
+    total = duck.count_addresses(**{k: v for k, v in kwargs.items() if k != "order_by"})  # type: ignore[arg-type]
+    last = total // size
+    for page in sorted({0, 1, last // 2, last, last + 3}):
+        got = [c.address_page(page, size, **kwargs) for c in (pg, duck)]  # type: ignore[arg-type]
+        assert got[0][1] == got[1][1] == total
+        assert got[0][0].astype(str).equals(got[1][0].astype(str)), (page, got[0][0]["id"].tolist(),
+                                                                      got[1][0]["id"].tolist())
