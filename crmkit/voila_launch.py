@@ -70,13 +70,16 @@ def start_voila(
     Args:
         port: a free loopback port (see :func:`free_port`).
         env: variables added to this process's environment (``CRMKIT_DB``, ``CRMKIT_USER``…);
-            Voila's kernels inherit them. A relative ``CRMKIT_DB`` is made absolute here.
+            Voila's kernels inherit them. A relative ``CRMKIT_DB`` path is made absolute here (a
+            ``postgresql://`` URL is kept as it is).
         dashboards_dir: the folder with the notebooks and ``voila.json``.
         log: an open file for Voila's output; None inherits this process's stdout/stderr.
     """
+    from .store import is_postgres_url
+
     full_env = {**os.environ, **(env or {})}
     db = full_env.get("CRMKIT_DB")
-    if db and db != ":memory:":
+    if db and db != ":memory:" and not is_postgres_url(db):  # a postgresql:// URL is no path: passed as given
         # Kernels run in the dashboards folder; a relative path would open a new, empty database there.
         full_env["CRMKIT_DB"] = str(Path(db).expanduser().resolve())
     return subprocess.Popen(
