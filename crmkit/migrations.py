@@ -202,7 +202,15 @@ _WORDS_AT_6 = (
 
 
 # Migration 12, statements both databases run (PostgreSQL's own follow in POSTGRES_ONLY[12]).
-_TEAM_AT_12: list[str] = []
+_TEAM_AT_12: list[str] = [
+    # Several delivering processes on PostgreSQL (crmkit/teams/outbox.py claim_open): who holds a row until when.
+    # A lease, not a status: a row keeps 'pending' until its post is about to leave (then 'sending').
+    "ALTER TABLE outbox ADD COLUMN claimed_by VARCHAR",
+    "ALTER TABLE outbox ADD COLUMN claim_expires_at TIMESTAMP",
+    # Teams' limits shared by every process (crmkit/teams/pacing.py): per key ('tenant', 'chat:<id>') the
+    # database clock's epoch second from which the next request may start.
+    "CREATE TABLE teams_pacing (key VARCHAR PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)",
+]
 
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [

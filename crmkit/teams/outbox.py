@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -267,3 +267,103 @@ def finish(store: Store, deliveries: Sequence[Delivery], *, write_side_effects: 
                 write_side_effects(tx, row, d)
 
     store.write(run)
+
+
+# -- several delivering processes (PostgreSQL): rows claimed under a lease ------------------------------
+#
+# On PostgreSQL any number of processes (workers, senders, on any machine) deliver from one outbox. A process
+# claims rows for itself (claimed_by = its holder id, claim_expires_at = a lease it renews while it lives);
+# the claim is taken with FOR UPDATE SKIP LOCKED, so concurrent claimers never get the same row and never
+# wait for each other. Only the holder marks a row 'sending' and posts it (claim_leased). A row whose lease
+# ran out, or whose holder's process is gone on this machine, is taken over by the next claimer; if it was
+# left 'sending', the engine reads the chat back before posting again, as after any crash.
+
+LEASE_S = 60.0  # a holder renews its leases every LEASE_S / 3 while it delivers
+
+
+def holder_process(holder: str) -> tuple[str | None, int | None]:
+    """The (host, pid) a holder id ``role:host:pid:tag`` (campaigns' Claimer.here) names; (None, None) else."""
+    parts = holder.split(":")
+    if len(parts) < 4 or not parts[-2].isdigit():
+        return None, None
+    return ":".join(parts[1:-2]), int(parts[-2])
+
+
+def _dead_holders(tx: Tx, holder: str, now: datetime) -> list[str]:
+    """Other holders with live-looking leases on open rows whose process is known gone (this machine only)."""
+    rows = tx.rows("SELECT DISTINCT claimed_by FROM outbox WHERE status IN ('pending', 'sending') "
+                   "AND claimed_by IS NOT NULL AND claimed_by <> ? AND claim_expires_at >= ?", [holder, now])
+    return [r[0] for r in rows if process_gone(*holder_process(r[0]))]
+
+
+def claim_open(store: Store, holder: str, batch_ids: Sequence[str], *, limit: int = 50,
+               ttl: float = LEASE_S) -> list[str]:
+    """Claim up to ``limit`` open rows of ``batch_ids`` for ``holder``; returns their ids (PostgreSQL).
+
+    Claimable are rows nobody holds, rows whose lease expired, rows of holders whose process is gone on
+    this machine, and ``holder``'s own. Unconfirmed rows come first, then the batches' rows in send order
+    (a batch's consecutive rows go to different chats). Statuses are left as they are.
+    """
+    if not batch_ids or limit <= 0:
+        return []
+
+    def run(tx: Tx) -> list[str]:
+        # READ COMMITTED: a row another claimer committed meanwhile is re-checked against the WHERE instead of
+        # failing the whole claim (REPEATABLE READ); SKIP LOCKED passes over rows a claim transaction holds.
+        tx.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        now = utcnow()
+        dead = _dead_holders(tx, holder, now)
+        gone = f" OR o.claimed_by IN ({', '.join('?' * len(dead))})" if dead else ""
+        free = f"(o.claimed_by IS NULL OR o.claimed_by = ? OR o.claim_expires_at < ?{gone})"
+        # The open rows in delivery order (_ORDER: the chats take turns), ranked in a subquery: a locking
+        # query cannot hold the window function itself. The outer WHERE repeats the lease test, so a row another
+        # claimer took since this statement began is re-checked (READ COMMITTED) and passed over.
+        ranked = ("SELECT o.id, o.status = 'sending' AS unconfirmed, b.created_at, o.seq, row_number() OVER "
+                  f"(PARTITION BY o.batch_id, o.chat_kind, CAST(o.members AS VARCHAR) ORDER BY o.seq) AS lap {_OPEN}"
+                  f"o.batch_id IN ({', '.join('?' * len(batch_ids))}) AND {free}")
+        ids = [r[0] for r in tx.rows(
+            f"SELECT o.id FROM outbox o JOIN ({ranked}) c ON c.id = o.id WHERE o.status IN ('pending', 'sending') "
+            f"AND {free} ORDER BY c.unconfirmed DESC, c.created_at, c.lap, c.seq LIMIT ? FOR UPDATE OF o SKIP LOCKED",
+            [*batch_ids, holder, now, *dead, holder, now, *dead, limit])]
+        if ids:
+            marks = ", ".join("?" * len(ids))
+            tx.execute(f"UPDATE outbox SET claimed_by = ?, claim_expires_at = ? WHERE id IN ({marks})",
+                       [holder, now + timedelta(seconds=ttl), *ids])
+        return ids
+
+    return store.write(run)
+
+
+def claim_leased(store: Store, row_id: str, holder: str, *, at: datetime | None = None,
+                 ttl: float = LEASE_S) -> bool:
+    """:func:`claim` for a row ``holder`` leased (:func:`claim_open`): False when the lease is no longer its
+    own (another process took the row over), and then nothing is changed and the row must not be posted."""
+    now = at or utcnow()
+    done = store.write(lambda tx: tx.rows(
+        "UPDATE outbox SET status = 'sending', attempts = attempts + 1, last_attempt_at = current_timestamp, "
+        "first_attempt_at = coalesce(first_attempt_at, ?), claim_expires_at = ? "
+        "WHERE id = ? AND claimed_by = ? AND status IN ('pending', 'sending') RETURNING id",
+        [now, now + timedelta(seconds=ttl), row_id, holder]))
+    return bool(done)
+
+
+def renew_leases(store: Store, holder: str, *, ttl: float = LEASE_S) -> int:
+    """Extend ``holder``'s leases on its open rows; returns how many it still holds."""
+    return int(store.write(lambda tx: tx.one(
+        "WITH r AS (UPDATE outbox SET claim_expires_at = ? WHERE claimed_by = ? AND status IN ('pending', 'sending') "
+        "RETURNING 1) SELECT count(*) FROM r", [utcnow() + timedelta(seconds=ttl), holder])))
+
+
+def release_leases(store: Store, holder: str, ids: Sequence[str] | None = None) -> None:
+    """Give up ``holder``'s leases (of ``ids``, else all): another process may take the rows at once."""
+    where = f" AND id IN ({', '.join('?' * len(ids))})" if ids else ""
+    if ids is not None and not ids:
+        return
+    store.write(lambda tx: tx.execute(
+        f"UPDATE outbox SET claimed_by = NULL, claim_expires_at = NULL WHERE claimed_by = ?{where} "
+        "AND status IN ('pending', 'sending')", [holder, *(ids or [])]))
+
+
+def new_holder(role: str) -> str:
+    """A lease holder id for this process, ``role:host:pid:tag`` (the form campaigns' Claimer.here makes)."""
+    return f"{role}:{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

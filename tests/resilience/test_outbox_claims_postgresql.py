@@ -1,0 +1,109 @@
+"""Outbox claims on PostgreSQL (teams.outbox.claim_open): processes claiming at once get each row once, a live
+holder's rows stay its own, a dead or expired holder's are taken over, and only the holder may mark one sending."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from support.postgres import PgCluster, fresh_database_url
+
+from crmkit.store import Store
+from crmkit.teams.outbox import (
+    OutboxMessage,
+    add_messages,
+    claim_leased,
+    claim_open,
+    create_batch,
+    holder_process,
+    new_holder,
+    release_leases,
+    utcnow,
+)
+
+pytestmark = pytest.mark.postgres
+
+CHATS = 20
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    template = pg_cluster.template_for("crm", lambda url: Store(url).close())
+    with fresh_database_url(pg_cluster, template) as url:
+        yield url
+
+
+def _batch(store: Store, n: int) -> str:
+    """A batch of ``n`` messages over CHATS one-on-one chats, chat by chat in seq order (as a send to several
+    people makes them): only a claim that lets the chats take turns spreads a chunk over them."""
+    def run(tx):  # type: ignore[no-untyped-def]
+        batch = create_batch(tx, user="admin", account=None, channel="teams_manual", trigger="manual", purpose=None,
+                             subject="s", options={}, record_contact=False)
+        add_messages(tx, batch, [OutboxMessage({"body": {"content": "x"}}, f"m{i}", "oneOnOne",
+                                               ["me", f"p{i * CHATS // n}"], [], [], {}) for i in range(n)])
+        return batch
+    return store.write(run)
+
+
+# Claims chunks until none is left, finishing each (as a sender would), and prints what it claimed.
+CLAIMER = """
+import json, sys, time
+from crmkit.store import Store
+from crmkit.teams.outbox import claim_open, new_holder
+store, holder, got = Store(sys.argv[1]), new_holder("test"), []
+while time.time() < float(sys.argv[3]):
+    time.sleep(0.01)  # start together
+while ids := claim_open(store, holder, [sys.argv[2]], limit=25):
+    got += ids
+    store.execute(f"UPDATE outbox SET status = 'sent' WHERE id IN ({', '.join('?' * len(ids))})", ids)
+print(json.dumps(got))
+"""
+
+
+def test_four_processes_claiming_at_once_get_each_row_once(pg_url: str) -> None:
+    store = Store(pg_url)
+    batch = _batch(store, 1000)
+    start = str(time.time() + 3)
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, pg_url, batch, start], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in outs]
+    results = [json.loads(out) for out, _ in outs]
+    claimed = Counter(i for ids in results for i in ids)
+    assert len(claimed) == 1000 and max(claimed.values()) == 1
+    assert all(results), [len(ids) for ids in results]  # every process got rows: nobody waited the others out
+
+
+def test_a_chunk_lets_the_chats_take_turns(pg_url: str) -> None:
+    store = Store(pg_url)
+    batch = _batch(store, 200)  # seq order: ten rows of one chat, then ten of the next ...
+    ids = claim_open(store, new_holder("test"), [batch], limit=CHATS)
+    members = store.df(f"SELECT members FROM outbox WHERE id IN ({', '.join('?' * len(ids))})", ids)["members"]
+    assert members.nunique() == CHATS  # one row of every chat, not twenty rows of two
+
+
+def test_live_leases_are_kept_and_dead_or_expired_ones_taken_over(pg_url: str) -> None:
+    store = Store(pg_url)
+    batch = _batch(store, 30)
+    live, me = new_holder("live"), new_holder("me")
+    host = holder_process(live)[0]
+    dead = f"worker:{host}:{2**22 + 7}:feedbeef"  # a pid no process has, on this machine
+    ids = claim_open(store, live, [batch], limit=30)
+    store.execute("UPDATE outbox SET claimed_by = ? WHERE id IN (?, ?, ?)", [dead, *ids[:3]])
+    store.execute("UPDATE outbox SET claimed_by = 'worker:elsewhere:1:abc', claim_expires_at = ? WHERE id IN (?, ?)",
+                  [utcnow() - timedelta(seconds=1), *ids[3:5]])
+    store.execute("UPDATE outbox SET status = 'sending' WHERE id = ?", [ids[0]])
+    taken = claim_open(store, me, [batch], limit=30)
+    assert set(taken) == set(ids[:5])  # the dead one's (this machine) and the expired one's; not live's 25
+    assert taken[0] == ids[0]  # an unconfirmed row first: it is read back before anything else is posted
+    assert store.one("SELECT status FROM outbox WHERE id = ?", [ids[0]]) == "sending"  # statuses kept
+    assert not claim_leased(store, ids[10], me)  # live's row: never marked sending by another
+    assert claim_leased(store, ids[1], me)
+    release_leases(store, live)
+    assert len(claim_open(store, me, [batch], limit=30)) == 30
