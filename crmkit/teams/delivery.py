@@ -11,19 +11,24 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 from ..errors import GraphError
 from ..store import Store
-from .outbox import Delivery, claim, finish, utcnow
+from . import outbox
+from .outbox import LEASE_S, Delivery, claim, claim_leased, claim_open, finish, open_ids, open_rows, utcnow
 
-__all__ = ["Ambiguous", "ChatGateway", "DeliveryEngine", "Progress"]
+if TYPE_CHECKING:
+    from ..graph import GraphClient
+
+__all__ = ["Ambiguous", "ChatGateway", "DeliveryEngine", "Progress", "deliver_shared"]
 
 # Statuses that prove the message was not stored; anything else after the request left is ambiguous.
 DEFINITE_FAILURES = {400, 401, 403, 404, 409, 413, 422}
@@ -65,12 +70,16 @@ class DeliveryEngine:
         side_effects: ``(tx, row, delivery)`` writing transfer log and contacts for final outcomes.
         concurrency: requests in flight; the gateway's rate limiter does the pacing.
         max_attempts: posts per message before it is left for a later resume.
+        holder: the lease holder whose rows these are (:func:`outbox.claim_open`, several processes on
+            PostgreSQL): a row is marked sending only while its lease is still ours, else skipped, and the
+            leases are renewed while the engine runs. None: the single sender of a DuckDB file.
     """
 
     def __init__(
         self, store: Store, gateway: ChatGateway, side_effects: Callable[..., None], *,
-        concurrency: int = 12, max_attempts: int = 6, commit_every: float = 0.2,
+        concurrency: int = 12, max_attempts: int = 6, commit_every: float = 0.2, holder: str | None = None,
     ) -> None:
+        self.holder = holder
         self.store = store
         self.gateway = gateway
         self.side_effects = side_effects
@@ -105,7 +114,11 @@ class DeliveryEngine:
                 lane, row = taken
                 try:
                     claimed_at = utcnow()
-                    await asyncio.to_thread(claim, self.store, [row["id"]], at=claimed_at)
+                    if self.holder is None:
+                        await asyncio.to_thread(claim, self.store, [row["id"]], at=claimed_at)
+                    elif not await asyncio.to_thread(claim_leased, self.store, row["id"], self.holder,
+                                                     at=claimed_at):
+                        continue  # another process took the row over (our lease ran out): never post it
                     delivery = await self._deliver(row, _first_attempt(row, claimed_at), cancel)
                 finally:
                     await lanes.release(lane)
@@ -123,10 +136,14 @@ class DeliveryEngine:
 
         async def committer() -> None:
             # Never cancelled mid-flush: a cancelled flush would drop outcomes already taken from `pending`.
+            renewed = time.monotonic()
             while not stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), self.commit_every)
                 await flush()
+                if self.holder is not None and time.monotonic() - renewed > LEASE_S / 3:
+                    await asyncio.to_thread(outbox.renew_leases, self.store, self.holder)  # we are alive: keep our rows
+                    renewed = time.monotonic()
 
         ticker = asyncio.create_task(committer())
         try:
@@ -245,3 +262,62 @@ class Lanes:
         async with self._changed:
             self._busy.discard(lane)
             self._changed.notify_all()
+
+
+SHARED_CHUNK = 50  # rows a process claims at a time when several share the outbox
+MAX_IDLE_PASSES = 5  # claims in a row that brought no final outcome before delivery gives up for now
+
+
+def deliver_shared(
+    store: Store, graph: GraphClient, gateway: ChatGateway, batch_ids: list[str], *, holder: str,
+    side_effects: Callable[..., None], progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None, until: threading.Event | None = None, chunk: int = SHARED_CHUNK,
+) -> list[Delivery]:
+    """Deliver the open rows of ``batch_ids`` that this process can claim, beside any other processes doing
+    the same (PostgreSQL): :data:`SHARED_CHUNK` rows at a time under ``holder``'s lease (outbox.claim_open,
+    ``FOR UPDATE SKIP LOCKED``), until none is left to claim. Rows other live processes hold are theirs;
+    those of a dead or expired holder are taken over (read back first if they were left sending).
+
+    ``cancel`` cancels the batches' pending rows (a user's stop); ``until`` only ends this process's part
+    after the chunk in hand (a worker stopping), the rest left to the others.
+    Returns this process's outcomes; rows still unconfirmed are released for a later pass (or process).
+    """
+    engine = DeliveryEngine(store, gateway, side_effects, holder=holder)
+    total = len(open_ids(store, batch_ids)) if progress is not None else 0
+    counts = Progress(0, total, 0, 0)
+    outcomes: list[Delivery] = []
+    idle = 0
+    try:
+        while not any(e is not None and e.is_set() for e in (cancel, until)) and idle < MAX_IDLE_PASSES:
+            ids = claim_open(store, holder, batch_ids, limit=chunk)
+            if not ids:
+                break
+            rows = open_rows(store, ids)
+            done = graph.submit(engine.run(rows, progress=_shifted(progress, counts), cancel=cancel)).result() \
+                if len(rows) else []
+            outcomes += done
+            counts.done += len(done)
+            counts.sent += sum(d.status == "sent" for d in done)
+            counts.failed += sum(d.status == "failed" for d in done)
+            unconfirmed = [d.id for d in done if d.status == "sending"]
+            if unconfirmed:
+                outbox.release_leases(store, holder, unconfirmed)  # reconciled by the next claim, ours or another's
+            idle = 0 if any(d.status != "sending" for d in done) else idle + 1
+        if cancel is not None and cancel.is_set():
+            for b in batch_ids:
+                outbox.cancel(store, b)
+    finally:
+        outbox.release_leases(store, holder)  # whatever we still hold: another process may go on at once
+    return outcomes
+
+
+def _shifted(progress: Callable[[Progress], None] | None, before: Progress) -> Callable[[Progress], None] | None:
+    """A chunk's progress reported as progress of the whole delivery (counts of earlier chunks added)."""
+    if progress is None:
+        return None
+
+    def report(p: Progress) -> None:
+        progress(Progress(before.done + p.done, before.total, before.sent + p.sent, before.failed + p.failed,
+                          p.last))
+
+    return report

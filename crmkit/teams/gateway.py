@@ -20,18 +20,25 @@ from .delivery import Ambiguous
 
 if TYPE_CHECKING:
     from ..graph import GraphClient
+    from ..store import Store
 
 __all__ = ["GraphChatGateway", "teams_limiter"]
 
 
-def teams_limiter() -> RateLimiter:
+def teams_limiter(store: Store | None = None) -> RateLimiter:
     """Client-side pacing at Teams' documented limits (20/s per tenant, 1/s per chat).
 
+    On PostgreSQL (``store``) several processes post for one CRM, so the pacing is shared through the
+    database (:class:`~crmkit.teams.pacing.SharedPacer`); otherwise it is this process's own.
     ``CRMKIT_TEAMS_TENANT_RPS`` / ``CRMKIT_TEAMS_CHAT_RPS`` change them, for a sandbox whose limits
     were raised (tests, benchmarks); against Microsoft keep the defaults.
     """
     tenant = float(os.environ.get("CRMKIT_TEAMS_TENANT_RPS") or TEAMS_TENANT_RATE)
     chat = float(os.environ.get("CRMKIT_TEAMS_CHAT_RPS") or TEAMS_CHAT_RATE)
+    if store is not None and store.dialect == "postgresql":
+        from .pacing import SharedPacer
+
+        return SharedPacer(store.backend.url, tenant, chat)  # type: ignore[union-attr]
     return RateLimiter(tenant, chat)
 
 

@@ -38,10 +38,10 @@ from ..graph import GraphNotFound, RetryPolicy
 from . import display_format, recipients
 from .activation import switched_off
 from .compose import check_message_text, prefixed_subject
-from .delivery import DeliveryEngine, Progress
+from .delivery import DeliveryEngine, Progress, deliver_shared
 from .gateway import GraphChatGateway, teams_limiter
 from .options import SendOptions
-from .outbox import cancel, keyed_batch, open_ids, open_rows, pending_batches, purge_abandoned_staging
+from .outbox import cancel, keyed_batch, new_holder, open_ids, open_rows, pending_batches, purge_abandoned_staging
 from .planning import PLAN_CHUNK, SendPlan, address_ids, plan_ids
 from .results import RESULT_COLUMNS, message_link, record_outcome
 from .results import results as batch_results
@@ -135,7 +135,7 @@ class TeamsService:
         an attempt and its back-off, which only widens the window the next read-back must cover."""
         with self._graph_lock:
             if self._post_graph is None:
-                self._post_graph = self._sender_graph(retry=RetryPolicy(), limiter=teams_limiter())
+                self._post_graph = self._sender_graph(retry=RetryPolicy(), limiter=teams_limiter(self.crm.store))
             return self._post_graph
 
     def close(self) -> None:
@@ -251,7 +251,8 @@ class TeamsService:
     def send(
         self, records: Any, to: Sequence[str | dict[str, Any]], subject: str, message: str = "", *,
         record_contact: bool = False, progress: Callable[[Progress], None] | None = None,
-        cancel_event: threading.Event | None = None, idempotency_key: str | None = None, **options: Any,
+        cancel_event: threading.Event | None = None, idempotency_key: str | None = None, deliver: bool = True,
+        **options: Any,
     ) -> pd.DataFrame:
         """Send records to people in Teams; returns one row per (record, recipient).
 
@@ -272,6 +273,8 @@ class TeamsService:
                 so a double click or a re-run notebook cell cannot send twice. If that batch was
                 interrupted, its undelivered messages go out now, each exactly once. A send refused
                 before its batch was made leaves the key unused.
+            deliver: False queues the send: the batch is made, its messages left pending for ``crmkit worker``
+                processes (PostgreSQL) or a later :meth:`resume`; the result shows them pending.
             **options: see :class:`SendOptions` (chat, mode, record_format, importance, purpose …).
 
         Raises:
@@ -290,7 +293,8 @@ class TeamsService:
             # every chunk planned; its rows inert in the outbox
             staging, summary, staged = stage(self.crm.store, chunks)
             try:
-                self.resume()  # an earlier interrupted send goes first, so nothing overtakes it
+                if deliver:
+                    self.resume()  # an earlier interrupted send goes first, so nothing overtakes it
             except BaseException:
                 unstage(self.crm.store, staging)
                 raise
@@ -298,6 +302,8 @@ class TeamsService:
                                       account=self.sender_account, mark_used=self._mark_used, idempotency_key=key)
             if not made:  # another process made the batch for this key meanwhile
                 return self._repeat(batch_id, progress=progress, cancel_event=cancel_event)
+            if not deliver:
+                return self.results([batch_id])
             return self.deliver([batch_id], progress=progress, cancel_event=cancel_event)
 
     def _key_lock(self, key: str | None) -> AbstractContextManager[Any]:
@@ -349,6 +355,11 @@ class TeamsService:
 
     def deliver(self, batch_ids: list[str], *, progress: Callable[[Progress], None] | None = None,
                 cancel_event: threading.Event | None = None) -> pd.DataFrame:
+        if self.crm.store.dialect == "postgresql":  # workers may share the outbox: claim rows (issue 15)
+            graph = self._delivery_graph()
+            deliver_shared(self.crm.store, graph, GraphChatGateway(graph), batch_ids, holder=new_holder("sender"),
+                           side_effects=record_outcome, progress=progress, cancel=cancel_event)
+            return self.results(batch_ids)
         # A pass can leave messages unconfirmed (no answer, read-back failed); another pass reconciles
         # them, as long as passes make progress. A pass loads DELIVER_CHUNK rows at a time.
         for _ in range(MAX_PASSES):
