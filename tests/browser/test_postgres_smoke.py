@@ -27,7 +27,7 @@ from crmkit.store import Store
 from crmkit.teams import activation
 from crmkit.voila_launch import dashboard_url, free_port, server_url, start_voila, stop_voila, wait_until_up
 
-from .test_language_walk import VISIBLE_TEXT_JS, Language
+from .test_language_walk import LOADING_WATCH_JS, VISIBLE_TEXT_JS, Language
 
 pytestmark = pytest.mark.browser  # needs PostgreSQL too; browser is the heaviest part, its one tier
 
@@ -90,11 +90,12 @@ def console_errors(page: Any) -> list[str]:
     return errors
 
 
-def _german_only(page: Any, site: PgSite) -> list[str]:
-    """What the page shows that is English (the language walk's check); the data is the database's own."""
-    seen = page.evaluate(VISIBLE_TEXT_JS)
+def _other_language(page: Any, site: PgSite, lang: str = "de", seen: list[str] | None = None) -> list[str]:
+    """What the page shows in the language other than ``lang`` (the language walk's check); the data is the
+    database's own."""
+    seen = [*(seen or []), *page.evaluate(VISIBLE_TEXT_JS)]
     assert len(seen) > 10, seen  # the walk saw the page
-    return Language.of("de").offences(seen, site.data, site.logins)
+    return Language.of(lang).offences(seen, site.data, site.logins)
 
 
 def test_the_record_table_pages_and_finds_the_postgres_address(page: Any, console_errors: list[str],
@@ -126,7 +127,7 @@ def test_the_record_table_pages_and_finds_the_postgres_address(page: Any, consol
     expect(rows.first.locator("[data-col=company]")).to_have_text(pg_site.marker)
     expect(rows.first.locator("[data-col=city]")).to_have_text("Zwickau")
     page.screenshot(path=str(output_dir / "postgres-smoke-addresses.png"), full_page=True)
-    assert _german_only(page, pg_site) == []
+    assert _other_language(page, pg_site) == []
     assert console_errors == []
 
 
@@ -159,5 +160,33 @@ def test_a_settings_change_is_stored_in_postgres(page: Any, console_errors: list
     expect(enable).to_be_checked()  # not unchecked again by a refusal
     expect(page.locator(".crmkit-error:visible")).to_have_count(0)
     page.screenshot(path=str(output_dir / "postgres-smoke-settings.png"), full_page=True)
-    assert _german_only(page, pg_site) == []
+    assert _other_language(page, pg_site) == []
     assert console_errors == []
+
+
+def test_an_english_user_setting_in_postgres_gives_an_english_page(page: Any, console_errors: list[str],
+                                                                    pg_site: PgSite, output_dir: Path) -> None:
+    """The language is read from PostgreSQL twice: by the server for Voila's loading text (before a kernel
+    runs) and by the kernel for the dashboard."""
+    from playwright.sync_api import expect
+
+    crm = crmkit.open(pg_site.db)
+    crm.set_user_setting("language", "en")
+    crm.store.close()
+    try:
+        page.add_init_script(LOADING_WATCH_JS)
+        page.goto(dashboard_url(pg_site.port, "addresses.ipynb"), wait_until="commit")
+        label = page.locator(".crmkit-page-label")
+        label.wait_for(state="visible", timeout=WIDGETS_UP)
+        pages = math.ceil(pg_site.total / PAGE_SIZE)
+        expect(label).to_have_text(f"Page 1 of {pages} ({pg_site.total} addresses)", timeout=30_000)
+        loading = list(page.evaluate("window.__crmkitLoading || []"))
+        assert loading and all(text.startswith("Loading the dashboard") for text in loading), loading
+        assert {c["name"]: c["value"] for c in page.context.cookies()}.get("crmkit_lang") == "en"
+        page.screenshot(path=str(output_dir / "postgres-smoke-addresses-en.png"), full_page=True)
+        assert _other_language(page, pg_site, "en", loading) == []
+        assert console_errors == []
+    finally:
+        crm = crmkit.open(pg_site.db)
+        crm.set_user_setting("language", "de")  # leave the module's database as found
+        crm.store.close()
