@@ -93,10 +93,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run the campaign-action worker",
                        description="Run campaign reaction actions when they are due (delayed ones, and immediate "
-                                   "ones whose recording process died). One worker is active at a time; others "
-                                   "stand by and take over when it stops. SIGTERM or Ctrl-C stop it cleanly.")
+                                   "ones whose recording process died). On a DuckDB file one worker is active at a "
+                                   "time; others stand by and take over when it stops. On PostgreSQL every worker "
+                                   "is active and also delivers its user's queued sends, the work and Teams' limits "
+                                   "shared through the database. SIGTERM or Ctrl-C stop it cleanly.")
     # SUPPRESS: given here they override the global --db/--user, left out they leave them alone.
-    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="the DuckDB database file")
+    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                   help="the database: a DuckDB file or a postgresql:// URL")
     p.add_argument("--user", metavar="NAME", default=argparse.SUPPRESS,
                    help="the CRM user the worker acts as (default: $CRMKIT_USER, else admin)")
     p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
@@ -216,7 +219,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         print("crmkit: error: --interval must be 0 or more.", file=sys.stderr)
         return EXIT_ERROR
     path = args.db or default_path()
-    if path != ":memory:" and not Path(path).exists():  # a worker never creates a database of its own
+    # A worker never creates a database of its own (a PostgreSQL URL: Store says if the server refuses).
+    if path != ":memory:" and not is_postgres_url(path) and not Path(path).exists():
         print(f"crmkit: error: no database at {path}; give --db PATH of the CRM's database "
               "(or create one with `crmkit init`).", file=sys.stderr)
         return EXIT_ERROR
@@ -233,7 +237,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     stats = run_worker(path, poll_interval=args.interval, once=args.once, stop_event=stop, user=args.user)
     outcomes = ", ".join(f"{n} {status}" for status, n in sorted(stats.outcomes.items())) or "none"
     role = "active" if stats.active else "standby (another worker held the lease)"
-    print(f"crmkit worker: stopped; was {role}; runs: {outcomes}.")
+    queued = f"; queued messages delivered: {stats.messages}" if stats.messages else ""
+    print(f"crmkit worker: stopped; was {role}; runs: {outcomes}{queued}.")
     return EXIT_OK
 
 

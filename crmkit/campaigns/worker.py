@@ -6,6 +6,13 @@ the lease has expired, or at once when the holder's process is gone on the same 
 standby worker keeps trying, so restarting or starting two is safe. Each round the active worker
 claims due runs (and runs abandoned by dead processes) and carries them out through the outbox.
 
+On PostgreSQL every worker is active, on any number of machines: each holds a lease row of its own
+(``campaign-worker:<holder>``, the same heartbeat: who is running, where, since when), runs are claimed
+with row locks (``FOR UPDATE SKIP LOCKED``, campaigns._runner.claim_runs) and so are outbox rows, under
+leases (teams.outbox.claim_open), and Teams' limits are paced for all workers together through the
+database (teams.pacing). Besides campaign runs, each round delivers the queued sends of the worker's
+CRM user (``crm.teams.send(..., deliver=False)``) through that user's Teams account.
+
 >>> run_worker("crm.duckdb", poll_interval=5, once=True)   # doctest: +SKIP
 WorkerStats(active=True, runs=3, done=3, ...)
 """
@@ -24,6 +31,7 @@ from ..teams.outbox import utcnow
 from ._runner import Claimer, RunOutcome
 
 if TYPE_CHECKING:
+    from ..crm import CRM
     from ..store import Store, Tx
 
 __all__ = ["LEASE_NAME", "Lease", "WorkerStats", "run_worker"]
@@ -92,6 +100,7 @@ class WorkerStats:
     active: bool = False
     rounds: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    messages: int = 0  # queued messages this worker delivered (PostgreSQL)
 
     @property
     def runs(self) -> int:
@@ -130,7 +139,11 @@ def run_worker(
     crm = crmkit.open(db_path, user)
     campaigns = Campaigns(crm)
     claimer = Claimer.here("worker", RUN_CLAIM_TTL)
-    lease = Lease(crm.store, claimer, ttl=lease_ttl)
+    shared = crm.store.dialect == "postgresql"  # every worker active, each under a lease row of its own
+    if shared:
+        _forget_dead_workers(crm.store)
+    lease = Lease(crm.store, claimer, ttl=lease_ttl, name=f"{LEASE_NAME}:{claimer.holder}" if shared else LEASE_NAME)
+    warned: set[str] = set()
     stats = WorkerStats()
     holding = threading.Event()
     beat_stop = threading.Event()
@@ -163,6 +176,8 @@ def run_worker(
                     stats.add(outcomes)
                     if len(outcomes) < batch:
                         break
+                if shared and not stop.is_set():
+                    stats.messages += _deliver_queued(crm, claimer, stop, warned)
             if once:
                 break
             stop.wait(poll_interval)
@@ -175,6 +190,39 @@ def run_worker(
             except Exception:
                 log.exception("worker %s: could not release the lease", claimer.holder)
         campaigns.close()
+        if shared:
+            crm.teams.close()
         crm.store.close()
-        log.info("worker %s stopped: %d run(s) %s", claimer.holder, stats.runs, dict(stats.outcomes))
+        log.info("worker %s stopped: %d run(s) %s, %d queued message(s)", claimer.holder, stats.runs,
+                 dict(stats.outcomes), stats.messages)
     return stats
+
+
+def _forget_dead_workers(store: Store) -> None:
+    """Drop the lease rows of PostgreSQL workers whose lease ran out (killed, or their machine gone)."""
+    store.write(lambda tx: tx.execute("DELETE FROM campaign_worker_lease WHERE name LIKE ? AND expires_at < ?",
+                                      [f"{LEASE_NAME}:%", utcnow()]) and None)
+
+
+def _deliver_queued(crm: CRM, claimer: Claimer, stop: threading.Event, warned: set[str]) -> int:
+    """Deliver what this worker can claim of its user's open sends (PostgreSQL); the number of final outcomes."""
+    from ..errors import AuthError
+    from ..teams.delivery import deliver_shared
+    from ..teams.gateway import GraphChatGateway
+    from ..teams.outbox import pending_batches
+    from ..teams.results import record_outcome
+
+    batches = pending_batches(crm.store, user=crm.user.name, channels=["teams_manual"])
+    if not batches:
+        return 0
+    try:
+        graph = crm.teams._delivery_graph()
+        done = deliver_shared(crm.store, graph, GraphChatGateway(graph), batches, holder=claimer.holder,
+                              side_effects=record_outcome, until=stop)
+    except AuthError as exc:  # no Teams account signed in for this user (yet): say so once, keep running
+        text = " ".join(str(exc).split())
+        if text not in warned:
+            warned.add(text)
+            log.warning("worker %s cannot deliver %s's queued sends: %s", claimer.holder, crm.user.name, text)
+        return 0
+    return sum(d.status != "sending" for d in done)
