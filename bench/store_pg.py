@@ -12,7 +12,9 @@ made by the CLI).
     load: the whole table's first page; pages spread over its first 2,000 (bench.store's spread,
     ``(i × 7919) mod pages``); its last page (OFFSET 999,975); ``city=<the most common city>`` and
     ``search="Müller"`` over pages spread like bench.store's. p50 and p95 over ``runs`` calls each after 3
-    warm-ups. Goal (issue 15): p50 ≤ 50 ms on PostgreSQL, like DuckDB (issue 7).
+    warm-ups. Goal (issue 15): p50 ≤ 50 ms on PostgreSQL, like DuckDB (issue 7). PostgreSQL is measured right
+    after the demo data (COPY leaves its visibility map empty until autovacuum runs: index-only scans still
+    read the table) and again after ``VACUUM (ANALYZE)`` of the address tables (the state autovacuum leaves).
 
 Without PostgreSQL 15 on the machine (``/usr/lib/postgresql/15/bin``) the module reports nothing.
 """
@@ -22,6 +24,8 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+
+import psycopg
 
 import crmkit
 
@@ -55,6 +59,22 @@ def _interleaved(calls: dict[str, Callable[[int], object]], pages: Callable[[int
             if i >= 0:
                 out[name].append((time.perf_counter() - t) * 1000)
     return out
+
+
+def _all_visible(url: str) -> str:
+    """How many of the address tables' pages PostgreSQL's visibility map has marked all-visible."""
+    with psycopg.connect(url, autocommit=True) as con:
+        rows = con.execute("SELECT relname, relallvisible, relpages FROM pg_class "
+                           "WHERE relname IN ('addresses', 'address_words') ORDER BY relname").fetchall()
+    return ", ".join(f"{name} {seen:,} of {pages:,}" for name, seen, pages in rows)
+
+
+def _vacuum(url: str) -> float:
+    """Seconds of ``VACUUM (ANALYZE)`` of the address tables (what autovacuum does some time after a load)."""
+    with psycopg.connect(url, autocommit=True) as con:
+        started = time.perf_counter()
+        con.execute("VACUUM (ANALYZE) addresses, address_words")
+        return time.perf_counter() - started
 
 
 def run(ctx: Context) -> list[Result]:
@@ -117,20 +137,39 @@ def run(ctx: Context) -> list[Result]:
         (f"search = {SEARCH!r} ({totals['search']:,} rows), pages spread", {"search": SEARCH},
          spread(totals["search"])),
     ]
+    # Right after demo data (what a user who opens the dashboard then gets), and again after VACUUM (ANALYZE):
+    # COPY leaves PostgreSQL's visibility map empty, so until autovacuum has run, every "index-only" scan
+    # still reads the table's rows (EXPLAIN: Heap Fetches = rows scanned).
+    visible = _all_visible(url)
+    fresh: dict[str, tuple[list[float], list[float]]] = {}
     for label, kwargs, pages in queries:
         samples = _interleaved(
             {"postgresql": lambda page, kw=kwargs: crm.address_page(page, PAGE, **kw),  # type: ignore[arg-type]
              "duckdb": lambda page, kw=kwargs: duck.address_page(page, PAGE, **kw)},  # type: ignore[arg-type]
             pages, ctx.runs)
-        pg_s, dk_s = samples["postgresql"], samples["duckdb"]
-        say(f"store_pg: {label}: PostgreSQL p50 {p50(pg_s):.1f} / p95 {p95(pg_s):.1f} ms; "
-            f"DuckDB p50 {p50(dk_s):.1f} / p95 {p95(dk_s):.1f} ms")
-        runs_text = f"{ctx.runs} calls after {WARMUP} warm-ups, the backends taking turns"
+        fresh[label] = samples["postgresql"], samples["duckdb"]
+        say(f"store_pg: {label}: PostgreSQL p50 {p50(fresh[label][0]):.1f} / p95 {p95(fresh[label][0]):.1f} ms; "
+            f"DuckDB p50 {p50(fresh[label][1]):.1f} / p95 {p95(fresh[label][1]):.1f} ms")
+    vacuum_s = _vacuum(url)
+    say(f"store_pg: VACUUM (ANALYZE) addresses, address_words: {vacuum_s:.1f} s (all-visible pages before: "
+        f"{visible})")
+    for label, kwargs, pages in queries:
+        pg_s, dk_s = fresh[label]
+        after = _interleaved({"postgresql": lambda page, kw=kwargs: crm.address_page(page, PAGE, **kw)},  # type: ignore[arg-type]
+                             pages, ctx.runs)["postgresql"]
+        say(f"store_pg: {label}: PostgreSQL after VACUUM p50 {p50(after):.1f} / p95 {p95(after):.1f} ms")
+        runs_text = f"{ctx.runs} calls after {WARMUP} warm-ups"
         results.append(Result(
-            f"PostgreSQL: `address_page` {label}, 25 rows + total: p50", round(p50(pg_s), 2), "ms",
-            "≤ 50 ms (issue 15)", p50(pg_s) <= 50,
-            note=f"p95 {p95(pg_s):.1f} ms; {runs_text}; DuckDB beside it: p50 {p50(dk_s):.1f} ms, "
-                 f"p95 {p95(dk_s):.1f} ms", samples=[round(s, 2) for s in pg_s]))
+            f"PostgreSQL, right after demo-data: `address_page` {label}, 25 rows + total: p50", round(p50(pg_s), 2),
+            "ms", "≤ 50 ms (issue 15)", p50(pg_s) <= 50,
+            note=f"p95 {p95(pg_s):.1f} ms; {runs_text}, taking turns with DuckDB's; all-visible pages "
+                 f"{visible}; DuckDB beside it: p50 {p50(dk_s):.1f} ms, p95 {p95(dk_s):.1f} ms",
+            samples=[round(s, 2) for s in pg_s]))
+        results.append(Result(
+            f"PostgreSQL, after VACUUM (ANALYZE): `address_page` {label}, 25 rows + total: p50", round(p50(after), 2),
+            "ms", "≤ 50 ms (issue 15)", p50(after) <= 50,
+            note=f"p95 {p95(after):.1f} ms; {runs_text}; what autovacuum leaves later (the VACUUM took "
+                 f"{vacuum_s:.1f} s)", samples=[round(s, 2) for s in after]))
         results.append(Result(
             f"DuckDB (same run): `address_page` {label}, 25 rows + total: p50", round(p50(dk_s), 2), "ms",
             "≤ 50 ms (issue 7)", p50(dk_s) <= 50, note=f"p95 {p95(dk_s):.1f} ms; {runs_text}",
