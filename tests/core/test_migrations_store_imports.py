@@ -39,3 +39,27 @@ def test_opening_a_store_imports_no_feature_module_and_no_httpx(tmp_path: Path) 
     assert crmkit_modules - ALLOWED == set()
     assert not {m for m in modules if m == "httpx" or m.startswith("httpx.")}
     assert not {m for m in modules if m == "psycopg" or m.startswith("psycopg.")}
+
+
+# `crmkit demo` on a machine with no PostgreSQL (issue 15): the CLI's DuckDB paths never reach for psycopg.
+# A finder refuses it, and records every attempt, so a `try: import psycopg except ImportError` is caught too.
+_CLI_PROBE = """
+import json, sys
+attempts = []
+class NoPsycopg:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("psycopg", "psycopg_pool"):
+            attempts.append(name)
+            raise ImportError(name + " is not installed here")
+sys.meta_path.insert(0, NoPsycopg())
+import crmkit.cli
+codes = [crmkit.cli.main(["--db", sys.argv[1], *argv]) for argv in (["init"], ["demo-data", "--addresses", "20"])]
+print(json.dumps({"codes": codes, "attempts": attempts, "loaded": sorted(m for m in sys.modules if "psycopg" in m)}))
+"""
+
+
+def test_the_cli_on_a_duckdb_file_needs_no_psycopg(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", _CLI_PROBE, str(tmp_path / "crm.duckdb")], capture_output=True,
+                         text=True, timeout=120, check=True)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found == {"codes": [0, 0], "attempts": [], "loaded": []}, (found, out.stderr)
