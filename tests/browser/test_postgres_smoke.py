@@ -190,3 +190,51 @@ def test_an_english_user_setting_in_postgres_gives_an_english_page(page: Any, co
         crm = crmkit.open(pg_site.db)
         crm.set_user_setting("language", "de")  # leave the module's database as found
         crm.store.close()
+
+
+def test_the_campaigns_dashboard_reads_and_writes_postgres(page: Any, console_errors: list[str], pg_site: PgSite,
+                                                           output_dir: Path) -> None:
+    """A campaign only this database has is offered; a campaign and an activity made on the page, with the
+    PostgreSQL address as participant, are in PostgreSQL afterwards."""
+    from playwright.sync_api import expect
+
+    from crmkit.campaigns import Campaigns
+
+    crm = crmkit.open(pg_site.db)
+    camp = Campaigns(crm)
+    stored = f"Pgsmoke gespeichert {uuid.uuid4().hex[:6]}"
+    camp.add_campaign(stored)
+    marker_id = int(crm.store.one("SELECT id FROM addresses WHERE company = ?", [pg_site.marker]))
+    camp.close()
+    crm.store.close()
+
+    page.goto(dashboard_url(pg_site.port, "campaigns.ipynb"), wait_until="commit")
+    page.locator(".crmkit-campaign-editor").wait_for(state="visible", timeout=WIDGETS_UP)
+    expect(page.locator(".crmkit-campaign-select select option", has_text=stored)).to_have_count(1, timeout=30_000)
+
+    def create(kind: str, name: str) -> None:
+        page.locator(f".crmkit-{kind}-name input").fill(name)
+        page.locator(f".crmkit-{kind}-new").click()
+        expect(page.locator(f".crmkit-{kind}-select select option:checked")).to_have_text(name, timeout=30_000)
+
+    made = f"Pgsmoke neu {uuid.uuid4().hex[:6]}"
+    create("campaign", made)
+    create("activity", "Mailing Dezember")
+    page.locator(".crmkit-participant-ids input").fill(str(marker_id))
+    page.locator(".crmkit-participants-add").click()
+    expect(page.locator(".crmkit-participants")).to_have_text("1 Teilnehmer", timeout=30_000)
+    page.screenshot(path=str(output_dir / "postgres-smoke-campaigns.png"), full_page=True)
+
+    crm = crmkit.open(pg_site.db)
+    camp = Campaigns(crm)
+    try:
+        campaigns = camp.campaigns()
+        (campaign_id,) = campaigns.loc[campaigns["name"] == made, "id"]
+        activities = camp.activities(int(campaign_id))
+        assert list(activities["name"]) == ["Mailing Dezember"]
+        assert list(camp.participants(int(activities["id"].iloc[0]))["id"]) == [marker_id]
+    finally:
+        camp.close()
+        crm.store.close()
+    assert _other_language(page, pg_site) == []
+    assert console_errors == []
