@@ -8,10 +8,12 @@ module, so a service, a view model or a bulk load can use them without ``crmkit.
 
 from __future__ import annotations
 
+import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
@@ -41,7 +43,10 @@ __all__ = [
     "search_terms",
     "update_address",
     "words_sql",
+    "write_new",
 ]
+
+T = TypeVar("T")
 
 # Columns a caller may set on an address; the rest (id, created/modified) the core maintains.
 ADDRESS_FIELDS = (
@@ -244,7 +249,29 @@ def add_address(store: Store, user_name: str, /, **fields: Any) -> int:
         index_addresses(tx, "id = ?", [new_id])
         return new_id
 
-    return store.write(run)
+    return write_new(store, run)
+
+
+def write_new(store: Store, run: Callable[[Tx], T], *, attempts: int = 20) -> T:
+    """``store.write(run)`` for a transaction that numbers new rows ``max(id) + 1`` (addresses, contacts).
+
+    DuckDB lets one process write at a time, so two of them never see the same maximum. PostgreSQL runs
+    them side by side on snapshots: both take the same id, and when the first commits the second one's
+    INSERT hits the primary key (UniqueViolation, not a serialization failure). Such a transaction is run
+    again from the start on a new snapshot, which sees the first one's rows; any other duplicate is raised.
+    """
+    if store.dialect != "postgresql":
+        return store.write(run)
+    import psycopg.errors
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return store.write(run)
+        except psycopg.errors.UniqueViolation as exc:
+            if attempt == attempts or not str(exc.diag.constraint_name or "").endswith("_pkey"):
+                raise
+            time.sleep(0.01 * attempt * (0.5 + random.random()))  # noqa: S311 - jitter, not security
+    raise AssertionError("not reached")
 
 
 def update_address(store: Store, user_name: str, /, address_id: int, **fields: Any) -> None:

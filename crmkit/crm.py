@@ -278,8 +278,8 @@ class CRM(Session):
             raise ValidationError("A contact needs a subject.")
         check_text(subject, "subject")
         check_text(notes, "notes", lines=True)  # notes may run over several lines
-        return self.store.write(
-            lambda tx: self._add_contact(tx, address_id, type_code, subject, notes, source, at)
+        return _addresses.write_new(  # numbers the contact max(id) + 1: retried on PostgreSQL's id race
+            self.store, lambda tx: self._add_contact(tx, address_id, type_code, subject, notes, source, at)
         )
 
     def _add_contact(self, tx: Tx, address_id: int, type_code: str, subject: str, notes: str | None,

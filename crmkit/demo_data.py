@@ -783,6 +783,8 @@ def _generate_chunks(
     replace: bool, actor: str, addresses: int, strings: pd.DataFrame, summary: dict[str, Any],
     progress: Progress | None,
 ) -> dict[str, Any]:
+    from .addresses import write_new
+
     done = 0
     for k, n in enumerate(sizes):
         a, c = _frames_of_chunk(pools, seed, k, n, today)
@@ -820,7 +822,7 @@ def _generate_chunks(
                     tx.unregister(name)
             return int(base)
 
-        base = store.write(run)
+        base = write_new(store, run)  # a chunk numbers its rows after max(id): retried on PostgreSQL's id race
         if n:
             if summary["first_id"] is None:
                 summary["first_id"] = base + 1

@@ -1,8 +1,9 @@
-"""Four real processes write one DuckDB file at the same time; nothing is lost, no lock error surfaces.
+"""Four real processes write one database at the same time; nothing is lost, no lock error surfaces.
 
 DuckDB lets one process at a time write a file; the store attaches per operation and waits out the
-other processes' locks. Here a settings writer, a user-settings writer, a demo-data loader and an
-address writer run together, then every row is counted.
+other processes' locks. PostgreSQL lets them all write and fails one of two conflicting transactions,
+which the store retries. Here a settings writer, a user-settings writer, a demo-data loader and an
+address writer run together, then every row is counted (on both backends).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ print(json.dumps(out))
 """
 
 
-def test_four_processes_write_the_same_file(db_path: Path, tmp_path: Path) -> None:
+def test_four_processes_write_the_same_file(db_location: str, tmp_path: Path) -> None:
+    db_path = db_location
     admin = crmkit.open(db_path)
     admin.add_user("tom", "Tom Krause", roles=["teams_admin"])
     admin.add_user("anna", "Anna Berger", roles=["sales"])

@@ -1,4 +1,4 @@
-"""The DuckDB store facade: migrations, per-operation attach, typed errors on bad files."""
+"""The store facade: migrations, per-operation attach (DuckDB), typed errors on bad files and newer schemas."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ def test_file_is_not_locked_between_operations(db_path: Path) -> None:
     assert crm.addresses()["city"].tolist() == ["Bonn"]
 
 
-def test_tracer_sees_sql_and_params() -> None:
+def test_tracer_sees_sql_and_params(db_location: str) -> None:
     seen: list[tuple[str, list[object]]] = []
-    crm = crmkit.open(":memory:", tracer=lambda sql, params: seen.append((sql, list(params))))
+    crm = crmkit.open(db_location, tracer=lambda sql, params: seen.append((sql, list(params))))
     seen.clear()
     crm.addresses(city="Köln")
     assert any("city = ?" in sql and params == ["Köln"] for sql, params in seen)
@@ -71,13 +71,11 @@ def test_foreign_duckdb_is_refused_and_left_alone(db_path: Path) -> None:
     assert len(db_path.read_bytes()) == len(before)
 
 
-def test_newer_schema_is_refused(db_path: Path) -> None:
-    crmkit.open(db_path)
-    con = duckdb.connect(str(db_path))
-    con.execute("INSERT INTO _crmkit_migrations (id, name) VALUES (9999, 'from the future')")
-    con.close()
+def test_newer_schema_is_refused(db_location: str) -> None:
+    crmkit.open(db_location).store.execute(
+        "INSERT INTO _crmkit_migrations (id, name) VALUES (9999, 'from the future')")
     with pytest.raises(crmkit.NotACrmkitDatabase, match="newer crmkit"):
-        crmkit.open(db_path)
+        crmkit.open(db_location)
 
 
 def test_failed_write_leaves_nothing(crm: crmkit.CRM) -> None:
