@@ -20,10 +20,6 @@ from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_PASSWORD
 from crmkit.teams import activation
 
 EVIL = "<script>alert('x')</script> AG"
-# `crmkit worker --db postgresql://...` comes with the worker port of issue 15 (cli.py, worker.py: another
-# helper's, not on main yet); until then the tests that start the CLI worker process stay on DuckDB. They
-# pass on PostgreSQL with that port in place: drop this marker with it.
-CLI_WORKER_DUCKDB_ONLY = pytest.mark.duckdb_only
 
 
 @dataclass

@@ -18,7 +18,7 @@ from crmkit.campaigns._runner import _CONTEXT_SQL, _plan_and_enqueue, claim_due
 from crmkit.campaigns.worker import run_worker
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 
-from .conftest import CLI_WORKER_DUCKDB_ONLY, EVIL, Setup, start_worker
+from .conftest import EVIL, Setup, start_worker
 
 pytestmark = pytest.mark.sandbox
 
@@ -75,7 +75,6 @@ def test_blocked_addresses_are_skipped_or_failed_as_the_option_says(
     assert privacy.transfer_log(setup.crm)["outcome"].tolist() == ["blocked", "blocked"]
 
 
-@CLI_WORKER_DUCKDB_ONLY
 def test_delayed_action_whose_worker_starts_late_sends_exactly_once(
     setup: Setup, fast_crm_tenant: SandboxAdmin, tmp_path: Path,
 ) -> None:
@@ -93,7 +92,6 @@ def test_delayed_action_whose_worker_starts_late_sends_exactly_once(
     assert setup.camp.runs()["status"].tolist() == ["done"]
 
 
-@CLI_WORKER_DUCKDB_ONLY
 def test_two_workers_started_together_never_double_send(
     setup: Setup, fast_crm_tenant: SandboxAdmin, tmp_path: Path, backend: str,
 ) -> None:

@@ -21,7 +21,7 @@ from crmkit.i18n import t
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN
 from crmkit.widgets.privacy import TransferLogMonitor
 
-from .conftest import CLI_WORKER_DUCKDB_ONLY, Setup, start_worker
+from .conftest import Setup, start_worker
 
 
 def _cells(view: TransferLogMonitor, column: str) -> list[str]:
@@ -34,7 +34,6 @@ def _cells(view: TransferLogMonitor, column: str) -> list[str]:
     return [re.findall(r"<td>(.*?)</td>", row)[heads.index(label)] for row in rows]
 
 
-@CLI_WORKER_DUCKDB_ONLY
 @pytest.mark.sandbox
 def test_worker_run_logs_the_recording_user_and_the_campaign_account(
     setup: Setup, fast_crm_tenant: SandboxAdmin, tmp_path: Path,

@@ -13,8 +13,6 @@ import pytest
 
 import crmkit
 
-from .conftest import CLI_WORKER_DUCKDB_ONLY
-
 pytestmark = pytest.mark.core
 
 
@@ -31,7 +29,6 @@ def test_missing_database_is_a_one_line_error(tmp_path: Path) -> None:
     assert not (tmp_path / "none.duckdb").exists()
 
 
-@CLI_WORKER_DUCKDB_ONLY
 def test_once_then_sigterm_releases_the_lease(db_location: str) -> None:
     crmkit.open(db_location).store.close()
     once = worker("--db", db_location, "worker", "--once")
