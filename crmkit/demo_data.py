@@ -21,6 +21,10 @@ the new ids still continue after the old ones, because the transfer log and the 
 old ids and must never point at a different record.
 Each chunk of :data:`CHUNK_ROWS` addresses commits on its own, so memory stays bounded, other
 processes get the file between chunks, and an interrupted load leaves whole chunks only.
+
+On PostgreSQL the same SELECTs run in a private DuckDB (a file in a temporary folder) and the finished rows
+go in by COPY (``PgTx.copy_frame``); the search words are gathered there too and copied once at the end, in
+word order, with address_words' indexes built again afterwards (~35 s for 1,000,000 addresses here).
 """
 
 from __future__ import annotations
