@@ -66,11 +66,17 @@ def migrated_database(pg: PgCluster, prefix: str) -> str:
 
 
 def share_demo_template(ctx: Context, pg: PgCluster, url: str, addresses: int) -> None:
-    """Make the demo database at ``url`` the run's template of ``addresses`` demo addresses."""
+    """Make the demo database at ``url`` the run's template of ``addresses`` demo addresses, vacuumed first:
+    COPY leaves the visibility map empty, and a clone's activity statistics start at zero, so autovacuum would
+    never get to a clone that is only read (its index-only scans would read the table for ever)."""
+    import psycopg
+
     from crmkit.store.postgres import close_pools
 
     name = url.rsplit("/", 1)[1]
     close_pools(url)
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("VACUUM (ANALYZE) addresses, address_words")
     pg.mark_template(name)
     ctx.shared["pg_demo_template"] = (name, addresses)
 

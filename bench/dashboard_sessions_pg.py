@@ -2,10 +2,11 @@
 
 Setup, per database (PostgreSQL first, then DuckDB, one after the other on the same machine): ``ctx.addresses``
 demo addresses (PostgreSQL: a clone of bench.store_pg's demo database, or ``crmkit demo-data`` into the bench
-run's throwaway cluster, bench/common_pg.py; DuckDB: a copy of bench.store's file, or the CLI), Teams switched
-on, 20 CRM users (``sitzung01`` … ``sitzung20``, viewers and sales people by turns), the sandbox tenant in a
-subprocess with Teams' real limits (20 posts/s per tenant, 1/s per chat), admin signed in to it by the
-device-code flow, and one queued send of 50 addresses to 40 people (2,000 messages, ``deliver=False``).
+run's throwaway cluster, bench/common_pg.py, vacuumed as autovacuum leaves a database that has lived a while;
+DuckDB: a copy of bench.store's file, or the CLI), Teams switched on, 20 CRM users (``sitzung01`` … ``sitzung20``,
+viewers and sales people by turns), the sandbox tenant in a subprocess with Teams' real limits (20 posts/s per
+tenant, 1/s per chat), admin signed in to it by the device-code flow, and one queued send of 50 addresses to 40
+people (2,000 messages, ``deliver=False``).
 
 Then 20 session processes start, each ``crmkit.open(db, <its user>)`` and the addresses dashboard's model
 (crmkit.widgets.record_table_model.RecordTableModel: what the dashboard binds its widgets to, one
