@@ -210,6 +210,8 @@ _TEAM_AT_12: list[str] = [
     # Teams' limits shared by every process (crmkit/teams/pacing.py): per key ('tenant', 'chat:<id>') the
     # database clock's epoch second from which the next request may start.
     "CREATE TABLE teams_pacing (key VARCHAR PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)",
+    # The tenant row's actual starts of the last second (database clock): a hard cap per sliding second.
+    "ALTER TABLE teams_pacing ADD COLUMN starts DOUBLE PRECISION[]",
 ]
 
 

@@ -296,13 +296,18 @@ def _dead_holders(tx: Tx, holder: str, now: datetime) -> list[str]:
     return [r[0] for r in rows if process_gone(*holder_process(r[0]))]
 
 
-def claim_open(store: Store, holder: str, batch_ids: Sequence[str], *, limit: int = 50,
+PER_CHAT = 5  # rows of one chat a claim takes at most: the chats (1/s each) spread over the claimers
+
+
+def claim_open(store: Store, holder: str, batch_ids: Sequence[str], *, limit: int = 50, per_chat: int = PER_CHAT,
                ttl: float = LEASE_S) -> list[str]:
     """Claim up to ``limit`` open rows of ``batch_ids`` for ``holder``; returns their ids (PostgreSQL).
 
     Claimable are rows nobody holds, rows whose lease expired, rows of holders whose process is gone on
-    this machine, and ``holder``'s own. Unconfirmed rows come first, then the batches' rows in send order
-    (a batch's consecutive rows go to different chats). Statuses are left as they are.
+    this machine, and ``holder``'s own. A claim takes whole chats' turns: at most ``per_chat`` rows of a chat,
+    and none of a chat another live holder has rows of (Teams takes one message a second per chat, so two
+    processes in one chat would only wait for each other). Unconfirmed rows come first, then the chats in the
+    order of their first rows, each chat's rows in send order. Statuses are left as they are.
     """
     if not batch_ids or limit <= 0:
         return []
@@ -313,21 +318,30 @@ def claim_open(store: Store, holder: str, batch_ids: Sequence[str], *, limit: in
         tx.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
         now = utcnow()
         dead = _dead_holders(tx, holder, now)
-        gone = f" OR o.claimed_by IN ({', '.join('?' * len(dead))})" if dead else ""
+        marks = ", ".join("?" * len(dead))
+        gone = f" OR o.claimed_by IN ({marks})" if dead else ""
         free = f"(o.claimed_by IS NULL OR o.claimed_by = ? OR o.claim_expires_at < ?{gone})"
-        # The open rows in delivery order (_ORDER: the chats take turns), ranked in a subquery: a locking
-        # query cannot hold the window function itself. The outer WHERE repeats the lease test, so a row another
-        # claimer took since this statement began is re-checked (READ COMMITTED) and passed over.
-        ranked = ("SELECT o.id, o.status = 'sending' AS unconfirmed, b.created_at, o.seq, row_number() OVER "
-                  f"(PARTITION BY o.batch_id, o.chat_kind, CAST(o.members AS VARCHAR) ORDER BY o.seq) AS lap {_OPEN}"
-                  f"o.batch_id IN ({', '.join('?' * len(batch_ids))}) AND {free}")
+        batches = f"o.batch_id IN ({', '.join('?' * len(batch_ids))})"
+        chat = "o.batch_id, o.chat_kind, CAST(o.members AS VARCHAR)"
+        # Chats other live holders are delivering.
+        held = (f"SELECT DISTINCT {chat} FROM outbox o WHERE o.status IN ('pending', 'sending') AND {batches} "
+                "AND o.claimed_by IS NOT NULL AND o.claimed_by <> ? AND o.claim_expires_at >= ?"
+                + (f" AND o.claimed_by NOT IN ({marks})" if dead else ""))
+        # The free rows ranked in a subquery (a locking query cannot hold window functions). The outer WHERE
+        # repeats the lease test, so a row another claimer took since this statement began is re-checked
+        # (READ COMMITTED) and passed over.
+        ranked = (f"SELECT o.id, o.status = 'sending' AS unconfirmed, b.created_at, o.seq, "
+                  f"row_number() OVER (PARTITION BY {chat} ORDER BY o.seq) AS lap, "
+                  f"min(o.seq) OVER (PARTITION BY {chat}) AS chat_first {_OPEN}{batches} AND {free} "
+                  f"AND ({chat}) NOT IN ({held})")
         ids = [r[0] for r in tx.rows(
             f"SELECT o.id FROM outbox o JOIN ({ranked}) c ON c.id = o.id WHERE o.status IN ('pending', 'sending') "
-            f"AND {free} ORDER BY c.unconfirmed DESC, c.created_at, c.lap, c.seq LIMIT ? FOR UPDATE OF o SKIP LOCKED",
-            [*batch_ids, holder, now, *dead, holder, now, *dead, limit])]
+            f"AND {free} AND c.lap <= ? ORDER BY c.unconfirmed DESC, c.created_at, c.chat_first, c.lap "
+            "LIMIT ? FOR UPDATE OF o SKIP LOCKED",
+            [*batch_ids, holder, now, *dead, *batch_ids, holder, now, *dead, holder, now, *dead, per_chat, limit])]
         if ids:
-            marks = ", ".join("?" * len(ids))
-            tx.execute(f"UPDATE outbox SET claimed_by = ?, claim_expires_at = ? WHERE id IN ({marks})",
+            taken = ", ".join("?" * len(ids))
+            tx.execute(f"UPDATE outbox SET claimed_by = ?, claim_expires_at = ? WHERE id IN ({taken})",
                        [holder, now + timedelta(seconds=ttl), *ids])
         return ids
 

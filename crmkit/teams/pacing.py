@@ -8,8 +8,10 @@ the same schedule:
 
 - the tenant row (key ``tenant``) holds the next free start time. A request reserves a start with one
   atomic ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (a row lock: callers queue, none share a slot),
-  ``1 / (rate × headroom)`` seconds after the previous one; idle time earns no credit. A caller that
-  wakes up too late for its start gives it up and reserves another, so late starts cannot bunch up.
+  ``1 / (rate × headroom)`` seconds after the previous one; idle time earns no credit. Then, awake, it
+  records its actual start in the row's ``starts`` only while fewer than ``floor(rate × headroom)`` starts
+  fall in the last second (one atomic ``UPDATE … WHERE``), else waits for the oldest to leave the window:
+  callers that woke late (a busy machine) cannot bunch up past the cap, the server counts a sliding second.
 - a chat row (key ``chat:<id>``) is taken by one request at a time across all processes (its
   ``next_at`` set a request time-out ahead), and freed when the answer is in: ``next_at`` = the answer's
   time + the chat's gap (or a 429's Retry-After, if longer), as the in-process limiter measures it.
@@ -25,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,12 @@ _TAKE_CHAT = (
     "RETURNING 1"
 )
 _CHAT_WAIT = f"SELECT next_at - {_NOW} FROM teams_pacing WHERE key = %(key)s"
+_RECENT = f"FROM unnest(coalesce(starts, '{{}}'::double precision[])) s WHERE s > {_NOW} - 1"
+_START = (
+    f"UPDATE teams_pacing SET starts = array_append(ARRAY(SELECT s {_RECENT}), CAST({_NOW} AS double precision)) "
+    f"WHERE key = %(key)s AND (SELECT count(*) {_RECENT}) < %(cap)s RETURNING 1"
+)
+_START_WAIT = f"SELECT min(s) + 1 - {_NOW} FROM teams_pacing, unnest(starts) s WHERE key = %(key)s AND s > {_NOW} - 1"
 _FREE_CHAT = f"UPDATE teams_pacing SET next_at = {_NOW} + %(gap)s WHERE key = %(key)s"
 
 
@@ -59,18 +66,15 @@ class SharedPacer(RateLimiter):
         tenant_rate, chat_rate, headroom: as for RateLimiter.
         busy_s: how long a chat stays taken by a request whose process died before freeing it
             (longer than a request may take: the Graph time-out, ``CRMKIT_GRAPH_TIMEOUT``, plus a margin).
-        max_lag: a reserved tenant start missed by more than this is given up and another one reserved.
     """
 
     def __init__(self, url: str, tenant_rate: float = TEAMS_TENANT_RATE, chat_rate: float = TEAMS_CHAT_RATE, *,
-                 headroom: float = 0.95, busy_s: float | None = None, max_lag: float = 0.02,
-                 key: str = "tenant") -> None:
+                 headroom: float = 0.95, busy_s: float | None = None, key: str = "tenant") -> None:
         super().__init__(tenant_rate, chat_rate, headroom=headroom)
         self.url = url
         self.key = key
         self.busy_s = busy_s if busy_s is not None else float(os.environ.get("CRMKIT_GRAPH_TIMEOUT") or 30) + 5
-        self.start_lag = max_lag
-        self.missed = 0  # tenant starts given up because the caller woke too late (for tests and benches)
+        self.capped = 0  # starts held back by the per-second cap (for tests and benches)
         self._box: list[Any] = [None]  # the connection, opened in the pacer's thread on first use
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmkit-pacing")
         # Closed with the pacer (its Graph client closed, the service gone): no connection is left to the GC.
@@ -99,16 +103,15 @@ class SharedPacer(RateLimiter):
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, sql, params)
 
     async def _tenant_turn(self) -> None:
-        while True:
-            row = await self._query(_TAKE_TENANT, {"key": self.key, "step": self.tenant_interval})
-            assert row is not None
-            wait = float(row[0])
-            due = time.monotonic() + wait
-            if wait > 0:
-                await self._sleep(wait)
-            if time.monotonic() - due <= self.start_lag:
-                return
-            self.missed += 1  # our start has passed: starting now could crowd the next caller's
+        row = await self._query(_TAKE_TENANT, {"key": self.key, "step": self.tenant_interval})
+        assert row is not None
+        if (wait := float(row[0])) > 0:
+            await self._sleep(wait)
+        while await self._query(_START, {"key": self.key, "cap": self.window_cap}) is None:
+            self.capped += 1
+            row = await self._query(_START_WAIT, {"key": self.key})
+            wait = float(row[0]) if row is not None and row[0] is not None else 0.0
+            await self._sleep(min(max(wait, 0.002), 1.0))
 
     async def _take_chat(self, chat_id: str) -> None:
         key = f"chat:{chat_id}"

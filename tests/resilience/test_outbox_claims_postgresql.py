@@ -16,6 +16,7 @@ from support.postgres import PgCluster, fresh_database_url
 
 from crmkit.store import Store
 from crmkit.teams.outbox import (
+    PER_CHAT,
     OutboxMessage,
     add_messages,
     claim_leased,
@@ -80,12 +81,19 @@ def test_four_processes_claiming_at_once_get_each_row_once(pg_url: str) -> None:
     assert all(results), [len(ids) for ids in results]  # every process got rows: nobody waited the others out
 
 
-def test_a_chunk_lets_the_chats_take_turns(pg_url: str) -> None:
+def test_a_claim_takes_whole_chats_and_leaves_the_others_chats_alone(pg_url: str) -> None:
     store = Store(pg_url)
     batch = _batch(store, 200)  # seq order: ten rows of one chat, then ten of the next ...
-    ids = claim_open(store, new_holder("test"), [batch], limit=CHATS)
-    members = store.df(f"SELECT members FROM outbox WHERE id IN ({', '.join('?' * len(ids))})", ids)["members"]
-    assert members.nunique() == CHATS  # one row of every chat, not twenty rows of two
+
+    def chats(ids: list[str]) -> Counter[str]:
+        marks = ", ".join("?" * len(ids))
+        return Counter(store.df(f"SELECT members FROM outbox WHERE id IN ({marks})", ids)["members"])
+
+    first = chats(claim_open(store, new_holder("a"), [batch], limit=20))
+    assert sorted(first.values()) == [PER_CHAT] * 4  # four chats' next turns, not twenty rows of two chats
+    second = chats(claim_open(store, new_holder("b"), [batch], limit=200))
+    assert not set(first) & set(second)  # no chat shared with a live holder: nobody waits for the other
+    assert len(second) == CHATS - 4 and max(second.values()) == PER_CHAT
 
 
 def test_live_leases_are_kept_and_dead_or_expired_ones_taken_over(pg_url: str) -> None:
