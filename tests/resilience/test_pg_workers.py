@@ -1,0 +1,170 @@
+"""Four `crmkit worker` processes on one PostgreSQL database deliver one queued 2,000-message send exactly once,
+under injected faults, with one worker SIGKILLed mid-way, within Teams' limits for all four together.
+
+The sandbox's own throttle is raised out of the way here, so that it counts instead of refusing: every message
+it stored carries its arrival time (the id is the tenant clock's epoch millisecond), and from those the test
+reads how many posts Teams accepted in any one second (at most 20: Teams' limit per app per tenant) and in
+any one chat (at most one a second). crmkit itself paces at Teams' real limits (no CRMKIT_TEAMS_* override).
+Without the pacing the workers share through the database, four workers post at four times the rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support.postgres import PgCluster, fresh_database_url
+from support.sandbox import ROOT, SandboxAdmin, colleagues, sign_in
+from support.soak import figure
+
+import crmkit
+from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+from crmkit.store import Store
+from crmkit.teams import activation
+from crmkit.teams.outbox import holder_process
+
+pytestmark = pytest.mark.slow  # four workers against a sandbox on PostgreSQL (PostgreSQL only: it is about sharing)
+
+RECORDS = 50
+PEOPLE = 40  # one-on-one chats: at 1/s each, 40 chats let the tenant's 20/s be the limit
+TOTAL = RECORDS * PEOPLE  # 2,000 messages
+WORKERS = 4
+KILL_AT = 600  # sent messages when one worker is SIGKILLed
+SUBJECT = "Vier Worker"
+TENANT_LIMIT = 20  # Teams: chat-message posts per second per app per tenant
+DEADLINE_S = 300
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """A fresh migrated PostgreSQL database (the template the root conftest's db_location clones)."""
+    template = pg_cluster.template_for("crm", lambda url: Store(url).close())
+    with fresh_database_url(pg_cluster, template) as url:
+        yield url
+
+
+def _worker(url: str, log: Path) -> subprocess.Popen[str]:
+    with log.open("a") as err:
+        return subprocess.Popen([sys.executable, "-m", "crmkit.cli", "--db", url, "worker", "--interval", "0.5"],
+                                cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=err, env=dict(os.environ))
+
+
+def _counts(store: Store) -> dict[str, int]:
+    return {s: int(n) for s, n in store.read(lambda tx: tx.rows("SELECT status, count(*) FROM outbox GROUP BY status"))}
+
+
+def _most_per_second(stamps_ms: list[int]) -> int:
+    """The most stamps in any one-second window [t, t + 1000 ms)."""
+    stamps, most, lo = sorted(stamps_ms), 0, 0
+    for hi, t in enumerate(stamps):
+        while stamps[lo] <= t - 1000:
+            lo += 1
+        most = max(most, hi - lo + 1)
+    return most
+
+
+def test_four_workers_deliver_one_send_exactly_once_within_teams_limits(
+    crm_tenant: SandboxAdmin, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    crm = crmkit.open(pg_url)
+    activation.enable(crm)
+    ids = [crm.add_address(company=f"Firma {i:03d} GmbH", city="Berlin", country="DE") for i in range(RECORDS)]
+    sign_in(crm, SANDBOX_DEFAULT_UPN)
+    people = colleagues(crm_tenant, PEOPLE)
+    queued = crm.teams.send(ids, to=people, subject=SUBJECT, deliver=False)  # left to the workers
+    crm.teams.close()
+    assert _counts(crm.store) == {"pending": TOTAL}, queued["status"].value_counts()
+
+    crm_tenant.put("limits", {"chat_post_per_app_per_s": 1000, "chat_post_per_chat_per_s": 100})  # count, not refuse
+    crm_tenant.put("faults", {"rate": 0.10, "statuses": [429, 500, 502, 503, 504], "drop_rate": 0.01,
+                              "timeout_after_commit_rate": 0.02, "hang_s": 10, "retry_after_s": 1, "seed": 11})
+    monkeypatch.setenv("CRMKIT_GRAPH_TIMEOUT", "3")
+    log = tmp_path / "workers.log"
+    workers = [_worker(pg_url, log) for _ in range(WORKERS)]
+    killed: subprocess.Popen[str] | None = None
+    held: list[str] = []
+    started = time.monotonic()
+    try:
+        while True:
+            counts = _counts(crm.store)
+            if killed is None and counts.get("sent", 0) >= KILL_AT:
+                # The worker holding the most open rows: a takeover must then really happen.
+                leases = crm.store.df("SELECT id, claimed_by FROM outbox WHERE status IN ('pending', 'sending') "
+                                      "AND claimed_by IS NOT NULL")
+                pids = {p.pid: p for p in workers}
+                by_pid = Counter(holder_process(h)[1] for h in leases["claimed_by"])
+                pid = next(p for p, _ in by_pid.most_common() if p in pids)
+                killed = pids[pid]
+                killed.send_signal(signal.SIGKILL)
+                killed.wait(30)  # reaped: the others see its process is gone
+                held = [r.id for r in leases.itertuples() if holder_process(r.claimed_by)[1] == pid]
+            if not counts.get("pending") and not counts.get("sending"):
+                break
+            dead = [p for p in workers if p is not killed and p.poll() is not None]
+            if dead:
+                pytest.fail(f"a worker exited ({dead[0].returncode}); see {log}:\n{log.read_text()[-3000:]}")
+            if time.monotonic() - started > DEADLINE_S:
+                pytest.fail(f"not delivered in {DEADLINE_S} s: {counts}; see {log}:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        seconds = time.monotonic() - started
+    finally:
+        for p in workers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=60)[0] if p is not killed else "" for p in workers]
+        if killed is not None and killed.stdout is not None:
+            killed.stdout.close()
+        crm_tenant.put("faults", {"rate": 0.0, "drop_rate": 0.0, "timeout_after_commit_rate": 0.0})
+        crm_tenant.put("limits", {"chat_post_per_app_per_s": 20, "chat_post_per_chat_per_s": 1})
+    assert killed is not None, "the send was delivered before a worker could be killed"
+    assert held, "the killed worker held no rows: nothing was taken over"
+    assert all(p.returncode == 0 for p in workers if p is not killed), log.read_text()[-3000:]
+    assert all("queued messages delivered" in out for out in outs if out), outs
+
+    counters = crm_tenant.counters()
+    assert any("timeout_after_commit" in k for k in counters), counters  # the ambiguous case really happened
+    delivered = [m for m in crm_tenant.get("messages")["value"] if m.get("subject") == f"cobra CRM - {SUBJECT}"]
+    markers = Counter(a["id"] for m in delivered for a in m["attachments"])
+    assert len(delivered) == TOTAL, f"{len(delivered)} messages in the sandbox for {TOTAL}"
+    assert max(markers.values()) == 1, "a message was delivered twice"
+
+    outbox = crm.store.df("SELECT id, status, marker, message_id, claimed_by FROM outbox")
+    assert outbox["status"].eq("sent").all(), outbox["status"].value_counts()
+    assert set(outbox["marker"]) == set(markers)
+    assert set(outbox["message_id"]) == {m["id"] for m in delivered}
+    finishers = outbox.set_index("id")["claimed_by"].map(lambda h: holder_process(h)[1] if h else None)
+    assert not finishers.loc[held].eq(killed.pid).any()  # every row the killed worker held, another one finished
+    assert finishers.nunique() >= WORKERS - 1, finishers.value_counts()  # the survivors all delivered
+
+    transfers = crm.store.df("SELECT message_id, message_key, outcome FROM transfer_log")
+    assert len(transfers) == TOTAL and transfers["outcome"].eq("sent").all()  # transfer-log rows = deliveries
+    assert transfers["message_key"].is_unique and set(transfers["message_id"]) == {m["id"] for m in delivered}
+
+    stamps = [int(m["id"]) for m in delivered]
+    per_chat: defaultdict[str, list[int]] = defaultdict(list)
+    for m in delivered:
+        per_chat[m["chatId"]].append(int(m["id"]))
+    closest = min(b - a for s in per_chat.values() for a, b in zip(sorted(s), sorted(s)[1:], strict=False))
+    most = _most_per_second(stamps)
+    test = "test_four_workers_deliver_one_send_exactly_once_within_teams_limits"
+    figure(test, "seconds", round(seconds, 1))
+    figure(test, "most_per_second", most)
+    figure(test, "closest_in_a_chat_ms", closest)
+    figure(test, "rows_taken_over", len(held))
+    print(json.dumps({"seconds": round(seconds, 1), "msg_per_s": round(TOTAL / seconds, 1), "most_per_second": most,
+                      "closest_in_a_chat_ms": closest, "taken_over": len(held),
+                      "finishers": {str(k): int(v) for k, v in finishers.value_counts().items()},
+                      "injected": {k: v for k, v in counters.items() if "injected" in k or "timeout" in k
+                                   or "dropped" in k}}))
+    assert most <= TENANT_LIMIT, f"{most} posts accepted in one second (Teams allows {TENANT_LIMIT})"
+    assert closest >= 1000, f"two posts into one chat {closest} ms apart (Teams allows one a second)"
+    assert len(pd.unique(outbox["marker"])) == TOTAL
