@@ -141,7 +141,7 @@ def run_worker(
     claimer = Claimer.here("worker", RUN_CLAIM_TTL)
     shared = crm.store.dialect == "postgresql"  # every worker active, each under a lease row of its own
     if shared:
-        _forget_dead_workers(crm.store)
+        _forget_dead_workers(crm.store, claimer)
     lease = Lease(crm.store, claimer, ttl=lease_ttl, name=f"{LEASE_NAME}:{claimer.holder}" if shared else LEASE_NAME)
     warned: set[str] = set()
     stats = WorkerStats()
@@ -198,10 +198,15 @@ def run_worker(
     return stats
 
 
-def _forget_dead_workers(store: Store) -> None:
-    """Drop the lease rows of PostgreSQL workers whose lease ran out (killed, or their machine gone)."""
-    store.write(lambda tx: tx.execute("DELETE FROM campaign_worker_lease WHERE name LIKE ? AND expires_at < ?",
-                                      [f"{LEASE_NAME}:%", utcnow()]) and None)
+def _forget_dead_workers(store: Store, claimer: Claimer) -> None:
+    """Drop the lease rows of PostgreSQL workers whose lease ran out or whose process is gone on this machine."""
+    now = utcnow()
+    rows = store.read(lambda tx: tx.rows(
+        "SELECT name, host, pid, expires_at FROM campaign_worker_lease WHERE name LIKE ?", [f"{LEASE_NAME}:%"]))
+    dead = [name for name, host, pid, expires in rows if expires < now or claimer.gone(host, pid)]
+    if dead:
+        store.write(lambda tx: tx.execute(
+            f"DELETE FROM campaign_worker_lease WHERE name IN ({', '.join('?' * len(dead))})", dead) and None)
 
 
 def _deliver_queued(crm: CRM, claimer: Claimer, stop: threading.Event, warned: set[str]) -> int:

@@ -27,13 +27,13 @@ RUNS = 2 * ADDRESSES
 KILL_AT = scaled(12)  # done runs when the first worker is killed
 
 
-def _worker(db: Path, log: Path) -> subprocess.Popen[str]:
+def _worker(db: str, log: Path) -> subprocess.Popen[str]:
     with log.open("a") as err:
-        return subprocess.Popen([sys.executable, "-m", "crmkit.cli", "--db", str(db), "worker", "--interval", "0.5"],
+        return subprocess.Popen([sys.executable, "-m", "crmkit.cli", "--db", db, "worker", "--interval", "0.5"],
                                 cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=err, env=dict(os.environ))
 
 
-def _done(db: Path) -> int:
+def _done(db: str) -> int:
     store = crmkit.open(db).store
     try:
         return int(store.one("SELECT count(*) FROM campaign_runs WHERE status = 'done'"))
@@ -41,7 +41,7 @@ def _done(db: Path) -> int:
         store.close()
 
 
-def _wait(proc: subprocess.Popen[str], db: Path, log: Path, until: int) -> int:
+def _wait(proc: subprocess.Popen[str], db: str, log: Path, until: int) -> int:
     deadline = time.monotonic() + scaled(240)
     while (done := _done(db)) < until:
         if proc.poll() is not None:
@@ -53,9 +53,9 @@ def _wait(proc: subprocess.Popen[str], db: Path, log: Path, until: int) -> int:
 
 
 def test_worker_killed_mid_campaign_then_resumed_runs_each_action_once(
-    fast_crm_tenant: SandboxAdmin, tmp_path: Path,
+    fast_crm_tenant: SandboxAdmin, tmp_path: Path, db_location: str,
 ) -> None:
-    db = tmp_path / "crm.duckdb"
+    db = db_location  # a DuckDB file (one active worker) or a PostgreSQL database (every worker active)
     crm = crmkit.open(db)
     activation.enable(crm)
     ids = [crm.add_address(company=f"Kunde {i:02d} GmbH", city="Köln", country="DE") for i in range(ADDRESSES)]
