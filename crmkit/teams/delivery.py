@@ -279,7 +279,8 @@ def deliver_shared(
     those of a dead or expired holder are taken over (read back first if they were left sending).
 
     ``cancel`` cancels the batches' pending rows (a user's stop); ``until`` only ends this process's part
-    after the chunk in hand (a worker stopping), the rest left to the others.
+    after the chunk in hand (a worker stopping), the rest left to the others. Without ``until`` (a sender)
+    it also waits for the rows other live processes hold, so the send's results are final when it returns.
     Returns this process's outcomes; rows still unconfirmed are released for a later pass (or process).
     """
     engine = DeliveryEngine(store, gateway, side_effects, holder=holder)
@@ -291,7 +292,10 @@ def deliver_shared(
         while not any(e is not None and e.is_set() for e in (cancel, until)) and idle < MAX_IDLE_PASSES:
             ids = claim_open(store, holder, batch_ids, limit=chunk)
             if not ids:
-                break
+                if until is not None or not _held_by_others(store, holder, batch_ids):
+                    break
+                time.sleep(0.5)  # their rows end sent, failed or released (a lease ends with its process)
+                continue
             rows = open_rows(store, ids)
             done = graph.submit(engine.run(rows, progress=_shifted(progress, counts), cancel=cancel)).result() \
                 if len(rows) else []
@@ -309,6 +313,13 @@ def deliver_shared(
     finally:
         outbox.release_leases(store, holder)  # whatever we still hold: another process may go on at once
     return outcomes
+
+
+def _held_by_others(store: Store, holder: str, batch_ids: list[str]) -> bool:
+    """Whether other processes hold live leases on open rows of these batches."""
+    return bool(store.one(
+        "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending') AND claimed_by <> ? AND "
+        f"claim_expires_at >= ? AND batch_id IN ({', '.join('?' * len(batch_ids))})", [holder, utcnow(), *batch_ids]))
 
 
 def _shifted(progress: Callable[[Progress], None] | None, before: Progress) -> Callable[[Progress], None] | None:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from support.postgres import PgCluster, fresh_database_url
+from support.sandbox import colleagues, sign_in
 
 from crmkit.store import Store
 from crmkit.teams.outbox import (
@@ -115,3 +118,34 @@ def test_live_leases_are_kept_and_dead_or_expired_ones_taken_over(pg_url: str) -
     assert claim_leased(store, ids[1], me)
     release_leases(store, live)
     assert len(claim_open(store, me, [batch], limit=30)) == 30
+
+
+def test_a_senders_send_waits_for_the_rows_another_live_process_holds(
+    fast_crm_tenant: Any, pg_url: str,
+) -> None:
+    """A send on PostgreSQL returns final results even when another process (a worker) held some of its rows:
+    the sender delivers what it can claim, then waits for the others' rows (here released after 2 s, as a
+    worker's are when it stops) and delivers them too."""
+    import crmkit
+    from crmkit.sandbox import SANDBOX_DEFAULT_UPN
+    from crmkit.teams import activation
+
+    crm = crmkit.open(pg_url)
+    activation.enable(crm)
+    ids = [crm.add_address(company=f"Firma {i} GmbH", city="Köln", country="DE") for i in range(3)]
+    sign_in(crm, SANDBOX_DEFAULT_UPN)
+    crm.teams.send(ids, to=colleagues(fast_crm_tenant, 2), subject="Geteilt", deliver=False)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live process elsewhere
+    try:
+        other = f"worker:{holder_process(new_holder('x'))[0]}:{sleeper.pid}:cafe"
+        held = crm.store.df("SELECT id FROM outbox ORDER BY seq LIMIT 2")["id"].tolist()
+        crm.store.execute("UPDATE outbox SET claimed_by = ?, claim_expires_at = ? WHERE id IN (?, ?)",
+                          [other, utcnow() + timedelta(seconds=60), *held])
+        threading.Timer(2.0, release_leases, args=(crm.store, other)).start()
+        results = crm.teams.resume()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        crm.teams.close()
+    assert results["status"].eq("sent").all() and len(results) == 6, results[["status"]].value_counts()
+    assert len(fast_crm_tenant.get("messages")["value"]) == 6
