@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import ConfigError
-from .store import default_path
+from .store import default_path, is_postgres_url
 
 __all__ = ["DemoSettings", "prepare_database", "run_demo"]
 
@@ -70,8 +70,12 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
     from .sandbox.process import SandboxProcess, sandbox_is_up
     from .voila_launch import dashboard_url, server_url, start_voila, wait_until_up
 
-    db = str(Path(settings.db or default_path()).expanduser().resolve())
-    state = Path(db).parent / settings.state
+    raw = settings.db or default_path()
+    if is_postgres_url(raw):  # a team's server: the state folder stays in the working directory
+        db, state = raw, Path.cwd() / settings.state
+    else:
+        db = str(Path(raw).expanduser().resolve())
+        state = Path(db).parent / settings.state
     state.mkdir(mode=0o700, exist_ok=True)
     prepare_database(db, settings.addresses, out)
 
