@@ -108,14 +108,9 @@ def _connect_error(url: str, exc: BaseException) -> StoreError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     where = display_url(url)
     if "FATAL:" in text:  # the server answered and refused: role, password, database or pg_hba
-        return DatabaseLoginRefused(
-            f"The PostgreSQL server of {where} refused the login ({text.split('FATAL:', 1)[1].strip()}). "
-            "Check the role, its password and the database name in CRMKIT_DB."
-        )
-    return DatabaseUnavailable(
-        f"The PostgreSQL server of {where} cannot be reached ({text}). Check that it is running and that "
-        "host and port in CRMKIT_DB are right."
-    )
+        return catalog_error(DatabaseLoginRefused, "error.msg.db_login_refused", where=where,
+                             detail=text.split("FATAL:", 1)[1].strip())
+    return catalog_error(DatabaseUnavailable, "error.msg.db_unavailable", where=where, detail=text)
 
 
 class PgTx(Tx):

@@ -41,6 +41,7 @@ def test_a_server_that_is_down_is_database_unavailable_saying_what_to_check() ->
     message = str(info.value)
     assert isinstance(info.value, errors.StoreError)
     assert f"127.0.0.1:{port}" in message and "running" in message and "host and port" in message, message
+    assert "nicht erreichbar" in info.value.text("de") and "CRMKIT_DB" in info.value.text("de")
     _assert_no_secret(info.value)
 
 
@@ -54,6 +55,7 @@ def test_a_refused_login_is_database_login_refused(pg_cluster: PgCluster, user: 
         crmkit.open(url)
     message = str(info.value)
     assert named in message and "role, its password and the database name" in message, message
+    assert "Anmeldung abgelehnt" in info.value.text("de")
     _assert_no_secret(info.value)
 
 
