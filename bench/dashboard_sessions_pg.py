@@ -142,17 +142,23 @@ def run(ctx: Context) -> list[Result]:
     work = ctx.workdir / "dashboard_sessions_pg"
     work.mkdir(parents=True)
     sandbox = SandboxProc(work / "sandbox-state", work / "sandbox.log", ["--device-code-interval", "1"])
+    from crmkit.store.postgres import close_pools
+
+    pg = cluster(ctx)
     try:
-        pg = cluster(ctx)
-        figures = {"postgresql": _scenario(ctx, work / "postgresql", pg_demo_database(ctx, pg, ctx.addresses,
-                                                                                       "sessions"), sandbox)}
+        url = pg_demo_database(ctx, pg, ctx.addresses, "sessions")
+        figures = {"postgresql": _scenario(ctx, work / "postgresql", url, sandbox)}
+        close_pools(url)
+        pg.drop_database(url.rsplit("/", 1)[1])
         duck_db, _ = duckdb_demo_file(ctx, work, ctx.addresses)
         figures["duckdb"] = _scenario(ctx, work / "duckdb", str(duck_db), sandbox)
     finally:
-        from crmkit.store.postgres import close_pools
-
         close_pools()
         sandbox.stop()
+        # the last module on the run's cluster: give its tmpfs back to the benches after it
+        ctx.shared.pop("pg_demo_template", None)
+        ctx.shared.pop("pg_cluster", None)
+        pg.stop()
     return _results(ctx, figures)
 
 
