@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import CrmkitError, DatabasePathError, StoreError, StoreNotEmpty, catalog_error
+from ..migrations import DERIVED_TABLES
 from . import Store, is_postgres_url
 from .tx import Tx
 
@@ -89,7 +90,8 @@ def _columns(tx: Tx) -> dict[str, list[tuple[str, str, str | None]]]:
     )
     out: dict[str, list[tuple[str, str, str | None]]] = {}
     for table, column, dtype, default in rows:
-        out.setdefault(table, []).append((column, dtype, default))
+        if table not in DERIVED_TABLES:  # kept by the target's own triggers from the tables copied
+            out.setdefault(table, []).append((column, dtype, default))
     return out
 
 

@@ -120,6 +120,7 @@ BASE: dict[str, str] = {
     "user_settings": "SELECT, INSERT, UPDATE",  # own rows
     "audit": "INSERT",  # own name; reading the trail is system.admin's
     "contact_types": "SELECT", "addresses": "SELECT", "address_words": "SELECT", "contacts": "SELECT",
+    "address_count": "SELECT",  # kept by a SECURITY DEFINER trigger: nobody writes it
     "sessions": "SELECT, INSERT, UPDATE, DELETE",  # writes: own rows
     "display_formats": "SELECT", "privacy_settings": "SELECT", "address_flags": "SELECT",
     "consent_state": "SELECT",
@@ -438,7 +439,7 @@ def _grant_all(tx: Tx, database: str, groups: Mapping[str, str], tables: set[str
                 tx.execute(f"GRANT {_privileges(tx, table, text)} ON {_q(table)} TO {_q(groups[key])}")
     # The columns an analyst's filter may name are the table's (sql_filter.address_columns); the search words,
     # which the record table's query joins beside the filter, are made of those columns.
-    for table in ("addresses", "address_words"):
+    for table in ("addresses", "address_words", "address_count"):
         if table in tables:
             tx.execute(f"GRANT SELECT ON {_q(table)} TO {_q(groups['filter'])}")
 

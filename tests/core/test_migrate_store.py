@@ -21,6 +21,7 @@ import pytest
 import crmkit
 from crmkit import demo_data
 from crmkit.errors import DatabasePathError, StoreError, StoreNotEmpty
+from crmkit.migrations import DERIVED_TABLES
 from crmkit.privacy import TransferRecord, log_transfers
 from crmkit.store import Store, Tx
 from crmkit.store import copy as store_copy
@@ -77,7 +78,8 @@ def build_crm(location: str | Path) -> None:
 
 
 def rows_by_table(location: str | Path) -> dict[str, list[str]]:
-    """Every table's rows as sorted reprs of the values the driver returns (independent of copy.py's checksum)."""
+    """Every table's rows as sorted reprs of the values the driver returns (independent of copy.py's checksum);
+    PostgreSQL's derived tables (migrations.DERIVED_TABLES) left out, after checking them against their source."""
     store = Store(str(location))
 
     def run(tx: Tx) -> dict[str, list[str]]:
@@ -85,7 +87,11 @@ def rows_by_table(location: str | Path) -> dict[str, list[str]]:
             "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
             "AND table_schema = current_schema() AND table_type = 'BASE TABLE'")]
         out = {}
+        if "address_count" in names:  # the trigger-kept total of the record table
+            assert tx.one("SELECT n FROM address_count") == tx.one("SELECT count(*) FROM addresses")
         for name in names:
+            if name in DERIVED_TABLES:
+                continue
             cols = [r[0] for r in tx.rows(
                 "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
                 "AND table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position", [name])]
