@@ -208,10 +208,10 @@ _TEAM_AT_12: list[str] = [
     "ALTER TABLE outbox ADD COLUMN claimed_by VARCHAR",
     "ALTER TABLE outbox ADD COLUMN claim_expires_at TIMESTAMP",
     # Teams' limits shared by every process (crmkit/teams/pacing.py): per key ('tenant', 'chat:<id>') the
-    # database clock's epoch second from which the next request may start.
-    "CREATE TABLE teams_pacing (key VARCHAR PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)",
-    # The tenant row's actual starts of the last second (database clock): a hard cap per sliding second.
-    "ALTER TABLE teams_pacing ADD COLUMN starts DOUBLE PRECISION[]",
+    # database clock's epoch second from which the next request may start, and (the tenant row) the actual
+    # starts of the last second: a hard cap per sliding second.
+    "CREATE TABLE teams_pacing (key VARCHAR PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL, "
+    "starts DOUBLE PRECISION[])",
 ]
 
 
@@ -430,7 +430,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ]),
     # Work in progress this session (issue 15), released with it: what several processes sharing one
     # PostgreSQL database need; the statements PostgreSQL alone runs are POSTGRES_ONLY[12].
-    (12, "team server: indexes and extensions for PostgreSQL", _TEAM_AT_12),
+    (12, "team server: outbox leases and Teams pacing shared by processes; PostgreSQL's indexes", _TEAM_AT_12),
 ]
 
 
@@ -441,6 +441,8 @@ POSTGRES_INSTEAD: dict[tuple[int, int], str | None] = {
     # PostgreSQL database is new at today's schema (no crmkit before this one ran on PostgreSQL), so at
     # migration 6 it holds no address to index; addresses.py keeps the index from then on.
     (6, 1): None,
+    # transfer_log (address_id): PostgreSQL's (address_id, logged_at, id) of migration 12 serves its lookups too.
+    (3, 7): None,
 }
 
 

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 from support.migrations import database_at_level
 
-from crmkit.migrations import MIGRATIONS
+from crmkit.migrations import MIGRATIONS, statements_for
 from crmkit.rights import BUILTIN_ROLES, RIGHTS
 from crmkit.store import Store
 
@@ -196,6 +196,23 @@ RELEASED = {
     9: "61aa9452ec36db20ad40423baa52ca870330cdf8afb30de804fb5f30fb81057e",
     10: "5aac512e71d38d7dbd8d19e6b15d14b714267b477c16bafc339e265cd986346d",
     11: "f5991f35a2c286d9fa3e27b9047582302181e5c29436844a06b8fb2c55e00d63",
+    12: "d0b149639f06c2cbf9af88f4017cb570b5099dc807da6f64303476fa03eb6134",
+}
+# The same over what PostgreSQL runs (statements_for: POSTGRES_INSTEAD and POSTGRES_ONLY applied); pinned from
+# migration 12 on, the first release on PostgreSQL. Where the two differ is migrations.py's dialect table.
+RELEASED_POSTGRESQL = {
+    1: "e5f5ed6ba48eff5ec25a4fa310276d68e96f74657ce95aa56bc73524a83159af",
+    2: "7dd323ffc9ca60340cfc72f21721e337e65b4bda03f6b4da2ab1fbf9d8383eb4",
+    3: "d11b026aa7068a86a19fb2c4872dc51f0533c8600de63346bd0d89b84ea97b52",
+    4: "b20a8c5debd9fa08396e6633894e525d5a1bdc63b47e4c41a4fac085c0157a00",
+    5: "9ffedcf9adf3c03b63c6cfcfda99db86698b5e2da8d9123b3c6883c6778b917c",
+    6: "f4f4d1b262894c701dd05377a01005fb51b6ad2c364d71b8240165d4f5b9b53a",
+    7: "48c09aa1f9efe1e1aca96ded7b07e42198c25d58db72db1a63c1e39a6717c327",
+    8: "5462798e356e53fb847c9907db8d27e20813654baf2fc158fc4bd39769434bf4",
+    9: "61aa9452ec36db20ad40423baa52ca870330cdf8afb30de804fb5f30fb81057e",
+    10: "5aac512e71d38d7dbd8d19e6b15d14b714267b477c16bafc339e265cd986346d",
+    11: "f5991f35a2c286d9fa3e27b9047582302181e5c29436844a06b8fb2c55e00d63",
+    12: "bbebb4fd489ca23d7a4458c841dde2d15872815bf73a209e791321433a545eb8",
 }
 
 
@@ -208,6 +225,12 @@ def test_released_migrations_are_unchanged() -> None:
     assert {mid: _digest(by_id[mid]) for mid in RELEASED} == RELEASED
     # at most the newest migration may be unreleased (work in progress on a branch)
     assert set(by_id) - set(RELEASED) <= {max(by_id)}
+
+
+def test_released_migrations_are_unchanged_on_postgresql() -> None:
+    by_id = {mid: statements_for("postgresql", mid, statements) for mid, _, statements in MIGRATIONS}
+    assert {mid: _digest(by_id[mid]) for mid in RELEASED_POSTGRESQL} == RELEASED_POSTGRESQL
+    assert set(by_id) - set(RELEASED_POSTGRESQL) <= {max(by_id)}
 
 
 def test_migration_ids_are_increasing_and_unique() -> None:

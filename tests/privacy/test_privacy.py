@@ -375,10 +375,11 @@ def test_compact_keeps_rows_and_constraints(crm: CRM) -> None:
         _log(crm, [_record(ids[0], "r0", message_key="k")])
     if crm.store.dialect == "postgresql":  # its indexes stay (CLUSTER), the unique backstop among them
         indexes = crm.store.df("SELECT indexname AS index_name FROM pg_indexes WHERE tablename = 'transfer_log'")
-        assert {"transfer_log_address_time", "transfer_log_unique"} <= set(indexes["index_name"])
+        assert {"transfer_log_address_time", "transfer_log_unique", "transfer_log_dedupe"} <= set(
+            indexes["index_name"])
     else:
         indexes = crm.store.df("SELECT index_name FROM duckdb_indexes()")
-    assert {"transfer_log_address", "transfer_log_dedupe"} <= set(indexes["index_name"])
+        assert {"transfer_log_address", "transfer_log_dedupe"} <= set(indexes["index_name"])
 
 
 def test_transfer_counts_per_day_and_channel(crm: CRM) -> None:
