@@ -28,7 +28,7 @@ from .outbox import LEASE_S, Delivery, claim, claim_leased, claim_open, finish, 
 if TYPE_CHECKING:
     from ..graph import GraphClient
 
-__all__ = ["Ambiguous", "ChatGateway", "DeliveryEngine", "Progress", "deliver_shared"]
+__all__ = ["Ambiguous", "ChatGateway", "DeliveryEngine", "Progress", "deliver_shared", "progress_after"]
 
 # Statuses that prove the message was not stored; anything else after the request left is ambiguous.
 DEFINITE_FAILURES = {400, 401, 403, 404, 409, 413, 422}
@@ -297,7 +297,7 @@ def deliver_shared(
                 time.sleep(0.5)  # their rows end sent, failed or released (a lease ends with its process)
                 continue
             rows = open_rows(store, ids)
-            done = graph.submit(engine.run(rows, progress=_shifted(progress, counts), cancel=cancel)).result() \
+            done = graph.submit(engine.run(rows, progress=progress_after(progress, counts), cancel=cancel)).result() \
                 if len(rows) else []
             outcomes += done
             counts.done += len(done)
@@ -322,8 +322,8 @@ def _held_by_others(store: Store, holder: str, batch_ids: list[str]) -> bool:
         f"claim_expires_at >= ? AND batch_id IN ({', '.join('?' * len(batch_ids))})", [holder, utcnow(), *batch_ids]))
 
 
-def _shifted(progress: Callable[[Progress], None] | None, before: Progress) -> Callable[[Progress], None] | None:
-    """A chunk's progress reported as progress of the whole delivery (counts of earlier chunks added)."""
+def progress_after(progress: Callable[[Progress], None] | None, before: Progress) -> Callable[[Progress], None] | None:
+    """A chunk's progress reported as progress of the whole delivery (the counts of earlier chunks added)."""
     if progress is None:
         return None
 

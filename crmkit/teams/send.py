@@ -38,7 +38,7 @@ from ..graph import GraphNotFound, RetryPolicy
 from . import display_format, recipients
 from .activation import switched_off
 from .compose import check_message_text, prefixed_subject
-from .delivery import DeliveryEngine, Progress, deliver_shared
+from .delivery import DeliveryEngine, Progress, deliver_shared, progress_after
 from .gateway import GraphChatGateway, teams_limiter
 from .options import SendOptions
 from .outbox import cancel, keyed_batch, new_holder, open_ids, open_rows, pending_batches, purge_abandoned_staging
@@ -374,7 +374,7 @@ class TeamsService:
                 rows = open_rows(self.crm.store, ids[start:start + DELIVER_CHUNK])
                 if not len(rows):
                     continue
-                done = graph.submit(engine.run(rows, progress=_offset(progress, counts),
+                done = graph.submit(engine.run(rows, progress=progress_after(progress, counts),
                                                cancel=cancel_event)).result()
                 counts.done += len(done)
                 counts.sent += sum(d.status == "sent" for d in done)
@@ -411,16 +411,4 @@ def _check_idempotency_key(key: object) -> str | None:
         raise ValidationError(f"An idempotency_key is printable text of 1 to {MAX_IDEMPOTENCY_KEY} characters "
                               "(one per message composed); nothing was sent.")
     return key
-
-
-def _offset(progress: Callable[[Progress], None] | None, before: Progress) -> Callable[[Progress], None] | None:
-    """A chunk's progress reported as progress of the whole pass (counts of earlier chunks added)."""
-    if progress is None:
-        return None
-
-    def report(p: Progress) -> None:
-        progress(Progress(before.done + p.done, before.total, before.sent + p.sent, before.failed + p.failed,
-                          p.last))
-
-    return report
 
