@@ -448,10 +448,10 @@ POSTGRES_INSTEAD: dict[tuple[int, int], str | None] = {
 
 # What PostgreSQL runs after a migration's own statements. DuckDB loads every index on every attach of
 # the file, so it keeps only small ones (migrations 3 and 5); a server keeps its indexes in memory, and
-# the record table, the search and the access report use these.
+# the record table, the search and the access report use these. The search's word prefixes use a btree
+# (text_pattern_ops): measured here 3.2 ms for a prefix against pg_trgm's GIN 10.5 ms, so no extension.
 POSTGRES_ONLY: dict[int, list[str]] = {
     12: [
-        "CREATE EXTENSION IF NOT EXISTS pg_trgm",  # trusted (contrib): the database owner may create it
         "CREATE INDEX addresses_city_name ON addresses (city, last_name, id)",
         "CREATE INDEX addresses_name ON addresses (last_name, first_name, id)",
         "CREATE INDEX address_words_word ON address_words (word text_pattern_ops)",
