@@ -88,8 +88,16 @@ def field_label(key: str, lang: str | None = None) -> str:
 @cache
 def _english_pattern(key: str) -> re.Pattern[str]:
     parts = re.split(r"({\w+})", catalog()[key][_FALLBACK])
-    return re.compile("".join(f"(?P<{p[1:-1]}>.+?)" if re.fullmatch(r"{\w+}", p) else re.escape(p) for p in parts)
-                      + r"\Z", re.S)
+    seen: set[str] = set()
+    out = []
+    for part in parts:
+        if re.fullmatch(r"{\w+}", part):
+            name = part[1:-1]
+            out.append(f"(?P={name})" if name in seen else f"(?P<{name}>.+?)")  # a placeholder used twice
+            seen.add(name)
+        else:
+            out.append(re.escape(part))
+    return re.compile("".join(out) + r"\Z", re.S)
 
 
 def relocalize(text: str, lang: str | None, keys: Sequence[str],

@@ -164,3 +164,15 @@ def test_the_loading_text_language_is_read_from_the_file(tmp_path: Path) -> None
     assert stored_language(str(db), "admin") == "en"
     assert stored_language(str(db), "admin", url_user="ben") == "de"  # ben has none: the system default
     assert stored_language(str(tmp_path / "missing.duckdb"), "admin") == "de"  # any trouble: the default
+
+
+def test_a_stored_english_text_whose_template_names_a_value_twice_is_relocalized() -> None:
+    """relocalize() matches a template that uses a placeholder twice (migrate-store's mismatch names its
+    target twice): the second use must equal the first, and the German text comes back."""
+    from crmkit.i18n import relocalize
+
+    key = "error.msg.store_copy_mismatch"
+    english = t(key, "en", source="a.duckdb", target="postgresql://crm@db/crm", problems="users: 3 rows sent")
+    german = relocalize(english, "de", [key])
+    assert german == t(key, "de", source="a.duckdb", target="postgresql://crm@db/crm", problems="users: 3 rows sent")
+    assert german != english
