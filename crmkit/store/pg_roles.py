@@ -17,8 +17,9 @@ shortened gets 8 hex digits of its sha256, so no two names meet):
   not per built-in role, so a role an admin made in the roles table works too: a user is a member of the
   group of every right they hold (admin: all of them).
 - ``P_filter`` (NOLOGIN): SELECT on ``addresses`` (the columns a filter may name are that table's,
-  crmkit.sql_filter.address_columns), on ``address_words`` (the search words, made of those columns, which
-  the record table's query joins beside the filter) and on ``address_count`` (their number), nothing else. An analyst's SQL filter runs under it
+  crmkit.sql_filter.address_columns), on ``address_words`` (the search words, made of those columns,
+  which the record table's query joins beside the filter) and on ``address_count`` (their number),
+  nothing else. An analyst's SQL filter runs under it
   (:func:`enter_filter_role`, ``SET LOCAL ROLE`` inside the read-only transaction); every user role is a
   member (through ``P_base``), so the switch needs nothing else.
 - ``P_u_<user>`` (LOGIN), one per active CRM user, member of ``P_base`` and of its rights' groups, holding
