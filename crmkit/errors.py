@@ -15,6 +15,7 @@ server's, not crmkit's errors: they stay outside the tree, and no sandbox class 
     │   ├── DatabasePathError       the path cannot hold a database
     │   ├── DatabaseUnavailable     the PostgreSQL server cannot be reached (down, wrong host or port)
     │   ├── DatabaseLoginRefused    the PostgreSQL server refused the login (role, password, database)
+    │   ├── MigrationNeedsOwner     a migration is pending and this login may not change the schema
     │   └── StoreNotEmpty           the target of `crmkit migrate-store` holds data
     ├── NotFound                    a record, user, setting … does not exist
     │   └── UnknownUser
@@ -68,6 +69,7 @@ __all__ = [
     "InvalidRecipient",
     "MessageTooLarge",
     "MfaRequired",
+    "MigrationNeedsOwner",
     "NotACrmkitDatabase",
     "NotFound",
     "PermissionDenied",
@@ -144,6 +146,11 @@ class DatabaseUnavailable(StoreError):
 
 class DatabaseLoginRefused(StoreError):
     """The PostgreSQL server answered but refused the login: role, password or database name."""
+
+
+class MigrationNeedsOwner(StoreError):
+    """A schema migration is pending, and the login (a person's, from ``crmkit db-roles``) may not run DDL:
+    the database's owner migrates (``crmkit init``) and syncs the logins (``crmkit db-roles``)."""
 
 
 class StoreNotEmpty(StoreError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import NotACrmkitDatabase
+from .errors import MigrationNeedsOwner, NotACrmkitDatabase, catalog_error
 
 if TYPE_CHECKING:
     from .store import Store, Tx
@@ -564,7 +564,29 @@ def migrate(store: Store) -> list[int]:
         pending = store.read(lambda tx: _pending_or_foreign(tx, store))
         if not pending:
             return []
-    return store.write(run)
+    try:
+        return store.write(run)  # one transaction: a refused statement rolls back every migration before it
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) != _INSUFFICIENT_PRIVILEGE:
+            raise
+        raise _needs_owner(store) from exc
+
+
+_INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE (psycopg's InsufficientPrivilege), read without psycopg
+
+
+def _needs_owner(store: Store) -> MigrationNeedsOwner:
+    """A person's login (crmkit db-roles) met a pending migration it may not run: who may, and what to run."""
+
+    def read(tx: Tx) -> tuple[str, str, list[int]]:
+        owner = tx.one("SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() "
+                       "AND tablename = '_crmkit_migrations'")
+        done = _applied(tx)
+        return str(tx.one("SELECT current_user")), str(owner), [m[0] for m in MIGRATIONS if m[0] not in done]
+
+    login, owner, pending = store.read(read)
+    return catalog_error(MigrationNeedsOwner, "error.msg.migration_needs_owner", where=store.path, login=login,
+                         owner=owner, pending=", ".join(map(str, pending)))
 
 
 _KIND = {"duckdb": "DuckDB", "postgresql": "PostgreSQL"}

@@ -674,3 +674,69 @@ def test_campaign_reaction_runs_under_the_recorders_login(pg_cluster: PgCluster,
             for camp in (carl, sam, rita):
                 camp.close()
             _close(db, ("carl", "sam", "rita"))
+
+
+def _schema(db: Db) -> tuple[Any, ...]:
+    """What a migration would change, read as the owner: columns, indexes, triggers and the migrations done."""
+    return tuple(db.owner(sql) for sql in (
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'public' ORDER BY 1, 2",
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+        "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1",
+        "SELECT id, name FROM _crmkit_migrations ORDER BY id",
+    ))
+
+
+@pytest.fixture
+def behind_db(pg_cluster: PgCluster, pg_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Db]:
+    """A CRM one migration behind this crmkit (migrated by a crmkit without the last one), vera's login synced."""
+    from crmkit import migrations
+
+    url = pg_database_url
+    with monkeypatch.context() as older:
+        older.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:-1])
+        crm = crmkit.open(url)
+        crm.add_user("vera", "Vera", roles=["viewer"])
+        sync_database_roles(crm.store)
+    db = Db(pg_cluster, url, url.rsplit("/", 1)[1], crm.store, 0)
+    try:
+        yield db
+    finally:
+        _close(db, ("vera",))
+
+
+def test_a_current_schema_opens_under_a_persons_login_and_writes_nothing(db: Db) -> None:
+    before = _schema(db)
+    crm = crmkit.open(db.role_url("vera"))
+    assert crm.store.applied_migrations == []
+    assert crm.user.name == "vera"
+    assert _schema(db) == before
+
+
+def test_a_pending_migration_under_a_persons_login_is_a_typed_error_and_changes_nothing(behind_db: Db) -> None:
+    """A login without DDL rights cannot migrate: crmkit says to ask the owner (crmkit init, then db-roles)
+    instead of psycopg's InsufficientPrivilege, and the one transaction leaves the schema as it was."""
+    from crmkit.errors import MigrationNeedsOwner, StoreError
+    from crmkit.migrations import MIGRATIONS
+
+    db = behind_db
+    before = _schema(db)
+    assert MIGRATIONS[-1][0] not in {mid for mid, _ in before[-1]}
+    with pytest.raises(MigrationNeedsOwner) as caught:
+        crmkit.open(db.role_url("vera"))
+    error = caught.value
+    assert isinstance(error, StoreError)
+    assert isinstance(error.__cause__, Denied)  # psycopg's own, chained for whoever debugs it
+    for lang in ("de", "en"):
+        text = error.text(lang)
+        assert "crmkit init" in text and "crmkit db-roles" in text, text
+        assert str(MIGRATIONS[-1][0]) in text and user_role(db.name, "vera") in text, text
+        assert "(postgres)" in text, text  # who may migrate: the owner of crmkit's tables
+    assert error.text("de") != error.text("en")
+    assert "Besitzer" in error.text("de")
+    assert str(error) == error.text("en")
+    assert _schema(db) == before
+    # the owner migrates, and the person's login opens it then
+    Store(db.url).close()
+    sync_database_roles(db.store)
+    assert crmkit.open(db.role_url("vera")).user.name == "vera"
