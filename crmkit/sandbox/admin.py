@@ -221,6 +221,41 @@ async def redirect_uris(request: Request) -> Response:
     return JSONResponse({"client_id": client_id, "kind": app.kind, "redirect_uris": list(app.redirect_uris)})
 
 
+async def register_app(request: Request) -> Response:
+    """POST ``{"name", "delegated_scopes": [...], "redirect_uris": [...]}``: a confidential web app (a client with
+    a secret, e.g. ``crmkit hub``'s JupyterHub), admin-consented for those scopes. The answer carries its
+    ``client_id`` and a generated ``client_secret``, once: the sandbox keeps only the secret's sha256, as for the
+    daemon app, so nothing can show it again."""
+    import secrets
+    import uuid
+
+    from .state import DELEGATED_SCOPES, App, sha256
+
+    sb = sandbox_of(request)
+    try:
+        data = await _json(request)
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 120:
+            raise ValueError("name must be a non-empty string of at most 120 characters")
+        scopes = data.get("delegated_scopes", ["User.Read"])
+        known = {s.lower(): s for s in DELEGATED_SCOPES}
+        if not isinstance(scopes, list) or any(not isinstance(s, str) or s.lower() not in known for s in scopes):
+            raise ValueError(f"delegated_scopes must be a list of {', '.join(DELEGATED_SCOPES)}")
+        uris = data.get("redirect_uris")
+        if not isinstance(uris, list) or not 1 <= len(uris) <= 256:
+            raise ValueError("redirect_uris must be a list of 1 to 256 URIs")
+        registered = tuple(_registrable_redirect_uri(u) for u in uris)
+    except (ValueError, TypeError) as exc:
+        return _bad(str(exc))
+    secret = secrets.token_urlsafe(32)
+    app = App(str(uuid.uuid4()), name.strip(), "confidential", sha256(secret),
+              tuple(dict.fromkeys(known[s.lower()] for s in scopes)), (), True, registered)
+    sb.state.add_app(app)
+    return JSONResponse({"client_id": app.client_id, "client_secret": secret, "name": app.name, "kind": app.kind,
+                         "delegated_scopes": list(app.delegated_scopes), "redirect_uris": list(registered)},
+                        status_code=201, headers={"Cache-Control": "no-store"})
+
+
 async def mint_token(request: Request) -> Response:
     """Mint an access token without a sign-in (benchmarks, expiry tests).
 
@@ -268,6 +303,7 @@ routes = [
     Route("/_sandbox/users", users, methods=["GET"]),
     Route("/_sandbox/users/{key}", remove_user, methods=["DELETE"]),
     Route("/_sandbox/consent", consent, methods=["PUT"]),
+    Route("/_sandbox/apps", register_app, methods=["POST"]),
     Route("/_sandbox/apps/{client_id}/redirect_uris", redirect_uris, methods=["GET", "PUT"]),
     Route("/_sandbox/token", mint_token, methods=["POST"]),
 ]

@@ -205,6 +205,13 @@ class SandboxState:
         return App(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), tuple(json.loads(row[5])), row[6],
                    tuple(json.loads(row[7] or "[]")))
 
+    def add_app(self, app: App) -> None:
+        """Register one more app (the admin API's web apps, e.g. ``crmkit hub``); reset() drops it again."""
+        with self._lock:
+            self._con.execute("INSERT INTO apps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+                app.client_id, app.name, app.kind, app.secret_sha256, json.dumps(app.delegated_scopes),
+                json.dumps(app.app_roles), app.admin_consented, json.dumps(app.redirect_uris)])
+
     def set_redirect_uris(self, client_id: str, uris: Iterable[str]) -> bool:
         """Replace an app's registered redirect URIs; False for an unknown app."""
         with self._lock:
