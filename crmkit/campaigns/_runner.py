@@ -121,13 +121,10 @@ def claim_runs(store: Store, claimer: Claimer, *, limit: int = 20) -> list[int]:
         return []
 
     def run(tx: Tx) -> list[int]:
-        lock = ""
-        if tx.dialect == "postgresql":
-            # Several claimers at once: READ COMMITTED re-checks a row another claimer has just committed
-            # against the WHERE (REPEATABLE READ would fail and retry the whole claim), and SKIP LOCKED passes
-            # over the rows another claim transaction holds, so each claimer gets rows of its own at once.
-            tx.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            lock = " FOR UPDATE SKIP LOCKED"
+        # Several claimers at once on PostgreSQL: SKIP LOCKED passes over the rows another claim transaction holds,
+        # so each claimer gets rows of its own at once; READ COMMITTED (below) re-checks a row another claimer
+        # has just committed against the WHERE (REPEATABLE READ would fail and retry the whole claim).
+        lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
         now = utcnow()
         ids = [r[0] for r in tx.rows(_READY_SQL + lock, [now, limit])]
         if len(ids) < limit:
@@ -141,7 +138,7 @@ def claim_runs(store: Store, claimer: Claimer, *, limit: int = 20) -> list[int]:
         tx.execute(f"UPDATE campaign_runs SET {sets} WHERE id IN ({', '.join('?' * len(ids))})", [*params, *ids])
         return ids
 
-    return store.write(run)
+    return store.write(run, isolation="read committed")
 
 
 _CONTEXT_SQL = f"""

@@ -24,10 +24,11 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 import pandas as pd
 
+from ..errors import ValidationError
 from .duckdb_backend import DuckDBBackend
 from .tx import Tracer, Tx
 
@@ -36,10 +37,12 @@ if TYPE_CHECKING:
 
     from .postgres import PostgresBackend
 
-__all__ = ["DEFAULT_DB", "DuckDBBackend", "Store", "Tracer", "Tx", "default_path", "is_postgres_url"]
+__all__ = ["DEFAULT_DB", "DuckDBBackend", "Isolation", "Store", "Tracer", "Tx", "default_path", "is_postgres_url"]
 
 DEFAULT_DB = "crm.duckdb"
 T = TypeVar("T")
+# PostgreSQL's levels a write may ask for (Store.write); REPEATABLE READ, DuckDB's snapshot isolation, is the default.
+Isolation = Literal["read committed", "repeatable read", "serializable"]
 
 
 def default_path() -> str:
@@ -140,16 +143,29 @@ class Store:
         with self.backend.lock_wait(seconds):
             yield
 
-    def write(self, fn: Callable[[Tx], T], *, retries: int = 20) -> T:
+    def write(self, fn: Callable[[Tx], T], *, retries: int = 20, isolation: Isolation | None = None) -> T:
         """Run ``fn`` in one transaction: all of it commits, or nothing does.
 
         A write-write conflict (DuckDB's, or PostgreSQL's serialization failure or deadlock) is retried
         from the start; DuckDB's file lock of another process is waited out while attaching.
+
+        ``isolation``: PostgreSQL runs this transaction (each attempt) at that level instead of REPEATABLE READ,
+        e.g. ``"read committed"`` for a claim with ``FOR UPDATE SKIP LOCKED`` (a row another claimer committed
+        meanwhile is re-checked against the WHERE instead of failing the claim); DuckDB has one level and
+        ignores it.
+
+        Raises:
+            ValidationError: ``isolation`` is not one of :data:`Isolation`'s levels (nothing ran).
         """
+        if isolation is not None and isolation not in get_args(Isolation):
+            raise ValidationError(f"isolation must be one of {', '.join(get_args(Isolation))}, not {isolation!r}.")
+        level = isolation.upper() if isolation is not None and self.dialect == "postgresql" else None
         attempt = 0
         while True:
             try:
                 with self.backend.transaction(read_only=False, tracer=self.tracer) as tx:
+                    if level is not None:  # before the first query of each attempt (the backend's SET LOCAL is none)
+                        tx.execute(f"SET TRANSACTION ISOLATION LEVEL {level}")
                     return fn(tx)
             except BaseException as exc:
                 if self.backend.is_conflict(exc) and attempt < retries:

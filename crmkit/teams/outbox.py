@@ -313,9 +313,6 @@ def claim_open(store: Store, holder: str, batch_ids: Sequence[str], *, limit: in
         return []
 
     def run(tx: Tx) -> list[str]:
-        # READ COMMITTED: a row another claimer committed meanwhile is re-checked against the WHERE instead of
-        # failing the whole claim (REPEATABLE READ); SKIP LOCKED passes over rows a claim transaction holds.
-        tx.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
         now = utcnow()
         dead = _dead_holders(tx, holder, now)
         marks = ", ".join("?" * len(dead))
@@ -345,7 +342,9 @@ def claim_open(store: Store, holder: str, batch_ids: Sequence[str], *, limit: in
                        [holder, now + timedelta(seconds=ttl), *ids])
         return ids
 
-    return store.write(run)
+    # READ COMMITTED: a row another claimer committed meanwhile is re-checked against the WHERE instead of
+    # failing the whole claim (REPEATABLE READ); SKIP LOCKED passes over rows a claim transaction holds.
+    return store.write(run, isolation="read committed")
 
 
 def claim_leased(store: Store, row_id: str, holder: str, *, at: datetime | None = None,
