@@ -35,7 +35,15 @@ server's, not crmkit's errors: they stay outside the tree, and no sandbox class 
     │   ├── MfaRequired
     │   ├── InvalidCredentials
     │   ├── SignInCancelled
-    │   └── SignInRequired          (auth) no usable Microsoft 365 account; sign in by device code
+    │   ├── SignInRequired          (auth) no usable Microsoft 365 account; sign in by device code
+    │   ├── SigningKeysUnavailable  (auth) the authority's discovery document or JWKS could not be read
+    │   └── IdTokenRefused          (auth) an id_token crmkit verified itself failed (not a JWT, no tid/oid)
+    │       ├── IdTokenExpired      past its expiry: sign in again
+    │       ├── IdTokenNotYetValid  issued in the future: this computer's clock is off
+    │       ├── IdTokenWrongAudience issued to another app: check the client id
+    │       ├── IdTokenWrongIssuer  another tenant or sign-in service: check the tenant id
+    │       ├── IdTokenBadSignature not RS256 by a published key (alg none/HS*, unknown kid, altered)
+    │       └── IdTokenNonceMismatch nonce missing or not this sign-in's
     ├── GraphError                  Microsoft Graph (carries status, code, request_id)
     │   ├── GraphThrottled          429 beyond the retry budget
     │   ├── GraphUnauthorized       (graph) 401, or Teams' 403 for an expired token, after one refresh

@@ -20,7 +20,20 @@ from ..errors import (
     SignInCancelled,
 )
 
-__all__ = ["CONSUMER_TENANT_ID", "SignInRequired", "auth_error", "is_personal_account"]
+__all__ = [
+    "CONSUMER_TENANT_ID",
+    "IdTokenBadSignature",
+    "IdTokenExpired",
+    "IdTokenNonceMismatch",
+    "IdTokenNotYetValid",
+    "IdTokenRefused",
+    "IdTokenWrongAudience",
+    "IdTokenWrongIssuer",
+    "SignInRequired",
+    "SigningKeysUnavailable",
+    "auth_error",
+    "is_personal_account",
+]
 
 # The tenant every personal Microsoft account (outlook.com, hotmail.com, live.com …) lives in.
 CONSUMER_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
@@ -32,6 +45,39 @@ _CONSENT = {65001, 65004}
 
 class SignInRequired(AuthError):
     """No usable Microsoft 365 account (none added, or its sign-in expired); sign in by device code."""
+
+
+# An id_token crmkit verifies itself (auth/id_token.py): one class per cause a person can act on.
+class SigningKeysUnavailable(AuthError):
+    """The authority's discovery document or signing keys (JWKS) could not be read: network, or tenant id."""
+
+
+class IdTokenRefused(AuthError):
+    """An id_token failed crmkit's own verification (not a JWT, or no ``tid``/``oid``); sign in again."""
+
+
+class IdTokenExpired(IdTokenRefused):
+    """The id_token is past its expiry: sign in again."""
+
+
+class IdTokenNotYetValid(IdTokenRefused):
+    """The id_token is issued in the future: this computer's clock is off."""
+
+
+class IdTokenWrongAudience(IdTokenRefused):
+    """The id_token was issued to another app: check the client id."""
+
+
+class IdTokenWrongIssuer(IdTokenRefused):
+    """The id_token comes from another tenant or sign-in service: check the tenant id."""
+
+
+class IdTokenBadSignature(IdTokenRefused):
+    """Not signed (RS256) by a key the authority publishes: refused as forged or tampered."""
+
+
+class IdTokenNonceMismatch(IdTokenRefused):
+    """The id_token's nonce is missing or not this sign-in's: a replayed or foreign answer."""
 
 
 def _codes(result: Mapping[str, Any]) -> tuple[int, ...]:
