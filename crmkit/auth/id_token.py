@@ -162,7 +162,8 @@ class IdTokenVerifier:
             raise catalog_error(IdTokenNotYetValid, "error.msg.id_token_not_yet_valid", leeway=int(self.leeway_s))
         if nonce is not None:
             got = claims.get("nonce")
-            if not isinstance(got, str) or not hmac.compare_digest(got.encode(), nonce.encode()):
+            # An empty nonce proves nothing (a caller's bug), so it matches nothing either.
+            if not (nonce and isinstance(got, str) and hmac.compare_digest(got.encode(), nonce.encode())):
                 raise catalog_error(IdTokenNonceMismatch, "error.msg.id_token_nonce")
         upn, name = claims.get("preferred_username") or claims.get("upn"), claims.get("name")
         return VerifiedIdToken(

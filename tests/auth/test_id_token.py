@@ -310,6 +310,21 @@ def test_an_unknown_key_fetches_the_keys_again_once_then_refuses(side: Side) -> 
     assert side.key_fetches() == start + 3
 
 
+def test_keys_older_than_a_day_are_fetched_again(side: Side) -> None:
+    """So a key the tenant withdrew stops verifying in a long-running process (not only on an unknown kid)."""
+    token = side.tokens()["id_token"]
+    clock = Clock()
+    verifier = side.verifier(clock=clock, leeway_s=10 ** 6)  # the token itself stays acceptable
+    start = side.key_fetches()
+    verifier.verify(token)
+    clock.offset = 23 * 3600
+    verifier.verify(token)
+    assert side.key_fetches() == start + 1
+    clock.offset = 24 * 3600 + 1
+    verifier.verify(token)
+    assert side.key_fetches() == start + 2
+
+
 def test_nonce_must_match_when_given(side: Side) -> None:
     nonce = secrets.token_urlsafe(16)
     token = side.code_flow_tokens(nonce)["id_token"]
