@@ -118,7 +118,8 @@ def address_page(
     order = _check_order(order_by)
     keys = ", ".join(dict.fromkeys([str(order_by).split()[0], "id"]))
     if store.dialect == "postgresql":
-        return store.read(lambda tx: _pg_page(tx, clause, values, cols, order, size, page * size))
+        hint = (store.path, clause, order, tuple(values))
+        return store.read(lambda tx: _pg_page(tx, clause, values, cols, order, keys, size, page * size, hint))
     # Filter once into (sort key, id), page over that narrow set, then fetch only the page's rows:
     # sorting every column of every match made deep pages cost ~1 s at 1M addresses.
     sql = (
@@ -138,27 +139,74 @@ def address_page(
     return store.read(run)
 
 
-def _pg_page(tx: Tx, clause: str, values: list[Any], cols: str, order: str, size: int,
-             offset: int) -> tuple[pd.DataFrame, int]:
-    """PostgreSQL's page: the page's ids in sort order first (an index-only scan of the record table's indexes,
-    migration 12: (city, id), (city, last_name, id), the primary key; the search's words by prefix), then only
-    those rows; the total in a statement of the same snapshot. Materialising every match as DuckDB's
-    page query does made PostgreSQL scan and sort them all (180 ms for 1,000,000 addresses, 3 ms this way).
+# The last total seen per filter (store, clause, order, values) in this process: only which end a page is read
+# from follows it (a page in the back half is read from the end), never what the page holds, which the statement
+# checks against the total of its own snapshot.
+_TOTALS: dict[tuple[Any, ...], int] = {}
+_TOTALS_KEPT = 256
 
-    Without a filter the total is the trigger-kept ``address_count`` (migration 12; count(*) cost ~50 ms at
-    1,000,000). A page in the back half is read from the end in reverse order: an index walk skips rows one
-    by one, so OFFSET 999,975 cost ~33 ms and its mirror from the end 0.3 ms."""
-    if clause:
-        total = int(run_filter(tx, f"SELECT count(*) FROM addresses{clause}", values, scalar=True))
+
+def _pg_page(tx: Tx, clause: str, values: list[Any], cols: str, order: str, keys: str, size: int,
+             offset: int, hint: tuple[Any, ...]) -> tuple[pd.DataFrame, int]:
+    """PostgreSQL's page and its total, in one statement where it can (each statement was a round trip that a
+    loaded machine stretched; a page cost ~10 of them).
+
+    - A search: its hits (the word index, migration 12) once into (sort key, id), the total and the page from
+      that, as DuckDB's page query does; the count and the page each ran the word lookup before.
+    - Otherwise the page's ids in sort order (an index-only scan of the record table's indexes, migration 12:
+      (city, id), (city, last_name, id), the primary key; materialising every match made PostgreSQL scan and
+      sort them all: 180 ms for 1,000,000 addresses, 3 ms this way), the total beside them: the trigger-kept
+      ``address_count`` without a filter (count(*) cost ~50 ms at 1,000,000), else count(*). A page in the back
+      half is read from the end in reverse order (OFFSET 999,975 walked the index ~33 ms, its mirror from the
+      end 0.3 ms); which half it is in follows the total last seen for this filter (``_TOTALS``), and the rows
+      are taken only if the statement's own total still equals it.
+    - No rows (no hits, past the end, or the total changed): the total on its own, then the page as before.
+    """
+    _pg_prepare_filter(tx)
+    if " JOIN (" in clause:  # the search's word join
+        sql = (f"WITH hits AS MATERIALIZED (SELECT {keys} FROM addresses{clause}), "
+               f"page AS (SELECT id FROM hits ORDER BY {order} LIMIT {size} OFFSET {offset}) "
+               f"SELECT (SELECT count(*) FROM hits) AS _total, {cols} FROM addresses "
+               f"WHERE id IN (SELECT id FROM page) ORDER BY {order}")
+        frame = run_filter(tx, sql, values, prepared=True)
+        check = ""
     else:
-        total = int(run_filter(tx, "SELECT n FROM address_count", [], scalar=True))
+        count = f"SELECT count(*) AS n FROM addresses{clause}" if clause else "SELECT n FROM address_count"
+        count_values = values if clause else []
+        known = _TOTALS.get(hint)
+        check = ""
+        pick, skip, take = order, offset, size
+        if known is not None and known > offset and offset * 2 > known:
+            pick, skip, take = _reversed_order(order), max(known - offset - size, 0), min(size, known - offset)
+            check = f" AND (SELECT n FROM total) = {int(known)}"
+        sql = (f"WITH total AS MATERIALIZED ({count}) SELECT (SELECT n FROM total) AS _total, {cols} FROM addresses "
+               f"WHERE id IN (SELECT addresses.id FROM addresses{clause} ORDER BY {pick} LIMIT {take} OFFSET {skip})"
+               f"{check} ORDER BY {order}")
+        frame = run_filter(tx, sql, [*count_values, *values], prepared=True)
+    if not frame.empty or (offset == 0 and not check):  # no rows from the first page: nothing matches
+        total = int(frame["_total"].iloc[0]) if not frame.empty else 0
+        _remember(hint, total)
+        return frame.drop(columns="_total").reset_index(drop=True), total
+    # the exact path: the total first, then the page from the end it is nearer to
+    if clause:
+        total = int(run_filter(tx, f"SELECT count(*) FROM addresses{clause}", values, scalar=True, prepared=True))
+    else:
+        total = int(run_filter(tx, "SELECT n FROM address_count", [], scalar=True, prepared=True))
+    _remember(hint, total)
     pick, skip, take = order, offset, size
     if offset * 2 > total and offset < total:
         pick, skip, take = _reversed_order(order), max(total - offset - size, 0), min(size, total - offset)
     sql = (f"SELECT {cols} FROM addresses WHERE id IN (SELECT addresses.id FROM addresses{clause} "
            f"ORDER BY {pick} LIMIT {take} OFFSET {skip}) ORDER BY {order}")
-    frame = run_filter(tx, sql, values)
+    frame = run_filter(tx, sql, values, prepared=True)
     return frame.reset_index(drop=True), total
+
+
+def _remember(hint: tuple[Any, ...], total: int) -> None:
+    _TOTALS.pop(hint, None)
+    if len(_TOTALS) >= _TOTALS_KEPT:
+        _TOTALS.pop(next(iter(_TOTALS)))  # the oldest
+    _TOTALS[hint] = total
 
 
 def _reversed_order(order: str) -> str:
@@ -221,19 +269,15 @@ def address_filter(
     return join + (" WHERE " + " AND ".join(parts) if parts else ""), [*join_values, *values]
 
 
-def run_filter(tx: Tx, sql: str, values: list[Any], *, scalar: bool = False) -> Any:
+def run_filter(tx: Tx, sql: str, values: list[Any], *, scalar: bool = False, prepared: bool = False) -> Any:
     """Run a query built on :func:`address_filter` (a frame, or one value); the database's errors become typed
     ones. On PostgreSQL it runs under ``statement_timeout`` (:data:`crmkit.sql_filter.STATEMENT_TIMEOUT_SECONDS`)
     and, where crmkit's database roles are synced, as the filter role, which can read the address columns and
-    nothing else (crmkit.store.pg_roles): the database's guard behind the allow-list of the parse tree."""
+    nothing else (crmkit.store.pg_roles): the database's guard behind the allow-list of the parse tree.
+    ``prepared``: the caller ran :func:`_pg_prepare_filter` in this transaction already."""
     try:
-        if tx.dialect == "postgresql":  # DuckDB has no statement timeout
-            # and no JIT: compiling a page query cost PostgreSQL more (20-80 ms) than running it
-            tx.execute("SELECT set_config('statement_timeout', ?, true), set_config('jit', 'off', true)",
-                       [str(int(sql_filter.STATEMENT_TIMEOUT_SECONDS * 1000))])
-            from .store.pg_roles import enter_filter_role
-
-            enter_filter_role(tx)
+        if tx.dialect == "postgresql" and not prepared:
+            _pg_prepare_filter(tx)
         return tx.one(sql, values) if scalar else tx.df(sql, values)
     except Exception as exc:
         # Binder, catalog, conversion … errors of a checked filter (wrong argument types, a value that
@@ -242,6 +286,23 @@ def run_filter(tx: Tx, sql: str, values: list[Any], *, scalar: bool = False) -> 
         if typed is None:
             raise
         raise typed from exc
+
+
+def _pg_prepare_filter(tx: Tx) -> None:
+    """PostgreSQL, before a filter's statements in a transaction: the statement timeout, no JIT (compiling a page
+    query cost more, 20-80 ms, than running it) and the filter role where the login may switch to it
+    (``set_config('role', …, true)`` is ``SET LOCAL ROLE``; pg_roles.enter_filter_role's test, the role named
+    from the connection's database), in one statement: they were three to four round trips, twice per page."""
+    if tx.dialect != "postgresql":
+        return
+    from .store.pg_roles import group_role
+
+    role = group_role(tx.database, "filter")  # type: ignore[attr-defined]  # PgTx
+    tx.execute(
+        "SELECT set_config('statement_timeout', ?, true), set_config('jit', 'off', true), "
+        "(SELECT set_config('role', rolname, true) FROM pg_roles WHERE rolname = ? "
+        "AND pg_has_role(current_user, oid, 'MEMBER'))",
+        [str(int(sql_filter.STATEMENT_TIMEOUT_SECONDS * 1000)), role]).fetchall()
 
 
 def address(store: Store, address_id: int) -> dict[str, Any]:

@@ -123,6 +123,11 @@ class PgTx(Tx):
         self._pg = conn
         self._registered: set[str] = set()
 
+    @property
+    def database(self) -> str:
+        """The database's name as the connection knows it (no round trip)."""
+        return str(self._pg.info.dbname)
+
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> _Result:  # type: ignore[override]
         if self._tracer is not None:
             self._tracer(sql, params if isinstance(params, Sequence) else list(params.values()))
@@ -209,7 +214,9 @@ def _pg_type(column: pd.Series) -> str:
     return "TEXT"
 
 
-_INT_OIDS = {20, 21, 23, 26}  # int8, int2, int4, oid
+# integer columns as DuckDB gives them: SMALLINT int16, INTEGER int32, BIGINT int64 (oid: int64); the capitalised
+# (nullable) dtype when a NULL is among the values, as DuckDB's df() does
+_INT_DTYPES = {21: "int16", 23: "int32", 20: "int64", 26: "int64"}
 _FLOAT_OIDS = {700, 701, 1700}
 _BOOL_OID = 16
 _TIMESTAMP_OIDS = {1114, 1184}
@@ -240,7 +247,8 @@ class _Result:
         return self._cur.description
 
     def df(self) -> pd.DataFrame:
-        """The rows as a DataFrame with DuckDB's dtypes: int64 (Int64 with NULLs), float64, boolean,
+        """The rows as a DataFrame with DuckDB's dtypes: int16/int32/int64 by the column's type (Int16/Int32/Int64
+        with NULLs), float64, boolean,
         datetime64[us], text as pandas' strings."""
         desc = self._cur.description or []
         names = [d.name for d in desc]
@@ -249,8 +257,9 @@ class _Result:
         for i, d in enumerate(desc):
             values = [r[i] for r in rows]
             has_null = any(v is None for v in values)
-            if d.type_code in _INT_OIDS:
-                data[names[i]] = pd.array(values, dtype="Int64") if has_null else pd.array(values, dtype="int64")
+            if d.type_code in _INT_DTYPES:
+                dtype = _INT_DTYPES[d.type_code]
+                data[names[i]] = pd.array(values, dtype=dtype.capitalize() if has_null else dtype)
             elif d.type_code in _FLOAT_OIDS:
                 data[names[i]] = pd.array([float("nan") if v is None else float(v) for v in values], dtype="float64")
             elif d.type_code == _BOOL_OID:
@@ -260,6 +269,18 @@ class _Result:
             else:
                 data[names[i]] = pd.Series(values, dtype=object) if not rows else pd.Series(values)
         return pd.DataFrame(data, columns=names)
+
+
+CHECK_AFTER_IDLE_S = 5.0  # a pooled connection unused this long is checked (one round trip) before it is lent
+
+
+def _check_idle(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check on lending a connection: only one idle for :data:`CHECK_AFTER_IDLE_S` or more. The check is
+    a round trip (an empty query); lent before every operation it was one of ~10 per record-table page, and a
+    connection used a moment ago is alive (a broken one is still found: its next statement raises
+    DatabaseUnavailable, and the pool drops it)."""
+    if time.monotonic() - getattr(conn, "_crmkit_used", float("-inf")) >= CHECK_AFTER_IDLE_S:
+        ConnectionPool.check_connection(conn)
 
 
 _pools: dict[str, ConnectionPool[Any]] = {}
@@ -273,7 +294,7 @@ def _pool(url: str) -> ConnectionPool[Any]:
         if pool is None or pool.closed:
             pool = ConnectionPool(
                 url, min_size=1, max_size=POOL_MAX, open=True, configure=_configure,
-                check=ConnectionPool.check_connection, name=display_url(url),
+                check=_check_idle, name=display_url(url),
                 kwargs={"connect_timeout": CONNECT_TIMEOUT, "application_name": "crmkit",
                         "options": "-c TimeZone=UTC"},
             )
@@ -336,14 +357,25 @@ class PostgresBackend:
             conn.read_only = read_only
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             tx = PgTx(conn, tracer)
+            # lock_timeout is set for the session, and only when it changes (lock_wait, another Store's timeout):
+            # a SET LOCAL per transaction was a round trip of its own. A rollback undoes a SET made in its
+            # transaction, so the value is recorded only once the transaction committed.
+            lock_ms = int(self.lock_timeout * 1000)
+            changed = getattr(conn, "_crmkit_lock_ms", None) != lock_ms
             try:
-                tx.execute(f"SET LOCAL lock_timeout = {int(self.lock_timeout * 1000)}")
+                if changed:
+                    conn.execute(f"SET lock_timeout = {lock_ms}")
                 yield tx
                 conn.commit()
+                if changed:
+                    conn._crmkit_lock_ms = lock_ms  # type: ignore[attr-defined]
             except BaseException:
+                conn._crmkit_lock_ms = None  # type: ignore[attr-defined]
                 with contextlib.suppress(psycopg.Error):
                     conn.rollback()
                 raise
+            finally:
+                conn._crmkit_used = time.monotonic()  # type: ignore[attr-defined]
 
     @staticmethod
     def is_conflict(exc: BaseException) -> bool:
