@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 
 import duckdb
 
@@ -79,6 +80,43 @@ def _build(path: str, rows: int, addresses: int) -> float:
         con.close()
 
 
+@dataclass
+class ReportTimes:
+    before: list[float]  # ms per access report on the log as written (time order)
+    compact_s: float  # compact_transfer_log's seconds
+    after: list[float]  # ms per access report on the compacted log, other addresses
+    counts: list[int]  # rows of each report on the compacted log
+
+
+def time_reports(crm: crmkit.CRM, sample_sql: str, rows: int, runs: int, name: str) -> ReportTimes:
+    """The measurement both databases' modules make on a built log of ``rows`` rows: (a) the access report of
+    ``runs`` addresses as written, (b) the compaction, (c) the report of ``runs`` other addresses, compacted
+    (``WARMUP`` untimed first each time). ``sample_sql`` draws addresses present in the log (its own dialect)."""
+    present = [int(r[0]) for r in crm.store.read(lambda tx: tx.rows(sample_sql))]
+    random.Random(7).shuffle(present)
+    need = 2 * (runs + WARMUP)
+    assert len(present) >= need, f"only {len(present)} sampled addresses"
+    counts: list[int] = []
+
+    def report(ids: list[int]) -> list[float]:
+        it = iter(ids)
+        return timed(lambda: counts.append(len(privacy.access_report(crm, next(it)))), runs, warmup=WARMUP)
+
+    before = report(present[:runs + WARMUP])  # (a) as written: time order, address_id index
+    say(f"{name}: before compaction p50 {p50(before):.1f} ms, p95 {p95(before):.1f} ms")
+
+    started = time.perf_counter()  # (b)
+    compacted = privacy.compact_transfer_log(crm)
+    compact_s = time.perf_counter() - started
+    assert compacted == rows, (compacted, rows)
+    say(f"{name}: compact_transfer_log {compact_s:.1f} s")
+
+    counts.clear()
+    after = report(present[runs + WARMUP:need])  # (c)
+    say(f"{name}: after compaction p50 {p50(after):.1f} ms, p95 {p95(after):.1f} ms")
+    return ReportTimes(before, compact_s, after, counts)
+
+
 def run(ctx: Context) -> list[Result]:
     rows = ROWS if not ctx.quick else ROWS // 10
     addresses = ADDRESSES if not ctx.quick else ADDRESSES // 10
@@ -91,38 +129,13 @@ def run(ctx: Context) -> list[Result]:
     say(f"privacy_log: built in {build_s:.1f} s, file {size_mb:.0f} MB")
 
     crm = crmkit.open(path, "admin")
-    present = [int(r[0]) for r in crm.store.read(lambda tx: tx.rows(
-        "SELECT DISTINCT address_id FROM transfer_log USING SAMPLE reservoir(2000 ROWS) REPEATABLE (7)"))]
-    rng = random.Random(7)
-    rng.shuffle(present)
-    need = 2 * (runs + WARMUP)
-    assert len(present) >= need, f"only {len(present)} sampled addresses"
-    before_ids, after_ids = present[:runs + WARMUP], present[runs + WARMUP:need]
-    counts: list[int] = []
-
-    def report(ids: list[int]) -> list[float]:
-        it = iter(ids)
-        return timed(lambda: counts.append(len(privacy.access_report(crm, next(it)))), runs, warmup=WARMUP)
-
-    # (a) as written: time order, address_id index
-    before = report(before_ids)
-    say(f"privacy_log: before compaction p50 {p50(before):.1f} ms, p95 {p95(before):.1f} ms")
-
-    # (b) compaction
-    started = time.perf_counter()
-    compacted = privacy.compact_transfer_log(crm)
-    compact_s = time.perf_counter() - started
-    assert compacted == rows, (compacted, rows)
-    say(f"privacy_log: compact_transfer_log {compact_s:.1f} s")
-
-    # (c) compacted
-    counts.clear()
-    after = report(after_ids)
-    say(f"privacy_log: after compaction p50 {p50(after):.1f} ms, p95 {p95(after):.1f} ms")
+    times = time_reports(crm, "SELECT DISTINCT address_id FROM transfer_log USING SAMPLE reservoir(2000 ROWS) "
+                         "REPEATABLE (7)", rows, runs, "privacy_log")
     crm.store.close()
+    before, compact_s, after = times.before, times.compact_s, times.after
 
     size = f"{rows:,} rows, {addresses:,} addresses"
-    per = f"{min(counts)}-{max(counts)} rows per report"
+    per = f"{min(times.counts)}-{max(times.counts)} rows per report"
     return [
         Result(f"transfer log build: {size} (one DuckDB INSERT … SELECT)", round(build_s, 1), "s",
                note=f"file {size_mb:.0f} MB after the build", samples=[round(build_s, 2)]),

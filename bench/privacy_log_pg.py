@@ -19,7 +19,6 @@ Without PostgreSQL 15 on the machine (``/usr/lib/postgresql/15/bin``) the module
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 from pathlib import Path
@@ -27,10 +26,9 @@ from pathlib import Path
 import psycopg
 
 import crmkit
-from crmkit import privacy
 
-from .common import Context, Result, p50, p95, say, timed
-from .privacy_log import ADDRESSES, RECIPIENTS, ROWS, USERS, WARMUP
+from .common import Context, Result, p50, p95, say
+from .privacy_log import ADDRESSES, RECIPIENTS, ROWS, USERS, WARMUP, time_reports
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 # tests/support is not a package on sys.path: the throwaway cluster the tests use
@@ -120,35 +118,13 @@ def _measure(ctx: Context, cluster: PgCluster, rows: int, addresses: int, runs: 
     say(f"privacy_log_pg: built in {build_s:.1f} s (indexes {index_s:.1f} s), table + indexes {size / 1e6:.0f} MB")
 
     crm = crmkit.open(url, "admin")
-    present = [int(r[0]) for r in crm.store.read(lambda tx: tx.rows(
-        "SELECT DISTINCT address_id FROM transfer_log TABLESAMPLE SYSTEM (0.1) REPEATABLE (7)"))]
-    rng = random.Random(7)
-    rng.shuffle(present)
-    need = 2 * (runs + WARMUP)
-    assert len(present) >= need, f"only {len(present)} sampled addresses"
-    before_ids, after_ids = present[:runs + WARMUP], present[runs + WARMUP:need]
-    counts: list[int] = []
-
-    def report(ids: list[int]) -> list[float]:
-        it = iter(ids)
-        return timed(lambda: counts.append(len(privacy.access_report(crm, next(it)))), runs, warmup=WARMUP)
-
-    before = report(before_ids)
-    say(f"privacy_log_pg: before compaction p50 {p50(before):.1f} ms, p95 {p95(before):.1f} ms")
-
-    started = time.perf_counter()
-    compacted = privacy.compact_transfer_log(crm)
-    compact_s = time.perf_counter() - started
-    assert compacted == rows, (compacted, rows)
-    say(f"privacy_log_pg: compact_transfer_log {compact_s:.1f} s")
-
-    counts.clear()
-    after = report(after_ids)
-    say(f"privacy_log_pg: after compaction p50 {p50(after):.1f} ms, p95 {p95(after):.1f} ms")
+    times = time_reports(crm, "SELECT DISTINCT address_id FROM transfer_log TABLESAMPLE SYSTEM (0.1) REPEATABLE (7)",
+                         rows, runs, "privacy_log_pg")
     crm.store.close()
+    before, compact_s, after = times.before, times.compact_s, times.after
 
     size_text = f"{rows:,} rows, {addresses:,} addresses"
-    per = f"{min(counts)}-{max(counts)} rows per report"
+    per = f"{min(times.counts)}-{max(times.counts)} rows per report"
     server = "PostgreSQL 15, throwaway cluster (defaults, fsync off)"
     return [
         Result(f"PostgreSQL: transfer log build: {size_text} (one INSERT … SELECT over generate_series)",
