@@ -94,11 +94,22 @@ class RateLimiter:
             # A wait forced by the window cap restarts the schedule (no catch-up burst after it).
             self._tenant_next = (now if capped else scheduled) + self.tenant_interval
 
+    async def _take_chat(self, chat_id: str) -> None:
+        """Hook: hold ``chat_id`` for one request (in-process, the chat's lock in :meth:`slot` is enough)."""
+
+    async def _free_chat(self, chat_id: str, started: bool) -> None:
+        """Hook: the request in ``chat_id`` is over (``started``: it had its tenant turn); the chat's gap
+        runs from now. In-process, a request that never started leaves the chat as it was."""
+        if started:
+            self._chat_next[chat_id] = max(self.ready_at(chat_id), self._clock() + self.chat_gap)
+
     @asynccontextmanager
     async def slot(self, chat_id: str | None = None) -> AsyncIterator[None]:
         """Hold one request slot: waits for the chat's gap and the tenant's next start time.
 
         One request per chat is in flight at a time; the chat's gap starts when it completes.
+        Subclasses keep the turns elsewhere (:class:`~crmkit.teams.pacing.SharedPacer`: in the
+        database) by overriding the hooks ``_take_chat``, ``_tenant_turn`` and ``_free_chat``.
         """
         if self._in_flight is None:
             self._in_flight = asyncio.Semaphore(self.max_in_flight)
@@ -108,12 +119,15 @@ class RateLimiter:
                 yield
             return
         lock = self._chat_locks.setdefault(chat_id, asyncio.Lock())
-        async with lock:
+        async with lock:  # this process's requests into the chat queue here
             while (wait := self.ready_at(chat_id) - self._clock()) > 0:
-                await self._sleep(wait)
-            await self._tenant_turn()
+                await self._sleep(wait)  # the gap, or a 429's Retry-After
+            await self._take_chat(chat_id)
+            started = False
             try:
+                await self._tenant_turn()
+                started = True
                 async with self._in_flight:
                     yield
             finally:
-                self._chat_next[chat_id] = max(self.ready_at(chat_id), self._clock() + self.chat_gap)
+                await self._free_chat(chat_id, started)

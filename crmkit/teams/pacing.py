@@ -8,10 +8,18 @@ the same schedule:
 
 - the tenant row (key ``tenant``) holds the next free start time. A request reserves a start with one
   atomic ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (a row lock: callers queue, none share a slot),
-  ``1 / (rate × headroom)`` seconds after the previous one; idle time earns no credit. Then, awake, it
-  records its actual start in the row's ``starts`` only while fewer than ``floor(rate × headroom)`` starts
-  fall in the last second (one atomic ``UPDATE … WHERE``), else waits for the oldest to leave the window:
-  callers that woke late (a busy machine) cannot bunch up past the cap, the server counts a sliding second.
+  ``1 / (rate × spacing)`` seconds after the previous one (18.5/s at Teams' 20/s); idle time earns no credit.
+  Then, awake, it records its actual start in the row's ``starts`` (one atomic ``UPDATE … WHERE``) only
+  while fewer than ``floor(rate × headroom)`` = 19 starts fall in the last second *and* fewer than
+  ``floor(rate)`` = 20 in the last ``1 + tolerance_s`` seconds, else it waits until they would:
+  callers that woke late (a busy machine) cannot bunch up past the caps.
+  Why the two numbers differ: Teams counts a request when it handles it, some time after its start was
+  recorded here (the way back from the database, the event loop, the network). 21 requests land in one of
+  its seconds only if the first of them took longer, by more than their starts' span less 1 s, than the
+  21st. Starts spaced exactly at the cap (19/s) left ~0 s of that: on any jitter the cap held starts
+  back until the oldest left the window, so each second copied the previous one's bunches (measured:
+  21 starts within 1.002–1.044 s, 5 × 429 in 1,000 posts). Spaced at 18.5/s an on-time 21 span 1.081 s,
+  and the second window keeps any 21 recorded starts at least ``1 + tolerance_s`` apart.
 - a chat row (key ``chat:<id>``) is taken by one request at a time across all processes (its
   ``next_at`` set a request time-out ahead), and freed when the answer is in: ``next_at`` = the answer's
   time + the chat's gap (or a 429's Retry-After, if longer), as the in-process limiter measures it.
@@ -26,11 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import weakref
-from collections.abc import AsyncIterator
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from typing import Any
 
 from ..graph import TEAMS_CHAT_RATE, TEAMS_TENANT_RATE, RateLimiter
@@ -49,12 +57,20 @@ _TAKE_CHAT = (
     "RETURNING 1"
 )
 _CHAT_WAIT = f"SELECT next_at - {_NOW} FROM teams_pacing WHERE key = %(key)s"
-_RECENT = f"FROM unnest(coalesce(starts, '{{}}'::double precision[])) s WHERE s > {_NOW} - 1"
+_RECENT = "FROM unnest(coalesce(starts, '{}'::double precision[])) s"
+# Record a start only while both windows have room: < cap in the last second, < limit in the last `span` s.
 _START = (
-    f"UPDATE teams_pacing SET starts = array_append(ARRAY(SELECT s {_RECENT}), CAST({_NOW} AS double precision)) "
-    f"WHERE key = %(key)s AND (SELECT count(*) {_RECENT}) < %(cap)s RETURNING 1"
+    f"UPDATE teams_pacing SET starts = array_append(ARRAY(SELECT s {_RECENT} WHERE s > {_NOW} - %(span)s), "
+    f"CAST({_NOW} AS double precision)) "
+    f"WHERE key = %(key)s AND (SELECT count(*) {_RECENT} WHERE s > {_NOW} - 1) < %(cap)s "
+    f"AND (SELECT count(*) {_RECENT} WHERE s > {_NOW} - %(span)s) < %(limit)s RETURNING starts[cardinality(starts)]"
 )
-_START_WAIT = f"SELECT min(s) + 1 - {_NOW} FROM teams_pacing, unnest(starts) s WHERE key = %(key)s AND s > {_NOW} - 1"
+# How long until both windows have room: the start that must leave each (the cap-th, limit-th newest).
+_START_WAIT = (
+    f"SELECT greatest((SELECT s + 1 {_RECENT} ORDER BY s DESC OFFSET %(cap)s - 1 LIMIT 1), "
+    f"(SELECT s + %(span)s {_RECENT} ORDER BY s DESC OFFSET %(limit)s - 1 LIMIT 1)) - {_NOW} "
+    "FROM teams_pacing WHERE key = %(key)s"
+)
 _FREE_CHAT = f"UPDATE teams_pacing SET next_at = {_NOW} + %(gap)s WHERE key = %(key)s"
 
 
@@ -63,18 +79,29 @@ class SharedPacer(RateLimiter):
 
     Args:
         url: the CRM's PostgreSQL URL (the pacer opens one connection of its own, on first use).
-        tenant_rate, chat_rate, headroom: as for RateLimiter.
+        tenant_rate, chat_rate, headroom: as for RateLimiter (``headroom`` sets the per-second cap).
+        spacing: the share of ``tenant_rate`` the schedule spends (0.925: 18.5/s at 20/s), below the cap,
+            so that on-time starts never meet it and any 21 of them span more than 1 s + ``tolerance_s``.
+        tolerance_s: at most ``floor(tenant_rate)`` recorded starts in any ``1 + tolerance_s`` seconds: how much
+            later than its successors a request may reach Teams before a second holds one too many.
         busy_s: how long a chat stays taken by a request whose process died before freeing it
             (longer than a request may take: the Graph time-out, ``CRMKIT_GRAPH_TIMEOUT``, plus a margin).
     """
 
     def __init__(self, url: str, tenant_rate: float = TEAMS_TENANT_RATE, chat_rate: float = TEAMS_CHAT_RATE, *,
-                 headroom: float = 0.95, busy_s: float | None = None, key: str = "tenant") -> None:
+                 headroom: float = 0.95, spacing: float = 0.925, tolerance_s: float = 0.06,
+                 busy_s: float | None = None, key: str = "tenant") -> None:
         super().__init__(tenant_rate, chat_rate, headroom=headroom)
+        if not 0 < spacing <= headroom or not 0 <= tolerance_s < 1:
+            raise ValueError("spacing must be positive and at most headroom; tolerance_s between 0 and 1 s")
+        self.tenant_interval = 1.0 / (tenant_rate * spacing)
+        self.limit = max(1, math.floor(tenant_rate))
+        self.span_s = 1.0 + tolerance_s
         self.url = url
         self.key = key
         self.busy_s = busy_s if busy_s is not None else float(os.environ.get("CRMKIT_GRAPH_TIMEOUT") or 30) + 5
-        self.capped = 0  # starts held back by the per-second cap (for tests and benches)
+        self.capped = 0  # starts held back by the caps (for tests and benches)
+        self.recorded: deque[float] = deque(maxlen=10_000)  # this pacer's recorded starts, database clock (same)
         self._box: list[Any] = [None]  # the connection, opened in the pacer's thread on first use
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmkit-pacing")
         # Closed with the pacer (its Graph client closed, the service gone): no connection is left to the GC.
@@ -107,13 +134,17 @@ class SharedPacer(RateLimiter):
         assert row is not None
         if (wait := float(row[0])) > 0:
             await self._sleep(wait)
-        while await self._query(_START, {"key": self.key, "cap": self.window_cap}) is None:
+        windows = {"key": self.key, "cap": self.window_cap, "limit": self.limit, "span": self.span_s}
+        while (row := await self._query(_START, windows)) is None:
             self.capped += 1
-            row = await self._query(_START_WAIT, {"key": self.key})
+            row = await self._query(_START_WAIT, windows)
             wait = float(row[0]) if row is not None and row[0] is not None else 0.0
             await self._sleep(min(max(wait, 0.002), 1.0))
+        self.recorded.append(float(row[0]))
 
     async def _take_chat(self, chat_id: str) -> None:
+        """The chat's row taken for this request, across processes (this process's own queue at the chat's
+        lock in :meth:`RateLimiter.slot`)."""
         key = f"chat:{chat_id}"
         while True:
             if await self._query(_TAKE_CHAT, {"key": key, "busy": self.busy_s}) is not None:
@@ -122,28 +153,11 @@ class SharedPacer(RateLimiter):
             wait = float(row[0]) if row is not None else 0.0
             await self._sleep(min(max(wait, 0.01), 0.25))  # another process's request may free it early
 
-    @asynccontextmanager
-    async def slot(self, chat_id: str | None = None) -> AsyncIterator[None]:
-        """One request slot: the chat taken (across processes), then the tenant's next start."""
-        if self._in_flight is None:
-            self._in_flight = asyncio.Semaphore(self.max_in_flight)
-        if chat_id is None:
-            await self._tenant_turn()
-            async with self._in_flight:
-                yield
-            return
-        lock = self._chat_locks.setdefault(chat_id, asyncio.Lock())
-        async with lock:  # this process's requests into the chat queue here, not in the database
-            while (wait := self.ready_at(chat_id) - self._clock()) > 0:
-                await self._sleep(wait)  # a 429's Retry-After
-            await self._take_chat(chat_id)
-            try:
-                await self._tenant_turn()
-                async with self._in_flight:
-                    yield
-            finally:
-                gap = max(self.chat_gap, self.ready_at(chat_id) - self._clock())
-                await self._query(_FREE_CHAT, {"key": f"chat:{chat_id}", "gap": gap})
+    async def _free_chat(self, chat_id: str, started: bool) -> None:
+        """Freed whether or not the request started (the row was taken): the gap from now, or a 429's
+        Retry-After if longer."""
+        gap = max(self.chat_gap, self.ready_at(chat_id) - self._clock())
+        await self._query(_FREE_CHAT, {"key": f"chat:{chat_id}", "gap": gap})
 
     def close(self) -> None:
         """Close the pacer's connection and thread (for good)."""
