@@ -11,10 +11,8 @@ Without the pacing the workers share through the database, four workers post at 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -22,14 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import _migrated_template
 from support.postgres import PgCluster, fresh_database_url
-from support.sandbox import ROOT, SandboxAdmin, colleagues, sign_in
+from support.sandbox import SandboxAdmin
 from support.soak import figure
+from support.workers import most_per_second, outbox_counts, queue_send, start, stop, worker_argv
 
-import crmkit
-from crmkit.sandbox import SANDBOX_DEFAULT_UPN
-from crmkit.store import Store
-from crmkit.teams import activation
 from crmkit.teams.outbox import holder_process
 
 pytestmark = pytest.mark.slow  # four workers against a sandbox on PostgreSQL (PostgreSQL only: it is about sharing)
@@ -46,56 +42,29 @@ DEADLINE_S = 300
 
 @pytest.fixture
 def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
-    """A fresh migrated PostgreSQL database (the template the root conftest's db_location clones)."""
-    template = pg_cluster.template_for("crm", lambda url: Store(url).close())
-    with fresh_database_url(pg_cluster, template) as url:
+    """A fresh migrated PostgreSQL database (PostgreSQL only: no backend axis)."""
+    with fresh_database_url(pg_cluster, _migrated_template(pg_cluster)) as url:
         yield url
-
-
-def _worker(url: str, log: Path) -> subprocess.Popen[str]:
-    with log.open("a") as err:
-        return subprocess.Popen([sys.executable, "-m", "crmkit.cli", "--db", url, "worker", "--interval", "0.5"],
-                                cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=err, env=dict(os.environ))
-
-
-def _counts(store: Store) -> dict[str, int]:
-    return {s: int(n) for s, n in store.read(lambda tx: tx.rows("SELECT status, count(*) FROM outbox GROUP BY status"))}
-
-
-def _most_per_second(stamps_ms: list[int]) -> int:
-    """The most stamps in any one-second window [t, t + 1000 ms)."""
-    stamps, most, lo = sorted(stamps_ms), 0, 0
-    for hi, t in enumerate(stamps):
-        while stamps[lo] <= t - 1000:
-            lo += 1
-        most = max(most, hi - lo + 1)
-    return most
 
 
 def test_four_workers_deliver_one_send_exactly_once_within_teams_limits(
     crm_tenant: SandboxAdmin, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    crm = crmkit.open(pg_url)
-    activation.enable(crm)
-    ids = [crm.add_address(company=f"Firma {i:03d} GmbH", city="Berlin", country="DE") for i in range(RECORDS)]
-    sign_in(crm, SANDBOX_DEFAULT_UPN)
-    people = colleagues(crm_tenant, PEOPLE)
-    queued = crm.teams.send(ids, to=people, subject=SUBJECT, deliver=False)  # left to the workers
-    crm.teams.close()
-    assert _counts(crm.store) == {"pending": TOTAL}, queued["status"].value_counts()
+    crm = queue_send(pg_url, crm_tenant, records=RECORDS, people=PEOPLE, subject=SUBJECT)  # left to the workers
+    assert outbox_counts(crm.store) == {"pending": TOTAL}
 
     crm_tenant.put("limits", {"chat_post_per_app_per_s": 1000, "chat_post_per_chat_per_s": 100})  # count, not refuse
     crm_tenant.put("faults", {"rate": 0.10, "statuses": [429, 500, 502, 503, 504], "drop_rate": 0.01,
                               "timeout_after_commit_rate": 0.02, "hang_s": 10, "retry_after_s": 1, "seed": 11})
     monkeypatch.setenv("CRMKIT_GRAPH_TIMEOUT", "3")
     log = tmp_path / "workers.log"
-    workers = [_worker(pg_url, log) for _ in range(WORKERS)]
+    workers = start([worker_argv(pg_url)] * WORKERS, log, capture=True)
     killed: subprocess.Popen[str] | None = None
     held: list[str] = []
     started = time.monotonic()
     try:
         while True:
-            counts = _counts(crm.store)
+            counts = outbox_counts(crm.store)
             if killed is None and counts.get("sent", 0) >= KILL_AT:
                 # The worker holding the most open rows: a takeover must then really happen.
                 leases = crm.store.df("SELECT id, claimed_by FROM outbox WHERE status IN ('pending', 'sending') "
@@ -117,18 +86,13 @@ def test_four_workers_deliver_one_send_exactly_once_within_teams_limits(
             time.sleep(0.3)
         seconds = time.monotonic() - started
     finally:
-        for p in workers:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        outs = [p.communicate(timeout=60)[0] if p is not killed else "" for p in workers]
-        if killed is not None and killed.stdout is not None:
-            killed.stdout.close()
+        outs = [out for p, out in zip(workers, stop(workers), strict=True) if p is not killed]
         crm_tenant.put("faults", {"rate": 0.0, "drop_rate": 0.0, "timeout_after_commit_rate": 0.0})
         crm_tenant.put("limits", {"chat_post_per_app_per_s": 20, "chat_post_per_chat_per_s": 1})
     assert killed is not None, "the send was delivered before a worker could be killed"
     assert held, "the killed worker held no rows: nothing was taken over"
     assert all(p.returncode == 0 for p in workers if p is not killed), log.read_text()[-3000:]
-    assert all("queued messages delivered" in out for out in outs if out), outs
+    assert all("queued messages delivered" in out for out in outs), outs
 
     counters = crm_tenant.counters()
     assert any("timeout_after_commit" in k for k in counters), counters  # the ambiguous case really happened
@@ -154,7 +118,7 @@ def test_four_workers_deliver_one_send_exactly_once_within_teams_limits(
     for m in delivered:
         per_chat[m["chatId"]].append(int(m["id"]))
     closest = min(b - a for s in per_chat.values() for a, b in zip(sorted(s), sorted(s)[1:], strict=False))
-    most = _most_per_second(stamps)
+    most = most_per_second(stamps)
     test = "test_four_workers_deliver_one_send_exactly_once_within_teams_limits"
     figure(test, "seconds", round(seconds, 1))
     figure(test, "most_per_second", most)
