@@ -581,7 +581,9 @@ def _needs_owner(store: Store) -> MigrationNeedsOwner:
     def read(tx: Tx) -> tuple[str, str, list[int]]:
         owner = tx.one("SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() "
                        "AND tablename = '_crmkit_migrations'")
-        done = _applied(tx)
+        if owner is None:  # an empty database: its owner makes crmkit's tables
+            owner = tx.one("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()")
+        done = _applied(tx) if "_crmkit_migrations" in _tables(tx) else set()
         return str(tx.one("SELECT current_user")), str(owner), [m[0] for m in MIGRATIONS if m[0] not in done]
 
     login, owner, pending = store.read(read)

@@ -740,3 +740,29 @@ def test_a_pending_migration_under_a_persons_login_is_a_typed_error_and_changes_
     Store(db.url).close()
     sync_database_roles(db.store)
     assert crmkit.open(db.role_url("vera")).user.name == "vera"
+
+
+def test_a_login_that_may_not_create_crmkits_tables_is_told_to_ask_the_databases_owner(pg_database_url: str) -> None:
+    """An empty database opened by a login without CREATE on its schema: the same typed error, every migration
+    named as pending, the database's owner as who may run them, and still no table in it."""
+    from crmkit.errors import MigrationNeedsOwner
+    from crmkit.migrations import MIGRATIONS
+
+    name = pg_database_url.rsplit("/", 1)[1]
+    login = f"p3_bare_{name}"
+    with psycopg.connect(pg_database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{login}" LOGIN')
+        conn.execute('REVOKE CREATE ON SCHEMA public FROM PUBLIC')
+    url = pg_database_url.replace("postgres@", f"{login}@", 1)
+    try:
+        with pytest.raises(MigrationNeedsOwner) as caught:
+            crmkit.open(url)
+        text = caught.value.text("en")
+        assert f"login {login} " in text and "owner (postgres)" in text, text
+        assert ", ".join(str(m[0]) for m in MIGRATIONS) in text, text
+        with psycopg.connect(pg_database_url) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+    finally:
+        close_pools(url)
+        with psycopg.connect(pg_database_url, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE "{login}"')
