@@ -8,7 +8,7 @@ the same schedule:
 
 - the tenant row (key ``tenant``) holds the next free start time. A request reserves a start with one
   atomic ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (a row lock: callers queue, none share a slot),
-  ``1 / (rate × spacing)`` seconds after the previous one (18.5/s at Teams' 20/s); idle time earns no credit.
+  ``1 / (rate × spacing)`` seconds after the previous one (18.6/s at Teams' 20/s); idle time earns no credit.
   Then, awake, it records its actual start in the row's ``starts`` (one atomic ``UPDATE … WHERE``) only
   while fewer than ``floor(rate × headroom)`` = 19 starts fall in the last second *and* fewer than
   ``floor(rate)`` = 20 in the last ``1 + tolerance_s`` seconds, else it waits until they would:
@@ -18,7 +18,7 @@ the same schedule:
   its seconds only if the first of them took longer, by more than their starts' span less 1 s, than the
   21st. Starts spaced exactly at the cap (19/s) left ~0 s of that: on any jitter the cap held starts
   back until the oldest left the window, so each second copied the previous one's bunches (measured:
-  21 starts within 1.002–1.044 s, 5 × 429 in 1,000 posts). Spaced at 18.5/s an on-time 21 span 1.081 s,
+  21 starts within 1.002–1.044 s, 5 × 429 in 1,000 posts). Spaced at 18.6/s an on-time 21 span 1.075 s,
   and the second window keeps any 21 recorded starts at least ``1 + tolerance_s`` apart.
 - a chat row (key ``chat:<id>``) is taken by one request at a time across all processes (its
   ``next_at`` set a request time-out ahead), and freed when the answer is in: ``next_at`` = the answer's
@@ -80,7 +80,7 @@ class SharedPacer(RateLimiter):
     Args:
         url: the CRM's PostgreSQL URL (the pacer opens one connection of its own, on first use).
         tenant_rate, chat_rate, headroom: as for RateLimiter (``headroom`` sets the per-second cap).
-        spacing: the share of ``tenant_rate`` the schedule spends (0.925: 18.5/s at 20/s), below the cap,
+        spacing: the share of ``tenant_rate`` the schedule spends (0.93: 18.6/s at 20/s), below the cap,
             so that on-time starts never meet it and any 21 of them span more than 1 s + ``tolerance_s``.
         tolerance_s: at most ``floor(tenant_rate)`` recorded starts in any ``1 + tolerance_s`` seconds: how much
             later than its successors a request may reach Teams before a second holds one too many.
@@ -89,7 +89,7 @@ class SharedPacer(RateLimiter):
     """
 
     def __init__(self, url: str, tenant_rate: float = TEAMS_TENANT_RATE, chat_rate: float = TEAMS_CHAT_RATE, *,
-                 headroom: float = 0.95, spacing: float = 0.925, tolerance_s: float = 0.06,
+                 headroom: float = 0.95, spacing: float = 0.93, tolerance_s: float = 0.06,
                  busy_s: float | None = None, key: str = "tenant") -> None:
         super().__init__(tenant_rate, chat_rate, headroom=headroom)
         if not 0 < spacing <= headroom or not 0 <= tolerance_s < 1:
