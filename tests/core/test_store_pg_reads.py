@@ -76,3 +76,23 @@ def test_a_record_table_page_is_at_most_two_statements_and_the_right_rows(db_loc
     frame, n = crm.address_page(last - 2, size, columns=["id"])
     want = crm.addresses(columns=["id"], limit=size, offset=(last - 2) * size)
     assert n == total - 40 and frame["id"].tolist() == want["id"].tolist()
+
+
+def test_a_deleted_address_leaves_the_search_and_its_words(db_location: str) -> None:
+    """Addresses deleted by SQL (one, then all by TRUNCATE on PostgreSQL): a search no longer finds them, pages
+    and totals follow; on PostgreSQL the word index drops their words itself (migration 13), which lets its
+    search skip the join to the addresses."""
+    crm = crmkit.open(db_location)
+    keep = crm.add_address(company="Quirinus Sägewerk", city="Hamburg")
+    gone = crm.add_address(company="Quirinus Mühle", city="Hamburg")
+    frame, total = crm.address_page(0, 10, search="quirinus", columns=["id"])
+    assert total == 2 and frame["id"].tolist() == [keep, gone]
+    crm.store.write(lambda tx: tx.execute("DELETE FROM addresses WHERE id = ?", [gone]))
+    frame, total = crm.address_page(0, 10, search="quirinus", columns=["id"])
+    assert total == 1 and frame["id"].tolist() == [keep]
+    assert crm.address_page(0, 10, search="mühle", columns=["id"])[1] == 0
+    if crm.store.dialect == "postgresql":
+        assert crm.store.one("SELECT count(*) FROM address_words WHERE address_id = ?", [gone]) == 0
+        crm.store.write(lambda tx: tx.execute("TRUNCATE addresses"))
+        assert crm.store.one("SELECT count(*) FROM address_words") == 0
+        assert crm.address_page(0, 10, search="quirinus", columns=["id"])[1] == 0
