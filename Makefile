@@ -12,7 +12,7 @@ SHELL := /bin/bash
 # Some machines' pip configuration names package folders that do not exist; pip warns once per package.
 QUIET_MISSING := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test lint bench clean lock
+.PHONY: setup demo hub test lint bench clean lock
 
 # Installs the lock, then crmkit itself without resolving again: a fresh machine gets the versions
 # tested here, not the newest of everything.
@@ -27,6 +27,10 @@ setup: $(STAMP)
 
 demo: setup
 	$(VENV)/bin/crmkit demo
+
+# JupyterHub for a team (as root): sign-in at the sandbox tenant by default, a server per person as their OS user.
+hub: setup
+	$(VENV)/bin/crmkit hub
 
 test: setup
 	$(PY) -m pytest

@@ -7,6 +7,7 @@
     crmkit [--db PATH] [--user NAME] worker [--interval S] [--once]   the campaign-action worker
     crmkit migrate-store SOURCE TARGET   copy a CRM into an empty database (DuckDB file <-> PostgreSQL URL)
     crmkit --db postgresql://OWNER@HOST/DB db-roles [--rotate USER --home DIR]   database logins per CRM user
+    crmkit hub [--port P] [--tenant-id T --client-id C --client-secret-file F]   JupyterHub for a team (as root)
 
 Every crmkit error ends as one line on stderr and exit code 2; so do bad arguments (argparse).
 """
@@ -126,6 +127,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--home", metavar="DIR", type=Path, default=None,
                    help="that person's CRMKIT_HOME: the password goes to DIR/pgpass (0600), never to the screen")
     p.set_defaults(func=_cmd_db_roles)
+
+    p = sub.add_parser("hub", help="run JupyterHub for a team: sign-in at the tenant, a server per person as "
+                                   "their own OS user (needs root)",
+                       description="Start JupyterHub with its proxy on 127.0.0.1: people sign in at the sandbox "
+                                   "tenant (started over https; the hub registered there as a confidential web "
+                                   "client), or at Microsoft Entra ID with --tenant-id, --client-id and "
+                                   "--client-secret-file; each person's JupyterLab + Voila server runs as their "
+                                   "own OS user crmkit-NAME, created on first sign-in. Prints the hub's URL; "
+                                   "Ctrl+C or SIGTERM stops the hub, the proxy, the servers and the sandbox.")
+    p.add_argument("--state", metavar="DIR", type=Path, default=None,
+                   help="the hub's state folder (0700: secrets, sqlite, config, logs; default $CRMKIT_HOME/hub)")
+    p.add_argument("--port", type=_count, default=8000, metavar="PORT", help="the hub's port (default 8000; 0: a "
+                   "free one)")
+    p.add_argument("--home-base", metavar="DIR", type=Path, default=Path("/home"),
+                   help="where the people's homes are created (default /home)")
+    p.add_argument("--allow", metavar="NAME", action="append", default=[],
+                   help="only these hub users (repeatable; default: everybody the tenant signs in)")
+    p.add_argument("--tenant-id", metavar="ID", default=None, help="Microsoft Entra ID: the directory (tenant) id")
+    p.add_argument("--client-id", metavar="ID", default=None, help="Entra: the hub's app registration (client) id")
+    p.add_argument("--client-secret-file", metavar="FILE", type=Path, default=None,
+                   help="Entra: a 0600 file holding the hub's client secret (never on the command line)")
+    p.set_defaults(func=_cmd_hub)
     return parser
 
 
@@ -315,6 +338,16 @@ def _shell(path: str) -> str:
     import shlex
 
     return shlex.quote(path)
+
+
+def _cmd_hub(args: argparse.Namespace) -> int:
+    from .config import crmkit_home
+    from .hub import HubSettings, run_hub
+
+    state = args.state or crmkit_home() / "hub"
+    return run_hub(HubSettings(state=state, port=args.port, home_base=args.home_base, allowed_users=tuple(args.allow),
+                               tenant_id=args.tenant_id, client_id=args.client_id,
+                               client_secret_file=args.client_secret_file))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

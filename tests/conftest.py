@@ -33,7 +33,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-proxy-server"]
-TIER_ORDER = {"notebooks": 1, "browser": 2, "secrets": 3}
+TIER_ORDER = {"notebooks": 1, "browser": 2, "hub": 2, "secrets": 3}
 # Registered markers that are not tiers: they choose a backend, not the parts a test needs.
 NOT_TIERS = {"duckdb_only"}
 # The suites whose tests of the ``crm``/``db_location`` fixtures run on both backends; elsewhere DuckDB only.

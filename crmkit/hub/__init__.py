@@ -1,0 +1,19 @@
+"""``crmkit hub``: JupyterHub for a team, signing people in at the tenant (the sandbox by default).
+
+- ``config.py``: the 0700 state folder, its 0600 secrets, the generated ``jupyterhub_config.py``.
+- ``spawner.py`` (loaded inside the hub): hub names from the directory account, ``CrmkitSpawner`` (each
+  person's server as their own OS user ``crmkit-<name>``, created by the hub).
+- ``hooks.py``: ``pre_spawn``, the seam where a person's CRM identity and database login will be handed over.
+- ``run.py``: ``run_hub`` starts tenant, registration, JupyterHub and proxy, and stops them.
+
+Who may sign in: everybody the tenant signs in (``allow_all``), unless ``--allow`` names hub users. The hub
+asks a single-tenant authority (the sandbox's, or ``--tenant-id``'s), so only that organisation's directory
+accounts get this far; which of them may be a CRM user is to be the CRM's decision (its directory links, a
+later piece of issue 16, refused in ``hooks.pre_spawn``), not a second list kept in the hub.
+"""
+
+from __future__ import annotations
+
+from .run import HubSettings, run_hub
+
+__all__ = ["HubSettings", "run_hub"]

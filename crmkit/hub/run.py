@@ -1,0 +1,190 @@
+"""``crmkit hub``: the sandbox tenant over https (unless a Microsoft tenant is given), the hub's app registration
+there, and JupyterHub with its proxy, until Ctrl-C or SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+import httpx
+
+from .config import VENV_BIN, HubConfig, Tenant, prepare_state, server_python, write_config, write_secret
+
+__all__ = ["HubSettings", "run_hub"]
+
+ENTRA_LOGIN = "https://login.microsoftonline.com"
+ENTRA_GRAPH_ME = "https://graph.microsoft.com/v1.0/me"
+HUB_APP_NAME = "crmkit hub (JupyterHub)"
+
+
+@dataclasses.dataclass
+class HubSettings:
+    state: Path
+    port: int = 8000  # 0: a free port
+    home_base: Path = Path("/home")
+    allowed_users: tuple[str, ...] = ()
+    # Microsoft Entra ID: all three, or none for the sandbox.
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret_file: Path | None = None
+    startup_timeout: float = 90.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _entra_tenant(settings: HubSettings) -> Tenant:
+    """Entra's v2.0 endpoints for the tenant (JupyterHub's azuread authenticator builds the v1 ones)."""
+    assert settings.tenant_id and settings.client_id and settings.client_secret_file
+    base = f"{ENTRA_LOGIN}/{settings.tenant_id}/oauth2/v2.0"
+    return Tenant("Microsoft", f"{base}/authorize", f"{base}/token", ENTRA_GRAPH_ME, settings.client_id,
+                  settings.client_secret_file.resolve())
+
+
+def _register_in_sandbox(state: Path, admin_url: str, callback: str) -> str:
+    """The hub's confidential web app in the sandbox: the one registered before (its redirect URI updated to
+    this start's port), else a new one, whose secret goes straight into a 0600 file. Returns its client id."""
+    app_file = state / "sandbox_app.json"
+    secret_file = state / "client_secret"
+    with httpx.Client(base_url=admin_url, timeout=30) as api:
+        if app_file.exists() and secret_file.exists():
+            client_id = json.loads(app_file.read_text())["client_id"]
+            r = api.put(f"/_sandbox/apps/{client_id}/redirect_uris", json={"redirect_uris": [callback]})
+            if r.status_code == 200:
+                return str(client_id)
+        r = api.post("/_sandbox/apps", json={"name": HUB_APP_NAME, "delegated_scopes": ["User.Read"],
+                                             "redirect_uris": [callback]})
+        r.raise_for_status()
+        body = r.json()
+    write_secret(secret_file, body["client_secret"])
+    write_secret(app_file, json.dumps({"client_id": body["client_id"]}))
+    return str(body["client_id"])
+
+
+def _sandbox_tenant(state: Path, sandbox_url: str, https_url: str, ca_file: str, callback: str) -> Tenant:
+    """The sandbox's endpoints from its OIDC discovery (over https, trusting its CA)."""
+    from ..sandbox import SANDBOX_TENANT_ID
+
+    client_id = _register_in_sandbox(state, sandbox_url, callback)
+    doc = httpx.get(f"{https_url}/{SANDBOX_TENANT_ID}/v2.0/.well-known/openid-configuration", verify=ca_file,
+                    timeout=30).json()
+    return Tenant("Microsoft (sandbox)", doc["authorization_endpoint"], doc["token_endpoint"],
+                  f"{https_url}/v1.0/me", client_id, state / "client_secret", ca_file)
+
+
+def _private_log(path: Path) -> TextIO:
+    """A log file to append to, created 0600 (a hub's log names its people)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.chmod(path, 0o600)
+    return os.fdopen(fd, "a")
+
+
+def _wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"JupyterHub exited with code {proc.returncode} while starting")
+        try:
+            if httpx.get(f"{url}/hub/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"JupyterHub did not answer at {url} within {timeout:.0f} s")
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # the hub stops the servers it spawned and its proxy
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def run_hub(settings: HubSettings, out: TextIO = sys.stdout) -> int:
+    """Start the tenant (sandbox by default), register the hub there, start JupyterHub + proxy, print the hub's
+    URL (never a secret) and serve until Ctrl-C or SIGTERM; everything started here is stopped on the way out."""
+    if os.geteuid() != 0:
+        print("crmkit hub: error: the hub must run as root: it creates an OS user per person and starts each "
+              "server as that user.", file=sys.stderr)
+        return 2
+    state = prepare_state(settings.state.expanduser().resolve())
+    entra = (settings.tenant_id, settings.client_id, settings.client_secret_file)
+    if any(entra) and not all(entra):
+        print("crmkit hub: error: Microsoft Entra ID needs --tenant-id, --client-id and --client-secret-file.",
+              file=sys.stderr)
+        return 2
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    cleanup: list[Callable[[], object]] = []
+    try:
+        port = settings.port or _free_port()
+        cfg_ports = {"port": port, "hub_port": _free_port(), "proxy_api_port": _free_port()}
+        callback = f"http://127.0.0.1:{port}/hub/oauth_callback"
+        if all(entra):
+            tenant = _entra_tenant(settings)
+        else:
+            from ..sandbox.process import SandboxProcess
+
+            sandbox_log = _private_log(state / "sandbox.log")
+            cleanup.append(sandbox_log.close)
+            (state / "sandbox").mkdir(mode=0o700, exist_ok=True)
+            sandbox = SandboxProcess(state / "sandbox", port=0, https_port=0, log=sandbox_log)
+            cleanup.append(sandbox.stop)
+            tenant = _sandbox_tenant(state, sandbox.url, sandbox.https_url, sandbox.ca_file, callback)
+            print(f"  sandbox     {sandbox.https_url}   (the tenant people sign in at; CA {sandbox.ca_file})", file=out)
+        home_base = settings.home_base.resolve()
+        home_base.mkdir(parents=True, exist_ok=True)
+        python = server_python(home_base / ".crmkit-hub-python")
+        cfg = HubConfig(state, tenant, home_base=home_base, python=python, allowed_users=settings.allowed_users,
+                        **cfg_ports)
+        config_file = write_config(cfg)
+        log = _private_log(state / "hub.log")
+        cleanup.append(log.close)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CRMKIT_", "JUPYTERHUB_", "CONFIGPROXY_"))}
+        env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+        hub = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(config_file)], cwd=state, env=env,
+                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               umask=0o077,  # its pid files, the proxy's, and what the servers write: private
+                               start_new_session=True)  # Ctrl-C reaches us; we stop the hub in order
+        cleanup.append(lambda: _stop(hub))
+        _wait_up(cfg.url, hub, settings.startup_timeout)
+        print(f"  hub         {cfg.url}/   (sign in with your {tenant.name} account)", file=out)
+        print(f"  state       {state}   (0700; the hub's log: {state / 'hub.log'})", file=out)
+        print("Press Ctrl+C to stop.", file=out, flush=True)
+        while not stop and hub.poll() is None:
+            time.sleep(0.5)
+        if hub.poll() is not None:
+            print(f"JupyterHub exited with code {hub.returncode}; see {state / 'hub.log'}.", file=out)
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, httpx.HTTPError) as exc:
+        print(f"crmkit hub: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for step in reversed(cleanup):
+            step()
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous)
+    print("crmkit hub stopped.", file=out, flush=True)
+    return 0

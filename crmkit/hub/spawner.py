@@ -1,0 +1,130 @@
+"""What runs inside the JupyterHub process: the hub's user names and the spawner (imported by the
+``jupyterhub_config.py`` that ``crmkit hub`` writes; not by crmkit itself).
+
+Each person's single-user server runs as that person's own OS user, ``crmkit-<hub name>``, which the hub
+creates at the first spawn (no password, no login shell, a 0700 home under ``home_base``): a notebook runs
+any code its person types, so the one boundary that holds is the kernel's uid. Never root, never one shared
+user (``SimpleLocalProcessSpawner`` isolates nobody).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
+from jupyterhub.utils import maybe_future
+from traitlets import List, Unicode
+
+__all__ = ["OS_USER_PREFIX", "CrmkitSpawner", "ensure_os_user", "hub_username", "os_user_name"]
+
+OS_USER_PREFIX = "crmkit-"
+_MAX_OS_NAME = 32  # useradd's limit on Linux
+_UNSAFE = re.compile(r"[^a-z0-9._-]+")
+
+
+def hub_username(userdata: Mapping[str, Any]) -> str:
+    """The hub's name for a signed-in person: the local part of their directory account (Graph ``/me``'s
+    ``userPrincipalName``, else the id_token-style ``preferred_username``), lower-case, with anything but
+    ``a-z 0-9 . _ -`` made ``-``; e.g. ``lea.hoffmann@contoso.example`` -> ``lea.hoffmann``.
+
+    Raises:
+        ValueError: the user data names no account (the hub then refuses the sign-in).
+    """
+    upn = str(userdata.get("userPrincipalName") or userdata.get("preferred_username") or "")
+    local = upn.split("@", 1)[0].lower()
+    name = _UNSAFE.sub("-", local).strip(".-_")
+    if not name:
+        raise ValueError("the tenant's user data names no account (userPrincipalName / preferred_username)")
+    return name[:_MAX_OS_NAME - len(OS_USER_PREFIX)]
+
+
+def os_user_name(hub_name: str) -> str:
+    """The OS user a hub user's server runs as: ``crmkit-<hub name>``, made safe and at most 32 characters (a
+    longer one keeps a hash of the whole name, so two long names never meet)."""
+    safe = _UNSAFE.sub("-", hub_name.lower()).strip(".-_") or "user"
+    name = OS_USER_PREFIX + safe
+    if len(name) > _MAX_OS_NAME:
+        digest = hashlib.sha256(hub_name.encode()).hexdigest()[:6]
+        name = name[:_MAX_OS_NAME - 7] + "-" + digest
+    return name
+
+
+def ensure_os_user(name: str, home_base: Path, comment: str = "") -> pwd.struct_passwd:
+    """The OS user ``name``, created if missing: its own group, home ``home_base/name`` (0700, its own), no
+    password, no login shell. Needs root (the hub runs as root to start servers as other users)."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        home = home_base / name
+        cmd = ["useradd", "--create-home", "--home-dir", str(home), "--shell", "/usr/sbin/nologin",
+               "--user-group", "--comment", re.sub(r"[:,\n]", " ", comment)[:100] or "crmkit hub user", name]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"useradd {name} failed: {done.stderr.strip()}") from None
+        entry = pwd.getpwnam(name)
+    if entry.pw_uid == 0:
+        raise RuntimeError(f"{name} is root; the hub never starts a server as root")
+    home = Path(entry.pw_dir)
+    home.mkdir(mode=0o700, exist_ok=True)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    home.chmod(0o700)
+    return entry
+
+
+def _copy_owned(src: Path, dst: Path, uid: int, gid: int) -> None:
+    """Copy ``src`` (a folder of notebooks) to ``dst`` once, owned by the person: it is their copy to edit."""
+    if dst.exists() or not src.is_dir():
+        return
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    for root, dirs, files in os.walk(dst):
+        for n in [root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)]:
+            os.chown(n, uid, gid)
+
+
+class CrmkitSpawner(LocalProcessSpawner):
+    """LocalProcessSpawner whose servers run as ``crmkit-<hub name>`` (created on first spawn), with the
+    repo's notebooks/ and dashboards/ copied into the home once and the tenant's CA file beside them."""
+
+    home_base = Unicode("/home", config=True, help="where the hub creates its people's homes")
+    seed_dirs = List(Unicode(), config=True, help="folders copied into a new home (notebooks/, dashboards/)")
+    ca_file = Unicode("", config=True, help="a CA file the server trusts (SSL_CERT_FILE); empty: the system's")
+
+    @property
+    def os_user(self) -> str:
+        return os_user_name(self.user.name)
+
+    async def run_pre_spawn_hook(self) -> Any:
+        """First the person's OS user and home (so the configured hook, e.g. a CRM login handed into the
+        home, finds them), then ``pre_spawn_hook``."""
+        entry = ensure_os_user(self.os_user, Path(self.home_base), f"crmkit hub user {self.user.name}")
+        home = Path(entry.pw_dir)
+        for src in self.seed_dirs:
+            _copy_owned(Path(src), home / Path(src).name, entry.pw_uid, entry.pw_gid)
+        if self.ca_file:
+            ca = home / ".crmkit-tenant-ca.pem"
+            shutil.copyfile(self.ca_file, ca)
+            os.chown(ca, entry.pw_uid, entry.pw_gid)
+            ca.chmod(0o644)
+            self.environment = {**self.environment, "SSL_CERT_FILE": str(ca)}
+        return await maybe_future(super().run_pre_spawn_hook())  # the configured hook may be sync or async
+
+    def make_preexec_fn(self, name: str) -> Any:
+        return set_user_setuid(self.os_user)
+
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        entry = pwd.getpwnam(self.os_user)
+        env["USER"] = env["LOGNAME"] = self.os_user
+        env["HOME"] = entry.pw_dir
+        env["SHELL"] = "/bin/sh"  # the login shell is nologin; JupyterLab's terminals need a shell
+        return env
+
+    async def move_certs(self, paths: dict[str, str]) -> dict[str, str]:
+        raise NotImplementedError("internal_ssl is not used by crmkit hub")
