@@ -128,6 +128,16 @@ def run_hub(settings: HubSettings, out: TextIO = sys.stdout) -> int:
         print("crmkit hub: error: Microsoft Entra ID needs --tenant-id, --client-id and --client-secret-file.",
               file=sys.stderr)
         return 2
+    if settings.client_secret_file is not None:
+        try:
+            mode = settings.client_secret_file.stat().st_mode
+        except OSError as exc:
+            print(f"crmkit hub: error: cannot read the client secret file ({exc.strerror}).", file=sys.stderr)
+            return 2
+        if mode & 0o077:
+            print(f"crmkit hub: error: {settings.client_secret_file} is readable by others; chmod 600 it.",
+                  file=sys.stderr)
+            return 2
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:

@@ -43,7 +43,7 @@ def hub_username(userdata: Mapping[str, Any]) -> str:
     name = _UNSAFE.sub("-", local).strip(".-_")
     if not name:
         raise ValueError("the tenant's user data names no account (userPrincipalName / preferred_username)")
-    return name[:_MAX_OS_NAME - len(OS_USER_PREFIX)]
+    return name  # never cut: two long names must not become one person (os_user_name shortens with a hash)
 
 
 def os_user_name(hub_name: str) -> str:

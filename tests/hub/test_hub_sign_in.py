@@ -153,7 +153,8 @@ def _server_uid(hub_name: str) -> int:
             env = (d / "environ").read_bytes().split(b"\0")
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        if any(c.endswith((b"jupyterhub-singleuser", b"jupyterhub.singleuser")) for c in cmd) and f"JUPYTERHUB_USER={hub_name}".encode() in env:
+        server = any(c.endswith((b"jupyterhub-singleuser", b"jupyterhub.singleuser")) for c in cmd)
+        if server and f"JUPYTERHUB_USER={hub_name}".encode() in env:
             uid_line = next(line for line in (d / "status").read_text().splitlines() if line.startswith("Uid:"))
             return int(uid_line.split()[1])  # the real uid (effective, saved, fs follow on the line)
     raise AssertionError(f"no jupyterhub-singleuser process for {hub_name}")
