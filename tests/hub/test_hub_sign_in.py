@@ -174,6 +174,15 @@ def test_tom_signs_in_and_reaches_his_own_lab_running_as_his_own_os_user(hub: Hu
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert (home / "notebooks").is_dir() and (home / "notebooks").stat().st_uid == uid  # his copy to edit
 
+    # Voila is served by the same server (its tree page answers; the listing itself is drawn by script) and the
+    # dashboards are in his home on that server. Fetched with the browser's hub cookies, not rendered: Voila's stock
+    # tree page would ask a CDN for font-awesome (crmkit's own Voila template is not used there yet).
+    voila = context.request.get(f"{hub.url}/user/lea.hoffmann/voila/tree/dashboards")
+    assert voila.status == 200 and 'data-voila="voila"' in voila.text(), voila.status
+    listing = context.request.get(f"{hub.url}/user/lea.hoffmann/api/contents/dashboards")
+    assert listing.status == 200, listing.status
+    assert {"addresses.ipynb", "settings.ipynb"} <= {f["name"] for f in listing.json()["content"]}
+
 
 def test_anna_gets_another_os_user_that_cannot_read_toms_home(hub: Hub, context: Any) -> None:
     url, took = _sign_in_to_lab(context, hub, SANDBOX_DEFAULT_UPN)
