@@ -145,6 +145,8 @@ def run_hub(settings: HubSettings, out: TextIO = sys.stdout) -> int:
         stop = True
 
     previous = signal.signal(signal.SIGTERM, on_signal)
+    # Ctrl-C the same way, also when a parent left SIGINT ignored (a background job of a script)
+    previous_sigint = signal.signal(signal.SIGINT, on_signal)
     cleanup: list[Callable[[], object]] = []
     try:
         port = settings.port or _free_port()
@@ -191,10 +193,10 @@ def run_hub(settings: HubSettings, out: TextIO = sys.stdout) -> int:
         print(f"crmkit hub: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while stopping must not leave the rest running
         for step in reversed(cleanup):
             step()
-        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGINT, previous_sigint)
         signal.signal(signal.SIGTERM, previous)
     print("crmkit hub stopped.", file=out, flush=True)
     return 0
