@@ -20,10 +20,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .errors import CrmkitError
 from .store import DEFAULT_DB, default_path, is_postgres_url
+
+if TYPE_CHECKING:
+    from .store import Store
 
 __all__ = ["main"]
 
@@ -58,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create a database or bring its schema up to date",
                        description="Create the database file if it is missing and apply pending schema "
                                    "migrations; print what was done. Safe to run again.")
+    p.add_argument("--admin", metavar="UPN", default=None,
+                   help="bootstrap the first administrator: the CRM user named after the UPN's local part, with "
+                        "the admin role, linked to that directory account of the configured tenant at its first "
+                        "verified sign-in")
     p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser("demo-data", help="fill the database with realistic demo addresses",
@@ -163,6 +170,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     store = Store(path)  # migrates; store.applied_migrations: what this run applied
     try:
         after = {r[0] for r in store.read(lambda tx: tx.rows("SELECT id FROM _crmkit_migrations"))}
+        admin = _bootstrap_admin(store, args.admin) if getattr(args, "admin", None) else None
         users = store.one("SELECT count(*) FROM users")
         addresses = store.one("SELECT count(*) FROM addresses")
     finally:
@@ -178,9 +186,33 @@ def _cmd_init(args: argparse.Namespace) -> int:
         print(f"Updated {store.path}; applied schema migration(s) {', '.join(new)}.")
     else:
         print(f"{store.path} is up to date (schema {max(after)}); nothing to do.")
+    if admin is not None:
+        print(admin)
     print(f"{users} user(s), {addresses:,} address(es). Next: crmkit --db {_shell(store.path)} demo-data "
           "--addresses 1000")
     return EXIT_OK
+
+
+def _bootstrap_admin(store: Store, upn: str) -> str:
+    """``init --admin UPN``: the first administrator and its pending link (crmkit.directory_links); what was done."""
+    import json
+
+    from .config import TeamsConfig
+    from .directory_links import bootstrap_admin
+
+    class _Settings:  # TeamsConfig.resolve reads the tenant from the stored system setting, like a session
+        @staticmethod
+        def setting(name: str) -> object:
+            raw = store.one("SELECT value FROM system_settings WHERE key = ?", [name])
+            return None if raw is None else json.loads(raw)
+
+    tenant = TeamsConfig.resolve(_Settings()).tenant_id  # type: ignore[arg-type]
+    done = bootstrap_admin(store, upn, tenant)
+    if not done.linked:
+        return f"Administrator {done.user} is already set up for {upn} (tenant {tenant}); nothing to do."
+    made = "Created the CRM user" if done.created_user else "Made the existing CRM user"
+    return (f"{made} {done.user} an administrator, linked to {upn} in tenant {tenant} at its first verified "
+            "sign-in.")
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from .text_rules import check_text
 
 if TYPE_CHECKING:
     from .campaigns import Campaigns
+    from .directory_links import DirectoryLinks
     from .teams.send import TeamsService
 
 __all__ = ["CRM", "User", "open"]
@@ -63,6 +64,13 @@ class CRM(Session):
 
             self._campaigns = Campaigns(self)
         return self._campaigns
+
+    @property
+    def directory_links(self) -> DirectoryLinks:
+        """CRM users linked to directory accounts (see :mod:`crmkit.directory_links`; needs ``system.admin``)."""
+        from .directory_links import DirectoryLinks
+
+        return DirectoryLinks(self)
 
     @property
     def teams(self) -> TeamsService:

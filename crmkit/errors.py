@@ -25,6 +25,9 @@ server's, not crmkit's errors: they stay outside the tree, and no sandbox class 
     │   ├── InvalidRecipient        a Teams recipient that is malformed, unknown, disabled (names them)
     │   ├── ControlCharacters       text with control (or, in a subject, bidi) characters; names the field
     │   ├── DuplicateTransfer       (privacy.log) a transfer-log row for this message, address and recipient exists
+    │   ├── AccountAlreadyLinked    (directory_links) the directory account is another CRM user's
+    │   ├── InactiveUser            (directory_links) a switched-off CRM user cannot be linked
+    │   ├── AdminAlreadyLinked      (directory_links) `crmkit init --admin`: an administrator is linked already
     │   └── DisplayFormatError      (teams.display_format) an invalid display format; carries ``field``
     │       ├── UnknownDisplayField a field the display-field catalog does not know
     │       ├── DuplicateDisplayField
@@ -37,6 +40,8 @@ server's, not crmkit's errors: they stay outside the tree, and no sandbox class 
     │   ├── SignInCancelled
     │   ├── SignInRequired          (auth) no usable Microsoft 365 account; sign in by device code
     │   ├── SigningKeysUnavailable  (auth) the authority's discovery document or JWKS could not be read
+    │   ├── AccountNotLinked        (directory_links) a verified sign-in no CRM user is linked to: an admin links it
+    │   ├── SignInUserInactive      (directory_links) a verified sign-in of a switched-off CRM user
     │   └── IdTokenRefused          (auth) an id_token crmkit verified itself failed (not a JWT, no tid/oid)
     │       ├── IdTokenExpired      past its expiry: sign in again
     │       ├── IdTokenNotYetValid  issued in the future: this computer's clock is off

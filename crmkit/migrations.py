@@ -433,6 +433,22 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (12, "team server: outbox leases and Teams pacing shared by processes; PostgreSQL's indexes", _TEAM_AT_12),
     # DuckDB runs nothing: its search joins the addresses (POSTGRES_ONLY[13] says why PostgreSQL need not).
     (13, "search words: PostgreSQL drops a deleted address's words itself", []),
+    # Who a CRM user is in the directory (crmkit/directory_links.py): one account (tenant id + object id) per
+    # user and one user per account. object_id is NULL for a pending link by UPN (crmkit init --admin), which
+    # the first verified sign-in of that UPN completes. No FOREIGN KEY to users: crmkit migrate-store copies
+    # tables in name order (directory_links before users); the service checks the user.
+    (14, "directory_links: a CRM user's directory account (tenant id, object id, UPN, display name)", [
+        """CREATE TABLE directory_links (
+            user_name VARCHAR PRIMARY KEY,
+            tenant_id VARCHAR NOT NULL,
+            object_id VARCHAR,
+            upn VARCHAR,
+            display_name VARCHAR,
+            linked_at TIMESTAMP NOT NULL,
+            linked_by VARCHAR NOT NULL,
+            UNIQUE (tenant_id, object_id),
+            CHECK (object_id IS NOT NULL OR upn IS NOT NULL))""",
+    ]),
 ]
 
 

@@ -125,6 +125,7 @@ BASE: dict[str, str] = {
     "sessions": "SELECT, INSERT, UPDATE, DELETE",  # writes: own rows
     "display_formats": "SELECT", "privacy_settings": "SELECT", "address_flags": "SELECT",
     "consent_state": "SELECT",
+    "directory_links": "SELECT",  # own row (crmkit.directory_links; user_for runs as the owner, in the hub)
     "outbox_batches": "SELECT", "outbox": "SELECT",
     "campaigns": "SELECT", "campaign_activities": "SELECT", "campaign_participants": "SELECT",
     "campaign_reactions": "SELECT", "campaign_actions": "SELECT", "campaign_recorded_reactions": "SELECT",
@@ -195,6 +196,7 @@ RIGHT_GRANTS: dict[str, dict[str, str]] = {
         "audit": "SELECT", "system_settings": "INSERT, UPDATE, DELETE", "user_settings": "DELETE",
         "contact_types": "INSERT, UPDATE, DELETE", "addresses": "INSERT, UPDATE, DELETE",
         "address_words": "INSERT, DELETE", "contacts": "INSERT, UPDATE, DELETE",
+        "directory_links": "INSERT, UPDATE, DELETE",  # link and unlink (crmkit.directory_links)
     },
 }
 
@@ -219,6 +221,8 @@ POLICIES: tuple[tuple[str, str, str, str | None, str | None], ...] = (
     ("sessions", "system.admin", "ALL", "true", "true"),
     ("audit", "base", "INSERT", None, _OWN),
     ("audit", "system.admin", "ALL", "true", "true"),
+    ("directory_links", "base", "SELECT", _OWN, None),
+    ("directory_links", "system.admin", "ALL", "true", "true"),
     ("m365_accounts", "teams.send", "ALL", _OWN, _OWN),
     ("m365_accounts", "teams.admin", "ALL", "true", "true"),
     ("contacts", "base", "SELECT", "true", None),

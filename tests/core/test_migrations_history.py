@@ -198,6 +198,7 @@ RELEASED = {
     11: "f5991f35a2c286d9fa3e27b9047582302181e5c29436844a06b8fb2c55e00d63",
     12: "d0b149639f06c2cbf9af88f4017cb570b5099dc807da6f64303476fa03eb6134",
     13: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  # nothing on DuckDB
+    14: "4aa22a2a2b17a7ddac41fe07120535a382973729afb850a9605e4ccc903fd5cd",
 }
 # The same over what PostgreSQL runs (statements_for: POSTGRES_INSTEAD and POSTGRES_ONLY applied); pinned from
 # migration 12 on, the first release on PostgreSQL. Where the two differ is migrations.py's dialect table.
@@ -215,6 +216,7 @@ RELEASED_POSTGRESQL = {
     11: "f5991f35a2c286d9fa3e27b9047582302181e5c29436844a06b8fb2c55e00d63",
     12: "9c8dcef8ccf826b966a261895dd8c3b6ee1b8170354e83174101b5fef88710a3",
     13: "d7ac8071ecd042bc0fc50860bd3f9743e836fb8feabf5b1d32543e8f8b6250e5",
+    14: "4aa22a2a2b17a7ddac41fe07120535a382973729afb850a9605e4ccc903fd5cd",
 }
 
 
