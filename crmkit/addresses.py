@@ -311,23 +311,17 @@ def run_filter(tx: Tx, sql: str, values: list[Any], *, scalar: bool = False, pre
 
 
 def _pg_prepare_filter(tx: Tx) -> None:
-    """PostgreSQL, before a filter's statements in a transaction: the statement timeout, no JIT (compiling a page
-    query cost more, 20-80 ms, than running it), no parallel workers (a page is an index walk; two more processes
-    per query only competed with the sessions for the cores: a broad search 238 ms with them, 209 without)
-    and the filter role where the login may switch to it
-    (``set_config('role', …, true)`` is ``SET LOCAL ROLE``; pg_roles.enter_filter_role's test, the role named
-    from the connection's database), in one statement: they were three to four round trips, twice per page."""
+    """PostgreSQL, before a filter's statements in a transaction, in one statement with the switch to the filter
+    role (pg_roles.enter_filter_role): the statement timeout, no JIT (compiling a page query cost more, 20-80 ms,
+    than running it) and no parallel workers (a page is an index walk; two more processes per query only
+    competed with the sessions for the cores: a broad search 238 ms with them, 209 without). They were three to
+    four round trips, twice per page."""
     if tx.dialect != "postgresql":
         return
-    from .store.pg_roles import group_role
+    from .store.pg_roles import enter_filter_role
 
-    role = group_role(tx.database, "filter")  # type: ignore[attr-defined]  # PgTx
-    tx.execute(
-        "SELECT set_config('statement_timeout', ?, true), set_config('jit', 'off', true), "
-        "set_config('max_parallel_workers_per_gather', '0', true), "
-        "(SELECT set_config('role', rolname, true) FROM pg_roles WHERE rolname = ? "
-        "AND pg_has_role(current_user, oid, 'MEMBER'))",
-        [str(int(sql_filter.STATEMENT_TIMEOUT_SECONDS * 1000)), role]).fetchall()
+    enter_filter_role(tx, {"statement_timeout": str(int(sql_filter.STATEMENT_TIMEOUT_SECONDS * 1000)),
+                           "jit": "off", "max_parallel_workers_per_gather": "0"})
 
 
 def address(store: Store, address_id: int) -> dict[str, Any]:

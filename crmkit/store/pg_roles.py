@@ -109,7 +109,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASE", "OUTBOX_CONTENT", "RIGHT_GRANTS", "SyncReport", "UserLogin", "compact_transfer_log", "crm_user_of_login",
-    "drop_database_roles", "enter_filter_role", "filter_role", "group_role", "role_prefix", "rotate_password",
+    "drop_database_roles", "enter_filter_role", "group_role", "role_prefix", "rotate_password",
     "scram_verifier", "sync_database_roles", "unclassified_tables", "user_role",
 ]
 
@@ -657,24 +657,19 @@ def crm_user_of_login(store: Store, requested: str | None) -> str | None:
     )
 
 
-def filter_role(tx: Tx) -> str | None:
-    """The filter role of this database when the session may switch to it (a member), else None. One round
-    trip: the database's name and the filter roles the login may switch to, matched here."""
-    if tx.dialect != "postgresql":
-        return None
-    row = tx.rows(
-        "SELECT current_database(), (SELECT array_agg(rolname) FROM pg_roles WHERE starts_with(rolname, 'crmkit_') "
-        "AND right(rolname, 7) = '_filter' AND pg_has_role(current_user, oid, 'MEMBER'))")[0]
-    name = group_role(str(row[0]), "filter")
-    return name if name in (row[1] or ()) else None
-
-
-def enter_filter_role(tx: Tx) -> bool:
+def enter_filter_role(tx: Tx, settings: Mapping[str, str] | None = None) -> bool:
     """Inside a (read-only) transaction: run what follows as the filter role, which reads the address columns
-    and nothing else (``SET LOCAL ROLE``; it ends with the transaction). False when there is no such role
-    (DuckDB, or roles never synced), so the caller runs as before."""
-    role = filter_role(tx)
-    if role is None:
+    and nothing else (``set_config('role', …, true)`` is ``SET LOCAL ROLE``: it ends with the transaction), and
+    apply ``settings`` (``SET LOCAL`` each), all in one statement (one round trip: a record-table page pays it
+    once per transaction). The role is named from the connection's database; the switch happens only where the
+    login is a member. False when there is no such role (DuckDB, or roles never synced), so the caller runs as
+    before."""
+    if tx.dialect != "postgresql":
         return False
-    tx.execute(f"SET LOCAL ROLE {_q(role)}")
-    return True
+    pairs = list((settings or {}).items())
+    sets = "set_config(?, ?, true), " * len(pairs)
+    row = tx.rows(
+        f"SELECT {sets}(SELECT set_config('role', rolname, true) FROM pg_roles WHERE rolname = ? "
+        "AND pg_has_role(current_user, oid, 'MEMBER'))",
+        [*(v for pair in pairs for v in pair), group_role(tx.database, "filter")])[0]  # type: ignore[attr-defined]
+    return row[-1] is not None
