@@ -18,6 +18,7 @@ from . import addresses as _addresses
 from . import contacts
 from .addresses import check_id
 from .errors import NotFound, ValidationError, catalog_error
+from .mode import Mode, current_mode, team_session_user
 from .rights import role_label
 from .session import Session, User, load_user, now, spec
 from .settings import SETTINGS, USER_SETTINGS, Setting
@@ -42,7 +43,11 @@ class CRM(Session):
 
     The narrow part (store, user and rights, language, settings, audit, clock) is
     :class:`crmkit.session.Session`, which the services take; this class composes the services on it.
+    ``mode`` is the mode :func:`open` checked the session in (:mod:`crmkit.mode`); a CRM made directly passed
+    no team-mode check, so it is ``single-user``.
     """
+
+    mode: Mode = "single-user"
 
     def __init__(self, store: Store, user: str) -> None:
         super().__init__(store, user)
@@ -338,11 +343,19 @@ def open(path: str | os.PathLike[str] | None = None, user: str | None = None, *,
         DatabasePathError, NotACrmkitDatabase: the path cannot hold or is not a crmkit database.
         UnknownUser: no active user of that name.
         PermissionDenied: on PostgreSQL, the login is a CRM user's role and ``user`` names another.
+        TeamSignInRequired: in team mode (``CRMKIT_MODE=team``, :mod:`crmkit.mode`), a DuckDB path, a login that
+            is no CRM user's, or ``user``/``CRMKIT_USER`` naming another than the login's user; nothing written.
+        UnknownMode: ``CRMKIT_MODE`` is neither ``single-user`` nor ``team``.
     """
-    store = Store(path, tracer=tracer)
+    mode = current_mode()
     name = user or os.environ.get("CRMKIT_USER")
+    if mode == "team":  # the user comes from the login alone, checked before the store (and its migrations) opens
+        name = team_session_user(path, name)
+    store = Store(path, tracer=tracer)
     if store.dialect == "postgresql":  # a CRM user's database role is that user's session (crmkit.store.pg_roles)
         from .store.pg_roles import crm_user_of_login
 
         name = crm_user_of_login(store, name)
-    return CRM(store, name or "admin")
+    crm = CRM(store, name or "admin")
+    crm.mode = mode
+    return crm

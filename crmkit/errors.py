@@ -8,6 +8,7 @@ server's, not crmkit's errors: they stay outside the tree, and no sandbox class 
 
     CrmkitError
     ├── ConfigError                 bad configuration or environment
+    │   ├── UnknownMode             (mode) CRMKIT_MODE is neither single-user nor team
     │   └── PortInUse               (sandbox.server) a port `crmkit sandbox` was told to listen on is taken
     ├── StoreError                  the record store (DuckDB file or PostgreSQL database)
     │   ├── DatabaseLocked          another process kept the file locked too long
@@ -20,6 +21,7 @@ server's, not crmkit's errors: they stay outside the tree, and no sandbox class 
     ├── NotFound                    a record, user, setting … does not exist
     │   └── UnknownUser
     ├── PermissionDenied            the session's user lacks a right
+    │   └── TeamSignInRequired      (mode) team mode: a DuckDB file, no CRM user's login, another name: sign in
     ├── ValidationError             bad input (argument, SQL filter, form value)
     │   ├── UnsafeQuery             a SQL filter reaching beyond the address columns, or several statements
     │   ├── InvalidRecipient        a Teams recipient that is malformed, unknown, disabled (names them)

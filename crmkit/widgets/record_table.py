@@ -4,6 +4,7 @@ Layout (CSS classes in brackets, for browser tests and styling)::
 
     [crmkit-record-table]
       title [crmkit-title]                               language [crmkit-language]
+      the session's mode [crmkit-mode-line]              (header.ModeLine: single-user, or team and who)
       search [crmkit-search]  city [crmkit-city]  country [crmkit-country]  per page [crmkit-page-size]
       error [crmkit-error]                         (hidden unless something failed)
       [crmkit-table-body]: the table, and beside it the side panel [crmkit-side] (row menu, compose, contacts)
@@ -44,6 +45,7 @@ from ..errors import CrmkitError
 from ..i18n import format_count, t
 from ..text_rules import inert
 from .common import ErrorBox, LanguageSwitch
+from .header import ModeLine
 from .record_table_model import DEFAULT_COLUMNS, PAGE_SIZES, RecordTableModel
 
 if TYPE_CHECKING:
@@ -140,6 +142,7 @@ class RecordTable(widgets.VBox):
         self.title = widgets.HTML()
         self.title.add_class("crmkit-title")
         self.language_switch = LanguageSwitch(lang, self._language_picked)
+        self.mode_line = ModeLine(model.crm, lang)
         self.search = widgets.Text(value=model.search, continuous_update=False, style={"description_width": "initial"})
         self.search.add_class("crmkit-search")
         self.city = widgets.Dropdown(style={"description_width": "initial"}, layout=widgets.Layout(width="auto"))
@@ -228,6 +231,7 @@ class RecordTable(widgets.VBox):
         super().__init__([
             widgets.HBox([self.title, self.language_switch],
                          layout=widgets.Layout(justify_content="space-between", align_items="center")),
+            self.mode_line,
             widgets.HBox([self.search, self.city, self.country, self.page_size],
                          layout=widgets.Layout(flex_flow="row wrap")),
             self.error,
@@ -404,6 +408,7 @@ class RecordTable(widgets.VBox):
         self._set_quietly(self.language_switch, value=lang)
         self.language_switch.relabel(lang)
         self.title.value = f"<h3 style='margin:4px 0'>{html.escape(t('app.addresses', lang))}</h3>{_STYLE}"
+        self.mode_line.relabel(lang)
         self.search.description = t("table.search", lang)
         self.search.placeholder = t("table.search_placeholder", lang)
         self.city.description = t("address.city", lang)

@@ -104,10 +104,12 @@ def open_dashboard_crm() -> CRM:
 
     The user is ``CRMKIT_USER`` (default ``admin``). A ``?user=NAME`` in the page's URL picks
     another CRM user, but only while crmkit runs against the sandbox tenant: it lets a demo show
-    several users from one server, and would let anyone act as anyone against a real tenant.
+    several users from one server, and would let anyone act as anyone against a real tenant. In team mode
+    (:mod:`crmkit.mode`) a ``?user=`` naming anyone but the signed-in user is refused like ``user=``.
 
     Raises:
         CrmkitError: the database cannot be opened, or the user is unknown.
+        TeamSignInRequired: team mode, and the session would come from a name (``crmkit.open`` says why).
     """
     import crmkit
 
@@ -117,6 +119,9 @@ def open_dashboard_crm() -> CRM:
     crm = crmkit.open()
     wanted = query_user()
     if wanted and wanted != crm.user.name:
+        if crm.mode == "team":  # a name in the URL is no sign-in: the core's refusal says how to sign in
+            crm.store.close()
+            return crmkit.open(user=wanted)  # TeamSignInRequired (wanted is not the login's user)
         if not _demo_tenant(crm):
             log.warning("ignoring ?user=%s: URL users are for demos against the sandbox tenant only", wanted)
             return crm
