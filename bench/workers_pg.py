@@ -20,8 +20,6 @@ sliding one-second window.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,17 +45,9 @@ def _support() -> Any:
         sys.path.insert(0, tests)
     import support.postgres
     import support.sandbox
+    import support.workers
 
     return support
-
-
-def _most_per_second(stamps: list[int]) -> int:
-    stamps, most, lo = sorted(stamps), 0, 0
-    for hi, t in enumerate(stamps):
-        while stamps[lo] <= t - 1000:
-            lo += 1
-        most = max(most, hi - lo + 1)
-    return most
 
 
 def _count(counters: dict[str, int], status: str) -> int:
@@ -66,28 +56,18 @@ def _count(counters: dict[str, int], status: str) -> int:
 
 def _queue_send(db: str, admin: Any, records: int, support: Any) -> int:
     """A CRM at ``db`` with ``records`` addresses, its admin signed in to Teams, one send queued; its messages."""
-    crm = crmkit.open(db)
-    from crmkit.sandbox import SANDBOX_DEFAULT_UPN
-    from crmkit.teams import activation
-
-    activation.enable(crm)
-    ids = [crm.add_address(company=f"Firma {i:03d} GmbH", city="Berlin", country="DE") for i in range(records)]
-    support.sandbox.sign_in(crm, SANDBOX_DEFAULT_UPN)
-    people = support.sandbox.colleagues(admin, PEOPLE)
-    crm.teams.send(ids, to=people, subject="Bench", deliver=False)
-    crm.teams.close()
-    total = int(crm.store.one("SELECT count(*) FROM outbox WHERE status = 'pending'"))
+    crm = support.workers.queue_send(db, admin, records=records, people=PEOPLE, subject="Bench")
+    total = support.workers.outbox_counts(crm.store).get("pending", 0)
     crm.store.close()
     return total
 
 
-def _deliver(db: str, admin: Any, argvs: list[list[str]], total: int, log: Path, timeout: float) -> dict[str, Any]:
+def _deliver(db: str, admin: Any, argvs: list[list[str]], total: int, log: Path, timeout: float,
+             support: Any) -> dict[str, Any]:
     """Start the processes, wait until ``total`` messages are sent, stop them; what the sandbox saw."""
     admin.put("faults", {"latency_ms": LATENCY_MS, "paths": ["/v1.0/"]})
     requests_before = admin.counters()
-    with log.open("a") as err:
-        procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
-                 for argv in argvs]
+    procs = support.workers.start(argvs, log)
     started = time.perf_counter()
     store = crmkit.open(db).store
     try:
@@ -99,22 +79,14 @@ def _deliver(db: str, admin: Any, argvs: list[list[str]], total: int, log: Path,
             time.sleep(0.2)
         wall = time.perf_counter() - started
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
+        support.workers.stop(procs)
         store.close()
         admin.put("faults", {"latency_ms": 0})
     counters = admin.counters()
     stamps = [int(m["id"]) for m in admin.get("messages")["value"]]
     span = (max(stamps) - min(stamps)) / 1000
     return {"wall": wall, "rate": (len(stamps) - 1) / span if span > 0 else float("nan"), "stored": len(stamps),
-            "most": _most_per_second(stamps),
+            "most": support.workers.most_per_second(stamps),
             "429": _count(counters, "429") - _count(requests_before, "429")}
 
 
@@ -142,13 +114,12 @@ def run(ctx: Context) -> list[Result]:
                 else str(base / "crm.duckdb")
             total = _queue_send(db, admin, records, support)
             if backend == "postgresql":
-                argvs = [[sys.executable, "-m", "crmkit.cli", "--db", db, "worker", "--interval", "0.5"]
-                         for _ in range(WORKERS)]
+                argvs = [support.workers.worker_argv(db) for _ in range(WORKERS)]
             else:
                 argvs = [[sys.executable, "-c", RESUME, db]]
             say(f"workers_pg: {total} messages over {PEOPLE} chats on {backend}, {len(argvs)} process(es) …")
             results[backend] = {"total": total, **_deliver(db, admin, argvs, total, base / f"{backend}.log",
-                                                           timeout=60 + total / 5)}
+                                                           timeout=60 + total / 5, support=support)}
             if backend == "postgresql":
                 from crmkit.store.postgres import close_pools
 
