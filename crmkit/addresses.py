@@ -164,15 +164,11 @@ def _pg_page(tx: Tx, clause: str, values: list[Any], cols: str, order: str, keys
     """
     _pg_prepare_filter(tx)
     words = _pg_words_only(clause, order)
-    if words is not None:  # a search alone, in id order: its hits are the word index's (migration 13)
-        sql = (f"WITH hits AS MATERIALIZED (SELECT address_id AS id FROM ({words}) AS _w), "
-               f"page AS (SELECT id FROM hits ORDER BY {order} LIMIT {size} OFFSET {offset}) "
-               f"SELECT (SELECT count(*) FROM hits) AS _total, {cols} FROM addresses "
-               f"WHERE id IN (SELECT id FROM page) ORDER BY {order}")
-        frame = run_filter(tx, sql, values, prepared=True)
-        check = ""
-    elif " JOIN (" in clause:  # the search's word join
-        sql = (f"WITH hits AS MATERIALIZED (SELECT {keys} FROM addresses{clause}), "
+    if words is not None or " JOIN (" in clause:  # a search: its hits once, then their total and the page
+        # a search alone, in id order, takes its hits from the word index without the addresses (migration 13)
+        hits = f"SELECT address_id AS id FROM ({words}) AS _w" if words is not None else \
+            f"SELECT {keys} FROM addresses{clause}"
+        sql = (f"WITH hits AS MATERIALIZED ({hits}), "
                f"page AS (SELECT id FROM hits ORDER BY {order} LIMIT {size} OFFSET {offset}) "
                f"SELECT (SELECT count(*) FROM hits) AS _total, {cols} FROM addresses "
                f"WHERE id IN (SELECT id FROM page) ORDER BY {order}")
