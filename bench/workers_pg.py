@@ -8,6 +8,12 @@ tenant, 1/s per chat; it answers 429 beyond them) and 300 ms added latency on ev
 
 (a) PostgreSQL: 4 ``crmkit worker`` processes share the outbox (row claims under leases) and Teams' limits
     (pacing kept in the database). Goal: ≥ 18 msg/s combined (90 % of 20/s) with zero 429 responses.
+    The sandbox stands for Microsoft's servers, which do not share the workers' cores: for this run its
+    threads get a higher CPU priority (nice −5, :data:`SANDBOX_NICE`). On 2 cores shared with 4 workers and
+    PostgreSQL, the sandbox's event loop otherwise waited up to ~120 ms for a CPU and then checked the
+    requests that had queued meanwhile at once, bunching them past 20 in its sliding second (measured with
+    /proc schedstat: 62–91 % of its ≥ 50 ms stalls were waiting for a CPU, not its own writes). The same send
+    at equal priority is run next and reported beside it, without a goal.
 (b) DuckDB: one process delivers the same send (``crm.teams.resume()``; one process writes a DuckDB file),
     for comparison.
 
@@ -36,6 +42,18 @@ PEOPLE = 40
 LATENCY_MS = 300
 LIMIT = 20.0
 RESUME = "import sys, crmkit; crmkit.open(sys.argv[1]).teams.resume()"
+SANDBOX_NICE = -5  # (a)'s priority for the sandbox's threads; 0 for the equal-priority run
+
+
+def _renice(pid: int, nice: int) -> bool:
+    """Every thread of ``pid`` at ``nice`` (Linux's nice is per thread; threads made later inherit the main
+    thread's). False where that is not allowed (not root): the run then goes at equal priority."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+    except (PermissionError, FileNotFoundError):
+        return False
+    return True
 
 
 def _support() -> Any:
@@ -106,7 +124,9 @@ def run(ctx: Context) -> list[Result]:
     try:
         cluster.start()
         os.environ["CRMKIT_SANDBOX_URL"] = sandbox.url
-        for backend in ("postgresql", "duckdb"):
+        for run_name, backend, nice in (("postgresql", "postgresql", SANDBOX_NICE),
+                                        ("postgresql, equal priority", "postgresql", 0), ("duckdb", "duckdb", 0)):
+            prioritised = _renice(sandbox.proc.pid, nice) and nice != 0
             admin.reset()
             os.environ["CRMKIT_HOME"] = str(base / f"home-{backend}")
             support.sandbox.forget_msal()
@@ -117,13 +137,15 @@ def run(ctx: Context) -> list[Result]:
                 argvs = [support.workers.worker_argv(db) for _ in range(WORKERS)]
             else:
                 argvs = [[sys.executable, "-c", RESUME, db]]
-            say(f"workers_pg: {total} messages over {PEOPLE} chats on {backend}, {len(argvs)} process(es) …")
-            results[backend] = {"total": total, **_deliver(db, admin, argvs, total, base / f"{backend}.log",
-                                                           timeout=60 + total / 5, support=support)}
+            say(f"workers_pg: {total} messages over {PEOPLE} chats on {run_name}, {len(argvs)} process(es) …")
+            log = base / f"{run_name.replace(', ', '-').replace(' ', '-')}.log"
+            results[run_name] = {"total": total, "prioritised": prioritised,
+                                 **_deliver(db, admin, argvs, total, log, timeout=60 + total / 5, support=support)}
             if backend == "postgresql":
                 from crmkit.store.postgres import close_pools
 
                 close_pools(db)
+                cluster.drop_database(db.rsplit("/", 1)[1])
     finally:
         for k, v in saved.items():
             if v is None:
@@ -134,16 +156,24 @@ def run(ctx: Context) -> list[Result]:
         sandbox.stop()
         cluster.stop()
 
-    pg, duck = results["postgresql"], results["duckdb"]
+    pg, equal, duck = results["postgresql"], results["postgresql, equal priority"], results["duckdb"]
+    priority = (f"the sandbox's threads at nice {SANDBOX_NICE} (it stands for Microsoft's servers, which do not "
+                "share the workers' cores)" if pg["prioritised"] else
+                "the sandbox at equal priority (raising it was not allowed here)")
     setup = (f"{pg['total']} msgs over {PEOPLE} one-on-one chats, +{LATENCY_MS} ms per Graph call, sandbox limits "
-             f"{LIMIT:.0f}/s per tenant and 1/s per chat, no faults.")
+             f"{LIMIT:.0f}/s per tenant and 1/s per chat, no faults")
     return [
         Result("workers_pg: 4 workers on PostgreSQL, combined msgs/s", round(pg["rate"], 2), "msg/s",
                "≥ 18 msg/s (90 % of 20/s)", pg["rate"] >= 0.9 * LIMIT and pg["stored"] == pg["total"],
-               f"{setup} {pg['wall']:.1f} s wall from starting the workers; most in one second "
+               f"{setup}; {priority}. {pg['wall']:.1f} s wall from starting the workers; most in one second "
                f"{pg['most']}; {pg['stored']} stored."),
         Result("workers_pg: 4 workers on PostgreSQL, 429 responses", pg["429"], "responses", "0", pg["429"] == 0,
-               "counted by the sandbox (its own throttle; no faults injected)."),
+               f"counted by the sandbox (its own throttle; no faults injected); {priority}."),
+        Result("workers_pg: 4 workers on PostgreSQL, the sandbox at equal priority, combined msgs/s",
+               round(equal["rate"], 2), "msg/s", "", None,
+               f"the same send, the sandbox competing with the workers and PostgreSQL for the 2 cores: "
+               f"{equal['429']} × 429; most in one second {equal['most']}; {equal['wall']:.1f} s wall; "
+               f"{equal['stored']} stored."),
         Result("workers_pg: DuckDB, one sender, msgs/s", round(duck["rate"], 2), "msg/s", "", None,
                f"the same send delivered by one process (crm.teams.resume()); {duck['wall']:.1f} s wall; most in "
                f"one second {duck['most']}; {duck['429']} × 429; {duck['stored']} stored."),
