@@ -69,17 +69,17 @@ def team_session_user(path: str | os.PathLike[str] | None, requested: str | None
     raw = default_path() if path is None else os.fspath(path)
     if not is_postgres_url(raw):
         raise catalog_error(TeamSignInRequired, "error.msg.team_mode_file", where=raw)
+    from .store.pg_roles import login_crm_user
     from .store.postgres import PostgresBackend
 
-    backend = PostgresBackend(raw, 60.0)  # the process's pool for this URL, which the Store then shares
+    # the backend, not a Store (which migrates); the process's pool for this URL, which the Store then shares
+    backend = PostgresBackend(raw, 60.0)
     with backend.transaction(read_only=True, tracer=None) as tx:
         login = str(tx.one("SELECT current_user"))
-        # crmkit_user() as crmkit.store.pg_roles.crm_user_of_login reads it (that one needs a Store, which migrates)
-        synced = tx.one("SELECT to_regprocedure('crmkit_user()') IS NOT NULL")
-        mapped = tx.one("SELECT crmkit_user()") if synced else None
+        mapped = login_crm_user(tx)
     if mapped is None:
         raise catalog_error(TeamSignInRequired, "error.msg.team_mode_login", login=login, where=backend.path)
-    user = str(mapped)
+    user = mapped
     if requested and requested != user:
         raise catalog_error(TeamSignInRequired, "error.msg.team_mode_name", requested=requested, user=user)
     return user

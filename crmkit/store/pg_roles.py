@@ -109,7 +109,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASE", "OUTBOX_CONTENT", "RIGHT_GRANTS", "SyncReport", "UserLogin", "compact_transfer_log", "crm_user_of_login",
-    "drop_database_roles", "enter_filter_role", "group_role", "role_prefix", "rotate_password",
+    "drop_database_roles", "enter_filter_role", "group_role", "login_crm_user", "role_prefix", "rotate_password",
     "scram_verifier", "sync_database_roles", "unclassified_tables", "user_role",
 ]
 
@@ -631,6 +631,15 @@ def rotate_password(store: Store, user: str, *, home: Path | None = None) -> Use
 
 # -- sessions -------------------------------------------------------------------------------------------
 
+def login_crm_user(tx: Tx) -> str | None:
+    """The CRM user whose role this transaction's login is (``crmkit_user()``); None for any other login, e.g.
+    the owner, and where the roles were never synced (then only the owner can be connected)."""
+    if tx.one("SELECT to_regprocedure('crmkit_user()') IS NULL"):
+        return None
+    value = tx.one("SELECT crmkit_user()")
+    return None if value is None else str(value)
+
+
 def crm_user_of_login(store: Store, requested: str | None) -> str | None:
     """The CRM user a PostgreSQL session is: ``requested`` when the login is no CRM user's role (the owner),
     else the user the role belongs to. A user's role opening another name is refused.
@@ -640,14 +649,7 @@ def crm_user_of_login(store: Store, requested: str | None) -> str | None:
     """
     if store.dialect != "postgresql":
         return requested
-
-    def read(tx: Tx) -> str | None:
-        if tx.one("SELECT to_regprocedure('crmkit_user()') IS NULL"):
-            return None  # roles never synced: only the owner can be connected
-        value = tx.one("SELECT crmkit_user()")
-        return None if value is None else str(value)
-
-    mapped = store.read(read)
+    mapped = store.read(login_crm_user)
     if mapped is None or requested in (None, mapped):
         return mapped or requested
     raise PermissionDenied(
