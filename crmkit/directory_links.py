@@ -17,17 +17,15 @@ the object id in; from then on only the object id counts.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from .errors import AuthError, UnknownUser, ValidationError, catalog_error
-from .session import Session, now
+from .session import Session, now, write_audit
 from .store import Store, Tx
-from .text_rules import check_text
+from .text_rules import account_name, check_text
 
 if TYPE_CHECKING:
     from .auth.id_token import VerifiedIdToken
@@ -49,7 +47,6 @@ __all__ = [
 SCOPE = "directory_links"  # the audit scope of every change here
 BOOTSTRAP_BY = "crmkit init"  # linked_by (and the audit's user) of the first administrator's pending link
 _MAX = 256  # tenant ids and object ids are GUIDs, UPNs up to 113 characters; anything longer is not an account
-_UNSAFE = re.compile(r"[^a-z0-9._-]+")
 
 
 class AccountAlreadyLinked(ValidationError):
@@ -83,10 +80,9 @@ class BootstrapResult:
 
 
 def user_name_for_upn(upn: str) -> str:
-    """The CRM user name for a directory account: the UPN's local part, lower-case, anything but
-    ``a-z 0-9 . _ -`` made ``-`` (as the hub names people, crmkit/hub/spawner.py hub_username), e.g.
-    ``Lea.Hoffmann@contoso.example`` -> ``lea.hoffmann``."""
-    name = _UNSAFE.sub("-", _upn(upn).split("@", 1)[0].lower()).strip(".-_")
+    """The CRM user name for a directory account: :func:`crmkit.text_rules.account_name`, as the hub names
+    people (crmkit/hub/spawner.py hub_username), at most 64 characters."""
+    name = account_name(_upn(upn))
     if not name or len(name) > 64:
         raise catalog_error(ValidationError, "error.msg.directory_bad_upn", upn=upn)
     return name
@@ -255,18 +251,11 @@ def user_for(store: Store, verified: VerifiedIdToken) -> str:
             tx.execute("UPDATE directory_links SET object_id = ?, upn = ?, display_name = ? WHERE user_name = ?",
                        [verified.oid, new_upn, new_name, user])
             old = {"object_id": None} if pending else {}
-            tx.execute(
-                "INSERT INTO audit (changed_at, user_name, scope, key, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?)",
-                [now(), user, SCOPE, user, _json({**old, "upn": upn, "display_name": name}),
-                 _json({**({"object_id": verified.oid} if pending else {}), "upn": new_upn,
-                        "display_name": new_name})])
+            write_audit(tx, user, SCOPE, user, {**old, "upn": upn, "display_name": name},
+                        {**({"object_id": verified.oid} if pending else {}), "upn": new_upn, "display_name": new_name})
         return str(user)
 
     return store.write(run)
-
-
-def _json(value: object) -> str:
-    return json.dumps(value, default=str)
 
 
 def _admin_links(tx: Tx) -> list[tuple[str, str, str | None, str | None]]:
@@ -329,5 +318,4 @@ def bootstrap_admin(store: Store, upn: str, tenant_id: str) -> BootstrapResult:
 
 def _audit(tx: Tx, scope: str, key: str, old: object, new: object) -> None:
     """An audit row by ``crmkit init`` (no CRM session runs it: the database owner does)."""
-    tx.execute("INSERT INTO audit (changed_at, user_name, scope, key, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?)",
-               [now(), BOOTSTRAP_BY, scope, key, _json(old), _json(new)])
+    write_audit(tx, BOOTSTRAP_BY, scope, key, old, new)

@@ -21,7 +21,7 @@ from .rights import RIGHTS, right_label
 from .settings import SETTINGS, USER_SETTINGS, Setting
 from .store import Store, Tracer, Tx
 
-__all__ = ["Session", "User", "load_user", "now"]
+__all__ = ["Session", "User", "load_user", "now", "write_audit"]
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,7 @@ class Session:
 
     def audit(self, tx: Tx, scope: str, key: str, old: Any, new: Any) -> None:
         """Record a change (old and new value) in the audit trail, inside the caller's transaction."""
-        tx.execute(
-            "INSERT INTO audit (changed_at, user_name, scope, key, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?)",
-            [now(), self.user.name, scope, key, json.dumps(old, default=str), json.dumps(new, default=str)],
-        )
+        write_audit(tx, self.user.name, scope, key, old, new)
 
     def write_setting(self, tx: Tx, name: str, value: Any) -> None:
         """Write a system setting inside a caller's transaction, audited (rights already checked)."""
@@ -134,3 +131,13 @@ class Session:
             [name, json.dumps(value), now(), self.user.name],
         )
         self.audit(tx, "system", name, old, value)
+
+
+def write_audit(tx: Tx, user_name: str, scope: str, key: str, old: Any, new: Any) -> None:
+    """An audit row (old and new value as JSON) by ``user_name``, inside the caller's transaction: a session's
+    :meth:`Session.audit`, or work no session does (``crmkit init``; a sign-in the hub maps to its CRM user)."""
+    tx.execute(
+        "INSERT INTO audit (changed_at, user_name, scope, key, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?)",
+        [now(), user_name, scope, key, json.dumps(old, default=str), json.dumps(new, default=str)],
+    )
+

@@ -88,3 +88,14 @@ def check_text(value: str | None, field: str, *, lines: bool = False, bidi: bool
 def inert(text: str) -> str:
     """``text`` with control characters (but tab, LF, CR LF) and bidi embeddings/overrides/isolates removed."""
     return _INERT.sub("", text)
+
+
+_NOT_IN_NAMES = re.compile(r"[^a-z0-9._-]+")
+
+
+def account_name(upn: str) -> str:
+    """The name a directory account goes by in crmkit and in the hub: the local part of its UPN, lower-case,
+    anything but ``a-z 0-9 . _ -`` made ``-``, no ``.``/``-``/``_`` at either end; e.g.
+    ``Lea.Hoffmann@contoso.example`` -> ``lea.hoffmann``. Empty when nothing is left (the caller refuses it)."""
+    return _NOT_IN_NAMES.sub("-", upn.split("@", 1)[0].lower()).strip(".-_")
+

@@ -23,11 +23,12 @@ from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from jupyterhub.utils import maybe_future
 from traitlets import List, Unicode
 
+from crmkit.text_rules import account_name
+
 __all__ = ["OS_USER_PREFIX", "CrmkitSpawner", "ensure_os_user", "hub_username", "os_user_name"]
 
 OS_USER_PREFIX = "crmkit-"
 _MAX_OS_NAME = 32  # useradd's limit on Linux
-_UNSAFE = re.compile(r"[^a-z0-9._-]+")
 
 
 def hub_username(userdata: Mapping[str, Any]) -> str:
@@ -39,8 +40,7 @@ def hub_username(userdata: Mapping[str, Any]) -> str:
         ValueError: the user data names no account (the hub then refuses the sign-in).
     """
     upn = str(userdata.get("userPrincipalName") or userdata.get("preferred_username") or "")
-    local = upn.split("@", 1)[0].lower()
-    name = _UNSAFE.sub("-", local).strip(".-_")
+    name = account_name(upn)  # as crmkit names the CRM user of a directory account
     if not name:
         raise ValueError("the tenant's user data names no account (userPrincipalName / preferred_username)")
     return name  # never cut: two long names must not become one person (os_user_name shortens with a hash)
@@ -49,7 +49,7 @@ def hub_username(userdata: Mapping[str, Any]) -> str:
 def os_user_name(hub_name: str) -> str:
     """The OS user a hub user's server runs as: ``crmkit-<hub name>``, made safe and at most 32 characters (a
     longer one keeps a hash of the whole name, so two long names never meet)."""
-    safe = _UNSAFE.sub("-", hub_name.lower()).strip(".-_") or "user"
+    safe = account_name(hub_name) or "user"
     name = OS_USER_PREFIX + safe
     if len(name) > _MAX_OS_NAME:
         digest = hashlib.sha256(hub_name.encode()).hexdigest()[:6]
