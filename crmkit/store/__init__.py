@@ -159,10 +159,13 @@ class Store:
         """
         if isolation is not None and isolation not in get_args(Isolation):
             raise ValidationError(f"isolation must be one of {', '.join(get_args(Isolation))}, not {isolation!r}.")
+        level = isolation.upper() if isolation is not None and self.dialect == "postgresql" else None
         attempt = 0
         while True:
             try:
-                with self.backend.transaction(read_only=False, tracer=self.tracer, isolation=isolation) as tx:
+                with self.backend.transaction(read_only=False, tracer=self.tracer) as tx:
+                    if level is not None:  # before the first query of each attempt (the backend's SET LOCAL is none)
+                        tx.execute(f"SET TRANSACTION ISOLATION LEVEL {level}")
                     return fn(tx)
             except BaseException as exc:
                 if self.backend.is_conflict(exc) and attempt < retries:

@@ -66,8 +66,7 @@ class DuckDBBackend:
         return self.memory or Path(self.path).exists()
 
     @contextmanager
-    def transaction(self, *, read_only: bool, tracer: Tracer | None, isolation: str | None = None) -> Iterator[Tx]:
-        # ``isolation`` is ignored: DuckDB has one level (snapshot isolation)
+    def transaction(self, *, read_only: bool, tracer: Tracer | None) -> Iterator[Tx]:
         with self._attached(read_only) as con:
             tx = Tx(con, tracer)
             if read_only:  # a read-only attachment (or a read of the in-memory database) needs no transaction

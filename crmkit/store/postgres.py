@@ -350,13 +350,12 @@ class PostgresBackend:
                                 seconds=f"{self.lock_timeout:.0f}") from exc
 
     @contextmanager
-    def transaction(self, *, read_only: bool, tracer: Tracer | None, isolation: str | None = None) -> Iterator[Tx]:
+    def transaction(self, *, read_only: bool, tracer: Tracer | None) -> Iterator[Tx]:
         with self._connection() as conn:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.rollback()  # a read_session's snapshot ends before each operation
             conn.read_only = read_only
-            # psycopg's BEGIN carries the level: REPEATABLE READ (DuckDB's snapshot isolation) unless the write asks
-            conn.isolation_level = psycopg.IsolationLevel[(isolation or "repeatable read").upper().replace(" ", "_")]
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             tx = PgTx(conn, tracer)
             # lock_timeout is set for the session, and only when it changes (lock_wait, another Store's timeout):
             # a SET LOCAL per transaction was a round trip of its own. A rollback undoes a SET made in its
