@@ -157,6 +157,7 @@ class Site:
     db: Path
     data: list[str]
     logins: set[str]  # of users whose display name differs
+    log: Path  # the Voila server's log: its tail goes into a failure's message
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +207,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator
             wait_until_up(server_url(port), timeout=90, proc=proc)
             data = sorted({str(s) for s in strings} | {"Mailing 7", "Opt-in", "Q3 follow-up", "Q3 2026",
                                                        SANDBOX_DEFAULT_UPN, TYPED_DATE}, key=len, reverse=True)
-            yield Site(server_url(port).rstrip("/"), db, data, logins)
+            yield Site(server_url(port).rstrip("/"), db, data, logins, output_dir / "voila-language-walk.log")
     finally:
         if proc is not None:
             stop_voila(proc)
@@ -224,7 +225,13 @@ def dashboards() -> list[str]:
 def open_dashboard(page: Any, site: Site, name: str) -> list[str]:
     """Open a dashboard; return the loading texts Voila showed while it executed."""
     page.goto(f"{site.url}/voila/render/{name}", wait_until="commit")
-    page.locator("#rendered_cells .jupyter-widgets").first.wait_for(state="visible", timeout=WIDGETS_UP)
+    try:
+        page.locator("#rendered_cells .jupyter-widgets").first.wait_for(state="visible", timeout=WIDGETS_UP)
+    except Exception as exc:  # CI shows only the end of a run: say what the page and the server showed
+        text = page.evaluate("document.body ? document.body.innerText : ''")[:1500]
+        log = site.log.read_text(errors="replace").splitlines()[-60:]
+        raise AssertionError(f"{name}: no widget within {WIDGETS_UP} ms.\npage text:\n{text}\n"
+                             "Voila log (end):\n" + "\n".join(log)) from exc
     page.wait_for_load_state("load")
     page.wait_for_timeout(1500)  # let the first refreshes land
     assert "Traceback" not in page.content()
