@@ -23,6 +23,10 @@ VENV_BIN = Path(sys.executable).parent  # jupyterhub, configurable-http-proxy, j
 VENV = VENV_BIN.parent
 REPO = Path(__file__).resolve().parents[2]
 SCOPES = ("openid", "profile", "email", "offline_access", "User.Read")
+# How long a person's server trusts the hub's answer about a browser's cookie (--HubOAuth.cache_max_age): after
+# /hub/logout an old server cookie is refused at most this long (JupyterHub's default: 300 s). Each browser
+# request after that costs the server one call to the hub's API.
+SERVER_AUTH_CACHE_S = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +165,7 @@ c.ConfigurableHTTPProxy.command = [{str(VENV_BIN / "configurable-http-proxy")!r}
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{cfg.proxy_api_port}"
 c.ConfigurableHTTPProxy.pid_file = str(STATE / "proxy.pid")
 
-c.JupyterHub.authenticator_class = "generic-oauth"
+c.JupyterHub.authenticator_class = "crmkit.hub.logout.CrmkitAuthenticator"  # generic-oauth; logout ends access
 A = c.GenericOAuthenticator
 A.login_service = {t.name!r}
 A.authorize_url = {t.authorize_url!r}
@@ -196,6 +200,7 @@ c.Spawner.default_url = "/lab"
 c.Spawner.pre_spawn_hook = pre_spawn
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 90
+c.Spawner.args = ["--HubOAuth.cache_max_age={SERVER_AUTH_CACHE_S}"]  # an old server cookie dies soon after logout
 '''
     path = cfg.state / "jupyterhub_config.py"
     write_secret(path, text.rstrip("\n"))  # 0600 like the rest, though nothing in it is secret
