@@ -7,7 +7,8 @@
     crmkit [--db PATH] [--user NAME] worker [--interval S] [--once]   the campaign-action worker
     crmkit migrate-store SOURCE TARGET   copy a CRM into an empty database (DuckDB file <-> PostgreSQL URL)
     crmkit --db postgresql://OWNER@HOST/DB db-roles [--rotate USER --home DIR]   database logins per CRM user
-    crmkit hub [--port P] [--tenant-id T --client-id C --client-secret-file F]   JupyterHub for a team (as root)
+    crmkit hub [--db postgresql://OWNER@HOST/DB] [--port P] [--tenant-id T --client-id C --client-secret-file F]
+                                         JupyterHub for a team (as root)
 
 Every crmkit error ends as one line on stderr and exit code 2; so do bad arguments (argparse).
 """
@@ -155,6 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id", metavar="ID", default=None, help="Entra: the hub's app registration (client) id")
     p.add_argument("--client-secret-file", metavar="FILE", type=Path, default=None,
                    help="Entra: a 0600 file holding the hub's client secret (never on the command line)")
+    p.add_argument("--db", metavar="URL", default=argparse.SUPPRESS,
+                   help="the team's CRM: the owner's postgresql:// URL, without password (root's libpq passfile "
+                        "holds it); the hub hands each signed-in person only their own CRM user's login")
     p.set_defaults(func=_cmd_hub)
     return parser
 
@@ -379,7 +383,7 @@ def _cmd_hub(args: argparse.Namespace) -> int:
     state = args.state or crmkit_home() / "hub"
     return run_hub(HubSettings(state=state, port=args.port, home_base=args.home_base, allowed_users=tuple(args.allow),
                                tenant_id=args.tenant_id, client_id=args.client_id,
-                               client_secret_file=args.client_secret_file))
+                               client_secret_file=args.client_secret_file, db=args.db))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

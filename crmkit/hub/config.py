@@ -40,6 +40,7 @@ class Tenant:
     client_id: str
     client_secret_file: Path
     ca_file: str = ""  # "" = the system's CAs (Entra); the sandbox's own CA otherwise
+    authority: str = ""  # https://HOST/TENANT: whose signed id_tokens crmkit verifies at each spawn (hooks.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,7 @@ class HubConfig:
     home_base: Path
     python: Path  # what the people's servers run (server_python)
     allowed_users: tuple[str, ...] = ()  # empty: everybody the tenant signs in (see crmkit/hub/__init__.py)
+    crm_db_file: Path | None = None  # 0600 file with the CRM owner's URL (crmkit hub --db); None: no CRM
 
     @property
     def url(self) -> str:
@@ -187,6 +189,11 @@ c.JupyterHub.spawner_class = "crmkit.hub.spawner.CrmkitSpawner"
 c.CrmkitSpawner.home_base = {str(cfg.home_base)!r}
 c.CrmkitSpawner.seed_dirs = {seeds!r}
 c.CrmkitSpawner.ca_file = {t.ca_file!r}
+# each person's own CRM login (crmkit/hub/hooks.py): the owner's URL stays in its 0600 file, read by the hub only
+c.CrmkitSpawner.crm_db_file = {str(cfg.crm_db_file or "")!r}
+c.CrmkitSpawner.id_authority = {t.authority!r}
+c.CrmkitSpawner.id_client_id = {t.client_id!r}
+c.Authenticator.refresh_pre_spawn = True  # tokens refreshed at the tenant first: a disabled account gets no server
 c.Spawner.cmd = [{str(cfg.python)!r}, "-m", "jupyterhub.singleuser"]
 # crmkit's venv (world-readable) for the people's servers: its Jupyter data, config (the voila extension), Lab
 c.Spawner.environment = {{

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -37,6 +38,9 @@ class HubSettings:
     client_id: str | None = None
     client_secret_file: Path | None = None
     startup_timeout: float = 90.0
+    # The CRM (PostgreSQL) the people's servers get their own logins to: the owner's URL, which the hub uses to
+    # rotate those logins (crmkit/hub/hooks.py). None: servers get no CRM login.
+    db: str | None = dataclasses.field(default=None, repr=False)
 
 
 def _free_port() -> int:
@@ -50,7 +54,7 @@ def _entra_tenant(settings: HubSettings) -> Tenant:
     assert settings.tenant_id and settings.client_id and settings.client_secret_file
     base = f"{ENTRA_LOGIN}/{settings.tenant_id}/oauth2/v2.0"
     return Tenant("Microsoft", f"{base}/authorize", f"{base}/token", ENTRA_GRAPH_ME, settings.client_id,
-                  settings.client_secret_file.resolve())
+                  settings.client_secret_file.resolve(), authority=f"{ENTRA_LOGIN}/{settings.tenant_id}")
 
 
 def _register_in_sandbox(state: Path, admin_url: str, callback: str) -> str:
@@ -81,7 +85,33 @@ def _sandbox_tenant(state: Path, sandbox_url: str, https_url: str, ca_file: str,
     doc = httpx.get(f"{https_url}/{SANDBOX_TENANT_ID}/v2.0/.well-known/openid-configuration", verify=ca_file,
                     timeout=30).json()
     return Tenant("Microsoft (sandbox)", doc["authorization_endpoint"], doc["token_endpoint"],
-                  f"{https_url}/v1.0/me", client_id, state / "client_secret", ca_file)
+                  f"{https_url}/v1.0/me", client_id, state / "client_secret", ca_file,
+                  authority=f"{https_url}/{SANDBOX_TENANT_ID}")
+
+
+def _crm_db(state: Path, url: str) -> Path | None:
+    """Check the CRM owner's URL (PostgreSQL, reachable, migrated to this crmkit) and keep it in the 0600 file
+    the hub reads at each spawn; None (the error printed) when it will not do. A password belongs in the
+    owner's libpq passfile (``~/.pgpass`` or ``PGPASSFILE``), never in a URL on a command line."""
+    from ..errors import CrmkitError
+    from ..store import Store, is_postgres_url
+
+    if not is_postgres_url(url):
+        print("crmkit hub: error: --db needs the CRM's postgresql:// URL (the people's servers share one "
+              "PostgreSQL CRM; a DuckDB file is single-user mode).", file=sys.stderr)
+        return None
+    if urlsplit(url).password is not None or "password=" in urlsplit(url).query:
+        print("crmkit hub: error: --db must not carry a password (a command line is visible to every user of "
+              "this machine): put it into root's libpq passfile (~/.pgpass or PGPASSFILE).", file=sys.stderr)
+        return None
+    try:
+        Store(url).close()  # the owner migrates the CRM now, not at the first spawn
+    except CrmkitError as exc:
+        print(f"crmkit hub: error: the CRM database: {exc}", file=sys.stderr)
+        return None
+    path = state / "crm_db_url"
+    write_secret(path, url)
+    return path
 
 
 def _private_log(path: Path) -> TextIO:
@@ -138,6 +168,9 @@ def run_hub(settings: HubSettings, out: TextIO = sys.stdout) -> int:
             print(f"crmkit hub: error: {settings.client_secret_file} is readable by others; chmod 600 it.",
                   file=sys.stderr)
             return 2
+    crm_db_file = _crm_db(state, settings.db) if settings.db else None
+    if settings.db and crm_db_file is None:
+        return 2
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -168,7 +201,7 @@ def run_hub(settings: HubSettings, out: TextIO = sys.stdout) -> int:
         home_base.mkdir(parents=True, exist_ok=True)
         python = server_python(home_base / ".crmkit-hub-python")
         cfg = HubConfig(state, tenant, home_base=home_base, python=python, allowed_users=settings.allowed_users,
-                        **cfg_ports)
+                        crm_db_file=crm_db_file, **cfg_ports)
         config_file = write_config(cfg)
         log = _private_log(state / "hub.log")
         cleanup.append(log.close)

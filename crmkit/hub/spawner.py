@@ -96,6 +96,10 @@ class CrmkitSpawner(LocalProcessSpawner):
     home_base = Unicode("/home", config=True, help="where the hub creates its people's homes")
     seed_dirs = List(Unicode(), config=True, help="folders copied into a new home (notebooks/, dashboards/)")
     ca_file = Unicode("", config=True, help="a CA file the server trusts (SSL_CERT_FILE); empty: the system's")
+    # crmkit.hub.hooks.pre_spawn: the CRM a person's server gets their own login to (empty: none)
+    crm_db_file = Unicode("", config=True, help="the hub's 0600 file holding the CRM owner's postgresql:// URL")
+    id_authority = Unicode("", config=True, help="the tenant's authority, https://HOST/TENANT (id_token issuer)")
+    id_client_id = Unicode("", config=True, help="the hub's app registration: the id_token's audience")
 
     @property
     def os_user(self) -> str:

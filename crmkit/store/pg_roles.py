@@ -109,7 +109,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASE", "OUTBOX_CONTENT", "RIGHT_GRANTS", "SyncReport", "UserLogin", "compact_transfer_log", "crm_user_of_login",
-    "drop_database_roles", "enter_filter_role", "group_role", "login_crm_user", "role_prefix", "rotate_password",
+    "drop_database_roles", "enter_filter_role", "group_role", "login_crm_user", "passfile_line", "role_prefix",
+    "rotate_password",
     "scram_verifier", "sync_database_roles", "unclassified_tables", "user_role",
 ]
 
@@ -576,6 +577,12 @@ class UserLogin:
 
 def _passfile_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def passfile_line(host: str, port: str, database: str, role: str, password: str) -> str:
+    """One libpq passfile line (``host:port:database:role:password``, ``:`` and ``\\`` escaped), for a caller
+    that writes the file itself (the hub writes it into a person's home as that person's file)."""
+    return ":".join(_passfile_escape(v) for v in (host, port, database, role, password))
 
 
 def _write_passfile(path: Path, host: str, port: str, database: str, role: str, password: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from crmkit.hub.config import HubConfig, Tenant, prepare_state, write_config
+from crmkit.hub.config import HubConfig, Tenant, prepare_state, write_config, write_secret
 from crmkit.hub.run import HubSettings, run_hub
 from crmkit.hub.spawner import hub_username, os_user_name
 
@@ -73,3 +73,31 @@ def test_a_client_secret_file_others_can_read_is_refused_before_anything_starts(
     assert code == 2 and "readable by others" in capsys.readouterr().err and "hub " not in out.getvalue()
     half = run_hub(HubSettings(state=tmp_path / "hub", tenant_id="t"), out)
     assert half == 2 and "--client-secret-file" in capsys.readouterr().err
+
+
+def test_the_config_names_the_crm_owners_url_file_and_the_id_token_checks_never_the_url(tmp_path: Path) -> None:
+    state = prepare_state(tmp_path / "hub")
+    write_secret(state / "crm_db_url", "postgresql://crm_owner@127.0.0.1:5432/crm")
+    tenant = Tenant("Microsoft", "https://idp/authorize", "https://idp/token", "https://graph/v1.0/me", "hub-app",
+                    state / "client_secret", authority="https://idp/tenant-1")
+    text = write_config(HubConfig(state, tenant, port=8000, hub_port=8081, proxy_api_port=8001,
+                                  home_base=tmp_path / "homes", python=Path("/usr/bin/python3"),
+                                  crm_db_file=state / "crm_db_url")).read_text()
+    assert "postgresql://" not in text and "crm_owner" not in text
+    assert f"c.CrmkitSpawner.crm_db_file = {str(state / 'crm_db_url')!r}" in text
+    assert "c.CrmkitSpawner.id_authority = 'https://idp/tenant-1'" in text
+    assert "c.CrmkitSpawner.id_client_id = 'hub-app'" in text
+    assert "c.Authenticator.refresh_pre_spawn = True" in text  # a disabled account's refresh fails: no server
+    assert stat.S_IMODE((state / "crm_db_url").stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="crmkit hub refuses to start unless root")
+def test_a_crm_url_with_a_password_or_a_duckdb_file_is_refused_before_anything_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    code = run_hub(HubSettings(state=tmp_path / "hub", db="postgresql://owner:s3cr3t-pw@127.0.0.1/crm"), out)
+    err = capsys.readouterr().err
+    assert code == 2 and "must not carry a password" in err and "s3cr3t-pw" not in err + out.getvalue()
+    assert not (tmp_path / "hub" / "crm_db_url").exists()
+    code = run_hub(HubSettings(state=tmp_path / "hub", db=str(tmp_path / "crm.duckdb")), out)
+    assert code == 2 and "postgresql:// URL" in capsys.readouterr().err and "hub " not in out.getvalue()
