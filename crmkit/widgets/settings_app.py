@@ -2,7 +2,8 @@
 
 :func:`settings_dashboard` builds the whole page: one tab each for the Teams activation, the Teams
 display format, the personal-data policy with the transfer-log monitor, the contact types, the
-campaign sender account, and admin consent. A user's own Microsoft 365 accounts and language are
+campaign sender account, admin consent, and the directory account each CRM user signs in with
+(:mod:`crmkit.widgets.directory_links`). A user's own Microsoft 365 accounts and language are
 not system matters: they live on the users' own page (:mod:`crmkit.widgets.my_settings`), which
 this page links to. Every tab is an existing view; rights are checked in the core (controls the
 user may not use are disabled, the missing right in the tooltip), and a tab whose view cannot be
@@ -36,6 +37,7 @@ from .app import wait_for_voila_request
 from .campaign_account import AdminConsentPanel, CampaignAccountForm
 from .common import ErrorBox, error_html
 from .contact_types import ContactTypesView
+from .directory_links import DirectoryLinksView
 from .display_format_editor import DisplayFormatEditor
 from .header import DashboardHeader
 from .privacy import PrivacySettings, TransferLogMonitor
@@ -159,15 +161,16 @@ class SettingsApp(widgets.VBox):
     Attributes (for tests): ``tabs`` (the Tab), ``views`` (tab key → the view or its error box, for
     the tabs built so far), ``header`` with ``title``, ``language_switch``, ``user_line``,
     ``user_settings`` (the link to the user's own settings page), and the views ``teams``,
-    ``display_format``, ``privacy``, ``transfer_log``, ``contact_types``, ``campaign``, ``consent``
-    (built on first access; None when that view could not be built).
+    ``display_format``, ``privacy``, ``transfer_log``, ``contact_types``, ``campaign``, ``consent``,
+    ``directory_links`` (built on first access; None when that view could not be built).
     """
 
-    TAB_KEYS: tuple[str, ...] = ("teams", "display_format", "privacy", "contact_types", "campaign", "consent")
+    TAB_KEYS: tuple[str, ...] = ("teams", "display_format", "privacy", "contact_types", "campaign", "consent",
+                                 "directory_links")
     TAB_TITLES: dict[str, str] = {
         "teams": "settings.tab.teams", "display_format": "display_format.label", "privacy": "privacy.personal_data",
         "contact_types": "settings.tab.contact_types", "campaign": "settings.tab.campaign",
-        "consent": "consent.title",
+        "consent": "consent.title", "directory_links": "settings.tab.directory_links",
     }
 
     def __init__(self, crm: CRM, *, export_dir: str | Path | None = None) -> None:
@@ -190,7 +193,8 @@ class SettingsApp(widgets.VBox):
         # never changes share one Layout, and the first build passes classes, texts and children to
         # the constructors instead of setting them afterwards (what _build does on a language switch).
         fixed = widgets.Layout()
-        self.user_settings = widgets.HTML(self._user_settings_html(), layout=fixed,
+        # The user line's style too (never changed): the seventh tab's pane costs no model more.
+        self.user_settings = widgets.HTML(self._user_settings_html(), layout=fixed, style=self.header.user_line.style,
                                           _dom_classes=("crmkit-user-settings-link",))
         self.error = self.header.error
         # One pane per tab; a pane gets its view when the tab is first shown, the first one now.
@@ -267,6 +271,9 @@ class SettingsApp(widgets.VBox):
     def _consent_tab(self) -> widgets.Widget:
         return AdminConsentPanel(m365=self._m365_service(), lang=self.lang)
 
+    def _directory_links_tab(self) -> widgets.Widget:
+        return DirectoryLinksView(self.crm, self.lang)
+
     def _privacy_tab(self) -> widgets.Widget:
         from ..config import crmkit_home
 
@@ -326,6 +333,10 @@ class SettingsApp(widgets.VBox):
     @property
     def consent(self) -> widgets.Widget | None:
         return self._view("consent")
+
+    @property
+    def directory_links(self) -> widgets.Widget | None:
+        return self._view("directory_links")
 
     # -- events ------------------------------------------------------------------------------------
 

@@ -44,9 +44,9 @@ def test_admin_sees_every_tab_in_the_users_language(crm: CRM) -> None:
     assert isinstance(app, SettingsApp)
     # The user's own accounts moved to the users' page (issue 12, item 8); contact types came in (item 9).
     assert app.tabs.titles == ("Microsoft Teams", "Anzeigeformat", "Personenbezogene Daten", "Kontaktarten",
-                               "Kampagnen Account", "Administratorzustimmung")
+                               "Kampagnen Account", "Administratorzustimmung", "Verzeichniskonten")
     for view in (app.teams, app.display_format, app.privacy, app.transfer_log, app.contact_types, app.campaign,
-                 app.consent):
+                 app.consent, app.directory_links):
         assert view is not None
     assert not hasattr(app, "accounts")
     assert "Systemweite Einstellungen" in app.title.value and "Administrator" in app.user_line.value
