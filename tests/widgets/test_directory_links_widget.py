@@ -1,6 +1,7 @@
 """The system settings' directory-accounts tab (issue 16 item 1): admins link CRM users to directory accounts and
 unlink them (with a confirmation), each change in crmkit.directory_links and its audit; others are refused by the
-core and nothing is written; refusals in German and English. Driven like a user: ``.value`` and ``.click()``."""
+core and nothing is written; refusals in German and English. Driven like a user: ``.value`` and ``.click()``, on
+a DuckDB file, against the sandbox's directory (``sandbox``), and through PostgreSQL logins (``postgres``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import _migrated_template
+from support.postgres import PgCluster, fresh_database_url
 from support.sandbox import SandboxAdmin, colleagues, sign_in
 
 import crmkit
@@ -16,6 +19,9 @@ from crmkit.crm import CRM
 from crmkit.directory_links import bootstrap_admin
 from crmkit.i18n import t
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_TENANT_ID
+from crmkit.store import Store
+from crmkit.store.pg_roles import drop_database_roles, sync_database_roles, user_role
+from crmkit.store.postgres import close_pools
 from crmkit.widgets.directory_links import DirectoryLinksView
 from crmkit.widgets.settings_app import SettingsApp
 
@@ -216,3 +222,51 @@ def test_the_admin_picks_the_account_from_the_directory(tenant_crm: CRM, crm_ten
     view.account.value = "someone.else@contoso.example"  # typed over the pick: a pending link by that UPN
     view.link_button.click()
     assert link_rows(tenant_crm)[0][2:4] == (None, "someone.else@contoso.example")
+
+
+# -- on PostgreSQL, each person through their own database login (crmkit.store.pg_roles) -------------------
+
+@pytest.fixture
+def pg_logins(pg_cluster: PgCluster) -> Iterator[tuple[str, Store]]:
+    """A migrated database with sam (sales) and vera (viewer), their logins made; the URL and the owner's store."""
+    with fresh_database_url(pg_cluster, _migrated_template(pg_cluster)) as url:
+        owner = crmkit.open(url)
+        owner.add_user("sam", "Sam Sales", roles=["sales"])
+        owner.add_user("vera", "Vera Viewer", roles=["viewer"])
+        sync_database_roles(owner.store)
+        try:
+            yield url, owner.store
+        finally:
+            for name in ("admin", "sam", "vera"):
+                close_pools(_login(url, name))
+            drop_database_roles(owner.store)
+            owner.store.close()
+
+
+def _login(url: str, user: str) -> str:
+    return url.replace("postgres@", f"{user_role(url.rsplit('/', 1)[1], user)}@", 1)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_admins_login_links_and_a_viewers_login_is_refused(
+        pg_logins: tuple[str, Store]) -> None:
+    url, owner = pg_logins
+    admin = crmkit.open(_login(url, "admin"))
+    view = DirectoryLinksView(admin, "en")
+    view.user.value = "sam"
+    view.account.value = "sam@contoso.example"
+    view.link_button.click()
+    assert view.error.exc is None, view.error.value
+    rows = owner.read(lambda tx: tx.rows("SELECT user_name, object_id, upn, linked_by FROM directory_links"))
+    assert [tuple(r) for r in rows] == [("sam", None, "sam@contoso.example", "admin")]
+    assert "Sam Sales" in view.table.value and "filled in at the first sign-in" in view.table.value
+    vera = crmkit.open(_login(url, "vera"))
+    refused = DirectoryLinksView(vera, "en")
+    assert "sam@contoso.example" not in refused.table.value and "system.admin" in refused.table.value
+    refused.user.value = "sam"
+    refused.unlink_button.click()
+    refused.confirm_unlink.click()
+    assert "You lack the right" in refused.error.value
+    assert len(owner.read(lambda tx: tx.rows("SELECT 1 FROM directory_links"))) == 1
+    admin.store.close()
+    vera.store.close()
