@@ -262,9 +262,13 @@ class DirectoryLinksView(widgets.VBox):
             self._hide_confirm()
             self._say(t("directory_links.none_to_unlink", self.lang, user=self.names.get(user, user)))
             return
-        account = "?" if link is None else _text(link.get("upn")) or _text(link.get("object_id"))
-        self.confirm_text.value = html.escape(t("directory_links.confirm_unlink", self.lang,
-                                                user=self.names.get(user, user), account=account))
+        who = self.names.get(user, user)
+        if link is None:  # the links were not readable (the core refused them): ask without naming the account
+            text = t("directory_links.confirm_unlink_any", self.lang, user=who)
+        else:
+            account = _text(link.get("upn")) or _text(link.get("object_id"))
+            text = t("directory_links.confirm_unlink", self.lang, user=who, account=account)
+        self.confirm_text.value = html.escape(text)
         self.confirm.layout.display = None
 
     def unlink(self) -> bool:

@@ -133,6 +133,7 @@ def test_a_non_admin_sees_why_and_is_refused_with_nothing_written(crm: CRM) -> N
     assert "Dafür fehlt Ihnen das Recht" in view.error.value and "system.admin" in view.error.value
     view.user.value = "anna"
     view.unlink_button.click()
+    assert "Verknüpfung von Anna Schmidt aufheben?" in view.confirm_text.value  # the account is not hers to read
     view.confirm_unlink.click()
     assert "Dafür fehlt Ihnen das Recht" in view.error.value
     assert [r[0] for r in link_rows(crm)] == ["anna"] and audit_rows(crm) == before
@@ -163,6 +164,18 @@ def test_refusals_speak_the_users_language(crm: CRM, lang: str) -> None:
     view.account.value = "ben.wagner@contoso.example"  # a good one clears the refusal
     view.link_button.click()
     assert view.error.exc is None and view.error.layout.display == "none"
+
+
+@pytest.mark.widgets
+def test_a_switched_off_user_is_shown_so_and_cannot_be_linked(crm: CRM) -> None:
+    crm.store.write(lambda tx: tx.execute("UPDATE users SET active = FALSE WHERE name = 'ben'"))
+    view = DirectoryLinksView(crm, "de")
+    assert "Ben Wagner · deaktiviert" in view.table.value
+    view.user.value = "ben"
+    view.account.value = "ben.wagner@contoso.example"
+    view.link_button.click()
+    assert t("error.msg.directory_inactive_user", "de", user="ben") in view.error.value.replace("&#x27;", "'")
+    assert link_rows(crm) == [] and audit_rows(crm) == []
 
 
 @pytest.mark.widgets
