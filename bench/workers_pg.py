@@ -9,7 +9,7 @@ tenant, 1/s per chat; it answers 429 beyond them) and 300 ms added latency on ev
 (a) PostgreSQL: 4 ``crmkit worker`` processes share the outbox (row claims under leases) and Teams' limits
     (pacing kept in the database). Goal: ≥ 18 msg/s combined (90 % of 20/s) with zero 429 responses.
     The sandbox stands for Microsoft's servers, which do not share the workers' cores: for this run its
-    threads get a higher CPU priority (nice −5, :data:`SANDBOX_NICE`). On 2 cores shared with 4 workers and
+    threads get a higher CPU priority (nice −5, tests/support/workers.py). On 2 cores shared with 4 workers and
     PostgreSQL, the sandbox's event loop otherwise waited up to ~120 ms for a CPU and then checked the
     requests that had queued meanwhile at once, bunching them past 20 in its sliding second (measured with
     /proc schedstat: 62–91 % of its ≥ 50 ms stalls were waiting for a CPU, not its own writes). The same send
@@ -42,18 +42,6 @@ PEOPLE = 40
 LATENCY_MS = 300
 LIMIT = 20.0
 RESUME = "import sys, crmkit; crmkit.open(sys.argv[1]).teams.resume()"
-SANDBOX_NICE = -5  # (a)'s priority for the sandbox's threads; 0 for the equal-priority run
-
-
-def _renice(pid: int, nice: int) -> bool:
-    """Every thread of ``pid`` at ``nice`` (Linux's nice is per thread; threads made later inherit the main
-    thread's). False where that is not allowed (not root): the run then goes at equal priority."""
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
-    except (PermissionError, FileNotFoundError):
-        return False
-    return True
 
 
 def _support() -> Any:
@@ -124,9 +112,9 @@ def run(ctx: Context) -> list[Result]:
     try:
         cluster.start()
         os.environ["CRMKIT_SANDBOX_URL"] = sandbox.url
-        for run_name, backend, nice in (("postgresql", "postgresql", SANDBOX_NICE),
+        for run_name, backend, nice in (("postgresql", "postgresql", support.workers.SANDBOX_NICE),
                                         ("postgresql, equal priority", "postgresql", 0), ("duckdb", "duckdb", 0)):
-            prioritised = _renice(sandbox.proc.pid, nice) and nice != 0
+            prioritised = support.workers.renice(sandbox.proc.pid, nice) and nice != 0
             admin.reset()
             os.environ["CRMKIT_HOME"] = str(base / f"home-{backend}")
             support.sandbox.forget_msal()
@@ -157,8 +145,8 @@ def run(ctx: Context) -> list[Result]:
         cluster.stop()
 
     pg, equal, duck = results["postgresql"], results["postgresql, equal priority"], results["duckdb"]
-    priority = (f"the sandbox's threads at nice {SANDBOX_NICE} (it stands for Microsoft's servers, which do not "
-                "share the workers' cores)" if pg["prioritised"] else
+    priority = (f"the sandbox's threads at nice {support.workers.SANDBOX_NICE} (it stands for Microsoft's servers, "
+                "which do not share the workers' cores)" if pg["prioritised"] else
                 "the sandbox at equal priority (raising it was not allowed here)")
     setup = (f"{pg['total']} msgs over {PEOPLE} one-on-one chats, +{LATENCY_MS} ms per Graph call, sandbox limits "
              f"{LIMIT:.0f}/s per tenant and 1/s per chat, no faults")
