@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
+from tornado import web
 
 from ..auth._errors import IdTokenRefused
 from ..auth.id_token import IdTokenVerifier, VerifiedIdToken
@@ -49,15 +50,19 @@ __all__ = ["PASSFILE", "SpawnRefused", "TeamCrm", "close_connections", "hand_ove
 PASSFILE = (".crmkit", "pgpass")  # under the person's home: crmkit's CRMKIT_HOME default, libpq's file
 
 
-class SpawnRefused(Exception):
-    """The person gets no server: their sign-in is no CRM user's (or could not be verified). JupyterHub shows
-    ``jupyterhub_message`` on the spawn page ("Spawn failed: …"): the CRM error's text in German and English."""
+class SpawnRefused(web.HTTPError):
+    """The person gets no server: their sign-in is no CRM user's (or could not be verified). A 403 for JupyterHub,
+    which shows ``jupyterhub_message`` (the CRM error's text in German and English) on its error page, or on the
+    progress page as "Spawn failed: …" when the refusal comes after the spawn went pending."""
 
     def __init__(self, error: CrmkitError) -> None:
         self.error = error
         de, en = error.text("de"), error.text("en")
         self.jupyterhub_message = en if de == en else f"{de} / {en}"
-        super().__init__(self.jupyterhub_message)
+        super().__init__(403, "%s", self.jupyterhub_message, reason="Forbidden")
+
+    def __str__(self) -> str:
+        return self.jupyterhub_message
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from jupyterhub.utils import maybe_future
 from traitlets import List, Unicode
@@ -28,6 +29,12 @@ from crmkit.text_rules import account_name
 __all__ = ["OS_USER_PREFIX", "CrmkitSpawner", "ensure_os_user", "hub_username", "os_user_name"]
 
 OS_USER_PREFIX = "crmkit-"
+
+# JupyterHub 6.1's BaseHandler sets _token_authenticated only on token-authenticated requests, but refresh_auth
+# reads it for a browser (cookie) request whose refresh failed: with refresh_pre_spawn (a disabled account's
+# refresh fails) /hub/spawn answered 500 (AttributeError) instead of its "auth has expired, login again" 403.
+if not hasattr(BaseHandler, "_token_authenticated"):
+    BaseHandler._token_authenticated = False
 _MAX_OS_NAME = 32  # useradd's limit on Linux
 
 

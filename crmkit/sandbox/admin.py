@@ -169,6 +169,23 @@ async def remove_user(request: Request) -> Response:
     return JSONResponse({"removed": user.id, "userPrincipalName": user.userPrincipalName})
 
 
+async def account_enabled(request: Request) -> Response:
+    """PUT ``{"accountEnabled": false}`` on a user (object id or UPN): an admin blocking (or unblocking) the
+    account, as Entra's ``PATCH /users/{id}`` does; its sign-ins and refreshes fail from then on."""
+    try:
+        data = await _json(request)
+    except ValueError as exc:
+        return _bad(str(exc))
+    enabled = data.get("accountEnabled")
+    if not isinstance(enabled, bool):
+        return _bad("accountEnabled must be true or false")
+    user = sandbox_of(request).state.set_account_enabled(request.path_params["key"], enabled)
+    if user is None:
+        return _bad("unknown user", 404)
+    return JSONResponse({"id": user.id, "userPrincipalName": user.userPrincipalName,
+                         "accountEnabled": user.accountEnabled})
+
+
 async def consent(request: Request) -> Response:
     """PUT {"client_id": ..., "admin_consented": bool} toggles org-wide consent for an app."""
     sb = sandbox_of(request)
@@ -302,6 +319,7 @@ routes = [
     Route("/_sandbox/chats", chats, methods=["GET"]),
     Route("/_sandbox/users", users, methods=["GET"]),
     Route("/_sandbox/users/{key}", remove_user, methods=["DELETE"]),
+    Route("/_sandbox/users/{key}/account_enabled", account_enabled, methods=["PUT"]),
     Route("/_sandbox/consent", consent, methods=["PUT"]),
     Route("/_sandbox/apps", register_app, methods=["POST"]),
     Route("/_sandbox/apps/{client_id}/redirect_uris", redirect_uris, methods=["GET", "PUT"]),

@@ -196,6 +196,19 @@ class SandboxState:
                 self._load_users()
             return user
 
+    def set_account_enabled(self, key: str, enabled: bool) -> SandboxUser | None:
+        """Switch a user's account on or off (``accountEnabled``: an admin blocking sign-in; reset() restores it);
+        returns the changed user. A disabled account's sign-ins, refreshes and tokens are refused (AADSTS50057)."""
+        with self._lock:
+            user = self.user(key)
+            if user is None:
+                return None
+            changed = dataclasses.replace(user, accountEnabled=enabled)
+            self._con.execute("UPDATE users SET data = ? WHERE id = ?",
+                              [json.dumps(dataclasses.asdict(changed)), user.id])
+            self._load_users()
+            return changed
+
     # -- apps and consent ------------------------------------------------------------------
     def app(self, client_id: str) -> App | None:
         with self._lock:

@@ -6,6 +6,12 @@ his sandbox password and lands in his own JupyterLab, whose server runs as his o
 not root, no other person's uid, home 0700. anna signs in too and gets another OS user that cannot read tom's
 home. The hub's state folder is 0700 with 0600 files, and no secret of it is in its config or logs. SIGTERM stops
 hub, proxy, servers and sandbox; the OS users the hub made are removed at the end.
+
+The hub serves a team CRM (``crmkit hub --db``: the demo CRM on the session's throwaway PostgreSQL, tests/hub/
+support_crm.py, every login but the owner's needing its password): tom's kernel is CRM user tom; vera (a viewer,
+directory account marie.fischer) is vera, cannot open as tom nor log in as tom's role, and holds no other login; an
+account linked to no CRM user (emma.koch) gets no server and is told to ask an administrator; kai's account
+(hannah.neumann), disabled in the tenant after he signed in, gets no new server.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import pwd
 import re
 import shutil
 import signal
+import ssl
 import stat
 import subprocess
 import tempfile
@@ -24,9 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from support.postgres import PgCluster, fresh_database_url
 
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_DOMAIN
+from crmkit.store import Store
+from crmkit.store.pg_roles import drop_database_roles, user_role
+from tests.hub import support_crm
 from tests.support import forms
 from tests.support.network import is_loopback_url
 
@@ -36,6 +48,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CRMKIT = ROOT / ".venv" / "bin" / "crmkit"
 TOM_UPN = f"lea.hoffmann@{SANDBOX_DOMAIN}"  # tom's directory account (README: "The demo's users")
 HUB_LINE = re.compile(r"^\s+hub\s+(http://127\.0\.0\.1:\d+)/")
+SANDBOX_LINE = re.compile(r"^\s+sandbox\s+(https://127\.0\.0\.1:\d+)\s+.*CA (\S+?)\)")
+VERA_UPN, KAI_UPN = f"marie.fischer@{SANDBOX_DOMAIN}", f"hannah.neumann@{SANDBOX_DOMAIN}"
+UNLINKED_UPN = f"emma.koch@{SANDBOX_DOMAIN}"
+LINKS = {"tom": TOM_UPN, "anna": SANDBOX_DEFAULT_UPN, "vera": VERA_UPN, "kai": KAI_UPN}  # CRM user -> account
 
 
 @dataclass
@@ -46,6 +62,9 @@ class Hub:
     proc: subprocess.Popen[str]
     output: list[str]
     started_s: float
+    crm_url: str  # the owner's
+    sandbox_url: str
+    ca_file: str
 
 
 def _crmkit_users() -> set[str]:
@@ -65,29 +84,43 @@ def _pids_of(uid: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+def hub(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iterator[Hub]:
     if os.geteuid() != 0:
         pytest.skip("crmkit hub runs as root (it creates an OS user per person)")
+    with support_crm.password_logins(pg_cluster), fresh_database_url(pg_cluster) as crm_url:
+        support_crm.make_team_crm(crm_url, LINKS)
+        try:
+            yield from _run_hub(tmp_path_factory, crm_url)
+        finally:
+            store = Store(crm_url)
+            drop_database_roles(store)  # roles are the cluster's, not the database's
+            store.close()
+
+
+def _run_hub(tmp_path_factory: pytest.TempPathFactory, crm_url: str) -> Iterator[Hub]:
     before = _crmkit_users()
     state = tmp_path_factory.mktemp("hub") / "state"
     homes = Path(tempfile.mkdtemp(prefix="crmkit-hub-homes-"))  # outside pytest's 0700 tmp: homes must be reachable
     homes.chmod(0o711)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
     t0 = time.monotonic()
-    proc = subprocess.Popen([str(CRMKIT), "hub", "--state", str(state), "--port", "0", "--home-base", str(homes)],
+    proc = subprocess.Popen([str(CRMKIT), "hub", "--state", str(state), "--port", "0", "--home-base", str(homes),
+                             "--db", crm_url],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     output: list[str] = []
-    url = ""
+    url = sandbox = ca = ""
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             output.append(line)
+            if m := SANDBOX_LINE.match(line):
+                sandbox, ca = m.group(1), m.group(2)
             m = HUB_LINE.match(line)
             if m:
                 url = m.group(1)
                 break
-        assert url, "crmkit hub printed no hub URL:\n" + "".join(output)
-        yield Hub(url, state, homes, proc, output, time.monotonic() - t0)
+        assert url and sandbox, "crmkit hub printed no hub URL:\n" + "".join(output)
+        yield Hub(url, state, homes, proc, output, time.monotonic() - t0, crm_url, sandbox, ca)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -96,7 +129,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-        created = _crmkit_users() - before
+        # only the users of this hub (their homes are in its folder): other hubs may run beside it
+        created = {n for n in _crmkit_users() - before if Path(pwd.getpwnam(n).pw_dir).parent == homes}
         leftover = {n: _pids_of(pwd.getpwnam(n).pw_uid) for n in created}
         for name in created:
             for pid in leftover[name]:
@@ -215,3 +249,163 @@ def test_the_hub_state_is_private_and_no_secret_reaches_its_config_or_logs(hub: 
                               ("refresh token", r"0\.sbx\.[A-Za-z0-9_-]{20,}"),
                               ("authorization code", r"1\.sbx\.[A-Za-z0-9_-]{20,}")):
             assert not re.search(pattern, text), f"a {kind} in {where}"
+
+
+# Run code in a new kernel of the signed-in person's own server, as their notebook would: the Jupyter REST and
+# websocket APIs from their Lab page (its cookies and XSRF token); the kernel's stdout comes back.
+_RUN_IN_KERNEL = """async ([base, code]) => {
+  const xsrf = (document.cookie.split('; ').find(c => c.startsWith('_xsrf=')) || '').slice(6);
+  const headers = {'X-XSRFToken': decodeURIComponent(xsrf), 'Content-Type': 'application/json'};
+  const started = await fetch(base + 'api/kernels', {method: 'POST', headers, body: '{"name":"python3"}'});
+  const kernel = await started.json();
+  const ws = new WebSocket(base.replace(/^http/, 'ws') + 'api/kernels/' + kernel.id + '/channels');
+  const out = await new Promise((resolve, reject) => {
+    let text = '';
+    ws.onerror = () => reject(new Error('kernel websocket failed'));
+    ws.onopen = () => ws.send(JSON.stringify({
+      header: {msg_id: 'crmkit-test', username: 'test', session: 'crmkit-test', msg_type: 'execute_request',
+               version: '5.3', date: new Date().toISOString()},
+      parent_header: {}, metadata: {}, channel: 'shell', buffers: [],
+      content: {code, silent: false, store_history: false, user_expressions: {}, allow_stdin: false,
+                stop_on_error: true}}));
+    ws.onmessage = (event) => {
+      const msg = JSON.parse(event.data);
+      if (msg.parent_header.msg_id !== 'crmkit-test') return;
+      if (msg.msg_type === 'stream') text += msg.content.text;
+      if (msg.msg_type === 'error') text += 'ERROR ' + msg.content.ename + ': ' + msg.content.evalue + '\\n';
+      if (msg.msg_type === 'status' && msg.content.execution_state === 'idle') resolve(text);
+    };
+  });
+  ws.close();
+  await fetch(base + 'api/kernels/' + kernel.id, {method: 'DELETE', headers});
+  return out;
+}"""
+
+
+def _lab_page(context: Any, hub: Hub, upn: str) -> Any:
+    page = context.new_page()
+    page.goto(hub.url + "/", wait_until="domcontentloaded")
+    page.wait_for_selector("#passwd", timeout=30_000)
+    forms.fill_sign_in(page, upn)
+    page.wait_for_selector(".jp-LabShell", timeout=90_000)
+    return page
+
+
+def _kernel_says(page: Any, hub: Hub, hub_name: str, code: str) -> dict[str, str]:
+    out = page.evaluate(_RUN_IN_KERNEL, [f"{hub.url}/user/{hub_name}/", code])
+    assert "ERROR" not in out, out
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+_WHO = """
+import os, crmkit
+print("USER=" + crmkit.open().user.name)
+print("MODE=" + os.environ["CRMKIT_MODE"])
+print("DB=" + os.environ["CRMKIT_DB"])
+print("PASSFILE=" + os.environ["PGPASSFILE"])
+"""
+
+
+def test_toms_kernel_opens_the_crm_as_tom_with_his_own_login(hub: Hub, context: Any) -> None:
+    page = _lab_page(context, hub, TOM_UPN)
+    said = _kernel_says(page, hub, "lea.hoffmann", _WHO)
+    page.close(run_before_unload=True)
+    database = hub.crm_url.rsplit("/", 1)[1]
+    assert said["USER"] == "tom" and said["MODE"] == "team"
+    assert said["DB"] == hub.crm_url.replace("postgres@", f"{user_role(database, 'tom')}@", 1)  # no password
+    home = Path(pwd.getpwnam("crmkit-lea.hoffmann").pw_dir)
+    assert said["PASSFILE"] == str(home / ".crmkit" / "pgpass")
+
+
+def test_vera_is_vera_cannot_become_tom_and_holds_no_other_login(hub: Hub, context: Any) -> None:
+    page = _lab_page(context, hub, VERA_UPN)
+    said = _kernel_says(page, hub, "marie.fischer", _WHO + '''
+import psycopg
+from pathlib import Path
+try:
+    crmkit.open(user="tom")
+    print("AS_TOM=opened")
+except Exception as e:
+    print("AS_TOM=" + type(e).__name__)
+mine = os.environ["CRMKIT_DB"]
+with psycopg.connect(mine, connect_timeout=10) as c:
+    print("RAW_ME=" + c.execute("SELECT crmkit_user()").fetchone()[0])
+try:
+    psycopg.connect(mine.replace("_u_vera@", "_u_tom@"), connect_timeout=10).close()
+    print("RAW_TOM=connected")
+except psycopg.OperationalError as e:
+    print("RAW_TOM=refused " + ("password" in str(e)) * "password")
+print("PGPASS=" + ";".join(line.split(":")[3] for line in Path(os.environ["PGPASSFILE"]).read_text().splitlines()))
+print("OTHER_ENV=" + ",".join(k for k, v in os.environ.items() if "_u_tom" in v or "postgres@" in v))
+files = [p for p in Path.home().rglob("*") if p.is_file() and not p.is_symlink()]
+print("OTHER_FILES=" + ",".join(str(p) for p in files if "_u_tom" in p.read_text(errors="replace")))
+''')
+    page.close(run_before_unload=True)
+    database = hub.crm_url.rsplit("/", 1)[1]
+    assert said["USER"] == "vera" and said["MODE"] == "team"
+    assert said["AS_TOM"] == "TeamSignInRequired", said
+    assert said["RAW_ME"] == "vera"
+    assert said["RAW_TOM"] == "refused password", said  # tom's role needs tom's password, which vera never gets
+    assert said["PGPASS"] == user_role(database, "vera")
+    assert said["OTHER_ENV"] == "" and said["OTHER_FILES"] == "", said
+
+
+def _spawn_page_text(page: Any) -> str:
+    page.wait_for_function("() => document.body && /Spawn failed|administrator|login again/i"
+                           ".test(document.body.innerText)", timeout=60_000)
+    return str(page.inner_text("body"))
+
+
+def test_an_account_linked_to_no_crm_user_gets_no_server_and_is_told_to_ask_an_admin(hub: Hub,
+                                                                                     context: Any) -> None:
+    page = context.new_page()
+    page.goto(hub.url + "/", wait_until="domcontentloaded")
+    page.wait_for_selector("#passwd", timeout=30_000)
+    forms.fill_sign_in(page, UNLINKED_UPN)
+    text = _spawn_page_text(page)
+    page.close(run_before_unload=True)
+    assert "403" in text and "Ask an administrator to link it" in text and "Bitten Sie einen Administrator" in text
+    with pytest.raises(AssertionError, match="no jupyterhub-singleuser"):
+        _server_uid("emma.koch")
+    home = Path(pwd.getpwnam("crmkit-emma.koch").pw_dir)
+    assert not (home / ".crmkit").exists()
+
+
+def test_an_account_disabled_in_the_tenant_after_sign_in_gets_no_new_server(hub: Hub, context: Any) -> None:
+    page = _lab_page(context, hub, KAI_UPN)
+    assert _kernel_says(page, hub, "hannah.neumann", _WHO)["USER"] == "kai"
+    page.goto(hub.url + "/hub/home", wait_until="domcontentloaded")
+    stopped = page.evaluate("""async (url) => {
+      const xsrf = (document.cookie.split('; ').find(c => c.startsWith('_xsrf=')) || '').slice(6);
+      return (await fetch(url, {method: 'DELETE', headers: {'X-XSRFToken': decodeURIComponent(xsrf)}})).status;
+    }""", f"{hub.url}/hub/api/users/hannah.neumann/server")  # what the home page's Stop button sends
+    assert stopped in (202, 204), stopped
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            _server_uid("hannah.neumann")
+        except AssertionError:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("kai's server did not stop")
+    r = httpx.put(f"{hub.sandbox_url}/_sandbox/users/{KAI_UPN}/account_enabled", json={"accountEnabled": False},
+                  verify=ssl.create_default_context(cafile=hub.ca_file), timeout=30)
+    assert r.status_code == 200 and r.json()["accountEnabled"] is False, r.text
+    # the hub refreshes kai's tokens before a spawn (refresh_pre_spawn); the tenant refuses a disabled account's
+    # refresh, so the hub refuses the spawn ("login again": 403), and a new sign-in is refused by the tenant
+    answer = page.goto(f"{hub.url}/hub/spawn/hannah.neumann", wait_until="domcontentloaded")
+    assert answer is not None
+    if page.url.startswith(hub.url):
+        assert answer.status == 403 and "login again" in page.inner_text("body"), (answer.status, page.url)
+        page.goto(f"{hub.url}/hub/logout", wait_until="domcontentloaded")
+        page.goto(f"{hub.url}/", wait_until="domcontentloaded")
+    page.wait_for_selector("#passwd", timeout=30_000)
+    assert page.url.startswith(hub.sandbox_url), page.url
+    forms.fill_sign_in(page, KAI_UPN)
+    page.wait_for_function("() => document.body && /AADSTS50057|account is disabled|Benutzerkonto ist deaktiviert/"
+                           ".test(document.body.innerText)", timeout=30_000)
+    page.close(run_before_unload=True)
+    time.sleep(2)
+    with pytest.raises(AssertionError, match="no jupyterhub-singleuser"):
+        _server_uid("hannah.neumann")

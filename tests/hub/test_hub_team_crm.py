@@ -30,7 +30,6 @@ import httpx
 import psycopg
 import pytest
 from conftest import _migrated_template
-from psycopg import sql
 from support.postgres import PgCluster, fresh_database_url
 from support.sandbox import SandboxProc
 
@@ -43,6 +42,7 @@ from crmkit.sandbox import SANDBOX_CLIENT_ID, SANDBOX_DOMAIN, SANDBOX_PASSWORD, 
 from crmkit.sandbox.directory import user_id_for
 from crmkit.store.pg_roles import drop_database_roles, sync_database_roles, user_role
 from crmkit.store.postgres import close_pools
+from tests.hub import support_crm
 
 pytestmark = pytest.mark.hub
 
@@ -114,19 +114,8 @@ def os_users() -> Iterator[dict[str, pwd.struct_passwd]]:
 
 @pytest.fixture(scope="module")
 def password_logins(pg_cluster: PgCluster) -> Iterator[None]:
-    """The test cluster trusts every loopback login; a team's CRM does not. For this module every role but the
-    owner (``postgres``) must give its password (SCRAM), so a login is only as good as the passfile it came
-    from; the cluster's pg_hba.conf is restored afterwards."""
-    hba = pg_cluster.data / "pg_hba.conf"
-    before = hba.read_text()
-    hba.write_text("host all postgres 127.0.0.1/32 trust\nlocal all postgres trust\n"
-                   "host all all 127.0.0.1/32 scram-sha-256\nlocal all all scram-sha-256\n" + before)
-    pg_cluster._execute(sql.SQL("SELECT pg_reload_conf()"))
-    try:
+    with support_crm.password_logins(pg_cluster):
         yield
-    finally:
-        hba.write_text(before)
-        pg_cluster._execute(sql.SQL("SELECT pg_reload_conf()"))
 
 
 @dataclass
