@@ -40,7 +40,7 @@ import tornado.web
 from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from jupyter_server.utils import ensure_async, url_path_join
-from traitlets import Float, Integer
+from traitlets import Bool, Float, Integer
 from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
 
@@ -48,7 +48,7 @@ from .auth.consent import CONSENT_PATH
 from .i18n import DEFAULT_LANGUAGE, LANGUAGES, stored_language, t
 
 __all__ = ["TEMPLATE_DIR", "ConsentHandler", "CrmkitVoila", "DashboardHandler", "PageKernelManager", "consent_page",
-           "main"]
+           "loading_resources", "main"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "voila_template"
 
@@ -70,11 +70,27 @@ class PageKernelManager(AsyncMappingKernelManager):
         help="Most kernels at once, the preheated pool included; 0 means no limit. Before a dashboard "
              "page is served, kernels no page holds are ended, longest idle first, to make room.",
     )
+    pages_only = Bool(
+        False, config=True,
+        help="Apply page_gone_after and max_kernels only to kernels started for a Voila page (a server that also "
+             "runs JupyterLab, whose notebook kernels outlive their tab: crmkit hub's people's servers).",
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._had_page: set[str] = set()  # kernels a page has connected to at least once
         self._reaps: dict[str, asyncio.TimerHandle] = {}
+        self._page_kernels: set[str] = set()  # started for a Voila page (what pages_only limits this to)
+
+    async def start_kernel(self, *args: Any, **kwargs: Any) -> str:
+        kernel_id = await ensure_async(super().start_kernel(*args, **kwargs))
+        # Voila's page handler starts its kernel with SERVER_SOFTWARE=voila/<version> in the env (CGI style)
+        if str((kwargs.get("env") or {}).get("SERVER_SOFTWARE", "")).startswith("voila/"):
+            self._page_kernels.add(kernel_id)
+        return str(kernel_id)
+
+    def _governed(self, kernel_id: str) -> bool:
+        return not self.pages_only or kernel_id in self._page_kernels
 
     def notify_connect(self, kernel_id: str) -> None:
         super().notify_connect(kernel_id)
@@ -85,7 +101,7 @@ class PageKernelManager(AsyncMappingKernelManager):
 
     def notify_disconnect(self, kernel_id: str) -> None:
         super().notify_disconnect(kernel_id)
-        if self.page_gone_after > 0 and not self._kernel_connections.get(kernel_id, 0):
+        if self.page_gone_after > 0 and not self._kernel_connections.get(kernel_id, 0) and self._governed(kernel_id):
             self._schedule_reap(kernel_id)
 
     def _schedule_reap(self, kernel_id: str) -> None:
@@ -115,6 +131,7 @@ class PageKernelManager(AsyncMappingKernelManager):
         if handle is not None:
             handle.cancel()
         self._had_page.discard(kernel_id)
+        self._page_kernels.discard(kernel_id)
         await ensure_async(super().shutdown_kernel(kernel_id, *args, **kwargs))
 
     def _pooled(self) -> set[str]:
@@ -135,7 +152,7 @@ class PageKernelManager(AsyncMappingKernelManager):
         """
         if self.max_kernels <= 0:
             return True
-        ids = list(self.list_kernel_ids())
+        ids = [kid for kid in self.list_kernel_ids() if self._governed(kid)]
         if len(ids) < self.max_kernels:
             return True
         idle_for = self.page_gone_after if idle_for is None else idle_for
@@ -156,7 +173,7 @@ class PageKernelManager(AsyncMappingKernelManager):
                 await ensure_async(self.shutdown_kernel(kid))
             except (KeyError, RuntimeError, tornado.web.HTTPError):
                 pass
-        return len(self.list_kernel_ids()) < self.max_kernels
+        return len([kid for kid in self.list_kernel_ids() if self._governed(kid)]) < self.max_kernels
 
 
 class DashboardHandler(TornadoVoilaHandler):
@@ -248,6 +265,15 @@ def consent_page(answer: Any, lang: str) -> str:
             f"<p>{html.escape(t('consent.page.close', lang))}</p></body></html>")
 
 
+def loading_resources(resources: Any = None) -> dict[str, Any]:
+    """``VoilaConfiguration.resources`` plus the loading text's words from the catalog, for the template
+    (``resources.crmkit_loading``)."""
+    out = dict(resources) if isinstance(resources, dict) else {}
+    out["crmkit_loading"] = {lang: {"page": t("voila.loading", lang), "cell": t("voila.executing", lang)}
+                             for lang in LANGUAGES}
+    return out
+
+
 class CrmkitVoila(Voila):
     """Voila serving dashboard pages through :class:`DashboardHandler`, with ``voila_template/`` first on
     the template search path: its files shadow the ``lab`` template's of the same name (no CDN links)."""
@@ -256,12 +282,7 @@ class CrmkitVoila(Voila):
         super().setup_template_dirs()
         # The same list object reaches the page renderer (nbconvert exporter) and Voila's own Jinja env.
         self.template_paths.insert(0, str(TEMPLATE_DIR))
-        # The loading text's words, from the catalog, for the template (``resources.crmkit_loading``).
-        resources = self.config.VoilaConfiguration.get("resources")
-        resources = dict(resources) if isinstance(resources, dict) else {}
-        resources["crmkit_loading"] = {lang: {"page": t("voila.loading", lang), "cell": t("voila.executing", lang)}
-                                       for lang in LANGUAGES}
-        self.config.VoilaConfiguration.resources = resources
+        self.config.VoilaConfiguration.resources = loading_resources(self.config.VoilaConfiguration.get("resources"))
 
     def initialize(self, argv: Any = None) -> None:
         super().initialize(argv)

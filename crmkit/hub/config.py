@@ -140,6 +140,7 @@ def write_config(cfg: HubConfig) -> Path:
 from pathlib import Path
 
 from crmkit.hub.hooks import pre_spawn
+from crmkit.hub.singleuser import server_args
 from crmkit.hub.spawner import hub_username
 
 STATE = Path({str(cfg.state)!r})
@@ -208,6 +209,7 @@ c.Spawner.pre_spawn_hook = pre_spawn
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 90
 c.Spawner.args = ["--HubOAuth.cache_max_age={SERVER_AUTH_CACHE_S}"]  # an old server cookie dies soon after logout
+c.Spawner.args.extend(server_args())  # crmkit's Voila pages (template, page kernels, voila.json): hub/singleuser.py
 '''
     path = cfg.state / "jupyterhub_config.py"
     write_secret(path, text.rstrip("\n"))  # 0600 like the rest, though nothing in it is secret

@@ -1,0 +1,157 @@
+"""crmkit hub: a person's own server serves the dashboards as crmkit's Voila does (crmkit/hub/singleuser.py).
+
+One real hub per module (``crmkit hub`` against the sandbox over https, tests/hub/support_hub.py). paul signs in in
+Chromium and opens a dashboard through the hub, ``/user/paul.wagner/voila/render/dashboards/addresses.ipynb``: the
+page is rendered with crmkit's template (its stylesheet, the loading text in the user's language from the
+``crmkit_lang`` cookie), its widgets appear, and the page asks no host but loopback for anything — stock Voila's
+template linked Font Awesome from a public CDN. The hub's servers run in team mode; without a CRM database for this
+hub (no ``crmkit hub --db`` here) the dashboard shows its typed sign-in error box, drawn by the widgets. A dashboard
+kernel dies with its page (PageKernelManager), a kernel started from JupyterLab does not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from crmkit.sandbox import SANDBOX_DOMAIN
+from tests.hub.support_hub import RunningHub, hub_context, running_hub, sign_in_to_lab
+from tests.support.network import is_loopback_url
+
+pytestmark = pytest.mark.hub
+
+PAUL_UPN = f"paul.wagner@{SANDBOX_DOMAIN}"  # a person of the sandbox's directory no other hub test signs in
+NAME = "paul.wagner"
+WIDGETS_UP = 120_000  # ms: the first kernel of a fresh server on a busy 2-core box
+PAGE_GONE_S = 10  # dashboards/voila.json PageKernelManager.page_gone_after
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    with running_hub(tmp_path_factory.mktemp("hub-voila")) as h:
+        yield h
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    with hub_context(browser) as ctx:
+        yield ctx
+
+
+def _record(page: Any) -> list[str]:
+    seen: list[str] = []
+    page.on("request", lambda request: seen.append(request.url))
+    page.on("websocket", lambda ws: seen.append(ws.url))
+    return seen
+
+
+def _settle(page: Any) -> None:
+    """Let late requests happen: web fonts are fetched only once a glyph needs them."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.evaluate("document.fonts.ready.then(() => true)")
+    try:
+        page.wait_for_load_state("networkidle", timeout=10_000)
+    except PlaywrightTimeout:
+        pass  # a kernel socket may keep the page from idling; what was requested is recorded anyway
+
+
+def _kernels(context: Any, hub: RunningHub) -> set[str]:
+    r = context.request.get(f"{hub.url}/user/{NAME}/api/kernels")
+    assert r.status == 200, r.status
+    return {k["id"] for k in r.json()}
+
+
+def _wait_kernels(context: Any, hub: RunningHub, done: Any, timeout: float) -> set[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        ids = _kernels(context, hub)
+        if done(ids) or time.monotonic() > deadline:
+            return ids
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def signed_in(hub: RunningHub, browser: Any) -> Iterator[Any]:
+    """paul's browser context, signed in at the hub with his server running (Lab reached)."""
+    with hub_context(browser) as ctx:
+        took = sign_in_to_lab(ctx, hub, PAUL_UPN)
+        print(f"paul: password submitted -> JupyterLab {took:.1f} s")
+        yield ctx
+
+
+def test_a_dashboard_through_the_hub_renders_with_crmkits_template_and_asks_nothing_outside(
+        hub: RunningHub, signed_in: Any) -> None:
+    page = signed_in.new_page()
+    seen = _record(page)
+    url = f"{hub.url}/user/{NAME}/voila/render/dashboards/addresses.ipynb"
+    page.goto(url, wait_until="commit")
+    page.locator("#rendered_cells").wait_for(state="visible", timeout=WIDGETS_UP)
+    page.locator(".jupyter-widgets").first.wait_for(state="visible", timeout=WIDGETS_UP)
+    _settle(page)
+    # crmkit's template: its stylesheet inlined, the loading text's words from the catalog, the language cookie
+    styles = page.evaluate("() => [...document.querySelectorAll('style')].map(s => s.textContent).join('\\n')")
+    assert "crmkit's stylesheet for every dashboard page" in styles
+    assert "crmkit_loading" not in page.content()  # rendered into the script, not left as a name
+    assert page.evaluate("() => /(?:^|;\\s*)crmkit_lang=(de|en)/.test(document.cookie)")
+    assert not page.locator("#loading_text", has_text="Running").count()
+    # The widgets: team mode without a CRM database for this hub is the dashboard's typed sign-in error box
+    box = page.locator(".crmkit-open-error")
+    box.wait_for(state="visible", timeout=WIDGETS_UP)
+    text = box.inner_text()
+    assert "Teammodus" in text and "team mode" in text, text
+    assert "Traceback" not in page.content()  # voila.json's show_tracebacks=false, strip_sources=true
+    assert "teams_address_dashboard" not in page.content()
+    assert any(u.startswith(f"{hub.url}/user/{NAME}/voila/") for u in seen)
+    assert [u for u in dict.fromkeys(seen) if not is_loopback_url(u)] == []
+    page.close(run_before_unload=True)
+
+
+def test_the_dashboard_listing_through_the_hub_asks_nothing_outside(hub: RunningHub, signed_in: Any) -> None:
+    page = signed_in.new_page()
+    seen = _record(page)
+    page.goto(f"{hub.url}/user/{NAME}/voila/tree", wait_until="load")
+    page.get_by_text("dashboards", exact=True).first.dblclick(timeout=60_000)  # the listing is drawn by script
+    page.get_by_text("addresses.ipynb", exact=True).first.wait_for(state="visible", timeout=60_000)
+    _settle(page)
+    assert [u for u in dict.fromkeys(seen) if not is_loopback_url(u)] == []
+    page.close(run_before_unload=True)
+
+
+def test_a_dashboards_kernel_ends_with_its_page_and_a_lab_kernel_does_not(hub: RunningHub, signed_in: Any) -> None:
+    before = _kernels(signed_in, hub)
+    # A kernel as JupyterLab starts one (REST, with the _xsrf cookie Lab set), connected once and left.
+    xsrf = next(c["value"] for c in signed_in.cookies() if c["name"] == "_xsrf")
+    r = signed_in.request.post(f"{hub.url}/user/{NAME}/api/kernels", data=json.dumps({"name": "python3"}),
+                               headers={"X-XSRFToken": xsrf, "Content-Type": "application/json"})
+    assert r.status == 201, (r.status, r.text())
+    lab_kernel = r.json()["id"]
+    lab = signed_in.new_page()
+    lab.goto(f"{hub.url}/user/{NAME}/lab", wait_until="domcontentloaded")
+    opened = lab.evaluate("""(url) => new Promise((ok) => {
+        const ws = new WebSocket(url);
+        ws.onopen = () => { ws.close(); ok(true); };
+        ws.onerror = () => ok(false);
+    })""", f"{hub.url.replace('http', 'ws', 1)}/user/{NAME}/api/kernels/{lab_kernel}/channels")
+    assert opened
+    lab.close(run_before_unload=True)
+
+    # A dashboard page that goes away without its unload request (a crashed tab): nothing tells the server.
+    page = signed_in.new_page()
+    page.goto(f"{hub.url}/user/{NAME}/voila/render/dashboards/addresses.ipynb", wait_until="commit")
+    page.locator(".crmkit-open-error").wait_for(state="visible", timeout=WIDGETS_UP)
+    during = _kernels(signed_in, hub)
+    page_kernels = during - before - {lab_kernel}
+    assert len(page_kernels) == 1, (before, during)
+    page.close(run_before_unload=False)
+
+    after = _wait_kernels(signed_in, hub, lambda ids: not (ids & page_kernels), PAGE_GONE_S + 30)
+    assert not (after & page_kernels), f"the dashboard's kernel outlived its page: {after}"
+    # its connection closed before the page's did, so page_gone_after has passed for it too
+    assert lab_kernel in _kernels(signed_in, hub)  # Lab's kernel lives as Lab keeps it
+    r = signed_in.request.delete(f"{hub.url}/user/{NAME}/api/kernels/{lab_kernel}", headers={"X-XSRFToken": xsrf})
+    assert r.status == 204, r.status
