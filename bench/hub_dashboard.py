@@ -1,0 +1,213 @@
+"""A dashboard through ``crmkit hub``: sign-in to the first dashboard (spawn included), and its time to interactive
+through the hub against crmkit's own Voila.
+
+Setup: ``crmkit hub`` (a subprocess, as root: it creates an OS user per person) against the sandbox over https,
+its state and the people's homes in temporary folders; crmkit's Voila (``crmkit.voila_launch.start_voila``, the
+committed ``dashboards/voila.json``) on ``dashboards/`` beside it. Both run in team mode (``CRMKIT_MODE=team``, as
+the hub sets it for every person's server) without a CRM database: the hub here has none (``crmkit hub`` gets no
+``--db``), so the addresses dashboard shows its typed sign-in box on both — the same notebook, code path and
+widget each way. Debian's Chromium headless (the browser tier's flags) drives it.
+
+1. Sign-in to dashboard: for each of ``PEOPLE`` (never signed in before, so the hub creates the OS user and
+   spawns the server), a fresh context opens ``/hub/user-redirect/voila/render/dashboards/addresses.ipynb``,
+   is sent to the sandbox's sign-in page (auto_login), and the time runs from submitting the password to the
+   dashboard's widget being visible: token exchange, spawn, Voila's render and kernel included. Goal ≤ 15 s.
+2. Time to interactive: in the first person's signed-in context (server running), ``VISITS`` page visits to the
+   dashboard through the hub (proxy → the person's server, Voila as a server extension: no preheated kernel)
+   and as many to crmkit's Voila (a preheated pool of three for this dashboard), interleaved, from ``page.goto``
+   to the widget visible; each page closes with its unload (its kernel ends) and ``PAUSE_S`` pause lets the
+   pool refill. Figure: median hub / median direct; goal ≤ 1.3×.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from crmkit.sandbox import SANDBOX_DOMAIN, SANDBOX_PASSWORD
+from crmkit.voila_launch import dashboard_url, free_port, server_url, start_voila, stop_voila, wait_until_up
+
+from .common import Context, Result, p50, say
+from .dashboard import CHROMIUM, CHROMIUM_ARGS
+
+ROOT = Path(__file__).resolve().parent.parent
+CRMKIT = ROOT / ".venv" / "bin" / "crmkit"
+PEOPLE = ("sophie.meyer", "felix.schulz", "emma.koch")  # sandbox directory accounts no hub test signs in
+VISITS = 5
+PAUSE_S = 8.0
+TIMEOUT_MS = 120_000
+NOTEBOOK = "addresses.ipynb"
+WIDGET = "#rendered_cells .jupyter-widgets"
+_HUB = re.compile(r"^\s+hub\s+(http://127\.0\.0\.1:\d+)/")
+
+
+@contextmanager
+def _hub(work: Path) -> Iterator[str]:
+    """``crmkit hub`` until the block ends; the OS users it made (homes under this run's folder) are removed."""
+    homes = Path(tempfile.mkdtemp(prefix="crmkit-bench-homes-"))  # reachable by the people's users
+    homes.chmod(0o711)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
+    proc = subprocess.Popen([str(CRMKIT), "hub", "--state", str(work / "hub"), "--port", "0", "--home-base",
+                             str(homes)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        url = ""
+        for line in proc.stdout:
+            if m := _HUB.match(line):
+                url = m.group(1)
+                break
+        if not url:
+            raise RuntimeError("crmkit hub printed no hub URL")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        # only this run's people: another hub on the machine may have its own crmkit-* users
+        for entry in pwd.getpwall():
+            if entry.pw_name.startswith("crmkit-") and Path(entry.pw_dir).parent == homes:
+                subprocess.run(["userdel", "--remove", entry.pw_name], capture_output=True, check=False)
+        shutil.rmtree(homes, ignore_errors=True)
+
+
+def _sign_in_to_dashboard(browser: Any, hub: str, person: str) -> tuple[Any, float | None]:
+    """A fresh context signed in as ``person`` via the dashboard's hub link; seconds from the password's submit to
+    the dashboard's widget (None: not within the timeout). Returns the context (its cookies are the person's)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.goto(f"{hub}/hub/user-redirect/voila/render/dashboards/{NOTEBOOK}", wait_until="domcontentloaded")
+    page.wait_for_selector("#passwd", timeout=60_000)
+    page.locator("#login").fill(f"{person}@{SANDBOX_DOMAIN}")
+    page.locator("#passwd").fill(SANDBOX_PASSWORD)
+    started = time.perf_counter()
+    page.locator("button[value=signin]").click()
+    try:
+        page.locator(WIDGET).first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        took: float | None = time.perf_counter() - started
+    except PlaywrightTimeout:
+        took = None
+    page.close(run_before_unload=True)
+    return ctx, took
+
+
+def _visit(ctx: Any, url: str) -> float | None:
+    """Milliseconds from ``page.goto`` to the dashboard's widget visible, in a new page of ``ctx``."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page = ctx.new_page()
+    try:
+        started = time.perf_counter()
+        page.goto(url, wait_until="commit", timeout=TIMEOUT_MS)
+        page.locator(WIDGET).first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        return (time.perf_counter() - started) * 1000
+    except PlaywrightTimeout:
+        return None
+    finally:
+        page.close(run_before_unload=True)  # the unload request ends the page's kernel
+
+
+def run(ctx: Context) -> list[Result]:
+    from playwright.sync_api import sync_playwright
+
+    if os.geteuid() != 0:
+        say("hub_dashboard: skipped (crmkit hub runs as root)")
+        return []
+    people = PEOPLE if not ctx.quick else PEOPLE[:1]
+    visits = VISITS if not ctx.quick else 2
+    work = ctx.workdir / "hub_dashboard"
+    work.mkdir(parents=True)
+    voila_log = (work / "voila.log").open("wb")
+    port = free_port()
+    direct = start_voila(port, {"CRMKIT_MODE": "team", "CRMKIT_HOME": str(work / "home")}, log=voila_log)
+    sign_in: list[float] = []
+    sign_in_failed = 0
+    times: dict[str, list[float]] = {"hub": [], "direct": []}
+    failed = {"hub": 0, "direct": 0}
+    try:
+        wait_until_up(server_url(port), timeout=120, proc=direct)
+        with _hub(work) as hub, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                first = None
+                for person in people:
+                    context, took = _sign_in_to_dashboard(browser, hub, person)
+                    say(f"hub_dashboard: {person}: password submitted -> dashboard widget "
+                        f"{'FAILED' if took is None else f'{took:.1f} s'} (load {os.getloadavg()[0]:.2f})")
+                    if took is None:
+                        sign_in_failed += 1
+                    else:
+                        sign_in.append(took)
+                    if first is None:
+                        first = context
+                    else:
+                        context.close()
+                assert first is not None
+                time.sleep(PAUSE_S)
+                urls = {"hub": f"{hub}/user/{people[0]}/voila/render/dashboards/{NOTEBOOK}",
+                        "direct": dashboard_url(port, NOTEBOOK)}
+                direct_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+                for visit in range(visits + 1):  # visit 0: warm-up
+                    for name, url in urls.items():
+                        ms = _visit(first if name == "hub" else direct_ctx, url)
+                        say(f"hub_dashboard: {name} visit {visit}{' (warm-up)' if visit == 0 else ''}: "
+                            f"{'FAILED' if ms is None else f'{ms:.0f} ms'} (load {os.getloadavg()[0]:.2f})")
+                        if visit and ms is None:
+                            failed[name] += 1
+                        elif visit and ms is not None:
+                            times[name].append(ms)
+                        time.sleep(PAUSE_S)
+                direct_ctx.close()
+                first.close()
+            finally:
+                browser.close()
+    finally:
+        stop_voila(direct)
+        voila_log.close()
+
+    nan = float("nan")
+    worst = max(sign_in) if sign_in else nan
+    hub_ms = p50(times["hub"]) if times["hub"] else nan
+    direct_ms = p50(times["direct"]) if times["direct"] else nan
+    ratio = hub_ms / direct_ms
+    setup = ("crmkit hub against the sandbox over https, team mode without a CRM database (the addresses dashboard "
+             "shows its typed sign-in box, the same widget through the hub and on crmkit's Voila); Debian Chromium "
+             "headless.")
+    return [
+        Result("hub: password submitted -> first dashboard widget, spawn included (slowest person)", round(worst, 1),
+               "s", "≤ 15 s", worst <= 15 and not sign_in_failed,
+               note=f"{setup} {len(people)} people never signed in before (OS user created, server spawned): "
+                    + ", ".join(f"{t:.1f}" for t in sign_in) + " s"
+                    + (f"; {sign_in_failed} did not reach the dashboard within {TIMEOUT_MS // 1000} s"
+                       if sign_in_failed else ""),
+               samples=[round(t, 2) for t in sign_in]),
+        Result("addresses dashboard through the hub: time to interactive, median", round(hub_ms, 1), "ms",
+               note=f"{visits} visits each after one warm-up, interleaved with crmkit's Voila, {PAUSE_S:.0f} s pause "
+                    f"after each; through the hub Voila is a server extension (no preheated kernel), crmkit's Voila "
+                    f"has a preheated pool of 3 for this dashboard. hub: "
+                    + ", ".join(f"{t:.0f}" for t in times["hub"]) + " ms; direct: "
+                    + ", ".join(f"{t:.0f}" for t in times["direct"]) + " ms"
+                    + "".join(f"; {n}: {k} failed visit(s)" for n, k in failed.items() if k),
+               samples=[round(t, 1) for t in times["hub"]]),
+        Result("addresses dashboard on crmkit's Voila: time to interactive, median", round(direct_ms, 1), "ms",
+               samples=[round(t, 1) for t in times["direct"]]),
+        Result("ratio hub / crmkit's Voila, dashboard time to interactive", round(ratio, 2), "×", "≤ 1.3×",
+               ratio <= 1.3 and not any(failed.values())),
+    ]
