@@ -44,8 +44,8 @@ from ..errors import CrmkitError, UnknownUser, catalog_error
 from ..store import Store, is_postgres_url
 from ..store.pg_roles import passfile_line, rotate_password, sync_database_roles
 
-__all__ = ["PASSFILE", "SpawnRefused", "TeamCrm", "close_connections", "hand_over_login", "pre_spawn", "read_db_url",
-           "verified_sign_in"]
+__all__ = ["PASSFILE", "SpawnRefused", "TeamCrm", "check_sign_in", "close_connections", "crm_user_of_sign_in",
+           "hand_over_login", "pre_spawn", "read_db_url", "verified_sign_in"]
 
 PASSFILE = (".crmkit", "pgpass")  # under the person's home: crmkit's CRMKIT_HOME default, libpq's file
 
@@ -169,6 +169,31 @@ def _write_private(home: Path, parts: tuple[str, ...], text: str, uid: int, gid:
     return home.joinpath(*parts)
 
 
+def crm_user_of_sign_in(team: TeamCrm, auth_state: Mapping[str, Any] | None) -> str:
+    """The CRM user of the sign-in in ``auth_state`` (its id_token verified, its account's directory link).
+
+    Raises:
+        SpawnRefused: not verified, linked to no CRM user, or the user is switched off.
+    """
+    try:
+        return user_for(_store(team.owner_url), verified_sign_in(team, auth_state))
+    except CrmkitError as exc:
+        raise SpawnRefused(exc) from None  # no traceback of the owner's store into the hub's log
+
+
+async def check_sign_in(spawner: Any) -> None:
+    """Refuse the spawn of a sign-in that is no CRM user's before anything is made for it (``CrmkitSpawner``
+    calls it before it creates the person's OS user and home). Nothing to check without a CRM database.
+
+    Raises:
+        SpawnRefused: as :func:`crm_user_of_sign_in`.
+    """
+    team = _team_crm(spawner)
+    if team is not None:
+        auth_state = await spawner.user.get_auth_state()
+        await asyncio.to_thread(crm_user_of_sign_in, team, auth_state)
+
+
 def hand_over_login(team: TeamCrm, auth_state: Mapping[str, Any] | None, os_user: str) -> dict[str, str]:
     """Verify the sign-in, find its CRM user, rotate that user's database login into the person's passfile;
     returns the server's environment additions (``CRMKIT_DB`` without password, ``PGPASSFILE``). Blocking:
@@ -178,15 +203,16 @@ def hand_over_login(team: TeamCrm, auth_state: Mapping[str, Any] | None, os_user
         SpawnRefused: the sign-in is not verified, its account is linked to no CRM user, or the user is
             switched off (nothing rotated, nothing written into the home).
     """
+    user = crm_user_of_sign_in(team, auth_state)
+    store = _store(team.owner_url)
     try:
-        verified = verified_sign_in(team, auth_state)
-        store = _store(team.owner_url)
-        user = user_for(store, verified)
+        login = rotate_password(store, user)
+    except UnknownUser:  # linked and active, but its login was never made: the owner makes it now
         try:
-            login = rotate_password(store, user)
-        except UnknownUser:  # linked and active, but its login was never made: the owner makes it now
             sync_database_roles(store)
             login = rotate_password(store, user)
+        except CrmkitError as exc:
+            raise SpawnRefused(exc) from None
     except CrmkitError as exc:
         raise SpawnRefused(exc) from None  # no traceback of the owner's store into the hub's log
     entry = pwd.getpwnam(os_user)

@@ -24,6 +24,7 @@ from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from jupyterhub.utils import maybe_future
 from traitlets import List, Unicode
 
+from crmkit.hub.hooks import check_sign_in
 from crmkit.text_rules import account_name
 
 __all__ = ["OS_USER_PREFIX", "CrmkitSpawner", "ensure_os_user", "hub_username", "os_user_name"]
@@ -114,7 +115,9 @@ class CrmkitSpawner(LocalProcessSpawner):
 
     async def run_pre_spawn_hook(self) -> Any:
         """First the person's OS user and home (so the configured hook, e.g. a CRM login handed into the
-        home, finds them), then ``pre_spawn_hook``."""
+        home, finds them), then ``pre_spawn_hook``. A sign-in the CRM refuses (crmkit/hub/hooks.py) is refused
+        before that: an account linked to no CRM user gets no OS user either."""
+        await check_sign_in(self)
         entry = ensure_os_user(self.os_user, Path(self.home_base), f"crmkit hub user {self.user.name}")
         home = Path(entry.pw_dir)
         for src in self.seed_dirs:

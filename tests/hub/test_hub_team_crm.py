@@ -289,8 +289,15 @@ def test_pre_spawn_in_the_spawner_sets_team_mode_and_the_login_and_never_the_own
     assert env["CRMKIT_DB"].startswith(f"postgresql://{user_role(crm.url.rsplit('/', 1)[1], 'tom')}@")
     assert crm.url not in env.values()
     assert _open_as_server(env, monkeypatch).user.name == "tom"
-    refused = CrmkitSpawner(user=_HubUser("t16-jonas", {"id_token": tenant.id_token(f"jonas.becker@{SANDBOX_DOMAIN}")}),
-                            home_base=str(home_base), crm_db_file=str(db_file), id_authority=tenant.authority,
-                            id_client_id=tenant.client_id, ca_file=tenant.ca_file, pre_spawn_hook=pre_spawn)
-    with pytest.raises(SpawnRefused, match="Ask an administrator"):
-        asyncio.run(refused.run_pre_spawn_hook())
+    # an account linked to no CRM user is refused before the hub makes an OS user and home for it
+    unlinked = {"id_token": tenant.id_token(f"jonas.becker@{SANDBOX_DOMAIN}")}
+    refused = CrmkitSpawner(user=_HubUser("t16-nobody", unlinked), home_base=str(home_base),
+                            crm_db_file=str(db_file), id_authority=tenant.authority, id_client_id=tenant.client_id,
+                            ca_file=tenant.ca_file, pre_spawn_hook=pre_spawn)
+    try:
+        with pytest.raises(SpawnRefused, match="Ask an administrator"):
+            asyncio.run(refused.run_pre_spawn_hook())
+        with pytest.raises(KeyError):
+            pwd.getpwnam("crmkit-t16-nobody")
+    finally:
+        subprocess.run(["userdel", "--remove", "crmkit-t16-nobody"], capture_output=True, check=False)
