@@ -61,6 +61,7 @@ class Tenant:
     ca_file: str
     client_id: str
     client_secret: str
+    admin_url: str  # the sandbox's admin API (plain http)
 
     @property
     def authority(self) -> str:
@@ -87,7 +88,7 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenant]:
             "name": "crmkit hub (test)", "delegated_scopes": ["User.Read"],
             "redirect_uris": ["http://127.0.0.1:9/hub/oauth_callback"]})
         r.raise_for_status()
-        yield Tenant(proc.https_url, proc.ca_file, r.json()["client_id"], r.json()["client_secret"])
+        yield Tenant(proc.https_url, proc.ca_file, r.json()["client_id"], r.json()["client_secret"], proc.url)
     finally:
         proc.stop()
 
@@ -301,3 +302,31 @@ def test_pre_spawn_in_the_spawner_sets_team_mode_and_the_login_and_never_the_own
             pwd.getpwnam("crmkit-t16-nobody")
     finally:
         subprocess.run(["userdel", "--remove", "crmkit-t16-nobody"], capture_output=True, check=False)
+
+
+def test_an_account_disabled_in_the_tenant_signs_in_and_refreshes_no_more(tenant: Tenant) -> None:
+    """The sandbox's admin hook the hub test disables kai with: Entra's accountEnabled=false (AADSTS50057)."""
+    tls = ssl.create_default_context(cafile=tenant.ca_file)
+    token_url = f"{tenant.authority}/oauth2/v2.0/token"
+    form = {"grant_type": "password", "client_id": tenant.client_id, "client_secret": tenant.client_secret,
+            "username": BEN_UPN, "password": SANDBOX_PASSWORD, "scope": "openid offline_access User.Read"}
+    before = httpx.post(token_url, data=form, verify=tls, timeout=30).json()
+    switch = f"{tenant.admin_url}/_sandbox/users/{BEN_UPN}/account_enabled"
+    try:
+        r = httpx.put(switch, json={"accountEnabled": False}, timeout=30)
+        assert r.status_code == 200 and r.json() == {"id": user_id_for(BEN_UPN), "userPrincipalName": BEN_UPN,
+                                                     "accountEnabled": False}
+        refused = httpx.post(token_url, data=form, verify=tls, timeout=30)
+        assert refused.status_code == 400 and "AADSTS50057" in refused.json()["error_description"]
+        refresh = {**{k: form[k] for k in ("client_id", "client_secret", "scope")}, "grant_type": "refresh_token",
+                   "refresh_token": before["refresh_token"]}
+        assert "AADSTS50057" in httpx.post(token_url, data=refresh, verify=tls, timeout=30).text
+        me = httpx.get(f"{tenant.https_url}/v1.0/me", headers={"Authorization": f"Bearer {before['access_token']}"},
+                       verify=tls, timeout=30)
+        assert me.status_code == 401
+        assert httpx.put(switch, json={"accountEnabled": "no"}, timeout=30).status_code == 400
+        assert httpx.put(f"{tenant.admin_url}/_sandbox/users/nobody@x.example/account_enabled",
+                         json={"accountEnabled": False}, timeout=30).status_code == 404
+    finally:
+        assert httpx.put(switch, json={"accountEnabled": True}, timeout=30).json()["accountEnabled"] is True
+    assert httpx.post(token_url, data=form, verify=tls, timeout=30).status_code == 200
