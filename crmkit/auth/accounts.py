@@ -3,6 +3,9 @@
 A CRM user adds work or school accounts by device-code sign-in and flags each for Teams and/or
 SMTP. The database lists the accounts; their tokens stay in the user's token cache on this
 machine (see :mod:`crmkit.auth._cache`), so a token never reaches the database.
+
+In a person's server of ``crmkit hub`` (team mode) there is no second sign-in: the account the person signed in
+to the hub with is their Teams account, and its tokens come from the hub (:mod:`crmkit.auth.hub_tokens`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .consent import (
     record_redirect,
     start_consent_request,
 )
+from .hub_tokens import HubTokens, hub_tokens_from_env
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -65,15 +69,19 @@ class Microsoft365:
         http: the ``httpx.Client`` MSAL uses (inject a transport in tests).
         async_http: builds the ``httpx.AsyncClient`` for each Graph client.
         encrypted_cache: use the OS keyring for token caches when available.
+        hub_tokens: where the hub's tokens for the signed-in person come from (default: the hub that spawned
+            this server, in team mode; None elsewhere, see :func:`crmkit.auth.hub_tokens.hub_tokens_from_env`).
     """
 
     def __init__(
         self, crm: Session, *, config: TeamsConfig | None = None, http: httpx.Client | None = None,
         async_http: Callable[[], httpx.AsyncClient] | None = None, encrypted_cache: bool = True,
+        hub_tokens: HubTokens | None = None,
     ) -> None:
         self.crm = crm
         self.config = config or TeamsConfig.resolve(crm)
         self.identity = Identity(self.config, http=http)
+        self.hub_tokens = hub_tokens if hub_tokens is not None else hub_tokens_from_env()
         self._async_http = async_http or (lambda: make_async_http_client(self.config.sandbox_url))
         self._encrypted_cache = encrypted_cache
         self.accounts = Accounts(self)
@@ -148,6 +156,8 @@ class Microsoft365:
 
     def close(self) -> None:
         self.identity.close()
+        if self.hub_tokens is not None:
+            self.hub_tokens.close()
 
 
 @dataclass(frozen=True)
@@ -182,6 +192,7 @@ class Accounts:
         self.m365 = m365
         self._pending: DeviceSignIn | None = None
         self._lock = threading.Lock()
+        self._hub_account: M365Account | None = None
 
     @property
     def _user(self) -> str:
@@ -217,14 +228,30 @@ class Accounts:
         if isinstance(account, M365Account):
             account = account.home_account_id
         wanted = account.strip().lower()
-        for a in self.list():
+        hub = self.hub_account()
+        for a in ([hub] if hub is not None else []) + self.list():
             if wanted in (a.home_account_id.lower(), a.username.lower()):
                 return a
         raise NotFound(f"{self._user} has no Microsoft 365 account {account!r}; see accounts.list().")
 
     def teams_account(self) -> M365Account | None:
-        """The account used for Teams (the first flagged one), or None."""
+        """The account used for Teams: the hub's (team mode), else the first flagged one, or None."""
+        hub = self.hub_account()
+        if hub is not None:
+            return hub
         return next((a for a in self.list() if a.use_teams), None)
+
+    def hub_account(self) -> M365Account | None:
+        """In a hub's server: the account the person signed in to the hub with (its tokens are the hub's, so
+        Teams needs no second sign-in); None elsewhere. Not listed in the database: nothing of it is stored."""
+        hub = self.m365.hub_tokens
+        if hub is None:
+            return None
+        if self._hub_account is None:
+            a = hub.account()
+            self._hub_account = M365Account(a.home_account_id, a.username, a.display_name, a.tenant_id,
+                                            a.object_id, True, False, _now(), "granted")
+        return self._hub_account
 
     # -- adding and removing ------------------------------------------------------------------------
 
@@ -351,6 +378,10 @@ class Accounts:
         acct = self.get(account) if account is not None else self.teams_account()
         if acct is None:
             raise SignInRequired(f"{self._user} has no Microsoft 365 account for Teams yet; add one by signing in.")
+        hub = self.hub_account()
+        if hub is not None and acct.home_account_id == hub.home_account_id:
+            assert self.m365.hub_tokens is not None
+            return self.m365.hub_tokens.access_token(force_refresh=force_refresh)  # the hub refreshes it
         result = self.m365.identity.silent(self._app(), acct.home_account_id, force_refresh=force_refresh)
         if result is None:
             raise SignInRequired(

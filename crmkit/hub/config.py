@@ -17,12 +17,20 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from ..config import GRAPH_SCOPES
+
 __all__ = ["HubConfig", "Tenant", "prepare_state", "server_python", "write_config", "write_secret"]
 
 VENV_BIN = Path(sys.executable).parent  # jupyterhub, configurable-http-proxy, jupyterhub-singleuser beside python
 VENV = VENV_BIN.parent
 REPO = Path(__file__).resolve().parents[2]
-SCOPES = ("openid", "profile", "email", "offline_access", "User.Read")
+# The sign-in asks for crmkit's delegated Graph permissions too: the hub's tokens are what a person's server sends
+# with (crmkit/auth/hub_tokens.py), so nobody signs in a second time for Teams.
+SCOPES = ("openid", "profile", "email", "offline_access", *GRAPH_SCOPES)
+# At most this long between the hub's checks of a person's access token (oauthenticator's refresh_user: the
+# tenant's user data with it; an expired one is exchanged with the refresh token). Short, so a server asking after
+# Graph refused an expired token gets a refreshed one within seconds (JupyterHub's default: 300 s).
+AUTH_REFRESH_AGE_S = 20
 # How long a person's server trusts the hub's answer about a browser's cookie (--HubOAuth.cache_max_age): after
 # /hub/logout an old server cookie is refused at most this long (JupyterHub's default: 300 s). Each browser
 # request after that costs the server one call to the hub's API.
@@ -181,6 +189,14 @@ A.scope = {list(SCOPES)!r}
 A.username_claim = hub_username  # the account's local part, OS-safe (crmkit/hub/spawner.py)
 A.enable_auth_state = True
 A.auto_login = True
+A.auth_refresh_age = {AUTH_REFRESH_AGE_S}
+# A person's server reads its person's current tokens from the hub (GET /hub/api/users/NAME, crmkit/auth/
+# hub_tokens.py): the server's token cannot exceed its owner's scopes, so both roles need admin:auth_state!user;
+# "!user" is the owner only, so another person's server gets nothing.
+c.JupyterHub.load_roles = [
+    {{"name": "user", "scopes": ["self", "admin:auth_state!user"]}},
+    {{"name": "server", "scopes": ["users:activity!user", "access:servers!server", "admin:auth_state!user"]}},
+]
 {allow}
 '''
     if t.ca_file:

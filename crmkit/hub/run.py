@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..config import GRAPH_SCOPES  # the hub's sign-in carries crmkit's Graph permissions (config.SCOPES)
 from .config import VENV_BIN, HubConfig, Tenant, prepare_state, server_python, write_config, write_secret
 
 __all__ = ["HubSettings", "run_hub"]
@@ -68,7 +69,7 @@ def _register_in_sandbox(state: Path, admin_url: str, callback: str) -> str:
             r = api.put(f"/_sandbox/apps/{client_id}/redirect_uris", json={"redirect_uris": [callback]})
             if r.status_code == 200:
                 return str(client_id)
-        r = api.post("/_sandbox/apps", json={"name": HUB_APP_NAME, "delegated_scopes": ["User.Read"],
+        r = api.post("/_sandbox/apps", json={"name": HUB_APP_NAME, "delegated_scopes": list(GRAPH_SCOPES),
                                              "redirect_uris": [callback]})
         r.raise_for_status()
         body = r.json()

@@ -108,7 +108,9 @@ def running_hub(tmp: Path) -> Iterator[RunningHub]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-        created = crmkit_os_users() - before
+        # only the users THIS hub made (their homes are in its folder): other hubs (other tests, other runs at
+        # the same time) make crmkit-* users too, and theirs are not ours to remove
+        created = {n for n in crmkit_os_users() - before if Path(pwd.getpwnam(n).pw_dir).parent == homes}
         leftover = {n: pids_of_uid(pwd.getpwnam(n).pw_uid) for n in created}
         for name in created:
             for pid in leftover[name]:
