@@ -16,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +77,8 @@ def server_pid(hub_name: str) -> int:
 
 
 @contextmanager
-def running_hub(tmp: Path) -> Iterator[RunningHub]:
+def running_hub(tmp: Path, args: Sequence[str] = ()) -> Iterator[RunningHub]:
+    """``args``: more of ``crmkit hub``'s options, e.g. ``("--db", url)``."""
     if os.geteuid() != 0:
         pytest.skip("crmkit hub runs as root (it creates an OS user per person)")
     before = crmkit_os_users()
@@ -85,8 +86,8 @@ def running_hub(tmp: Path) -> Iterator[RunningHub]:
     homes = Path(tempfile.mkdtemp(prefix="crmkit-hub-homes-"))  # outside pytest's 0700 tmp: homes must be reachable
     homes.chmod(0o711)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
-    proc = subprocess.Popen([str(CRMKIT), "hub", "--state", str(state), "--port", "0", "--home-base", str(homes)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen([str(CRMKIT), "hub", "--state", str(state), "--port", "0", "--home-base", str(homes),
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     output: list[str] = []
     url = sandbox = ca = ""
     try:

@@ -1,24 +1,30 @@
 """crmkit hub: a person's own server serves the dashboards as crmkit's Voila does (crmkit/hub/singleuser.py).
 
-One real hub per module (``crmkit hub`` against the sandbox over https, tests/hub/support_hub.py). paul signs in in
-Chromium and opens a dashboard through the hub, ``/user/paul.wagner/voila/render/dashboards/addresses.ipynb``: the
-page is rendered with crmkit's template (its stylesheet, the loading text in the user's language from the
-``crmkit_lang`` cookie), its widgets appear, and the page asks no host but loopback for anything — stock Voila's
-template linked Font Awesome from a public CDN. The hub's servers run in team mode; without a CRM database for this
-hub (no ``crmkit hub --db`` here) the dashboard shows its typed sign-in error box, drawn by the widgets. A dashboard
-kernel dies with its page (PageKernelManager), a kernel started from JupyterLab does not.
+One real hub per module (``crmkit hub --db`` against the sandbox over https, tests/hub/support_hub.py; the team's
+demo CRM on the session's PostgreSQL, tests/hub/support_crm.py, with the CRM user anna linked to paul's account).
+paul signs in in Chromium and opens a dashboard through the hub,
+``/user/paul.wagner/voila/render/dashboards/addresses.ipynb``: the page is rendered with crmkit's template (its
+stylesheet, the loading text in the user's language from the ``crmkit_lang`` cookie), the addresses dashboard
+appears in team mode with the CRM's addresses, and the page asks no host but loopback for anything — stock Voila's
+template linked Font Awesome from a public CDN. A dashboard kernel dies with its page (PageKernelManager), a kernel
+started from JupyterLab does not.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.postgres import PgCluster, fresh_database_url
 
 from crmkit.sandbox import SANDBOX_DOMAIN
+from crmkit.store import Store
+from crmkit.store.pg_roles import drop_database_roles
+from tests.hub import support_crm
 from tests.hub.support_hub import RunningHub, hub_context, running_hub, sign_in_to_lab
 from tests.support.network import is_loopback_url
 
@@ -31,9 +37,16 @@ PAGE_GONE_S = 10  # dashboards/voila.json PageKernelManager.page_gone_after
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
-    with running_hub(tmp_path_factory.mktemp("hub-voila")) as h:
-        yield h
+def hub(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iterator[RunningHub]:
+    with support_crm.password_logins(pg_cluster), fresh_database_url(pg_cluster) as crm_url:
+        support_crm.make_team_crm(crm_url, {"anna": PAUL_UPN})  # paul's account is the CRM user anna here
+        try:
+            with running_hub(tmp_path_factory.mktemp("hub-voila"), ["--db", crm_url]) as h:
+                yield h
+        finally:
+            store = Store(crm_url)
+            drop_database_roles(store)  # roles are the cluster's, not the database's
+            store.close()
 
 
 @pytest.fixture
@@ -99,11 +112,13 @@ def test_a_dashboard_through_the_hub_renders_with_crmkits_template_and_asks_noth
     assert "crmkit_loading" not in page.content()  # rendered into the script, not left as a name
     assert page.evaluate("() => /(?:^|;\\s*)crmkit_lang=(de|en)/.test(document.cookie)")
     assert not page.locator("#loading_text", has_text="Running").count()
-    # The widgets: team mode without a CRM database for this hub is the dashboard's typed sign-in error box
-    box = page.locator(".crmkit-open-error")
-    box.wait_for(state="visible", timeout=WIDGETS_UP)
-    text = box.inner_text()
-    assert "Teammodus" in text and "team mode" in text, text
+    # The widgets: the addresses dashboard in team mode, as the CRM user of paul's sign-in, over the team's CRM
+    table = page.locator(".crmkit-record-table")
+    table.wait_for(state="visible", timeout=WIDGETS_UP)
+    assert not page.locator(".crmkit-open-error").count()
+    assert "Teammodus" in page.locator(".crmkit-mode-line").inner_text()
+    shown = re.search(r"\((\d+) Adressen\)", table.inner_text())
+    assert shown and int(shown.group(1)) > 0, table.inner_text()[-300:]
     assert "Traceback" not in page.content()  # voila.json's show_tracebacks=false, strip_sources=true
     assert "teams_address_dashboard" not in page.content()
     assert any(u.startswith(f"{hub.url}/user/{NAME}/voila/") for u in seen)
@@ -143,7 +158,7 @@ def test_a_dashboards_kernel_ends_with_its_page_and_a_lab_kernel_does_not(hub: R
     # A dashboard page that goes away without its unload request (a crashed tab): nothing tells the server.
     page = signed_in.new_page()
     page.goto(f"{hub.url}/user/{NAME}/voila/render/dashboards/addresses.ipynb", wait_until="commit")
-    page.locator(".crmkit-open-error").wait_for(state="visible", timeout=WIDGETS_UP)
+    page.locator(".crmkit-record-table").wait_for(state="visible", timeout=WIDGETS_UP)
     during = _kernels(signed_in, hub)
     page_kernels = during - before - {lab_kernel}
     assert len(page_kernels) == 1, (before, during)
