@@ -14,6 +14,7 @@ made by the hub's own ensure_os_user (root), removed at the end.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import pwd
 import shutil
@@ -263,6 +264,13 @@ def test_no_token_or_another_apps_token_proves_nobody(crm: Crm, tenant: Tenant) 
     assert _refused(crm, {"id_token": f"{head}.{body}.{sig}"}, "vera")
 
 
+def _run(coro: Any) -> Any:
+    """Run a coroutine as the hub would, on a loop of its own (in a thread: Playwright's sync API, used by the
+    browser tests of the same session, keeps an event loop in this one)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 class _HubUser:
     """What JupyterHub's User gives a spawner here: the hub name and the (decrypted) auth state."""
 
@@ -284,7 +292,7 @@ def test_pre_spawn_in_the_spawner_sets_team_mode_and_the_login_and_never_the_own
                             id_client_id=tenant.client_id, ca_file=tenant.ca_file,
                             pre_spawn_hook=pre_spawn, environment={"CRMKIT_DB": crm.url, "KEEP": "1"})
     assert spawner.os_user == OS_USERS["tom"]
-    asyncio.run(spawner.run_pre_spawn_hook())
+    _run(spawner.run_pre_spawn_hook())
     env = dict(spawner.environment)
     assert env["CRMKIT_MODE"] == "team" and env["KEEP"] == "1"
     assert env["CRMKIT_DB"].startswith(f"postgresql://{user_role(crm.url.rsplit('/', 1)[1], 'tom')}@")
@@ -297,7 +305,7 @@ def test_pre_spawn_in_the_spawner_sets_team_mode_and_the_login_and_never_the_own
                             ca_file=tenant.ca_file, pre_spawn_hook=pre_spawn)
     try:
         with pytest.raises(SpawnRefused, match="Ask an administrator"):
-            asyncio.run(refused.run_pre_spawn_hook())
+            _run(refused.run_pre_spawn_hook())
         with pytest.raises(KeyError):
             pwd.getpwnam("crmkit-t16-nobody")
     finally:
