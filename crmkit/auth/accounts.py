@@ -229,7 +229,9 @@ class Accounts:
             account = account.home_account_id
         wanted = account.strip().lower()
         hub = self.hub_account()
-        for a in ([hub] if hub is not None else []) + self.list():
+        if hub is not None and wanted in (hub.home_account_id.lower(), hub.username.lower()):
+            return hub  # without reading the database: the hub's account is listed nowhere
+        for a in self.list():
             if wanted in (a.home_account_id.lower(), a.username.lower()):
                 return a
         raise NotFound(f"{self._user} has no Microsoft 365 account {account!r}; see accounts.list().")

@@ -49,6 +49,7 @@ class Tenant:
     client_secret_file: Path
     ca_file: str = ""  # "" = the system's CAs (Entra); the sandbox's own CA otherwise
     authority: str = ""  # https://HOST/TENANT: whose signed id_tokens crmkit verifies at each spawn (hooks.py)
+    sandbox_url: str = ""  # the sandbox's loopback http URL: crmkit in the people's servers uses the same tenant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +202,8 @@ c.JupyterHub.load_roles = [
 '''
     if t.ca_file:
         text += f'A.http_request_kwargs = {{"ca_certs": {t.ca_file!r}}}\n'
+    # crmkit's Teams in the servers reaches the tenant the hub signs people in at (its Graph, with the hub's tokens)
+    sandbox_env = f'\n    "CRMKIT_SANDBOX_URL": {t.sandbox_url!r},' if t.sandbox_url else ""
     text += f'''
 c.JupyterHub.spawner_class = "crmkit.hub.spawner.CrmkitSpawner"
 c.CrmkitSpawner.home_base = {str(cfg.home_base)!r}
@@ -217,7 +220,7 @@ c.Spawner.environment = {{
     "PATH": {f"{cfg.python.parent}:{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"!r},
     "JUPYTER_PATH": {str(VENV / "share" / "jupyter")!r},
     "JUPYTER_CONFIG_PATH": {str(VENV / "etc" / "jupyter")!r},
-    "JUPYTERLAB_DIR": {str(VENV / "share" / "jupyter" / "lab")!r},
+    "JUPYTERLAB_DIR": {str(VENV / "share" / "jupyter" / "lab")!r},{sandbox_env}
 }}
 c.Spawner.notebook_dir = "~"
 c.Spawner.default_url = "/lab"

@@ -87,7 +87,7 @@ def _sandbox_tenant(state: Path, sandbox_url: str, https_url: str, ca_file: str,
                     timeout=30).json()
     return Tenant("Microsoft (sandbox)", doc["authorization_endpoint"], doc["token_endpoint"],
                   f"{https_url}/v1.0/me", client_id, state / "client_secret", ca_file,
-                  authority=f"{https_url}/{SANDBOX_TENANT_ID}")
+                  authority=f"{https_url}/{SANDBOX_TENANT_ID}", sandbox_url=sandbox_url)
 
 
 def _crm_db(state: Path, url: str) -> Path | None:

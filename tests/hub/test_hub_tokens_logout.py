@@ -22,9 +22,13 @@ from typing import Any
 
 import httpx
 import pytest
+from support.postgres import PgCluster, fresh_database_url
 
 from crmkit.hub.config import SERVER_AUTH_CACHE_S
 from crmkit.sandbox import SANDBOX_DOMAIN
+from crmkit.store import Store
+from crmkit.store.pg_roles import drop_database_roles
+from tests.hub import support_crm
 from tests.hub.support_hub import RunningHub, hub_context, running_hub, server_pid, sign_in_to_lab
 from tests.support import forms
 from tests.support.secret_patterns import PATTERNS
@@ -37,9 +41,24 @@ LUKAS_UPN = f"lukas.weber@{SANDBOX_DOMAIN}"
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
-    with running_hub(tmp_path_factory.mktemp("hub-tokens")) as h:
-        yield h
+def hub(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iterator[RunningHub]:
+    """The hub over a team CRM (tests/hub/support_crm.py) with Teams on, where lukas's account is the CRM user anna
+    (a sales person) and jonas's is ben."""
+    import crmkit
+
+    with support_crm.password_logins(pg_cluster), fresh_database_url(pg_cluster) as crm_url:
+        support_crm.make_team_crm(crm_url, {"anna": LUKAS_UPN, "ben": JONAS_UPN})
+        owner = crmkit.open(crm_url)
+        owner.set_setting("teams.enabled", True)
+        owner.store.close()
+        try:
+            with running_hub(tmp_path_factory.mktemp("hub-tokens"), ["--db", crm_url]) as h:
+                h.crm_url = crm_url  # type: ignore[attr-defined]  # the owner's, for reading back what was sent
+                yield h
+        finally:
+            store = Store(crm_url)
+            drop_database_roles(store)  # roles are the cluster's, not the database's
+            store.close()
 
 
 @pytest.fixture
@@ -210,3 +229,40 @@ def test_a_kernel_sends_on_the_hubs_tokens_and_a_token_that_expired_is_refreshed
     log = (hub.state / "hub.log").read_bytes()
     for kind in ("JWT", "refresh token"):
         assert not PATTERNS[kind].search(log), f"a {kind} in the hub's log"
+
+
+SEND_CODE = '''
+import json
+import crmkit
+crm = crmkit.open()  # team mode: the server's own CRM login, i.e. the CRM user of the hub's sign-in
+address = crm.store.read(lambda tx: tx.one("SELECT min(id) FROM addresses"))
+sent = crm.teams.send([address], to=[{to!r}], subject="One sign-in")
+print(json.dumps({{"user": crm.user.name, "address": int(address), "status": [str(s) for s in sent["status"]],
+                  "error": [str(e) for e in sent["error"]]}}))
+'''
+
+
+def test_a_sales_person_sends_a_record_via_teams_without_a_second_sign_in(hub: RunningHub, context: Any) -> None:
+    import crmkit
+
+    sign_in_to_lab(context, hub, LUKAS_UPN)  # his server may run already (the token test): then no spawn
+    stdout = _run_in_a_kernel(context, hub, "lukas.weber", SEND_CODE.format(to=JONAS_UPN))
+    print(f"send: {stdout.strip()}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["user"] == "anna" and result["status"] == ["sent"], result
+    owner = crmkit.open(hub.crm_url)  # type: ignore[attr-defined]
+    try:
+        rows = owner.store.read(lambda tx: tx.rows(
+            "SELECT user_name, ms_account, outcome, address_id FROM transfer_log ORDER BY id DESC LIMIT 1"))
+        assert [tuple(r) for r in rows] == [("anna", LUKAS_UPN, "sent", result["address"])]
+        dump = "".join(str(r) for table in ("m365_accounts", "audit", "transfer_log", "outbox")
+                       for r in owner.store.read(lambda tx, t=table: tx.rows(f"SELECT * FROM {t}")))
+    finally:
+        owner.store.close()
+    for kind in ("JWT", "refresh token"):
+        assert not PATTERNS[kind].search(dump.encode()), f"a {kind} in the CRM database"
+    with httpx.Client(base_url=hub.sandbox_url, verify=ssl.create_default_context(cafile=hub.ca_file),
+                      timeout=30) as sb:
+        counters = sb.get("/_sandbox/counters").json()
+    device = {k: n for k, n in counters.items() if "devicecode" in k.lower()}
+    assert not any(device.values()), device  # nobody signed in a second time, by device code
