@@ -28,9 +28,10 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/crmkit demo
 
-# JupyterHub for a team (as root): sign-in at the sandbox tenant by default, a server per person as their OS user.
+# JupyterHub for a team (as root): sign-in at the sandbox tenant by default, a server per person as their OS user,
+# over the team's CRM on PostgreSQL named by CRMKIT_DB (README: "Run crmkit for a team").
 hub: setup
-	$(VENV)/bin/crmkit hub
+	$(VENV)/bin/crmkit hub $(if $(CRMKIT_DB),--db "$(CRMKIT_DB)")
 
 test: setup
 	$(PY) -m pytest
