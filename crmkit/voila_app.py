@@ -72,8 +72,9 @@ class PageKernelManager(AsyncMappingKernelManager):
     )
     pages_only = Bool(
         False, config=True,
-        help="Apply page_gone_after and max_kernels only to kernels started for a Voila page (a server that also "
-             "runs JupyterLab, whose notebook kernels outlive their tab: crmkit hub's people's servers).",
+        help="Apply page_gone_after, max_kernels and idle culling only to kernels started for a Voila page (a "
+             "server that also runs JupyterLab, whose notebook kernels outlive their tab: crmkit hub's people's "
+             "servers).",
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -91,6 +92,12 @@ class PageKernelManager(AsyncMappingKernelManager):
 
     def _governed(self, kernel_id: str) -> bool:
         return not self.pages_only or kernel_id in self._page_kernels
+
+    async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+        # pages_only: MappingKernelManager's culling (a page fetched without a browser never connects) is for the
+        # pages' kernels; a notebook's kernel in Lab stays until Lab or its person ends it
+        if self._governed(kernel_id):
+            await ensure_async(super().cull_kernel_if_idle(kernel_id))
 
     def notify_connect(self, kernel_id: str) -> None:
         super().notify_connect(kernel_id)

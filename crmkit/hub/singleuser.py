@@ -12,12 +12,13 @@ hub's ``c.Spawner.args`` switch Voila's own off and this one on). It loads Voila
   (:func:`~crmkit.voila_app.loading_resources`);
 * serves dashboard pages with :class:`~crmkit.voila_app.DashboardHandler` (the ``_xsrf`` cookie for the unload beacon,
   the ``crmkit_lang`` cookie, the kernel limit);
-* applies ``dashboards/voila.json``'s ``VoilaConfiguration`` (sources stripped, no tracebacks) and its
-  ``PageKernelManager`` settings, with :class:`~crmkit.voila_app.PageKernelManager` as the server's kernel manager
-  limited to the kernels Voila pages start (``pages_only``): a notebook's kernel in Lab lives as Lab keeps it.
+* applies ``dashboards/voila.json``'s ``VoilaConfiguration`` (sources stripped, no tracebacks), its
+  ``PageKernelManager`` settings and its idle culling (a page fetched without a browser never connects), with
+  :class:`~crmkit.voila_app.PageKernelManager` as the server's kernel manager limited to the kernels Voila pages
+  start (``pages_only``): a notebook's kernel in Lab lives as Lab keeps it.
 
 Not taken over from the standalone server: the preheated kernel pool (Voila has it only as an application, not as
-an extension), ``voila.json``'s culling of idle kernels (it would end Lab's notebook kernels after 30 s), and
+an extension; per person it would also keep a rendered kernel per dashboard running), and
 :class:`~crmkit.voila_app.ConsentHandler`: its redirect URI is one fixed address in an app registration, which a
 per-person path ``/user/<name>/…`` is not, and its answer is written with the owner's store, not the person's login.
 """
@@ -60,7 +61,9 @@ def _dashboard_settings(path: Path = VOILA_SETTINGS) -> Config:
     settings = json.loads(path.read_text(encoding="utf-8"))
     voila = settings.get("VoilaConfiguration", {})
     return Config({"VoilaConfiguration": {k: v for k, v in voila.items() if k in _EXTENSION_KEYS},
-                   "PageKernelManager": {**settings.get("PageKernelManager", {}), "pages_only": True}})
+                   "PageKernelManager": {**settings.get("PageKernelManager", {}), "pages_only": True,
+                                         # culling: for the pages' kernels only (pages_only)
+                                         **settings.get("MappingKernelManager", {})}})
 
 
 def _link_jupyter_server_extension(server_app: Any) -> None:

@@ -6,8 +6,8 @@ paul signs in in Chromium and opens a dashboard through the hub,
 ``/user/paul.wagner/voila/render/dashboards/addresses.ipynb``: the page is rendered with crmkit's template (its
 stylesheet, the loading text in the user's language from the ``crmkit_lang`` cookie), the addresses dashboard
 appears in team mode with the CRM's addresses, and the page asks no host but loopback for anything — stock Voila's
-template linked Font Awesome from a public CDN. A dashboard kernel dies with its page (PageKernelManager), a kernel
-started from JupyterLab does not.
+template linked Font Awesome from a public CDN. A dashboard kernel dies with its page (PageKernelManager), or when
+idle if no browser ever connected (voila.json's culling); a kernel started from JupyterLab does neither.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ PAUL_UPN = f"paul.wagner@{SANDBOX_DOMAIN}"  # a person of the sandbox's director
 NAME = "paul.wagner"
 WIDGETS_UP = 120_000  # ms: the first kernel of a fresh server on a busy 2-core box
 PAGE_GONE_S = 10  # dashboards/voila.json PageKernelManager.page_gone_after
+CULL_IDLE_S, CULL_INTERVAL_S = 30, 5  # its MappingKernelManager culling
 
 
 @pytest.fixture(scope="module")
@@ -168,5 +169,27 @@ def test_a_dashboards_kernel_ends_with_its_page_and_a_lab_kernel_does_not(hub: R
     assert not (after & page_kernels), f"the dashboard's kernel outlived its page: {after}"
     # its connection closed before the page's did, so page_gone_after has passed for it too
     assert lab_kernel in _kernels(signed_in, hub)  # Lab's kernel lives as Lab keeps it
+    r = signed_in.request.delete(f"{hub.url}/user/{NAME}/api/kernels/{lab_kernel}", headers={"X-XSRFToken": xsrf})
+    assert r.status == 204, r.status
+
+
+def test_a_dashboard_fetched_without_a_browser_leaves_no_kernel_and_an_idle_lab_kernel_stays(
+        hub: RunningHub, signed_in: Any) -> None:
+    """A page no browser shows (a script's GET) never connects to its kernel: voila.json's culling ends it; a Lab
+    kernel nobody is connected to, idle as long, is not culled."""
+    before = _kernels(signed_in, hub)
+    xsrf = next(c["value"] for c in signed_in.cookies() if c["name"] == "_xsrf")
+    r = signed_in.request.post(f"{hub.url}/user/{NAME}/api/kernels", data=json.dumps({"name": "python3"}),
+                               headers={"X-XSRFToken": xsrf, "Content-Type": "application/json"})
+    assert r.status == 201, (r.status, r.text())
+    lab_kernel = r.json()["id"]
+    page = signed_in.request.get(f"{hub.url}/user/{NAME}/voila/render/dashboards/addresses.ipynb", timeout=120_000)
+    assert page.status == 200 and "application/vnd.jupyter.widget-view+json" in page.text(), page.status
+    page_kernels = _kernels(signed_in, hub) - before - {lab_kernel}
+    assert len(page_kernels) == 1, page_kernels
+    culled_after = CULL_IDLE_S + CULL_INTERVAL_S
+    after = _wait_kernels(signed_in, hub, lambda ids: not (ids & page_kernels), culled_after + 40)
+    assert not (after & page_kernels), f"the fetched page's kernel was never ended: {after}"
+    assert lab_kernel in _kernels(signed_in, hub)  # as idle and unconnected as long, and kept
     r = signed_in.request.delete(f"{hub.url}/user/{NAME}/api/kernels/{lab_kernel}", headers={"X-XSRFToken": xsrf})
     assert r.status == 204, r.status
