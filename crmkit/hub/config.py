@@ -50,6 +50,7 @@ class Tenant:
     ca_file: str = ""  # "" = the system's CAs (Entra); the sandbox's own CA otherwise
     authority: str = ""  # https://HOST/TENANT: whose signed id_tokens crmkit verifies at each spawn (hooks.py)
     sandbox_url: str = ""  # the sandbox's loopback http URL: crmkit in the people's servers uses the same tenant
+    logout_url: str = ""  # the tenant's end-session endpoint: /hub/logout ends the browser's session there too
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +144,9 @@ def write_config(cfg: HubConfig) -> Path:
     t = cfg.tenant
     seeds = [str(REPO / d) for d in ("notebooks", "dashboards") if (REPO / d).is_dir()]
     allow = (f"A.allowed_users = set({sorted(cfg.allowed_users)!r})" if cfg.allowed_users else "A.allow_all = True")
+    # After the hub's logout, the tenant's: else auto_login signs the next person at this browser straight back in
+    # as the last one (the tenant still knows the browser), without a password.
+    logout = f"A.logout_redirect_url = {t.logout_url!r}\n" if t.logout_url else ""
     text = f'''\
 # jupyterhub_config.py written by `crmkit hub` (crmkit/hub/config.py) at every start: edit crmkit, not this.
 # No secret is in this file: each is read from its 0600 file in this 0700 folder when JupyterHub loads it.
@@ -190,7 +194,7 @@ A.scope = {list(SCOPES)!r}
 A.username_claim = hub_username  # the account's local part, OS-safe (crmkit/hub/spawner.py)
 A.enable_auth_state = True
 A.auto_login = True
-A.auth_refresh_age = {AUTH_REFRESH_AGE_S}
+{logout}A.auth_refresh_age = {AUTH_REFRESH_AGE_S}
 # A person's server reads its person's current tokens from the hub (GET /hub/api/users/NAME, crmkit/auth/
 # hub_tokens.py): the server's token cannot exceed its owner's scopes, so both roles need admin:auth_state!user;
 # "!user" is the owner only, so another person's server gets nothing.

@@ -55,7 +55,8 @@ def _entra_tenant(settings: HubSettings) -> Tenant:
     assert settings.tenant_id and settings.client_id and settings.client_secret_file
     base = f"{ENTRA_LOGIN}/{settings.tenant_id}/oauth2/v2.0"
     return Tenant("Microsoft", f"{base}/authorize", f"{base}/token", ENTRA_GRAPH_ME, settings.client_id,
-                  settings.client_secret_file.resolve(), authority=f"{ENTRA_LOGIN}/{settings.tenant_id}")
+                  settings.client_secret_file.resolve(), authority=f"{ENTRA_LOGIN}/{settings.tenant_id}",
+                  logout_url=f"{base}/logout")
 
 
 def _register_in_sandbox(state: Path, admin_url: str, callback: str) -> str:
@@ -87,7 +88,8 @@ def _sandbox_tenant(state: Path, sandbox_url: str, https_url: str, ca_file: str,
                     timeout=30).json()
     return Tenant("Microsoft (sandbox)", doc["authorization_endpoint"], doc["token_endpoint"],
                   f"{https_url}/v1.0/me", client_id, state / "client_secret", ca_file,
-                  authority=f"{https_url}/{SANDBOX_TENANT_ID}", sandbox_url=sandbox_url)
+                  authority=f"{https_url}/{SANDBOX_TENANT_ID}", sandbox_url=sandbox_url,
+                  logout_url=doc.get("end_session_endpoint", ""))
 
 
 def _crm_db(state: Path, url: str) -> Path | None:
