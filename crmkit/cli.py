@@ -192,8 +192,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
         print(f"{store.path} is up to date (schema {max(after)}); nothing to do.")
     if admin is not None:
         print(admin)
-    print(f"{users} user(s), {addresses:,} address(es). Next: crmkit --db {_shell(store.path)} demo-data "
-          "--addresses 1000")
+    # The demo-data hint only for a CRM without addresses: it would add 1,000 more to a CRM in use.
+    hint = f" Next: crmkit --db {_shell(store.path)} demo-data --addresses 1000" if not addresses else ""
+    print(f"{users} user(s), {addresses:,} address(es).{hint}")
     return EXIT_OK
 
 

@@ -64,6 +64,16 @@ def test_init_creates_then_reports_up_to_date(db_path: Path) -> None:
 
 
 @pytest.mark.core
+def test_init_suggests_demo_data_only_for_a_crm_without_addresses(db_path: Path) -> None:
+    empty = crmkit_cli("--db", str(db_path), "init")
+    assert "0 address(es). Next: crmkit --db" in empty.stdout and "demo-data --addresses 1000" in empty.stdout
+    assert crmkit_cli("--db", str(db_path), "demo-data", "--addresses", "20").returncode == 0
+    again = crmkit_cli("--db", str(db_path), "init")
+    assert again.returncode == 0 and "20 address(es)." in again.stdout
+    assert "demo-data" not in again.stdout  # it would add 1,000 more to a CRM in use
+
+
+@pytest.mark.core
 def test_init_honours_crmkit_db(tmp_path: Path) -> None:
     path = tmp_path / "from-env.duckdb"
     result = crmkit_cli("init", env={"CRMKIT_DB": str(path)})
