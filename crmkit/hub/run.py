@@ -60,13 +60,16 @@ def _entra_tenant(settings: HubSettings) -> Tenant:
 
 
 def _register_in_sandbox(state: Path, admin_url: str, callback: str) -> str:
-    """The hub's confidential web app in the sandbox: the one registered before (its redirect URI updated to
-    this start's port), else a new one, whose secret goes straight into a 0600 file. Returns its client id."""
+    """The hub's confidential web app in the sandbox: the one registered before with today's permissions (its
+    redirect URI updated to this start's port), else a new one, whose secret goes straight into a 0600 file.
+    Returns its client id. A registration made with other permissions (an older crmkit's, User.Read alone) is
+    replaced: the people's servers send with the hub's tokens, which carry only what the app was consented."""
     app_file = state / "sandbox_app.json"
     secret_file = state / "client_secret"
     with httpx.Client(base_url=admin_url, timeout=30) as api:
-        if app_file.exists() and secret_file.exists():
-            client_id = json.loads(app_file.read_text())["client_id"]
+        known = json.loads(app_file.read_text()) if app_file.exists() and secret_file.exists() else {}
+        if known and known.get("delegated_scopes") == list(GRAPH_SCOPES):
+            client_id = known["client_id"]
             r = api.put(f"/_sandbox/apps/{client_id}/redirect_uris", json={"redirect_uris": [callback]})
             if r.status_code == 200:
                 return str(client_id)
@@ -75,7 +78,7 @@ def _register_in_sandbox(state: Path, admin_url: str, callback: str) -> str:
         r.raise_for_status()
         body = r.json()
     write_secret(secret_file, body["client_secret"])
-    write_secret(app_file, json.dumps({"client_id": body["client_id"]}))
+    write_secret(app_file, json.dumps({"client_id": body["client_id"], "delegated_scopes": list(GRAPH_SCOPES)}))
     return str(body["client_id"])
 
 
