@@ -19,12 +19,9 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
-import signal
 import ssl
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,16 +36,12 @@ from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_DOMAIN
 from crmkit.store import Store
 from crmkit.store.pg_roles import drop_database_roles, user_role
 from tests.hub import support_crm
+from tests.hub.support_hub import hub_context, running_hub, server_pid
 from tests.support import forms
-from tests.support.network import is_loopback_url
 
 pytestmark = pytest.mark.hub
 
-ROOT = Path(__file__).resolve().parents[2]
-CRMKIT = ROOT / ".venv" / "bin" / "crmkit"
 TOM_UPN = f"lea.hoffmann@{SANDBOX_DOMAIN}"  # tom's directory account (README: "The demo's users")
-HUB_LINE = re.compile(r"^\s+hub\s+(http://127\.0\.0\.1:\d+)/")
-SANDBOX_LINE = re.compile(r"^\s+sandbox\s+(https://127\.0\.0\.1:\d+)\s+.*CA (\S+?)\)")
 VERA_UPN, KAI_UPN = f"marie.fischer@{SANDBOX_DOMAIN}", f"hannah.neumann@{SANDBOX_DOMAIN}"
 UNLINKED_UPN = f"emma.koch@{SANDBOX_DOMAIN}"
 LINKS = {"tom": TOM_UPN, "anna": SANDBOX_DEFAULT_UPN, "vera": VERA_UPN, "kai": KAI_UPN}  # CRM user -> account
@@ -67,22 +60,6 @@ class Hub:
     ca_file: str
 
 
-def _crmkit_users() -> set[str]:
-    return {p.pw_name for p in pwd.getpwall() if p.pw_name.startswith("crmkit-")}
-
-
-def _pids_of(uid: int) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if d.stat().st_uid == uid:
-                    pids.append(int(d.name))
-            except FileNotFoundError:
-                continue
-    return pids
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iterator[Hub]:
     if os.geteuid() != 0:
@@ -98,67 +75,16 @@ def hub(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iter
 
 
 def _run_hub(tmp_path_factory: pytest.TempPathFactory, crm_url: str) -> Iterator[Hub]:
-    before = _crmkit_users()
-    state = tmp_path_factory.mktemp("hub") / "state"
-    homes = Path(tempfile.mkdtemp(prefix="crmkit-hub-homes-"))  # outside pytest's 0700 tmp: homes must be reachable
-    homes.chmod(0o711)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
     t0 = time.monotonic()
-    proc = subprocess.Popen([str(CRMKIT), "hub", "--state", str(state), "--port", "0", "--home-base", str(homes),
-                             "--db", crm_url],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-    output: list[str] = []
-    url = sandbox = ca = ""
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            if m := SANDBOX_LINE.match(line):
-                sandbox, ca = m.group(1), m.group(2)
-            m = HUB_LINE.match(line)
-            if m:
-                url = m.group(1)
-                break
-        assert url and sandbox, "crmkit hub printed no hub URL:\n" + "".join(output)
-        yield Hub(url, state, homes, proc, output, time.monotonic() - t0, crm_url, sandbox, ca)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        # only the users of this hub (their homes are in its folder): other hubs may run beside it
-        created = {n for n in _crmkit_users() - before if Path(pwd.getpwnam(n).pw_dir).parent == homes}
-        leftover = {n: _pids_of(pwd.getpwnam(n).pw_uid) for n in created}
-        for name in created:
-            for pid in leftover[name]:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
-        shutil.rmtree(homes, ignore_errors=True)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        assert not any(leftover.values()), f"processes of the hub's users outlived crmkit hub: {leftover}"
+    with running_hub(tmp_path_factory.mktemp("hub"), ("--db", crm_url)) as h:
+        yield Hub(h.url, h.state, h.homes, h.proc, h.output, time.monotonic() - t0, crm_url, h.sandbox_url, h.ca_file)
 
 
 @pytest.fixture
 def context(browser: Any) -> Iterator[Any]:
-    """A Chromium context that trusts the sandbox's https page (its own CA) and lets nothing leave loopback."""
-    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 1000})
-    external: list[str] = []
-
-    def refuse(route: Any) -> None:
-        external.append(route.request.url)
-        route.abort("blockedbyclient")
-
-    ctx.route(lambda url: not is_loopback_url(url), refuse)
-    yield ctx
-    ctx.close()
-    assert not [u for u in external if "fonts" not in u and "mathjax" not in u], external
+    """A Chromium context that trusts the sandbox's https page and lets nothing leave loopback."""
+    with hub_context(browser) as ctx:
+        yield ctx
 
 
 def _sign_in_to_lab(context: Any, hub: Hub, upn: str) -> tuple[str, float]:
@@ -178,20 +104,9 @@ def _sign_in_to_lab(context: Any, hub: Hub, upn: str) -> tuple[str, float]:
 
 
 def _server_uid(hub_name: str) -> int:
-    """The uid of the single-user server process JupyterHub started for ``hub_name`` (from /proc)."""
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().split(b"\0")
-            env = (d / "environ").read_bytes().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        server = any(c.endswith((b"jupyterhub-singleuser", b"jupyterhub.singleuser")) for c in cmd)
-        if server and f"JUPYTERHUB_USER={hub_name}".encode() in env:
-            uid_line = next(line for line in (d / "status").read_text().splitlines() if line.startswith("Uid:"))
-            return int(uid_line.split()[1])  # the real uid (effective, saved, fs follow on the line)
-    raise AssertionError(f"no jupyterhub-singleuser process for {hub_name}")
+    """The real uid of the single-user server process JupyterHub started for ``hub_name`` (from /proc)."""
+    status = Path(f"/proc/{server_pid(hub_name)}/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("Uid:")).split()[1])  # real, then effective, ...
 
 
 def test_tom_signs_in_and_reaches_his_own_lab_running_as_his_own_os_user(hub: Hub, context: Any) -> None:
