@@ -24,16 +24,8 @@ button is visible and enabled.
 from __future__ import annotations
 
 import os
-import pwd
-import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +36,6 @@ from .common import Context, Result, p50, say
 from .dashboard import CHROMIUM, CHROMIUM_ARGS, READY_JS
 
 ROOT = Path(__file__).resolve().parent.parent
-CRMKIT = ROOT / ".venv" / "bin" / "crmkit"
 PEOPLE = ("sophie.meyer", "felix.schulz", "noah.richter")  # sandbox directory accounts no hub test signs in
 CRM_USERS = ("anna", "tom", "kai")  # demo CRM users the people are linked to
 VISITS = 5
@@ -52,42 +43,6 @@ PAUSE_S = 8.0
 TIMEOUT_MS = 120_000
 NOTEBOOK = "addresses.ipynb"
 READY = ".crmkit-next"  # the addresses dashboard's next-page button
-_HUB = re.compile(r"^\s+hub\s+(http://127\.0\.0\.1:\d+)/")
-
-
-@contextmanager
-def _hub(work: Path, crm_url: str) -> Iterator[str]:
-    """``crmkit hub`` until the block ends; the OS users it made (homes under this run's folder) are removed."""
-    homes = Path(tempfile.mkdtemp(prefix="crmkit-bench-homes-"))  # reachable by the people's users
-    homes.chmod(0o711)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMKIT_")}
-    proc = subprocess.Popen([str(CRMKIT), "hub", "--state", str(work / "hub"), "--port", "0", "--home-base",
-                             str(homes), "--db", crm_url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, cwd=ROOT)
-    try:
-        assert proc.stdout is not None
-        url = ""
-        for line in proc.stdout:
-            if m := _HUB.match(line):
-                url = m.group(1)
-                break
-        if not url:
-            raise RuntimeError("crmkit hub printed no hub URL")
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        # only this run's people: another hub on the machine may have its own crmkit-* users
-        for entry in pwd.getpwall():
-            if entry.pw_name.startswith("crmkit-") and Path(entry.pw_dir).parent == homes:
-                subprocess.run(["userdel", "--remove", entry.pw_name], capture_output=True, check=False)
-        shutil.rmtree(homes, ignore_errors=True)
 
 
 def _sign_in_to_dashboard(browser: Any, hub: str, person: str) -> tuple[Any, float | None]:
@@ -130,17 +85,10 @@ def _visit(ctx: Any, url: str) -> float | None:
 
 def _server_env(person: str) -> dict[str, str]:
     """The environment of the single-user server the hub runs for ``person`` (from /proc; we are root)."""
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().split(b"\0")
-            env = (d / "environ").read_bytes().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if any(c.endswith(b"jupyterhub.singleuser") for c in cmd) and f"JUPYTERHUB_USER={person}".encode() in env:
-            return dict(e.decode().split("=", 1) for e in env if b"=" in e)
-    raise RuntimeError(f"no single-user server for {person}")
+    from tests.hub.support_hub import server_pid
+
+    env = Path(f"/proc/{server_pid(person)}/environ").read_bytes().split(b"\0")
+    return dict(e.decode().split("=", 1) for e in env if b"=" in e)
 
 
 def _direct_voila(work: Path, person: str, log: Any) -> tuple[Any, int]:
@@ -168,6 +116,7 @@ def run(ctx: Context) -> list[Result]:
     from crmkit.store import Store
     from crmkit.store.pg_roles import drop_database_roles
     from tests.hub.support_crm import make_team_crm
+    from tests.hub.support_hub import running_hub
 
     people = PEOPLE if not ctx.quick else PEOPLE[:1]
     visits = VISITS if not ctx.quick else 2
@@ -184,7 +133,8 @@ def run(ctx: Context) -> list[Result]:
     times: dict[str, list[float]] = {"hub": [], "direct": []}
     failed = {"hub": 0, "direct": 0}
     try:
-        with _hub(work, crm_url) as hub, sync_playwright() as p:
+        with running_hub(work, ("--db", crm_url)) as running, sync_playwright() as p:
+            hub = running.url
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             try:
                 first = None
