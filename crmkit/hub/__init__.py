@@ -5,6 +5,9 @@
   person's server as their own OS user ``crmkit-<name>``, created by the hub).
 - ``hooks.py``: ``pre_spawn``: the verified sign-in's CRM user (its directory link) and that user's own database
   login, handed to the person's server (``crmkit hub --db``); a sign-in the CRM refuses gets no server.
+- ``logout.py`` (loaded inside the hub): ``CrmkitAuthenticator``, whose logout ends every session of the person;
+  ``authenticator.py``: its refresh, which gets a fresh id_token with the refresh token before the old one runs
+  out (the spawn verifies it), or asks the person to sign in again when the tenant refuses.
 - ``run.py``: ``run_hub`` starts tenant, registration, JupyterHub and proxy, and stops them.
 
 Who may sign in: everybody the tenant signs in (``allow_all``), unless ``--allow`` names hub users. The hub

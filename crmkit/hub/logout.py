@@ -20,6 +20,8 @@ from jupyterhub.utils import new_token
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLogoutHandler
 
+from .authenticator import IdTokenRefresh
+
 __all__ = ["CrmkitAuthenticator", "EndAccessLogoutHandler", "end_access"]
 
 
@@ -49,7 +51,8 @@ class EndAccessLogoutHandler(OAuthLogoutHandler):
             self.log.info("Logout ended every session of %s (%d session tokens revoked)", user.name, deleted)
 
 
-class CrmkitAuthenticator(GenericOAuthenticator):
-    """GenericOAuthenticator (its configuration is ``c.GenericOAuthenticator``'s) whose logout ends access."""
+class CrmkitAuthenticator(IdTokenRefresh, GenericOAuthenticator):
+    """GenericOAuthenticator (its configuration is ``c.GenericOAuthenticator``'s) whose logout ends access and
+    whose refresh keeps the id_token fresh (crmkit/hub/authenticator.py)."""
 
     logout_handler = EndAccessLogoutHandler

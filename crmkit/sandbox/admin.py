@@ -186,6 +186,17 @@ async def account_enabled(request: Request) -> Response:
                          "accountEnabled": user.accountEnabled})
 
 
+async def revoke_sign_in_sessions(request: Request) -> Response:
+    """POST on a user (object id or UPN): their refresh tokens and the tenant's browser sessions end, as Graph's
+    ``POST /users/{id}/revokeSignInSessions`` does; access tokens already issued keep working until they expire."""
+    sb = sandbox_of(request)
+    user = sb.state.user(request.path_params["key"])
+    if user is None:
+        return _bad("unknown user", 404)
+    return JSONResponse({"id": user.id, "refresh_tokens": sb.state.revoke_refresh_tokens(user.id),
+                         "browser_sessions": sb.state.end_browser_sessions_of(user.id)})
+
+
 async def consent(request: Request) -> Response:
     """PUT {"client_id": ..., "admin_consented": bool} toggles org-wide consent for an app."""
     sb = sandbox_of(request)
@@ -320,6 +331,7 @@ routes = [
     Route("/_sandbox/users", users, methods=["GET"]),
     Route("/_sandbox/users/{key}", remove_user, methods=["DELETE"]),
     Route("/_sandbox/users/{key}/account_enabled", account_enabled, methods=["PUT"]),
+    Route("/_sandbox/users/{key}/revoke_sign_in_sessions", revoke_sign_in_sessions, methods=["POST"]),
     Route("/_sandbox/consent", consent, methods=["PUT"]),
     Route("/_sandbox/apps", register_app, methods=["POST"]),
     Route("/_sandbox/apps/{client_id}/redirect_uris", redirect_uris, methods=["GET", "PUT"]),

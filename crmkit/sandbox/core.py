@@ -25,6 +25,8 @@ class IdentitySettings:
     """Tunable identity-platform behaviour (admin API ``/_sandbox/config``)."""
 
     access_token_lifetime_s: float = 3599
+    # The id_token's own lifetime: Entra's is 1 h and an access token may outlive it (hub tests shorten this one)
+    id_token_lifetime_s: float = 3600
     refresh_token_lifetime_s: float = 90 * 24 * 3600
     device_code_lifetime_s: float = 900
     device_code_interval_s: int = 5

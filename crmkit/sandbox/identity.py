@@ -340,7 +340,8 @@ def _user_token_response(sb: Sandbox, user: SandboxUser, app: App, scopes: Scope
         body["refresh_token"] = rt
         body["refresh_token_expires_in"] = int(s.refresh_token_lifetime_s)
     if "openid" in scopes.oidc:
-        body["id_token"] = id_token(sb.key, user=user, client_id=app.client_id, nonce=nonce, issuer=issuer)
+        body["id_token"] = id_token(sb.key, user=user, client_id=app.client_id, nonce=nonce, issuer=issuer,
+                                    lifetime_s=s.id_token_lifetime_s)
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 

@@ -307,6 +307,13 @@ class SandboxState:
         with self._lock:
             self._con.execute("DELETE FROM browser_sessions WHERE id_sha256 = ?", [sha256(session_id)])
 
+    def end_browser_sessions_of(self, user_id: str) -> int:
+        """End every browser session of one user (an admin revoking their sign-in sessions); returns how many."""
+        with self._lock:
+            n = self._con.execute("SELECT count(*) FROM browser_sessions WHERE user_id = ?", [user_id]).fetchone()
+            self._con.execute("DELETE FROM browser_sessions WHERE user_id = ?", [user_id])
+        return int(n[0]) if n else 0
+
     # -- chats -------------------------------------------------------------------------------
     def create_chat(self, chat_id: str, chat_type: str, topic: str | None,
                     members: list[tuple[str, list[str]]]) -> dict[str, Any]:
