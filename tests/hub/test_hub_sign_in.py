@@ -238,8 +238,12 @@ def test_toms_kernel_opens_the_crm_as_tom_with_his_own_login(hub: Hub, context: 
 
 
 def test_vera_is_vera_cannot_become_tom_and_holds_no_other_login(hub: Hub, context: Any) -> None:
+    tom_pid = server_pid("lea.hoffmann")  # tom's server (his test signed him in): what vera must not read
+    tom_home = pwd.getpwnam("crmkit-lea.hoffmann").pw_dir
     page = _lab_page(context, hub, VERA_UPN)
-    said = _kernel_says(page, hub, "marie.fischer", _WHO + '''
+    said = _kernel_says(page, hub, "marie.fischer", _WHO + f'''
+tom_pid, tom_home = {tom_pid}, {tom_home!r}
+''' + '''
 import psycopg
 from pathlib import Path
 try:
@@ -247,6 +251,29 @@ try:
     print("AS_TOM=opened")
 except Exception as e:
     print("AS_TOM=" + type(e).__name__)
+os.environ["CRMKIT_USER"] = "tom"  # the single-user way to name a user
+try:
+    crmkit.open()
+    print("ENV_TOM=opened")
+except Exception as e:
+    print("ENV_TOM=" + type(e).__name__)
+del os.environ["CRMKIT_USER"]
+with psycopg.connect(os.environ["CRMKIT_DB"], connect_timeout=10) as c:  # more than a viewer, in raw SQL
+    for name, stmt in (("ADDR", "UPDATE addresses SET company = 'x' WHERE id = 1"),
+                       ("SETTING", "UPDATE system_settings SET value = value"),
+                       ("LOG", "DELETE FROM transfer_log")):
+        try:
+            c.execute(stmt)
+            print(f"RAW_{name}=done")
+        except psycopg.errors.InsufficientPrivilege:
+            print(f"RAW_{name}=refused")
+        c.rollback()
+for name, path in (("PROC", f"/proc/{tom_pid}/environ"), ("HOME", tom_home)):
+    try:
+        Path(path).read_bytes() if name == "PROC" else list(Path(path).iterdir())
+        print(f"TOM_{name}=read")
+    except PermissionError:
+        print(f"TOM_{name}=refused")
 mine = os.environ["CRMKIT_DB"]
 with psycopg.connect(mine, connect_timeout=10) as c:
     print("RAW_ME=" + c.execute("SELECT crmkit_user()").fetchone()[0])
@@ -263,7 +290,9 @@ print("OTHER_FILES=" + ",".join(str(p) for p in files if "_u_tom" in p.read_text
     page.close(run_before_unload=True)
     database = hub.crm_url.rsplit("/", 1)[1]
     assert said["USER"] == "vera" and said["MODE"] == "team"
-    assert said["AS_TOM"] == "TeamSignInRequired", said
+    assert said["AS_TOM"] == said["ENV_TOM"] == "TeamSignInRequired", said
+    assert said["RAW_ADDR"] == said["RAW_SETTING"] == said["RAW_LOG"] == "refused", said  # a viewer's grants
+    assert said["TOM_PROC"] == said["TOM_HOME"] == "refused", said  # another uid's process and 0700 home
     assert said["RAW_ME"] == "vera"
     assert said["RAW_TOM"] == "refused password", said  # tom's role needs tom's password, which vera never gets
     assert said["PGPASS"] == user_role(database, "vera")
