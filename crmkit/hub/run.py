@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..config import GRAPH_SCOPES  # the hub's sign-in carries crmkit's Graph permissions (config.SCOPES)
+from ..voila_launch import free_port
 from .config import VENV_BIN, HubConfig, Tenant, prepare_state, server_python, write_config, write_secret
 
 __all__ = ["HubSettings", "run_hub"]
@@ -42,12 +42,6 @@ class HubSettings:
     # The CRM (PostgreSQL) the people's servers get their own logins to: the owner's URL, which the hub uses to
     # rotate those logins (crmkit/hub/hooks.py). None: servers get no CRM login.
     db: str | None = dataclasses.field(default=None, repr=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _entra_tenant(settings: HubSettings) -> Tenant:
@@ -188,8 +182,8 @@ def run_hub(settings: HubSettings, out: TextIO = sys.stdout) -> int:
     previous_sigint = signal.signal(signal.SIGINT, on_signal)
     cleanup: list[Callable[[], object]] = []
     try:
-        port = settings.port or _free_port()
-        cfg_ports = {"port": port, "hub_port": _free_port(), "proxy_api_port": _free_port()}
+        port = settings.port or free_port()
+        cfg_ports = {"port": port, "hub_port": free_port(), "proxy_api_port": free_port()}
         callback = f"http://127.0.0.1:{port}/hub/oauth_callback"
         if all(entra):
             tenant = _entra_tenant(settings)
