@@ -106,6 +106,19 @@ def _missing(right: str) -> str:
     return t("rights.missing", "de", label=right_label(right, "de"), right=right)
 
 
+def _end_kernels(context: Any, hub: RunningHub, upn: str) -> None:
+    """End the kernels of the person's server (its REST API, as Lab would): a dashboard's kernel still ending when
+    the hub stops would outlive it, which support_hub fails the module for. Whether a page's kernel ends on its
+    own is tests/hub/test_hub_voila.py's matter."""
+    base = f"{hub.url}/user/{_hub_name(upn)}/api/kernels"
+    xsrf = next(c["value"] for c in context.cookies() if c["name"] == "_xsrf")
+    r = context.request.get(base)
+    assert r.status == 200, r.status
+    for kernel in r.json():
+        gone = context.request.delete(f"{base}/{kernel['id']}", headers={"X-XSRFToken": xsrf})
+        assert gone.status in (204, 404), gone.status  # 404: it ended meanwhile
+
+
 @pytest.fixture
 def signed_in(hub: RunningHub, browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A Chromium context signed in at the hub as the UPN the test names (indirect parametrize), server running."""
@@ -132,6 +145,7 @@ def test_tom_switches_teams_on_in_the_settings_dashboard_through_the_hub(hub: Ru
     enable.check()
     expect(page.locator(".crmkit-teams-status")).to_contain_text("systemweit aktiviert", timeout=30_000)
     page.close(run_before_unload=True)
+    _end_kernels(signed_in, hub, TOM_UPN)
     # the CRM: Teams on, its contact type made, and the audit names tom (the CRM user of his sign-in)
     assert _owner_read(hub, "SELECT code FROM contact_types WHERE code = 'TS'") == [("TS",)]
     enabled = _owner_read(hub, "SELECT value FROM system_settings WHERE key = 'teams.enabled'")
@@ -171,6 +185,7 @@ def test_anna_sends_a_record_from_the_addresses_dashboard_without_a_second_sign_
     # no second sign-in: no device-code link or code on the page, none asked at the tenant
     assert not page.locator(".crmkit-signin-prompt:visible").count()
     page.close(run_before_unload=True)
+    _end_kernels(signed_in, hub, ANNA_UPN)
     assert dialogs == []
     assert _device_code_requests(hub) == device_before
 
@@ -220,5 +235,26 @@ def test_vera_is_refused_the_settings_and_the_send_action(hub: RunningHub, signe
     expect(action).to_be_disabled()  # a selection does not enable what the right forbids
     expect(action).to_have_attribute("title", f"{t('teams.with_record', 'de')} – {_missing('teams.send')}")
     page.close(run_before_unload=True)
+    _end_kernels(signed_in, hub, VERA_UPN)
     assert _owner_read(hub, "SELECT count(*) FROM audit") == audit_before
     assert _owner_read(hub, "SELECT count(*) FROM transfer_log WHERE user_name = 'vera'") == [(0,)]
+
+
+@pytest.mark.parametrize("signed_in", [VERA_UPN], indirect=True)
+def test_vera_cannot_become_tom_by_the_dashboards_url(hub: RunningHub, signed_in: Any) -> None:
+    """``?user=tom`` (the demos' URL user) on vera's settings dashboard: the page refuses to open and says how to
+    sign in; no session of tom's, no switch to use, nothing written."""
+    from playwright.sync_api import expect
+
+    audit_before = _owner_read(hub, "SELECT count(*) FROM audit")
+    page = signed_in.new_page()
+    page.goto(_dashboard(hub, VERA_UPN, "settings.ipynb") + "?user=tom", wait_until="commit")
+    refusal = page.locator(".crmkit-open-error")
+    refusal.wait_for(state="visible", timeout=WIDGETS_UP)
+    expect(refusal).to_contain_text("Im Teammodus ist ein Name allein keine Anmeldung")
+    expect(refusal).to_contain_text("'vera'")  # the session's user is the sign-in's, and the page says so
+    assert not page.locator(".crmkit-teams-enable").count()
+    assert not page.locator(".crmkit-settings-user").count()
+    page.close(run_before_unload=True)
+    _end_kernels(signed_in, hub, VERA_UPN)
+    assert _owner_read(hub, "SELECT count(*) FROM audit") == audit_before
