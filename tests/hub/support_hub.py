@@ -76,11 +76,38 @@ def server_pid(hub_name: str) -> int:
     raise AssertionError(f"no jupyterhub-singleuser process for {hub_name}")
 
 
+def remove_os_user(name: str) -> None:
+    """Remove the OS user ``name`` and its home, its processes killed first. userdel refuses a user that still
+    has a process, and a refused one would outlive its home and break that person's next spawn, so this waits
+    (up to 10 s) until the killed processes are gone."""
+    uid = pwd.getpwnam(name).pw_uid
+    for _ in range(50):
+        pids = pids_of_uid(uid)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
+
+
+def remove_stale_os_users() -> None:
+    """crmkit-* users an earlier run left without a home and without processes: their next spawn would fail. A
+    hub that is running (another test's, beside this one) has the homes of its users, so they are left alone."""
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith("crmkit-") and not Path(entry.pw_dir).exists() and not pids_of_uid(entry.pw_uid):
+            subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
+
+
 @contextmanager
 def running_hub(tmp: Path, args: Sequence[str] = ()) -> Iterator[RunningHub]:
     """``args``: more of ``crmkit hub``'s options, e.g. ``("--db", url)``."""
     if os.geteuid() != 0:
         pytest.skip("crmkit hub runs as root (it creates an OS user per person)")
+    remove_stale_os_users()
     before = crmkit_os_users()
     state = tmp / "state"
     homes = Path(tempfile.mkdtemp(prefix="crmkit-hub-homes-"))  # outside pytest's 0700 tmp: homes must be reachable
@@ -114,12 +141,7 @@ def running_hub(tmp: Path, args: Sequence[str] = ()) -> Iterator[RunningHub]:
         created = {n for n in crmkit_os_users() - before if Path(pwd.getpwnam(n).pw_dir).parent == homes}
         leftover = {n: pids_of_uid(pwd.getpwnam(n).pw_uid) for n in created}
         for name in created:
-            for pid in leftover[name]:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
+            remove_os_user(name)
         shutil.rmtree(homes, ignore_errors=True)
         if proc.stdout is not None:
             proc.stdout.close()

@@ -21,11 +21,8 @@ shared by hubs running at once): the CRM users tom, anna, vera are linked to the
 
 from __future__ import annotations
 
-import pwd
 import ssl
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,7 +36,7 @@ from crmkit.sandbox.directory import user_id_for
 from crmkit.store import Store
 from crmkit.store.pg_roles import drop_database_roles
 from tests.hub import support_crm
-from tests.hub.support_hub import RunningHub, hub_context, pids_of_uid, running_hub, sign_in_to_lab
+from tests.hub.support_hub import RunningHub, hub_context, running_hub, sign_in_to_lab
 
 pytestmark = pytest.mark.hub
 
@@ -57,21 +54,8 @@ def _dashboard(hub: RunningHub, upn: str, notebook: str) -> str:
     return f"{hub.url}/user/{_hub_name(upn)}/voila/render/dashboards/{notebook}"
 
 
-def _remove_stale_os_users() -> None:
-    """An earlier run's OS user of one of this module's people whose home folder is gone (userdel can lose the
-    race with a process just killed) would break the spawn: remove it, if no process of it runs."""
-    for upn in (TOM_UPN, ANNA_UPN, VERA_UPN):
-        try:
-            entry = pwd.getpwnam(f"crmkit-{_hub_name(upn)}")
-        except KeyError:
-            continue
-        if not Path(entry.pw_dir).exists() and not pids_of_uid(entry.pw_uid):
-            subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iterator[RunningHub]:
-    _remove_stale_os_users()
     with support_crm.password_logins(pg_cluster), fresh_database_url(pg_cluster) as crm_url:
         support_crm.make_team_crm(crm_url, {"tom": TOM_UPN, "anna": ANNA_UPN, "vera": VERA_UPN})
         try:
