@@ -9,6 +9,7 @@ the test cluster trusts loopback logins, so they prove which login crmkit accept
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +73,9 @@ def test_the_hubs_spawner_puts_every_persons_server_in_team_mode() -> None:
     from crmkit.hub.hooks import pre_spawn
 
     spawner = SimpleNamespace(environment={"SSL_CERT_FILE": "/home/crmkit-tom/.crmkit-tenant-ca.pem"})
-    pre_spawn(spawner)
+    asyncio.run(pre_spawn(spawner))  # a hub without --db: team mode, no login to hand over
     assert spawner.environment == {"SSL_CERT_FILE": "/home/crmkit-tom/.crmkit-tenant-ca.pem", "CRMKIT_MODE": "team"}
-    pre_spawn(spawner)  # JupyterHub may call the hook again for a retried spawn
+    asyncio.run(pre_spawn(spawner))  # JupyterHub may call the hook again for a retried spawn
     assert spawner.environment["CRMKIT_MODE"] == "team"
 
 
