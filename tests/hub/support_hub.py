@@ -8,6 +8,8 @@ with every request off loopback refused.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import pwd
 import re
@@ -178,3 +180,10 @@ def sign_in_to_lab(context: Any, hub: RunningHub, upn: str) -> float:
     took = time.monotonic() - t0
     page.close(run_before_unload=True)
     return took
+
+
+def run_coroutine(coro: Any) -> Any:
+    """Run a coroutine as the hub would, on a loop of its own, in a thread: Playwright's sync API, used by the
+    browser tests earlier in the same session, keeps an event loop running in this one (asyncio.run refuses)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -41,7 +41,7 @@ from crmkit.sandbox import SANDBOX_DOMAIN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
 from crmkit.store import Store
 from crmkit.store.pg_roles import drop_database_roles, user_role
 from tests.hub import support_crm
-from tests.hub.support_hub import RunningHub, hub_context, running_hub, server_pid, sign_in_to_lab
+from tests.hub.support_hub import RunningHub, hub_context, run_coroutine, running_hub, server_pid, sign_in_to_lab
 
 pytestmark = pytest.mark.hub
 
@@ -144,7 +144,7 @@ def test_refresh_user_gets_a_fresh_id_token_when_the_old_one_is_due_and_false_wh
         assert await authn.refresh_user(user) is False
         assert user.saved == 0
 
-    asyncio.run(run())
+    run_coroutine(run())  # not asyncio.run: a browser test may have left Playwright's loop here
 
 
 # -- the real hub ----------------------------------------------------------------------------------------------

@@ -13,8 +13,6 @@ made by the hub's own ensure_os_user (root), removed at the end.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
 import pwd
 import shutil
@@ -44,6 +42,7 @@ from crmkit.sandbox.directory import user_id_for
 from crmkit.store.pg_roles import drop_database_roles, sync_database_roles, user_role
 from crmkit.store.postgres import close_pools
 from tests.hub import support_crm
+from tests.hub.support_hub import run_coroutine
 
 pytestmark = pytest.mark.hub
 
@@ -264,11 +263,7 @@ def test_no_token_or_another_apps_token_proves_nobody(crm: Crm, tenant: Tenant) 
     assert _refused(crm, {"id_token": f"{head}.{body}.{sig}"}, "vera")
 
 
-def _run(coro: Any) -> Any:
-    """Run a coroutine as the hub would, on a loop of its own (in a thread: Playwright's sync API, used by the
-    browser tests of the same session, keeps an event loop in this one)."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+_run = run_coroutine  # the hub's hooks are coroutines
 
 
 class _HubUser:
