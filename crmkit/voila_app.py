@@ -85,8 +85,10 @@ class PageKernelManager(AsyncMappingKernelManager):
 
     async def start_kernel(self, *args: Any, **kwargs: Any) -> str:
         kernel_id = await ensure_async(super().start_kernel(*args, **kwargs))
-        # Voila's page handler starts its kernel with SERVER_SOFTWARE=voila/<version> in the env (CGI style)
-        if str((kwargs.get("env") or {}).get("SERVER_SOFTWARE", "")).startswith("voila/"):
+        # Voila's page handler starts its kernel with SERVER_SOFTWARE=voila/<version> in the env (CGI style), its
+        # preheat pool one (for a page to come) with VOILA_PREHEAT=True
+        env = kwargs.get("env") or {}
+        if str(env.get("SERVER_SOFTWARE", "")).startswith("voila/") or env.get("VOILA_PREHEAT") == "True":
             self._page_kernels.add(kernel_id)
         return str(kernel_id)
 

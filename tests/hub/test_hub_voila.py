@@ -7,7 +7,9 @@ paul signs in in Chromium and opens a dashboard through the hub,
 stylesheet, the loading text in the user's language from the ``crmkit_lang`` cookie), the addresses dashboard
 appears in team mode with the CRM's addresses, and the page asks no host but loopback for anything — stock Voila's
 template linked Font Awesome from a public CDN. A dashboard kernel dies with its page (PageKernelManager), or when
-idle if no browser ever connected (voila.json's culling); a kernel started from JupyterLab does neither.
+idle if no browser ever connected (voila.json's culling); a kernel started from JupyterLab does neither. The
+addresses dashboard is served from the server's preheated pool (hub/singleuser.py HUB_POOLS): a kernel started before
+the page was asked for, showing the signed-in person's CRM.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support.postgres import PgCluster, fresh_database_url
 
+from crmkit.addresses import add_address, count_addresses
 from crmkit.sandbox import SANDBOX_DOMAIN
 from crmkit.store import Store
 from crmkit.store.pg_roles import drop_database_roles
@@ -38,16 +42,21 @@ CULL_IDLE_S, CULL_INTERVAL_S = 30, 5  # its MappingKernelManager culling
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iterator[RunningHub]:
-    with support_crm.password_logins(pg_cluster), fresh_database_url(pg_cluster) as crm_url:
-        support_crm.make_team_crm(crm_url, {"anna": PAUL_UPN})  # paul's account is the CRM user anna here
+def crm_url(pg_cluster: PgCluster) -> Iterator[str]:
+    with support_crm.password_logins(pg_cluster), fresh_database_url(pg_cluster) as url:
+        support_crm.make_team_crm(url, {"anna": PAUL_UPN})  # paul's account is the CRM user anna here
         try:
-            with running_hub(tmp_path_factory.mktemp("hub-voila"), ["--db", crm_url]) as h:
-                yield h
+            yield url
         finally:
-            store = Store(crm_url)
+            store = Store(url)
             drop_database_roles(store)  # roles are the cluster's, not the database's
             store.close()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, crm_url: str) -> Iterator[RunningHub]:
+    with running_hub(tmp_path_factory.mktemp("hub-voila"), ["--db", crm_url]) as h:
+        yield h
 
 
 @pytest.fixture
@@ -78,6 +87,37 @@ def _kernels(context: Any, hub: RunningHub) -> set[str]:
     r = context.request.get(f"{hub.url}/user/{NAME}/api/kernels")
     assert r.status == 200, r.status
     return {k["id"] for k in r.json()}
+
+
+def _page_kernel(html: str) -> str:
+    """The kernel a Voila page runs on (its page config's kernelId)."""
+    found = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+def _kernel_rss_mb(kernel_id: str) -> float | None:
+    """Resident memory of a kernel's process (found by its connection file's name), once it stops growing."""
+    pid = next((int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()
+                and f"kernel-{kernel_id}.json".encode() in _read(d / "cmdline")), None)
+    if pid is None:
+        return None
+    rss, deadline = 0.0, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = next((int(line.split()[1]) / 1024 for line in _read(Path(f"/proc/{pid}/status")).decode().splitlines()
+                    if line.startswith("VmRSS:")), 0.0)
+        if now and abs(now - rss) < 0.02 * now:
+            return now
+        rss = now
+        time.sleep(2)
+    return rss
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 def _wait_kernels(context: Any, hub: RunningHub, done: Any, timeout: float) -> set[str]:
@@ -127,6 +167,46 @@ def test_a_dashboard_through_the_hub_renders_with_crmkits_template_and_asks_noth
     page.close(run_before_unload=True)
 
 
+POOLED = "dashboards/addresses.ipynb"  # the dashboard hub/singleuser.py HUB_POOLS keeps one kernel heated for
+
+
+def test_a_dashboard_is_served_from_the_servers_preheated_pool_with_the_persons_crm(
+        hub: RunningHub, signed_in: Any, crm_url: str) -> None:
+    """Once the pool has a kernel waiting (heated at the server's start, or again after the visit above took that
+    one), it serves the page: its kernel was running before the page was asked for (its imports done), and the page
+    shows the signed-in person's CRM in team mode as it is when asked for: an address added after the kernel was
+    heated is counted (the kernel waited for its request on the server's query socket)."""
+    filled = f"Kernel pool of {POOLED} is filled"
+    log = hub.state / "hub.log"  # the people's servers log there too
+    deadline = time.monotonic() + 120  # heating a kernel on a busy 2-core box
+    while time.monotonic() < deadline:  # heated once more than kernels were taken from it: one is waiting
+        text = log.read_text()
+        if text.count(filled) > len(re.findall(rf"Using pre-heated kernel: \S+ for {re.escape(POOLED)}", text)):
+            break
+        time.sleep(1)
+    heated = _kernels(signed_in, hub)
+    print("kernels waiting, RSS (MB):", {k: _kernel_rss_mb(k) for k in heated})  # the pool's (the last page's ended)
+    store = Store(crm_url)  # the owner's
+    try:
+        add_address(store, "admin", company="Nachzügler GmbH")
+        total = count_addresses(store)
+    finally:
+        store.close()
+    page = signed_in.new_page()
+    page.goto(f"{hub.url}/user/{NAME}/voila/render/{POOLED}", wait_until="commit")
+    table = page.locator(".crmkit-record-table")
+    table.wait_for(state="visible", timeout=WIDGETS_UP)
+    kernel = _page_kernel(page.content())
+    assert kernel in heated, f"the page's kernel {kernel} was started for it, not taken from the pool ({heated})"
+    assert f"Using pre-heated kernel: {kernel} for {POOLED}" in log.read_text()
+    assert not page.locator(".crmkit-open-error").count()
+    assert "Teammodus · angemeldet als Anna Berger" in page.locator(".crmkit-mode-line").inner_text()  # anna's name
+    shown = re.search(r"\((\d+) Adressen\)", table.inner_text())
+    assert shown and int(shown.group(1)) == total, (total, table.inner_text()[-300:])
+    assert not re.search(rf"404 GET \S*/voila/query/{kernel}", log.read_text())  # (it found the socket)
+    page.close(run_before_unload=True)
+
+
 def test_the_dashboard_listing_through_the_hub_asks_nothing_outside(hub: RunningHub, signed_in: Any) -> None:
     page = signed_in.new_page()
     seen = _record(page)
@@ -139,7 +219,6 @@ def test_the_dashboard_listing_through_the_hub_asks_nothing_outside(hub: Running
 
 
 def test_a_dashboards_kernel_ends_with_its_page_and_a_lab_kernel_does_not(hub: RunningHub, signed_in: Any) -> None:
-    before = _kernels(signed_in, hub)
     # A kernel as JupyterLab starts one (REST, with the _xsrf cookie Lab set), connected once and left.
     xsrf = next(c["value"] for c in signed_in.cookies() if c["name"] == "_xsrf")
     r = signed_in.request.post(f"{hub.url}/user/{NAME}/api/kernels", data=json.dumps({"name": "python3"}),
@@ -160,9 +239,8 @@ def test_a_dashboards_kernel_ends_with_its_page_and_a_lab_kernel_does_not(hub: R
     page = signed_in.new_page()
     page.goto(f"{hub.url}/user/{NAME}/voila/render/dashboards/addresses.ipynb", wait_until="commit")
     page.locator(".crmkit-record-table").wait_for(state="visible", timeout=WIDGETS_UP)
-    during = _kernels(signed_in, hub)
-    page_kernels = during - before - {lab_kernel}
-    assert len(page_kernels) == 1, (before, during)
+    page_kernels = {_page_kernel(page.content())}  # (a kernel of the pool, started before: not a new one)
+    assert page_kernels <= _kernels(signed_in, hub)
     page.close(run_before_unload=False)
 
     after = _wait_kernels(signed_in, hub, lambda ids: not (ids & page_kernels), PAGE_GONE_S + 30)
@@ -177,7 +255,6 @@ def test_a_dashboard_fetched_without_a_browser_leaves_no_kernel_and_an_idle_lab_
         hub: RunningHub, signed_in: Any) -> None:
     """A page no browser shows (a script's GET) never connects to its kernel: voila.json's culling ends it; a Lab
     kernel nobody is connected to, idle as long, is not culled."""
-    before = _kernels(signed_in, hub)
     xsrf = next(c["value"] for c in signed_in.cookies() if c["name"] == "_xsrf")
     r = signed_in.request.post(f"{hub.url}/user/{NAME}/api/kernels", data=json.dumps({"name": "python3"}),
                                headers={"X-XSRFToken": xsrf, "Content-Type": "application/json"})
@@ -185,8 +262,8 @@ def test_a_dashboard_fetched_without_a_browser_leaves_no_kernel_and_an_idle_lab_
     lab_kernel = r.json()["id"]
     page = signed_in.request.get(f"{hub.url}/user/{NAME}/voila/render/dashboards/addresses.ipynb", timeout=120_000)
     assert page.status == 200 and "application/vnd.jupyter.widget-view+json" in page.text(), page.status
-    page_kernels = _kernels(signed_in, hub) - before - {lab_kernel}
-    assert len(page_kernels) == 1, page_kernels
+    page_kernels = {_page_kernel(page.text())}
+    assert page_kernels <= _kernels(signed_in, hub) and lab_kernel not in page_kernels
     culled_after = CULL_IDLE_S + CULL_INTERVAL_S
     after = _wait_kernels(signed_in, hub, lambda ids: not (ids & page_kernels), culled_after + 40)
     assert not (after & page_kernels), f"the fetched page's kernel was never ended: {after}"
