@@ -50,6 +50,7 @@ from .directory import BASIC_USER_PROPERTIES, DEFAULT_USER_PROPERTIES, USER_PROP
 
 MAX_MESSAGE_BYTES = 28 * 1024
 MAX_BATCH = 20
+MAX_FILE_ATTACHMENTS = 10  # Teams' limit for a private chat's files per message
 ATTACHMENT_RE = re.compile(r"<attachment\s+id=[\"']([^\"']+)[\"']\s*>\s*</attachment>", re.I)
 AT_RE = re.compile(r"<at\s+id=[\"']?(\d+)[\"']?\s*>", re.I)
 CARD_TYPE = "application/vnd.microsoft.card.adaptive"
@@ -611,6 +612,7 @@ def _validate_message(ctx: Ctx, data: Any) -> dict[str, Any]:
     referenced = ATTACHMENT_RE.findall(content)
     attachments = []
     ids = []
+    files: list[dict[str, Any]] = []
     for a in attachments_in:
         if not isinstance(a, dict) or not a.get("id"):
             raise GraphErrorResponse(400, "BadRequest", "Each attachment needs an 'id'.")
@@ -634,6 +636,8 @@ def _validate_message(ctx: Ctx, data: Any) -> dict[str, Any]:
             if not a.get("contentUrl"):
                 raise GraphErrorResponse(400, "BadRequest",
                                          f"Attachment '{aid}': a reference attachment needs contentUrl.")
+            files.append(graph_drive.reference_item(ctx, a))  # a file in the sender's OneDrive
+            a = {**a, "name": a.get("name") or files[-1]["name"]}
         else:
             raise GraphErrorResponse(400, "BadRequest", f"Attachment '{aid}': unsupported contentType '{ctype}'.")
         attachments.append({"id": aid, "contentType": ctype, "contentUrl": a.get("contentUrl"),
@@ -641,6 +645,8 @@ def _validate_message(ctx: Ctx, data: Any) -> dict[str, Any]:
                             "thumbnailUrl": a.get("thumbnailUrl"), "teamsAppId": a.get("teamsAppId")})
     if len(set(ids)) != len(ids):
         raise GraphErrorResponse(400, "BadRequest", "Attachment ids must be unique within a message.")
+    if len(files) > MAX_FILE_ATTACHMENTS:
+        raise GraphErrorResponse(400, "BadRequest", f"A message can carry at most {MAX_FILE_ATTACHMENTS} files.")
     missing = [i for i in ids if i not in referenced]
     unknown = [i for i in referenced if i not in ids]
     if missing:
@@ -672,7 +678,7 @@ def _validate_message(ctx: Ctx, data: Any) -> dict[str, Any]:
                                                 "id": target.id, "displayName": target.displayName,
                                                 "userIdentityType": "aadUser", "tenantId": SANDBOX_TENANT_ID}}})
     return {"content_type": content_type, "content": content, "importance": importance, "subject": subject,
-            "attachments": attachments, "mentions": mentions}
+            "attachments": attachments, "mentions": mentions, "files": files}
 
 
 async def post_message(ctx: Ctx) -> Result:
@@ -694,6 +700,7 @@ async def post_message(ctx: Ctx) -> Result:
     msg = _validate_message(ctx, ctx.json())
     if not ctx.sb.state.is_member(chat_id, user.id):
         raise GraphErrorResponse(403, "Forbidden", "The caller is not a member of this chat and cannot post to it.")
+    graph_drive.check_shared(ctx, msg["files"], [m["user_id"] for m in ctx.sb.state.chat_members(chat_id)])
     ms = ctx.sb.state.next_message_ms()
     stamp = iso_z(ms / 1000)
     message = {
@@ -864,6 +871,15 @@ _route("GET", f"/chats/{_SEG}/members", ["chat"], list_members)
 _route("POST", f"/chats/{_SEG}/messages", ["chat"], post_message)
 _route("GET", f"/chats/{_SEG}/messages", ["chat"], list_messages)
 _route("GET", f"/chats/{_SEG}/messages/{_SEG}", ["chat", "message"], get_message)
+
+
+def register_routes(register: Callable[[Callable[..., None]], None]) -> None:
+    """Let another module (graph_drive) add routes: ``register(add)``, ``add(method, regex, names, handler,
+    template)``."""
+
+    def add(method: str, pattern: str, names: list[str], handler: Handler, template: str) -> None:
+        _ROUTES.append((method, re.compile("^" + pattern + "$"), names, handler, template))
+    register(add)
 
 
 def _match(method: str, path: str) -> tuple[Handler, dict[str, str], str] | GraphErrorResponse:
@@ -1037,3 +1053,6 @@ async def graph_endpoint(request: Request) -> Response:
 
 
 routes = [Route("/v1.0/{rest:path}", graph_endpoint, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])]
+
+# The OneDrive subset; last, as it imports this module (its routes join _ROUTES and ``routes``).
+from . import graph_drive  # noqa: E402

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterable
@@ -34,6 +35,7 @@ LOOPBACK_REDIRECT_URIS: tuple[str, ...] = ("http://localhost", "http://127.0.0.1
 DELEGATED_SCOPES: tuple[str, ...] = (
     "User.Read", "User.ReadBasic.All", "User.Read.All", "Chat.Create", "Chat.ReadBasic", "Chat.Read",
     "Chat.ReadWrite", "ChatMessage.Send", "ChatMessage.Read",
+    "Files.ReadWrite",  # the signed-in user's OneDrive (sandbox/graph_drive.py)
 )
 APPLICATION_ROLES: tuple[str, ...] = ("User.Read.All", "Chat.Create", "Chat.Read.All", "Teamwork.Migrate.All")
 OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
@@ -171,6 +173,7 @@ class SandboxState:
         with self._lock:
             self._seed()
             self._load_users()
+            shutil.rmtree(self.dir / "drive", ignore_errors=True)  # graph_drive's files and upload sessions
         with self._ms_lock:
             self._used_ms.clear()
         self.clock.offset_s = 0.0

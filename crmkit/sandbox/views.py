@@ -724,6 +724,10 @@ def render_card(content: str, lang: Lang = "en") -> str:
 def render_message_body(message: dict[str, Any], lang: Lang = "en") -> str:
     cards = {a["id"]: render_card(a.get("content") or "", lang) for a in message.get("attachments", [])
              if a.get("contentType") == "application/vnd.microsoft.card.adaptive"}
+    # A file (reference attachment) shows as its name, as Teams shows a file chip; no link to follow here.
+    cards.update({a["id"]: f'<div class="acard afile" data-testid="file-attachment">'
+                           f'{escape(t("teams.file", lang, name=str(a.get("name") or "")))}</div>'
+                  for a in message.get("attachments", []) if a.get("contentType") == "reference"})
     body = message.get("body") or {}
     if body.get("contentType") == "html":
         return sanitise_html(body.get("content", ""), cards, lang)
