@@ -30,6 +30,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "the sandbox.", right="teams.admin"),
     Setting("teams.graph_url", None, "Microsoft Graph base URL; empty means the sandbox.",
             right="teams.admin"),
+    # crmkit.record_links: »Im CRM öffnen« links to <this>?record=<id>; the default is what `crmkit demo` serves
+    # (crmkit.voila_launch.dashboard_url), behind crmkit hub .../hub/user-redirect/voila/render/dashboards/...
+    Setting("crm.addresses_url", "http://127.0.0.1:8866/voila/render/addresses.ipynb",
+            "Web address of the addresses dashboard that »Im CRM öffnen« in Teams messages links to (the link "
+            "adds ?record=<id>); empty means no link.", right="teams.admin"),
     Setting("privacy.retention_days", 730, "Days a transfer-log row is kept before purge.",
             right="privacy.admin"),
     Setting("ui.default_language", "de", "Language of new users (de or en).", choices=("de", "en")),

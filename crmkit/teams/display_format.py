@@ -67,6 +67,7 @@ __all__ = [
     "escape_card_text",
     "load_format",
     "preview",
+    "record_link_html",
     "reset_format",
     "save_format",
 ]
@@ -383,10 +384,13 @@ class DisplayFormat:
                     out.append(column)
         return out
 
-    def card(self, record: Mapping[str, Any], lang: str = "de", *, title: str | None = None) -> dict[str, Any]:
+    def card(self, record: Mapping[str, Any], lang: str = "de", *, title: str | None = None,
+             link: str | None = None) -> dict[str, Any]:
         """The record as an Adaptive Card dict (a title TextBlock and one FactSet).
 
         ``title`` defaults to the record's company or name. Every text is markdown-neutralised.
+        ``link`` (the record's deep link, :func:`crmkit.record_links.link_for`) adds the action
+        »Im CRM öffnen« / "Open in CRM" (``Action.OpenUrl``, its title in ``lang``).
         """
         heading = title if title is not None else record_title(record)
         body: list[dict[str, Any]] = []
@@ -401,23 +405,36 @@ class DisplayFormat:
             body.append({"type": "FactSet", "facts": facts})
         else:
             body.append({"type": "TextBlock", "text": escape_card_text(DASH), "wrap": True})
-        return {"$schema": CARD_SCHEMA, "type": "AdaptiveCard", "version": CARD_VERSION, "body": body}
+        card: dict[str, Any] = {"$schema": CARD_SCHEMA, "type": "AdaptiveCard", "version": CARD_VERSION, "body": body}
+        if link:
+            card["actions"] = [{"type": "Action.OpenUrl", "title": t("record_link.open", lang), "url": link}]
+        return card
 
-    def html_table(self, record: Mapping[str, Any], lang: str = "de") -> str:
-        """The record as an HTML table; labels and values are escaped, line breaks become ``<br>``."""
+    def html_table(self, record: Mapping[str, Any], lang: str = "de", *, link: str | None = None) -> str:
+        """The record as an HTML table; labels and values are escaped, line breaks become ``<br>``.
+
+        ``link`` (the record's deep link) adds a last row with »Im CRM öffnen« / "Open in CRM" in ``lang``."""
         cells = "".join(
             f"<tr><th style=\"text-align:left;padding-right:12px\">{_html(r.label)}</th><td>{_html(r.text)}</td></tr>"
             for r in self.rows(record, lang)
         )
+        if link:
+            cells += f'<tr><td colspan="2">{record_link_html(link, lang)}</td></tr>'
         return f'<table class="crmkit-record">{cells}</table>'
 
-    def html_table_row(self, record: Mapping[str, Any], lang: str = "de") -> str:
-        """One ``<tr>`` per record, for digests that list many records in one table (see html_header)."""
+    def html_table_row(self, record: Mapping[str, Any], lang: str = "de", *, link: str | None = None) -> str:
+        """One ``<tr>`` per record, for digests that list many records in one table (see html_header);
+        ``link`` adds a last cell with the record's »Im CRM öffnen«."""
         texts = {r.field: r.text for r in self.rows(record, lang)}
-        return "<tr>" + "".join(f"<td>{_html(texts.get(f.field, ''))}</td>" for f in self.fields) + "</tr>"
+        cells = "".join(f"<td>{_html(texts.get(f.field, ''))}</td>" for f in self.fields)
+        if link:
+            cells += f"<td>{record_link_html(link, lang)}</td>"
+        return f"<tr>{cells}</tr>"
 
-    def html_header(self, lang: str = "de") -> str:
-        return "<tr>" + "".join(f"<th>{_html(f.label(lang))}</th>" for f in self.fields) + "</tr>"
+    def html_header(self, lang: str = "de", *, links: bool = False) -> str:
+        """The digest table's header; ``links``: one more (empty) column for the rows' links."""
+        cells = "".join(f"<th>{_html(f.label(lang))}</th>" for f in self.fields)
+        return f"<tr>{cells}{'<th></th>' if links else ''}</tr>"
 
     # -- persistence -----------------------------------------------------------------------------
 
@@ -588,8 +605,18 @@ def card_to_html(card: Mapping[str, Any]) -> str:
                 for f in element.get("facts", [])
             )
             parts.append(f"<table>{rows}</table>")
+    for action in card.get("actions", []):
+        url = str(action.get("url") or "")
+        if action.get("type") == "Action.OpenUrl" and url.lower().startswith(("http://", "https://")):
+            parts.append(f'<div style="margin-top:6px"><a href="{html.escape(url, quote=True)}" target="_blank" '
+                         f'rel="noopener">{_html(action.get("title", ""))}</a></div>')
     parts.append("</div>")
     return "".join(parts)
+
+
+def record_link_html(link: str, lang: str) -> str:
+    """The HTML link »Im CRM öffnen« / "Open in CRM" to a record's deep link (escaped)."""
+    return f'<a href="{html.escape(link, quote=True)}">{_html(t("record_link.open", lang))}</a>'
 
 
 def _html(text: str) -> str:

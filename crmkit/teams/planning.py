@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .. import privacy
+from .. import privacy, record_links
 from ..errors import NotFound, ValidationError, catalog_error
 from .compose import build_message, check_size, split_rows
 from .options import SendOptions
@@ -112,15 +112,18 @@ def plan_ids(
     lanes = ([[r] for r in recips] if options.chat == "one_on_one" else [recips])
     kind = "oneOnOne" if options.chat == "one_on_one" else "group"
     topic = full_subject[:250] if kind == "group" else None
+    # The deep link per record (»Im CRM öffnen«): the setting once per plan; empty means no link.
+    base = record_links.check_base(crm.setting(record_links.SETTING))
+    links = {a: record_links.record_url(base, a) for a in allowed} if base else {}
     for lane in lanes:
         members = [me["id"], *(r["id"] for r in lane)]
         if options.mode == "per_record":
             for a in allowed:
                 messages.append(record_message(full_subject, message, found[a], fmt, lang, options,
-                                                     kind, members, lane, topic, names[a]))
+                                                     kind, members, lane, topic, names[a], links.get(a)))
         else:
             messages.extend(digest_messages(full_subject, message, [found[a] for a in allowed], fmt,
-                                                  lang, options, kind, members, lane, topic, names))
+                                                  lang, options, kind, members, lane, topic, names, links))
     return SendPlan(
         subject=full_subject, text=message, options=options, channel=channel, trigger=trigger, me=me,
         recipients=recips, messages=messages, blocked=decision.blocked, log=decision.log,
@@ -129,14 +132,14 @@ def plan_ids(
 
 def record_message(subject: str, text: str, record: dict[str, Any], fmt: Any, lang: str,
                    options: SendOptions, kind: str, members: list[str], lane: list[dict[str, str]],
-                   topic: str | None, names: list[str]) -> OutboxMessage:
+                   topic: str | None, names: list[str], link: str | None = None) -> OutboxMessage:
     marker = uuid.uuid4().hex
     card = table = None
-    if options.include_record:
+    if options.include_record:  # the link is part of the card or table, so the size check below counts it
         if options.record_format == "card":
-            card = fmt.card(record, lang)
+            card = fmt.card(record, lang, link=link)
         else:
-            table = fmt.html_table(record, lang)
+            table = fmt.html_table(record, lang, link=link)
     payload = build_message(subject, text, record_html=table or "", card=card,
                             attachment_id=marker if card is not None else None, **options.payload())
     check_size(payload)
@@ -148,10 +151,12 @@ def record_message(subject: str, text: str, record: dict[str, Any], fmt: Any, la
 
 def digest_messages(subject: str, text: str, records: list[dict[str, Any]], fmt: Any, lang: str,
                     options: SendOptions, kind: str, members: list[str], lane: list[dict[str, str]],
-                    topic: str | None, names: dict[int, list[str]]) -> list[OutboxMessage]:
-    rows = [fmt.html_table_row(r, lang) for r in records]
+                    topic: str | None, names: dict[int, list[str]],
+                    links: dict[int, str] | None = None) -> list[OutboxMessage]:
+    links = links or {}
+    rows = [fmt.html_table_row(r, lang, link=links.get(int(r["id"]))) for r in records]
     ids_by_row = {row_index: int(r["id"]) for row_index, r in enumerate(records)}
-    header = fmt.html_header(lang)
+    header = fmt.html_header(lang, links=bool(links))
 
     def build(chunk: list[str]) -> dict[str, Any]:
         table = f'<table class="crmkit-digest">{header}{"".join(chunk)}</table>'
