@@ -24,6 +24,7 @@ gets the refusal and nothing of the record, not even whether the id exists.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from .session import Session
 
 __all__ = ["QUERY_PARAM", "SETTING", "RecordLink", "check_base", "link_for", "record_url", "requested_id",
-           "resolve"]
+           "resolve", "set_base"]
 
 SETTING = "crm.addresses_url"
 QUERY_PARAM = "record"
@@ -61,9 +62,25 @@ def check_base(value: Any) -> str:
     except ValueError as exc:
         raise catalog_error(ValidationError, "error.msg.record_link_base") from exc
     if (parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
-            or "?" in text or "#" in text or any(c.isspace() or ord(c) < 32 for c in text)):
+            or "?" in text or "#" in text
+            or any(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)):  # controls, bidi
         raise catalog_error(ValidationError, "error.msg.record_link_base")
     return text
+
+
+def set_base(session: Session, value: Any) -> str:
+    """Store ``value`` as the link base (needs the setting's right, ``teams.admin``; audited); returns it as stored.
+
+    Raises:
+        PermissionDenied: the user lacks the setting's right (checked first: nothing is written).
+        ValidationError: not a base :func:`check_base` takes.
+    """
+    from .settings import SETTINGS
+
+    session.require(SETTINGS[SETTING].right)
+    checked = check_base(value)
+    session.store.write(lambda tx: session.write_setting(tx, SETTING, checked))
+    return checked
 
 
 def record_url(base: str, address_id: int) -> str:

@@ -41,6 +41,7 @@ from .directory_links import DirectoryLinksView
 from .display_format_editor import DisplayFormatEditor
 from .header import DashboardHeader
 from .privacy import PrivacySettings, TransferLogMonitor
+from .record_link import RecordLinkSetting
 from .teams_settings import TeamsSettings
 
 if TYPE_CHECKING:
@@ -251,7 +252,10 @@ class SettingsApp(widgets.VBox):
         return TeamsSettings(self.crm, self.lang, on_open_contact_types=self.show_contact_types)
 
     def _display_format_tab(self) -> widgets.Widget:
-        return DisplayFormatEditor(self.crm, self.lang)
+        # What a Teams message shows: the fields, and where its »Im CRM öffnen« leads (crmkit.record_links)
+        editor = self._guarded(lambda: DisplayFormatEditor(self.crm, self.lang))
+        link = self._guarded(lambda: RecordLinkSetting(self.crm, self.lang))
+        return _Parts(editor, link)
 
     def _contact_types_tab(self) -> widgets.Widget:
         return ContactTypesView(self.crm, self.lang)
@@ -312,7 +316,13 @@ class SettingsApp(widgets.VBox):
 
     @property
     def display_format(self) -> widgets.Widget | None:
-        return self._view("display_format")
+        return self._view("display_format", 0)
+
+    @property
+    def record_link(self) -> widgets.Widget | None:
+        """The link base of »Im CRM öffnen« (:class:`~crmkit.widgets.record_link.RecordLinkSetting`), in the
+        display format's tab."""
+        return self._view("display_format", 1)
 
     @property
     def privacy(self) -> widgets.Widget | None:
@@ -345,6 +355,19 @@ class SettingsApp(widgets.VBox):
         selected = self.tabs.selected_index
         self._build()
         self.tabs.selected_index = selected
+
+
+class _Parts(widgets.VBox):
+    """A tab of several views, one below the other; closing it closes them too."""
+
+    def __init__(self, *parts: widgets.Widget) -> None:
+        super().__init__(parts)
+        self._crmkit_parts = parts
+
+    def close(self) -> None:
+        for part in self._crmkit_parts:
+            part.close()
+        super().close()
 
 
 def settings_dashboard(crm: CRM | None = None) -> widgets.Widget:

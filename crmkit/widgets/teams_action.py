@@ -15,11 +15,13 @@ the missing right named in the tooltip; the core still decides every send (integ
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ..errors import CrmkitError
+from .. import record_links
+from ..errors import CrmkitError, PermissionDenied, UnknownUser
 from ..i18n import t
 from .common import ErrorBox
 from .compose import ComposeDialog
@@ -125,13 +127,28 @@ def add_teams_action(record_table: RecordTable, crm: CRM | None = None, *, debou
 
 
 def teams_address_dashboard(crm: CRM | None = None) -> Any:
-    """The addresses dashboard with the Teams action; opens the session like the settings dashboard."""
+    """The addresses dashboard with the Teams action; opens the session like the settings dashboard.
+
+    A visit by a record's deep link (``?record=<id>``, :mod:`crmkit.record_links`) opens that record beside
+    the table; a visitor the core refuses (no CRM user for the visit, too) sees the refusal and nothing else."""
     from .app import address_dashboard
-    from .settings_app import open_dashboard
+    from .record_link import open_linked_record, refused_box
+    from .settings_app import open_dashboard_crm, open_error_box
 
     def build(crm: CRM) -> Any:
         table = address_dashboard(crm)
         add_teams_action(table, crm)
-        return table
+        return open_linked_record(table)
 
-    return open_dashboard(build, crm, "addresses")
+    if crm is None:
+        try:
+            crm = open_dashboard_crm()
+        except CrmkitError as exc:
+            log.warning("addresses dashboard: cannot open the CRM: %s", exc)
+            if isinstance(exc, (UnknownUser, PermissionDenied)):  # no CRM user for this visit: a link is refused
+                try:
+                    record_links.resolve(None, os.environ.get("QUERY_STRING", ""))
+                except CrmkitError as refusal:
+                    return refused_box(refusal)
+            return open_error_box(exc)
+    return build(crm)
