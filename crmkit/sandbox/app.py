@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from . import admin, graph, identity, views
+from . import admin, graph, graph_channels, identity, views
 from .core import IdentitySettings, Sandbox
 from .faults import FaultConfig, SandboxMiddleware
 from .throttle import Limits
@@ -40,7 +40,8 @@ def create_app(
     sb = Sandbox(Path(state_path), limits=limits, faults=faults, settings=settings)
     # Order matters: fixed paths first, then Graph, then the per-tenant identity patterns.
     app = Starlette(
-        routes=[*admin.routes, *views.routes, *graph.routes, *identity.routes],
+        # graph_channels: its admin hooks here; its Graph routes joined graph's table when it was imported
+        routes=[*admin.routes, *graph_channels.admin_routes, *views.routes, *graph.routes, *identity.routes],
         exception_handlers={404: _not_found},
     )
     app.state.sandbox = sb

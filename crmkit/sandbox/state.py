@@ -35,6 +35,9 @@ LOOPBACK_REDIRECT_URIS: tuple[str, ...] = ("http://localhost", "http://127.0.0.1
 DELEGATED_SCOPES: tuple[str, ...] = (
     "User.Read", "User.ReadBasic.All", "User.Read.All", "Chat.Create", "Chat.ReadBasic", "Chat.Read",
     "Chat.ReadWrite", "ChatMessage.Send", "ChatMessage.Read",
+    # teams and channels (sandbox/channels.py)
+    "Team.ReadBasic.All", "Channel.ReadBasic.All", "ChannelMember.Read.All", "ChannelMessage.Send",
+    "ChannelMessage.Read.All",
     "Files.ReadWrite",  # the signed-in user's OneDrive (sandbox/graph_drive.py)
 )
 APPLICATION_ROLES: tuple[str, ...] = ("User.Read.All", "Chat.Create", "Chat.Read.All", "Teamwork.Migrate.All")
@@ -57,6 +60,9 @@ CREATE TABLE IF NOT EXISTS chats (
 CREATE TABLE IF NOT EXISTS chat_members (chat_id VARCHAR, user_id VARCHAR, roles VARCHAR, added DOUBLE);
 CREATE TABLE IF NOT EXISTS messages (
     chat_id VARCHAR, id VARCHAR, created_ms BIGINT, sender_id VARCHAR, data VARCHAR);
+CREATE TABLE IF NOT EXISTS channel_messages (
+    team_id VARCHAR, channel_id VARCHAR, id VARCHAR, reply_to VARCHAR, created_ms BIGINT, sender_id VARCHAR,
+    data VARCHAR);
 """
 
 
@@ -111,7 +117,8 @@ class SandboxState:
             elif row[0] != SCHEMA_VERSION:
                 self._migrate(row[0])
             self._load_users()
-            self._used_ms = {int(r[0]) for r in self._con.execute("SELECT created_ms FROM messages").fetchall()}
+            self._used_ms = {int(r[0]) for r in self._con.execute(
+                "SELECT created_ms FROM messages UNION SELECT created_ms FROM channel_messages").fetchall()}
 
     # -- lifecycle -------------------------------------------------------------------------
     def _seed(self) -> None:
@@ -123,7 +130,7 @@ class SandboxState:
         con.execute("BEGIN TRANSACTION")
         try:
             for table in ("meta", "users", "apps", "user_consents", "refresh_tokens", "browser_sessions", "chats",
-                          "chat_members", "messages"):
+                          "chat_members", "messages", "channel_messages"):
                 con.execute(f"DELETE FROM {table}")
             con.execute("INSERT INTO users VALUES " + ",".join(["(?, ?, ?)"] * len(users)),
                         [v for row in users for v in row])

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from . import SANDBOX_TENANT_ID, SANDBOX_TENANT_NAME, card_markdown
+from . import SANDBOX_TENANT_ID, SANDBOX_TENANT_NAME, card_markdown, channels
 from .core import Sandbox, sandbox_of
 from .directory import SandboxUser
 from .i18n import Lang, has, request_lang, t
@@ -87,6 +87,8 @@ button.primary{background:#0067b8;color:#fff;border:1px solid #0067b8}
 .acard th p,.acard td p{margin:0}
 .cols{display:flex;gap:12px} .btn{display:inline-block;border:1px solid #999;padding:2px 10px;margin:4px 4px 0 0}
 .banner{background:#464775;color:#fff;padding:8px 16px;font-weight:600}
+.side h3{font-size:13px;color:#616161;margin:12px 14px 4px} .side a.channel{padding-left:28px}
+.replies{margin-left:32px} .quote{border-left:3px solid #6264a7;margin:4px 0;padding:2px 8px;color:#424242}
 """
 
 _HEADERS = {
@@ -728,10 +730,28 @@ def render_message_body(message: dict[str, Any], lang: Lang = "en") -> str:
     cards.update({a["id"]: f'<div class="acard afile" data-testid="file-attachment">'
                            f'{escape(t("teams.file", lang, name=str(a.get("name") or "")))}</div>'
                   for a in message.get("attachments", []) if a.get("contentType") == "reference"})
+    cards.update(_quotes(message))
     body = message.get("body") or {}
     if body.get("contentType") == "html":
         return sanitise_html(body.get("content", ""), cards, lang)
     return escape(body.get("content", "")).replace("\n", "<br>")
+
+
+def _quotes(message: dict[str, Any]) -> dict[str, str]:
+    """A reply's quoted message (``messageReference`` attachment) as Teams shows it: sender and preview."""
+    out = {}
+    for a in message.get("attachments", []):
+        if a.get("contentType") != "messageReference":
+            continue
+        try:
+            ref = json.loads(a.get("content") or "")
+        except (ValueError, TypeError):
+            ref = None
+        ref = ref if isinstance(ref, dict) else {}
+        sender = (((ref.get("messageSender") or {}).get("user")) or {}).get("displayName") or "?"
+        out[a["id"]] = (f'<blockquote class="quote" data-testid="quoted-message"><div class="meta">'
+                        f'{escape(str(sender))}</div>{escape(str(ref.get("messagePreview") or ""))}</blockquote>')
+    return out
 
 
 def _chat_title(ui: Ui, sb: Sandbox, chat: dict[str, Any], viewer_id: str | None) -> str:
@@ -774,6 +794,42 @@ def _message(ui: Ui, m: dict[str, Any]) -> str:
             f'<div class="content">{render_message_body(m, ui.lang)}</div></div>')
 
 
+def _team_side(ui: Ui, sb: Sandbox, as_upn: str, viewer_id: str | None, selected: tuple[str, str]) -> str:
+    """The side bar's teams and their channels (a viewer's own; private channels only as a member)."""
+    teams = channels.TEAMS if viewer_id is None else channels.joined_teams(sb.state, viewer_id)
+    out = [f"<h3>{escape(ui.t('teams.section.teams'))}</h3>"] if teams else []
+    for team in teams:
+        out.append(f'<div class="meta" style="padding:6px 14px">{escape(team.displayName)}</div>')
+        for c in channels.visible_channels(sb.state, team, viewer_id):
+            qs = urlencode({k: v for k, v in (("team", team.id), ("channel", c.id), ("as", as_upn),
+                                               ("ui_locales", ui.ui_locales)) if v})
+            cls = "channel active" if selected == (team.id, c.id) else "channel"
+            kind = f'<br><span class="muted">{escape(ui.t("teams.channel.private"))}</span>' if (
+                c.membershipType == "private") else ""
+            out.append(f'<a class="{cls}" href="/teams?{escape(qs)}" data-testid="channel-link">'
+                       f"{escape(c.displayName)}{kind}</a>")
+    return "".join(out)
+
+
+def _channel_main(ui: Ui, sb: Sandbox, team_id: str, channel_id: str, viewer_id: str | None) -> list[str]:
+    team = channels.team(team_id)
+    c = channels.channel(team_id, channel_id)
+    if team is None or c is None or (viewer_id is not None
+                                     and not channels.is_channel_member(sb.state, team, c, viewer_id)):
+        return [f'<p class="muted">{escape(ui.t("teams.channel.not_found"))}</p>']
+    out = [f"<h2>{escape(team.displayName)} › {escape(c.displayName)}</h2>"]
+    posts = channels.thread(sb.state, c)
+    if not posts:
+        out.append(f'<p class="muted">{escape(ui.t("teams.channel.no_posts"))}</p>')
+    for root, replies in posts:
+        out.append(_message(ui, root))
+        if replies:
+            out.append(f'<div class="replies" data-testid="replies"><div class="meta">'
+                       f'{escape(ui.t("teams.channel.replies", n=len(replies)))}</div>'
+                       + "".join(_message(ui, r) for r in replies) + "</div>")
+    return out
+
+
 async def teams_view(request: Request) -> Response:
     sb = sandbox_of(request)
     ui = Ui.of(request)
@@ -781,7 +837,8 @@ async def teams_view(request: Request) -> Response:
     viewer = sb.state.user(as_upn) if as_upn else None
     viewer_id = viewer.id if viewer else None
     chats = sb.state.chats(viewer_id)
-    selected = request.query_params.get("chat") or (chats[0]["id"] if chats else "")
+    team_id, channel_id = request.query_params.get("team", ""), request.query_params.get("channel", "")
+    selected = request.query_params.get("chat") or ("" if channel_id else (chats[0]["id"] if chats else ""))
     side = []
     for ch in chats:
         qs = urlencode({k: v for k, v in (("chat", ch["id"]), ("as", as_upn), ("ui_locales", ui.ui_locales)) if v})
@@ -789,7 +846,10 @@ async def teams_view(request: Request) -> Response:
         side.append(f'<a{cls} href="/teams?{escape(qs)}" data-testid="chat-link">'
                     f"{escape(_chat_title(ui, sb, ch, viewer_id))}"
                     f'<br><span class="muted">{escape(_chat_type(ui, ch["chat_type"]))}</span></a>')
-    main = [f'<p class="muted">{escape(ui.t("teams.no_chats"))}</p>'] if not chats else []
+    side.append(_team_side(ui, sb, as_upn, viewer_id, (team_id, channel_id)))
+    main = [f'<p class="muted">{escape(ui.t("teams.no_chats"))}</p>'] if not chats and not channel_id else []
+    if channel_id and not request.query_params.get("chat"):
+        main += _channel_main(ui, sb, team_id, channel_id, viewer_id)
     chat = sb.state.chat(selected) if selected else None
     if chat is not None and (viewer is None or sb.state.is_member(chat["id"], viewer.id)):
         main.append(f"<h2>{escape(_chat_title(ui, sb, chat, viewer_id))}</h2>")

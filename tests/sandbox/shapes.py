@@ -120,6 +120,26 @@ EVENT_DETAIL_CHAT_RENAMED = {
 }
 SYSTEM_MESSAGE = {**MESSAGE, "from": Maybe(IDENTITY_SET), "eventDetail": EVENT_DETAIL_CHAT_RENAMED}
 
+# Teams and channels. GET /me/joinedTeams items: id, displayName, description, isArchived and tenantId carry values
+TEAM = {"id": STR, "createdDateTime": OPT_STR, "displayName": STR, "description": OPT_STR, "isArchived": BOOL,
+        "tenantId": STR, "webUrl": OPT_STR}
+TEAMS = {**COLLECTION, "value": ListOf(TEAM)}
+CHANNEL_ID = Matches(r"^19:[0-9a-f]{32}@thread\.tacv2$")
+CHANNEL = {"id": CHANNEL_ID, "createdDateTime": ISO_Z, "displayName": STR, "description": OPT_STR,
+           "isFavoriteByDefault": (BOOL, NULL), "email": OPT_STR, "tenantId": STR, "webUrl": STR,
+           "membershipType": STR}
+CHANNEL_ENTITY = {"@odata.context": STR, **CHANNEL}
+CHANNELS = {**COLLECTION, "value": ListOf(CHANNEL)}
+# channel messages and replies: chatId null, channelIdentity and a webUrl
+CHANNEL_MESSAGE = {**MESSAGE, "chatId": NULL, "webUrl": STR,
+                   "channelIdentity": {"teamId": STR, "channelId": CHANNEL_ID}}
+CHANNEL_MESSAGE_ENTITY = {"@odata.context": STR, **CHANNEL_MESSAGE}
+CHANNEL_MESSAGES = {**COLLECTION_WITH_COUNT, "value": ListOf(CHANNEL_MESSAGE)}
+# content (a JSON string) of the messageReference attachment on a reply in a chat (chatmessage-replywithquote)
+MESSAGE_REFERENCE = {"messageId": STR, "messagePreview": STR, "messageSender": {
+    "application": (DICT, NULL), "device": (DICT, NULL),
+    "user": {"userIdentityType": STR, "tenantId": STR, "id": STR, "displayName": OPT_STR}}}
+
 GRAPH_ERROR = {"error": {"code": STR, "message": STR,
                          "innerError": {"date": ERROR_DATE, "request-id": STR, "client-request-id": STR}}}
 BATCH_ITEM = {"id": STR, "status": INT, "headers": DICT}

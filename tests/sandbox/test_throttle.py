@@ -123,7 +123,8 @@ def test_app_gets_twenty_posts_per_second_across_chats(sandbox_admin):
 
 def test_limits_are_configurable(sandbox_admin):
     assert sandbox_admin.put("limits", {"chat_post_per_app_per_s": 10, "chat_post_per_chat_per_s": 5}) == {
-        "enabled": True, "chat_post_per_app_per_s": 10.0, "chat_post_per_chat_per_s": 5.0, "window_s": 1.0}
+        "enabled": True, "chat_post_per_app_per_s": 10.0, "chat_post_per_chat_per_s": 5.0,
+        "channel_post_per_app_per_s": 50.0, "channel_post_per_channel_per_s": 1.0, "window_s": 1.0}
     token = sandbox_admin.token()
     chats = _chats(sandbox_admin, sandbox_admin.graph(token), 4)
     _hammer(sandbox_admin, token, chats, 3.0)
