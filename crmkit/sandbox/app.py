@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from . import admin, graph, graph_channels, identity, views
+from . import admin, graph, graph_channels, graph_drive, identity, views  # noqa: F401 (graph_drive joins its routes to graph's)
 from .core import IdentitySettings, Sandbox
 from .faults import FaultConfig, SandboxMiddleware
 from .throttle import Limits

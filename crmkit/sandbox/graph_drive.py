@@ -561,6 +561,7 @@ routes = [
     Route("/dl/{token}", download_url, methods=["GET"]),
 ]
 
-# Registered from here, not from graph.py, so that either module may be imported first.
+# Registered from here (app.py imports this module), so that graph.py does not import it back.
 _graph.register_routes(register)
 _graph.routes.extend(routes)
+_graph.FILE_HOOKS.update(reference_item=reference_item, check_shared=check_shared)
