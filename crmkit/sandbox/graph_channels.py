@@ -10,7 +10,8 @@ Routes (delegated tokens; the least-privileged scope first, as Graph documents i
 - ``GET /teams/{team}/channels/{channel}/members`` (ChannelMember.Read.All): aadUserConversationMembers.
 - ``POST /teams/{team}/channels/{channel}/messages`` and ``POST .../messages/{message}/replies``
   (ChannelMessage.Send): the chat post's body rules (``graph._validate_message``: contentType, ~28 KB, cards,
-  attachment markers, mention ids in the body), and, as Graph does, every ``<at id="N">`` needs a ``mentions``
+  attachment markers, mention ids in the body, a ``reference`` file from the sender's OneDrive, here shared
+  with every channel member), and, as Graph does, every ``<at id="N">`` needs a ``mentions``
   entry with that id whose ``mentioned.user`` has id, displayName and userIdentityType (400 otherwise).
   Throttled per app per tenant (50/s), per app per channel and per user per channel (1/s): 429 + Retry-After.
 - ``GET .../messages`` (ChannelMessage.Read.All): top-level messages newest first, ``$top`` 1..50 (default
@@ -38,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import SANDBOX_TENANT_ID, graph
+from . import SANDBOX_TENANT_ID, graph, graph_drive
 from . import channels as ch
 from .core import Sandbox, browser_origin, iso_z, sandbox_of
 from .directory import SandboxUser
@@ -259,8 +260,11 @@ async def _post(ctx: Ctx, reply: bool) -> Result:
     summary = data.get("summary")
     if summary is not None and not isinstance(summary, str):
         raise GraphErrorResponse(400, "BadRequest", "summary must be a string.")
-    if not ch.is_channel_member(ctx.sb.state, t, c, user.id):
+    members = ch.channel_members(ctx.sb.state, t, c)
+    if not any(u.id == user.id for u, _ in members):
         raise GraphErrorResponse(403, "Forbidden", "The caller is not a member of this channel and cannot post to it.")
+    # a file (reference attachment) must be open to every channel member, as graph_drive asks of a chat's
+    graph_drive.check_shared(ctx, msg.get("files", []), [u.id for u, _ in members])
     parent = None
     if reply:
         parent = ch.message(ctx.sb.state, c, ctx.params["message"])

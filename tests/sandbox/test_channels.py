@@ -166,6 +166,24 @@ def test_post_with_mentions_documented_shape_and_body_rules(sandbox_admin):
     assert_error(g.post(url, json={"body": {"contentType": "markdown", "content": "x"}}), 400, "BadRequest")
 
 
+def test_a_file_in_a_channel_post_must_be_shared_with_its_members(sandbox_admin):
+    sandbox_admin.put("limits", {"enabled": False})
+    gj, team, chans = _sales(sandbox_admin, JONAS)
+    url = f"teams/{team}/channels/{chans['Key Accounts']}/messages"
+    item = gj.put("me/drive/root:/Key Accounts.xlsx:/content", content=b"x").json()
+    aid = item["eTag"].split("{")[1].split("}")[0].lower()
+    post = {"body": {"contentType": "html", "content": f'Liste <attachment id="{aid}"></attachment>'},
+            "attachments": [{"id": aid, "contentType": "reference", "contentUrl": item["webUrl"],
+                             "name": item["name"]}]}
+    assert "not shared" in assert_error(gj.post(url, json=post), 403, "Forbidden")["message"]
+    gj.post(f"me/drive/items/{item['id']}/invite", json={
+        "recipients": [{"email": "marie.fischer@contoso.example"}, {"email": "noah.richter@contoso.example"}],
+        "roles": ["read"], "requireSignIn": True, "sendInvitation": False}).raise_for_status()
+    sent = gj.post(url, json=post)
+    assert sent.status_code == 201, sent.text
+    assert sent.json()["attachments"][0]["contentType"] == "reference"
+
+
 def test_messages_and_replies_page_newest_first(sandbox_admin):
     g, team, chans = _sales(sandbox_admin)
     sandbox_admin.put("limits", {"enabled": False})
