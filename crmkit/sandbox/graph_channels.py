@@ -15,8 +15,9 @@ Routes (delegated tokens; the least-privileged scope first, as Graph documents i
   entry with that id whose ``mentioned.user`` has id, displayName and userIdentityType (400 otherwise).
   Throttled per app per tenant (50/s), per app per channel and per user per channel (1/s): 429 + Retry-After.
 - ``GET .../messages`` (ChannelMessage.Read.All): top-level messages newest first, ``$top`` 1..50 (default
-  20), ``@odata.nextLink``; ``GET .../messages/{message}``; ``GET .../messages/{message}/replies`` (newest
-  first, same paging); ``GET .../messages/{message}/replies/{reply}``.
+  20), ``@odata.nextLink``, ``$expand=replies`` (each message's replies, up to 1000);
+  ``GET .../messages/{message}``; ``GET .../messages/{message}/replies`` (newest first, same paging);
+  ``GET .../messages/{message}/replies/{reply}``.
 
 Every message carries ``channelIdentity {teamId, channelId}``, ``chatId`` null and a non-null ``webUrl``
 (the sandbox's Teams view). Refusals: an unknown team or channel 404 NotFound; a team the caller is not in,
@@ -307,9 +308,25 @@ async def _list(ctx: Ctx, c: ch.Channel, reply_to: str | None, context: str) -> 
     return Result(200, body)
 
 
+MAX_EXPANDED_REPLIES = 1000  # channel-list-messages: $expand=replies brings up to 1000 replies per message
+
+
 async def list_channel_messages(ctx: Ctx) -> Result:
     _t, c, _user = _channel_for(ctx, MESSAGE_READ_SCOPES)
-    return await _list(ctx, c, None, f"{_channel_ctx_url(ctx, c)}/messages")
+    expand = ctx.query.get("$expand")
+    if expand is not None and expand.strip().lower() != "replies":
+        raise GraphErrorResponse(400, "BadRequest", f"Query option '$expand={expand}' is not supported; only "
+                                 "'$expand=replies'.")
+    result = await _list(ctx, c, None, f"{_channel_ctx_url(ctx, c)}/messages")
+    if expand is not None:  # each message with its replies, newest first, as .../replies lists them
+        for m in result.body["value"]:
+            replies = ch.message_page(ctx.sb.state, c, MAX_EXPANDED_REPLIES + 1, reply_to=m["id"])
+            m["replies@odata.context"] = f"{_channel_ctx_url(ctx, c)}/messages('{m['id']}')/replies"
+            m["replies"] = replies[:MAX_EXPANDED_REPLIES]
+            if len(replies) > MAX_EXPANDED_REPLIES:
+                m["replies@odata.nextLink"] = (f"{ctx.base}/teams/{c.team_id}/channels/{quote(c.id, safe=':@')}"
+                                               f"/messages/{m['id']}/replies")
+    return result
 
 
 def _parent(ctx: Ctx, c: ch.Channel) -> dict[str, Any]:

@@ -203,6 +203,10 @@ def test_messages_and_replies_page_newest_first(sandbox_admin):
     listed = g.get(f"{url}/{ids[0]}/replies")
     assert_shape(listed.json(), CHANNEL_MESSAGES)
     assert [m["body"]["content"] for m in listed.json()["value"]] == ["r2", "r1", "r0"]
+    expanded = g.get(url, params={"$expand": "replies", "$top": "5"}).json()["value"]
+    assert [m["body"]["content"] for m in expanded[-1]["replies"]] == ["r2", "r1", "r0"]
+    assert expanded[-1]["id"] == ids[0] and all(m["replies"] == [] for m in expanded[:-1])
+    assert_error(g.get(url, params={"$expand": "members"}), 400, "BadRequest")
     r1 = replies[1].json()["id"]
     assert g.get(f"{url}/{ids[0]}/replies/{r1}").json()["body"]["content"] == "r1"
     assert_error(g.get(f"{url}/{ids[1]}/replies/{r1}"), 404)
