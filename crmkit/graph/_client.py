@@ -161,7 +161,8 @@ class AsyncGraph:
     async def request(
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
         headers: Mapping[str, str] | None = None, chat_id: str | None = None, paced: bool = False,
-        idempotent: bool | None = None, accept: frozenset[int] = frozenset(),
+        idempotent: bool | None = None, accept: frozenset[int] = frozenset(), content: bytes | None = None,
+        auth: bool = True, label: str | None = None,
     ) -> httpx.Response:
         """Send one Graph request with retries; return the successful response.
 
@@ -172,6 +173,9 @@ class AsyncGraph:
                 come after Graph posted the message, and a resend would post it twice). A 429 is
                 resent whatever the method: Graph refused the request without processing it.
             accept: error statuses to return instead of raising (e.g. 424 for a ``$batch``).
+            content: a raw body (a file's bytes) instead of ``json``.
+            auth: send the bearer token (False for an upload session's URL, which is its own authorisation).
+            label: what error texts name instead of the URL's path (a capability URL must not be shown).
 
         Raises:
             GraphError: the final error (``GraphThrottled`` for 429, with Graph's code and request-id).
@@ -185,11 +189,11 @@ class AsyncGraph:
         force = False
         token: str | None = None
         while True:
-            token = await self._access_token(force, stale=token)
+            token = await self._access_token(force, stale=token) if auth else None
             force = False
             request = self.http.build_request(
-                method, url, params=params, json=json,
-                headers={**base_headers, "Authorization": f"Bearer {token}"},
+                method, url, params=params, json=json, content=content,
+                headers={**base_headers, "Authorization": f"Bearer {token}"} if auth else base_headers,
             )
             self._stats.add("requests")
             try:
@@ -209,14 +213,14 @@ class AsyncGraph:
                     await self._sleep(self.retry.backoff(attempt))
                     continue
                 raise GraphError(
-                    f"Microsoft Graph could not be reached for {method} {urlsplit(url).path} "
+                    f"Microsoft Graph could not be reached for {label or f'{method} {urlsplit(url).path}'} "
                     f"({type(exc).__name__}: {exc}). Check the network or the Graph URL setting."
                 ) from exc
             status = response.status_code
             self._stats.add(f"status_{status}")
             if status < 400 or status in accept:
                 return response
-            if not refreshed and _is_auth_failure(response):
+            if auth and not refreshed and _is_auth_failure(response):
                 # One refresh: an expired token gives 401 (Teams sometimes 403 "No authorization information").
                 refreshed = force = True
                 self._stats.add("token_refreshes")

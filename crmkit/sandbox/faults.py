@@ -103,6 +103,15 @@ def fault_error_body(status: int, request_id: str, client_request_id: str, now: 
         "client-request-id": client_request_id}}}
 
 
+# Paths that carry a capability (an upload session's token, a download token): counted by their template
+# also when a fault answers before the app has matched its route, so no counter name holds a token.
+_CAPABILITY_PATHS = (("/up/", "/up/{session}"), ("/dl/", "/dl/{item}"))
+
+
+def _template(path: str) -> str:
+    return next((t for prefix, t in _CAPABILITY_PATHS if path.startswith(prefix)), path)
+
+
 def _transport_of(send: Any) -> Any:
     # uvicorn passes a bound method of its per-request cycle object, which holds the socket's
     # asyncio transport.  That is the only way to close a connection without a response.
@@ -169,7 +178,7 @@ class SandboxMiddleware:
         respond = _dated(send, clock)  # `send` itself stays for drop_connection (_transport_of)
 
         def count(result: str | int) -> None:
-            template = scope.get("route_template") or getattr(scope.get("route"), "path", path)
+            template = scope.get("route_template") or getattr(scope.get("route"), "path", None) or _template(path)
             counters.add(f"{method} {template} {result}")
 
         faulted = faults.active and faults.applies(method, path) and faults.take()
