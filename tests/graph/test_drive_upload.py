@@ -140,3 +140,16 @@ def test_cancel_and_refusals(sandbox_admin) -> None:
     with pytest.raises(GraphError) as denied:
         no_files.submit(upload_file(no_files.aio, "x.xlsx", b"x")).result()
     assert denied.value.status == 403
+
+
+def test_fragment_that_landed_without_an_answer(sandbox_admin) -> None:
+    """The sandbox keeps a fragment but never answers (timeout after commit): the resent fragment gets 416,
+    the upload asks for the status and goes on; the file holds every byte once."""
+    client = sandbox_admin.graph_client(retry=FAST, timeout=1.0)
+    sandbox_admin.put("faults", {"timeout_after_commit_rate": 1.0, "hang_s": 2, "paths": ["/up/"],
+                                 "methods": ["PUT"], "count": 1})  # the first fragment
+    item = client.submit(upload_file(client.aio, "late.xlsx", DATA, simple_max=0, fragment_size=UNIT)).result()
+    assert _download(sandbox_admin, item["id"]) == DATA
+    counts = sandbox_admin.counters()
+    assert counts.get("PUT /up/{session} 202 timeout_after_commit") == 1
+    assert counts.get("PUT /up/{session} 416", 0) >= 1 and counts.get("GET /up/{session} 200", 0) >= 1
