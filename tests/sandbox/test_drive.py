@@ -12,6 +12,8 @@ import pytest
 from crmkit.sandbox import SANDBOX_ADMIN_UPN, SANDBOX_DEFAULT_UPN, SANDBOX_GUEST_UPN
 from tests.support.sandbox import one_on_one_chat
 
+from .shapes import BOOL, INT, ISO_Z, STR, ListOf, assert_shape
+
 pytestmark = pytest.mark.sandbox
 
 UNIT = 320 * 1024
@@ -190,3 +192,45 @@ def test_reset_empties_the_drives(sandbox_admin) -> None:
     item = g.put("me/drive/root:/gone.xlsx:/content", content=b"x").json()
     sandbox_admin.reset()
     assert sandbox_admin.graph().get(f"me/drive/items/{item['id']}").status_code == 404
+
+
+# Keys and JSON types from the documented examples (driveitem-put-content, driveitem-createuploadsession,
+# driveitem-invite); the resources' other properties may come on top.
+_IDENTITY = {"user": {"id": STR, "displayName": STR}}
+DRIVE_ITEM = {
+    "@odata.context": STR, "id": STR, "name": STR, "size": INT, "file": {"mimeType": STR},
+    "createdDateTime": ISO_Z, "lastModifiedDateTime": ISO_Z, "eTag": STR, "cTag": STR, "webUrl": STR,
+    "createdBy": _IDENTITY, "lastModifiedBy": _IDENTITY,
+    "parentReference": {"driveType": STR, "driveId": STR, "id": STR, "path": STR},
+    "fileSystemInfo": {"createdDateTime": ISO_Z, "lastModifiedDateTime": ISO_Z},
+}
+UPLOAD_SESSION = {"uploadUrl": STR, "expirationDateTime": ISO_Z, "nextExpectedRanges": ListOf(STR)}
+UPLOAD_STATUS = {"expirationDateTime": ISO_Z, "nextExpectedRanges": ListOf(STR)}
+PERMISSION = {
+    "id": STR, "roles": ListOf(STR), "grantedTo": _IDENTITY, "hasPassword": BOOL,
+    "grantedToV2": {**_IDENTITY, "siteUser": {"id": STR, "displayName": STR, "loginName": STR}},
+    "invitation": {"email": STR, "signInRequired": BOOL},
+}
+
+
+def test_drive_answers_have_the_documented_shapes(sandbox_admin) -> None:
+    g, http = sandbox_admin.graph(), sandbox_admin.http()
+    item = g.put("me/drive/root:/shape.xlsx:/content", content=b"x").json()
+    assert_shape(item, DRIVE_ITEM)
+    assert_shape(g.get(f"me/drive/items/{item['id']}").json(), DRIVE_ITEM)
+    made = g.post("me/drive/root:/shaped.xlsx:/createUploadSession", json={"item": {"name": "shaped.xlsx"}}).json()
+    assert_shape(made, UPLOAD_SESSION)
+    data = b"y" * (UNIT + 5)
+    partial = _put(http, made["uploadUrl"], data, 0, UNIT - 1, len(data))
+    assert partial.status_code == 202
+    assert_shape(partial.json(), UPLOAD_STATUS)
+    assert_shape(http.get(made["uploadUrl"]).json(), UPLOAD_STATUS)
+    done = _put(http, made["uploadUrl"], data, UNIT, len(data) - 1, len(data)).json()
+    assert_shape({"@odata.context": "", **done}, DRIVE_ITEM)
+    colleague = sandbox_admin.graph(upn=SANDBOX_ADMIN_UPN).get("me").json()
+    perms = g.post(f"me/drive/items/{item['id']}/invite", json={
+        "recipients": [{"objectId": colleague["id"]}], "roles": ["write"], "requireSignIn": True,
+        "sendInvitation": False}).json()
+    assert_shape(perms, {"value": ListOf(PERMISSION)})
+    listed = g.get(f"me/drive/items/{item['id']}/permissions").json()
+    assert_shape(listed["value"][1], PERMISSION)
