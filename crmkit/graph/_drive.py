@@ -46,6 +46,7 @@ __all__ = [
     "SharedFile",
     "UploadSession",
     "cancel_upload",
+    "find_file",
     "invite_readers",
     "resume_upload",
     "share_file",
@@ -289,6 +290,15 @@ async def _send_fragments(graph: AsyncGraph, session: UploadSession, data: bytes
 def _check_fragment(fragment_size: int) -> None:
     if fragment_size <= 0 or fragment_size % FRAGMENT_UNIT or fragment_size >= MAX_FRAGMENT:
         raise ValueError("fragment_size must be a multiple of 320 KiB (327,680 bytes) below 60 MiB")
+
+
+async def find_file(graph: AsyncGraph, path: str) -> dict[str, Any] | None:
+    """The driveItem at ``path`` under the signed-in user's OneDrive root, or None: after a crash between the
+    upload and the chat post, the send path looks for the file it made before uploading it again."""
+    try:
+        return await graph.json("GET", f"/me/drive/root:/{_item_path(path)}")
+    except GraphNotFound:
+        return None
 
 
 async def invite_readers(graph: AsyncGraph, item_id: str, recipients: Sequence[str]) -> list[dict[str, Any]]:

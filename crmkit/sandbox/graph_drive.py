@@ -16,7 +16,8 @@ As documented (driveitem-put-content, driveitem-createuploadsession, driveitem-i
   ``fragmentOverlap``); one past the expected offset: 416 too (Graph: "out of order results in an
   error"). ``GET`` the URL: the status (for a client resuming after a crash); ``DELETE``: 204, the
   session is gone (404 ``itemNotFound`` after that, or once it expired).
-- ``GET /me/drive/items/{id}`` (the driveItem, with ``@microsoft.graph.downloadUrl``),
+- ``GET /me/drive/items/{id}`` and ``GET /me/drive/root:/{path}`` (the driveItem, with
+  ``@microsoft.graph.downloadUrl``; 404 ``itemNotFound``), ``GET …:/content`` by path too,
   ``GET /me/drive/items/{id}/content`` (302 to the pre-authenticated download URL),
   ``POST /me/drive/items/{id}/invite`` (driveRecipients by ``email``/``objectId``/``alias``, roles
   ``read``/``write``; 200 ``{"value": [permission]}``; inviting someone again merges into their one
@@ -327,6 +328,23 @@ async def get_item(ctx: Ctx) -> Result:
         return Result(200, item_json(ctx, _own_item(ctx, data, user)))
 
 
+async def get_by_path(ctx: Ctx) -> Result:
+    user = _require_files(ctx)
+    path = _clean_path(ctx.params["path"])
+    with store_of(ctx.sb).transaction() as data:
+        item = _by_path(data, user.id, path)
+        if item is None:
+            raise GraphErrorResponse(404, "itemNotFound", "The resource could not be found.")
+        if ctx.params.get("content") is not None:
+            return Result(302, None, {"Location": f"{ctx.origin}/dl/{item['download']}"})
+        return Result(200, item_json(ctx, item))
+
+
+async def get_content_by_path(ctx: Ctx) -> Result:
+    ctx.params["content"] = "1"
+    return await get_by_path(ctx)
+
+
 async def get_content(ctx: Ctx) -> Result:
     user = _require_files(ctx)
     with store_of(ctx.sb).transaction() as data:
@@ -406,6 +424,8 @@ def register(add: Any) -> None:
     add("PUT", r"/me/drive/root:/(.+?):/content", ["path"], put_content, "/v1.0/me/drive/root:/{path}:/content")
     add("POST", r"/me/drive/root:/(.+?):/createUploadSession", ["path"], create_upload_session,
         "/v1.0/me/drive/root:/{path}:/createUploadSession")
+    add("GET", r"/me/drive/root:/(.+?):/content", ["path"], get_content_by_path, "/v1.0/me/drive/root:/{path}:/content")
+    add("GET", r"/me/drive/root:/(.+)", ["path"], get_by_path, "/v1.0/me/drive/root:/{path}")
     add("GET", f"/me/drive/items/{seg}", ["item"], get_item, "/v1.0/me/drive/items/{item}")
     add("GET", f"/me/drive/items/{seg}/content", ["item"], get_content, "/v1.0/me/drive/items/{item}/content")
     add("POST", f"/me/drive/items/{seg}/invite", ["item"], invite, "/v1.0/me/drive/items/{item}/invite")

@@ -15,6 +15,7 @@ from crmkit.graph import (
     SharedFile,
     UploadSession,
     cancel_upload,
+    find_file,
     resume_upload,
     share_file,
     upload_file,
@@ -60,6 +61,9 @@ def test_small_file_simple_upload_shared_and_posted(sandbox_admin) -> None:
                                            "attachments": [shared.attachment()]})
     assert msg["attachments"][0]["name"] == "Adressen.xlsx"
     assert _download(sandbox_admin, shared.item_id) == b"PK-small"
+    found = client.submit(find_file(client.aio, "crmkit/Adressen.xlsx")).result()
+    assert found is not None and found["id"] == shared.item_id
+    assert client.submit(find_file(client.aio, "crmkit/nothing here.xlsx")).result() is None
 
 
 def test_upload_session_in_fragments_with_faults(sandbox_admin) -> None:

@@ -58,6 +58,10 @@ def test_simple_upload_shape_conflicts_and_download(sandbox_admin) -> None:
     assert renamed.status_code == 201 and renamed.json()["name"] == "Adressen 1.xlsx"
     got = g.get(f"me/drive/items/{item['id']}")
     assert got.status_code == 200 and got.json()["size"] == 6
+    by_path = g.get("me/drive/root:/crmkit/adressen.xlsx")  # names are case-insensitive
+    assert by_path.status_code == 200 and by_path.json()["id"] == item["id"]
+    assert g.get("me/drive/root:/crmkit/Adressen.xlsx:/content").status_code == 302
+    assert g.get("me/drive/root:/crmkit/none.xlsx").json()["error"]["code"] == "itemNotFound"
     content = g.get(f"me/drive/items/{item['id']}/content")
     assert content.status_code == 302
     assert sandbox_admin.http().get(content.headers["location"]).content == b"second"
