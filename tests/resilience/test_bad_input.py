@@ -23,7 +23,7 @@ import pytest
 from support.dbstate import BERND_ID, db_snapshot, offline_campaigns, offline_teams, snapshot_diff
 
 import crmkit
-from crmkit import errors, privacy
+from crmkit import errors, privacy, record_links
 from crmkit.campaigns import Campaigns
 from crmkit.crm import CRM
 from crmkit.teams import activation
@@ -423,6 +423,24 @@ API_CASES += [
     ("campaign-account-user-nul", _campaign_account("kam\x00pagne@contoso.example", "Secret-1"), CC, "username"),
 ]
 
+
+# -- »Im CRM öffnen« (crmkit.record_links): the link base, and a visit's query string
+API_CASES += [
+    ("record-link-base-javascript", lambda w: record_links.set_base(w.crm, "javascript:alert(1)"), V, "https://"),
+    ("record-link-base-query", lambda w: record_links.set_base(w.crm, "https://crm.example/a.ipynb?user=tom"), V,
+     "without ?"),
+    ("record-link-base-no-host", lambda w: record_links.set_base(w.crm, "https:///a.ipynb"), V, "host"),
+    ("record-link-base-bidi", lambda w: record_links.set_base(w.crm, "https://crm.example/\u202ea"), V, "https://"),
+    ("record-link-base-not-str", lambda w: record_links.set_base(w.crm, 8866), V, "https://"),
+    ("record-link-base-viewer", _as_user("vera", lambda w: record_links.set_base(w.crm, "https://crm.example/a")),
+     errors.PermissionDenied, "teams.admin"),
+    ("record-link-query-text", lambda w: record_links.resolve(w.crm, "record=M%C3%BCller"), V, "record="),
+    ("record-link-query-twice", lambda w: record_links.resolve(w.crm, "record=1&record=2"), V, "exactly one"),
+    ("record-link-query-huge", lambda w: record_links.resolve(w.crm, "record=" + "9" * 40), V, "record="),
+    ("record-link-unknown", lambda w: record_links.resolve(w.crm, "record=424242"), NF, "424242"),
+    ("record-link-no-session", lambda w: record_links.resolve(None, "record=1"), errors.PermissionDenied,
+     "may not open"),
+]
 
 @pytest.mark.core
 @pytest.mark.parametrize(("operation", "error", "needle"), [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
