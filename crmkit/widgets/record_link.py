@@ -107,4 +107,12 @@ def open_linked_record(table: RecordTable, query: str | None = None) -> widgets.
         return table
     if link is not None:
         table.show_side(LinkedRecord(table, link))
+
+        def relabel(_change: object) -> None:  # the language switch: the open record in the new language
+            shown = table.side.children
+            if shown and isinstance(shown[0], LinkedRecord):
+                shown[0].close()
+                table.show_side(LinkedRecord(table, link))
+
+        table.model.observe(relabel, "language")
     return table

@@ -63,6 +63,12 @@ def test_a_deep_link_opens_the_record_beside_the_table(crm: CRM, monkeypatch: py
     [shown] = page.side.children
     assert isinstance(shown, LinkedRecord) and shown.address_id == address
     assert "Müller &amp; Söhne GmbH" in shown.title.value and "Berlin" in shown.fields.value
+    assert "Datensatz" in shown.title.value and "Firma" in shown.fields.value
+    page.language_switch.value = "en"  # the open record follows the language switch
+    [shown] = page.side.children
+    assert isinstance(shown, LinkedRecord) and "Record" in shown.title.value and "Company" in shown.fields.value
+    assert "Schließen" not in shown.close_button.description
+    page.language_switch.value = "de"
     page.close()
 
 
