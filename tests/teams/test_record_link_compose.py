@@ -11,6 +11,7 @@ import pytest
 
 import crmkit
 from crmkit import record_links
+from crmkit.errors import ValidationError
 from crmkit.teams.compose import MAX_MESSAGE_BYTES, message_size
 from crmkit.teams.options import SendOptions
 
@@ -77,3 +78,11 @@ def test_the_links_count_in_the_size_split(crm: crmkit.CRM) -> None:
         assert message_size(payload) <= MAX_MESSAGE_BYTES
     linked = [int(i) for p in with_links for i in re.findall(r"\?record=(\d+)", p["body"]["content"])]
     assert linked == ids  # every record once, in order, across the split
+
+
+def test_a_base_stored_past_the_check_stops_the_send_with_what_to_do(crm: crmkit.CRM, records: list[int]) -> None:
+    # crm.set_setting checks only the type; a base no link may carry is refused when a message would carry it
+    crm.set_setting(record_links.SETTING, "javascript:alert(1)")
+    with pytest.raises(ValidationError) as caught:
+        _plan(crm, records[:1], record_format="card")
+    assert "Anzeigeformat" in caught.value.text("de") and "Display format" in caught.value.text("en")
