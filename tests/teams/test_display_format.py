@@ -37,7 +37,7 @@ EVIL = '<script>alert("x")</script>'
 ELEMENTS: dict[str, dict[str, Any]] = {
     "AdaptiveCard": {
         "required": {"type": str, "version": str, "body": list},
-        "optional": {"$schema": str},
+        "optional": {"$schema": str, "actions": list},
     },
     "TextBlock": {
         "required": {"type": str, "text": str},
@@ -46,6 +46,8 @@ ELEMENTS: dict[str, dict[str, Any]] = {
     },
     "FactSet": {"required": {"type": str, "facts": list}, "optional": {}},
     "Fact": {"required": {"title": str, "value": str}, "optional": {}},
+    # learn.microsoft.com, Adaptive Cards schema explorer, Action.OpenUrl: type and url required (1.0), title
+    "Action.OpenUrl": {"required": {"type": str, "url": str}, "optional": {"title": str}},
 }
 
 
@@ -81,6 +83,10 @@ def validate_card(card: dict[str, Any]) -> None:
             assert element["facts"], f"body[{i}]: a FactSet needs at least one fact"
             for j, fact in enumerate(element["facts"]):
                 _check_keys(fact, "Fact", f"body[{i}].facts[{j}]")
+    for i, action in enumerate(card.get("actions", [])):  # only »Im CRM öffnen«, to a web address
+        assert action.get("type") == "Action.OpenUrl", f"actions[{i}]: unexpected action {action.get('type')!r}"
+        _check_keys(action, "Action.OpenUrl", f"actions[{i}]")
+        assert action["url"].startswith(("http://", "https://")), f"actions[{i}]: url {action['url']!r}"
 
 
 def test_the_validator_rejects_broken_cards() -> None:
@@ -93,11 +99,25 @@ def test_the_validator_rejects_broken_cards() -> None:
         lambda c: c["body"][1]["facts"].append({"title": "x", "value": 1}),
         lambda c: c["body"][1]["facts"][0].update(extra="x"),
         lambda c: c["body"][0].update(weight="Heavy"),
+        lambda c: c.update(actions=[{"type": "Action.Submit", "title": "x"}]),
+        lambda c: c.update(actions=[{"type": "Action.OpenUrl", "url": "javascript:alert(1)"}]),
+        lambda c: c.update(actions=[{"type": "Action.OpenUrl", "title": "x"}]),
     ):
         card = json.loads(json.dumps(good))
         breakage(card)
         with pytest.raises(AssertionError):
             validate_card(card)
+
+
+def test_a_card_with_its_record_link_is_a_valid_card() -> None:
+    link = "https://hub.example.org/hub/user-redirect/voila/render/dashboards/addresses.ipynb?record=7"
+    for lang, title in (("de", "Im CRM öffnen"), ("en", "Open in CRM")):
+        card = dfm.default_format().validate().card(RECORD, lang, link=link)
+        validate_card(card)
+        assert card["actions"] == [{"type": "Action.OpenUrl", "title": title, "url": link}]
+        # the compose preview shows it as a link, escaped
+        assert f'<a href="{link}" target="_blank" rel="noopener">{title}</a>' in dfm.card_to_html(card)
+    assert "actions" not in dfm.default_format().card(RECORD, "de")  # no link given: no action
 
 
 # -- the default format and rendering -----------------------------------------------------------------
