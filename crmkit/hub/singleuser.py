@@ -92,6 +92,7 @@ def pooled_kernel_manager() -> type:
     global _POOLED
     if _POOLED is not None:
         return _POOLED
+    from jupyter_core.utils import ensure_async
     from voila.notebook_renderer import NotebookRenderer
     from voila.utils import get_page_config
     from voila.voila_kernel_manager import voila_kernel_manager_factory
@@ -106,6 +107,30 @@ def pooled_kernel_manager() -> type:
             self.notebook_data: dict[str, Any] = {}
             self._pools: dict[str, list[Any]] = {}
             self._pages: dict[str, Any] | None = None
+            self._closing = False
+
+        def fill_if_needed(self, *args: Any, **kwargs: Any) -> None:
+            if not self._closing:  # a page that took a kernel at shutdown must not start a new one
+                super().fill_if_needed(*args, **kwargs)
+
+        async def shutdown_all(self, now: bool = False) -> None:
+            """End the pool's kernels at once, then the pages' as the server ends them.
+
+            A pooled kernel is busy waiting for its page, so it would not answer a shutdown request: Voila's own
+            shutdown_all asks and kills only after the wait, while the spawner's signals end the server, and a
+            kernel (a session of its own) outlives it. A refill under way is let finish (cancelled mid-start, its
+            kernel could be left untracked), then killed; no new one starts (``_closing``)."""
+            self._closing = True
+            pools, self._pools = self._pools, {}
+            for task in [t for pool in pools.values() for t in pool]:
+                try:
+                    kernel_id = (await task)["kernel_id"]
+                except Exception as exc:  # a kernel that failed to start has nothing to end
+                    self.log.info("crmkit: a pooled kernel had not started: %s", exc)
+                    continue
+                if kernel_id in self:
+                    await ensure_async(PageKernelManager.shutdown_kernel(self, kernel_id, now=True))
+            await ensure_async(PageKernelManager.shutdown_all(self, now=now))
 
         def heat(self, voila_configuration: Any, template_paths: list[str], settings: dict[str, Any]) -> None:
             """Fill the pools of :data:`HUB_POOLS`' notebooks that this server has, rendered as its pages are."""

@@ -9,12 +9,15 @@ user (``SimpleLocalProcessSpawner`` isolates nobody).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,9 +28,10 @@ from jupyterhub.utils import maybe_future
 from traitlets import List, Unicode
 
 from crmkit.hub.hooks import check_sign_in
+from crmkit.processes import pid_alive
 from crmkit.text_rules import account_name
 
-__all__ = ["OS_USER_PREFIX", "CrmkitSpawner", "ensure_os_user", "hub_username", "os_user_name"]
+__all__ = ["OS_USER_PREFIX", "CrmkitSpawner", "end_processes_of", "ensure_os_user", "hub_username", "os_user_name"]
 
 OS_USER_PREFIX = "crmkit-"
 
@@ -87,6 +91,41 @@ def ensure_os_user(name: str, home_base: Path, comment: str = "") -> pwd.struct_
     return entry
 
 
+def _pids_of(uid: int) -> list[int]:
+    """The live processes of ``uid`` (a zombie has ended: only its parent's wait is missing)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid and pid_alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except FileNotFoundError:
+                continue  # ended while we looked
+    return found
+
+
+def end_processes_of(uid: int, wait_s: float = 5.0) -> list[int]:
+    """Kill every process running as ``uid`` (a person's own OS user: nobody else runs as it) and wait until
+    /proc has none; returns the pids that were still there. A kernel, a terminal's job or anything a notebook
+    started in a session of its own outlives its server otherwise, with the person's database login in reach."""
+    if uid == 0:
+        raise ValueError("refusing to end root's processes")
+    ended: list[int] = []
+    deadline = time.monotonic() + wait_s
+    while pids := _pids_of(uid):
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            if pid not in ended:
+                ended.append(pid)
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # a killed process leaves /proc once reaped; a fork it made meanwhile is found next round
+    return ended
+
+
 def _copy_owned(src: Path, dst: Path, uid: int, gid: int) -> None:
     """Copy ``src`` (a folder of notebooks) to ``dst`` once, owned by the person: it is their copy to edit."""
     if dst.exists() or not src.is_dir():
@@ -139,6 +178,17 @@ class CrmkitSpawner(LocalProcessSpawner):
         env["HOME"] = entry.pw_dir
         env["SHELL"] = "/bin/sh"  # the login shell is nologin; JupyterLab's terminals need a shell
         return env
+
+    async def stop(self, now: bool = False) -> None:
+        """Stop the server as LocalProcessSpawner does, then end whatever of the person's still runs
+        (:func:`end_processes_of`): jupyter_client starts each kernel in a session of its own, so a kernel that did
+        not end with its server (one busy when the server was signalled, e.g. a preheated one waiting for its page)
+        would go on running. The person's next server starts from nothing of the old one."""
+        await super().stop(now=now)
+        left = await asyncio.to_thread(end_processes_of, pwd.getpwnam(self.os_user).pw_uid)
+        if left:
+            self.log.warning("crmkit: %d process(es) of %s outlived the server and were ended", len(left),
+                             self.os_user)
 
     async def move_certs(self, paths: dict[str, str]) -> dict[str, str]:
         raise NotImplementedError("internal_ssl is not used by crmkit hub")
