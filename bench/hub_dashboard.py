@@ -197,8 +197,8 @@ def run(ctx: Context) -> list[Result]:
         Result("addresses dashboard through the hub: time to interactive, median", round(hub_ms, 1), "ms",
                note=f"{visits} visits each after one warm-up, interleaved with crmkit's Voila (team mode, the same "
                     f"person's CRM login), {PAUSE_S:.0f} s pause after each; through the hub Voila is a server "
-                    f"extension with a preheated pool of 1 for this dashboard (crmkit.hub.singleuser.HUB_POOLS), crmkit's "
-                    f"Voila has one of 3. "
+                    "extension with a preheated pool of 1 for this dashboard (crmkit.hub.singleuser.HUB_POOLS), "
+                    "crmkit's Voila has one of 3. "
                     "hub: " + ", ".join(f"{t:.0f}" for t in times["hub"]) + " ms; direct: "
                     + ", ".join(f"{t:.0f}" for t in times["direct"]) + " ms"
                     + "".join(f"; {n}: {k} failed visit(s)" for n, k in failed.items() if k),
