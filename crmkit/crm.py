@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import addresses as _addresses
-from . import contacts
+from . import contacts, record_links
 from .addresses import check_id
 from .errors import NotFound, ValidationError, catalog_error
 from .mode import Mode, current_mode, team_session_user
@@ -165,6 +165,9 @@ class CRM(Session):
             from .teams import activation
 
             activation.set_enabled(self, value)
+            return
+        if name == record_links.SETTING:  # a link base Teams messages will carry: its form checked here too
+            record_links.set_base(self, value)
             return
         self.store.write(lambda tx: self.write_setting(tx, name, value))
 
