@@ -161,7 +161,7 @@ class PageKernelManager(AsyncMappingKernelManager):
         """
         if self.max_kernels <= 0:
             return True
-        ids = [kid for kid in self.list_kernel_ids() if self._governed(kid)]
+        ids = self._governed_ids()
         if len(ids) < self.max_kernels:
             return True
         idle_for = self.page_gone_after if idle_for is None else idle_for
@@ -182,7 +182,10 @@ class PageKernelManager(AsyncMappingKernelManager):
                 await ensure_async(self.shutdown_kernel(kid))
             except (KeyError, RuntimeError, tornado.web.HTTPError):
                 pass
-        return len([kid for kid in self.list_kernel_ids() if self._governed(kid)]) < self.max_kernels
+        return len(self._governed_ids()) < self.max_kernels
+
+    def _governed_ids(self) -> list[str]:
+        return [kid for kid in self.list_kernel_ids() if self._governed(kid)]
 
 
 class DashboardHandler(TornadoVoilaHandler):
