@@ -449,6 +449,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             UNIQUE (tenant_id, object_id),
             CHECK (object_id IS NOT NULL OR upn IS NOT NULL))""",
     ]),
+    # A large set sent as one file (crmkit/teams/file_send.py): an outbox row's file step (the OneDrive item,
+    # who it is shared with, an upload session in progress as ciphertext only), and the file's id in the log.
+    (15, "file sends: the outbox row's file state, the transfer log's file id", [
+        "ALTER TABLE outbox ADD COLUMN file_state VARCHAR",
+        "ALTER TABLE transfer_log ADD COLUMN file_id VARCHAR",
+    ]),
 ]
 
 

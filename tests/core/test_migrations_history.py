@@ -199,6 +199,7 @@ RELEASED = {
     12: "d0b149639f06c2cbf9af88f4017cb570b5099dc807da6f64303476fa03eb6134",
     13: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  # nothing on DuckDB
     14: "4aa22a2a2b17a7ddac41fe07120535a382973729afb850a9605e4ccc903fd5cd",
+    15: "bc4d8b30bda2c4bed9798f1829cb4f661a1e6715e0f62b6ab5240ca75c5009bc",
 }
 # The same over what PostgreSQL runs (statements_for: POSTGRES_INSTEAD and POSTGRES_ONLY applied); pinned from
 # migration 12 on, the first release on PostgreSQL. Where the two differ is migrations.py's dialect table.
@@ -217,6 +218,7 @@ RELEASED_POSTGRESQL = {
     12: "9c8dcef8ccf826b966a261895dd8c3b6ee1b8170354e83174101b5fef88710a3",
     13: "d7ac8071ecd042bc0fc50860bd3f9743e836fb8feabf5b1d32543e8f8b6250e5",
     14: "4aa22a2a2b17a7ddac41fe07120535a382973729afb850a9605e4ccc903fd5cd",
+    15: "bc4d8b30bda2c4bed9798f1829cb4f661a1e6715e0f62b6ab5240ca75c5009bc",
 }
 
 
