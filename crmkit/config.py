@@ -38,8 +38,13 @@ DEFAULT_AUTHORITY_HOST = "login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765"
 # Delegated permissions crmkit asks for (offline_access is added by MSAL itself).
-# Chat.Read lets the outbox read a chat back to confirm a message whose answer was lost.
-GRAPH_SCOPES = ("User.Read", "User.ReadBasic.All", "Chat.Create", "ChatMessage.Send", "Chat.Read")
+# Chat.Read lets the outbox read a chat back to confirm a message whose answer was lost. Channels (issue 17.1):
+# the joined teams and their channels for the picker, a channel's members for the transfer log, the post, and
+# ChannelMessage.Read.All to read a channel back after a lost answer (as Chat.Read does for chats). A large set
+# as one file (issue 17.4): Files.ReadWrite uploads the workbook to the sender's OneDrive and shares it.
+GRAPH_SCOPES = ("User.Read", "User.ReadBasic.All", "Chat.Create", "ChatMessage.Send", "Chat.Read",
+                "Team.ReadBasic.All", "Channel.ReadBasic.All", "ChannelMember.Read.All", "ChannelMessage.Send",
+                "ChannelMessage.Read.All", "Files.ReadWrite")
 # "common"/"consumers" would let personal Microsoft accounts in; crmkit wants work or school only.
 _FORBIDDEN_TENANTS = {"common", "consumers"}
 

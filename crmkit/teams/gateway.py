@@ -3,7 +3,9 @@
 :class:`GraphChatGateway` is what :class:`~crmkit.teams.delivery.DeliveryEngine` posts through
 (the :class:`~crmkit.teams.delivery.ChatGateway` protocol): it finds or makes the chat, posts once
 (a 5xx or no answer is :class:`~crmkit.teams.delivery.Ambiguous`, for the outbox to reconcile) and
-reads a chat back for a message's marker. :func:`teams_limiter` paces posts at Teams' limits.
+reads a chat back for a message's marker. A channel row (chat id ``channel:<team>/<channel>``) is posted to
+the channel and read back from its message list, on the same pacing and ambiguity rules.
+:func:`teams_limiter` paces posts at Teams' limits.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from urllib.parse import quote
 import pandas as pd
 
 from ..graph import TEAMS_CHAT_RATE, TEAMS_TENANT_RATE, RateLimiter
+from .channels import channel_path
 from .delivery import Ambiguous
+from .recipients import CHANNEL_PREFIX
 
 if TYPE_CHECKING:
     from ..graph import GraphClient
@@ -67,6 +71,7 @@ class GraphChatGateway:
         return pd.Timestamp(since) + pd.Timedelta(seconds=bounds[0]) - self.margin
 
     async def ensure_chat(self, kind: str, members: list[str], topic: str | None) -> str:
+        # A channel row carries its channel key as chat id (the engine never asks for its chat).
         if kind == "oneOnOne":
             chat = await self.aio.get_or_create_chat(members[0], members[1])
         else:
@@ -77,6 +82,9 @@ class GraphChatGateway:
         from ..errors import GraphError
 
         try:
+            if chat_id.startswith(CHANNEL_PREFIX):  # a team's channel: paced per channel as a chat is
+                return await self.aio.json("POST", f"{channel_path(chat_id)}/messages", json=dict(payload),
+                                           chat_id=chat_id, paced=True)
             return await self.aio.post_message(chat_id, payload)
         except GraphError as exc:
             if exc.status is None or exc.status >= 500:
@@ -95,6 +103,10 @@ class GraphChatGateway:
         floor = self.window_start(since)
         params: dict[str, Any] | None = {"$top": 50, "$orderby": "lastModifiedDateTime desc",
                                          "$filter": f"lastModifiedDateTime gt {_graph_time(floor)}"}
+        if chat_id.startswith(CHANNEL_PREFIX):
+            # channel-list-messages takes $top (<= 50) only and lists newest first; the page loop below stops
+            # at the first message older than the window, so the read is bounded the same way.
+            path, params = f"{channel_path(chat_id)}/messages", {"$top": 50}
         content = payload["body"]["content"]
         while path is not None:
             data = await self.aio.json("GET", path, params=params, chat_id=chat_id, paced=True)

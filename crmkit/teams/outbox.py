@@ -47,7 +47,7 @@ class OutboxMessage:
 
     payload: dict[str, Any]
     marker: str  # client-chosen id found again in the chat (the card's attachment id)
-    chat_kind: str  # oneOnOne | group
+    chat_kind: str  # oneOnOne | group | channel
     members: list[str]  # Entra object ids, the sender included
     recipients: list[dict[str, str]]  # [{id, name}] - the people the record goes to
     address_ids: list[int]
@@ -56,6 +56,7 @@ class OutboxMessage:
     contact_subject: str | None = None
     contact_notes: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    chat_id: str | None = None  # known before sending: a channel post's channel key (chat_kind 'channel')
 
 
 @dataclass
@@ -111,14 +112,15 @@ def add_messages(tx: Tx, batch_id: str, messages: Sequence[OutboxMessage], *, fi
         "payload": [json.dumps(m.payload, ensure_ascii=False) for m in messages],
         "contact_subject": [m.contact_subject for m in messages],
         "contact_notes": [m.contact_notes for m in messages],
+        "chat_id": pd.Series([m.chat_id for m in messages], dtype=object),
     })
     tx.register("_outbox_new", frame)
     try:
         tx.execute(
             "INSERT INTO outbox (id, batch_id, seq, marker, chat_kind, members, topic, recipients, address_ids, "
-            "field_names, payload, contact_subject, contact_notes, status, attempts) "
+            "field_names, payload, contact_subject, contact_notes, chat_id, status, attempts) "
             "SELECT id, batch_id, seq, marker, chat_kind, members, topic, recipients, address_ids, field_names, "
-            "payload, contact_subject, contact_notes, 'pending', 0 FROM _outbox_new"
+            "payload, contact_subject, contact_notes, CAST(chat_id AS VARCHAR), 'pending', 0 FROM _outbox_new"
         )
     finally:
         tx.unregister("_outbox_new")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import privacy, record_links
 from ..errors import NotFound, ValidationError, catalog_error
+from .channels import CHANNEL_KIND, add_mentions
 from .compose import build_message, check_size, split_rows
 from .options import SendOptions
 from .outbox import OutboxMessage
@@ -106,10 +107,11 @@ def plan_ids(
     )
     allowed_ids = set(decision.allowed_ids)  # a set: decision.allowed(a) scans every address
     allowed = [a for a in ids if a in allowed_ids]
+    targets = [p for p in people if p.get("kind") == CHANNEL_KIND]  # channels: a post each, no chat
     recips = [{"id": p["id"], "name": p.get("displayName") or p.get("userPrincipalName") or p["id"]}
-              for p in people]
+              for p in people if p.get("kind") != CHANNEL_KIND]
     messages: list[OutboxMessage] = []
-    lanes = ([[r] for r in recips] if options.chat == "one_on_one" else [recips])
+    lanes = ([[r] for r in recips] if options.chat == "one_on_one" else [recips]) if recips else []
     kind = "oneOnOne" if options.chat == "one_on_one" else "group"
     topic = full_subject[:250] if kind == "group" else None
     # The deep link per record (»Im CRM öffnen«): the setting once per plan; empty means no link.
@@ -124,11 +126,33 @@ def plan_ids(
         else:
             messages.extend(digest_messages(full_subject, message, [found[a] for a in allowed], fmt,
                                                   lang, options, kind, members, lane, topic, names, links))
+    channel_recips = []
+    for target in targets:  # the same messages as for a person, posted to the channel, @mentions first
+        lane = [channel_recipient(target)]
+        channel_recips.extend(lane)
+        if options.mode == "per_record":
+            posts = [record_message(full_subject, message, found[a], fmt, lang, options, CHANNEL_KIND,
+                                    target["members"], lane, None, names[a], links.get(a)) for a in allowed]
+        else:
+            posts = digest_messages(full_subject, message, [found[a] for a in allowed], fmt, lang, options,
+                                    CHANNEL_KIND, target["members"], lane, None, names, links)
+        for m in posts:
+            m.payload = add_mentions(m.payload, target.get("mention") or [])
+            check_size(m.payload)
+            m.chat_id = target["id"]
+        messages.extend(posts)
     return SendPlan(
         subject=full_subject, text=message, options=options, channel=channel, trigger=trigger, me=me,
-        recipients=recips, messages=messages, blocked=decision.blocked, log=decision.log,
+        recipients=[*recips, *channel_recips], messages=messages, blocked=decision.blocked, log=decision.log,
         purpose=decision.purpose, field_names=names,
     )
+
+def channel_recipient(target: dict[str, Any]) -> dict[str, Any]:
+    """A channel as the outbox's (and the transfer log's) recipient: its key, "Team / Channel", and its
+    member and guest counts at planning time (the disclosure the post makes)."""
+    return {"id": target["id"], "name": target["displayName"], "members": int(target["member_count"]),
+            "guests": int(target["guest_count"])}
+
 
 def record_message(subject: str, text: str, record: dict[str, Any], fmt: Any, lang: str,
                    options: SendOptions, kind: str, members: list[str], lane: list[dict[str, str]],

@@ -59,7 +59,7 @@ def record_outcome(tx: Tx, row: Any, delivery: Any) -> None:
                 user_name=row.user_name, channel=row.channel, trigger=row.trigger, address_id=int(a),
                 fields=fields.get(str(a), []), outcome=delivery.status, recipient_id=r["id"],
                 recipient_name=r["name"], purpose=row.purpose, ms_account=row.account,
-                message_id=delivery.message_id, message_key=row.id, detail=delivery.error,
+                message_id=delivery.message_id, message_key=row.id, detail=_detail(r, delivery.error),
                 logged_at=delivery.at,
             )
             for a in json.loads(row.address_ids) for r in recipients
@@ -69,6 +69,14 @@ def record_outcome(tx: Tx, row: Any, delivery: Any) -> None:
         link = message_link(delivery.chat_id, delivery.message_id)
         for a in json.loads(row.address_ids):
             _file_contact(tx, int(a), row, names, delivery, link)
+
+
+def _detail(recipient: dict[str, Any], error: str | None) -> str | None:
+    """The transfer log's detail: for a channel, the disclosure (its member and guest count when planned)."""
+    if "members" not in recipient:
+        return error
+    told = f"channel members: {int(recipient['members'])}, guests: {int(recipient.get('guests') or 0)}"
+    return f"{told}; {error}" if error else told
 
 
 def _file_contact(tx: Tx, address_id: int, row: Any, names: str, delivery: Any, link: str) -> None:
@@ -84,6 +92,11 @@ def _file_contact(tx: Tx, address_id: int, row: Any, names: str, delivery: Any, 
 
 
 def message_link(chat_id: str | None, message_id: str | None) -> str:
-    """Teams' deep link to a chat message."""
+    """Teams' deep link to a chat message (or a channel post: its chat id is the channel key)."""
+    if chat_id and chat_id.startswith("channel:"):
+        team, _, channel = chat_id[len("channel:"):].partition("/")
+        ctx = quote(json.dumps({"contextType": "channel"}, separators=(",", ":")))
+        return (f"https://teams.microsoft.com/l/message/{quote(channel, safe=':@')}/{message_id}"
+                f"?groupId={quote(team)}&parentMessageId={message_id}&context={ctx}")
     context = quote(json.dumps({"contextType": "chat"}, separators=(",", ":")))
     return f"https://teams.microsoft.com/l/message/{quote(chat_id or '', safe=':@')}/{message_id}?context={context}"

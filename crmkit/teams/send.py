@@ -37,6 +37,7 @@ from ..errors import ValidationError, catalog_error
 from ..graph import GraphNotFound, RetryPolicy
 from . import display_format, recipients
 from .activation import switched_off
+from .channels import joined_channels, resolve_channel
 from .compose import check_message_text, prefixed_subject
 from .delivery import DeliveryEngine, Progress, deliver_shared, progress_after
 from .gateway import GraphChatGateway, teams_limiter
@@ -164,6 +165,18 @@ class TeamsService:
         return frame.reindex(columns=[c for c in frame.columns if frame[c].notna().any() or c in ("id",
                                                                                                    "displayName")])
 
+    def channels(self) -> pd.DataFrame:
+        """The channels of the teams the sender has joined (the picker lists them beside people).
+
+        Columns: ``key`` (what ``to=`` takes, ``channel:<team id>/<channel id>``), ``team``, ``channel``,
+        ``membership`` (standard / private), ``team_id``, ``channel_id``.
+
+        Raises:
+            SignInRequired: the user has no Microsoft 365 account for Teams yet.
+        """
+        return pd.DataFrame(joined_channels(self.graph()),
+                            columns=["key", "team", "channel", "membership", "team_id", "channel_id"])
+
     def resolve(self, to: Iterable[str | dict[str, Any]], *, saving: bool = False) -> list[dict[str, Any]]:
         """Each recipient as a directory user, each person once (by object id, however they were named).
 
@@ -181,16 +194,30 @@ class TeamsService:
         people: dict[str, dict[str, Any]] = {}
         problems: list[tuple[str, str]] = []
         refused: list[str] = []
-        for r in wanted:
+        def person(r: recipients.Recipient) -> dict[str, Any] | None:
             user = _look_up(graph, r)
             if user is None:
                 problems.append(("error.msg.not_in_directory", r.label))
             elif user.get("accountEnabled") is False:
                 problems.append(("error.msg.account_disabled", recipients.shown(user.get("displayName") or r.key)))
             else:
-                people.setdefault(str(user["id"]).lower(), user)  # one person named twice counts once
-                continue
+                return user
             refused.append(r.key)
+            return None
+
+        for r in wanted:
+            if r.kind == "channel":  # read in full below: the sender's joined channel, its members, @mentions
+                mentioned = [u for u in map(person, r.mention) if u is not None]
+                target = resolve_channel(graph, r, mentioned)
+                if target is None:
+                    problems.append(("error.msg.channel_not_joined", r.label))
+                    refused.append(r.key)
+                else:
+                    people.setdefault(r.key, target)
+                continue
+            user = person(r)
+            if user is not None:
+                people.setdefault(str(user["id"]).lower(), user)  # one person named twice counts once
         if problems:
             raise recipients.invalid(problems, refused, saving=saving)
         return list(people.values())

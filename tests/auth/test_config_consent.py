@@ -110,7 +110,12 @@ def test_admin_consent_link_matches_microsofts_format(home: Path) -> None:
     assert list(q) == ["client_id", "scope", "redirect_uri", "state"]
     assert q["scope"] == ["https://graph.microsoft.com/User.Read https://graph.microsoft.com/User.ReadBasic.All "
                           "https://graph.microsoft.com/Chat.Create https://graph.microsoft.com/ChatMessage.Send "
-                          "https://graph.microsoft.com/Chat.Read"]
+                          "https://graph.microsoft.com/Chat.Read https://graph.microsoft.com/Team.ReadBasic.All "
+                          "https://graph.microsoft.com/Channel.ReadBasic.All "
+                          "https://graph.microsoft.com/ChannelMember.Read.All "
+                          "https://graph.microsoft.com/ChannelMessage.Send "
+                          "https://graph.microsoft.com/ChannelMessage.Read.All "
+                          "https://graph.microsoft.com/Files.ReadWrite"]
     assert q["redirect_uri"] == ["https://login.microsoftonline.com/common/oauth2/nativeclient"]
     assert q["state"] == ["s1"]
     assert "%20" in url and "+" not in url  # spaces percent-encoded, as Microsoft's samples show
