@@ -4,7 +4,7 @@
     crmkit [--db PATH] [--user NAME] demo-data --addresses N [--seed S] [--replace]
     crmkit sandbox …      the local Microsoft sandbox tenant
     crmkit demo           the demo: sandbox, demo data, Voila dashboards, JupyterLab
-    crmkit [--db PATH] [--user NAME] worker [--interval S] [--once]   the campaign-action worker
+    crmkit [--db PATH] [--user NAME] worker [--interval S] [--once] [--reply-interval S]   the worker
     crmkit migrate-store SOURCE TARGET   copy a CRM into an empty database (DuckDB file <-> PostgreSQL URL)
     crmkit --db postgresql://OWNER@HOST/DB db-roles [--rotate USER --home DIR]   database logins per CRM user
     crmkit hub [--db postgresql://OWNER@HOST/DB] [--port P] [--tenant-id T --client-id C --client-secret-file F]
@@ -105,7 +105,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "ones whose recording process died). On a DuckDB file one worker is active at a "
                                    "time; others stand by and take over when it stops. On PostgreSQL every worker "
                                    "is active and also delivers its user's queued sends, the work and Teams' limits "
-                                   "shared through the database. SIGTERM or Ctrl-C stop it cleanly.")
+                                   "shared through the database. With the setting teams.file_replies on it files "
+                                   "replies in Teams to crmkit's messages on the records, every --reply-interval "
+                                   "seconds. SIGTERM or Ctrl-C stop it cleanly.")
     # SUPPRESS: given here they override the global --db/--user, left out they leave them alone.
     p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
                    help="the database: a DuckDB file or a postgresql:// URL")
@@ -114,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
                    help="seconds between rounds (default 5)")
     p.add_argument("--once", action="store_true", help="run what is due now, then exit")
+    p.add_argument("--reply-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds between passes filing replies from Teams, when teams.file_replies is on "
+                        "(default 60; 0: never)")
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("migrate-store", help="copy a CRM into an empty database (DuckDB file <-> PostgreSQL)",
@@ -275,8 +280,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     from .campaigns.worker import run_worker
 
-    if args.interval < 0:
-        print("crmkit: error: --interval must be 0 or more.", file=sys.stderr)
+    if args.interval < 0 or args.reply_interval < 0:
+        print("crmkit: error: --interval and --reply-interval must be 0 or more.", file=sys.stderr)
         return EXIT_ERROR
     path = args.db or default_path()
     # A worker never creates a database of its own (a PostgreSQL URL: Store says if the server refuses).
@@ -294,11 +299,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    stats = run_worker(path, poll_interval=args.interval, once=args.once, stop_event=stop, user=args.user)
+    stats = run_worker(path, poll_interval=args.interval, once=args.once, stop_event=stop, user=args.user,
+                       reply_interval=args.reply_interval)
     outcomes = ", ".join(f"{n} {status}" for status, n in sorted(stats.outcomes.items())) or "none"
     role = "active" if stats.active else "standby (another worker held the lease)"
     queued = f"; queued messages delivered: {stats.messages}" if stats.messages else ""
-    print(f"crmkit worker: stopped; was {role}; runs: {outcomes}{queued}.")
+    replies = f"; replies filed: {stats.replies}" if stats.replies else ""
+    print(f"crmkit worker: stopped; was {role}; runs: {outcomes}{queued}{replies}.")
     return EXIT_OK
 
 

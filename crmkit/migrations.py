@@ -455,6 +455,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE outbox ADD COLUMN file_state VARCHAR",
         "ALTER TABLE transfer_log ADD COLUMN file_id VARCHAR",
     ]),
+    # Replies filed on the record (crmkit/teams/replies.py): a reply is filed once, by its key (conversation: the
+    # chat id, or team/channel/root of a channel post; the reply's Graph id); a watermark per conversation (the
+    # newest lastModifiedDateTime read, Graph's clock, UTC) so a pass reads only what is new; the transfer log's
+    # direction (rows from before are sends: 'out'; a filed reply is 'in').
+    (16, "teams replies: replies filed once, a watermark per conversation, the transfer log's direction", [
+        """CREATE TABLE teams_replies (
+            conversation_id VARCHAR NOT NULL,
+            reply_id VARCHAR NOT NULL,
+            outbox_id VARCHAR NOT NULL,
+            reply_to VARCHAR NOT NULL,
+            author_id VARCHAR,
+            author_name VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            filed_at TIMESTAMP NOT NULL,
+            filed_by VARCHAR NOT NULL,
+            PRIMARY KEY (conversation_id, reply_id))""",
+        """CREATE TABLE teams_reply_watermarks (
+            conversation_id VARCHAR PRIMARY KEY,
+            watermark TIMESTAMP NOT NULL,
+            polled_at TIMESTAMP NOT NULL)""",
+        "ALTER TABLE transfer_log ADD COLUMN direction VARCHAR DEFAULT 'out'",
+    ]),
 ]
 
 

@@ -35,6 +35,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("crm.addresses_url", "http://127.0.0.1:8866/voila/render/addresses.ipynb",
             "Web address of the addresses dashboard that »Im CRM öffnen« in Teams messages links to (the link "
             "adds ?record=<id>); empty means no link.", right="teams.admin"),
+    # crmkit.teams.replies: a reply in Teams to a message crmkit posted is filed on the record as a TS contact
+    # (`crmkit worker` polls the chats; crm.teams.file_replies() on demand). Opt-in: it reads people's chats.
+    Setting("teams.file_replies", False, "File replies from Teams on the record: a reply to a message crmkit "
+            "posted becomes a contact of type TS on the address (Antworten aus Teams am Datensatz ablegen).",
+            right="teams.admin"),
     Setting("privacy.retention_days", 730, "Days a transfer-log row is kept before purge.",
             right="privacy.admin"),
     Setting("ui.default_language", "de", "Language of new users (de or en).", choices=("de", "en")),

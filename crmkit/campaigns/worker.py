@@ -13,6 +13,11 @@ leases (teams.outbox.claim_open), and Teams' limits are paced for all workers to
 database (teams.pacing). Besides campaign runs, each round delivers the queued sends of the worker's
 CRM user (``crm.teams.send(..., deliver=False)``) through that user's Teams account.
 
+With the system setting ``teams.file_replies`` on, the active worker also files replies in Teams to crmkit's
+messages on the records (crmkit.teams.replies) every ``reply_interval`` seconds: its user's own sends, read with
+that user's Teams account, and the campaign account's, read with that account. Each reply is filed once, also
+when two workers read the same chats (PostgreSQL) or a worker restarts.
+
 >>> run_worker("crm.duckdb", poll_interval=5, once=True)   # doctest: +SKIP
 WorkerStats(active=True, runs=3, done=3, ...)
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,6 +39,7 @@ from ._runner import Claimer, RunOutcome
 if TYPE_CHECKING:
     from ..crm import CRM
     from ..store import Store, Tx
+    from ._service import Campaigns
 
 __all__ = ["LEASE_NAME", "Lease", "WorkerStats", "run_worker"]
 
@@ -101,6 +108,7 @@ class WorkerStats:
     rounds: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     messages: int = 0  # queued messages this worker delivered (PostgreSQL)
+    replies: int = 0  # replies from Teams filed on records (one per address and reply)
 
     @property
     def runs(self) -> int:
@@ -113,7 +121,7 @@ class WorkerStats:
 def run_worker(
     db_path: str | PathLike[str] | None, *, poll_interval: float = 5.0, once: bool = False,
     stop_event: threading.Event | None = None, user: str | None = None, lease_ttl: float = DEFAULT_LEASE_TTL,
-    batch: int = 20,
+    batch: int = 20, reply_interval: float = 60.0,
 ) -> WorkerStats:
     """Run due campaign actions until ``stop_event`` is set (or one round with ``once``).
 
@@ -125,6 +133,8 @@ def run_worker(
         user: the CRM user the worker acts as (default ``CRMKIT_USER``, else ``admin``).
         lease_ttl: seconds a lease lasts without a heartbeat.
         batch: runs claimed per round.
+        reply_interval: seconds between reply passes while ``teams.file_replies`` is on (0: none; with ``once``,
+            one pass).
 
     Raises:
         CrmkitError: the database cannot be opened, or the user is unknown.
@@ -133,8 +143,8 @@ def run_worker(
 
     from ._service import Campaigns
 
-    if lease_ttl <= 0 or poll_interval < 0:
-        raise ValueError("lease_ttl must be > 0 and poll_interval >= 0")
+    if lease_ttl <= 0 or poll_interval < 0 or reply_interval < 0:
+        raise ValueError("lease_ttl must be > 0, poll_interval and reply_interval >= 0")
     stop = stop_event or threading.Event()
     crm = crmkit.open(db_path, user)
     campaigns = Campaigns(crm)
@@ -147,6 +157,7 @@ def run_worker(
     stats = WorkerStats()
     holding = threading.Event()
     beat_stop = threading.Event()
+    next_replies = 0.0  # time.monotonic() of the next reply pass
 
     def heartbeat() -> None:
         while not beat_stop.wait(lease_ttl / 3):
@@ -178,6 +189,9 @@ def run_worker(
                         break
                 if shared and not stop.is_set():
                     stats.messages += _deliver_queued(crm, claimer, stop, warned)
+                if reply_interval > 0 and not stop.is_set() and time.monotonic() >= next_replies:
+                    next_replies = time.monotonic() + reply_interval
+                    stats.replies += _file_replies(crm, campaigns, claimer, warned)
             if once:
                 break
             stop.wait(poll_interval)
@@ -190,8 +204,7 @@ def run_worker(
             except Exception:
                 log.exception("worker %s: could not release the lease", claimer.holder)
         campaigns.close()
-        if shared:
-            crm.teams.close()
+        crm.teams.close()  # delivery (PostgreSQL) and reply passes
         crm.store.close()
         log.info("worker %s stopped: %d run(s) %s, %d queued message(s)", claimer.holder, stats.runs,
                  dict(stats.outcomes), stats.messages)
@@ -207,6 +220,30 @@ def _forget_dead_workers(store: Store, claimer: Claimer) -> None:
     if dead:
         store.write(lambda tx: tx.execute(
             f"DELETE FROM campaign_worker_lease WHERE name IN ({', '.join('?' * len(dead))})", dead) and None)
+
+
+def _file_replies(crm: CRM, campaigns: Campaigns, claimer: Claimer, warned: set[str]) -> int:
+    """One reply pass for the worker's user's own sends and one for the campaign account's (crmkit.teams.replies),
+    while ``teams.file_replies`` is on; the number of contacts filed. Asks Graph nothing when the setting is off."""
+    from ..errors import AuthError, CrmkitError
+    from ..teams.replies import enabled
+
+    if not enabled(crm):
+        return 0
+    filed = 0
+    for service in (crm.teams, campaigns.teams):
+        try:
+            frame = service.file_replies()
+        except (AuthError, CrmkitError) as exc:  # no account signed in, no right: say so once, keep running
+            text = f"{service.sender}: " + " ".join(str(exc).split())
+            if text not in warned:
+                warned.add(text)
+                log.warning("worker %s cannot file replies (%s)", claimer.holder, text)
+            continue
+        filed += len(frame)
+        for conversation, why in frame.attrs.get("failed", {}).items():
+            log.warning("worker %s: replies in %s not read, again next pass: %s", claimer.holder, conversation, why)
+    return filed
 
 
 def _deliver_queued(crm: CRM, claimer: Claimer, stop: threading.Event, warned: set[str]) -> int:

@@ -45,7 +45,11 @@ OUTCOMES: tuple[str, ...] = ("sent", "failed", "blocked")
 LOG_COLUMNS: tuple[str, ...] = (
     "id", "logged_at", "user_name", "ms_account", "channel", "trigger", "address_id", "fields",
     "recipient_id", "recipient_name", "purpose", "outcome", "message_id", "message_key", "detail",
+    "direction",
 )
+# out: address data leaving the CRM (a send, an export); in: data coming in about an address (a reply in Teams
+# filed on it, crmkit.teams.replies: the recipient columns name its author, outcome sent = it arrived).
+DIRECTIONS: tuple[str, ...] = ("out", "in")
 BULK_ROWS = 16  # above this many rows, log_transfers inserts from one registered DataFrame
 _FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 
@@ -72,6 +76,7 @@ class TransferRecord:
     message_key: str | None = None
     detail: str | None = None
     logged_at: datetime | None = None  # None: now
+    direction: str = "out"  # DIRECTIONS
 
 
 _RECORD_NAMES = tuple(f.name for f in dataclass_fields(TransferRecord))
@@ -97,6 +102,8 @@ def _clean_record(row: TransferRecord | Mapping[str, Any], now: datetime) -> dic
         raise ValidationError(f"trigger must be one of {TRIGGERS}, not {out['trigger']!r}.")
     if out["outcome"] not in OUTCOMES:
         raise ValidationError(f"outcome must be one of {OUTCOMES}, not {out['outcome']!r}.")
+    if out["direction"] not in DIRECTIONS:
+        raise ValidationError(f"direction must be one of {DIRECTIONS}, not {out['direction']!r}.")
     if not isinstance(out["user_name"], str) or not out["user_name"]:
         raise ValidationError("A transfer-log row needs the CRM user name.")
     out["address_id"] = check_id(out["address_id"])
@@ -219,7 +226,7 @@ def _bulk_insert(tx: Tx, clean: list[dict[str, Any]]) -> int:
     frame["dedupe_key"] = frame["dedupe_key"].astype("Int64")
     frame["logged_at"] = pd.to_datetime(frame["logged_at"])
     for col in ("user_name", "ms_account", "channel", "trigger", "recipient_id", "recipient_name", "purpose",
-                "outcome", "message_id", "message_key", "detail"):
+                "outcome", "message_id", "message_key", "detail", "direction"):
         frame[col] = frame[col].astype("string")
     name = f"_crmkit_transfer_rows_{next(_names)}"
     # DuckDB refuses to register while an earlier statement's result is unread (Tx.one reads one row).

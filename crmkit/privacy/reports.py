@@ -34,7 +34,7 @@ __all__ = [
 
 _TEXT_COLUMNS: tuple[str, ...] = (
     "user_name", "ms_account", "channel", "trigger", "recipient_id", "recipient_name", "purpose", "outcome",
-    "message_id", "message_key", "detail",
+    "message_id", "message_key", "detail", "direction",
 )
 _EXPORT_TEXT_RISK = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula prefixes (CSV injection)
 

@@ -131,6 +131,7 @@ BASE: dict[str, str] = {
     "campaigns": "SELECT", "campaign_activities": "SELECT", "campaign_participants": "SELECT",
     "campaign_reactions": "SELECT", "campaign_actions": "SELECT", "campaign_recorded_reactions": "SELECT",
     "campaign_runs": "SELECT",
+    "teams_replies": "SELECT", "teams_reply_watermarks": "SELECT",  # replies filed (crmkit.teams.replies)
 }
 
 # The columns of a queued message nobody but the owner may change once written.
@@ -139,11 +140,14 @@ OUTBOX_CONTENT = ("id", "seq", "marker", "chat_kind", "members", "topic", "recip
 _DELIVERY = "{outbox_delivery}"  # placeholder: the outbox's columns but OUTBOX_CONTENT, read at sync
 _DEDUPE = "SELECT (dedupe_key, message_key, address_id, recipient_id)"
 _PACING = "SELECT, INSERT, UPDATE"  # Teams' limits shared by every delivering process (crmkit/teams/pacing.py)
+# A reply pass (crmkit/teams/replies.py) files a reply once and moves its conversation's watermark.
+_REPLIES = {"teams_replies": "INSERT", "teams_reply_watermarks": "INSERT, UPDATE"}
 
 # What delivering a send needs: its batch and rows, their delivery state, the log and Teams' shared pacing.
 _SENDING: dict[str, str] = {
     "outbox_batches": "INSERT", "outbox": f"INSERT, UPDATE ({_DELIVERY}), DELETE",
     "transfer_log": f"INSERT, {_DEDUPE}", "contacts": "INSERT, UPDATE (recipients)", "teams_pacing": _PACING,
+    **_REPLIES,
 }
 # The rights whose sessions deliver their own sends: teams.send (by hand), records.write (the campaign runs of a
 # reaction it records).
@@ -174,7 +178,7 @@ RIGHT_GRANTS: dict[str, dict[str, str]] = {
         "contact_types": "INSERT, UPDATE, DELETE", "contacts": "INSERT, UPDATE (type_code, recipients)",
         "outbox_batches": "INSERT", "outbox": f"INSERT, UPDATE ({_DELIVERY}), DELETE",
         "transfer_log": f"INSERT, {_DEDUPE}",
-        "teams_pacing": _PACING,
+        "teams_pacing": _PACING, **_REPLIES,
     },
     "campaign.admin": {
         "campaigns": "INSERT, UPDATE, DELETE", "campaign_activities": "INSERT, UPDATE, DELETE",
@@ -184,7 +188,7 @@ RIGHT_GRANTS: dict[str, dict[str, str]] = {
         "campaign_account": "SELECT, INSERT, UPDATE, DELETE", "system_settings": "INSERT, UPDATE",
         "outbox_batches": "INSERT", "outbox": f"INSERT, UPDATE ({_DELIVERY}), DELETE",
         "transfer_log": f"INSERT, {_DEDUPE}", "contacts": "INSERT, UPDATE (recipients)",
-        "teams_pacing": _PACING,
+        "teams_pacing": _PACING, **_REPLIES,
     },
     "privacy.admin": {
         "privacy_settings": "INSERT, UPDATE, DELETE", "address_flags": "INSERT, UPDATE, DELETE",

@@ -373,7 +373,9 @@ class TransferLogMonitor(widgets.VBox):
                                                                              self.lang),
                 "address_id": r.address_id, "recipient_name": _text(r.recipient_name) or _text(r.recipient_id),
                 "fields": ", ".join(_field(f, self.lang) for f in r.fields), "purpose": _text(r.purpose),
-                "outcome": t(f"transfer_log.outcome.{r.outcome}", self.lang),
+                # a reply filed from Teams (direction in) came in: »eingegangen«, not »gesendet«
+                "outcome": t("transfer_log.outcome.received" if getattr(r, "direction", "out") == "in"
+                             else f"transfer_log.outcome.{r.outcome}", self.lang),
             }
             rows.append("<tr>" + "".join(f"<td>{_h(cells[c])}</td>" for c in cols) + "</tr>")
         return f'<table class="crmkit-tl-rows"><tr>{head}</tr>{"".join(rows)}</table>'

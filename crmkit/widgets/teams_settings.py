@@ -3,7 +3,8 @@
 A thin view over :mod:`crmkit.teams.activation`: the checkbox "Microsoft Teams-Integration
 aktivieren", the reopen notice for this session, the sessions that must reopen, and the refusal
 when the short code TS is taken, shown with what to do and a button that opens the contact types
-(when the page has that tab). Rights are checked in the core; the view only disables what the user
+(when the page has that tab). Below it the opt-in »Antworten aus Teams am Datensatz ablegen«
+(:mod:`crmkit.teams.replies`, setting ``teams.file_replies``) with what it does. Rights are checked in the core; the view only disables what the user
 may not change, with the missing right in the tooltip.
 """
 
@@ -19,7 +20,7 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 from .. import contact_types
 from ..errors import ContactTypeCodeTaken, CrmkitError
 from ..i18n import format_datetime, t
-from ..teams import activation
+from ..teams import activation, replies
 from ..teams.sessions import reopen_notice
 from .common import ErrorBox
 from .rights_hint import disable_without
@@ -66,8 +67,27 @@ class TeamsSettings(widgets.VBox):
         self._open_button: widgets.Button | None = None  # made when first needed (the TS refusal)
         self._syncing = False
         self.enabled.observe(self._changed, "value")
-        super().__init__([self.title, self.enabled, self.status, self.error, self.sessions],
-                         _dom_classes=("crmkit-teams-settings",))
+        self._fixed, self._text_style = fixed, text_style
+        self.file_replies: widgets.Checkbox | None = None  # offered once the integration is on
+        self.file_replies_help: widgets.HTML | None = None
+        parts = [self.title, self.enabled, self.status, self.error, self.sessions]
+        if enabled:
+            parts += self._replies_parts()
+        super().__init__(parts, _dom_classes=("crmkit-teams-settings",))
+
+    def _replies_parts(self) -> list[widgets.Widget]:
+        """»Antworten aus Teams am Datensatz ablegen« (crmkit.teams.replies, a Teams administrator's opt-in) and what
+        it does; sharing the switch's layout and style (two models more)."""
+        self.file_replies = widgets.Checkbox(
+            value=bool(self.crm.setting(replies.SETTING)), description=t("teams_settings.file_replies", self.lang),
+            indent=False, disabled=not self.may_change, layout=self.enabled.layout, style=self.enabled.style,
+            _dom_classes=("crmkit-teams-file-replies",))
+        disable_without((self.file_replies,), self.crm.user, ("teams.admin",), self.lang)
+        self.file_replies_help = widgets.HTML(
+            f'<p class="crmkit-muted">{html.escape(t("teams_settings.file_replies_help", self.lang))}</p>',
+            layout=self._fixed, style=self._text_style, _dom_classes=("crmkit-teams-file-replies-help",))
+        self.file_replies.observe(self._replies_changed, "value")
+        return [self.file_replies, self.file_replies_help]
 
     @property
     def open_contact_types(self) -> widgets.Button:
@@ -96,6 +116,8 @@ class TeamsSettings(widgets.VBox):
         self._set_checkbox(enabled)
         self.status.value = self._status_html(enabled)
         self.sessions.value = self._sessions_html()
+        if enabled and self.file_replies is None:
+            self.children = (*self.children, *self._replies_parts())
 
     def _status_html(self, enabled: bool) -> str:
         parts = []
@@ -157,6 +179,22 @@ class TeamsSettings(widgets.VBox):
         done = t("teams_settings.enabled_ok" if wanted else "teams_settings.disabled_ok", self.lang)
         self.status.value = f"<div>{html.escape(done)}</div>" + self.status.value
 
+
+    def _replies_changed(self, change: dict[str, Any]) -> None:
+        if self._syncing:
+            return
+        try:
+            self.crm.set_setting(replies.SETTING, bool(change["new"]))
+        except CrmkitError as exc:
+            self._syncing = True
+            try:
+                if self.file_replies is not None:
+                    self.file_replies.value = not change["new"]
+            finally:
+                self._syncing = False
+            self.error.show(exc, self.lang)
+            return
+        self.error.show(None, self.lang)
 
     def _open_contact_types(self) -> None:
         """The refusal's button: the page shows its contact types, on the type that holds the code."""

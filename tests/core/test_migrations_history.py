@@ -200,6 +200,7 @@ RELEASED = {
     13: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  # nothing on DuckDB
     14: "4aa22a2a2b17a7ddac41fe07120535a382973729afb850a9605e4ccc903fd5cd",
     15: "bc4d8b30bda2c4bed9798f1829cb4f661a1e6715e0f62b6ab5240ca75c5009bc",
+    16: "b6e80ca8960676b4eb50a00e88392b1bd25d1c80bb4ca1eb03d2cd0949f63e76",
 }
 # The same over what PostgreSQL runs (statements_for: POSTGRES_INSTEAD and POSTGRES_ONLY applied); pinned from
 # migration 12 on, the first release on PostgreSQL. Where the two differ is migrations.py's dialect table.
@@ -219,6 +220,7 @@ RELEASED_POSTGRESQL = {
     13: "d7ac8071ecd042bc0fc50860bd3f9743e836fb8feabf5b1d32543e8f8b6250e5",
     14: "4aa22a2a2b17a7ddac41fe07120535a382973729afb850a9605e4ccc903fd5cd",
     15: "bc4d8b30bda2c4bed9798f1829cb4f661a1e6715e0f62b6ab5240ca75c5009bc",
+    16: "b6e80ca8960676b4eb50a00e88392b1bd25d1c80bb4ca1eb03d2cd0949f63e76",
 }
 
 
