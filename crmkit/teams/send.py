@@ -421,6 +421,27 @@ class TeamsService:
         """One row per (record, recipient) of the given sends, blocked ones included."""
         return batch_results(self.crm.store, batch_ids)
 
+    def file_replies(self) -> pd.DataFrame:
+        """File the replies in Teams to this sender's messages on their records, each once (issue 17 part 3).
+
+        One pass of :mod:`crmkit.teams.replies` over the chats (and channel posts) this sender posted to in the last
+        30 days, read with the sender's token (the user's Teams account; the campaign account for ``sender=
+        "campaign"``), paced at Teams' limits. Returns one row per address and reply filed (``REPLY_COLUMNS``:
+        address_id, contact_id, author_name, author_id, created_at, text, reply_id, ...); ``attrs``: requests,
+        conversations, failed (conversations to read again next time).
+
+        Raises:
+            PermissionDenied: the user lacks ``teams.send``.
+            IntegrationDisabled: the integration is off, or the setting ``teams.file_replies`` is.
+            SignInRequired: there are messages to look at but no Teams account.
+        """
+        from .replies import check_ready, reply_pass
+
+        check_ready(self.crm)
+        own = self.sender == "user"
+        return reply_pass(self.crm, self._delivery_graph, channels=["teams_manual"] if own else ["teams_campaign"],
+                          user=self.crm.user.name if own else None).frame()
+
 
 def _look_up(graph: GraphClient, r: recipients.Recipient) -> dict[str, Any] | None:
     """The directory user a well-formed recipient names, or None: by id or UPN, then an address by mail."""
