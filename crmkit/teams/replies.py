@@ -52,8 +52,10 @@ from ..errors import IntegrationDisabled, catalog_error
 from ..graph import TEAMS_TENANT_RATE
 from ..text_rules import inert
 from .activation import TEAMS_CONTACT_TYPE_CODE, switched_off
+from .channels import CHANNEL_KIND, channel_path
 from .gateway import GraphChatGateway, _graph_time
 from .outbox import utcnow
+from .recipients import parse_channel_key
 from .results import message_link
 
 if TYPE_CHECKING:
@@ -106,6 +108,7 @@ class Watched:
     first_attempt_at: datetime | None
     team_id: str | None = None
     channel_id: str | None = None
+    pace: str | None = None  # the limiter's key: the chat id, or the channel key (Teams' 1/s per channel)
 
 
 @dataclass(frozen=True)
@@ -144,26 +147,11 @@ class ReplyPass:
 # -- what is watched ---------------------------------------------------------------------------------------------
 
 def _channel_target(row: Any) -> tuple[str, str] | None:
-    """(team id, channel id) of a channel post's outbox row, else None (a chat)."""
-    if row.chat_kind != "channel":
+    """(team id, channel id) of a channel post's outbox row (chat kind ``channel``, its chat id the channel key
+    ``channel:<team>/<channel>``, crmkit.teams.channels), else None (a chat)."""
+    if row.chat_kind != CHANNEL_KIND:
         return None
-    try:
-        members = json.loads(row.members)
-    except (TypeError, ValueError):
-        return None
-    if isinstance(members, dict):
-        team, chan = members.get("team_id") or members.get("teamId"), members.get("channel_id") or members.get(
-            "channelId")
-    elif isinstance(members, list) and len(members) == 2:
-        team, chan = members
-    else:
-        team, chan = None, None
-    if isinstance(team, str) and isinstance(chan, str):
-        return team, chan
-    if isinstance(row.chat_id, str) and row.chat_id.count("/") == 1:  # "<team>/<channel>"
-        team, chan = row.chat_id.split("/")
-        return team, chan
-    return None
+    return parse_channel_key(row.chat_id)
 
 
 def watched(session: Session, *, channels: Sequence[str], user: str | None,
@@ -184,6 +172,7 @@ def watched(session: Session, *, channels: Sequence[str], user: str | None,
         target = _channel_target(row)
         recipients = {str(r.get("id")) for r in json.loads(row.recipients or "[]") if isinstance(r, dict)}
         members = json.loads(row.members or "[]")
+        # a channel post's members are the channel's: its sender is learnt from /me when its replies are read
         senders = frozenset(str(m) for m in members if isinstance(m, str)) - recipients if target is None \
             else frozenset()
         first = row.first_attempt_at
@@ -191,11 +180,11 @@ def watched(session: Session, *, channels: Sequence[str], user: str | None,
         common = dict(outbox_id=row.id, message_id=str(row.message_id),
                       address_ids=tuple(int(a) for a in json.loads(row.address_ids)), senders=senders,
                       user_name=row.user_name, channel=row.channel, trigger=row.trigger, account=row.account,
-                      first_attempt_at=first)
+                      first_attempt_at=first, pace=row.chat_id)
         if target is None:
             out.setdefault(row.chat_id, []).append(Watched(conversation=row.chat_id, kind="chat", **common))
         else:
-            conversation = f"{target[0]}/{target[1]}/{row.message_id}"
+            conversation = f"{row.chat_id}/{row.message_id}"  # channel:<team>/<channel>/<root>
             out.setdefault(conversation, []).append(Watched(conversation=conversation, kind="channel",
                                                             team_id=target[0], channel_id=target[1], **common))
     return out
@@ -232,12 +221,10 @@ async def _read(aio: Any, w: Watched, floor: pd.Timestamp) -> _Read:
         path: str | None = f"/chats/{quote(w.conversation, safe=':@')}/messages"
         params: dict[str, Any] | None = {"$top": PAGE, "$orderby": "lastModifiedDateTime desc",
                                          "$filter": f"lastModifiedDateTime gt {_graph_time(floor)}"}
-        pace = w.conversation
     else:
-        path = (f"/teams/{quote(str(w.team_id), safe='')}/channels/{quote(str(w.channel_id), safe=':@')}"
-                f"/messages/{quote(w.message_id, safe='')}/replies")
+        path = f"{channel_path(str(w.pace))}/messages/{quote(w.message_id, safe='')}/replies"
         params = {"$top": PAGE}
-        pace = f"{w.team_id}/{w.channel_id}"  # Teams' per-channel limit
+    pace = w.pace or w.conversation  # as delivery paces posts: per chat, per channel
     pages = 0
     while path is not None and pages < MAX_PAGES:
         data = await aio.json("GET", path, params=params, chat_id=pace, paced=True)
@@ -312,8 +299,8 @@ def _author(m: dict[str, Any]) -> tuple[str | None, str | None]:
                                                             else None)
 
 
-def _replies(read: _Read, watched_here: list[Watched]) -> list[tuple[dict[str, Any], Watched]]:
-    """The messages read that are replies (by someone but the sender) to one of crmkit's messages."""
+def _replies(read: _Read, watched_here: list[Watched], me: str | None = None) -> list[tuple[dict[str, Any], Watched]]:
+    """The messages read that are replies (by someone but the sender, ``me`` too) to one of crmkit's messages."""
     by_id = {w.message_id: w for w in watched_here}
     found = []
     for m in read.messages:
@@ -326,7 +313,7 @@ def _replies(read: _Read, watched_here: list[Watched]) -> list[tuple[dict[str, A
             target = by_id.get(_quoted(m) or "")
         else:
             target = by_id.get(str(m.get("replyToId") or watched_here[0].message_id))
-        if target is None or author in target.senders:
+        if target is None or author in target.senders or author == me:
             continue
         found.append((m, target))
     return found
@@ -346,9 +333,10 @@ def _subject(session: Session, author: str | None) -> str:
     return inert(t("teams_replies.subject", lang, name=author or "?"))[:200]
 
 
-def _file(session: Session, read: _Read, watched_here: list[Watched], by: str) -> list[FiledReply]:
+def _file(session: Session, read: _Read, watched_here: list[Watched], by: str,
+          me: str | None = None) -> list[FiledReply]:
     """File a conversation's new replies and move its watermark, in one transaction."""
-    found = _replies(read, watched_here)
+    found = _replies(read, watched_here, me)
     subjects = {author: _subject(session, author) for author in {_author(m)[1] for m, _ in found}}
 
     def run(tx: Tx) -> list[FiledReply]:
@@ -431,6 +419,9 @@ def reply_pass(session: Session, graph: Callable[[], GraphClient], *, channels: 
             since = min(starts) if starts else utcnow() - timedelta(days=WATCH_DAYS)
             floors[conversation] = gateway.window_start(since)
     before = client.stats.get("requests", 0)
+    me: str | None = None
+    if any(w.kind == "channel" for w in first.values()):  # who posted them: their own replies are none
+        me = str(client.me().get("id") or "") or None
     reads = client.submit(_read_all(client.aio, first, floors)).result()
     result.requests = client.stats.get("requests", 0) - before
     result.conversations = len(reads)
@@ -438,7 +429,7 @@ def reply_pass(session: Session, graph: Callable[[], GraphClient], *, channels: 
         if read.error is not None:
             result.failed[read.conversation] = read.error
             continue
-        result.filed.extend(_file(session, read, by_conversation[read.conversation], session.user.name))
+        result.filed.extend(_file(session, read, by_conversation[read.conversation], session.user.name, me))
     return result
 
 

@@ -198,3 +198,25 @@ def test_poll_cost_of_a_thousand_chats() -> None:
     assert poll_cost(1000, 10).per_minute == pytest.approx(19 * 60)
     with pytest.raises(ValueError):
         poll_cost(10, 0)
+
+
+@pytest.mark.sandbox
+def test_a_reply_in_a_channel_thread_is_filed_once(sender: crmkit.CRM, crm_tenant: SandboxAdmin) -> None:
+    sender.set_setting("teams.file_replies", True)
+    team = next(t for t in crm_tenant.get("teams")["value"] if t["displayName"] == "Vertrieb")
+    channel = next(c for c in team["channels"] if c["displayName"] == "General")
+    key = f"channel:{team['id']}/{channel['id']}"
+    result = sender.teams.send(3, to=[key], subject="Für alle", record_contact=True)
+    assert result["status"].tolist() == ["sent"]
+    root = sender.store.one("SELECT message_id FROM outbox WHERE chat_id = ?", [key])
+    member = next(u for u in channel["members"] if u != SANDBOX_DEFAULT_UPN)
+    hook = f"/_sandbox/teams/{team['id']}/channels/{channel['id']}/messages/{root}/replies"
+    own = crm_tenant.admin.post(hook, json={"from": SANDBOX_DEFAULT_UPN, "content": "von mir selbst"})
+    reply = crm_tenant.admin.post(hook, json={"from": member, "content": "Übernehme ich"})
+    assert own.status_code == reply.status_code == 201, (own.text, reply.text)
+    filed = sender.teams.file_replies()
+    assert filed["reply_id"].tolist() == [reply.json()["id"]]  # the sender's own reply is no reply to file
+    contacts = _reply_contacts(sender, 3)
+    assert contacts["notes"].tolist() == ["Übernehme ich"] and contacts["address_id"].tolist() == [3]
+    assert sender.teams.file_replies().empty
+    assert len(_reply_contacts(sender, 3)) == 1
