@@ -115,6 +115,11 @@ class ComposeDialog(widgets.VBox):
         self.chosen_label = widgets.HTML(f"<b>{_h(t('teams.recipients', lang))}:</b>")
         self.chosen = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
         self.chosen.add_class("crmkit-compose-chosen")
+        # shown once people and a channel are chosen: @mention the people in the channel post instead
+        self.mention_people = widgets.Checkbox(value=model.mention_people, indent=False,
+                                               description=t("compose.mention_people", lang),
+                                               layout=widgets.Layout(display="none", width="auto"))
+        self.mention_people.add_class("crmkit-compose-mention")
 
         # subject, message, contact
         self.prefix = widgets.HTML(f"<span style='white-space:pre'>{_h(model.prefix)}</span>")
@@ -179,6 +184,7 @@ class ComposeDialog(widgets.VBox):
         super().__init__([
             self.title, self.records, widgets.HBox([self.search, self.add_button]), self.suggestions,
             widgets.HBox([self.chosen_label, self.chosen], layout=widgets.Layout(align_items="center")),
+            self.mention_people,
             widgets.HBox([widgets.Label(t("teams.subject", lang), layout=widgets.Layout(margin="0 8px 0 0")),
                           self.prefix, self.subject],
                          layout=widgets.Layout(align_items="center")),
@@ -191,7 +197,8 @@ class ComposeDialog(widgets.VBox):
         self.add_class("crmkit-compose")
 
         # widgets → model
-        for name in ("subject", "message", "record_contact", *COMPOSE_CHOICES, "include_record", "purpose"):
+        for name in ("subject", "message", "record_contact", *COMPOSE_CHOICES, "include_record", "purpose",
+                     "mention_people"):
             getattr(self, name).observe(lambda c, name=name: setattr(model, name, c["new"]), "value")
         self.preview_button.on_click(lambda _b: model.run_preview())
         self.send_button.on_click(lambda _b: model.send())
@@ -235,8 +242,11 @@ class ComposeDialog(widgets.VBox):
         for i, button in enumerate(self._suggestion_buttons):
             if i < len(people):
                 button._crmkit_person = people[i]  # type: ignore[attr-defined]
+                channel = people[i].get("kind") == "channel"
                 button.description = person_label(people[i])
-                button.tooltip = person_label(people[i])
+                button.tooltip = (f"{t('compose.channel', self.lang)}: {people[i]['displayName']}" if channel
+                                  else person_label(people[i]))
+                button.icon = "users" if channel else "plus"
                 button.layout.display = None
             else:
                 button._crmkit_person = None  # type: ignore[attr-defined]
@@ -256,6 +266,8 @@ class ComposeDialog(widgets.VBox):
             chips.append(chip)
         if not chips:
             chips.append(widgets.HTML(f"<i>{_h(t('compose.no_recipients', self.lang))}</i>"))
+        kinds = {p.get("kind") == "channel" for p in self.model.recipients}
+        self.mention_people.layout.display = None if kinds == {True, False} else "none"
         old = self.chosen.children
         self.chosen.children = tuple(chips)
         for w in old:

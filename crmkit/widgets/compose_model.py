@@ -26,6 +26,7 @@ from ..errors import CrmkitError
 from ..teams.compose import new_compose_key
 from ..teams.delivery import Progress
 from ..teams.options import COMPOSE_CHOICES, DEFAULTS
+from ..teams.recipients import parse_channel_key
 
 if TYPE_CHECKING:
     from ..crm import CRM
@@ -47,7 +48,15 @@ def _person(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _channel(row: dict[str, Any]) -> dict[str, Any]:
+    """A joined channel (a row of ``crm.teams.channels()``) as a picker entry beside people."""
+    return {"id": str(row["key"]), "displayName": f"{row['team']} / {row['channel']}", "userPrincipalName": None,
+            "mail": None, "kind": "channel"}
+
+
 def person_label(person: dict[str, Any]) -> str:
+    if person.get("kind") == "channel":
+        return f"# {person.get('displayName')}"
     name = person.get("displayName") or person.get("userPrincipalName") or person.get("id") or "?"
     upn = person.get("userPrincipalName") or person.get("mail")
     return f"{name} ({upn})" if upn and upn != name else str(name)
@@ -69,8 +78,10 @@ class ComposeModel(_ChoiceTraits):  # type: ignore[misc, valid-type]
             searches at once, in the calling thread (tests).
 
     Traits (observe them): ``search_text``, ``searched`` (the text of the last finished search),
-    ``suggestions`` (directory people not yet chosen),
-    ``recipients`` (chosen people), ``subject``, ``message``, ``record_contact``, the send options
+    ``suggestions`` (directory people and the sender's joined channels whose name holds the text, not yet
+    chosen; a channel's entry has ``kind`` "channel"), ``channels`` (the joined channels, loaded with the first
+    search), ``recipients`` (chosen people and channels), ``mention_people`` (channel posts @mention the chosen
+    people, who then get no message of their own), ``subject``, ``message``, ``record_contact``, the send options
     ``chat``, ``mode``, ``record_format``, ``include_record``, ``importance``, ``purpose``;
     ``state`` (one of :data:`STATES`), ``progress`` (the last :class:`Progress`), ``preview`` and
     ``results`` (DataFrames from the core), ``error`` (the last failure, or None), ``sign_in``
@@ -87,6 +98,8 @@ class ComposeModel(_ChoiceTraits):  # type: ignore[misc, valid-type]
     searched = Unicode("")  # the text of the last finished search
     suggestions = List()
     recipients = List()
+    channels = List()
+    mention_people = Bool(False)
     subject = Unicode("")
     message = Unicode("")
     record_contact = Bool(False)
@@ -116,6 +129,7 @@ class ComposeModel(_ChoiceTraits):  # type: ignore[misc, valid-type]
         self._worker: threading.Thread | None = None
         self._after_sign_in: Callable[[], Any] | None = None
         self.compose_key = new_compose_key()
+        self._channels_loaded: bool | None = None
 
     # -- people picker -------------------------------------------------------------------------------
 
@@ -153,6 +167,8 @@ class ComposeModel(_ChoiceTraits):  # type: ignore[misc, valid-type]
             return
         try:
             frame = self.crm.teams.directory(text, limit=SUGGESTIONS + len(self.recipients))
+            if self._channels_loaded is None:
+                self._load_channels()
         except SignInRequired:
             self._need_sign_in(lambda: self.search(self.search_text))
             return
@@ -163,9 +179,19 @@ class ComposeModel(_ChoiceTraits):  # type: ignore[misc, valid-type]
             return  # the user typed on; a newer search owns the list
         chosen = {p["id"] for p in self.recipients}
         people = [_person(r) for r in frame.to_dict("records")]
-        self.suggestions = [p for p in people if p["id"] not in chosen][:SUGGESTIONS]
+        channels = [c for c in self.channels if text.lower() in c["displayName"].lower()]
+        self.suggestions = [p for p in [*channels, *people] if p["id"] not in chosen][:SUGGESTIONS]
         self.searched = text
         self.error = None
+
+    def _load_channels(self) -> None:
+        """The sender's joined channels, once per dialog (they change rarely). A refusal (say the tenant has not
+        consented to Team.ReadBasic.All) leaves the picker to people: it is logged, not shown as the search's error."""
+        self._channels_loaded = True
+        try:
+            self.channels = [_channel(r) for r in self.crm.teams.channels().to_dict("records")]
+        except CrmkitError as exc:
+            log.warning("compose: the joined channels could not be listed: %s", exc)
 
     def _suggested(self, person: dict[str, Any] | str) -> dict[str, Any] | None:
         """The current suggestion ``person`` is (by id, or a string matching its id, UPN or mail), if any."""
@@ -187,9 +213,11 @@ class ComposeModel(_ChoiceTraits):  # type: ignore[misc, valid-type]
             SignInRequired: a look-up was needed and the user has no Teams account yet.
         """
         chosen = self._suggested(person)
+        if chosen is None and isinstance(person, dict) and person.get("kind") == "channel":
+            chosen = next((c for c in self.channels if c["id"] == person.get("id")), None)
         if chosen is None:
             [user] = self.crm.teams.resolve([person])
-            chosen = _person(user)
+            chosen = _person(user) if user.get("kind") != "channel" else {**_person(user), "kind": "channel"}
         if str(chosen["id"]).lower() not in {str(p["id"]).lower() for p in self.recipients}:
             self.recipients = [*self.recipients, chosen]
         self.suggestions = [p for p in self.suggestions if p["id"] != chosen["id"]]
@@ -219,8 +247,18 @@ class ComposeModel(_ChoiceTraits):  # type: ignore[misc, valid-type]
         return {**{name: getattr(self, name) for name in COMPOSE_CHOICES}, "include_record": self.include_record,
                 "purpose": self.purpose.strip() or None}
 
-    def _to(self) -> list[str]:
-        return [str(p["id"]) for p in self.recipients]
+    def _to(self) -> list[str | dict[str, Any]]:
+        """Who the core sends to: people by id, channels by key; with ``mention_people`` and a channel chosen,
+        the chosen people are @mentioned in each channel post instead of getting a message of their own."""
+        channels = [str(p["id"]) for p in self.recipients if p.get("kind") == "channel"]
+        people = [str(p["id"]) for p in self.recipients if p.get("kind") != "channel"]
+        if not (self.mention_people and channels and people):
+            return [*people, *channels]
+        out: list[str | dict[str, Any]] = []
+        for key in channels:
+            team, channel = parse_channel_key(key) or ("", "")
+            out.append({"team": team, "channel": channel, "mention": people})
+        return out
 
     def _require_account(self) -> None:
         """Raise SignInRequired before anything else when the user has no Teams account yet, so the
