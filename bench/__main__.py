@@ -30,7 +30,7 @@ from .common import Context, Result
 # module names inside bench/
 BENCHES = ["store", "graph_send", "dashboard", "dashboard_load", "privacy_log", "privacy_log_pg", "send_memory",
            "table_paging", "store_pg", "dashboard_sessions_pg", "workers_pg", "hub_dashboard",
-           "replies_poll"]
+           "replies_poll", "file_send"]
 SOAK = "soak"  # run only with --soak (it takes long, and is a pass/fail run rather than figures)
 
 RESULTS = Path(__file__).resolve().parent / "results"

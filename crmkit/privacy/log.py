@@ -44,7 +44,7 @@ TRIGGERS: tuple[str, ...] = ("manual", "campaign")
 OUTCOMES: tuple[str, ...] = ("sent", "failed", "blocked")
 LOG_COLUMNS: tuple[str, ...] = (
     "id", "logged_at", "user_name", "ms_account", "channel", "trigger", "address_id", "fields",
-    "recipient_id", "recipient_name", "purpose", "outcome", "message_id", "message_key", "detail",
+    "recipient_id", "recipient_name", "purpose", "outcome", "message_id", "message_key", "detail", "file_id",
     "direction",
 )
 # out: address data leaving the CRM (a send, an export); in: data coming in about an address (a reply in Teams
@@ -77,6 +77,7 @@ class TransferRecord:
     detail: str | None = None
     logged_at: datetime | None = None  # None: now
     direction: str = "out"  # DIRECTIONS
+    file_id: str | None = None  # a set sent as one file: the OneDrive item id (migration 15)
 
 
 _RECORD_NAMES = tuple(f.name for f in dataclass_fields(TransferRecord))
@@ -111,7 +112,8 @@ def _clean_record(row: TransferRecord | Mapping[str, Any], now: datetime) -> dic
     if isinstance(names, str) or not all(isinstance(n, str) and _FIELD_NAME.match(n) for n in names):
         raise ValidationError(f"fields must be a list of field names, not {names!r}.")
     out["fields"] = list(names)
-    for key in ("recipient_id", "recipient_name", "purpose", "ms_account", "message_id", "message_key", "detail"):
+    for key in ("recipient_id", "recipient_name", "purpose", "ms_account", "message_id", "message_key", "detail",
+                "file_id"):
         if out[key] is not None and not isinstance(out[key], str):
             raise ValidationError(f"{key} must be text, not {type(out[key]).__name__}.")
     if out["logged_at"] is None:
@@ -226,7 +228,7 @@ def _bulk_insert(tx: Tx, clean: list[dict[str, Any]]) -> int:
     frame["dedupe_key"] = frame["dedupe_key"].astype("Int64")
     frame["logged_at"] = pd.to_datetime(frame["logged_at"])
     for col in ("user_name", "ms_account", "channel", "trigger", "recipient_id", "recipient_name", "purpose",
-                "outcome", "message_id", "message_key", "detail", "direction"):
+                "outcome", "message_id", "message_key", "detail", "direction", "file_id"):
         frame[col] = frame[col].astype("string")
     name = f"_crmkit_transfer_rows_{next(_names)}"
     # DuckDB refuses to register while an earlier statement's result is unread (Tx.one reads one row).

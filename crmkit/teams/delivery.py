@@ -23,6 +23,7 @@ import pandas as pd
 from ..errors import GraphError
 from ..store import Store
 from . import outbox
+from .file_send import FILE_KEY, FileStep
 from .outbox import LEASE_S, Delivery, claim, claim_leased, claim_open, finish, open_ids, open_rows, utcnow
 
 if TYPE_CHECKING:
@@ -88,6 +89,12 @@ class DeliveryEngine:
         self.commit_every = commit_every
         self._chats: dict[tuple[str, tuple[str, ...]], str] = {}
         self._chat_locks: defaultdict[tuple[str, tuple[str, ...]], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._files: FileStep | None = None
+
+    def _file_step(self) -> FileStep:
+        if self._files is None:
+            self._files = FileStep(self.store, self.gateway.aio)  # type: ignore[attr-defined]
+        return self._files
 
     async def run(
         self, rows: pd.DataFrame, *, progress: Callable[[Progress], None] | None = None,
@@ -169,6 +176,7 @@ class DeliveryEngine:
         """Post ``row`` once; an unanswered post is looked for in the chat back to ``first_attempt``
         (naive UTC, the row's first claim: none of its posts can be older), not to the batch's start."""
         payload = json.loads(row["payload"])
+        marker = row["marker"]
         chat_id: str | None = None
         ambiguous = row["status"] == "sending"  # a previous run may have posted it
         last_error = "not attempted"
@@ -176,8 +184,12 @@ class DeliveryEngine:
             posting = False
             try:
                 chat_id = await self._chat_for(row)
+                if FILE_KEY in payload and (ambiguous or cancel is None or not cancel.is_set()):
+                    # A set sent as one file: the file once in OneDrive and shared, then attached; the
+                    # read-back looks for its attachment id (crmkit/teams/file_send.py).
+                    payload, marker = await self._file_step().complete(row, payload)
                 if ambiguous:
-                    found = await self.gateway.find_marker(chat_id, row["marker"], payload, first_attempt)
+                    found = await self.gateway.find_marker(chat_id, marker, payload, first_attempt)
                     if found:
                         return Delivery(row["id"], "sent", chat_id, found, at=_now())
                 if cancel is not None and cancel.is_set():

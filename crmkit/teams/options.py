@@ -25,14 +25,18 @@ __all__ = [
     "CHOICES",
     "COMPOSE_CHOICES",
     "DEFAULTS",
+    "FILE_THRESHOLD",
+    "FILE_THRESHOLD_MAX",
     "FORMATS",
     "IMPORTANCE",
     "MODES",
     "PAYLOAD_OPTIONS",
     "Choice",
     "SendOptions",
+    "as_one_file",
     "campaign_columns",
     "check_choice",
+    "check_file_options",
     "label_key",
 ]
 
@@ -85,6 +89,27 @@ def campaign_columns(row: Mapping[str, Any]) -> dict[str, Any]:
     return {name: bool(row[name]) if isinstance(DEFAULTS[name], bool) else row[name] for name in CAMPAIGN_OPTIONS}
 
 
+# "As one file" (issue 17 part 4): a set of more than ``file_threshold`` records goes as one shared workbook.
+FILE_THRESHOLD = 50  # records; the compose dialog offers the file from here on
+FILE_THRESHOLD_MAX = 1_000_000
+
+
+def check_file_options(as_file: object, file_threshold: object) -> None:
+    """Raise :class:`ValidationError` (German and English) unless ``as_file`` is a bool and ``file_threshold``
+    a whole number from 1 to :data:`FILE_THRESHOLD_MAX`."""
+    if not isinstance(as_file, bool):
+        raise catalog_error(ValidationError, "error.msg.option_flag", name="as_file", value=repr(as_file))
+    if (isinstance(file_threshold, bool) or not isinstance(file_threshold, int)
+            or not 1 <= file_threshold <= FILE_THRESHOLD_MAX):
+        raise catalog_error(ValidationError, "error.msg.file_threshold", value=repr(file_threshold),
+                            high=f"{FILE_THRESHOLD_MAX:,}")
+
+
+def as_one_file(as_file: bool, file_threshold: int, count: int) -> bool:
+    """Whether a send of ``count`` records goes as one file: asked for, and more records than the threshold."""
+    return as_file and count > file_threshold
+
+
 def label_key(name: str, view: str, value: str | None = None) -> str:
     """The catalog key of option ``name``'s caption in ``view``, or of its ``value``'s label."""
     prefix = CHOICES[name].labels[view]
@@ -116,6 +141,10 @@ class SendOptions:
         record_contact: file the message as a contact (type TS) on each address.
         purpose: why personal data leaves the CRM (required when the policy says so).
         language: labels of the rendered record (default: the session's language).
+        as_file: a set of more than ``file_threshold`` records goes as one Excel workbook shared with the
+            recipients and one message per chat with the file attached (``chat`` applies; ``mode`` and
+            ``record_format`` do not). At or below the threshold the send is as ``mode`` says.
+        file_threshold: records from which on ``as_file`` applies (more than this many; 1 to 1,000,000).
     """
 
     chat: str = CHOICES["chat"].default
@@ -126,6 +155,8 @@ class SendOptions:
     record_contact: bool = False
     purpose: str | None = None
     language: str | None = None
+    as_file: bool = False
+    file_threshold: int = FILE_THRESHOLD
 
     @classmethod
     def of(cls, **options: Any) -> SendOptions:
@@ -138,6 +169,11 @@ class SendOptions:
     def __post_init__(self) -> None:
         for name in CHOICES:
             check_choice(name, getattr(self, name))
+        check_file_options(self.as_file, self.file_threshold)
+
+    def one_file(self, count: int) -> bool:
+        """Whether a send of ``count`` records goes as one file (:func:`as_one_file`)."""
+        return as_one_file(self.as_file, self.file_threshold, count)
 
     def payload(self) -> dict[str, Any]:
         """The options the message body carries as they are (:data:`PAYLOAD_OPTIONS`)."""

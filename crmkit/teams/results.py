@@ -16,6 +16,7 @@ import pandas as pd
 
 from .. import contacts, privacy
 from .activation import TEAMS_CONTACT_TYPE_CODE
+from .file_send import file_id
 
 if TYPE_CHECKING:
     from ..store import Store, Tx
@@ -53,6 +54,7 @@ def record_outcome(tx: Tx, row: Any, delivery: Any) -> None:
     recipients = json.loads(row.recipients)
     fields = json.loads(row.field_names)
     log = options.get("log", True)
+    shared = file_id(row)  # a set sent as one file: its OneDrive item
     if log:
         privacy.log_transfers(tx, [
             privacy.TransferRecord(
@@ -60,7 +62,7 @@ def record_outcome(tx: Tx, row: Any, delivery: Any) -> None:
                 fields=fields.get(str(a), []), outcome=delivery.status, recipient_id=r["id"],
                 recipient_name=r["name"], purpose=row.purpose, ms_account=row.account,
                 message_id=delivery.message_id, message_key=row.id, detail=_detail(r, delivery.error),
-                logged_at=delivery.at,
+                logged_at=delivery.at, file_id=shared,
             )
             for a in json.loads(row.address_ids) for r in recipients
         ], on_conflict="ignore")

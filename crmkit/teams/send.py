@@ -40,6 +40,7 @@ from .activation import switched_off
 from .channels import joined_channels, resolve_channel
 from .compose import check_message_text, prefixed_subject
 from .delivery import DeliveryEngine, Progress, deliver_shared, progress_after
+from .file_send import plan_file
 from .gateway import GraphChatGateway, teams_limiter
 from .options import SendOptions
 from .outbox import cancel, keyed_batch, new_holder, open_ids, open_rows, pending_batches, purge_abandoned_staging
@@ -231,6 +232,8 @@ class TeamsService:
     ) -> SendPlan:
         """Work out every message of a send without sending or writing anything."""
         ids, context = self._prepare(records, to, subject, message, options, me, recipients)
+        if context[0].one_file(len(ids)):  # a large set as one shared workbook (teams/file_send.py)
+            return plan_file(self.crm, ids, *context, channel=channel, trigger=trigger)
         return plan_ids(self.crm, ids, *context, channel=channel, trigger=trigger)
 
     def plan_chunks(
@@ -245,6 +248,9 @@ class TeamsService:
         boundaries as well as under Teams' size limit.
         """
         ids, context = self._prepare(records, to, subject, message, options, me, recipients)
+        if context[0].one_file(len(ids)):  # one workbook of every record: planned whole, not in chunks
+            yield plan_file(self.crm, ids, *context, channel=channel, trigger=trigger)
+            return
         for start in range(0, len(ids), max(1, size)):
             yield plan_ids(self.crm, ids[start:start + size], *context, channel=channel, trigger=trigger)
 

@@ -39,7 +39,7 @@ import pandas as pd
 
 from ..i18n import format_count, t
 from ..teams.display_format import card_to_html
-from ..teams.options import CHOICES, COMPOSE_CHOICES, IMPORTANCE, label_key
+from ..teams.options import CHOICES, COMPOSE_CHOICES, FILE_THRESHOLD, IMPORTANCE, label_key
 from .accounts import SignInPanel
 from .common import ErrorBox
 from .compose_model import SUGGESTIONS, ComposeModel, person_label
@@ -141,6 +141,14 @@ class ComposeDialog(widgets.VBox):
             setattr(self, name, _labelled(dropdown, lang, label_key(name, "compose")))
         self.include_record = widgets.Checkbox(value=model.include_record, indent=False,
                                                description=t("compose.include_record", lang))
+        # »Als eine Datei senden«: offered above the threshold only (crmkit/teams/file_send.py)
+        self.as_file = widgets.Checkbox(value=model.as_file, indent=False, description=t("compose.as_file", lang),
+                                        layout=widgets.Layout(width="auto"))
+        self.as_file.add_class("crmkit-compose-as-file")
+        as_file_hint = widgets.HTML("<small>" + _h(t("compose.as_file.hint", lang, count=format_count(n, lang),
+                                                      threshold=FILE_THRESHOLD)) + "</small>")
+        self.as_file_box = widgets.VBox([self.as_file, as_file_hint],
+                                        layout=widgets.Layout(display=None if model.file_offered else "none"))
         self.purpose = widgets.Text(layout=widgets.Layout(width="560px"))
         _labelled(self.purpose, lang, "compose.purpose")
         self.purpose.add_class("crmkit-compose-purpose")
@@ -152,6 +160,7 @@ class ComposeDialog(widgets.VBox):
         self.options = widgets.Accordion(children=[widgets.VBox([
             widgets.HBox(choices[:2], layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([*choices[2:], self.include_record], layout=widgets.Layout(flex_flow="row wrap")),
+            self.as_file_box,
         ])], titles=(t("teams.send_options", lang),))
         self.options.add_class("crmkit-compose-options")
 
@@ -197,7 +206,7 @@ class ComposeDialog(widgets.VBox):
         self.add_class("crmkit-compose")
 
         # widgets → model
-        for name in ("subject", "message", "record_contact", *COMPOSE_CHOICES, "include_record", "purpose",
+        for name in ("subject", "message", "record_contact", *COMPOSE_CHOICES, "include_record", "as_file", "purpose",
                      "mention_people"):
             getattr(self, name).observe(lambda c, name=name: setattr(model, name, c["new"]), "value")
         self.preview_button.on_click(lambda _b: model.run_preview())
@@ -324,8 +333,11 @@ class ComposeDialog(widgets.VBox):
         blocked_col = frame["blocked"] if "blocked" in frame.columns else pd.Series([None] * len(frame))
         is_blocked = blocked_col.notna() & (blocked_col.astype(str) != "")
         messages = frame[~is_blocked.to_numpy()]
+        count = t("compose.preview_count", lang, n=format_count(len(messages), lang))
+        if self.model.file_send and len(messages):  # one workbook of the records, attached in each chat
+            count = t("compose.preview.file", lang, count=format_count(len(messages.iloc[0]["records"]), lang))
         parts = [f"<h4>{_h(t('compose.preview', lang))}</h4>",
-                 f"<p>{_h(t('compose.preview_count', lang, n=format_count(len(messages), lang)))}</p>"]
+                 f"<p class=\"crmkit-compose-preview-count\">{_h(count)}</p>"]
         for row in messages.head(PREVIEW_LIMIT).to_dict("records"):
             fields = ", ".join(row.get("fields") or [])
             meta = (f"{_h(t('compose.preview_to', lang))}: {_h(row['recipients'])} · "

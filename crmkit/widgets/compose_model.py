@@ -25,7 +25,7 @@ from ..auth import DeviceSignIn, SignInRequired
 from ..errors import CrmkitError
 from ..teams.compose import new_compose_key
 from ..teams.delivery import Progress
-from ..teams.options import COMPOSE_CHOICES, DEFAULTS
+from ..teams.options import COMPOSE_CHOICES, DEFAULTS, FILE_THRESHOLD
 from ..teams.recipients import parse_channel_key
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ class ComposeModel(_ChoiceTraits):  # type: ignore[misc, valid-type]
     message = Unicode("")
     record_contact = Bool(False)
     include_record = Bool(DEFAULTS["include_record"])
+    as_file = Bool(DEFAULTS["as_file"])  # offered above FILE_THRESHOLD records (file_offered)
     purpose = Unicode("")
     state = Unicode("idle")
     progress = AnyTrait(None)
@@ -245,7 +246,17 @@ class ComposeModel(_ChoiceTraits):  # type: ignore[misc, valid-type]
     def options(self) -> dict[str, Any]:
         """The send options as keyword arguments of ``crm.teams.preview`` / ``send``."""
         return {**{name: getattr(self, name) for name in COMPOSE_CHOICES}, "include_record": self.include_record,
-                "purpose": self.purpose.strip() or None}
+                "purpose": self.purpose.strip() or None, **({"as_file": True} if self.file_send else {})}
+
+    @property
+    def file_offered(self) -> bool:
+        """Whether the dialog offers »Als eine Datei senden«: more records than :data:`FILE_THRESHOLD`."""
+        return len(self.address_ids) > FILE_THRESHOLD
+
+    @property
+    def file_send(self) -> bool:
+        """Whether Send makes one shared workbook instead of messages (offered and chosen)."""
+        return self.as_file and self.file_offered
 
     def _to(self) -> list[str | dict[str, Any]]:
         """Who the core sends to: people by id, channels by key; with ``mention_people`` and a channel chosen,

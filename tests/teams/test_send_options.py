@@ -38,7 +38,7 @@ def test_defaults_and_the_old_import_path() -> None:
     assert ReExported is options.SendOptions
     assert options.DEFAULTS == {"chat": "one_on_one", "mode": "per_record", "record_format": "card",
                                 "include_record": True, "importance": "normal", "record_contact": False,
-                                "purpose": None, "language": None}
+                                "purpose": None, "language": None, "as_file": False, "file_threshold": 50}
     assert all(options.DEFAULTS[n] == c.default for n, c in options.CHOICES.items())
     assert options.SendOptions(importance="high").payload() == {"importance": "high"}  # what the body carries
 
