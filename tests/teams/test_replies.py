@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -220,3 +221,33 @@ def test_a_reply_in_a_channel_thread_is_filed_once(sender: crmkit.CRM, crm_tenan
     assert contacts["notes"].tolist() == ["Übernehme ich"] and contacts["address_id"].tolist() == [3]
     assert sender.teams.file_replies().empty
     assert len(_reply_contacts(sender, 3)) == 1
+
+
+@pytest.mark.sandbox
+def test_two_passes_at_once_file_a_reply_once(sender: crmkit.CRM, crm_tenant: SandboxAdmin,
+                                              db_location: str, backend: str) -> None:
+    """Two sessions (two workers of one CRM user) read the same chat at the same time: one contact."""
+    if backend != "postgresql":  # a DuckDB file has one writing process, one active worker (its lease)
+        pytest.skip("PostgreSQL: workers run side by side there")
+    sender.set_setting("teams.file_replies", True)
+    chat, message, to = _send(sender, crm_tenant)
+    _reply(crm_tenant, chat, message, to, "Einmal bitte")
+    sessions = [crmkit.open(db_location) for _ in range(2)]
+    start = threading.Barrier(2)
+    counts: list[int] = []
+
+    def run(crm: crmkit.CRM) -> None:
+        start.wait()
+        counts.append(len(crm.teams.file_replies()))
+
+    threads = [threading.Thread(target=run, args=(crm,)) for crm in sessions]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert sorted(counts) == [0, 1]
+    assert len(_reply_contacts(sender)) == 1
+    assert sender.store.one("SELECT count(*) FROM transfer_log WHERE direction = 'in'") == 1
+    for crm in sessions:
+        crm.teams.close()
+        crm.store.close()
