@@ -106,6 +106,9 @@ OPERATIONS: list[tuple[str, tuple[str, ...], Callable[[Ctx], Any], bool]] = [
      _m365(lambda m: m.campaign.set_password("kampagnen@contoso.example", "Secret-Pass-1")), False),
     ("campaign account clear", ("campaign.admin", "teams.admin"), _m365(lambda m: m.campaign.clear()), False),
     ("campaign account test", ("campaign.admin", "teams.admin"), _m365(lambda m: m.campaign.test()), True),
+    ("teams.file_replies setting", ("teams.admin",), lambda c: c.crm.set_setting("teams.file_replies", True), False),
+    # replies filed on the record (crmkit.teams.replies): the sender's right, checked before the setting is read
+    ("teams file replies", ("teams.send",), lambda c: c.crm.teams.file_replies(), True),
     ("teams.send preview", ("teams.send",), lambda c: c.crm.teams.preview([1], [BERND], "Leads"), False),
     ("teams.send send", ("teams.send",), lambda c: c.crm.teams.send([], [BERND], "Leads"), True),
     # Rights come before recipients: without the right, PermissionDenied (not the recipient error) and nothing
