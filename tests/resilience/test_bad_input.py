@@ -442,6 +442,17 @@ API_CASES += [
      "may not open"),
 ]
 
+# A large set as one file (issue 17 part 4): the flag and the threshold are checked before anything is resolved.
+_THRESHOLD = "file_threshold is a whole number from 1"
+API_CASES += [
+    ("send-as-file-not-bool", _send(as_file="ja"), V, "as_file is yes or no"),
+    ("send-file-threshold-zero", _send(as_file=True, file_threshold=0), V, _THRESHOLD),
+    ("send-file-threshold-text", _send(as_file=True, file_threshold="50"), V, _THRESHOLD),
+    ("send-file-threshold-float", _send(file_threshold=2.5), V, _THRESHOLD),
+    ("send-file-threshold-huge", _send(as_file=True, file_threshold=10**9), V, _THRESHOLD),
+    ("preview-file-threshold-bool", _preview(as_file=True, file_threshold=True), V, _THRESHOLD),
+]
+
 @pytest.mark.core
 @pytest.mark.parametrize(("operation", "error", "needle"), [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
 def test_api_bad_input_is_typed_and_writes_nothing(world: World, operation: Callable[[World], Any],
