@@ -267,6 +267,8 @@ class Campaigns:
             entry = {"id": str(p["id"]), "name": str(p.get("displayName") or p.get("userPrincipalName") or p["id"])}
             if p.get("userPrincipalName"):
                 entry["upn"] = str(p["userPrincipalName"])
+            if p.get("kind") == "channel" and p.get("mention"):  # a channel's @mentions, by object id
+                entry["mention"] = [str(m["id"]) for m in p["mention"]]
             out.append(entry)
         return json.dumps(out, ensure_ascii=False)
 
