@@ -103,23 +103,31 @@ class GraphChatGateway:
         floor = self.window_start(since)
         params: dict[str, Any] | None = {"$top": 50, "$orderby": "lastModifiedDateTime desc",
                                          "$filter": f"lastModifiedDateTime gt {_graph_time(floor)}"}
-        if chat_id.startswith(CHANNEL_PREFIX):
-            # channel-list-messages takes $top (<= 50) only and lists newest first; the page loop below stops
-            # at the first message older than the window, so the read is bounded the same way.
+        channel = chat_id.startswith(CHANNEL_PREFIX)
+        if channel:
+            # channel-list-messages takes $top (<= 50) and $expand only: no date filter, no $orderby, and it
+            # documents no order; the sandbox lists newest first. The read stops at the first page holding
+            # nothing newer than the window (not at the first older message): a page more than a chat's read
+            # at most, and a message out of order on a page does not end it early.
             path, params = f"{channel_path(chat_id)}/messages", {"$top": 50}
         content = payload["body"]["content"]
         while path is not None:
             data = await self.aio.json("GET", path, params=params, chat_id=chat_id, paced=True)
             # The first answer may bring the first Date seen: the floor tightens, never below the asked one.
             floor = max(floor, self.window_start(since))
+            page_old = True
             for m in data.get("value") or []:
                 ids = {a.get("id") for a in m.get("attachments") or []}
                 if marker in ids or (not ids and (m.get("body") or {}).get("content") == content
                                      and m.get("subject") == payload.get("subject")):
                     return str(m["id"])
                 stamp = m.get("lastModifiedDateTime") or m.get("createdDateTime") or "1970-01-01T00:00:00Z"
-                if pd.Timestamp(stamp).tz_convert(None) <= floor:
+                old = pd.Timestamp(stamp).tz_convert(None) <= floor
+                if old and not channel:
                     return None  # older than the window (a server that ignored the filter): not there
+                page_old = page_old and old
+            if channel and page_old:
+                return None
             path, params = data.get("@odata.nextLink"), None
         return None
 

@@ -5,6 +5,7 @@ in its General and Leads channels, not in the private Key Accounts; not in the F
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -120,6 +121,29 @@ def test_a_fault_on_the_channel_post_still_gives_exactly_one_post(
     posts = [p for p in _posts(quick_channels, team_id, general) if p["subject"].endswith("Trotz Störung")]
     assert sorted(p["id"] for p in posts) == sorted(result["message_id"])  # each record once
     assert sender.store.one("SELECT count(*) FROM transfer_log WHERE outcome = 'sent'") == 2
+
+
+def test_the_read_back_of_a_channel_is_bounded_by_the_rows_window(
+    sender: crmkit.CRM, quick_channels: SandboxAdmin,
+) -> None:
+    # 120 older posts (3 pages of 50): a lost answer is looked for in the newest page only, not the history.
+    team_id, general = _channel(quick_channels, "Vertrieb", "General")
+    for i in range(120):
+        r = quick_channels.admin.post(f"/_sandbox/teams/{team_id}/channels/{general}/messages",
+                                      json={"from": SANDBOX_DEFAULT_UPN, "content": f"alt {i}"})
+        assert r.status_code == 201, r.text
+    time.sleep(6)  # older than the read-back's margin (5 s on Graph's clock)
+    before = _channel_reads(quick_channels)
+    quick_channels.put("faults", {"drop_rate": 1.0, "paths": ["/v1.0/teams/"], "methods": ["POST"], "count": 1})
+    result = sender.teams.send([1], to=f"channel:{team_id}/{general}", subject="Nach der Historie")
+    assert result["status"].tolist() == ["sent"]
+    assert _channel_reads(quick_channels) - before == 1  # one page read back, then posted again
+    posts = [p for p in _posts(quick_channels, team_id, general) if (p["subject"] or "").endswith("Nach der Historie")]
+    assert len(posts) == 1
+
+
+def _channel_reads(sb: SandboxAdmin) -> int:
+    return sum(n for k, n in sb.counters().items() if k.startswith("GET ") and k.split(" ")[1].endswith("/messages"))
 
 
 def test_teams_429_on_a_channel_is_waited_out(sender: crmkit.CRM, crm_tenant: SandboxAdmin,
