@@ -453,6 +453,25 @@ API_CASES += [
     ("preview-file-threshold-bool", _preview(as_file=True, file_threshold=True), V, _THRESHOLD),
 ]
 
+# A team's channel as a recipient (issue 17.1): its form is checked with the people's, before any look-up.
+_TEAM = "2eb998c8-bdc8-5d72-9b2c-4e53afd02b4f"
+_CHAN = "19:5f1a28b1a2d55e91b190a658ffb99c0a@thread.tacv2"
+API_CASES += [
+    ("send-to-channel-team-not-guid", _send(to=[f"channel:vertrieb/{_CHAN}"]), IR, "'channel:vertrieb/19:"),
+    ("send-to-channel-id-slash", _send(to=[f"channel:{_TEAM}/19:a/b@thread.tacv2"]), IR, "not a user name"),
+    ("send-to-channel-id-query", _send(to=[f"channel:{_TEAM}/19:a?x=1@thread.tacv2"]), IR, "not a user name"),
+    ("send-to-channel-nul", _send(to=[f"channel:{_TEAM}/19:a\x00b@thread.tacv2"]), IR, "\\x00"),
+    ("send-to-channel-5kb", _send(to=[f"channel:{_TEAM}/19:{'c' * 5000}@thread.tacv2"]), IR, "ccc…'"),
+    ("send-to-channel-no-channel", _send(to=[f"channel:{_TEAM}"]), IR, "not a user name"),
+    ("send-to-channel-dict-number", _send(to=[{"team": _TEAM, "channel": 5}]), IR, "not a user name"),
+    ("send-to-channel-mention-channel", _send(to=[{"team": _TEAM, "channel": _CHAN,
+                                                   "mention": [f"channel:{_TEAM}/{_CHAN}"]}]), IR, "not a user name"),
+    ("send-to-channel-mention-malformed", _send(to=[{"team": _TEAM, "channel": _CHAN, "mention": ["not-an-email"]}]),
+     IR, "'not-an-email' is not a user name"),
+    ("preview-to-channel-bad", _preview(to=[f"channel:{_TEAM}/general"]), IR, "not a user name"),
+    ("action-recipient-channel-bad", _action(recipients=[f"channel:{_TEAM}/general"]), IR, "Cannot save"),
+]
+
 @pytest.mark.core
 @pytest.mark.parametrize(("operation", "error", "needle"), [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
 def test_api_bad_input_is_typed_and_writes_nothing(world: World, operation: Callable[[World], Any],
