@@ -28,9 +28,10 @@ RECORDS = 2_000  # the bench sends 10,000 (bench/file_send.py)
 
 
 def _add_addresses(crm: crmkit.CRM, n: int) -> list[int]:
-    # A street of random hex each: the workbook compresses less, so an upload session takes several fragments.
-    frame = pd.DataFrame({"company": [f"Firma {i:05d} GmbH" for i in range(n)],
-                          "street": [os.urandom(16).hex() for _ in range(n)]})
+    # Random hex in each company name (a displayed field): the workbook compresses less, so 6,000 records take
+    # two fragments of an upload session.
+    frame = pd.DataFrame({"company": [f"Firma {i:05d} GmbH {os.urandom(64).hex()}" for i in range(n)],
+                          "street": [f"Hauptstr. {i}" for i in range(n)]})
     crm.store.write(lambda tx: (tx.register("f", frame), tx.execute(
         "INSERT INTO addresses (id, kind, company, street, city, country, created_by, created_at, modified_by, "
         "modified_at) SELECT 1000 + row_number() OVER (), 'company', company, street, 'Berlin', 'DE', 'admin', "
@@ -68,7 +69,7 @@ def _check_one_file(crm: crmkit.CRM, admin: SandboxAdmin, subject: str, ids: lis
     book = openpyxl.load_workbook(io.BytesIO(admin.http().get(
         graph.get(f"me/drive/items/{item}/content").headers["location"]).content), read_only=True)
     rows = list(book.active.iter_rows(values_only=True))
-    assert len(rows) == len(ids) + 1 and rows[1][0] == "Firma 00000 GmbH"
+    assert len(rows) == len(ids) + 1 and rows[1][0].startswith("Firma 00000 GmbH ")
     log = crm.store.df("SELECT address_id, recipient_id, outcome, file_id, message_id FROM transfer_log")
     assert len(log) == len(ids) and set(log["address_id"]) == set(ids)
     assert log["outcome"].eq("sent").all() and log["file_id"].eq(item).all()
@@ -116,6 +117,10 @@ FAULTS = {
     "upload fragment 503": {"rate": 1.0, "statuses": [503], "paths": ["/up/"], "methods": ["PUT"], "count": 1},
     "upload fragment answer dropped": {"timeout_after_commit_rate": 1.0, "hang_s": 1, "paths": ["/up/"],
                                        "methods": ["PUT"], "count": 1},
+    # both fragments (the first one's resend, answered 416, uses up one count): the last one's file is made but
+    # unanswered, its resend finds the session gone (404), and the file is found at its path, not uploaded again
+    "both fragments' answers dropped": {"timeout_after_commit_rate": 1.0, "hang_s": 1, "paths": ["/up/"],
+                                        "methods": ["PUT"], "count": 3},
     "invite 503": {"rate": 1.0, "statuses": [503], "paths": ["/v1.0/me/drive/items/"], "methods": ["POST"],
                    "count": 1},
     "invite answer dropped": {"timeout_after_commit_rate": 1.0, "hang_s": 1, "paths": ["/v1.0/me/drive/items/"],
@@ -133,7 +138,7 @@ def test_exactly_once_under_faults(fault: str, sender: crmkit.CRM, crm_tenant: S
     monkeypatch.setenv("CRMKIT_FILE_SIMPLE_MAX", "0")  # an upload session, in fragments of 320 KiB
     monkeypatch.setenv("CRMKIT_FILE_FRAGMENT", str(320 * 1024))
     monkeypatch.setenv("CRMKIT_GRAPH_TIMEOUT", "3")
-    ids = _add_addresses(sender, 6_000)  # ~420 KB: two fragments
+    ids = _add_addresses(sender, 6_000)
     (person,) = colleagues(crm_tenant, 1)
     crm_tenant.put("faults", FAULTS[fault])
     result = sender.teams.send(ids, to=[person], subject="Mit Fehlern", as_file=True)
@@ -143,6 +148,15 @@ def test_exactly_once_under_faults(fault: str, sender: crmkit.CRM, crm_tenant: S
     assert any(k.endswith(("injected", "timeout_after_commit")) for k in crm_tenant.counters()), fault
     _check_one_file(sender, crm_tenant, "Mit Fehlern", ids, person)
     assert _uploads_done(crm_tenant) == 1
+    fragments: dict[str, int] = {}  # PUT /up/{session} by outcome (202, 416, timeout_after_commit …)
+    for k, v in crm_tenant.counters().items():
+        if k.startswith("PUT /up/"):
+            fragments[k.rsplit(" ", 1)[-1]] = fragments.get(k.rsplit(" ", 1)[-1], 0) + v
+    assert fragments.get("202", 0) + fragments.get("timeout_after_commit", 0) >= 1  # more than one fragment
+    if fault == "upload fragment answer dropped":  # the first fragment landed unanswered: resent, 416, status
+        assert fragments.get("416") == 1 and "GET /up/{session} 200" in crm_tenant.counters()
+    if fault == "both fragments' answers dropped":  # the resent last fragment: the session is gone, the file there
+        assert fragments.get("404") == 1 and fragments.get("timeout_after_commit") == 2
 
 
 CHILD = """
