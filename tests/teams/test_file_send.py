@@ -261,3 +261,20 @@ def test_the_compose_dialog_offers_one_file_above_the_threshold(sender: crmkit.C
     (msg,) = _messages(crm_tenant, "Aus dem Dialog")
     assert msg["attachments"][0]["contentType"] == "reference"
     assert t("teams.file.text", lang, count="60") in msg["body"]["content"]
+
+
+@pytest.mark.sandbox
+def test_a_queued_file_send_is_delivered_by_crmkit_worker(sender: crmkit.CRM, crm_tenant: SandboxAdmin,
+                                                          db_location: str) -> None:
+    from crmkit.campaigns.worker import run_worker
+
+    if not db_location.startswith("postgresql"):
+        pytest.skip("crmkit worker delivers queued sends on PostgreSQL (on DuckDB: crm.teams.resume())")
+    ids = _add_addresses(sender, 200)
+    (person,) = colleagues(crm_tenant, 1)
+    queued = sender.teams.send(ids, to=[person], subject="Vom Worker", as_file=True, deliver=False)
+    assert queued["status"].eq("pending").all() and _uploads_done(crm_tenant) == 0
+    run_worker(db_location, once=True, reply_interval=0)
+    _check_one_file(sender, crm_tenant, "Vom Worker", ids, person)
+    assert _uploads_done(crm_tenant) == 1
+    assert sender.teams.results(queued.attrs["batch_ids"])["status"].eq("sent").all()
