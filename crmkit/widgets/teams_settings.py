@@ -4,8 +4,8 @@ A thin view over :mod:`crmkit.teams.activation`: the checkbox "Microsoft Teams-I
 aktivieren", the reopen notice for this session, the sessions that must reopen, and the refusal
 when the short code TS is taken, shown with what to do and a button that opens the contact types
 (when the page has that tab). Below it the opt-in »Antworten aus Teams am Datensatz ablegen«
-(:mod:`crmkit.teams.replies`, setting ``teams.file_replies``) with what it does. Rights are checked in the core; the view only disables what the user
-may not change, with the missing right in the tooltip.
+(:mod:`crmkit.teams.replies`, setting ``teams.file_replies``) with what it does. Rights are checked in
+the core; the view only disables what the user may not change, with the missing right in the tooltip.
 """
 
 from __future__ import annotations
