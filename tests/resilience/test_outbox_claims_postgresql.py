@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -55,14 +54,17 @@ def _batch(store: Store, n: int) -> str:
     return store.write(run)
 
 
-# Claims chunks until none is left, finishing each (as a sender would), and prints what it claimed.
+# Claims chunks until none is left, finishing each (as a sender would), and prints what it claimed. It says when it
+# is ready (imports done, connected) and starts on the test's word: a start at a fixed time let the first two
+# processes claim every row while a slow-starting third and fourth were still importing (CI: [375, 625, 0, 0]).
 CLAIMER = """
-import json, sys, time
+import json, sys
 from crmkit.store import Store
 from crmkit.teams.outbox import claim_open, new_holder
 store, holder, got = Store(sys.argv[1]), new_holder("test"), []
-while time.time() < float(sys.argv[3]):
-    time.sleep(0.01)  # start together
+store.execute("SELECT 1")
+print("ready", flush=True)
+sys.stdin.readline()  # start together
 while ids := claim_open(store, holder, [sys.argv[2]], limit=25):
     got += ids
     store.execute(f"UPDATE outbox SET status = 'sent' WHERE id IN ({', '.join('?' * len(ids))})", ids)
@@ -73,9 +75,14 @@ print(json.dumps(got))
 def test_four_processes_claiming_at_once_get_each_row_once(pg_url: str) -> None:
     store = Store(pg_url)
     batch = _batch(store, 1000)
-    start = str(time.time() + 3)
-    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, pg_url, batch, start], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, pg_url, batch], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n", p.stderr and p.stderr.read()[-2000:]
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in outs]
     results = [json.loads(out) for out, _ in outs]
