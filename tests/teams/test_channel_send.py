@@ -123,6 +123,7 @@ def test_a_fault_on_the_channel_post_still_gives_exactly_one_post(
     assert sender.store.one("SELECT count(*) FROM transfer_log WHERE outcome = 'sent'") == 2
 
 
+@pytest.mark.duckdb_only  # the read-back reads Graph alone: the same on both stores (7 s each)
 def test_the_read_back_of_a_channel_is_bounded_by_the_rows_window(
     sender: crmkit.CRM, quick_channels: SandboxAdmin,
 ) -> None:
