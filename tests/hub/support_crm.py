@@ -65,3 +65,23 @@ def make_team_crm(url: str, links: Mapping[str, str]) -> None:
     finally:
         owner.store.close()
     crmkit_cli(url, "db-roles")
+
+
+@contextmanager
+def team_crm_database(cluster: PgCluster, links: Mapping[str, str]) -> Iterator[str]:
+    """A fresh database on ``cluster`` made into the team's CRM (:func:`make_team_crm` with ``links``) while logins
+    need their password (:func:`password_logins`); yields the owner's URL. The CRM's database logins are dropped
+    after: roles are the cluster's, not the database's."""
+    from support.postgres import fresh_database_url
+
+    from crmkit.store import Store
+    from crmkit.store.pg_roles import drop_database_roles
+
+    with password_logins(cluster), fresh_database_url(cluster) as url:
+        make_team_crm(url, links)
+        try:
+            yield url
+        finally:
+            store = Store(url)
+            drop_database_roles(store)
+            store.close()

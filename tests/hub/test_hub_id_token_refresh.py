@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support.postgres import PgCluster, fresh_database_url
+from support.postgres import PgCluster
 from support.sandbox import SandboxAdmin, SandboxProc
 
 from crmkit.auth.id_token import IdTokenVerifier
@@ -38,8 +38,7 @@ from crmkit.hub.authenticator import ID_TOKEN_MARGIN_S, id_token_expires_at
 from crmkit.hub.config import SCOPES, prepare_state
 from crmkit.hub.run import _register_in_sandbox
 from crmkit.sandbox import SANDBOX_DOMAIN, SANDBOX_PASSWORD, SANDBOX_TENANT_ID
-from crmkit.store import Store
-from crmkit.store.pg_roles import drop_database_roles, user_role
+from crmkit.store.pg_roles import user_role
 from tests.hub import support_crm
 from tests.hub.support_hub import RunningHub, hub_context, run_coroutine, running_hub, server_pid, sign_in_to_lab
 
@@ -151,16 +150,10 @@ def test_refresh_user_gets_a_fresh_id_token_when_the_old_one_is_due_and_false_wh
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iterator[RunningHub]:
     """The hub over a team CRM (tests/hub/support_crm.py) where tobias's account is the CRM user ben."""
-    with support_crm.password_logins(pg_cluster), fresh_database_url(pg_cluster) as crm_url:
-        support_crm.make_team_crm(crm_url, {CRM_USER: UPN})
-        try:
-            with running_hub(tmp_path_factory.mktemp("hub-id-token"), ["--db", crm_url]) as h:
-                h.crm_url = crm_url  # type: ignore[attr-defined]
-                yield h
-        finally:
-            store = Store(crm_url)
-            drop_database_roles(store)  # roles are the cluster's, not the database's
-            store.close()
+    with support_crm.team_crm_database(pg_cluster, {CRM_USER: UPN}) as crm_url:
+        with running_hub(tmp_path_factory.mktemp("hub-id-token"), ["--db", crm_url]) as h:
+            h.crm_url = crm_url  # type: ignore[attr-defined]
+            yield h
 
 
 @pytest.fixture

@@ -27,14 +27,13 @@ from typing import Any
 
 import httpx
 import pytest
-from support.postgres import PgCluster, fresh_database_url
+from support.postgres import PgCluster
 
 from crmkit.i18n import t
 from crmkit.rights import right_label
 from crmkit.sandbox import SANDBOX_DOMAIN
 from crmkit.sandbox.directory import user_id_for
 from crmkit.store import Store
-from crmkit.store.pg_roles import drop_database_roles
 from tests.hub import support_crm
 from tests.hub.support_hub import RunningHub, hub_context, running_hub, sign_in_to_lab
 
@@ -56,16 +55,10 @@ def _dashboard(hub: RunningHub, upn: str, notebook: str) -> str:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iterator[RunningHub]:
-    with support_crm.password_logins(pg_cluster), fresh_database_url(pg_cluster) as crm_url:
-        support_crm.make_team_crm(crm_url, {"tom": TOM_UPN, "anna": ANNA_UPN, "vera": VERA_UPN})
-        try:
-            with running_hub(tmp_path_factory.mktemp("hub-scenario"), ["--db", crm_url]) as h:
-                h.crm_url = crm_url  # type: ignore[attr-defined]  # the owner's, for reading back what happened
-                yield h
-        finally:
-            store = Store(crm_url)
-            drop_database_roles(store)  # roles are the cluster's, not the database's
-            store.close()
+    with support_crm.team_crm_database(pg_cluster, {"tom": TOM_UPN, "anna": ANNA_UPN, "vera": VERA_UPN}) as crm_url:
+        with running_hub(tmp_path_factory.mktemp("hub-scenario"), ["--db", crm_url]) as h:
+            h.crm_url = crm_url  # type: ignore[attr-defined]  # the owner's, for reading back what happened
+            yield h
 
 
 def _owner_read(hub: RunningHub, sql: str) -> list[tuple[Any, ...]]:

@@ -30,11 +30,10 @@ from typing import Any
 
 import httpx
 import pytest
-from support.postgres import PgCluster, fresh_database_url
+from support.postgres import PgCluster
 
 from crmkit.sandbox import SANDBOX_DEFAULT_UPN, SANDBOX_DOMAIN
-from crmkit.store import Store
-from crmkit.store.pg_roles import drop_database_roles, user_role
+from crmkit.store.pg_roles import user_role
 from tests.hub import support_crm
 from tests.hub.support_hub import hub_context, running_hub, server_pid
 from tests.support import forms
@@ -64,14 +63,8 @@ class Hub:
 def hub(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iterator[Hub]:
     if os.geteuid() != 0:
         pytest.skip("crmkit hub runs as root (it creates an OS user per person)")
-    with support_crm.password_logins(pg_cluster), fresh_database_url(pg_cluster) as crm_url:
-        support_crm.make_team_crm(crm_url, LINKS)
-        try:
-            yield from _run_hub(tmp_path_factory, crm_url)
-        finally:
-            store = Store(crm_url)
-            drop_database_roles(store)  # roles are the cluster's, not the database's
-            store.close()
+    with support_crm.team_crm_database(pg_cluster, LINKS) as crm_url:
+        yield from _run_hub(tmp_path_factory, crm_url)
 
 
 def _run_hub(tmp_path_factory: pytest.TempPathFactory, crm_url: str) -> Iterator[Hub]:

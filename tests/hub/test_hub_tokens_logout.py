@@ -22,12 +22,10 @@ from typing import Any
 
 import httpx
 import pytest
-from support.postgres import PgCluster, fresh_database_url
+from support.postgres import PgCluster
 
 from crmkit.hub.config import SERVER_AUTH_CACHE_S
 from crmkit.sandbox import SANDBOX_DOMAIN
-from crmkit.store import Store
-from crmkit.store.pg_roles import drop_database_roles
 from tests.hub import support_crm
 from tests.hub.support_hub import RunningHub, hub_context, running_hub, server_pid, sign_in_to_lab
 from tests.support import forms
@@ -46,19 +44,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iter
     (a sales person) and jonas's is ben."""
     import crmkit
 
-    with support_crm.password_logins(pg_cluster), fresh_database_url(pg_cluster) as crm_url:
-        support_crm.make_team_crm(crm_url, {"anna": LUKAS_UPN, "ben": JONAS_UPN})
+    with support_crm.team_crm_database(pg_cluster, {"anna": LUKAS_UPN, "ben": JONAS_UPN}) as crm_url:
         owner = crmkit.open(crm_url)
         owner.set_setting("teams.enabled", True)
         owner.store.close()
-        try:
-            with running_hub(tmp_path_factory.mktemp("hub-tokens"), ["--db", crm_url]) as h:
-                h.crm_url = crm_url  # type: ignore[attr-defined]  # the owner's, for reading back what was sent
-                yield h
-        finally:
-            store = Store(crm_url)
-            drop_database_roles(store)  # roles are the cluster's, not the database's
-            store.close()
+        with running_hub(tmp_path_factory.mktemp("hub-tokens"), ["--db", crm_url]) as h:
+            h.crm_url = crm_url  # type: ignore[attr-defined]  # the owner's, for reading back what was sent
+            yield h
 
 
 @pytest.fixture

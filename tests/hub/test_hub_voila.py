@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.postgres import PgCluster, fresh_database_url
+from support.postgres import PgCluster
 
 from crmkit.addresses import add_address, count_addresses
 from crmkit.sandbox import SANDBOX_DOMAIN
 from crmkit.store import Store
-from crmkit.store.pg_roles import drop_database_roles
 from tests.hub import support_crm
 from tests.hub.support_hub import RunningHub, hub_context, pids_of_uid, running_hub, server_pid, sign_in_to_lab
 from tests.support.network import is_loopback_url
@@ -46,14 +45,8 @@ CULL_IDLE_S, CULL_INTERVAL_S = 30, 5  # its MappingKernelManager culling
 
 @pytest.fixture(scope="module")
 def crm_url(pg_cluster: PgCluster) -> Iterator[str]:
-    with support_crm.password_logins(pg_cluster), fresh_database_url(pg_cluster) as url:
-        support_crm.make_team_crm(url, {"anna": PAUL_UPN})  # paul's account is the CRM user anna here
-        try:
-            yield url
-        finally:
-            store = Store(url)
-            drop_database_roles(store)  # roles are the cluster's, not the database's
-            store.close()
+    with support_crm.team_crm_database(pg_cluster, {"anna": PAUL_UPN}) as url:  # paul's account is anna here
+        yield url
 
 
 @pytest.fixture(scope="module")
