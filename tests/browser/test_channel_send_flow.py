@@ -4,7 +4,6 @@ channel, with its transfer-log row naming the channel and its member count."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ def test_a_record_goes_to_a_channel_from_the_compose_dialog(page: Any, flow: Sen
     page.goto(dashboard_url(flow.voila_port, "addresses.ipynb") + "?user=anna", wait_until="commit")
     row = page.locator(".crmkit-row:visible").first
     row.wait_for(state="visible", timeout=WIDGETS_UP)
-    started = time.monotonic()  # from the page being up: the dialog, the picker, the send
     page.locator(".crmkit-rows .crmkit-row-select input").first.check()
     action = page.locator(".crmkit-teams-action")
     expect(action).to_be_enabled(timeout=30_000)
@@ -59,7 +57,6 @@ def test_a_record_goes_to_a_channel_from_the_compose_dialog(page: Any, flow: Sen
     expect(compose.locator(".crmkit-compose-results tr[data-status=sent]")).to_have_count(1, timeout=30_000)
     expect(compose.locator(".crmkit-compose-results")).to_contain_text("Vertrieb / Leads")
     page.screenshot(path=str(output_dir / "channel-flow-sent.png"), full_page=True)
-    assert time.monotonic() - started < 40
 
     team = next(t for t in flow.sandbox.get("teams")["value"] if t["displayName"] == "Vertrieb")
     leads = next(c for c in team["channels"] if c["displayName"] == "Leads")

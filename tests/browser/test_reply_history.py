@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,6 @@ def test_a_reply_shows_once_in_the_contact_history_after_a_worker_pass(
         page: Any, flow: SendSetup, monkeypatch: pytest.MonkeyPatch, output_dir: Path) -> None:
     from playwright.sync_api import expect
 
-    started = time.monotonic()
     person = flow.recipients[0]
     for key, value in _env(flow).items():
         monkeypatch.setenv(key, value)
@@ -106,7 +104,6 @@ def test_a_reply_shows_once_in_the_contact_history_after_a_worker_pass(
     expect(panel.locator(".crmkit-contact")).to_have_count(1, timeout=30_000)
     expect(panel.locator(".crmkit-contact")).to_contain_text(f"Antwort von {person['displayName']}")
     page.screenshot(path=str(output_dir / "reply-flow-2-reloaded.png"), full_page=True)
-    assert time.monotonic() - started < 40
 
     # the panel shows date, type, subject and user; the reply's text is the contact's notes
     crm = crmkit.open(flow.db, "admin")
