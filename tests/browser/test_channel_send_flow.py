@@ -1,6 +1,6 @@
 """Issue 17.1 in a real browser: a sales user sends a record to a team's channel from the addresses dashboard's
-compose dialog (the channel picked among the suggestions beside people), and it arrives once in the sandbox
-channel, with its transfer-log row naming the channel and its member count."""
+compose dialog (the channel picked among the suggestions beside people, a colleague @mentioned in it), and it
+arrives once in the sandbox channel, with its transfer-log row naming the channel and its member count."""
 
 from __future__ import annotations
 
@@ -52,6 +52,11 @@ def test_a_record_goes_to_a_channel_from_the_compose_dialog(page: Any, flow: Sen
     suggestion = compose.locator(".crmkit-compose-suggestion:visible", has_text="# Vertrieb / Leads")
     suggestion.click(timeout=30_000)
     expect(compose.locator(".crmkit-compose-chip", has_text="Vertrieb / Leads")).to_be_visible()
+    search.fill("")
+    search.press_sequentially("Jonas", delay=60)
+    compose.locator(".crmkit-compose-suggestion:visible", has_text="Jonas Becker").first.click(timeout=30_000)
+    mention = compose.locator(".crmkit-compose-mention input")  # shown once people and a channel are chosen
+    mention.check(timeout=30_000)
     compose.locator(".crmkit-compose-subject input").fill("Lead für den Kanal")
     compose.locator(".crmkit-compose-send").click()
     expect(compose.locator(".crmkit-compose-results tr[data-status=sent]")).to_have_count(1, timeout=30_000)
@@ -63,6 +68,9 @@ def test_a_record_goes_to_a_channel_from_the_compose_dialog(page: Any, flow: Sen
     with flow.sandbox.graph() as g:
         posts = g.get(f"teams/{team['id']}/channels/{leads['id']}/messages").json()["value"]
     assert [p["subject"] for p in posts] == ["cobra CRM - Lead für den Kanal"]
+    [mentioned] = posts[0]["mentions"]  # Jonas @mentioned in the post, not sent a message of his own
+    assert mentioned["mentioned"]["user"]["displayName"] == "Jonas Becker"
+    assert f'<at id="{mentioned["id"]}">Jonas Becker</at>' in posts[0]["body"]["content"]
     crm = crmkit.open(flow.db, "admin")
     try:
         log = privacy.transfer_log(crm)
