@@ -26,6 +26,7 @@ TESTS = {
     "tests/resilience/test_kill_campaign.py": "campaign worker SIGKILLed mid-way: {runs:,} runs",
     "tests/teams/test_kill_planning.py": "planner SIGKILLed after two of three chunks",
     "tests/core/test_concurrency.py": "four processes writing one DuckDB file: {rounds:,} rounds each",
+    "tests/resilience/test_pg_workers.py": "four workers on PostgreSQL, one SIGKILLed: {pg_messages:,} messages",
 }
 
 
@@ -42,7 +43,7 @@ def run(ctx: Context) -> list[Result]:
     )
     (ctx.workdir / "soak.log").write_text(proc.stdout, encoding="utf-8")
     say(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else f"pytest exited {proc.returncode}")
-    sizes = {"n": 2_000 * factor, "runs": 60 * factor, "rounds": 25 * factor}
+    sizes = {"n": 2_000 * factor, "runs": 60 * factor, "rounds": 25 * factor, "pg_messages": 1_000 * factor}
     results = []
     for case in ET.parse(junit).getroot().iter("testcase"):  # noqa: S314 -- written by our own pytest run
         path = case.get("classname", "").replace(".", "/") + ".py"
